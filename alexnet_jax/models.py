@@ -1,0 +1,365 @@
+"""AlexNet as a Flax NNX module: the paper's two columns as shards of a `'model'` mesh axis.
+
+Paper §3.5 (layers, sizes, where the columns meet), §3.2 (two GPUs; the one-column comparison
+net), §3.3 (LRN), §3.4 (overlapping pooling), §4.2 (dropout), §5 (initialisation).
+
+Every per-column weight is stacked on a leading column axis sharded over `'model'`. The forward
+pass is one `jax.shard_map`: each device runs plain convolutions for the columns it holds, and an
+explicit `all_gather` over `'model'` joins the columns where the paper's GPUs communicate
+(inputs of conv3, fc6 and fc7); fc8 contracts each column's fc7 units and sums the two partial
+logits (`psum`). With a `'model'` axis of size 1 one device computes both columns. The batch is
+sharded over `'data'`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.sharding import PartitionSpec as P
+
+from alexnet_jax import ops
+from alexnet_jax.cli import UserError
+from alexnet_jax.sharding import DATA, MODEL, make_mesh
+
+CONV_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
+FC_LAYERS = ("fc6", "fc7", "fc8")
+LAYERS = CONV_LAYERS + FC_LAYERS
+# Layers whose input is every column's output (§3.5): the columns meet in front of them.
+MEETS = ("conv3", "fc6", "fc7", "fc8")
+# What `AlexNet.__call__(..., capture=True)` returns besides the logits, in order.
+CAPTURED = ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7")
+
+
+@dataclasses.dataclass(frozen=True)
+class AlexNetSpec:
+  """The static description of one network, built from the config's `model` section."""
+
+  num_classes: int = 1000
+  input_size: int = 224
+  in_channels: int = 3
+  columns: int = 2
+  conv_features: tuple[int, ...] = (96, 256, 384, 384, 256)
+  conv_kernels: tuple[int, ...] = (11, 5, 3, 3, 3)
+  conv1_stride: int = 4
+  fc_features: tuple[int, ...] = (4096, 4096)
+  activation: str = "relu"
+  lrn: bool = True
+  lrn_size: int = 5
+  lrn_k: float = 2.0
+  lrn_alpha: float = 1e-4
+  lrn_beta: float = 0.75
+  lrn_alpha_over_size: bool = False
+  lrn_conv1_pre_relu: bool = False
+  contrast_norm: bool = False
+  contrast_norm_size: int = 5
+  contrast_norm_k: float = 1.0
+  contrast_norm_alpha: float = 1e-3
+  contrast_norm_beta: float = 0.75
+  pool_window: int = 3
+  pool_stride: int = 2
+  dropout: float = 0.5
+  init_std: tuple[tuple[str, float], ...] = tuple((n, 0.01) for n in LAYERS)
+  init_bias: tuple[tuple[str, float], ...] = (
+      ("conv1", 0.0), ("conv2", 1.0), ("conv3", 0.0), ("conv4", 1.0),
+      ("conv5", 1.0), ("fc6", 1.0), ("fc7", 1.0), ("fc8", 0.0))
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+
+  @classmethod
+  def from_config(cls, model_config) -> "AlexNetSpec":
+    c = model_config
+    spec = cls(
+        num_classes=int(c.num_classes), input_size=int(c.input_size),
+        in_channels=int(c.in_channels), columns=int(c.columns),
+        conv_features=tuple(int(v) for v in c.conv_features),
+        conv_kernels=tuple(int(v) for v in c.conv_kernels),
+        conv1_stride=int(c.conv1_stride),
+        fc_features=tuple(int(v) for v in c.fc_features),
+        activation=str(c.activation), lrn=bool(c.lrn), lrn_size=int(c.lrn_size),
+        lrn_k=float(c.lrn_k), lrn_alpha=float(c.lrn_alpha), lrn_beta=float(c.lrn_beta),
+        lrn_alpha_over_size=bool(c.lrn_alpha_over_size),
+        lrn_conv1_pre_relu=bool(c.lrn_conv1_pre_relu),
+        contrast_norm=bool(c.contrast_norm), contrast_norm_size=int(c.contrast_norm_size),
+        contrast_norm_k=float(c.contrast_norm_k),
+        contrast_norm_alpha=float(c.contrast_norm_alpha),
+        contrast_norm_beta=float(c.contrast_norm_beta),
+        pool_window=int(c.pool_window), pool_stride=int(c.pool_stride),
+        dropout=float(c.dropout),
+        init_std=tuple((n, float(c.init_std[n])) for n in LAYERS),
+        init_bias=tuple((n, float(c.init_bias[n])) for n in LAYERS),
+        dtype=str(c.dtype), param_dtype=str(c.param_dtype))
+    spec.validate()
+    return spec
+
+  def validate(self) -> None:
+    """Raises UserError (one line) for a structure that cannot be built."""
+    def bad(msg):
+      raise UserError(f"invalid model config: {msg}")
+    if self.columns not in (1, 2):
+      bad(f"columns must be 2 (the paper's net) or 1 (the §3.2 comparison net), got {self.columns}")
+    if len(self.conv_features) != 5 or len(self.conv_kernels) != 5 or len(self.fc_features) != 2:
+      bad("conv_features and conv_kernels need 5 entries and fc_features 2")
+    if self.columns == 2 and any(f % 2 for f in self.conv_features + self.fc_features):
+      bad(f"every width must be even to split into two columns: {self.conv_features + self.fc_features}")
+    if self.activation not in ("relu", "tanh"):
+      bad(f"activation must be 'relu' or 'tanh', got {self.activation!r}")
+    if not 0.0 <= self.dropout < 1.0:
+      bad(f"dropout must be in [0, 1), got {self.dropout}")
+    if self.num_classes < 2:
+      bad(f"num_classes must be >= 2, got {self.num_classes}")
+    for name, size in (("lrn_size", self.lrn_size), ("contrast_norm_size", self.contrast_norm_size)):
+      if size < 1 or size % 2 == 0:
+        bad(f"{name} must be a positive odd number, got {size}")
+    for name in (self.dtype, self.param_dtype):
+      if name not in ("float32", "bfloat16", "float16"):
+        bad(f"dtype must be float32, bfloat16 or float16, got {name!r}")
+    if self.pool5_size < 1:
+      bad(f"input_size {self.input_size} is too small for this network")
+
+  # --- geometry -----------------------------------------------------------------------------
+
+  @property
+  def widths(self) -> dict[str, int]:
+    """Per-column output width of each layer (fc8: the number of classes)."""
+    if self.columns == 2:
+      w = [f // 2 for f in self.conv_features + self.fc_features]
+    else:  # §3.2: half the kernels in conv1-conv4; conv5 and the fc layers not halved.
+      w = [f // 2 for f in self.conv_features[:4]] + [self.conv_features[4], *self.fc_features]
+    return dict(zip(LAYERS, w + [self.num_classes]))
+
+  @property
+  def conv1_padding(self) -> int:
+    """Bottom/right zero padding of conv1: cuda-convnet's 1 + ceil((H - k) / s) outputs."""
+    k, s = self.conv_kernels[0], self.conv1_stride
+    out = 1 + math.ceil((self.input_size - k) / s)
+    return max((out - 1) * s + k - self.input_size, 0)
+
+  def _pool(self, n: int) -> int:
+    return (n - self.pool_window) // self.pool_stride + 1
+
+  @property
+  def conv1_size(self) -> int:
+    k, s = self.conv_kernels[0], self.conv1_stride
+    return (self.input_size + self.conv1_padding - k) // s + 1
+
+  @property
+  def pool5_size(self) -> int:
+    return self._pool(self._pool(self._pool(self.conv1_size)))
+
+  def in_features(self, layer: str) -> int:
+    """Input width of one column's kernel in `layer` (§3.5 connectivity)."""
+    w, c = self.widths, self.columns
+    return {
+        "conv1": self.in_channels,
+        "conv2": w["conv1"],
+        "conv3": c * w["conv2"],
+        "conv4": w["conv3"],
+        "conv5": w["conv4"],
+        "fc6": c * w["conv5"] * self.pool5_size ** 2,
+        "fc7": c * w["fc6"],
+        "fc8": w["fc7"],
+    }[layer]
+
+  def kernel_shape(self, layer: str) -> tuple[int, ...]:
+    if layer in CONV_LAYERS:
+      k = self.conv_kernels[CONV_LAYERS.index(layer)]
+      return (k, k, self.in_features(layer), self.widths[layer])
+    return (self.in_features(layer), self.widths[layer])
+
+
+class ColumnLayer(nnx.Module):
+  """One layer's kernels for every column, stacked on a leading column axis (sharded 'model').
+
+  §5 initialisation: kernel ~ N(0, std²), bias = constant. fc8's bias is one vector shared by
+  the columns (added once, after the columns' partial logits are summed).
+  """
+
+  def __init__(self, columns: int, kernel_shape: tuple[int, ...], *, std: float, bias: float,
+               shared_bias: bool, param_dtype: Any, rngs: nnx.Rngs):
+    stacked = (columns, *kernel_shape)
+    self.kernel = nnx.Param(
+        std * jax.random.normal(rngs.params(), stacked, param_dtype),
+        out_sharding=(MODEL,) + (None,) * len(kernel_shape), eager_sharding=False)
+    out = kernel_shape[-1]
+    if shared_bias:
+      self.bias = nnx.Param(jnp.full((out,), bias, param_dtype),
+                            out_sharding=(None,), eager_sharding=False)
+    else:
+      self.bias = nnx.Param(jnp.full((columns, out), bias, param_dtype),
+                            out_sharding=(MODEL, None), eager_sharding=False)
+
+
+class AlexNet(nnx.Module):
+  """The network of paper §3.5 (Figure 2), two columns or the §3.2 one-column net."""
+
+  def __init__(self, spec: AlexNetSpec, *, mesh: jax.sharding.Mesh | None = None,
+               rngs: nnx.Rngs):
+    spec.validate()
+    self.spec = spec
+    self.mesh = mesh if mesh is not None else make_mesh(data=1, model=1)
+    if spec.columns % self.mesh.shape[MODEL]:
+      raise UserError(f"invalid mesh: the 'model' axis ({self.mesh.shape[MODEL]}) must divide "
+                       f"the number of columns ({spec.columns})")
+    std, bias = dict(spec.init_std), dict(spec.init_bias)
+    for name in LAYERS:
+      setattr(self, name, ColumnLayer(
+          spec.columns, spec.kernel_shape(name), std=std[name], bias=bias[name],
+          shared_bias=(name == "fc8"), param_dtype=jnp.dtype(spec.param_dtype), rngs=rngs))
+
+  def __call__(self, images: jax.Array, *, dropout_key: jax.Array | None = None,
+               capture: bool = False):
+    """Logits (float32) for NHWC `images`; dropout when `dropout_key` is given.
+
+    With `capture=True` also returns {name: activation} for `CAPTURED` (channels in column
+    order: column 0's maps first).
+    """
+    spec = self.spec
+    expected = (spec.input_size, spec.input_size, spec.in_channels)
+    if images.ndim != 4 or tuple(images.shape[1:]) != expected:
+      raise ValueError(f"AlexNet expects images of shape [batch, {expected[0]}, {expected[1]}, "
+                       f"{expected[2]}], got {tuple(images.shape)}")
+    params = {n: (getattr(self, n).kernel[...], getattr(self, n).bias[...]) for n in LAYERS}
+    logits, captured = _forward(spec, self.mesh, capture, images, params, dropout_key)
+    return (logits, captured) if capture else logits
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _forward(spec: AlexNetSpec, mesh: jax.sharding.Mesh, capture: bool, images, params,
+             dropout_key):
+  """The `shard_map` over ('data', 'model'); jitted so that eager calls compile once.
+
+  Dropout keep-masks (§4.2) are drawn at the global batch shape outside the `shard_map`, so
+  the same key drops the same units whatever the mesh.
+  """
+  masks = None
+  if dropout_key is not None and spec.dropout > 0:
+    keys = jax.random.split(dropout_key)
+    masks = {name: jax.random.bernoulli(key, 1.0 - spec.dropout,
+                                        (images.shape[0], spec.columns * spec.widths[name]))
+             for name, key in zip(("fc6", "fc7"), keys)}
+  param_specs = {n: (P(MODEL), P() if n == "fc8" else P(MODEL)) for n in LAYERS}
+  mask_specs = None if masks is None else {n: P(DATA, MODEL) for n in masks}
+  captured_specs = {n: P(DATA, *([None] * (0 if n.startswith("fc") else 2)), MODEL)
+                    for n in CAPTURED}
+  return jax.shard_map(
+      lambda x, p, m: _column_forward(spec, x, p, m, capture),
+      mesh=mesh,
+      in_specs=(P(DATA), param_specs, mask_specs),
+      out_specs=(P(DATA), captured_specs if capture else None),
+  )(images, params, masks)
+
+
+def _column_forward(spec: AlexNetSpec, x, params, masks, capture: bool):
+  """Runs the columns this device holds; the body of the `shard_map`."""
+  dtype = jnp.dtype(spec.dtype)
+  local = params["conv1"][0].shape[0]  # columns on this device
+  act = jax.nn.relu if spec.activation == "relu" else jnp.tanh
+  captured = {}
+
+  def norm(h):
+    if not spec.lrn:
+      return h
+    return ops.lrn(h, size=spec.lrn_size, k=spec.lrn_k, alpha=spec.lrn_alpha,
+                   beta=spec.lrn_beta, alpha_over_size=spec.lrn_alpha_over_size)
+
+  def conv2_norm(h):
+    h = norm(h)
+    if not spec.contrast_norm:  # 2012 code only: a spatial contrast norm after conv2's LRN.
+      return h
+    return ops.contrast_norm(h, size=spec.contrast_norm_size, k=spec.contrast_norm_k,
+                             alpha=spec.contrast_norm_alpha, beta=spec.contrast_norm_beta)
+
+  def pool(h):
+    return ops.max_pool(h, window=spec.pool_window, stride=spec.pool_stride)
+
+  def conv(name, h, c, padding):
+    kernel, bias = params[name]
+    y = jax.lax.conv_general_dilated(
+        h, kernel[c].astype(dtype), window_strides=(spec.conv1_stride,) * 2 if name == "conv1"
+        else (1, 1), padding=padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y + bias[c].astype(dtype)
+
+  def same(name):
+    k = spec.conv_kernels[CONV_LAYERS.index(name)]
+    return ((k // 2, k // 2),) * 2
+
+  def dense(name, h, c):
+    kernel, bias = params[name]
+    return h @ kernel[c].astype(dtype) + bias[c].astype(dtype)
+
+  def dropout(name, h, c):
+    if masks is None:
+      return h
+    width = h.shape[-1]
+    keep = masks[name][:, c * width:(c + 1) * width]
+    return jnp.where(keep, h / (1.0 - spec.dropout), jnp.zeros_like(h))
+
+  def record(name, per_column):
+    if capture:
+      captured[name] = jnp.concatenate(per_column, axis=-1)
+    return per_column
+
+  def meet(per_column):
+    """Joins every column's maps: the paper's cross-GPU communication."""
+    joined = jnp.concatenate(per_column, axis=-1)
+    return jax.lax.all_gather(joined, MODEL, axis=joined.ndim - 1, tiled=True)
+
+  cols = range(local)
+  x = x.astype(dtype)
+  pad1 = spec.conv1_padding
+  h = [conv("conv1", x, c, ((0, pad1), (0, pad1))) for c in cols]
+  if spec.lrn_conv1_pre_relu:  # 2012 code: LRN on the conv output, ReLU at the pool.
+    h = record("conv1", [norm(v) for v in h])
+    h = record("pool1", [act(pool(v)) for v in h])
+  else:
+    h = record("conv1", [norm(act(v)) for v in h])
+    h = record("pool1", [pool(v) for v in h])
+  h = record("conv2", [conv2_norm(act(conv("conv2", h[c], c, same("conv2")))) for c in cols])
+  h = record("pool2", [pool(v) for v in h])
+  full = meet(h)
+  h = record("conv3", [act(conv("conv3", full, c, same("conv3"))) for c in cols])
+  h = record("conv4", [act(conv("conv4", h[c], c, same("conv4"))) for c in cols])
+  h = record("conv5", [act(conv("conv5", h[c], c, same("conv5"))) for c in cols])
+  h = record("pool5", [pool(v) for v in h])
+  full = meet(h)
+  full = full.reshape(full.shape[0], -1)
+  h = record("fc6", [dropout("fc6", act(dense("fc6", full, c)), c) for c in cols])
+  full = meet(h)
+  h = record("fc7", [dropout("fc7", act(dense("fc7", full, c)), c) for c in cols])
+  kernel, bias = params["fc8"]
+  partial_logits = sum(
+      jnp.matmul(h[c], kernel[c].astype(dtype), preferred_element_type=jnp.float32)
+      for c in cols)
+  logits = jax.lax.psum(partial_logits, MODEL) + bias.astype(jnp.float32)
+  return logits, (captured if capture else None)
+
+
+MODELS = {"alexnet": AlexNet}
+
+
+def create_model(model_config, *, mesh: jax.sharding.Mesh | None = None, seed: int = 0):
+  """Builds the model named by `model_config.name` with its parameters placed on `mesh`.
+
+  Initialisation runs under `jax.jit` with the parameters' shardings as outputs, so each
+  device creates only its own column's weights; the values do not depend on the mesh.
+  """
+  name = model_config.name
+  if name not in MODELS:
+    raise UserError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
+  spec = AlexNetSpec.from_config(model_config)
+  mesh = mesh if mesh is not None else make_mesh(data=1, model=1)
+  cls = MODELS[name]
+
+  def build():
+    return cls(spec, mesh=mesh, rngs=nnx.Rngs(params=seed))
+
+  graphdef, abstract_state = nnx.split(nnx.eval_shape(build))
+  shardings = nnx.get_named_sharding(abstract_state, mesh)
+  state = jax.jit(lambda: nnx.state(build()), out_shardings=shardings)()
+  return nnx.merge(graphdef, state)

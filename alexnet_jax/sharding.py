@@ -1,0 +1,30 @@
+"""The device mesh: a `'data'` axis for the batch and a `'model'` axis for the paper's columns."""
+
+from __future__ import annotations
+
+import jax
+from jax.sharding import AxisType
+
+from alexnet_jax.cli import UserError
+
+DATA = "data"
+MODEL = "model"
+
+
+def make_mesh(*, data: int | None = None, model: int = 1, devices=None) -> jax.sharding.Mesh:
+  """A `('data', 'model')` mesh; `data=None` uses every remaining device for the batch.
+
+  Axis types are `Auto`: the columns' communication is written explicitly inside the model's
+  `shard_map`, and everything outside it (loss, optimizer) is left to the compiler.
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  if model < 1 or len(devices) % model:
+    raise UserError(f"invalid mesh: the 'model' axis ({model}) must divide the number of "
+                     f"devices ({len(devices)})")
+  if data is None:
+    data = len(devices) // model
+  if data < 1 or data * model > len(devices):
+    raise UserError(f"invalid mesh: data={data} x model={model} needs more than the "
+                     f"{len(devices)} devices available")
+  return jax.make_mesh((data, model), (DATA, MODEL), axis_types=(AxisType.Auto,) * 2,
+                       devices=devices[:data * model])

@@ -1,0 +1,204 @@
+"""The network of §3.5: shapes, parameter count, §5 init, the two columns as 'model' shards."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from alexnet_jax import models, summary
+from alexnet_jax.cli import UserError
+from alexnet_jax.sharding import make_mesh
+from conftest import load_config
+
+PAPER_SHAPES = {
+    "input": (224, 224, 3), "conv1": (55, 55, 96), "pool1": (27, 27, 96),
+    "conv2": (27, 27, 256), "pool2": (13, 13, 256), "conv3": (13, 13, 384),
+    "conv4": (13, 13, 384), "conv5": (13, 13, 256), "pool5": (6, 6, 256),
+    "fc6": (4096,), "fc7": (4096,), "fc8": (1000,),
+}
+
+
+def param_count(model_config):
+  return sum(r[2] for r in summary.summarize(model_config))
+
+
+def test_paper_layer_shapes_and_exact_parameter_count():
+  rows = summary.summarize(load_config("paper").model)
+  assert {name: shape for name, shape, _, _ in rows} == PAPER_SHAPES
+  assert sum(r[2] for r in rows) == 60_965_224
+  assert np.prod(PAPER_SHAPES["pool5"]) == 9216
+  assert summary.format_summary(rows).splitlines()[-1] == "total params: 60965224"
+
+
+def test_one_column_net_of_section_3_2():
+  # Half the kernels in conv1-conv4; conv5 and the fully-connected layers not halved.
+  expected = (11 * 11 * 3 * 48 + 48) + (5 * 5 * 48 * 128 + 128) + (3 * 3 * 128 * 192 + 192) + \
+      (3 * 3 * 192 * 192 + 192) + (3 * 3 * 192 * 256 + 256) + (9216 * 4096 + 4096) + \
+      (4096 * 4096 + 4096) + (4096 * 1000 + 1000)
+  assert param_count(load_config("paper", "one_column").model) == expected == 59_798_312
+
+
+def test_real_forward_matches_the_shapes(tiny_config):
+  model = models.create_model(tiny_config.model)
+  logits, captured = model(jnp.zeros((2, 32, 32, 3)), capture=True)
+  shapes = {n: s for n, s, _, _ in summary.summarize(tiny_config.model)}
+  assert logits.shape == (2, 10) and logits.dtype == jnp.float32
+  for name, value in captured.items():
+    assert value.shape[1:] == shapes[name], name
+
+
+@pytest.mark.parametrize("config_name,conv345_std", [("paper", 0.01), ("paper_code", 0.03)])
+def test_initialisation_of_section_5(config_name, conv345_std):
+  config = load_config(config_name)
+  model = models.create_model(config.model, seed=1)
+  bias_one = {"conv2", "conv4", "conv5", "fc6", "fc7"}
+  for name in models.LAYERS:
+    layer = getattr(model, name)
+    kernel, bias = np.asarray(layer.kernel[...]), np.asarray(layer.bias[...])
+    std = conv345_std if name in ("conv3", "conv4", "conv5") else 0.01
+    assert abs(kernel.mean()) < 0.05 * std + 3 * std / np.sqrt(kernel.size), name
+    np.testing.assert_allclose(kernel.std(), std, rtol=0.03, err_msg=name)
+    np.testing.assert_array_equal(bias, 1.0 if name in bias_one else 0.0, err_msg=name)
+
+
+def test_init_is_overridable_per_layer(tiny_config):
+  tiny_config.model.init_std.fc6 = 0.2
+  tiny_config.model.init_bias.conv2 = 0.1
+  model = models.create_model(tiny_config.model)
+  np.testing.assert_allclose(np.asarray(model.fc6.kernel[...]).std(), 0.2, rtol=0.05)
+  np.testing.assert_array_equal(np.asarray(model.conv2.bias[...]), np.float32(0.1))
+
+
+def _sharded(config, mesh, seed=0):
+  return models.create_model(config.model, mesh=mesh, seed=seed)
+
+
+def test_sharded_forward_equals_single_device_forward(tiny_config):
+  assert jax.device_count() == 8, "conftest forces 8 CPU devices"
+  images = jax.random.normal(jax.random.key(0), (8, 32, 32, 3))
+  single = models.create_model(tiny_config.model, seed=3)
+  mesh = make_mesh(data=4, model=2)
+  sharded = _sharded(tiny_config, mesh, seed=3)
+  expected = single(images)
+  batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  got = sharded(jax.device_put(images, batch_sharding))
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+  # Dropout masks are drawn at the global shape: the same key gives the same network.
+  key = jax.random.key(7)
+  np.testing.assert_allclose(sharded(jax.device_put(images, batch_sharding), dropout_key=key),
+                             single(images, dropout_key=key), rtol=1e-5, atol=1e-5)
+
+
+def test_each_columns_parameters_live_only_on_its_model_shard(tiny_config):
+  mesh = make_mesh(data=4, model=2)
+  model = _sharded(tiny_config, mesh)
+  for name in models.LAYERS:
+    kernel = model.__getattribute__(name).kernel[...]
+    full = np.asarray(kernel)
+    for shard in kernel.addressable_shards:
+      column = mesh.device_ids.tolist()
+      row = next(r for r in column if shard.device.id in r)
+      m = row.index(shard.device.id)
+      assert shard.data.shape == (1,) + full.shape[1:], name
+      assert shard.index[0] == slice(m, m + 1), name
+      np.testing.assert_array_equal(np.asarray(shard.data)[0], full[m])
+  assert model.fc8.bias[...].sharding.is_fully_replicated
+
+
+def test_compiled_forward_communicates_only_where_the_columns_meet():
+  config = load_config("paper")
+  mesh = make_mesh(data=4, model=2)
+  abstract = nnx.eval_shape(lambda: models.AlexNet(
+      models.AlexNetSpec.from_config(config.model), mesh=mesh, rngs=nnx.Rngs(0)))
+  graphdef, state = nnx.split(abstract)
+  shardings = nnx.get_named_sharding(state, mesh)
+  state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                       state, shardings)
+  images = jax.ShapeDtypeStruct((8, 224, 224, 3), jnp.float32, sharding=jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec("data")))
+  hlo = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x)).lower(state, images).compile().as_text()
+  collectives = [line for line in hlo.splitlines()
+                 if re.search(r"= \S+ (all-gather|all-reduce|reduce-scatter|all-to-all|"
+                              r"collective-permute)(-start)?\(", line)]
+  kinds = [re.search(r"(all-gather|all-reduce|reduce-scatter|all-to-all|collective-permute)",
+                     line).group(1) for line in collectives]
+  # conv3's input (13x13x256), fc6's input (6x6x256), fc7's input (4096); fc8's partial logits.
+  assert sorted(kinds) == ["all-gather"] * 3 + ["all-reduce"], collectives
+  gathered = sorted(re.search(r"= f32\[([\d,]+)\]", line).group(1) for line in collectives
+                    if "all-gather" in line)
+  assert gathered == ["2,13,13,256", "2,4096", "2,6,6,256"]
+  model_groups = "{" + ",".join("{" + ",".join(map(str, row)) + "}"
+                                for row in mesh.device_ids.tolist()) + "}"
+  for line in collectives:
+    assert f"replica_groups={model_groups}" in line, line
+
+
+def test_a_column_is_independent_of_the_other_until_conv3(tiny_config):
+  model = models.create_model(tiny_config.model, seed=0)
+  images = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+  _, before = model(images, capture=True)
+  kernel = model.conv1.kernel[...]
+  model.conv1.kernel[...] = kernel.at[1].add(0.05)  # perturbs column 1's conv1 output only
+  _, after = model(images, capture=True)
+  half = {name: v.shape[-1] // 2 for name, v in before.items()}
+  for name in ("conv1", "pool1", "conv2", "pool2"):
+    h = half[name]
+    np.testing.assert_array_equal(after[name][..., :h], before[name][..., :h], err_msg=name)
+    assert not np.array_equal(after[name][..., h:], before[name][..., h:]), name
+  for name in ("conv3", "conv4", "conv5", "fc6", "fc7"):
+    h = half[name]
+    assert not np.array_equal(after[name][..., :h], before[name][..., :h]), name
+
+
+def _primitive_counts(config, **call_kwargs):
+  model = models.create_model(config.model)
+  jaxpr = str(jax.make_jaxpr(lambda x: model(x, **call_kwargs))(jnp.zeros((2, 32, 32, 3))))
+  return {p: len(re.findall(p, jaxpr)) for p in
+          ("reduce_window_sum", r"reduce_window_max\[[^\]]*window_dimensions=\(1, 3, 3, 1\)",
+           r"reduce_window_max\[[^\]]*window_dimensions=\(1, 2, 2, 1\)", r"\btanh\b",
+           "random_bits", "all_gather")}
+
+
+def test_ablation_switches_change_the_structure():
+  base = _primitive_counts(load_config("tiny"), dropout_key=jax.random.key(0))
+  assert base["reduce_window_sum"] >= 2 and base[r"\btanh\b"] == 0
+  assert base["random_bits"] > 0
+  no_lrn = _primitive_counts(load_config("tiny", "no_lrn"))
+  assert no_lrn["reduce_window_sum"] == 0
+  pool2 = _primitive_counts(load_config("tiny", "no_overlap_pool"))
+  assert pool2[r"reduce_window_max\[[^\]]*window_dimensions=\(1, 3, 3, 1\)"] == 0
+  assert pool2[r"reduce_window_max\[[^\]]*window_dimensions=\(1, 2, 2, 1\)"] > 0
+  assert _primitive_counts(load_config("tiny", "tanh"))[r"\btanh\b"] > 0
+  no_dropout = _primitive_counts(load_config("tiny", "no_dropout"), dropout_key=jax.random.key(0))
+  assert no_dropout["random_bits"] == 0
+
+
+def test_paper_code_variant_adds_the_contrast_norm_and_moves_conv1_lrn():
+  config = load_config("paper_code")
+  spec = models.AlexNetSpec.from_config(config.model)
+  assert spec.contrast_norm and spec.lrn_conv1_pre_relu and spec.lrn_alpha_over_size
+  assert param_count(config.model) == 60_965_224  # same weights, different normalisation
+  tiny = load_config("tiny")
+  tiny.model.update(dict(contrast_norm=True, lrn_conv1_pre_relu=True))
+  model = models.create_model(tiny.model)
+  _, captured = model(jax.random.normal(jax.random.key(0), (2, 32, 32, 3)), capture=True)
+  assert float(jnp.min(captured["conv1"])) < 0  # LRN on the pre-ReLU conv output
+  assert float(jnp.min(captured["pool1"])) >= 0  # ReLU applied at the pool
+
+
+def test_invalid_structures_are_one_line_errors(tiny_config):
+  with pytest.raises(UserError, match="columns must be 2"):
+    tiny_config.model.columns = 3
+    models.AlexNetSpec.from_config(tiny_config.model)
+  one_column = load_config("tiny", "one_column")
+  with pytest.raises(UserError, match="'model' axis"):
+    models.create_model(one_column.model, mesh=make_mesh(data=4, model=2))
+  with pytest.raises(UserError, match="unknown model"):
+    bad = load_config("tiny")
+    bad.model.name = "vgg"
+    models.create_model(bad.model)
+  with pytest.raises(UserError, match="'model' axis"):
+    make_mesh(model=3)

@@ -1,0 +1,186 @@
+"""LRN (§3.3), max-pooling (§3.4) and the 2012 code's contrast norm against float64 NumPy loops."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from alexnet_jax import ops
+
+K, ALPHA, BETA, SIZE = 2.0, 1e-4, 0.75, 5
+
+
+def lrn_reference(a, size=SIZE, k=K, alpha=ALPHA, beta=BETA, alpha_over_size=False):
+  """Eq. 1 of the paper, one channel at a time, sum bounds clipped at 0 and N-1."""
+  a = np.asarray(a, np.float64)
+  n_channels = a.shape[-1]
+  scale = alpha / size if alpha_over_size else alpha
+  out = np.empty_like(a)
+  for i in range(n_channels):
+    lo, hi = max(0, i - size // 2), min(n_channels - 1, i + size // 2)
+    s = sum(a[..., j] ** 2 for j in range(lo, hi + 1))
+    out[..., i] = a[..., i] / (k + scale * s) ** beta
+  return out
+
+
+def lrn_grad_reference(a, g, size=SIZE, k=K, alpha=ALPHA, beta=BETA, alpha_over_size=False):
+  """Σ_i g_i ∂b_i/∂a_j with ∂b_i/∂a_j = δ_ij d_i^-β - 2αβ a_i a_j d_i^(-β-1), j in window(i)."""
+  a, g = np.asarray(a, np.float64), np.asarray(g, np.float64)
+  n_channels = a.shape[-1]
+  scale = alpha / size if alpha_over_size else alpha
+  window = [range(max(0, i - size // 2), min(n_channels - 1, i + size // 2) + 1)
+            for i in range(n_channels)]
+  d = np.stack([k + scale * sum(a[..., j] ** 2 for j in window[i]) for i in range(n_channels)], -1)
+  grad = np.zeros_like(a)
+  for i in range(n_channels):
+    grad[..., i] += g[..., i] * d[..., i] ** -beta
+    for j in window[i]:
+      grad[..., j] -= 2 * scale * beta * g[..., i] * a[..., i] * a[..., j] * d[..., i] ** (-beta - 1)
+  return grad
+
+
+def torch_lrn_reference(a, size, alpha, beta, k):
+  """PyTorch `LocalResponseNorm` as documented: b_c = a_c (k + α/n Σ_{c'=max(0,c-n/2)}^{min(N-1,c+n/2)} a_c'²)^-β."""
+  a = np.asarray(a, np.float64)
+  n_channels = a.shape[-1]
+  padded = np.concatenate([np.zeros(a.shape[:-1] + (size // 2,)), a ** 2,
+                           np.zeros(a.shape[:-1] + ((size - 1) // 2,))], axis=-1)
+  s = np.stack([padded[..., c:c + size].sum(-1) for c in range(n_channels)], -1)
+  return a / (k + alpha / size * s) ** beta
+
+
+def _activations(shape, seed=0, scale=30.0):
+  # Large enough that the normaliser differs from k^-β: ReLU maps scaled like conv outputs.
+  return np.abs(np.random.default_rng(seed).normal(size=shape)) * scale
+
+
+@pytest.mark.parametrize("alpha_over_size", [False, True])
+@pytest.mark.parametrize("shape", [(2, 3, 3, 7), (4, 3), (2, 5, 2), (1, 2, 2, 96)])
+def test_lrn_forward_and_grad_float32(shape, alpha_over_size):
+  a = _activations(shape)
+  g = np.random.default_rng(1).normal(size=shape)
+  kw = dict(alpha_over_size=alpha_over_size)
+  out, vjp = jax.vjp(lambda x: ops.lrn(x, **kw), jnp.asarray(a, jnp.float32))
+  (grad,) = vjp(jnp.asarray(g, jnp.float32))
+  assert out.dtype == jnp.float32
+  np.testing.assert_allclose(out, lrn_reference(a, **kw), rtol=2e-6, atol=1e-6)
+  np.testing.assert_allclose(grad, lrn_grad_reference(a, g, **kw), rtol=2e-5, atol=1e-6)
+
+
+def test_lrn_normalises_more_at_the_channel_edges_as_the_clipped_window_says():
+  # With equal activations an edge channel sums 3 squares, its neighbour 4, the centre 5.
+  a = np.full((1, 7), 40.0)
+  out = np.asarray(ops.lrn(jnp.asarray(a, jnp.float32)))[0]
+  d = [K + ALPHA * 40.0 ** 2 * n for n in (3, 4, 5, 5, 5, 4, 3)]
+  np.testing.assert_allclose(out, 40.0 * np.asarray(d) ** -BETA, rtol=1e-6)
+  assert out[0] > out[1] > out[3]
+
+
+@pytest.mark.parametrize("alpha_over_size", [False, True])
+def test_lrn_bfloat16_computes_in_float32_and_returns_bfloat16(alpha_over_size):
+  a = jnp.asarray(_activations((2, 4, 4, 9)), jnp.bfloat16)
+  g = jnp.asarray(np.random.default_rng(2).normal(size=a.shape), jnp.bfloat16)
+  kw = dict(alpha_over_size=alpha_over_size)
+  out, vjp = jax.vjp(lambda x: ops.lrn(x, **kw), a)
+  (grad,) = vjp(g)
+  assert out.dtype == jnp.bfloat16 and grad.dtype == jnp.bfloat16
+  a64, g64 = np.asarray(a, np.float64), np.asarray(g, np.float64)
+  np.testing.assert_allclose(np.asarray(out, np.float64), lrn_reference(a64, **kw), rtol=8e-3)
+  np.testing.assert_allclose(np.asarray(grad, np.float64), lrn_grad_reference(a64, g64, **kw),
+                             rtol=2e-2, atol=2e-3)
+
+
+@pytest.mark.parametrize("size", [3, 5])
+def test_alpha_over_size_matches_pytorch_local_response_norm(size):
+  a = _activations((2, 3, 3, 11), seed=3)
+  ours = ops.lrn(jnp.asarray(a, jnp.float32), size=size, k=1.0, alpha=1e-4, beta=0.75,
+                 alpha_over_size=True)
+  np.testing.assert_allclose(ours, torch_lrn_reference(a, size, 1e-4, 0.75, 1.0), rtol=2e-6)
+  paper = ops.lrn(jnp.asarray(a, jnp.float32), size=size, k=1.0, alpha=1e-4, beta=0.75)
+  assert not np.allclose(paper, ours, rtol=1e-4)  # the conventions really differ
+
+
+def test_lrn_rejects_bad_arguments():
+  with pytest.raises(ValueError, match="odd"):
+    ops.lrn(jnp.ones((2, 8)), size=4)
+  with pytest.raises(ValueError, match="rank"):
+    ops.lrn(jnp.ones((8,)))
+
+
+def max_pool_reference(x, window, stride):
+  n, h, w, c = x.shape
+  oh, ow = (h - window) // stride + 1, (w - window) // stride + 1
+  out = np.empty((n, oh, ow, c))
+  for i in range(oh):
+    for j in range(ow):
+      out[:, i, j] = x[:, i * stride:i * stride + window, j * stride:j * stride + window].max((1, 2))
+  return out
+
+
+def max_pool_grad_reference(x, g, window, stride):
+  grad = np.zeros_like(x, dtype=np.float64)
+  n, oh, ow, c = g.shape
+  for b in range(n):
+    for i in range(oh):
+      for j in range(ow):
+        for ch in range(c):
+          patch = x[b, i * stride:i * stride + window, j * stride:j * stride + window, ch]
+          di, dj = np.unravel_index(np.argmax(patch), patch.shape)
+          grad[b, i * stride + di, j * stride + dj, ch] += g[b, i, j, ch]
+  return grad
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("window,size,expected", [(3, 13, 6), (2, 12, 6), (3, 55, 27), (3, 27, 13)])
+def test_max_pool_forward_and_grad(window, size, expected, dtype):
+  rng = np.random.default_rng(window * size)
+  x = np.asarray(jnp.asarray(rng.permutation(2 * size * size * 3).reshape(2, size, size, 3)
+                             / 8.0, dtype), np.float64)  # distinct values: no argmax ties
+  g = rng.normal(size=(2, expected, expected, 3))
+  out, vjp = jax.vjp(lambda v: ops.max_pool(v, window=window, stride=2), jnp.asarray(x, dtype))
+  (grad,) = vjp(jnp.asarray(g, dtype))
+  assert out.shape == (2, expected, expected, 3) and out.dtype == dtype
+  np.testing.assert_array_equal(np.asarray(out, np.float64), max_pool_reference(x, window, 2))
+  tol = 1e-6 if dtype == jnp.float32 else 2e-2
+  np.testing.assert_allclose(np.asarray(grad, np.float64),
+                             max_pool_grad_reference(x, np.asarray(jnp.asarray(g, dtype), np.float64),
+                                                     window, 2), rtol=tol, atol=tol)
+
+
+def test_overlapping_pool_windows_share_pixels():
+  # One large pixel on a shared row/column of two overlapping 3x3 windows reaches both outputs.
+  x = np.zeros((1, 5, 5, 1))
+  x[0, 2, 2, 0] = 1.0
+  assert np.asarray(ops.max_pool(jnp.asarray(x, jnp.float32)))[0, :, :, 0].sum() == 4
+  assert np.asarray(ops.max_pool(jnp.asarray(x[:, :4, :4], jnp.float32), window=2))[0, :, :, 0].sum() == 1
+
+
+def contrast_norm_reference(a, size=5, k=1.0, alpha=1e-3, beta=0.75):
+  a = np.asarray(a, np.float64)
+  n, h, w, c = a.shape
+  half = size // 2
+  padded = np.pad(a, ((0, 0), (half, half), (half, half), (0, 0)))
+  mean = np.zeros_like(a)
+  for y in range(h):
+    for x in range(w):
+      mean[:, y, x] = padded[:, y:y + size, x:x + size].sum((1, 2)) / size ** 2
+  diff = np.pad(a - mean, ((0, 0), (half, half), (half, half), (0, 0)))
+  out = np.empty_like(a)
+  for y in range(h):
+    for x in range(w):
+      s = (diff[:, y:y + size, x:x + size] ** 2).sum((1, 2))
+      out[:, y, x] = a[:, y, x] / (k + alpha / size ** 2 * s) ** beta
+  return out
+
+
+def test_contrast_norm_matches_the_cuda_convnet_formula():
+  a = _activations((2, 6, 7, 3), seed=5)
+  out, vjp = jax.vjp(ops.contrast_norm, jnp.asarray(a, jnp.float32))
+  np.testing.assert_allclose(out, contrast_norm_reference(a), rtol=2e-6)
+  eps, g = 1e-3, np.random.default_rng(6).normal(size=a.shape)
+  (grad,) = vjp(jnp.asarray(g, jnp.float32))
+  # Directional derivative against a float64 central difference of the reference.
+  direction = np.random.default_rng(7).normal(size=a.shape)
+  numeric = ((contrast_norm_reference(a + eps * direction) -
+              contrast_norm_reference(a - eps * direction)) * g).sum() / (2 * eps)
+  np.testing.assert_allclose((np.asarray(grad, np.float64) * direction).sum(), numeric, rtol=1e-4)
