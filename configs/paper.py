@@ -63,7 +63,46 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.model = model_config()
-  config.mesh = ml_collections.ConfigDict(dict(model=2))
+  # 'model' axis size: -1 puts the two columns on two devices when the device count allows.
+  config.mesh = ml_collections.ConfigDict(dict(model=-1))
+  config.data = ml_collections.ConfigDict(dict(
+      name="imagenet2012",
+      data_dir="",
+      image_size=256,  # §2: shorter side 256, centre 256x256; crops of model.input_size
+      batch_size=128,  # §5, global
+      eval_batch_size=128,
+      mean="pixel",  # §2: the training set's mean image; 'channel' for a per-channel mean
+      pixel_scale=1.0,  # §2: raw (centred) RGB values
+      flip=True,  # §4.1
+      read_threads=4,
+      prefetch=4,
+      workers=0,
+      synthetic_train_size=1024,
+      synthetic_eval_size=256,
+  ))
+  config.optimizer = ml_collections.ConfigDict(dict(
+      learning_rate=0.01,  # §5
+      momentum=0.9,
+      weight_decay=5e-4,
+      decay_on="all",  # the update rule written for every parameter; 'kernels' skips biases
+      bias_lr_multiplier=1.0,  # §5: "an equal learning rate for all layers"
+  ))
+  config.schedule = ml_collections.ConfigDict(dict(
+      kind="plateau",  # or 'steps' (drop_epochs) or 'constant'
+      factor=0.1,
+      patience=1,
+      min_delta=0.0,
+      max_drops=3,  # §5: "reduced three times prior to termination"
+      stop_after_last_drop=False,
+      drop_epochs=(30.0, 60.0, 80.0),
+  ))
+  config.num_epochs = 90.0  # §5: "roughly 90 cycles through the training set"
+  config.eval_every_epochs = 1.0
+  config.eval = ml_collections.ConfigDict(dict(ten_crop_every_eval=False, ten_crop_final=True))
+  config.log_every_steps = 100
+  config.stats_every_steps = 1000
+  config.checkpoint = ml_collections.ConfigDict(dict(every_steps=2000, keep=3))
+  config.stall = ml_collections.ConfigDict(dict(check_steps=2000, band=0.02))
   if variant:
     apply_ablation(config, variant)
   return config

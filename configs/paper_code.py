@@ -13,4 +13,6 @@ def get_config(variant: str = ""):
   m.lrn_conv1_pre_relu = True  # conv1: LRN on the conv output, ReLU applied at the pool.
   m.contrast_norm = True  # conv2: ReLU -> LRN -> contrast norm (size 5, α 1e-3/25) -> pool.
   m.init_std.update(dict(conv3=0.03, conv4=0.03, conv5=0.03))
+  config.optimizer.decay_on = "kernels"  # wc on weights, no decay on biases (as Caffe)
+  config.optimizer.bias_lr_multiplier = 2.0  # epsB = 0.02 = 2 x epsW
   return config

@@ -3,4 +3,5 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cd "$ROOT"
-exec "$PY" -m alexnet_jax.summary --config=configs/paper.py "$@"
+exec "$PY" -m alexnet_jax.main --config=configs/fashion_mnist.py \
+  --workdir="${WORKDIR:-$ROOT/workdir/fashion_mnist}" "$@"

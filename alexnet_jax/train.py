@@ -1,0 +1,321 @@
+"""Training and evaluation: one loop, mesh → input → model/optimizer → shardings → step →
+checkpoint → loop (paper §5: SGD with momentum 0.9, weight decay 5e-4, batch 128, ε ÷10 on
+plateaus; §3.5: multinomial logistic regression; §4.1: 10-crop testing).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from alexnet_jax import checkpoint, metrics, models, optim
+from alexnet_jax.steps import make_eval_step, make_train_step
+from alexnet_jax.cli import UserError
+from alexnet_jax.data import build_input
+from alexnet_jax.schedule import LearningRateSchedule
+from alexnet_jax.sharding import DATA, MODEL, make_mesh
+
+
+# ----------------------------------------------------------------------------- helpers
+
+class _StopRequested:
+  """SIGTERM/SIGINT set a flag; the loop finishes its step, saves and exits cleanly."""
+
+  def __init__(self):
+    self.signal = None
+    self._previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      self._previous[sig] = signal.signal(sig, self._handle)
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signal = signal.Signals(signum).name
+
+  def restore(self):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def resolve_model_axis(config) -> int:
+  """`mesh.model`, or with -1 the number of columns when the devices divide evenly, else 1."""
+  model_axis = int(config.mesh.model)
+  if model_axis == -1:
+    columns = int(config.model.columns)
+    return columns if jax.device_count() % columns == 0 else 1
+  return model_axis
+
+
+def validate(config, mesh) -> None:
+  """One-line errors for combinations that cannot run, before anything compiles."""
+  data_axis = mesh.shape[DATA]
+  for name in ("batch_size", "eval_batch_size"):
+    size = config.data[name]
+    if size < 1 or size % data_axis:
+      raise UserError(f"data.{name}={size} must be a positive multiple of the 'data' mesh axis "
+                      f"({data_axis} = {jax.device_count()} devices / model axis "
+                      f"{mesh.shape[MODEL]})")
+  if config.num_epochs <= 0:
+    raise UserError(f"num_epochs must be positive, got {config.num_epochs}")
+  if config.optimizer.learning_rate <= 0:
+    raise UserError(f"optimizer.learning_rate must be positive, got {config.optimizer.learning_rate}")
+
+
+def _to_global(batch: dict, sharding) -> dict:
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+def evaluate(eval_step, params, input_, sharding, *, ten_crop: bool) -> dict:
+  totals = None
+  for batch in input_.eval_batches(ten_crop):
+    sums = eval_step(params, _to_global(batch, sharding))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.device_get(totals)
+  count = max(float(totals.pop("count")), 1.0)
+  return {k: float(v) / count for k, v in totals.items()}
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains `config` in `workdir` (resuming from its checkpoints); returns the final eval."""
+  # --- mesh -----------------------------------------------------------------------------------
+  mesh = make_mesh(model=resolve_model_axis(config))
+  validate(config, mesh)
+  models.AlexNetSpec.from_config(config.model)  # config errors before any data is read
+  batch_sharding = NamedSharding(mesh, P(DATA))
+  replicated = NamedSharding(mesh, P())
+  logging.info("mesh: %s over %d %s device(s)", dict(mesh.shape), jax.device_count(),
+               jax.devices()[0].platform)
+
+  # --- input ----------------------------------------------------------------------------------
+  ckpts = checkpoint.Checkpoints(workdir, keep=config.checkpoint.keep)
+  input_ = build_input(config, process_index=jax.process_index(),
+                       process_count=jax.process_count())
+  batch_size = config.data.batch_size
+  steps_per_epoch = input_.num_train / batch_size
+  total_steps = math.ceil(config.num_epochs * steps_per_epoch)
+  eval_every = max(1, round(config.eval_every_epochs * steps_per_epoch))
+  logging.info("data: %s, %d train / %d eval examples, %d classes, %.1f steps per epoch",
+               config.data.name, input_.num_train, input_.num_eval, input_.num_classes,
+               steps_per_epoch)
+
+  # --- model and optimizer --------------------------------------------------------------------
+  model = models.create_model(config.model, mesh=mesh, seed=config.seed)
+  graphdef, param_state = nnx.split(model)
+  params = nnx.to_pure_dict(param_state)
+  param_shardings = nnx.to_pure_dict(nnx.get_named_sharding(param_state, mesh))
+  opt = config.optimizer
+  decay_mask, lr_multipliers = optim.parameter_masks(params, opt.decay_on, opt.bias_lr_multiplier)
+  tx = optim.paper_sgd(opt.learning_rate, momentum=opt.momentum, weight_decay=opt.weight_decay,
+                       decay_mask=decay_mask, lr_multipliers=lr_multipliers)
+  schedule = LearningRateSchedule(config.schedule, opt.learning_rate)
+
+  # --- shardings ------------------------------------------------------------------------------
+  opt_shardings = optax.tree_utils.tree_map_params(
+      tx, lambda _, s: s, jax.eval_shape(tx.init, params), param_shardings,
+      transform_non_params=lambda _: replicated)
+  state_shardings = {"step": replicated, "params": param_shardings, "opt_state": opt_shardings}
+  state = jax.jit(lambda p: {"step": jnp.zeros((), jnp.int32), "params": p,
+                             "opt_state": tx.init(p)},
+                  out_shardings=state_shardings)(params)
+  del model, params
+
+  # --- steps ----------------------------------------------------------------------------------
+  def jit_train(with_stats):
+    return jax.jit(make_train_step(graphdef, tx, with_stats=with_stats),
+                   in_shardings=(state_shardings, batch_sharding, replicated),
+                   out_shardings=(state_shardings, replicated), donate_argnums=0)
+
+  train_step, train_step_with_stats = jit_train(False), jit_train(True)
+  eval_steps = {ten: jax.jit(make_eval_step(graphdef, ten_crop=ten),
+                             in_shardings=(param_shardings, batch_sharding),
+                             out_shardings=replicated) for ten in (False, True)}
+  rng = jax.random.key(config.seed)
+
+  # --- checkpoint -----------------------------------------------------------------------------
+  restored = ckpts.restore_latest(checkpoint.abstract_like(state), input_.train)
+  if restored is not None:
+    state, meta = restored
+    schedule.load_state_dict(meta["schedule"])
+    logging.info("resumed from step %d (epoch %.2f), lr %g", int(state["step"]),
+                 int(state["step"]) / steps_per_epoch, schedule.learning_rate)
+  state["opt_state"] = optim.set_learning_rate(state["opt_state"], schedule.learning_rate)
+  start_step = int(state["step"])
+
+  def meta() -> dict:
+    step = int(state["step"])
+    return {"step": step, "epoch": step / steps_per_epoch, "schedule": schedule.state_dict(),
+            "config": config.to_dict()}
+
+  # --- loop -----------------------------------------------------------------------------------
+  writer = metrics.MetricWriter(workdir)
+  stop = _StopRequested()
+  pending, last_good_step = [], start_step
+  progress = _Progress(start_step, total_steps, batch_size)
+  final = {}
+  stall_checked = start_step >= config.stall.check_steps
+
+  logged = []  # (step, host metrics) since the last log line
+
+  def drain(step) -> dict | None:
+    """Fetches pending step metrics, stops on a non-finite loss, logs at log steps."""
+    nonlocal pending, logged
+    for s, m in jax.device_get(pending):
+      if not np.isfinite(m["loss"]):
+        raise UserError(
+            f"the loss became {m['loss']} at step {s}: stopping without saving; the last "
+            f"good checkpoint (step {last_good_step}) is intact. Lower "
+            "--config.optimizer.learning_rate or check the input data")
+      logged.append((s, m))
+    pending = []
+    if not logged or (step % config.log_every_steps and step != total_steps):
+      return None
+    summary = {k: float(np.mean([m[k] for _, m in logged])) for k in logged[-1][1] if "/" not in k}
+    summary.update({k: float(v) for k, v in logged[-1][1].items() if "/" in k})
+    summary.update(epoch=step / steps_per_epoch, img_per_s=progress.rate())
+    writer.write(step, "train", summary)
+    progress.log(step, summary)
+    logged = []
+    return summary
+
+  def save(step):
+    nonlocal last_good_step
+    drain(step)
+    ckpts.save(step, state, meta(), input_.train)
+    last_good_step = step
+
+  try:
+    for step in range(start_step + 1, total_steps + 1):
+      epoch = (step - 1) / steps_per_epoch
+      lr = schedule.learning_rate
+      if schedule.at_epoch(epoch) != lr:
+        state["opt_state"] = optim.set_learning_rate(state["opt_state"], schedule.learning_rate)
+      batch = _to_global(next(input_.train), batch_sharding)
+      with_stats = step % config.stats_every_steps == 0
+      state, step_metrics = (train_step_with_stats if with_stats else train_step)(
+          state, batch, rng)
+      pending.append((step, step_metrics))
+      progress.update(step)
+
+      if step % config.log_every_steps == 0 or step == total_steps:
+        summary = drain(step)
+        if not stall_checked and step >= config.stall.check_steps and summary:
+          stall_checked = True
+          _warn_if_stalled(summary["loss"], input_.num_classes, config)
+
+      if step % eval_every == 0 or step == total_steps:
+        drain(step)
+        ten_crop = config.eval.ten_crop_every_eval or (
+            step == total_steps and config.eval.ten_crop_final)
+        result = evaluate(eval_steps[False], state["params"], input_, batch_sharding,
+                          ten_crop=False)
+        writer.write(step, "eval", result)
+        final = {"eval": result}
+        if ten_crop:
+          final["eval_10crop"] = evaluate(eval_steps[True], state["params"], input_,
+                                          batch_sharding, ten_crop=True)
+          writer.write(step, "eval_10crop", final["eval_10crop"])
+        progress.log_eval(step, final)
+        improved = result["top1_error"] < schedule.state.best_error
+        event = schedule.after_eval(result["top1_error"])
+        if improved:
+          ckpts.save_best(step, state, meta() | {"eval": result})
+        if event == "drop":
+          state["opt_state"] = optim.set_learning_rate(state["opt_state"],
+                                                       schedule.learning_rate)
+          logging.info("validation error plateaued: learning rate ÷10 → %g (drop %d of %d)",
+                       schedule.learning_rate, schedule.state.drops, schedule.max_drops)
+        save(step)
+        if event == "stop":
+          logging.info("validation error stalled after the last drop: stopping at step %d", step)
+          break
+      elif step % config.checkpoint.every_steps == 0:
+        save(step)
+
+      if stop.signal:
+        logging.warning("%s received: saving step %d and exiting", stop.signal, step)
+        save(step)
+        break
+  finally:
+    stop.restore()
+    progress.close()
+    ckpts.wait()
+    ckpts.close()
+    writer.close()
+    input_close = getattr(input_.train, "close", None)
+    if input_close:
+      input_close()
+
+  if jax.process_index() == 0 and os.path.exists(writer.path):
+    metrics.plot_curves(writer.path, os.path.join(workdir, "curves.png"))
+  return final
+
+
+def _warn_if_stalled(loss: float, num_classes: int, config) -> None:
+  chance = math.log(num_classes)
+  if abs(loss - chance) < config.stall.band * chance:
+    logging.warning(
+        "training looks stalled: loss %.3f is still within %.0f%% of ln(%d) = %.3f after %d "
+        "steps. The paper's init (std 0.01, biases of 1) is known to sit here (NOTES.md; Caffe "
+        "issues #401, #3243). Try --config.model.init_bias.fc6=0.1 --config.model.init_bias."
+        "fc7=0.1 (Caffe's bvlc_alexnet), a larger --config.model.init_std, or a smaller "
+        "--config.optimizer.learning_rate.", loss, 100 * config.stall.band, num_classes,
+        chance, config.stall.check_steps)
+
+
+class _Progress:
+  """A tqdm bar on a terminal; periodic log lines (img/s, ETA) otherwise."""
+
+  def __init__(self, start: int, total: int, batch_size: int):
+    self.start, self.total, self.batch_size = start, total, batch_size
+    self.t0, self.s0, self.last = time.time(), start, start
+    self.bar = None
+    if sys.stderr.isatty() and jax.process_index() == 0:
+      from tqdm import tqdm
+
+      self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
+
+  def rate(self) -> float:
+    """Images per second since this run started (compilation included)."""
+    elapsed = time.time() - self.t0
+    return (self.last - self.s0) * self.batch_size / elapsed if elapsed > 0 else 0.0
+
+  def update(self, step: int) -> None:
+    self.last = step
+    if self.bar:
+      self.bar.update(1)
+
+  def log(self, step: int, summary: dict) -> None:
+    rate = self.rate()
+    eta = (self.total - step) * self.batch_size / rate if rate else float("nan")
+    text = (f"step {step}/{self.total} epoch {summary['epoch']:.2f} loss {summary['loss']:.4f} "
+            f"top1 {summary['top1_error']:.4f} lr {summary['lr']:.3g} "
+            f"|g| {summary['grad_norm']:.3g} {rate:.0f} img/s ETA {eta / 60:.1f} min")
+    if self.bar:
+      self.bar.set_postfix_str(f"loss {summary['loss']:.3f} {rate:.0f} img/s")
+    else:
+      logging.info(text)
+
+  def log_eval(self, step: int, final: dict) -> None:
+    parts = [f"{split}: top-1 {r['top1_error']:.4f} top-5 {r['top5_error']:.4f} loss "
+             f"{r['loss']:.4f}" for split, r in final.items()]
+    message = f"eval at step {step}: " + "; ".join(parts)
+    if self.bar:
+      self.bar.write(message)
+    logging.info(message)
+
+  def close(self) -> None:
+    if self.bar:
+      self.bar.close()

@@ -1,0 +1,148 @@
+"""End-to-end: train + evaluate + checkpoint + resume on small data, config errors, NaN stop."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from alexnet_jax import train
+from alexnet_jax.cli import UserError
+from conftest import load_config
+
+FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def small_config(epochs=2.0):
+  """The tiny network on 64 synthetic 36x36 images: 4 steps of 16 per epoch."""
+  config = load_config("tiny")
+  config.data.update(dict(name="synthetic", image_size=36, batch_size=16, eval_batch_size=16,
+                          synthetic_train_size=64, synthetic_eval_size=40, pixel_scale=1 / 64))
+  config.schedule.kind = "constant"
+  config.num_epochs = epochs
+  config.log_every_steps = 2
+  config.stats_every_steps = 3
+  config.checkpoint.update(dict(every_steps=2, keep=2))
+  config.stall.check_steps = 4
+  return config
+
+
+def final_params(workdir, step):
+  """Restores with plain Orbax: no alexnet_jax code is involved in reading the state."""
+  state = ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step), "state"))
+  return state["params"], int(state["step"])
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("straight"))
+  result = train.train_and_evaluate(small_config(), workdir)
+  return workdir, result
+
+
+def test_train_evaluate_writes_metrics_checkpoints_and_curves(straight_run):
+  workdir, result = straight_run
+  assert set(result) == {"eval", "eval_10crop"}
+  for split in result.values():
+    assert 0.0 <= split["top1_error"] <= 1.0 and math.isfinite(split["loss"])
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  train_rows = [r for r in rows if r["split"] == "train"]
+  assert [r["step"] for r in train_rows] == [2, 4, 6, 8]
+  assert {"loss", "top1_error", "top5_error", "lr", "grad_norm", "param_norm",
+          "img_per_s"} <= set(train_rows[0])
+  assert any("act_rms/conv1" in r and "grad_norm/fc6" in r for r in train_rows)
+  assert [r["step"] for r in rows if r["split"] == "eval"] == [4, 8]
+  assert os.listdir(os.path.join(workdir, "tensorboard"))
+  assert os.path.getsize(os.path.join(workdir, "curves.png")) > 1000
+  assert sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints"))) == [6, 8]
+  assert len(os.listdir(os.path.join(workdir, "best"))) == 1
+  params, step = final_params(workdir, 8)
+  assert step == 8 and params["conv1"]["kernel"].shape == (2, 5, 5, 3, 16)
+
+
+def test_sigterm_saves_and_resume_reproduces_the_straight_run(straight_run, tmp_path,
+                                                              monkeypatch):
+  workdir = str(tmp_path)
+  update = train._Progress.update
+
+  def preempt_at_step_3(self, step):
+    update(self, step)
+    if step == 3:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  monkeypatch.setattr(train._Progress, "update", preempt_at_step_3)
+  train.train_and_evaluate(small_config(), workdir)  # returns normally after saving step 3
+  assert sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")))[-1] == 3
+  monkeypatch.setattr(train._Progress, "update", update)
+  train.train_and_evaluate(small_config(), workdir)
+  resumed, step = final_params(workdir, 8)
+  straight, _ = final_params(straight_run[0], 8)
+  assert step == 8
+  jax.tree.map(np.testing.assert_array_equal, resumed, straight)  # bitwise on CPU
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path):
+  workdir = str(tmp_path)
+  train.train_and_evaluate(small_config(epochs=0.5), workdir)  # steps 1-2, checkpoint at 2
+  config = small_config()
+  config.data.pixel_scale = float("nan")  # NaN images from step 3 on
+  with pytest.raises(UserError, match=r"loss became nan at step 3.*checkpoint \(step 2\)"):
+    train.train_and_evaluate(config, workdir)
+  params, step = final_params(workdir, 2)
+  assert step == 2 and all(np.isfinite(np.asarray(v)).all() for v in jax.tree.leaves(params))
+  assert sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints"))) == [2]
+
+
+def test_invalid_combinations_fail_before_compiling(tmp_path):
+  config = small_config()
+  config.data.batch_size = 6  # not a multiple of the data axis (4 on 8 devices, model 2)
+  with pytest.raises(UserError, match="data.batch_size=6 must be a positive multiple"):
+    train.train_and_evaluate(config, str(tmp_path))
+  config = small_config()
+  config.mesh.model = 3
+  with pytest.raises(UserError, match="'model' axis"):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+@pytest.mark.skipif(not os.path.exists(FASHION), reason="needs Debian's dataset-fashion-mnist")
+def test_class_count_mismatch_is_reported(tmp_path):
+  config = load_config("fashion_mnist")
+  config.model.num_classes = 7
+  with pytest.raises(UserError, match="num_classes is 7 but fashion_mnist has 10"):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config.optimizer.learning_rat=0.1"], "Did you mean"),
+    (["--config.model.columns=3"], "columns must be 2"),
+    (["--config.data.data_dir=/nonexistent"], "Fashion-MNIST not found"),
+    (["--config.schedule.kind=cosine"], "schedule.kind"),
+])
+def test_main_reports_config_errors_in_one_line(tmp_path, args, message):
+  proc = subprocess.run(
+      [sys.executable, "-m", "alexnet_jax.main", "--config=configs/fashion_mnist.py",
+       f"--workdir={tmp_path}", *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
+      env={**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"})
+  assert proc.returncode == 2, proc.stderr
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and message in errors[0], proc.stderr
+  assert "Traceback" not in proc.stderr
+
+
+def test_stall_warning_names_the_cause_and_the_fix(caplog):
+  from absl import logging as absl_logging
+  config = small_config()
+  with caplog.at_level("WARNING"):
+    absl_logging.use_python_logging()
+    train._warn_if_stalled(math.log(1000) - 0.01, 1000, config)
+    train._warn_if_stalled(3.0, 1000, config)
+  warnings = [r.getMessage() for r in caplog.records if "stalled" in r.getMessage()]
+  assert len(warnings) == 1
+  assert "init_bias.fc6=0.1" in warnings[0] and "biases of 1" in warnings[0]
