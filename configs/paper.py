@@ -47,7 +47,7 @@ def model_config() -> ml_collections.ConfigDict:
                     fc6=0.01, fc7=0.01, fc8=0.01),
       init_bias=dict(conv1=0.0, conv2=1.0, conv3=0.0, conv4=1.0, conv5=1.0,
                      fc6=1.0, fc7=1.0, fc8=0.0),
-      dtype="float32",
+      dtype="float32",  # compute dtype; 'bfloat16' for mixed precision
       param_dtype="float32",
   ))
 
