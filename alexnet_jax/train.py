@@ -246,7 +246,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
       if stop.signal:
         logging.warning("%s received: saving step %d and exiting", stop.signal, step)
-        save(step)
+        if last_good_step != step:  # an evaluation step has just been saved
+          save(step)
         break
   finally:
     stop.restore()
