@@ -8,7 +8,10 @@ The state is a plain pytree of arrays ({'step', 'params', 'opt_state'}, params a
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
+from typing import Callable
 
 import grain
 import jax
@@ -29,6 +32,7 @@ class Checkpoints:
       raise UserError(f"cannot create workdir {workdir}: {e.strerror}") from None
     if not os.access(workdir, os.W_OK):
       raise UserError(f"workdir {workdir} is not writable")
+    self.workdir = workdir
     self.latest = ocp.CheckpointManager(
         os.path.join(workdir, "checkpoints"),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
@@ -39,39 +43,86 @@ class Checkpoints:
         item_names=("state", "meta"))
 
   def save(self, step: int, state, meta: dict, iterator: grain.DatasetIterator) -> None:
-    self.latest.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta),
-        data=grain.checkpoint.CheckpointSave(iterator)), force=True)
+    with self._writing(step):
+      self.latest.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta),
+          data=grain.checkpoint.CheckpointSave(iterator)), force=True)
 
   def save_best(self, step: int, state, meta: dict) -> None:
-    self.best.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+    with self._writing(step):
+      self.best.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
 
-  def restore_latest(self, abstract_state, iterator: grain.DatasetIterator):
+  @contextlib.contextmanager
+  def _writing(self, step: int):
+    """A failed write (disk full, permissions) is a one-line error; Orbax writes into a
+    temporary directory and renames it when complete, so earlier checkpoints stay intact."""
+    try:
+      yield
+    except OSError as e:
+      kept = [s for s in self.latest.all_steps() if s != step]
+      raise UserError(f"cannot write the checkpoint of step {step} in {self.workdir} "
+                      f"({e.strerror or e}); the previous checkpoint "
+                      f"(step {max(kept) if kept else 'none'}) is intact") from None
+
+  def restore_latest(self, abstract_state, iterator: grain.DatasetIterator,
+                     position_at: Callable[[int], dict]):
     """(state, meta) of the newest checkpoint that restores, or None when there is none.
 
-    A damaged newest checkpoint is reported and the previous one is tried; the iterator is
-    restored in place.
+    A damaged newest checkpoint is reported and the previous one is tried. The input iterator
+    is restored in place; when the checkpoint was written by another number of processes it is
+    positioned from the step instead (every process reads its share of each global batch).
     """
     steps = sorted(self.latest.all_steps(), reverse=True)
     for step in steps:
       try:
         restored = self.latest.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore(),
-            data=grain.checkpoint.CheckpointRestore(iterator)))
+            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
       except Exception as e:  # noqa: BLE001 -- any failure to read means this step is damaged
-        logging.warning("checkpoint step %d cannot be restored (%s: %s); trying the previous one",
-                        step, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+        kept = self._set_aside(step)
+        logging.warning("checkpoint step %d cannot be restored (%s: %s); moved to %s, trying "
+                        "the previous one", step, type(e).__name__,
+                        str(e).splitlines()[0] if str(e) else "", kept)
         continue
+      self.latest.reload()
+      self._restore_input(step, restored["meta"], iterator, position_at)
       return restored["state"], restored["meta"]
     if steps:
       raise UserError(f"no checkpoint in {self.latest.directory} can be restored "
                       f"(steps {steps}); move the directory away to start afresh")
     return None
 
+  def _set_aside(self, step: int) -> str:
+    """Renames a damaged step directory out of the manager's sight (kept for inspection), so
+    that training can write that step again."""
+    path = os.path.join(str(self.latest.directory), str(step))
+    kept = f"{path}.damaged-{int(time.time())}"
+    if jax.process_index() == 0:
+      os.replace(path, kept)
+    return kept
+
+  def _restore_input(self, step: int, meta: dict, iterator, position_at) -> None:
+    writers = int(meta.get("processes", 1))
+    if writers == jax.process_count():
+      try:
+        self.latest.restore(step, args=ocp.args.Composite(
+            data=grain.checkpoint.CheckpointRestore(iterator)))
+        return
+      except Exception as e:  # noqa: BLE001
+        why = f"its input position cannot be read ({type(e).__name__})"
+    else:
+      why = f"it was written by {writers} processes, this run has {jax.process_count()}"
+    position = iterator.get_state()
+    if not isinstance(position, dict) or "next_index" not in position:
+      raise UserError(f"checkpoint step {step}: {why}, and with data.workers > 0 the input "
+                      "position cannot be derived from the step; resume with data.workers=0")
+    iterator.set_state({**position, **position_at(step)})
+    logging.warning("checkpoint step %d: %s; input positioned from the step", step, why)
+
   def wait(self) -> None:
-    self.latest.wait_until_finished()
-    self.best.wait_until_finished()
+    with self._writing(self.latest.latest_step() or 0):
+      self.latest.wait_until_finished()
+      self.best.wait_until_finished()
 
   def close(self) -> None:
     self.latest.close()

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging as std_logging
 import sys
 from typing import Callable
 
-from absl import app, flags
+from absl import app, flags, logging
 
 
 class UserError(ValueError):
@@ -49,3 +50,31 @@ def _last_line(message: str) -> str:
 def _fail(message: str) -> None:
   print("error: " + " ".join(message.replace("\\n", " ").split()), file=sys.stderr)
   sys.exit(2)
+
+
+class _OnlyOurInfo(std_logging.Filter):
+  """Keeps INFO lines from alexnet_jax; libraries (Orbax logs every save) only warn."""
+
+  def filter(self, record):
+    return record.levelno >= std_logging.WARNING or "alexnet_jax" in record.pathname
+
+
+def log_our_info() -> None:
+  """INFO logging for alexnet_jax's own lines, WARNING and above for the libraries'."""
+  logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().addFilter(_OnlyOurInfo())
+
+
+def define_restore_flags() -> None:
+  """--workdir, --step, --best: which checkpoint an inference tool restores."""
+  flags.DEFINE_string("workdir", None, "training workdir to restore")
+  flags.DEFINE_integer("step", None, "checkpoint step (default: the newest that restores)")
+  flags.DEFINE_bool("best", False, "restore the best (lowest validation error) checkpoint")
+
+
+def set_field(config, path: str, value) -> None:
+  """`config.a.b = value` for path 'a.b' (a locked ConfigDict still rejects unknown keys)."""
+  *parents, field = path.split(".")
+  for parent in parents:
+    config = config[parent]
+  config[field] = tuple(value) if isinstance(value, list) else value

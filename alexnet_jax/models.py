@@ -34,6 +34,9 @@ LAYERS = CONV_LAYERS + FC_LAYERS
 MEETS = ("conv3", "fc6", "fc7", "fc8")
 # What `AlexNet.__call__(..., capture=True)` returns besides the logits, in order.
 CAPTURED = ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7")
+# Table 2's "extra sixth convolutional layer over the last pooling layer" (3x3, own column,
+# as wide as conv5), present when `extra_conv6` is set: between pool5 and fc6.
+CONV6 = "conv6"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +51,7 @@ class AlexNetSpec:
   conv_kernels: tuple[int, ...] = (11, 5, 3, 3, 3)
   conv1_stride: int = 4
   fc_features: tuple[int, ...] = (4096, 4096)
+  extra_conv6: bool = False
   activation: str = "relu"
   lrn: bool = True
   lrn_size: int = 5
@@ -81,6 +85,7 @@ class AlexNetSpec:
         conv_kernels=tuple(int(v) for v in c.conv_kernels),
         conv1_stride=int(c.conv1_stride),
         fc_features=tuple(int(v) for v in c.fc_features),
+        extra_conv6=bool(c.get("extra_conv6", False)),
         activation=str(c.activation), lrn=bool(c.lrn), lrn_size=int(c.lrn_size),
         lrn_k=float(c.lrn_k), lrn_alpha=float(c.lrn_alpha), lrn_beta=float(c.lrn_beta),
         lrn_alpha_over_size=bool(c.lrn_alpha_over_size),
@@ -91,8 +96,8 @@ class AlexNetSpec:
         contrast_norm_beta=float(c.contrast_norm_beta),
         pool_window=int(c.pool_window), pool_stride=int(c.pool_stride),
         dropout=float(c.dropout),
-        init_std=tuple((n, float(c.init_std[n])) for n in LAYERS),
-        init_bias=tuple((n, float(c.init_bias[n])) for n in LAYERS),
+        init_std=tuple((n, float(c.init_std.get(n, 0.01))) for n in LAYERS + (CONV6,)),
+        init_bias=tuple((n, float(c.init_bias.get(n, 1.0))) for n in LAYERS + (CONV6,)),
         dtype=str(c.dtype), param_dtype=str(c.param_dtype))
     spec.validate()
     return spec
@@ -125,13 +130,23 @@ class AlexNetSpec:
   # --- geometry -----------------------------------------------------------------------------
 
   @property
+  def layers(self) -> tuple[str, ...]:
+    """The layers with parameters, in order."""
+    return CONV_LAYERS + ((CONV6,) if self.extra_conv6 else ()) + FC_LAYERS
+
+  @property
+  def captured(self) -> tuple[str, ...]:
+    return CAPTURED[:8] + ((CONV6,) if self.extra_conv6 else ()) + CAPTURED[8:]
+
+  @property
   def widths(self) -> dict[str, int]:
     """Per-column output width of each layer (fc8: the number of classes)."""
     if self.columns == 2:
       w = [f // 2 for f in self.conv_features + self.fc_features]
     else:  # §3.2: half the kernels in conv1-conv4; conv5 and the fc layers not halved.
       w = [f // 2 for f in self.conv_features[:4]] + [self.conv_features[4], *self.fc_features]
-    return dict(zip(LAYERS, w + [self.num_classes]))
+    widths = dict(zip(LAYERS, w + [self.num_classes]))
+    return widths | {CONV6: widths["conv5"]}
 
   @property
   def conv1_padding(self) -> int:
@@ -161,14 +176,18 @@ class AlexNetSpec:
         "conv3": c * w["conv2"],
         "conv4": w["conv3"],
         "conv5": w["conv4"],
+        CONV6: w["conv5"],
         "fc6": c * w["conv5"] * self.pool5_size ** 2,
         "fc7": c * w["fc6"],
         "fc8": w["fc7"],
     }[layer]
 
+  def conv_kernel(self, layer: str) -> int:
+    return 3 if layer == CONV6 else self.conv_kernels[CONV_LAYERS.index(layer)]
+
   def kernel_shape(self, layer: str) -> tuple[int, ...]:
-    if layer in CONV_LAYERS:
-      k = self.conv_kernels[CONV_LAYERS.index(layer)]
+    if layer in CONV_LAYERS + (CONV6,):
+      k = self.conv_kernel(layer)
       return (k, k, self.in_features(layer), self.widths[layer])
     return (self.in_features(layer), self.widths[layer])
 
@@ -207,7 +226,7 @@ class AlexNet(nnx.Module):
       raise UserError(f"invalid mesh: the 'model' axis ({self.mesh.shape[MODEL]}) must divide "
                        f"the number of columns ({spec.columns})")
     std, bias = dict(spec.init_std), dict(spec.init_bias)
-    for name in LAYERS:
+    for name in spec.layers:
       setattr(self, name, ColumnLayer(
           spec.columns, spec.kernel_shape(name), std=std[name], bias=bias[name],
           shared_bias=(name == "fc8"), param_dtype=jnp.dtype(spec.param_dtype), rngs=rngs))
@@ -224,7 +243,7 @@ class AlexNet(nnx.Module):
     if images.ndim != 4 or tuple(images.shape[1:]) != expected:
       raise ValueError(f"AlexNet expects images of shape [batch, {expected[0]}, {expected[1]}, "
                        f"{expected[2]}], got {tuple(images.shape)}")
-    params = {n: (getattr(self, n).kernel[...], getattr(self, n).bias[...]) for n in LAYERS}
+    params = {n: (getattr(self, n).kernel[...], getattr(self, n).bias[...]) for n in spec.layers}
     logits, captured = _forward(spec, self.mesh, capture, images, params, dropout_key)
     return (logits, captured) if capture else logits
 
@@ -243,10 +262,10 @@ def _forward(spec: AlexNetSpec, mesh: jax.sharding.Mesh, capture: bool, images, 
     masks = {name: jax.random.bernoulli(key, 1.0 - spec.dropout,
                                         (images.shape[0], spec.columns * spec.widths[name]))
              for name, key in zip(("fc6", "fc7"), keys)}
-  param_specs = {n: (P(MODEL), P() if n == "fc8" else P(MODEL)) for n in LAYERS}
+  param_specs = {n: (P(MODEL), P() if n == "fc8" else P(MODEL)) for n in spec.layers}
   mask_specs = None if masks is None else {n: P(DATA, MODEL) for n in masks}
   captured_specs = {n: P(DATA, *([None] * (0 if n.startswith("fc") else 2)), MODEL)
-                    for n in CAPTURED}
+                    for n in spec.captured}
   return jax.shard_map(
       lambda x, p, m: _column_forward(spec, x, p, m, capture),
       mesh=mesh,
@@ -296,7 +315,7 @@ def _column_forward(spec: AlexNetSpec, x, params, masks, capture: bool):
 
   def conv(name, h, *, own_column: bool):
     kernel, bias = params[name]
-    k = spec.conv_kernels[CONV_LAYERS.index(name)]
+    k = spec.conv_kernel(name)
     if name == "conv1":
       stride, padding = (spec.conv1_stride,) * 2, ((0, spec.conv1_padding),) * 2
     else:
@@ -344,6 +363,8 @@ def _column_forward(spec: AlexNetSpec, x, params, masks, capture: bool):
   h = record("conv4", act(conv("conv4", h, own_column=True)))
   h = record("conv5", act(conv("conv5", h, own_column=True)))
   h = record("pool5", pool(h))
+  if spec.extra_conv6:
+    h = record(CONV6, act(conv(CONV6, h, own_column=True)))
   full = meet(h)
   h = record("fc6", dropout("fc6", act(dense("fc6", full.reshape(full.shape[0], -1)))))
   h = record("fc7", dropout("fc7", act(dense("fc7", meet(h)))))
@@ -363,17 +384,28 @@ def create_model(model_config, *, mesh: jax.sharding.Mesh | None = None, seed: i
   Initialisation runs under `jax.jit` with the parameters' shardings as outputs, so each
   device creates only its own column's weights; the values do not depend on the mesh.
   """
+  build, mesh = _builder(model_config, mesh, seed)
+  graphdef, abstract_state = nnx.split(nnx.eval_shape(build))
+  shardings = nnx.get_named_sharding(abstract_state, mesh)
+  state = jax.jit(lambda: nnx.state(build()), out_shardings=shardings)()
+  return nnx.merge(graphdef, state)
+
+
+def abstract_model(model_config, *, mesh: jax.sharding.Mesh | None = None):
+  """(graphdef, params as ShapeDtypeStructs with their shardings): a restore target."""
+  build, mesh = _builder(model_config, mesh, 0)
+  graphdef, abstract_state = nnx.split(nnx.eval_shape(build))
+  shardings = nnx.to_pure_dict(nnx.get_named_sharding(abstract_state, mesh))
+  shapes = nnx.to_pure_dict(abstract_state)
+  return graphdef, jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes, shardings)
+
+
+def _builder(model_config, mesh, seed):
   name = model_config.name
   if name not in MODELS:
     raise UserError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
   spec = AlexNetSpec.from_config(model_config)
   mesh = mesh if mesh is not None else make_mesh(data=1, model=1)
   cls = MODELS[name]
-
-  def build():
-    return cls(spec, mesh=mesh, rngs=nnx.Rngs(params=seed))
-
-  graphdef, abstract_state = nnx.split(nnx.eval_shape(build))
-  shardings = nnx.get_named_sharding(abstract_state, mesh)
-  state = jax.jit(lambda: nnx.state(build()), out_shardings=shardings)()
-  return nnx.merge(graphdef, state)
+  return (lambda: cls(spec, mesh=mesh, rngs=nnx.Rngs(params=seed))), mesh

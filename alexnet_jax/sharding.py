@@ -28,3 +28,13 @@ def make_mesh(*, data: int | None = None, model: int = 1, devices=None) -> jax.s
                      f"{len(devices)} devices available")
   return jax.make_mesh((data, model), (DATA, MODEL), axis_types=(AxisType.Auto,) * 2,
                        devices=devices[:data * model])
+
+
+def mesh_for(config) -> jax.sharding.Mesh:
+  """The mesh of a training config over every device: `mesh.model`, or with -1 the number of
+  columns when the devices divide evenly (one device per column), else 1."""
+  model_axis = int(config.mesh.model)
+  if model_axis == -1:
+    columns = int(config.model.columns)
+    model_axis = columns if jax.device_count() % columns == 0 else 1
+  return make_mesh(model=model_axis)

@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from alexnet_jax.data.normalize import normalize
+
 
 def cross_entropy(logits, labels):
   """Per-example −log softmax(logits)[label]: the multinomial logistic regression of §3.5."""
@@ -23,15 +25,18 @@ def topk_errors(scores, labels, k: int = 5):
   return top1, topk
 
 
-def make_train_step(graphdef, tx, *, with_stats: bool):
-  """`(state, batch, rng) -> (state, metrics)`; `with_stats` adds per-layer norms."""
+def make_train_step(graphdef, tx, *, with_stats: bool, pixel_scale: float):
+  """`(state, batch, rng, mean) -> (state, metrics)`; `with_stats` adds per-layer norms.
 
-  def train_step(state, batch, rng):
+  `batch` is the input pipeline's uint8 crops; `mean` the mean image (`data.normalize`)."""
+
+  def train_step(state, batch, rng, mean):
     key = jax.random.fold_in(rng, state["step"])
+    images = normalize(batch, mean, pixel_scale)
 
     def loss_fn(params):
       model = nnx.merge(graphdef, params)
-      out = model(batch["image"], dropout_key=key, capture=with_stats)
+      out = model(images, dropout_key=key, capture=with_stats)
       logits, captured = out if with_stats else (out, None)
       return cross_entropy(logits, batch["label"]).mean(), (logits, captured)
 
@@ -56,23 +61,45 @@ def make_train_step(graphdef, tx, *, with_stats: bool):
   return train_step
 
 
-def make_eval_step(graphdef, *, ten_crop: bool):
-  """Sums of (loss, top-1 errors, top-5 errors, examples) over the unmasked examples."""
+def make_predict_step(graphdef, *, pixel_scale: float):
+  """`(params, batch, mean) -> {'probs': [b, C], 'view_probs': [b, views, C], 'fc7': [b, F]}`
+  for uint8 crops [b, h, w, c] (one view) or [b, views, h, w, c]: `probs` and `fc7` are
+  averaged over the views, the softmax over the ten patches of §4.1."""
 
-  def eval_step(params, batch):
+  def predict_step(params, batch, mean):
     model = nnx.merge(graphdef, params)
-    images, labels, mask = batch["image"], batch["label"], batch["mask"].astype(jnp.float32)
-    if ten_crop:  # §4.1: average the softmax over the ten patches
-      b, n = images.shape[:2]
-      probs = jax.nn.softmax(model(images.reshape(b * n, *images.shape[2:])), axis=-1)
-      probs = probs.reshape(b, n, -1).mean(axis=1)
-      loss = -jnp.log(jnp.take_along_axis(probs, labels[:, None], axis=-1)[:, 0] + 1e-12)
-      scores = probs
-    else:
-      scores = model(images)
-      loss = cross_entropy(scores, labels)
-    top1, top5 = topk_errors(scores, labels)
+    images = normalize(batch, mean, pixel_scale)
+    b = images.shape[0]
+    logits, captured = model(images.reshape(-1, *images.shape[-3:]), capture=True)
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).reshape(b, -1, logits.shape[-1])
+    fc7 = captured["fc7"].astype(jnp.float32)
+    return {"probs": probs.mean(axis=1), "view_probs": probs,
+            "fc7": fc7.reshape(b, -1, fc7.shape[-1]).mean(axis=1)}
+
+  return predict_step
+
+
+CENTRE_VIEW = 4  # the centre patch among §4.1's ten (`data.pipeline.crop_boxes`)
+
+
+def make_eval_step(graphdef, *, pixel_scale: float):
+  """`(params, batch, mean) -> {split: sums}` of (loss, top-1 errors, top-5 errors, examples)
+  over the unmasked examples: {'eval': ...} for centre crops; for ten-crop batches
+  ([b, 10, h, w, c]) {'eval_10crop': the softmax averaged (§4.1), 'eval': the centre view}."""
+  predict = make_predict_step(graphdef, pixel_scale=pixel_scale)
+
+  def sums(probs, labels, mask):
+    loss = -jnp.log(jnp.take_along_axis(probs, labels[:, None], axis=-1)[:, 0] + 1e-12)
+    top1, top5 = topk_errors(probs, labels)
     return {"loss": (loss * mask).sum(), "top1_error": (top1 * mask).sum(),
             "top5_error": (top5 * mask).sum(), "count": mask.sum()}
+
+  def eval_step(params, batch, mean):
+    out = predict(params, batch, mean)
+    labels, mask = batch["label"], batch["mask"].astype(jnp.float32)
+    if batch["image"].ndim == 4:
+      return {"eval": sums(out["probs"], labels, mask)}
+    return {"eval_10crop": sums(out["probs"], labels, mask),
+            "eval": sums(out["view_probs"][:, CENTRE_VIEW], labels, mask)}
 
   return eval_step

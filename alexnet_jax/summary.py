@@ -40,8 +40,8 @@ def summarize(model_config) -> list[tuple[str, tuple[int, ...], int, str]]:
   shapes = {name: tuple(v.shape[1:]) for name, v in captured.items()}
   shapes["fc8"] = tuple(logits.shape[1:])
   rows = [("input", tuple(images.shape[1:]), 0, "")]
-  for name in models.CAPTURED + ("fc8",):
-    if name in models.LAYERS:
+  for name in spec.captured + ("fc8",):
+    if name in spec.layers:
       layer = getattr(model, name)
       count = math.prod(layer.kernel.shape) + math.prod(layer.bias.shape)
       rows.append((name, shapes[name], count, _connectivity(spec, name)))

@@ -20,12 +20,12 @@ from absl import logging
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from alexnet_jax import checkpoint, metrics, models, optim
+from alexnet_jax import checkpoint, inference, metrics, models, optim
 from alexnet_jax.steps import make_eval_step, make_train_step
 from alexnet_jax.cli import UserError
 from alexnet_jax.data import build_input
 from alexnet_jax.schedule import LearningRateSchedule
-from alexnet_jax.sharding import DATA, MODEL, make_mesh
+from alexnet_jax.sharding import DATA, MODEL, mesh_for
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -48,15 +48,6 @@ class _StopRequested:
       signal.signal(sig, handler)
 
 
-def resolve_model_axis(config) -> int:
-  """`mesh.model`, or with -1 the number of columns when the devices divide evenly, else 1."""
-  model_axis = int(config.mesh.model)
-  if model_axis == -1:
-    columns = int(config.model.columns)
-    return columns if jax.device_count() % columns == 0 else 1
-  return model_axis
-
-
 def validate(config, mesh) -> None:
   """One-line errors for combinations that cannot run, before anything compiles."""
   data_axis = mesh.shape[DATA]
@@ -76,14 +67,19 @@ def _to_global(batch: dict, sharding) -> dict:
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
 
 
-def evaluate(eval_step, params, input_, sharding, *, ten_crop: bool) -> dict:
-  totals = None
+def evaluate(eval_step, params, mean, input_, sharding, *, ten_crop: bool) -> dict:
+  """{'eval': centre-crop metrics} (+ 'eval_10crop' from the same pass when `ten_crop`)."""
+  totals, skipped = None, 0
   for batch in input_.eval_batches(ten_crop):
-    sums = eval_step(params, _to_global(batch, sharding))
+    skipped += int(batch.pop("skipped").sum())
+    sums = eval_step(params, _to_global(batch, sharding), mean)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  totals = jax.device_get(totals)
-  count = max(float(totals.pop("count")), 1.0)
-  return {k: float(v) / count for k, v in totals.items()}
+  results = {}
+  for split, split_sums in jax.device_get(totals).items():
+    count = max(float(split_sums.pop("count")), 1.0)
+    results[split] = {k: float(v) / count for k, v in split_sums.items()}
+    results[split]["skipped_images"] = skipped
+  return results
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -91,7 +87,7 @@ def evaluate(eval_step, params, input_, sharding, *, ten_crop: bool) -> dict:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains `config` in `workdir` (resuming from its checkpoints); returns the final eval."""
   # --- mesh -----------------------------------------------------------------------------------
-  mesh = make_mesh(model=resolve_model_axis(config))
+  mesh = mesh_for(config)
   validate(config, mesh)
   models.AlexNetSpec.from_config(config.model)  # config errors before any data is read
   batch_sharding = NamedSharding(mesh, P(DATA))
@@ -103,6 +99,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ckpts = checkpoint.Checkpoints(workdir, keep=config.checkpoint.keep)
   input_ = build_input(config, process_index=jax.process_index(),
                        process_count=jax.process_count())
+  if jax.process_index() == 0:  # the mean image and RGB PCA, for inference from this workdir
+    input_.stats.save(os.path.join(workdir, "data_stats.npz"))
   batch_size = config.data.batch_size
   steps_per_epoch = input_.num_train / batch_size
   total_steps = math.ceil(config.num_epochs * steps_per_epoch)
@@ -115,6 +113,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   model = models.create_model(config.model, mesh=mesh, seed=config.seed)
   graphdef, param_state = nnx.split(model)
   params = nnx.to_pure_dict(param_state)
+  if config.init_from.workdir and not ckpts.latest.all_steps():
+    params = inference.transfer(params, config.init_from, mesh)
   param_shardings = nnx.to_pure_dict(nnx.get_named_sharding(param_state, mesh))
   opt = config.optimizer
   decay_mask, lr_multipliers = optim.parameter_masks(params, opt.decay_on, opt.bias_lr_multiplier)
@@ -133,19 +133,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   del model, params
 
   # --- steps ----------------------------------------------------------------------------------
+  scale = float(config.data.pixel_scale)
+
   def jit_train(with_stats):
-    return jax.jit(make_train_step(graphdef, tx, with_stats=with_stats),
-                   in_shardings=(state_shardings, batch_sharding, replicated),
+    return jax.jit(make_train_step(graphdef, tx, with_stats=with_stats, pixel_scale=scale),
+                   in_shardings=(state_shardings, batch_sharding, replicated, replicated),
                    out_shardings=(state_shardings, replicated), donate_argnums=0)
 
   train_step, train_step_with_stats = jit_train(False), jit_train(True)
-  eval_steps = {ten: jax.jit(make_eval_step(graphdef, ten_crop=ten),
-                             in_shardings=(param_shardings, batch_sharding),
-                             out_shardings=replicated) for ten in (False, True)}
+  eval_step = jax.jit(make_eval_step(graphdef, pixel_scale=scale),
+                      in_shardings=(param_shardings, batch_sharding, replicated),
+                      out_shardings=replicated)
+  mean = jax.device_put(input_.stats.mean, replicated)
   rng = jax.random.key(config.seed)
 
   # --- checkpoint -----------------------------------------------------------------------------
-  restored = ckpts.restore_latest(checkpoint.abstract_like(state), input_.train)
+  restored = ckpts.restore_latest(checkpoint.abstract_like(state), input_.train,
+                                  input_.train_position)
   if restored is not None:
     state, meta = restored
     schedule.load_state_dict(meta["schedule"])
@@ -157,7 +161,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   def meta() -> dict:
     step = int(state["step"])
     return {"step": step, "epoch": step / steps_per_epoch, "schedule": schedule.state_dict(),
-            "config": config.to_dict()}
+            "config": config.to_dict(), "class_names": list(input_.class_names),
+            "processes": jax.process_count()}
 
   # --- loop -----------------------------------------------------------------------------------
   writer = metrics.MetricWriter(workdir)
@@ -168,6 +173,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   stall_checked = start_step >= config.stall.check_steps
 
   logged = []  # (step, host metrics) since the last log line
+  skipped_images = 0  # unreadable training images this run has skipped (logged by the reader)
 
   def drain(step) -> dict | None:
     """Fetches pending step metrics, stops on a non-finite loss, logs at log steps."""
@@ -184,7 +190,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       return None
     summary = {k: float(np.mean([m[k] for _, m in logged])) for k in logged[-1][1] if "/" not in k}
     summary.update({k: float(v) for k, v in logged[-1][1].items() if "/" in k})
-    summary.update(epoch=step / steps_per_epoch, img_per_s=progress.rate())
+    summary.update(epoch=step / steps_per_epoch, img_per_s=progress.rate(),
+                   skipped_images=skipped_images)
     writer.write(step, "train", summary)
     progress.log(step, summary)
     logged = []
@@ -202,10 +209,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       lr = schedule.learning_rate
       if schedule.at_epoch(epoch) != lr:
         state["opt_state"] = optim.set_learning_rate(state["opt_state"], schedule.learning_rate)
-      batch = _to_global(next(input_.train), batch_sharding)
+      batch = next(input_.train)
+      skipped_images += int(batch.pop("skipped").sum())
+      batch = _to_global(batch, batch_sharding)
       with_stats = step % config.stats_every_steps == 0
       state, step_metrics = (train_step_with_stats if with_stats else train_step)(
-          state, batch, rng)
+          state, batch, rng, mean)
       pending.append((step, step_metrics))
       progress.update(step)
 
@@ -219,14 +228,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         drain(step)
         ten_crop = config.eval.ten_crop_every_eval or (
             step == total_steps and config.eval.ten_crop_final)
-        result = evaluate(eval_steps[False], state["params"], input_, batch_sharding,
-                          ten_crop=False)
-        writer.write(step, "eval", result)
-        final = {"eval": result}
-        if ten_crop:
-          final["eval_10crop"] = evaluate(eval_steps[True], state["params"], input_,
-                                          batch_sharding, ten_crop=True)
-          writer.write(step, "eval_10crop", final["eval_10crop"])
+        final = evaluate(eval_step, state["params"], mean, input_, batch_sharding,
+                         ten_crop=ten_crop)
+        for split, values in final.items():
+          writer.write(step, split, values)
+        result = final["eval"]
         progress.log_eval(step, final)
         improved = result["top1_error"] < schedule.state.best_error
         event = schedule.after_eval(result["top1_error"])
@@ -304,6 +310,8 @@ class _Progress:
     text = (f"step {step}/{self.total} epoch {summary['epoch']:.2f} loss {summary['loss']:.4f} "
             f"top1 {summary['top1_error']:.4f} lr {summary['lr']:.3g} "
             f"|g| {summary['grad_norm']:.3g} {rate:.0f} img/s ETA {eta / 60:.1f} min")
+    if summary.get("skipped_images"):
+      text += f" ({summary['skipped_images']} unreadable images skipped)"
     if self.bar:
       self.bar.set_postfix_str(f"loss {summary['loss']:.3f} {rate:.0f} img/s")
     else:
@@ -311,7 +319,9 @@ class _Progress:
 
   def log_eval(self, step: int, final: dict) -> None:
     parts = [f"{split}: top-1 {r['top1_error']:.4f} top-5 {r['top5_error']:.4f} loss "
-             f"{r['loss']:.4f}" for split, r in final.items()]
+             f"{r['loss']:.4f}" + (f" ({r['skipped_images']} unreadable skipped)"
+                                   if r.get("skipped_images") else "")
+             for split, r in final.items()]
     message = f"eval at step {step}: " + "; ".join(parts)
     if self.bar:
       self.bar.write(message)

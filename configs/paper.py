@@ -5,13 +5,16 @@ Named ablations (paper §3.1-§4.2) are variants: `--config=configs/paper.py:no_
 
 import ml_collections
 
-# name -> (paper section, overrides of the model config)
+from alexnet_jax.cli import set_field
+
+# name -> (paper section, config overrides by dotted path)
 ABLATIONS = {
-    "no_lrn": ("§3.3", {"lrn": False}),
-    "no_overlap_pool": ("§3.4", {"pool_window": 2}),
-    "one_column": ("§3.2", {"columns": 1}),
-    "tanh": ("§3.1", {"activation": "tanh"}),
-    "no_dropout": ("§4.2", {"dropout": 0.0}),
+    "no_lrn": ("§3.3", {"model.lrn": False}),
+    "no_overlap_pool": ("§3.4", {"model.pool_window": 2}),
+    "one_column": ("§3.2", {"model.columns": 1}),
+    "tanh": ("§3.1", {"model.activation": "tanh"}),
+    "no_dropout": ("§4.2", {"model.dropout": 0.0}),
+    "no_pca_lighting": ("§4.1", {"data.pca_lighting": 0.0}),
 }
 
 
@@ -27,6 +30,7 @@ def model_config() -> ml_collections.ConfigDict:
       conv_kernels=(11, 5, 3, 3, 3),
       conv1_stride=4,
       fc_features=(4096, 4096),
+      extra_conv6=False,  # Table 2: a sixth conv layer over pool5 (the fine-tuned models)
       activation="relu",
       lrn=True,
       lrn_size=5,
@@ -43,9 +47,9 @@ def model_config() -> ml_collections.ConfigDict:
       pool_window=3,
       pool_stride=2,
       dropout=0.5,
-      init_std=dict(conv1=0.01, conv2=0.01, conv3=0.01, conv4=0.01, conv5=0.01,
+      init_std=dict(conv1=0.01, conv2=0.01, conv3=0.01, conv4=0.01, conv5=0.01, conv6=0.01,
                     fc6=0.01, fc7=0.01, fc8=0.01),
-      init_bias=dict(conv1=0.0, conv2=1.0, conv3=0.0, conv4=1.0, conv5=1.0,
+      init_bias=dict(conv1=0.0, conv2=1.0, conv3=0.0, conv4=1.0, conv5=1.0, conv6=1.0,
                      fc6=1.0, fc7=1.0, fc8=0.0),
       dtype="float32",  # compute dtype; 'bfloat16' for mixed precision
       param_dtype="float32",
@@ -55,7 +59,8 @@ def model_config() -> ml_collections.ConfigDict:
 def apply_ablation(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
   if name not in ABLATIONS:
     raise ValueError(f"unknown variant {name!r}; known: {', '.join(ABLATIONS)}")
-  config.model.update(ABLATIONS[name][1])
+  for path, value in ABLATIONS[name][1].items():
+    set_field(config, path, value)
   return config
 
 
@@ -72,6 +77,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       batch_size=128,  # §5, global
       eval_batch_size=128,
       mean="pixel",  # §2: the training set's mean image; 'channel' for a per-channel mean
+      stats_file="",  # mean image + RGB PCA (python -m alexnet_jax.data.stats); '' = next to data
+      pca_lighting=0.1,  # §4.1: std of the PCA lighting coefficients α; 0 turns it off
       pixel_scale=1.0,  # §2: raw (centred) RGB values
       flip=True,  # §4.1
       read_threads=4,
@@ -96,6 +103,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       stop_after_last_drop=False,
       drop_epochs=(30.0, 60.0, 80.0),
   ))
+  # Fine-tuning (Table 2, "*"): start from a trained workdir's layers, new ones in new_layers.
+  config.init_from = ml_collections.ConfigDict(dict(workdir="", step=0, best=False,
+                                                    new_layers=("fc8",)))
   config.num_epochs = 90.0  # §5: "roughly 90 cycles through the training set"
   config.eval_every_epochs = 1.0
   config.eval = ml_collections.ConfigDict(dict(ten_crop_every_eval=False, ten_crop_final=True))

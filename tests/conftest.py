@@ -19,3 +19,37 @@ def load_config(name: str, variant: str = ""):
 @pytest.fixture
 def tiny_config():
   return load_config("tiny")
+
+
+def small_config(epochs=2.0):
+  """The tiny network on 64 synthetic 36x36 images: 4 steps of 16 per epoch."""
+  config = load_config("tiny")
+  config.data.update(dict(name="synthetic", image_size=36, batch_size=16, eval_batch_size=16,
+                          synthetic_train_size=64, synthetic_eval_size=40, pixel_scale=1 / 64))
+  config.schedule.kind = "constant"
+  config.num_epochs = epochs
+  config.log_every_steps = 2
+  config.stats_every_steps = 3
+  config.checkpoint.update(dict(every_steps=2, keep=2))
+  config.stall.check_steps = 4
+  return config
+
+
+SMALL_FLAGS = [  # small_config() as command-line flags
+    "--config=configs/tiny.py", "--config.data.name=synthetic", "--config.data.image_size=36",
+    "--config.data.batch_size=16", "--config.data.eval_batch_size=16",
+    "--config.data.synthetic_train_size=64", "--config.data.synthetic_eval_size=40",
+    "--config.data.pixel_scale=0.015625", "--config.schedule.kind=constant",
+    "--config.log_every_steps=2", "--config.stats_every_steps=3",
+    "--config.checkpoint.every_steps=2", "--config.checkpoint.keep=2",
+    "--config.stall.check_steps=4"]
+
+
+@pytest.fixture(scope="session")
+def straight_run(tmp_path_factory):
+  """The small config trained for 8 steps, uninterrupted: (workdir, final eval). Read only."""
+  from alexnet_jax import train
+
+  workdir = str(tmp_path_factory.mktemp("straight"))
+  result = train.train_and_evaluate(small_config(), workdir)
+  return workdir, result

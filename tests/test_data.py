@@ -2,46 +2,101 @@
 
 import gzip
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+import jax.numpy as jnp
+
 from alexnet_jax.cli import UserError
-from alexnet_jax.data import pipeline, sources
+from alexnet_jax.data import images, pipeline, sources
+from alexnet_jax.data.normalize import normalize
+from alexnet_jax.data.stats import Stats, compute
 from conftest import load_config
 
 FASHION = "/usr/share/datasets/fashion-mnist"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_the_ten_crop_boxes_of_section_4_1():
   assert pipeline.crop_boxes(256, 224) == [(0, 0), (0, 32), (32, 0), (32, 32), (16, 16)]
   image = np.arange(6 * 6, dtype=np.uint8).reshape(6, 6, 1)
-  mean = np.zeros((6, 6, 1), np.float32)
-  ten = pipeline.EvalCrops(mean, 4, True, 1.0).map({"image": image, "label": 3})["image"]
-  assert ten.shape == (10, 4, 4, 1)
-  np.testing.assert_array_equal(ten[0], image[:4, :4])
-  np.testing.assert_array_equal(ten[3], image[2:, 2:])
-  np.testing.assert_array_equal(ten[4], image[1:5, 1:5])
-  np.testing.assert_array_equal(ten[5:], ten[:5, :, ::-1])
-  centre = pipeline.EvalCrops(mean, 4, False, 1.0).map({"image": image, "label": 3})["image"]
-  np.testing.assert_array_equal(centre, image[1:5, 1:5])
+  ten = pipeline.EvalCrops(4, True).map({"image": image, "label": 3})
+  assert ten["image"].shape == (10, 4, 4, 1) and ten["image"].dtype == np.uint8
+  np.testing.assert_array_equal(ten["image"][0], image[:4, :4])
+  np.testing.assert_array_equal(ten["image"][3], image[2:, 2:])
+  np.testing.assert_array_equal(ten["image"][4], image[1:5, 1:5])
+  np.testing.assert_array_equal(ten["image"][5:], ten["image"][:5, :, ::-1])
+  assert ten["crop"].tolist() == [[0, 0, 0], [0, 2, 0], [2, 0, 0], [2, 2, 0], [1, 1, 0],
+                                  [0, 0, 1], [0, 2, 1], [2, 0, 1], [2, 2, 1], [1, 1, 1]]
+  centre = pipeline.EvalCrops(4, False).map({"image": image, "label": 3})
+  np.testing.assert_array_equal(centre["image"], image[1:5, 1:5])
+  assert centre["crop"].tolist() == [1, 1, 0]
 
 
-def test_train_crop_subtracts_the_matching_crop_of_the_mean_and_flips():
-  rng_image = np.random.default_rng(0)
-  image = rng_image.integers(0, 255, (8, 8, 3), dtype=np.uint8)
-  mean = rng_image.normal(size=(8, 8, 3)).astype(np.float32)
-  aug = pipeline.TrainAugment(mean, 5, True, 0.5)
-  seen = set()
+def _normalize_reference(image, mean, top, left, flip, lighting, scale, crop):
+  """§2 then §4.1 on the host in float64: centre the whole image, crop, mirror, add lighting."""
+  centred = image.astype(np.float64) - mean
+  patch = centred[top:top + crop, left:left + crop]
+  return ((patch[:, ::-1] if flip else patch) + lighting) * scale
+
+
+def test_train_crops_and_the_device_normalisation_match_a_numpy_reference():
+  rng = np.random.default_rng(0)
+  image = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
+  mean = rng.normal(100, 5, size=(8, 8, 3)).astype(np.float32)
+  scale_matrix = np.eye(3, dtype=np.float32) * 4.0
+  aug = pipeline.TrainCrop(5, True, 0.1, scale_matrix)
+  seen, outs = set(), []
   for seed in range(40):
-    out = aug.random_map({"image": image, "label": 1}, np.random.default_rng(seed))["image"]
-    centred = (image.astype(np.float32) - mean) * 0.5
-    matches = [(t, l, f) for t in range(4) for l in range(4) for f in (False, True)
-               if np.allclose(out, (centred[t:t + 5, l:l + 5, :][:, ::-1] if f
-                                    else centred[t:t + 5, l:l + 5]))]
-    assert len(matches) == 1
-    seen.add(matches[0])
-  assert len(seen) > 20 and {f for *_, f in seen} == {False, True}
+    out = aug.random_map({"image": image, "label": 1}, np.random.default_rng(seed))
+    assert out["image"].dtype == np.uint8 and out["image"].shape == (5, 5, 3)
+    top, left, flip = out["crop"].tolist()
+    patch = image[top:top + 5, left:left + 5]
+    np.testing.assert_array_equal(out["image"], patch[:, ::-1] if flip else patch)
+    seen.add((top, left, flip))
+    outs.append(out)
+  assert len(seen) > 20 and {f for *_, f in seen} == {0, 1}
+  batch = {k: np.stack([o[k] for o in outs]) for k in ("image", "crop", "lighting")}
+  got = np.asarray(normalize(batch, jnp.asarray(mean), 0.5))
+  for i, o in enumerate(outs):
+    top, left, flip = o["crop"].tolist()
+    want = _normalize_reference(image, mean, top, left, flip, o["lighting"], 0.5, 5)
+    np.testing.assert_allclose(got[i], want, rtol=1e-5, atol=1e-4)
+
+
+def test_pca_lighting_adds_p_alpha_sqrt_lambda_with_alpha_of_std_0_1():
+  rng = np.random.default_rng(1)
+  eigvec, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+  stats = Stats(np.zeros((4, 4, 3), np.float32), np.array([400.0, 25.0, 4.0], np.float32),
+                eigvec.astype(np.float32), 1)
+  np.testing.assert_allclose(stats.lighting_scale, eigvec * np.array([20.0, 5.0, 2.0]), rtol=1e-5)
+  aug = pipeline.TrainCrop(4, False, 0.1, stats.lighting_scale)
+  record = {"image": np.zeros((4, 4, 3), np.uint8), "label": 0}
+  shifts = np.stack([aug.random_map(record, np.random.default_rng(s))["lighting"]
+                     for s in range(4000)])
+  alphas = shifts @ eigvec / np.array([20.0, 5.0, 2.0])  # p_i are orthonormal
+  np.testing.assert_allclose(alphas.std(axis=0), [0.1] * 3, rtol=0.06)
+  np.testing.assert_allclose(alphas.mean(axis=0), [0.0] * 3, atol=0.006)
+  off = pipeline.TrainCrop(4, False, 0.0, stats.lighting_scale)
+  assert not off.random_map(record, np.random.default_rng(0))["lighting"].any()
+
+
+def test_statistics_match_numpy_mean_and_covariance_eigenvectors():
+  rng = np.random.default_rng(2)
+  base = rng.normal(size=(3, 3))
+  pixels = rng.normal(size=(50 * 6 * 6, 3)) @ base * 30 + 120
+  images = np.clip(pixels, 0, 255).astype(np.uint8).reshape(50, 6, 6, 3)
+  stats = compute([images[:17], images[17:40], images[40:]])
+  np.testing.assert_allclose(stats.mean, images.astype(np.float64).mean(0), rtol=1e-5)
+  cov = np.cov(images.reshape(-1, 3).astype(np.float64), rowvar=False, bias=True)
+  eigval, eigvec = np.linalg.eigh(cov)
+  np.testing.assert_allclose(stats.eigval, eigval[::-1], rtol=1e-4)
+  for i in range(3):  # eigenvectors up to sign
+    assert abs(abs(float(stats.eigvec[:, i] @ eigvec[:, 2 - i])) - 1) < 1e-4
+  assert stats.count == 50
 
 
 def _synthetic_config():
@@ -55,6 +110,7 @@ def test_evaluation_counts_every_example_once_and_batches_are_full():
   inp = pipeline.build_input(_synthetic_config())
   batches = list(inp.eval_batches(False))
   assert [b["image"].shape for b in batches] == [(16, 32, 32, 3)] * 3
+  assert batches[0]["image"].dtype == np.uint8 and batches[0]["crop"].shape == (16, 3)
   assert sum(b["mask"].sum() for b in batches) == 37
   ten = next(iter(inp.eval_batches(True)))
   assert ten["image"].shape == (16, 10, 32, 32, 3)
@@ -93,3 +149,172 @@ def test_fashion_mnist_from_the_debian_package():
   assert np.bincount(train.labels).tolist() == [6000] * 10
   with pytest.raises(UserError, match="even padding"):
     sources.fashion_mnist(FASHION, "test", size=31)
+
+
+# ----------------------------------------------------------------------------- image files
+
+def _save(path, array, fmt, mode=None):
+  from PIL import Image
+
+  image = Image.fromarray(array)
+  if mode:
+    image = image.convert(mode)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  image.save(path, format=fmt)
+
+
+def _image_folder(root, seed=0):
+  """ImageNet's oddities: JPEG, PNG, greyscale, CMYK, a PNG named .JPEG, sizes below and above
+  256 in either orientation, and three unreadable files (truncated, text, empty)."""
+  rng = np.random.default_rng(seed)
+  rgb = lambda h, w: rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+  for split, per_class in (("train", 4), ("val", 2)):
+    for c, name in enumerate(("n01", "n02", "n03")):
+      folder = os.path.join(root, split, name)
+      for i in range(per_class):
+        kind = (c * per_class + i) % 5
+        path = os.path.join(folder, f"{split}_{c}_{i}.JPEG")
+        if kind == 0:
+          _save(path, rgb(300, 420), "JPEG")
+        elif kind == 1:
+          _save(path, rgb(180, 120), "PNG")  # a PNG with a .JPEG name
+        elif kind == 2:
+          _save(path, rgb(260, 260)[..., 0], "JPEG")  # greyscale
+        elif kind == 3:
+          _save(path, rgb(400, 280), "JPEG", mode="CMYK")
+        else:
+          _save(path[:-5] + ".png", rgb(64, 96), "PNG")
+  bad = os.path.join(root, "train", "n02")
+  _save(os.path.join(bad, "truncated.JPEG"), rgb(300, 300), "JPEG")
+  with open(os.path.join(bad, "truncated.JPEG"), "r+b") as f:
+    f.truncate(200)
+  with open(os.path.join(bad, "text.JPEG"), "w") as f:
+    f.write("not an image")
+  open(os.path.join(bad, "empty.jpg"), "wb").close()
+  with open(os.path.join(bad, "notes.txt"), "w") as f:  # not an image extension: not listed
+    f.write("ignored")
+  with open(os.path.join(root, "val", "n03", "broken.jpg"), "wb") as f:
+    f.write(b"\xff\xd8\xff\xe0 not really")
+  return 12 + 3, 6  # train files listed (3 unreadable), val files
+
+
+def _folder_config(root):
+  config = load_config("tiny")
+  config.model.update(dict(num_classes=3, input_size=32))
+  config.data.update(dict(name="image_folder", data_dir=str(root), image_size=36, batch_size=4,
+                          eval_batch_size=4, read_threads=2))
+  return config
+
+
+def test_stored_form_is_shorter_side_256_then_the_central_square():
+  from PIL import Image
+
+  rng = np.random.default_rng(3)
+  wide = rng.integers(0, 255, (256, 512, 3), dtype=np.uint8)  # shorter side already 256
+  np.testing.assert_array_equal(images.to_stored(Image.fromarray(wide), 256), wide[:, 128:384])
+  tall = rng.integers(0, 255, (64, 32, 3), dtype=np.uint8)  # x8: 512 x 256, rows 128..384
+  big = np.asarray(Image.fromarray(tall).resize((256, 512), Image.BILINEAR))
+  np.testing.assert_array_equal(images.to_stored(Image.fromarray(tall), 256), big[128:384])
+  grey = images.to_stored(Image.fromarray(wide[..., 0]), 256)
+  assert grey.shape == (256, 256, 3) and (grey[..., 0] == grey[..., 2]).all()
+
+
+def test_image_folder_decodes_every_format_and_counts_the_unreadable(tmp_path):
+  listed, _ = _image_folder(tmp_path)
+  train, names = sources.image_folder(str(tmp_path), "train")
+  assert names == ("n01", "n02", "n03") and len(train) == listed
+  assert not any(p.endswith(".txt") for p in train.paths)
+  decode = images.Decode(36)
+  before = images.SKIPPED.count
+  out = [decode.map(train[i]) for i in range(len(train))]
+  assert images.SKIPPED.count - before == 3
+  good = [o for o in out if o is not None]
+  assert len(good) == listed - 3
+  assert all(o["image"].shape == (36, 36, 3) and o["image"].dtype == np.uint8 for o in good)
+  assert [int(o["label"]) for o in good] == sorted(int(o["label"]) for o in good)
+  # The file list is cached: a second listing reads it back.
+  again, _ = sources.image_folder(str(tmp_path), "train")
+  assert again.paths == train.paths
+
+
+def test_image_folder_pipeline_is_deterministic_and_skips_bad_files(tmp_path):
+  _image_folder(tmp_path)
+  config = _folder_config(tmp_path)
+  a, b = (pipeline.build_input(config) for _ in range(2))
+  for _ in range(5):  # 12 readable images, batches of 4: crosses an epoch
+    x, y = next(a.train), next(b.train)
+    assert x["image"].shape == (4, 32, 32, 3) and x["image"].dtype == np.uint8
+    np.testing.assert_array_equal(x["image"], y["image"])
+    np.testing.assert_array_equal(x["lighting"], y["lighting"])
+  skipped = sum(int(next(a.train)["skipped"].sum()) for _ in range(30))
+  assert 27 <= skipped <= 33  # 3 unreadable files in each pass over 12 readable: 10 passes
+  batches = list(a.eval_batches(True))
+  assert sum(int(b["mask"].sum()) for b in batches) == 6
+  assert sum(int(b["skipped"].sum()) for b in batches) == 1
+  assert batches[0]["image"].shape == (4, 10, 32, 32, 3)
+  assert a.stats.count == 0  # no statistics file yet: ImageNet's published values
+
+
+def test_statistics_cli_writes_a_file_that_training_loads(tmp_path):
+  _image_folder(tmp_path)
+  config = _folder_config(tmp_path)
+  result = subprocess.run(
+      [sys.executable, "-m", "alexnet_jax.data.stats", "--config=configs/tiny.py",
+       "--config.model.num_classes=3", "--config.data.name=image_folder",
+       f"--config.data.data_dir={tmp_path}", "--config.data.image_size=36"],
+      capture_output=True, text=True, cwd=ROOT, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "eigenvalues:" in result.stdout and "images: 12" in result.stdout
+  written = tmp_path / "alexnet_jax_stats" / "image_folder-36.npz"  # next to the data
+  assert f"written: {written}" in result.stdout
+  inp = pipeline.build_input(config)
+  assert inp.stats.count == 12 and inp.stats.mean.shape == (36, 36, 3)
+  with open(written, "r+b") as f:
+    f.truncate(100)
+  with pytest.raises(UserError, match="cannot read the dataset statistics"):
+    pipeline.build_input(config)
+
+
+def test_imagenet_through_tfds_data_source(tmp_path):
+  import io
+
+  import tensorflow_datasets as tfds
+  from PIL import Image
+
+  rng = np.random.default_rng(4)
+
+  def jpeg(h, w):
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+  records = {split: [{"image": jpeg(280 + i, 300), "label": (7 * i) % 1000,
+                      "file_name": f"{split}_{i}.JPEG"} for i in range(n)]
+             for split, n in (("train", 10), ("validation", 5))}
+  records["validation"][2]["image"] = b"\xff\xd8 broken"
+
+  def as_data_source(builder, split, decoders=None, **kwargs):
+    assert "image" in decoders  # read encoded: decoded in the input workers
+    return records[split]
+
+  config = load_config("tiny")
+  config.model.update(dict(num_classes=1000, input_size=32))
+  config.data.update(dict(name="imagenet2012", data_dir=str(tmp_path), image_size=36,
+                          batch_size=4, eval_batch_size=4, read_threads=2))
+  with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE,
+                              as_data_source_fn=as_data_source):
+    inp = pipeline.build_input(config)
+    assert inp.num_train == 10 and inp.num_eval == 5 and len(inp.class_names) == 1000
+    assert inp.class_names[0] == "n01440764"  # WordNet ids, from the TFDS metadata
+    batch = next(inp.train)
+    assert batch["image"].shape == (4, 32, 32, 3) and batch["label"].dtype == np.int32
+    evaluated = sum(int(b["mask"].sum()) for b in inp.eval_batches(False))
+  assert evaluated == 4  # the broken validation image is skipped, the rest count once
+
+
+def test_missing_imagenet_names_the_preparation_command(tmp_path):
+  config = load_config("paper")
+  config.data.data_dir = str(tmp_path / "none")
+  with pytest.raises(UserError, match="launch/prepare_imagenet.sh MANUAL_DIR DATA_DIR.*"
+                                      "ILSVRC2012_img_train.tar"):
+    pipeline.build_input(config)

@@ -147,6 +147,23 @@ def test_max_pool_forward_and_grad(window, size, expected, dtype):
                                                      window, 2), rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("window,stride,size", [(3, 2, 13), (2, 2, 13), (3, 1, 7), (2, 3, 11), (3, 3, 10)])
+def test_max_pool_gradient_goes_to_the_first_maximum_when_values_tie(window, stride, size):
+  # Post-ReLU maps are full of equal values (zeros); the gradient must reach one pixel per
+  # window, the first maximum in row-major order, as XLA's select-and-scatter gives it.
+  rng = np.random.default_rng(window * 10 + stride)
+  x = np.maximum(rng.integers(-3, 3, size=(2, size, size, 4)), 0).astype(np.float32)
+  out = (size - window) // stride + 1
+  g = rng.normal(size=(2, out, out, 4)).astype(np.float32)
+  _, vjp = jax.vjp(lambda v: ops.max_pool(v, window=window, stride=stride), jnp.asarray(x))
+  (grad,) = vjp(jnp.asarray(g))
+  np.testing.assert_allclose(grad, max_pool_grad_reference(x, g, window, stride), rtol=1e-6,
+                             atol=1e-6)
+  xla = jax.vjp(lambda v: jax.lax.reduce_window(v, -jnp.inf, jax.lax.max, (1, window, window, 1),
+                                                 (1, stride, stride, 1), "VALID"), jnp.asarray(x))[1]
+  np.testing.assert_allclose(grad, xla(jnp.asarray(g))[0], rtol=1e-6, atol=1e-6)
+
+
 def test_overlapping_pool_windows_share_pixels():
   # One large pixel on a shared row/column of two overlapping 3x3 windows reaches both outputs.
   x = np.zeros((1, 5, 5, 1))

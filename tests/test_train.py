@@ -14,37 +14,16 @@ import pytest
 
 from alexnet_jax import train
 from alexnet_jax.cli import UserError
-from conftest import load_config
+from conftest import load_config, small_config
 
 FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def small_config(epochs=2.0):
-  """The tiny network on 64 synthetic 36x36 images: 4 steps of 16 per epoch."""
-  config = load_config("tiny")
-  config.data.update(dict(name="synthetic", image_size=36, batch_size=16, eval_batch_size=16,
-                          synthetic_train_size=64, synthetic_eval_size=40, pixel_scale=1 / 64))
-  config.schedule.kind = "constant"
-  config.num_epochs = epochs
-  config.log_every_steps = 2
-  config.stats_every_steps = 3
-  config.checkpoint.update(dict(every_steps=2, keep=2))
-  config.stall.check_steps = 4
-  return config
 
 
 def final_params(workdir, step):
   """Restores with plain Orbax: no alexnet_jax code is involved in reading the state."""
   state = ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step), "state"))
   return state["params"], int(state["step"])
-
-
-@pytest.fixture(scope="module")
-def straight_run(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("straight"))
-  result = train.train_and_evaluate(small_config(), workdir)
-  return workdir, result
 
 
 def test_train_evaluate_writes_metrics_checkpoints_and_curves(straight_run):

@@ -1,12 +1,21 @@
-"""In-memory datasets: Fashion-MNIST (IDX files of the Debian package) and synthetic images."""
+"""The datasets, behind one interface: a split is a random-access sequence of records.
+
+In memory, uint8 images at the stored size: Fashion-MNIST (IDX files of the Debian package)
+and synthetic images. Encoded image files, decoded in the input workers (`images.Decode`):
+ImageNet from TFDS (array_record, read with `tfds.data_source`, no TensorFlow needed) and an
+ImageFolder tree (`root/train/<class>/*`, `root/val/<class>/*`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
+import json
 import os
 
 import numpy as np
+from absl import logging
 
 from alexnet_jax.cli import UserError
 
@@ -21,6 +30,7 @@ class Split:
 
   images: np.ndarray
   labels: np.ndarray
+  encoded = False
 
   def __len__(self) -> int:
     return len(self.labels)
@@ -44,11 +54,7 @@ def _read_idx(path: str) -> np.ndarray:
 
 
 def fashion_mnist(data_dir: str, split: str, *, size: int) -> Split:
-  """Fashion-MNIST `train` (60k) or `test` (10k) at `size` x `size`.
-
-  Up to 32 the 28x28 images are zero-padded (evenly); larger sizes are bilinear upscales
-  (the full paper network's 256, from which it takes 224 crops).
-  """
+  """Fashion-MNIST `train` (60k) or `test` (10k) at `size` x `size` (`fashion_mnist_stored`)."""
   data_dir = data_dir or FASHION_MNIST_DIR
   prefix = {"train": "train", "test": "t10k"}[split]
   paths = [os.path.join(data_dir, f"{prefix}-{kind}-ubyte.gz") for kind in ("images-idx3", "labels-idx1")]
@@ -59,18 +65,22 @@ def fashion_mnist(data_dir: str, split: str, *, size: int) -> Split:
   images, labels = (_read_idx(p) for p in paths)
   if len(images) != len(labels):
     raise UserError(f"Fashion-MNIST {split}: {len(images)} images but {len(labels)} labels")
+  return Split(fashion_mnist_stored(images, size), labels.astype(np.int32))
+
+
+def fashion_mnist_stored(images: np.ndarray, size: int) -> np.ndarray:
+  """uint8 [N, 28, 28] -> [N, size, size, 1]: zero-padded (evenly) up to 32, bilinear upscales
+  above (the full paper network's 256, from which it takes 224 crops)."""
   if size <= 32:
     pad = (size - 28) // 2
     if pad < 0 or 28 + 2 * pad != size:
       raise UserError(f"Fashion-MNIST image_size must be 28 + an even padding up to 32, or an "
                       f"upscale above 32; got {size}")
-    images = np.pad(images, ((0, 0), (pad, pad), (pad, pad)))
-  else:
-    from PIL import Image
+    return np.pad(images, ((0, 0), (pad, pad), (pad, pad)))[..., None]
+  from PIL import Image
 
-    images = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR))
-                       for im in images])
-  return Split(images[..., None], labels.astype(np.int32))
+  return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR))
+                   for im in images])[..., None]
 
 
 def synthetic(num_examples: int, size: int, channels: int, num_classes: int, seed: int) -> Split:
@@ -78,3 +88,138 @@ def synthetic(num_examples: int, size: int, channels: int, num_classes: int, see
   rng = np.random.default_rng(seed)
   images = rng.integers(0, 256, (num_examples, size, size, channels), dtype=np.uint8)
   return Split(images, rng.integers(0, num_classes, num_examples).astype(np.int32))
+
+
+# ----------------------------------------------------------------------------- image files
+
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".gif", ".ppm", ".tif", ".tiff", ".webp")
+PREPARE_IMAGENET = "bash launch/prepare_imagenet.sh MANUAL_DIR DATA_DIR"
+
+
+@dataclasses.dataclass(frozen=True)
+class FileSplit:
+  """Image files and their labels; records carry the encoded bytes (`images.Decode` decodes)."""
+
+  paths: tuple[str, ...]
+  labels: np.ndarray
+  encoded = True
+
+  def __len__(self) -> int:
+    return len(self.paths)
+
+  def __getitem__(self, index: int) -> dict:
+    path = self.paths[index]
+    try:
+      with open(path, "rb") as f:
+        data = f.read()
+    except OSError as e:  # counted as unreadable by the decoder
+      data = b""
+      logging.warning("cannot read %s: %s", path, e)
+    return {"encoded": data, "label": self.labels[index], "name": path}
+
+
+def _cache_dir() -> str:
+  return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                      "alexnet_jax")
+
+
+def _list_class_dirs(split_dir: str) -> list[str]:
+  return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+
+
+def image_folder(root: str, split: str, class_names: tuple[str, ...] | None = None
+                 ) -> tuple[FileSplit, tuple[str, ...]]:
+  """`root/<split>/<class>/<image>`: classes sorted by name (those of the training split when
+  `class_names` is given). The file list is built once and cached as JSON under
+  ~/.cache/alexnet_jax, keyed by the directory and checked against the class folders' mtimes."""
+  split_dir = os.path.join(root, split)
+  if not os.path.isdir(split_dir):
+    raise UserError(f"image folder split not found: {split_dir} (expected "
+                    f"{root}/train/<class>/*.JPEG and {root}/val/<class>/*)")
+  found = _list_class_dirs(split_dir)
+  names = tuple(class_names) if class_names is not None else tuple(found)
+  unknown = sorted(set(found) - set(names))
+  if unknown:
+    raise UserError(f"{split_dir} has class folders not in the training split: "
+                    f"{', '.join(unknown[:5])}")
+  if not names:
+    raise UserError(f"{split_dir} has no class folders")
+  signature = [(n, os.stat(os.path.join(split_dir, n)).st_mtime_ns) for n in found]
+  key = hashlib.sha256(json.dumps([os.path.abspath(split_dir), names, signature]).encode())
+  cache = os.path.join(_cache_dir(), f"filelist-{key.hexdigest()[:20]}.json")
+  try:
+    with open(cache, encoding="utf-8") as f:
+      listing = json.load(f)
+  except (OSError, ValueError):
+    listing = None
+  if listing is None:
+    listing = {"paths": [], "labels": []}
+    for label, name in enumerate(names):
+      folder = os.path.join(split_dir, name)
+      if not os.path.isdir(folder):
+        continue
+      files = sorted(e.name for e in os.scandir(folder)
+                     if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS))
+      listing["paths"] += [os.path.join(folder, f) for f in files]
+      listing["labels"] += [label] * len(files)
+    try:
+      os.makedirs(os.path.dirname(cache), exist_ok=True)
+      with open(cache + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(listing, f)
+      os.replace(cache + ".tmp", cache)
+    except OSError as e:
+      logging.warning("could not cache the file list of %s: %s", split_dir, e)
+  logging.info("%s: %d images in %d classes", split_dir, len(listing["paths"]), len(names))
+  return FileSplit(tuple(listing["paths"]), np.asarray(listing["labels"], np.int32)), names
+
+
+@dataclasses.dataclass
+class TfdsSplit:
+  """A TFDS split read through `tfds.data_source` with the images left encoded."""
+
+  name: str
+  split: str
+  data_dir: str
+  encoded = True
+
+  def __post_init__(self):
+    self._source = None
+    self._length = len(self._open())
+
+  def _open(self):
+    if self._source is None:
+      import tensorflow_datasets as tfds
+
+      self._source = tfds.data_source(self.name, split=self.split, data_dir=self.data_dir or None,
+                                      download=False,
+                                      decoders={"image": tfds.decode.SkipDecoding()})
+    return self._source
+
+  def __getstate__(self):  # the array_record reader reopens in each input worker
+    return {k: v for k, v in self.__dict__.items() if k != "_source"} | {"_source": None}
+
+  def __len__(self) -> int:
+    return self._length
+
+  def __getitem__(self, index: int) -> dict:
+    record = self._open()[index]
+    name = record.get("file_name", index)
+    return {"encoded": record["image"], "label": np.int32(record["label"]),
+            "name": name.decode() if isinstance(name, bytes) else str(name)}
+
+
+def tfds_imagenet(name: str, data_dir: str) -> tuple[TfdsSplit, TfdsSplit, tuple[str, ...]]:
+  """ImageNet (or another TFDS image classification set) prepared as array_record."""
+  import tensorflow_datasets as tfds
+
+  try:
+    builder = tfds.builder(name, data_dir=data_dir or None)
+    names = tuple(builder.info.features["label"].names)
+    splits = TfdsSplit(name, "train", data_dir), TfdsSplit(name, "validation", data_dir)
+  except Exception as e:  # tfds raises several types for "not prepared"
+    where = data_dir or "~/tensorflow_datasets"
+    raise UserError(
+        f"{name} is not prepared as array_record in {where} ({type(e).__name__}): run "
+        f"`{PREPARE_IMAGENET}` with ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in "
+        "MANUAL_DIR, or use --config.data.name=image_folder") from None
+  return splits[0], splits[1], names

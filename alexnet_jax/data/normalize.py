@@ -1,0 +1,29 @@
+"""The device half of §2's preprocessing: uint8 crops to centred float images, inside the step.
+
+The input workers send uint8 crops with their boxes (top, left, mirrored) and the PCA lighting
+shift (§4.1); here each crop loses the matching, equally mirrored patch of the training set's
+mean image, gains its lighting shift, and is scaled by `pixel_scale`. Moving this off the host
+keeps the host→device traffic at one byte per pixel.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def normalize(batch: dict, mean: jax.Array, pixel_scale: float) -> jax.Array:
+  """float32 images [..., h, w, c] from `batch['image']` (uint8), `batch['crop']` [..., 3] and
+  the optional `batch['lighting']` [..., c]; `mean` is the stored-size mean image [S, S, c]."""
+  images = batch["image"]
+  lead, (h, w, c) = images.shape[:-3], images.shape[-3:]
+  crops = batch["crop"].reshape(-1, 3)
+
+  def mean_patch(crop):
+    patch = jax.lax.dynamic_slice(mean, (crop[0], crop[1], 0), (h, w, c))
+    return jnp.where(crop[2] > 0, patch[:, ::-1], patch)
+
+  centred = images.reshape(-1, h, w, c).astype(jnp.float32) - jax.vmap(mean_patch)(crops)
+  if "lighting" in batch:
+    centred = centred + batch["lighting"].reshape(-1, 1, 1, c)
+  return (centred * pixel_scale).reshape(*lead, h, w, c)

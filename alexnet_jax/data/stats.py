@@ -1,0 +1,175 @@
+"""Training-set statistics for §2 and §4.1: the per-pixel mean image and the PCA of RGB values.
+
+`python -m alexnet_jax.data.stats --config=configs/paper.py` streams the training split
+(bounded memory: running sums in float64), writes `<data_dir>/alexnet_jax_stats/<name>-<size>.npz`
+(or `--config.data.stats_file`) and prints the result; training loads it. Files are plain
+`.npz` arrays, loaded with `allow_pickle=False`.
+
+PCA lighting (§4.1) adds Σ_i p_i α_i λ_i to every pixel. The eigenvalues of the covariance of
+0-255 RGB values are in squared grey levels (ImageNet's largest is in the thousands), so as in
+the published constants and the cuda-convnet code the scale used is √λ_i, the standard
+deviation along p_i: the shift is then in grey levels (α ~ N(0, 0.1): a few levels).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import zipfile
+
+import numpy as np
+from absl import logging
+
+from alexnet_jax import cli
+from alexnet_jax.cli import UserError
+
+# ImageNet's RGB statistics as published with fb.resnet.torch (0-1 scale there, x 255 here) and
+# the usual per-channel mean: defaults until `python -m alexnet_jax.data.stats` has run.
+IMAGENET_CHANNEL_MEAN = (123.68, 116.78, 103.94)
+IMAGENET_RGB_STD = (55.46, 4.794, 1.148)  # √λ along the principal axes, grey levels
+IMAGENET_RGB_EIGVEC = ((-0.5675, 0.7192, 0.4009),
+                       (-0.5808, -0.0045, -0.8140),
+                       (-0.5836, -0.6948, 0.4203))  # columns are p_1, p_2, p_3
+
+
+@dataclasses.dataclass(frozen=True)
+class Stats:
+  mean: np.ndarray  # float32 [size, size, channels]: the mean image
+  eigval: np.ndarray  # float32 [channels]: covariance eigenvalues, descending (grey levels²)
+  eigvec: np.ndarray  # float32 [channels, channels]: column i is p_i
+  count: int  # images the statistics were computed from (0: published defaults)
+
+  @property
+  def lighting_scale(self) -> np.ndarray:
+    """[channels, channels]: p_i √λ_i as columns; the lighting shift is this @ α."""
+    return (self.eigvec * np.sqrt(np.maximum(self.eigval, 0.0))[None, :]).astype(np.float32)
+
+  def save(self, path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, mean=self.mean, eigval=self.eigval, eigvec=self.eigvec,
+             count=np.int64(self.count))
+    os.replace(tmp, path)
+
+  @classmethod
+  def load(cls, path: str) -> "Stats":
+    try:
+      with np.load(path, allow_pickle=False) as f:
+        stats = cls(f["mean"].astype(np.float32), f["eigval"].astype(np.float32),
+                    f["eigvec"].astype(np.float32), int(f["count"]))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+      raise UserError(f"cannot read the dataset statistics {path}: {e}") from None
+    c = stats.mean.shape[-1]
+    if stats.mean.ndim != 3 or stats.eigval.shape != (c,) or stats.eigvec.shape != (c, c):
+      raise UserError(f"{path} holds statistics of unexpected shapes")
+    return stats
+
+  @classmethod
+  def imagenet_defaults(cls, size: int) -> "Stats":
+    eigvec = np.asarray(IMAGENET_RGB_EIGVEC, np.float32)
+    eigval = np.square(np.asarray(IMAGENET_RGB_STD, np.float32))
+    mean = np.broadcast_to(np.asarray(IMAGENET_CHANNEL_MEAN, np.float32), (size, size, 3))
+    return cls(np.array(mean), eigval, eigvec, 0)
+
+  def channel_mean(self) -> "Stats":
+    """The same statistics with the mean image replaced by its per-channel mean."""
+    mean = np.broadcast_to(self.mean.mean(axis=(0, 1), keepdims=True), self.mean.shape)
+    return dataclasses.replace(self, mean=np.array(mean, np.float32))
+
+
+class Accumulator:
+  """Running float64 sums of images, pixels and pixel outer products."""
+
+  def __init__(self):
+    self.count, self.pixels = 0, 0
+    self.image_sum = self.pixel_sum = self.outer_sum = None
+
+  def add(self, images: np.ndarray) -> None:
+    """uint8 images [n, h, w, c]."""
+    images = np.asarray(images)
+    flat = images.reshape(-1, images.shape[-1]).astype(np.float64)
+    if self.image_sum is None:
+      self.image_sum = np.zeros(images.shape[1:], np.float64)
+      self.pixel_sum = np.zeros(images.shape[-1], np.float64)
+      self.outer_sum = np.zeros((images.shape[-1],) * 2, np.float64)
+    self.image_sum += images.sum(axis=0, dtype=np.float64)
+    self.pixel_sum += flat.sum(axis=0)
+    self.outer_sum += flat.T @ flat
+    self.count += len(images)
+    self.pixels += len(flat)
+
+  def result(self) -> Stats:
+    if not self.count:
+      raise UserError("no readable training images to compute statistics from")
+    mean_pixel = self.pixel_sum / self.pixels
+    cov = self.outer_sum / self.pixels - np.outer(mean_pixel, mean_pixel)
+    eigval, eigvec = np.linalg.eigh(cov)
+    order = np.argsort(eigval)[::-1]
+    eigvec = eigvec[:, order] * np.sign(eigvec[:, order].sum(axis=0, keepdims=True) + 1e-30)
+    return Stats((self.image_sum / self.count).astype(np.float32),
+                 np.maximum(eigval[order], 0.0).astype(np.float32), eigvec.astype(np.float32),
+                 self.count)
+
+
+def compute(batches, total: int | None = None, progress: bool = False) -> Stats:
+  """Statistics of an iterable of uint8 image batches [n, h, w, c]."""
+  acc = Accumulator()
+  bar = None
+  if progress:
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="img", dynamic_ncols=True, disable=not sys.stderr.isatty())
+  for images in batches:
+    acc.add(images)
+    if bar is not None:
+      bar.update(len(images))
+  if bar is not None:
+    bar.close()
+  return acc.result()
+
+
+def default_path(data_config) -> str:
+  if data_config.stats_file:
+    return data_config.stats_file
+  root = data_config.data_dir or os.path.expanduser("~/tensorflow_datasets")
+  return os.path.join(root, "alexnet_jax_stats", f"{data_config.name}-{data_config.image_size}.npz")
+
+
+def main(argv):
+  from alexnet_jax.data import pipeline
+
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  cli.log_our_info()
+  config = FLAGS.config
+  path = FLAGS.output or default_path(config.data)
+  train, _, _ = pipeline.load_splits(config)
+  limit = len(train) if FLAGS.max_images <= 0 else min(FLAGS.max_images, len(train))
+  logging.info("computing statistics of %d %s training images at %d x %d", limit,
+               config.data.name, config.data.image_size, config.data.image_size)
+  stats = compute(pipeline.stored_images(config, train, limit), total=limit, progress=True)
+  try:
+    stats.save(path)
+  except OSError as e:
+    raise UserError(f"cannot write {path} ({e.strerror}): pass --output=PATH and set "
+                    "--config.data.stats_file=PATH when training") from None
+  mean_rgb = stats.mean.mean(axis=(0, 1))
+  print(f"images: {stats.count}")
+  print("mean pixel: " + " ".join(f"{v:.3f}" for v in mean_rgb))
+  print("eigenvalues: " + " ".join(f"{v:.3f}" for v in stats.eigval))
+  print("eigenvectors (columns):")
+  for row in stats.eigvec:
+    print("  " + " ".join(f"{v:+.4f}" for v in row))
+  print(f"written: {path}")
+
+
+if __name__ == "__main__":
+  from absl import flags
+  from ml_collections import config_flags
+
+  FLAGS = flags.FLAGS
+  config_flags.DEFINE_config_file("config", None, "training configuration file", lock_config=True)
+  flags.DEFINE_string("output", "", "where to write the .npz (default: next to the data)")
+  flags.DEFINE_integer("max_images", 0, "use the first N training images (0: all of them)")
+  cli.run(main, required_flags=["config"])

@@ -1,0 +1,150 @@
+"""The last hidden layer as an image descriptor, and nearest neighbours by it (§6.1, Figure 4 right).
+
+  python -m alexnet_jax.features --workdir=DIR --split=train --output=train_fc7.npy
+  python -m alexnet_jax.features --workdir=DIR --folder=PATH --output=folder_fc7.npy
+  python -m alexnet_jax.features --workdir=DIR --neighbors=6 --num_queries=5 \
+      --grid=neighbors.png [--database=train_fc7.npy] [IMAGE ...]
+
+Features are fc7's 4096 post-ReLU activations (the tiny configs: their fc7 width) of the centre
+crop, float32 [N, F] in a .npy file; rows of unreadable images are NaN. `--neighbors=K` shows,
+for each query (the image files given, else the first `--num_queries` validation images), the K
+training images whose features are nearest in Euclidean distance: a batched search on the
+accelerator (`nearest`), drawn as a PNG grid with the query in the first column.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import flags, logging
+
+from alexnet_jax import cli, inference
+from alexnet_jax.data import images as image_files
+from alexnet_jax.data import pipeline
+
+FLAGS = flags.FLAGS
+
+
+@functools.partial(jax.jit, static_argnames=("k", "chunk"))
+def nearest(queries: jax.Array, database: jax.Array, *, k: int, chunk: int = 8192):
+  """(distances [q, k], indices [q, k]) of the k database rows nearest to each query (squared
+  Euclidean, ascending), scanning the database in chunks; NaN rows never match."""
+  n, f = database.shape
+  padded = -(-n // chunk) * chunk
+  database = jnp.pad(database, ((0, padded - n), (0, 0)), constant_values=jnp.nan)
+  q_norm = jnp.sum(jnp.square(queries), axis=-1, keepdims=True)
+
+  def scan(carry, start):
+    best_d, best_i = carry
+    block = jax.lax.dynamic_slice(database, (start, 0), (chunk, f))
+    d = q_norm - 2.0 * queries @ block.T + jnp.sum(jnp.square(block), axis=-1)[None, :]
+    d = jnp.where(jnp.isnan(d), jnp.inf, jnp.maximum(d, 0.0))
+    idx = start + jnp.arange(chunk)
+    all_d = jnp.concatenate([best_d, d], axis=1)
+    all_i = jnp.concatenate([best_i, jnp.broadcast_to(idx, d.shape)], axis=1)
+    neg, pos = jax.lax.top_k(-all_d, k)
+    return (-neg, jnp.take_along_axis(all_i, pos, axis=1)), None
+
+  init = (jnp.full((queries.shape[0], k), jnp.inf), jnp.zeros((queries.shape[0], k), jnp.int32))
+  (dist, index), _ = jax.lax.scan(scan, init, jnp.arange(0, padded, chunk))
+  return dist, index
+
+
+def _folder_paths(folder: str) -> list[str]:
+  paths = [os.path.join(d, f) for d, _, files in os.walk(folder) for f in files
+           if f.lower().endswith(pipeline.sources.IMAGE_EXTENSIONS)]
+  if not paths:
+    raise cli.UserError(f"no images under {folder}")
+  return sorted(paths)
+
+
+def draw_grid(path: str, rows: list[list[np.ndarray]], titles: list[str]) -> None:
+  """One row per query: the query, then its neighbours nearest first."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  cols = max(len(r) for r in rows)
+  fig, axes = plt.subplots(len(rows), cols, figsize=(1.6 * cols, 1.6 * len(rows)), squeeze=False)
+  for ax in axes.ravel():
+    ax.axis("off")
+  for r, images in enumerate(rows):
+    for col, image in enumerate(images):
+      grey = image.shape[-1] == 1
+      axes[r, col].imshow(image[..., 0] if grey else image, cmap="gray" if grey else None)
+    axes[r, 0].set_title(titles[r], fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def main(argv):
+  cli.log_our_info()
+  trained = inference.load(FLAGS.workdir, step=FLAGS.step, best=FLAGS.best)
+  if FLAGS.split or FLAGS.folder:
+    if not FLAGS.output:
+      raise cli.UserError("--output=FILE.npy is needed with --split or --folder")
+    if FLAGS.folder:
+      paths = _folder_paths(FLAGS.folder)
+      decode = pipeline.file_decoder(trained.config)
+
+      def image_at(i):
+        try:
+          with open(paths[i], "rb") as f:
+            return decode(f.read())
+        except (OSError, image_files.UnreadableImage):
+          return None
+
+      feats = inference.predict_all(trained, len(paths), image_at)["fc7"]
+    else:
+      split, image_at = inference.split_images(trained, FLAGS.split)
+      feats = inference.predict_all(trained, len(split), image_at)["fc7"]
+    np.save(FLAGS.output, feats.astype(np.float32))
+    print(f"features {feats.shape} written: {FLAGS.output}")
+  if FLAGS.neighbors <= 0:
+    return
+  train_split, train_image = inference.split_images(trained, "train")
+  if FLAGS.database:
+    database = np.load(FLAGS.database, allow_pickle=False)
+    if database.shape[0] != len(train_split):
+      raise cli.UserError(f"{FLAGS.database} has {database.shape[0]} rows, the training split "
+                          f"{len(train_split)}")
+  else:
+    logging.info("extracting features of %d training images", len(train_split))
+    database = inference.predict_all(trained, len(train_split), train_image)["fc7"]
+  if argv[1:]:
+    names, queries, bad = trained.read_images(argv[1:])
+    for message in bad:
+      print(message, file=sys.stderr)
+  else:
+    eval_split, eval_image = inference.split_images(trained, "eval")
+    count = min(FLAGS.num_queries, len(eval_split))
+    names = [f"validation #{i}" for i in range(count)]
+    queries = np.stack([eval_image(i) for i in range(count)])
+  query_feats = trained.predict(queries)["fc7"]
+  dist, index = jax.device_get(nearest(jnp.asarray(query_feats), jnp.asarray(database),
+                                       k=FLAGS.neighbors))
+  rows = []
+  for name, query, d, idx in zip(names, queries, dist, index):
+    print(name + ": " + " ".join(f"{int(i)} ({np.sqrt(v):.3g})" for i, v in zip(idx, d)))
+    rows.append([query] + [train_image(int(i)) for i in idx])
+  draw_grid(FLAGS.grid, rows, [os.path.basename(n) for n in names])
+  print(f"written: {FLAGS.grid}")
+
+
+if __name__ == "__main__":
+  cli.define_restore_flags()
+  flags.DEFINE_enum("split", None, ["train", "eval"], "extract features of this split")
+  flags.DEFINE_string("folder", "", "extract features of every image under this folder")
+  flags.DEFINE_string("output", "", "where to write the features (.npy)")
+  flags.DEFINE_integer("neighbors", 0, "K nearest training images per query")
+  flags.DEFINE_integer("num_queries", 5, "validation images used as queries")
+  flags.DEFINE_string("database", "", "training-split features (.npy) to search")
+  flags.DEFINE_string("grid", "neighbors.png", "PNG for the neighbour grid")
+  cli.run(main, required_flags=("workdir",))

@@ -1,0 +1,79 @@
+"""Figure 3: the conv1 kernels, one block of rows per column, and how colour-specific each is.
+
+  python -m alexnet_jax.visualize kernels --workdir=DIR [--output=kernels.png] [--best]
+
+§6.1: "the kernels on GPU 1 are largely color-agnostic, while the kernels on on GPU 2 are largely
+color-specific". Each kernel is drawn normalised to [0, 1] on its own; the printed score per
+column is the mean chroma of its kernels: for each kernel (normalised the same way) the mean over
+pixels of max(R, G, B) − min(R, G, B), so 0 is a grey kernel. One JSON line per column.
+"""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+from absl import flags
+
+from alexnet_jax import cli, inference
+
+FLAGS = flags.FLAGS
+
+
+def normalised_kernels(kernel: np.ndarray) -> np.ndarray:
+  """conv1 [columns, k, k, cin, cout] -> [columns, cout, k, k, cin], each kernel in [0, 1]."""
+  k = np.moveaxis(np.asarray(kernel, np.float64), -1, 1)
+  low = k.min(axis=(2, 3, 4), keepdims=True)
+  span = k.max(axis=(2, 3, 4), keepdims=True) - low
+  return (k - low) / np.where(span > 0, span, 1.0)
+
+
+def colour_specificity(kernel: np.ndarray) -> list[float]:
+  """Mean chroma (max − min over RGB, per pixel, of the normalised kernel) per column."""
+  k = normalised_kernels(kernel)
+  if k.shape[-1] != 3:
+    raise cli.UserError(f"colour specificity needs RGB kernels; conv1 has {k.shape[-1]} input "
+                        "channel(s) (a greyscale dataset cannot show it)")
+  chroma = k.max(axis=-1) - k.min(axis=-1)
+  return [float(c) for c in chroma.mean(axis=(1, 2, 3))]
+
+
+def draw_kernels(path: str, kernel: np.ndarray, per_row: int = 8) -> tuple[int, int]:
+  """Kernels as tiles, column blocks one above the other with a gap; returns the PNG size."""
+  from PIL import Image
+
+  k = normalised_kernels(kernel)
+  columns, count, size = k.shape[0], k.shape[1], k.shape[2]
+  rows = -(-count // per_row)
+  tile, gap = size + 1, size
+  height = columns * rows * tile + (columns - 1) * gap
+  canvas = np.ones((height, per_row * tile, 3))
+  for c in range(columns):
+    for i in range(count):
+      y = c * (rows * tile + gap) + (i // per_row) * tile
+      x = (i % per_row) * tile
+      canvas[y:y + size, x:x + size] = k[c, i] if k.shape[-1] == 3 else k[c, i][..., :1]
+  scale = max(1, 256 // size)
+  image = Image.fromarray((canvas * 255).round().astype(np.uint8))
+  image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+  image.save(path)
+  return image.size
+
+
+def main(argv):
+  if argv[1:] != ["kernels"]:
+    raise cli.UserError("usage: python -m alexnet_jax.visualize kernels --workdir=DIR")
+  trained = inference.load(FLAGS.workdir, step=FLAGS.step, best=FLAGS.best)
+  kernel = np.asarray(jax.device_get(trained.params["conv1"]["kernel"]))
+  size = draw_kernels(FLAGS.output, kernel)
+  scores = colour_specificity(kernel) if kernel.shape[-2] == 3 else [None] * kernel.shape[0]
+  for column, score in enumerate(scores):
+    print(json.dumps({"column": column, "kernels": kernel.shape[-1], "mean_chroma": score}))
+  print(f"written: {FLAGS.output} ({size[0]}x{size[1]})")
+
+
+if __name__ == "__main__":
+  cli.define_restore_flags()
+  flags.DEFINE_string("output", "kernels.png", "PNG to draw the kernels into")
+  cli.run(main, required_flags=("workdir",))

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# N training processes on this machine, coordinated by jax.distributed on 127.0.0.1: the
+# multi-host set-up in miniature (CPU devices, gloo collectives).
+#
+#   bash launch/local_multiprocess.sh N [--devices=D] -- --config=configs/tiny.py --workdir=DIR ...
+#
+# Each process gets D CPU devices (default 4); arguments after -- go to alexnet_jax.main. Logs go
+# to DIR/process_<i>.log when --workdir is given. Exits with the first failing process's status.
+set -euo pipefail
+N="${1:?usage: bash launch/local_multiprocess.sh N [--devices=D] -- MAIN_ARGS...}"
+shift
+DEVICES=4
+while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+  case "$1" in
+    --devices=*) DEVICES="${1#--devices=}" ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+[ "${1:-}" = "--" ] && shift
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${PYTHON:-$ROOT/.venv/bin/python}"
+[ -x "$PY" ] || PY=python3
+PORT="$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+LOGDIR=""
+for arg in "$@"; do
+  case "$arg" in --workdir=*) LOGDIR="${arg#--workdir=}" ;; esac
+done
+[ -n "$LOGDIR" ] && mkdir -p "$LOGDIR"
+pids=()
+for ((i = 0; i < N; i++)); do
+  log=/dev/stderr
+  [ -n "$LOGDIR" ] && log="$LOGDIR/process_$i.log"
+  JAX_PLATFORMS=cpu XLA_FLAGS="--xla_force_host_platform_device_count=$DEVICES" \
+    "$PY" -m alexnet_jax.main --coordinator_address="127.0.0.1:$PORT" --num_processes="$N" \
+    --process_id="$i" "$@" >"$log" 2>&1 &
+  pids+=($!)
+done
+status=0
+for pid in "${pids[@]}"; do
+  wait "$pid" || { rc=$?; [ "$status" = 0 ] && status=$rc; }
+done
+exit "$status"

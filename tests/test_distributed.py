@@ -1,0 +1,68 @@
+"""Multi-process training on jax.distributed (CPU, gloo): 2 processes x 4 devices against one
+process x 8 devices, and checkpoints that move between the two."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from alexnet_jax import train
+from conftest import SMALL_FLAGS, small_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+def two_processes(workdir, epochs):
+  result = subprocess.run(
+      ["bash", "launch/local_multiprocess.sh", "2", "--devices=4", "--", *SMALL_FLAGS,
+       f"--config.num_epochs={epochs}", f"--workdir={workdir}"],
+      capture_output=True, text=True, cwd=ROOT, timeout=600,
+      env=os.environ | {"PYTHON": sys.executable})
+  logs = [open(os.path.join(workdir, f"process_{i}.log")).read() for i in (0, 1)]
+  assert result.returncode == 0, "".join(log[-1500:] for log in logs) + result.stderr[-1000:]
+  return logs[0]
+
+
+def params_at(workdir, step):
+  """The params of a checkpoint written on any topology, onto this process's first device."""
+  import jax
+
+  path = os.path.join(workdir, "checkpoints", str(step), "state")
+  checkpointer = ocp.StandardCheckpointer()
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                        checkpointer.metadata(path).item_metadata.tree)
+  return checkpointer.restore(path, target)["params"]
+
+
+def assert_close(a, b):
+  for (path, x), y in zip(_leaves(a), [v for _, v in _leaves(b)]):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=2e-6, err_msg=path)
+
+
+def _leaves(tree):
+  import jax
+
+  return [(jax.tree_util.keystr(k), v) for k, v in jax.tree_util.tree_leaves_with_path(tree)]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_and_checkpoints_move_between_them(straight_run, tmp_path):
+  workdir, _ = straight_run
+  # 4 steps in 2 processes x 4 devices, and in 1 process x 8 devices: the same global batches.
+  multi, single = str(tmp_path / "multi"), str(tmp_path / "single")
+  logs = two_processes(multi, epochs=1)
+  assert "process 0 of 2, 4 local / 8 global devices" in logs
+  train.train_and_evaluate(small_config(epochs=1.0), single)
+  assert_close(params_at(multi, 4), params_at(single, 4))
+  # The 2-process checkpoint continues in 1 process on another mesh (one device per batch
+  # shard, both columns on each), and the 1-process one in 2 processes: both end where the
+  # uninterrupted 1-process run ends.
+  config = small_config(epochs=2.0)
+  config.mesh.model = 1
+  train.train_and_evaluate(config, multi)
+  logs = two_processes(single, epochs=2)
+  assert "written by 1 processes, this run has 2" in logs
+  assert_close(params_at(multi, 8), params_at(workdir, 8))
+  assert_close(params_at(single, 8), params_at(workdir, 8))

@@ -1,0 +1,217 @@
+"""Inference from a trained workdir: restore, predict, Figure 4, features, ensembles, fine-tuning."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alexnet_jax import inference
+from alexnet_jax.cli import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _images(folder, n=5, seed=0):
+  rng = np.random.default_rng(seed)
+  paths = []
+  for i in range(n):
+    path = os.path.join(folder, "3" if i % 2 else "x", f"im{i}.png")  # '3' is a class name
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(rng.integers(0, 255, (40 + 7 * i, 50, 3), dtype=np.uint8)).save(path)
+    paths.append(path)
+  return paths
+
+
+def test_restore_predict_is_deterministic_and_ten_crop_is_the_mean_of_its_views(straight_run,
+                                                                              tmp_path):
+  workdir, _ = straight_run
+  trained = inference.load(workdir)
+  assert trained.step == 8 and trained.class_names == tuple(str(i) for i in range(10))
+  good, stored, bad = trained.read_images(_images(str(tmp_path)))
+  assert len(good) == 5 and not bad and stored.shape == (5, 36, 36, 3)
+  one = trained.predict(stored)
+  again = trained.predict(stored, batch_size=3)
+  np.testing.assert_allclose(one["probs"], again["probs"], rtol=1e-5, atol=1e-6)
+  assert one["probs"].shape == (5, 10) and one["fc7"].shape == (5, 256)
+  np.testing.assert_allclose(one["probs"].sum(-1), 1.0, rtol=1e-5)
+  assert (one["fc7"] >= 0).all()  # post-ReLU
+  ten = trained.predict(stored, ten_crop=True)["probs"]
+  np.testing.assert_allclose(ten.sum(-1), 1.0, rtol=1e-5)
+  # The ten-crop softmax is the mean of the ten views' softmaxes, the centre view among them.
+  from alexnet_jax.data import pipeline
+
+  views = np.stack([pipeline.EvalCrops(32, True).map({"image": s, "label": 0})["image"]
+                    for s in stored])
+  per_view = np.stack([_predict_crops(trained, views[:, v], v) for v in range(10)], axis=1)
+  np.testing.assert_allclose(ten, per_view.mean(axis=1), rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(per_view[:, 4], one["probs"], rtol=1e-4, atol=1e-6)
+
+
+def _predict_crops(trained, crops, view):
+  """Probabilities of already-cut crops (view index of §4.1's ten) through the same step."""
+  import jax
+
+  boxes = [(0, 0), (0, 4), (4, 0), (4, 4), (2, 2)]
+  top, left = boxes[view % 5]
+  n, padded = len(crops), 8  # a multiple of the 'data' axis
+  images = np.concatenate([crops, np.repeat(crops[:1], padded - n, axis=0)])
+  batch = {"image": images,
+           "crop": np.tile([top, left, view // 5], (padded, 1)).astype(np.int32)}
+  out = trained._predict(trained.params, jax.device_put(batch, trained._batch_sharding),
+                         trained._mean)
+  return np.asarray(out["probs"])[:n]
+
+
+def test_predict_cli_prints_top5_reports_bad_images_and_draws_figure4(straight_run, tmp_path):
+  workdir, _ = straight_run
+  paths = _images(str(tmp_path), n=3)
+  broken = tmp_path / "broken.jpg"
+  broken.write_bytes(b"not an image")
+  out_png = tmp_path / "preds.png"
+  result = subprocess.run(
+      [sys.executable, "-m", "alexnet_jax.predict", f"--workdir={workdir}", "--ten_crop",
+       f"--output={out_png}", *paths, str(broken)],
+      capture_output=True, text=True, cwd=ROOT, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  lines = result.stdout.splitlines()
+  assert lines[0] == paths[0] and len([l for l in lines if l.startswith("  0.")]) == 15
+  probs = [float(l.split()[0]) for l in lines[1:6]]
+  assert probs == sorted(probs, reverse=True)
+  assert f"{broken}: unreadable" in result.stderr and "1 of 4 images unreadable" in result.stderr
+  with Image.open(out_png) as png:
+    assert png.format == "PNG" and png.size == (900, 420)  # 3 columns x 1 block of 4.2 in, 100 dpi
+
+
+def test_a_damaged_newest_checkpoint_falls_back_and_missing_ones_are_one_line_errors(
+    straight_run, tmp_path):
+  workdir, _ = straight_run
+  copy = tmp_path / "copy"
+  shutil.copytree(workdir, copy)
+  state_dir = copy / "checkpoints" / "8" / "state"
+  for dirpath, _, files in os.walk(state_dir):
+    for name in files:
+      if name != "_METADATA" and not name.startswith("_"):
+        with open(os.path.join(dirpath, name), "r+b") as f:
+          f.truncate(10)
+  trained = inference.load(str(copy))
+  assert trained.step == 6
+  with pytest.raises(UserError, match="no checkpoint for step 5"):
+    inference.load(workdir, step=5)
+  with pytest.raises(UserError, match="no checkpoints in"):
+    inference.load(str(tmp_path / "nowhere"))
+  assert inference.load(workdir, best=True).path.startswith(os.path.join(workdir, "best"))
+
+
+def test_nearest_neighbours_match_a_brute_force_search():
+  from alexnet_jax.features import nearest
+
+  rng = np.random.default_rng(5)
+  database = rng.normal(size=(1000, 16)).astype(np.float32)
+  database[7] = np.nan  # an unreadable image's row never matches
+  queries = rng.normal(size=(6, 16)).astype(np.float32)
+  queries[0] = database[123]
+  dist, index = nearest(queries, database, k=5, chunk=256)
+  brute = ((queries[:, None] - database[None]) ** 2).sum(-1)
+  brute[np.isnan(brute)] = np.inf
+  np.testing.assert_array_equal(np.asarray(index), np.argsort(brute, axis=1)[:, :5])
+  np.testing.assert_allclose(np.asarray(dist), np.sort(brute, axis=1)[:, :5], rtol=1e-4, atol=1e-4)
+  assert int(index[0, 0]) == 123
+
+
+def test_features_cli_writes_fc7_and_a_neighbour_grid(straight_run, tmp_path):
+  workdir, _ = straight_run
+  feats = tmp_path / "train_fc7.npy"
+  grid = tmp_path / "nn.png"
+  result = subprocess.run(
+      [sys.executable, "-m", "alexnet_jax.features", f"--workdir={workdir}", "--split=train",
+       f"--output={feats}", "--neighbors=4", "--num_queries=3", f"--grid={grid}"],
+      capture_output=True, text=True, cwd=ROOT, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  array = np.load(feats, allow_pickle=False)
+  assert array.shape == (64, 256) and array.dtype == np.float32 and (array >= 0).all()
+  assert result.stdout.count("validation #") == 3
+  with Image.open(grid) as png:
+    assert png.size == (800, 480)  # 5 columns x 3 rows of 1.6 in at 100 dpi
+  trained = inference.load(workdir)
+  np.testing.assert_allclose(array[:4], trained.predict(_train_images(trained)[:4])["fc7"],
+                             rtol=1e-4, atol=1e-5)
+
+
+def _train_images(trained):
+  from alexnet_jax.data import pipeline
+
+  return pipeline.load_splits(trained.config)[0].images
+
+
+def test_kernels_figure_and_colour_specificity(straight_run, tmp_path):
+  from alexnet_jax import visualize
+
+  grey = np.zeros((2, 3, 3, 3, 4))
+  grey[0] = np.random.default_rng(0).normal(size=(3, 3, 1, 4))  # equal RGB: colour-agnostic
+  grey[1] = np.random.default_rng(1).normal(size=(3, 3, 3, 4))
+  scores = visualize.colour_specificity(grey)
+  assert scores[0] < 1e-12 < 0.1 < scores[1]
+  workdir, _ = straight_run
+  out = tmp_path / "kernels.png"
+  result = subprocess.run(
+      [sys.executable, "-m", "alexnet_jax.visualize", "kernels", f"--workdir={workdir}",
+       f"--output={out}"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  lines = [l for l in result.stdout.splitlines() if l.startswith("{")]
+  assert len(lines) == 2 and '"kernels": 16' in lines[0]
+  with Image.open(out) as png:  # 2 blocks of 2 rows x 8 kernels of 5+1 px, x51
+    assert png.size == (8 * 6 * 51, (2 * 2 * 6 + 5) * 51)
+
+
+def test_an_ensemble_of_a_model_with_itself_equals_the_model(straight_run):
+  from alexnet_jax import evaluate
+
+  workdir, result = straight_run
+  rows = evaluate.evaluate([workdir, workdir])
+  assert rows[0]["top1_error"] == rows[1]["top1_error"] == rows[2]["top1_error"]
+  assert rows[2]["top5_error"] == rows[0]["top5_error"] and rows[2]["examples"] == 40
+  assert rows[0]["top1_error"] == pytest.approx(result["eval"]["top1_error"])
+
+
+def test_fine_tuning_restores_the_backbone_under_a_new_head(straight_run, tmp_path):
+  import jax
+
+  from alexnet_jax import train
+  from conftest import small_config
+
+  workdir, _ = straight_run
+  source = inference.load(workdir)
+  config = small_config(epochs=0.25)  # one step
+  config.model.num_classes = 4
+  config.model.extra_conv6 = True
+  config.init_from.update(dict(workdir=workdir, new_layers=("fc8", "conv6")))
+  config.optimizer.learning_rate = 1e-9  # the step barely moves the copied layers
+  new = str(tmp_path / "new")
+  train.train_and_evaluate(config, new)
+  tuned = inference.load(new)
+  assert tuned.class_names == ("0", "1", "2", "3")
+  assert tuned.params["fc8"]["kernel"].shape == (2, 128, 4)
+  assert tuned.params["conv6"]["kernel"].shape == (2, 3, 3, 32, 32)
+  for name in ("conv1", "conv5", "fc6", "fc7"):
+    np.testing.assert_allclose(jax.device_get(tuned.params[name]["kernel"]),
+                               jax.device_get(source.params[name]["kernel"]), atol=1e-6)
+  config.model.conv_features = (32, 64, 96, 96, 48)
+  with pytest.raises(UserError, match=r"conv5\.(bias|kernel) has shape"):
+    train.train_and_evaluate(config, str(tmp_path / "mismatch"))
+
+
+def test_a_checkpoint_restores_with_plain_orbax_in_a_fresh_process(straight_run):
+  workdir, _ = straight_run
+  code = (
+      "import sys, orbax.checkpoint as ocp\n"
+      f"state = ocp.StandardCheckpointer().restore({workdir!r} + '/checkpoints/8/state')\n"
+      "assert not [m for m in sys.modules if m.split('.')[0] == 'alexnet_jax'], 'imported'\n"
+      "print(int(state['step']), state['params']['conv1']['kernel'].shape)\n")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env=os.environ | {"JAX_PLATFORMS": "cpu"}, cwd="/")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.split("\n")[0] == "8 (2, 5, 5, 3, 16)"
