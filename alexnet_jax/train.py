@@ -23,7 +23,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from alexnet_jax import checkpoint, inference, metrics, models, optim
 from alexnet_jax.steps import make_eval_step, make_train_step
 from alexnet_jax.cli import UserError
-from alexnet_jax.data import build_input
+from alexnet_jax.data.pipeline import build_input
 from alexnet_jax.schedule import LearningRateSchedule
 from alexnet_jax.sharding import DATA, MODEL, mesh_for
 

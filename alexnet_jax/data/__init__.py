@@ -1,5 +1,3 @@
-"""Input: datasets behind one interface, and the paper's augmentation in grain (§2, §4.1)."""
-
-from alexnet_jax.data.pipeline import Input, build_input
-
-__all__ = ["Input", "build_input"]
+"""Input: datasets behind one interface (`sources`), image decoding (`images`), the paper's
+augmentation in grain (`pipeline`), the dataset statistics (`stats`) and the on-device half of
+the preprocessing (`normalize`)."""
