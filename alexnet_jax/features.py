@@ -25,7 +25,7 @@ from absl import flags, logging
 
 from alexnet_jax import cli, inference
 from alexnet_jax.data import images as image_files
-from alexnet_jax.data import pipeline
+from alexnet_jax.data import sources
 
 FLAGS = flags.FLAGS
 
@@ -57,7 +57,7 @@ def nearest(queries: jax.Array, database: jax.Array, *, k: int, chunk: int = 819
 
 def _folder_paths(folder: str) -> list[str]:
   paths = [os.path.join(d, f) for d, _, files in os.walk(folder) for f in files
-           if f.lower().endswith(pipeline.sources.IMAGE_EXTENSIONS)]
+           if f.lower().endswith(sources.IMAGE_EXTENSIONS)]
   if not paths:
     raise cli.UserError(f"no images under {folder}")
   return sorted(paths)
@@ -86,19 +86,20 @@ def draw_grid(path: str, rows: list[list[np.ndarray]], titles: list[str]) -> Non
 
 def main(argv):
   cli.log_our_info()
+  if not (FLAGS.split or FLAGS.folder or FLAGS.neighbors > 0):
+    raise cli.UserError("nothing to do: give --split or --folder (with --output), or --neighbors")
   trained = inference.load(FLAGS.workdir, step=FLAGS.step, best=FLAGS.best)
   if FLAGS.split or FLAGS.folder:
     if not FLAGS.output:
       raise cli.UserError("--output=FILE.npy is needed with --split or --folder")
     if FLAGS.folder:
       paths = _folder_paths(FLAGS.folder)
-      decode = pipeline.file_decoder(trained.config)
 
       def image_at(i):
         try:
-          with open(paths[i], "rb") as f:
-            return decode(f.read())
-        except (OSError, image_files.UnreadableImage):
+          return trained.read_image(paths[i])
+        except (OSError, image_files.UnreadableImage) as e:
+          logging.warning("skipping unreadable image %s (%s)", paths[i], e)
           return None
 
       feats = inference.predict_all(trained, len(paths), image_at)["fc7"]
@@ -124,9 +125,10 @@ def main(argv):
       print(message, file=sys.stderr)
   else:
     eval_split, eval_image = inference.split_images(trained, "eval")
-    count = min(FLAGS.num_queries, len(eval_split))
-    names = [f"validation #{i}" for i in range(count)]
-    queries = np.stack([eval_image(i) for i in range(count)])
+    readable = [(i, im) for i in range(min(FLAGS.num_queries, len(eval_split)))
+                if (im := eval_image(i)) is not None]
+    names = [f"validation #{i}" for i, _ in readable]
+    queries = np.stack([im for _, im in readable])
   query_feats = trained.predict(queries)["fc7"]
   dist, index = jax.device_get(nearest(jnp.asarray(query_feats), jnp.asarray(database),
                                        k=FLAGS.neighbors))

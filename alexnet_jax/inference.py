@@ -47,6 +47,7 @@ class Trained:
     self._batch_sharding = NamedSharding(self.mesh, P(DATA))
     self._predict = jax.jit(make_predict_step(self.graphdef,
                                               pixel_scale=float(self.config.data.pixel_scale)))
+    self._decode = pipeline.file_decoder(self.config)
 
   @property
   def stored_size(self) -> int:
@@ -75,14 +76,18 @@ class Trained:
               "fc7": np.zeros((0, int(self.config.model.fc_features[-1])), np.float32)}
     return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
 
+  def read_image(self, path: str) -> np.ndarray:
+    """An image file in the stored form of the training data (uint8 [S, S, c]); raises
+    OSError or `UnreadableImage`."""
+    with open(path, "rb") as f:
+      return self._decode(f.read())
+
   def read_images(self, paths: Iterable[str]) -> tuple[list[str], np.ndarray, list[str]]:
     """(readable paths, their uint8 stored-size images, messages for the unreadable ones)."""
-    decode = pipeline.file_decoder(self.config)
     good, arrays, bad = [], [], []
     for path in paths:
       try:
-        with open(path, "rb") as f:
-          arrays.append(decode(f.read()))
+        arrays.append(self.read_image(path))
         good.append(path)
       except (OSError, image_files.UnreadableImage) as e:
         bad.append(f"{path}: unreadable ({e})")

@@ -139,6 +139,17 @@ def test_features_cli_writes_fc7_and_a_neighbour_grid(straight_run, tmp_path):
   trained = inference.load(workdir)
   np.testing.assert_allclose(array[:4], trained.predict(_train_images(trained)[:4])["fc7"],
                              rtol=1e-4, atol=1e-5)
+  folder = tmp_path / "folder"
+  _images(str(folder), n=2)
+  (folder / "x" / "broken.png").write_bytes(b"nope")
+  result = subprocess.run(
+      [sys.executable, "-m", "alexnet_jax.features", f"--workdir={workdir}",
+       f"--folder={folder}", f"--output={tmp_path / 'folder.npy'}"],
+      capture_output=True, text=True, cwd=ROOT, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  rows = np.load(tmp_path / "folder.npy")
+  assert rows.shape == (3, 256)
+  assert np.isnan(rows).all(axis=1).tolist() == [False, True, False]  # sorted: 3/, x/broken, x/
 
 
 def _train_images(trained):
