@@ -15,14 +15,14 @@ import numpy as np
 from absl import flags
 
 from alexnet_jax import cli, inference
+from alexnet_jax.steps import topk_errors
 
 FLAGS = flags.FLAGS
 
 
 def errors(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-  order = np.argsort(-probs, axis=-1, kind="stable")
-  return {"top1_error": float(np.mean(order[:, 0] != labels)),
-          "top5_error": float(np.mean(~np.any(order[:, :5] == labels[:, None], axis=-1)))}
+  top1, top5 = topk_errors(probs, labels)
+  return {"top1_error": float(top1.mean()), "top5_error": float(top5.mean())}
 
 
 def evaluate(workdirs: list[str], *, best: bool = False, ten_crop: bool = False) -> list[dict]:
@@ -32,7 +32,8 @@ def evaluate(workdirs: list[str], *, best: bool = False, ten_crop: bool = False)
     if m.class_names != models[0].class_names:
       raise cli.UserError(f"{w} predicts other classes than {workdirs[0]}: cannot ensemble")
   split, image_at = inference.split_images(models[0], "eval")
-  labels = np.array([int(split[i]["label"]) for i in range(len(split))])
+  labels = np.asarray(split.labels if hasattr(split, "labels") else  # TFDS: read the records
+                      [int(split[i]["label"]) for i in range(len(split))])
   outputs = [inference.predict_all(m, len(split), image_at, ten_crop=ten_crop) for m in models]
   valid = np.logical_and.reduce([o["valid"] for o in outputs])
   rows = []

@@ -66,7 +66,7 @@ def _inverse_power(d: jax.Array, beta: float) -> jax.Array:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
 def _lrn(x, size, k, scale, beta):
-  return x * _inverse_power(k + scale * _channel_window_sum(jnp.square(x), size), beta)
+  return _lrn_fwd(x, size, k, scale, beta)[0]
 
 
 def _lrn_fwd(x, size, k, scale, beta):

@@ -56,8 +56,6 @@ class TrainCrop(grain.transforms.RandomMap):
     self.lighting_std, self.lighting_scale = lighting_std, lighting_scale
 
   def random_map(self, record, rng: np.random.Generator):
-    if record is None:  # an unreadable image, dropped after the reader
-      return None
     image = record["image"]
     top = rng.integers(0, image.shape[0] - self.crop + 1)
     left = rng.integers(0, image.shape[1] - self.crop + 1)
@@ -82,8 +80,6 @@ class EvalCrops(grain.transforms.Map):
     self.crop, self.ten_crop = crop, ten_crop
 
   def map(self, record):
-    if record is None:
-      return None
     image, c = record["image"], self.crop
     boxes = crop_boxes(image.shape[0], c)
     if not self.ten_crop:
