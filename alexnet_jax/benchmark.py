@@ -8,6 +8,11 @@
   python -m alexnet_jax.benchmark step --config=configs/paper.py [--batch=128]
       [--dtype=bfloat16|float32] [--steps=N]
       The jitted training step (forward, backward, the paper's SGD) on synthetic device data.
+      --compare-torch also times the same network in PyTorch (eager and torch.compile) in the
+      same run and prints the ratio; --profile ranks the device ops by time (jax.profiler).
+  python -m alexnet_jax.benchmark end2end --config=configs/paper.py [--source=synthetic|jpeg]
+      [--root=DIR] [--workers=N] [--steps=N]
+      The real training loop: steady images/s and the fraction of time it waits for input.
   python -m alexnet_jax.benchmark scaling --config=configs/tiny.py [--batch=16]
       Data-parallel scaling on 1, 2, 4, 8 CPU devices at a fixed per-device batch: step time
       and the bytes of every collective in the compiled step.
@@ -38,7 +43,8 @@ def _emit(record: dict) -> None:
 
 # ----------------------------------------------------------------------------- input
 
-def generate_jpegs(root: str, count: int, classes: int = 8, seed: int = 0) -> None:
+def generate_jpegs(root: str, count: int, classes: int = 8, seed: int = 0,
+                   split: str = "train") -> None:
   """`count` JPEGs of the "256x256-ish" kind (shorter side 256, aspect 1-1.33, either way up)
   with smooth content (upscaled noise: compresses like photographs, not like white noise)."""
   from PIL import Image
@@ -48,7 +54,7 @@ def generate_jpegs(root: str, count: int, classes: int = 8, seed: int = 0) -> No
     longer = int(256 * rng.uniform(1.0, 1.33))
     size = (longer, 256) if i % 2 else (256, longer)
     small = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
-    folder = os.path.join(root, "train", f"c{i % classes:03d}")
+    folder = os.path.join(root, split, f"c{i % classes:03d}")
     os.makedirs(folder, exist_ok=True)
     Image.fromarray(small).resize(size, Image.BICUBIC).save(
         os.path.join(folder, f"{i:06d}.JPEG"), quality=90)
@@ -136,9 +142,49 @@ PEAK_FLOPS = {("NVIDIA H100 80GB HBM3", "bfloat16"): 989e12,
               ("NVIDIA H200", "bfloat16"): 989e12, ("NVIDIA H200", "float32"): 494e12}
 
 
-def _timed_step(config, batch_size: int, devices: int = 1):
-  """(seconds per step, FLOPs per step, compiled HLO text) of the jitted training step on
-  `devices` devices as a data-parallel mesh (batch sharded, parameters replicated)."""
+def top_device_ops(trace: dict, steps: int, top: int = 25) -> list[dict]:
+  """The device ops of a Perfetto trace (`jax.profiler`'s `create_perfetto_trace`) that take
+  the most time: [{'op', 'ms_per_step', 'calls_per_step'}], largest first."""
+  events = trace["traceEvents"] if isinstance(trace, dict) else trace
+  devices = {e["pid"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"
+             and e.get("args", {}).get("name", "").startswith("/device:")}
+  totals, calls = {}, {}
+  for e in events:
+    if e.get("ph") == "X" and e.get("pid") in devices:
+      totals[e["name"]] = totals.get(e["name"], 0.0) + float(e.get("dur", 0.0))
+      calls[e["name"]] = calls.get(e["name"], 0) + 1
+  ranked = sorted(totals, key=totals.get, reverse=True)[:top]
+  return [{"op": name, "ms_per_step": round(totals[name] / 1e3 / steps, 4),
+           "calls_per_step": round(calls[name] / steps, 2)} for name in ranked]
+
+
+def _profile(compiled, args, steps: int) -> list[dict]:
+  """Runs `steps` more steps under `jax.profiler` and ranks the device ops."""
+  import glob
+  import gzip
+
+  import jax
+
+  with tempfile.TemporaryDirectory() as tmp:
+    jax.profiler.start_trace(tmp, create_perfetto_trace=True)
+    state, rest = args[0], args[1:]
+    for _ in range(steps):
+      state, metrics = compiled(state, *rest)
+    jax.block_until_ready(metrics)
+    jax.profiler.stop_trace()
+    files = glob.glob(os.path.join(tmp, "**", "*.trace.json.gz"), recursive=True)
+    if not files:
+      return []
+    with gzip.open(files[0], "rt", encoding="utf-8") as f:
+      return top_device_ops(json.load(f), steps)
+
+
+def _timed_step(config, batch_size: int, devices: int = 1, profile_steps: int = 0):
+  """(seconds per step, FLOPs per step, compiled HLO text, device ops ranked by time when
+  `profile_steps`) of the jitted training step on `devices` devices as a data-parallel mesh
+  (batch sharded, parameters replicated). FLOPs:
+  three times the forward pass's (forward, input and weight gradients), counted from the
+  layer shapes; XLA's cost analysis does not see inside cuDNN's convolutions."""
   import jax
   import jax.numpy as jnp
   from flax import nnx
@@ -167,9 +213,7 @@ def _timed_step(config, batch_size: int, devices: int = 1):
   mean = jnp.full((size, size, c), 120.0, jnp.float32)
   state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
   compiled = step_fn.lower(state, batch, key, mean).compile()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float((cost or {}).get("flops", 0.0))
+  flops = 3.0 * models.AlexNetSpec.from_config(config.model).forward_flops() * batch_size
   for _ in range(3):
     state, metrics = compiled(state, batch, key, mean)
   jax.block_until_ready(metrics)
@@ -177,24 +221,99 @@ def _timed_step(config, batch_size: int, devices: int = 1):
   for _ in range(FLAGS.steps):
     state, metrics = compiled(state, batch, key, mean)
   jax.block_until_ready(metrics)
-  return (time.perf_counter() - start) / FLAGS.steps, flops, compiled.as_text()
+  seconds = (time.perf_counter() - start) / FLAGS.steps
+  ops = _profile(compiled, (state, batch, key, mean), profile_steps) if profile_steps else []
+  return seconds, flops, compiled.as_text(), ops
 
 
 def bench_step(config) -> None:
   import jax
 
+  from alexnet_jax import models
+
   if FLAGS.dtype:
     config.model.dtype = FLAGS.dtype
   batch_size = FLAGS.batch or config.data.batch_size
-  seconds, flops, _ = _timed_step(config, batch_size)
+  seconds, flops, _, ops = _timed_step(config, batch_size, profile_steps=10 * FLAGS.profile)
   device = jax.devices()[0]
   achieved = flops / seconds
   peak = PEAK_FLOPS.get((device.device_kind, config.model.dtype))
-  _emit({"bench": "step", "device": device.device_kind, "dtype": config.model.dtype,
-         "batch": batch_size, "img_per_s": round(batch_size / seconds, 1),
-         "ms_per_step": round(seconds * 1e3, 3), "tflop_per_s": round(achieved / 1e12, 3),
-         "fraction_of_peak": round(achieved / peak, 4) if peak else None,
-         "gflop_per_image": round(flops / batch_size / 1e9, 3)})
+  record = {"bench": "step", "framework": f"jax {jax.__version__}",
+            "device": device.device_kind, "dtype": config.model.dtype, "batch": batch_size,
+            "img_per_s": round(batch_size / seconds, 1), "ms_per_step": round(seconds * 1e3, 3),
+            "tflop_per_s": round(achieved / 1e12, 3),
+            "fraction_of_peak": round(achieved / peak, 4) if peak else None,
+            "gflop_per_image": round(flops / batch_size / 1e9, 3)}
+  _emit(record)
+  if FLAGS.profile and not ops:
+    _emit({"profile": "no per-op device events in the trace (XLA's CPU backend records none)"})
+  for op in ops:
+    _emit({"profile": op["op"], "ms_per_step": op["ms_per_step"],
+           "calls_per_step": op["calls_per_step"]})
+  if not FLAGS["compare-torch"].value:
+    return
+  try:
+    import torch
+  except ImportError:
+    raise cli.UserError("--compare-torch needs PyTorch (a benchmark-only dependency): "
+                        "pip install torch") from None
+  if not torch.cuda.is_available():
+    raise cli.UserError("--compare-torch times PyTorch on a CUDA GPU and none is visible")
+  from alexnet_jax import torch_alexnet
+
+  spec = models.AlexNetSpec.from_config(config.model)
+  for compiled in (False, True):
+    torch_seconds = torch_alexnet.time_training_step(
+        spec, batch_size, FLAGS.steps, dtype=config.model.dtype, compile=compiled)
+    _emit({"bench": "step", "framework": f"torch {torch.__version__}"
+           + (" compile" if compiled else " eager"), "device": torch.cuda.get_device_name(),
+           "dtype": config.model.dtype, "batch": batch_size,
+           "img_per_s": round(batch_size / torch_seconds, 1),
+           "ms_per_step": round(torch_seconds * 1e3, 3),
+           "jax_speedup": round(torch_seconds / seconds, 3)})
+
+
+# ----------------------------------------------------------------------------- end2end
+
+def bench_end2end(config) -> None:
+  """The real training loop (`train.train_and_evaluate`) for --steps steps on the synthetic
+  source or on generated JPEGs: steady-state images/s and the fraction of the loop's time spent
+  waiting for input, from the loop's own metrics after the first (compiling) interval."""
+  from alexnet_jax import metrics, train
+  from alexnet_jax.data import sources
+
+  if FLAGS.dtype:
+    config.model.dtype = FLAGS.dtype
+  batch = FLAGS.batch or config.data.batch_size
+  steps = max(FLAGS.steps, 40)
+  with tempfile.TemporaryDirectory() as tmp:
+    if FLAGS.source == "jpeg":
+      root = FLAGS.root or os.path.join(tmp, "images")
+      if not FLAGS.root:
+        generate_jpegs(root, FLAGS.generate, classes=config.model.num_classes)
+        generate_jpegs(root, batch, classes=config.model.num_classes, seed=1, split="val")
+      config.data.update(dict(name="image_folder", data_dir=root))
+      size = len(sources.image_folder(root, "train")[0])
+    else:
+      config.data.update(dict(name="synthetic", synthetic_train_size=FLAGS.generate,
+                              synthetic_eval_size=batch))
+      size = FLAGS.generate
+    config.data.update(dict(batch_size=batch, eval_batch_size=batch))
+    if FLAGS.workers:
+      config.data.workers = FLAGS.workers
+    config.num_epochs = steps * batch / size
+    config.log_every_steps = steps // 4
+    config.stats_every_steps = 10 * steps
+    config.eval.ten_crop_final = False
+    config.checkpoint.every_steps = 10 * steps
+    workdir = os.path.join(tmp, "workdir")
+    train.train_and_evaluate(config, workdir)
+    rows = [r for r in metrics.read_metrics(os.path.join(workdir, "metrics.jsonl"))
+            if r["split"] == "train"][1:]
+  _emit({"bench": "end2end", "source": FLAGS.source, "batch": batch, "dtype": config.model.dtype,
+         "workers": config.data.workers, "steps": steps,
+         "img_per_s": round(float(np.mean([r["img_per_s"] for r in rows])), 1),
+         "input_wait_fraction": round(float(np.mean([r["input_wait_fraction"] for r in rows])), 3)})
 
 
 # ----------------------------------------------------------------------------- scaling
@@ -222,7 +341,7 @@ def bench_scaling(config) -> None:
   collective bytes read from each compiled step (one child process per device count)."""
   if FLAGS.devices:  # the child: measure one point
     per_device = FLAGS.batch or 16
-    seconds, _, hlo = _timed_step(config, per_device * FLAGS.devices, FLAGS.devices)
+    seconds, _, hlo, _ = _timed_step(config, per_device * FLAGS.devices, FLAGS.devices)
     _emit({"bench": "scaling", "devices": FLAGS.devices, "per_device_batch": per_device,
            "ms_per_step": round(seconds * 1e3, 2),
            "img_per_s": round(per_device * FLAGS.devices / seconds, 1),
@@ -240,8 +359,9 @@ def bench_scaling(config) -> None:
 
 
 def main(argv):
-  if len(argv) != 2 or argv[1] not in ("input", "step", "scaling"):
-    raise cli.UserError("usage: python -m alexnet_jax.benchmark input|step|scaling [flags]")
+  if len(argv) != 2 or argv[1] not in ("input", "step", "end2end", "scaling"):
+    raise cli.UserError("usage: python -m alexnet_jax.benchmark input|step|end2end|scaling "
+                        "[flags]")
   cli.log_our_info()
   logging.set_verbosity(logging.WARNING)
   if argv[1] == "input":
@@ -249,20 +369,28 @@ def main(argv):
     return
   if FLAGS.config is None:
     raise cli.UserError(f"{argv[1]} needs --config=configs/....py")
-  (bench_step if argv[1] == "step" else bench_scaling)(FLAGS.config)
+  {"step": bench_step, "end2end": bench_end2end, "scaling": bench_scaling}[argv[1]](FLAGS.config)
 
 
 if __name__ == "__main__":
   from ml_collections import config_flags
 
   flags.DEFINE_string("root", "", "input: an ImageFolder root (ROOT/train/<class>/*)")
-  flags.DEFINE_integer("generate", 1024, "input: JPEGs to generate when --root is not given")
-  flags.DEFINE_integer("workers", 0, "input: mp_prefetch worker processes (0: one per CPU core)")
+  flags.DEFINE_integer("generate", 1024, "input, end2end: images to generate when --root is "
+                       "not given")
+  flags.DEFINE_integer("workers", 0, "input, end2end: mp_prefetch worker processes (0: input: "
+                       "one per CPU core; end2end: the config's)")
   flags.DEFINE_float("seconds", 10.0, "input: seconds to time each configuration")
   flags.DEFINE_integer("batch", 0, "batch size (0: the config's)")
   flags.DEFINE_enum("dtype", "", ["", "bfloat16", "float32"], "step: compute dtype (default: config)")
   flags.DEFINE_integer("steps", 50, "step, scaling: timed steps after warm-up")
   flags.DEFINE_integer("devices", 0, "scaling: measure this device count only (a child run)")
+  flags.DEFINE_bool("profile", False, "step: trace 10 more steps with jax.profiler and print "
+                    "the device ops that take the most time (GPU/TPU)")
+  flags.DEFINE_bool("compare-torch", False, "step: also time the same network in PyTorch "
+                    "(eager and torch.compile, channels_last) in this run, and the ratio")
+  flags.DEFINE_enum("source", "synthetic", ["synthetic", "jpeg"],
+                    "end2end: in-memory synthetic images, or JPEGs (--root, or --generate of them)")
 
   config_flags.DEFINE_config_file("config", None, "training configuration file", lock_config=True)
   cli.run(main)

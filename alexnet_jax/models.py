@@ -182,6 +182,15 @@ class AlexNetSpec:
         "fc8": w["fc7"],
     }[layer]
 
+  def forward_flops(self) -> int:
+    """Multiply-adds ×2 of one image's forward pass through the convolutions and matmuls
+    (the paper network: 1.45 GFLOP). A training step costs about three times this."""
+    sizes = {"conv1": self.conv1_size, "conv2": self._pool(self.conv1_size)}
+    sizes.update(dict.fromkeys(("conv3", "conv4", "conv5"), self._pool(sizes["conv2"])))
+    sizes.update({CONV6: self.pool5_size, "fc6": 1, "fc7": 1, "fc8": 1})
+    return sum(2 * self.columns * sizes[n] ** 2 * math.prod(self.kernel_shape(n))
+               for n in self.layers)
+
   def conv_kernel(self, layer: str) -> int:
     return 3 if layer == CONV6 else self.conv_kernels[CONV_LAYERS.index(layer)]
 
@@ -322,6 +331,9 @@ def _column_forward(spec: AlexNetSpec, x, params, masks, capture: bool):
       stride, padding = (1, 1), ((k // 2, k // 2),) * 2
 
     def run(inputs, kernels):
+      if name == "conv1" and spec.conv1_stride > 1:
+        return ops.strided_conv_as_space_to_depth(inputs, kernels, spec.conv1_stride,
+                                                  spec.conv1_padding)
       return jax.lax.conv_general_dilated(
           inputs, kernels, window_strides=stride, padding=padding,
           dimension_numbers=("NHWC", "HWIO", "NHWC"))

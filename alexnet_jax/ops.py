@@ -1,7 +1,9 @@
-"""The paper's two non-standard layers as jitted ops.
+"""The paper's two non-standard layers as jitted ops, and conv1's fast form.
 
 * `lrn`: local response normalisation across channels (paper §3.3, eq. 1).
 * `max_pool`: overlapping max-pooling, z = 3, s = 2 (paper §3.4).
+* `strided_conv_as_space_to_depth`: conv1 (11x11, stride 4, §3.5) as the same sums over
+  4x4 pixel blocks.
 
 Both take channels-last arrays. They are verified against float64 NumPy references in
 `tests/test_ops.py`.
@@ -41,8 +43,7 @@ def lrn(
   if size < 1 or size % 2 == 0:
     raise ValueError(f"lrn size must be a positive odd number (window i-n/2..i+n/2), got {size}")
   scale = alpha / size if alpha_over_size else alpha
-  x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-  return _lrn(x32, size, k, scale, beta).astype(x.dtype)
+  return _lrn(x, size, k, scale, beta)
 
 
 def _channel_window_sum(v: jax.Array, size: int) -> jax.Array:
@@ -64,23 +65,32 @@ def _inverse_power(d: jax.Array, beta: float) -> jax.Array:
   return d ** -beta
 
 
+def _normalizer(x, size, k, scale, beta):
+  """(x in float32 or wider, d = k + s Σ_{j∈W(i)} x_j², d^-β)."""
+  wide = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  denom = k + scale * _channel_window_sum(jnp.square(wide), size)
+  return wide, denom, _inverse_power(denom, beta)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
 def _lrn(x, size, k, scale, beta):
   return _lrn_fwd(x, size, k, scale, beta)[0]
 
 
 def _lrn_fwd(x, size, k, scale, beta):
-  denom = k + scale * _channel_window_sum(jnp.square(x), size)
-  inv = _inverse_power(denom, beta)
-  return x * inv, (x, inv, denom)
+  wide, _, inv = _normalizer(x, size, k, scale, beta)
+  return (wide * inv).astype(x.dtype), x
 
 
-def _lrn_bwd(size, k, scale, beta, residuals, g):
+def _lrn_bwd(size, k, scale, beta, x, g):
   # b_i = a_i d_i^-β with d_i = k + s Σ_{j∈W(i)} a_j²; the window is symmetric, so
-  # ∂L/∂a_j = g_j d_j^-β − 2sβ a_j Σ_{i∈W(j)} g_i b_i / d_i.
-  x, inv, denom = residuals
-  back = _channel_window_sum(g * x * inv / denom, size)
-  return (g * inv - 2 * scale * beta * x * back,)
+  # ∂L/∂a_j = g_j d_j^-β − 2sβ a_j Σ_{i∈W(j)} g_i b_i / d_i. Only x is kept from the forward
+  # pass, in its own dtype, and d recomputed: a bf16 step keeps 2 bytes per element instead of
+  # 12 (float32 x, d and d^-β), at the same speed on CPU and on the H100.
+  wide, denom, inv = _normalizer(x, size, k, scale, beta)
+  g = g.astype(wide.dtype)
+  back = _channel_window_sum(g * wide * inv / denom, size)
+  return ((g * inv - 2 * scale * beta * wide * back).astype(x.dtype),)
 
 
 _lrn.defvjp(_lrn_fwd, _lrn_bwd)
@@ -92,15 +102,14 @@ def max_pool(x: jax.Array, *, window: int = 3, stride: int = 2) -> jax.Array:
 
   window=3, stride=2 is the paper's overlapping pooling; window=2, stride=2 the traditional
   non-overlapping pooling it is compared with (same output size). The gradient goes to the
-  first maximum of each window in row-major order (XLA's select-and-scatter). On CPU it is
-  computed from window² strided slices instead (`_max_pool_bwd`): XLA's CPU select-and-scatter
-  is 3-6x slower (45 vs 7.5 ms fwd+bwd at 128x24x24x32); on GPUs XLA's own is kept (NOTES.md).
+  first maximum of each window in row-major order, as XLA's select-and-scatter sends it, but
+  is computed from window² strided slices summed per stride phase (`_max_pool_bwd`):
+  select-and-scatter is 3-6x slower on CPU (45 vs 7.5 ms fwd+bwd at 128x24x24x32) and slower
+  on the H100 too (the paper network's bf16 step at batch 128: 5.65 → 5.40 ms).
   """
   if x.ndim != 4:
     raise ValueError(f"max_pool takes NHWC arrays, got shape {x.shape}")
-  if jax.default_backend() == "cpu":
-    return _max_pool(x, window, stride)
-  return _reduce_max(x, window, stride)
+  return _max_pool(x, window, stride)
 
 
 def _reduce_max(x, window, stride):
@@ -150,6 +159,30 @@ def _max_pool_bwd(window, stride, residuals, g):
 
 
 _max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+def strided_conv_as_space_to_depth(x: jax.Array, kernel: jax.Array, stride: int,
+                                   pad: int) -> jax.Array:
+  """A VALID convolution of NHWC `x`, zero-padded by `pad` at the bottom/right, with the HWIO
+  `kernel` at `stride`, computed as a stride-1 convolution over stride x stride pixel blocks.
+
+  The same products and sums (the kernel is zero-padded to a multiple of the stride), laid out
+  for the GPU's matrix units: conv1's 3 input channels become 48 and its 11x11 stride-4 window
+  a 3x3 stride-1 one. The paper network's bf16 step on the H100 at batch 128: 5.65 → 4.33 ms.
+  """
+  n, h, w, c = x.shape
+  k, s = kernel.shape[0], stride
+  out_h, out_w = (h + pad - k) // s + 1, (w + pad - k) // s + 1
+  blocks = -(-k // s)  # the kernel's extent in blocks
+  rows, cols = (out_h - 1 + blocks) * s, (out_w - 1 + blocks) * s
+  x = jnp.pad(x, ((0, 0), (0, max(rows - h, 0)), (0, max(cols - w, 0)), (0, 0)))[:, :rows, :cols]
+  x = x.reshape(n, rows // s, s, cols // s, s, c).transpose(0, 1, 3, 2, 4, 5)
+  x = x.reshape(n, rows // s, cols // s, s * s * c)
+  kernel = jnp.pad(kernel, ((0, blocks * s - k), (0, blocks * s - kernel.shape[1]), (0, 0), (0, 0)))
+  kernel = kernel.reshape(blocks, s, blocks, s, c, -1).transpose(0, 2, 1, 3, 4, 5)
+  kernel = kernel.reshape(blocks, blocks, s * s * c, -1)
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID",
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 @functools.partial(jax.jit, static_argnames=("size", "k", "alpha", "beta"))

@@ -190,8 +190,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       return None
     summary = {k: float(np.mean([m[k] for _, m in logged])) for k in logged[-1][1] if "/" not in k}
     summary.update({k: float(v) for k, v in logged[-1][1].items() if "/" in k})
-    summary.update(epoch=step / steps_per_epoch, img_per_s=progress.rate(),
-                   skipped_images=skipped_images)
+    summary.update(epoch=step / steps_per_epoch, skipped_images=skipped_images,
+                   **progress.interval(step))
     writer.write(step, "train", summary)
     progress.log(step, summary)
     logged = []
@@ -209,7 +209,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       lr = schedule.learning_rate
       if schedule.at_epoch(epoch) != lr:
         state["opt_state"] = optim.set_learning_rate(state["opt_state"], schedule.learning_rate)
+      waited = time.perf_counter()
       batch = next(input_.train)
+      progress.input_wait += time.perf_counter() - waited
       skipped_images += int(batch.pop("skipped").sum())
       batch = _to_global(batch, batch_sharding)
       with_stats = step % config.stats_every_steps == 0
@@ -244,6 +246,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           logging.info("validation error plateaued: learning rate ÷10 → %g (drop %d of %d)",
                        schedule.learning_rate, schedule.state.drops, schedule.max_drops)
         save(step)
+        progress.interval(step)  # the next interval's rate leaves evaluation out
         if event == "stop":
           logging.info("validation error stalled after the last drop: stopping at step %d", step)
           break
@@ -288,6 +291,8 @@ class _Progress:
   def __init__(self, start: int, total: int, batch_size: int):
     self.start, self.total, self.batch_size = start, total, batch_size
     self.t0, self.s0, self.last = time.time(), start, start
+    self.input_wait = 0.0  # seconds the loop waited for input since the last interval
+    self._interval_start = (time.perf_counter(), start)
     self.bar = None
     if sys.stderr.isatty() and jax.process_index() == 0:
       from tqdm import tqdm
@@ -299,17 +304,27 @@ class _Progress:
     elapsed = time.time() - self.t0
     return (self.last - self.s0) * self.batch_size / elapsed if elapsed > 0 else 0.0
 
+  def interval(self, step: int) -> dict:
+    """Since the last call: images/s, and the fraction of the loop's time spent waiting for
+    the input pipeline (the device idles for want of data)."""
+    now = time.perf_counter()
+    (then, first), self._interval_start = self._interval_start, (now, step)
+    elapsed, wait, self.input_wait = max(now - then, 1e-9), self.input_wait, 0.0
+    return {"img_per_s": (step - first) * self.batch_size / elapsed,
+            "input_wait_fraction": min(wait / elapsed, 1.0)}
+
   def update(self, step: int) -> None:
     self.last = step
     if self.bar:
       self.bar.update(1)
 
   def log(self, step: int, summary: dict) -> None:
-    rate = self.rate()
-    eta = (self.total - step) * self.batch_size / rate if rate else float("nan")
+    overall, rate = self.rate(), summary["img_per_s"]
+    eta = (self.total - step) * self.batch_size / overall if overall else float("nan")
     text = (f"step {step}/{self.total} epoch {summary['epoch']:.2f} loss {summary['loss']:.4f} "
             f"top1 {summary['top1_error']:.4f} lr {summary['lr']:.3g} "
-            f"|g| {summary['grad_norm']:.3g} {rate:.0f} img/s ETA {eta / 60:.1f} min")
+            f"|g| {summary['grad_norm']:.3g} {rate:.0f} img/s (input wait "
+            f"{100 * summary['input_wait_fraction']:.0f}%) ETA {eta / 60:.1f} min")
     if summary.get("skipped_images"):
       text += f" ({summary['skipped_images']} unreadable images skipped)"
     if self.bar:

@@ -201,3 +201,21 @@ def test_contrast_norm_matches_the_cuda_convnet_formula():
   numeric = ((contrast_norm_reference(a + eps * direction) -
               contrast_norm_reference(a - eps * direction)) * g).sum() / (2 * eps)
   np.testing.assert_allclose((np.asarray(grad, np.float64) * direction).sum(), numeric, rtol=1e-4)
+
+
+@pytest.mark.parametrize("size,k,stride,pad", [(224, 11, 4, 3), (227, 11, 4, 0), (64, 7, 2, 1),
+                                               (31, 5, 3, 2)])
+def test_strided_conv_as_space_to_depth_equals_the_strided_conv(size, k, stride, pad):
+  rng = np.random.default_rng(size)
+  x = jnp.asarray(rng.normal(size=(2, size, size, 3)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(k, k, 3, 8)), jnp.float32)
+  direct = jax.lax.conv_general_dilated(x, kernel, (stride, stride), ((0, pad), (0, pad)),
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  blocked = ops.strided_conv_as_space_to_depth(x, kernel, stride, pad)
+  assert blocked.shape == direct.shape
+  np.testing.assert_allclose(blocked, direct, rtol=1e-4, atol=1e-4 * float(jnp.abs(direct).max()))
+  grads = [jax.grad(lambda v, w: (f(v, w) ** 2).sum(), argnums=1)(x, kernel) for f in (
+      lambda v, w: jax.lax.conv_general_dilated(v, w, (stride, stride), ((0, pad), (0, pad)),
+                                                dimension_numbers=("NHWC", "HWIO", "NHWC")),
+      lambda v, w: ops.strided_conv_as_space_to_depth(v, w, stride, pad))]
+  np.testing.assert_allclose(grads[1], grads[0], rtol=1e-3, atol=1e-3 * float(jnp.abs(grads[0]).max()))

@@ -35,7 +35,7 @@ def test_train_evaluate_writes_metrics_checkpoints_and_curves(straight_run):
   train_rows = [r for r in rows if r["split"] == "train"]
   assert [r["step"] for r in train_rows] == [2, 4, 6, 8]
   assert {"loss", "top1_error", "top5_error", "lr", "grad_norm", "param_norm",
-          "img_per_s"} <= set(train_rows[0])
+          "img_per_s", "input_wait_fraction"} <= set(train_rows[0])
   assert any("act_rms/conv1" in r and "grad_norm/fc6" in r for r in train_rows)
   assert [r["step"] for r in rows if r["split"] == "eval"] == [4, 8]
   assert os.listdir(os.path.join(workdir, "tensorboard"))

@@ -1,0 +1,87 @@
+"""The paper's network in PyTorch, for `python -m alexnet_jax.benchmark step --compare-torch`.
+
+The same maths as `models.AlexNet` (§3.5): conv1 with cuda-convnet's bottom/right padding
+(224 → 55), grouped convolutions where a column sees only its own maps (conv2, conv4, conv5),
+`nn.LocalResponseNorm` with α·n (it divides by n, the paper does not: §3.3), overlapping 3/2
+max-pooling (§3.4), dropout on fc6 and fc7 (§4.2), and the paper's SGD (momentum 0.9, weight
+decay 5e-4). Timed the way PyTorch users run it fastest: channels_last, bf16 autocast,
+`torch.compile`. PyTorch is a benchmark-only dependency; nothing else imports this module.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+def build(spec):
+  """An `nn.Module` with the layers of `spec` (a `models.AlexNetSpec`), two columns as groups."""
+  import torch
+  from torch import nn
+
+  act = nn.ReLU if spec.activation == "relu" else nn.Tanh
+  k = spec.conv_kernels
+  own = spec.columns  # groups of the layers that see only their own column
+
+  def width(layer):
+    return spec.columns * spec.widths[layer]
+
+  def lrn():
+    if not spec.lrn:
+      return nn.Identity()
+    alpha = spec.lrn_alpha if spec.lrn_alpha_over_size else spec.lrn_alpha * spec.lrn_size
+    return nn.LocalResponseNorm(spec.lrn_size, alpha=alpha, beta=spec.lrn_beta, k=spec.lrn_k)
+
+  def pool():
+    return nn.MaxPool2d(spec.pool_window, spec.pool_stride)
+
+  return nn.Sequential(
+      nn.ZeroPad2d((0, spec.conv1_padding, 0, spec.conv1_padding)),
+      nn.Conv2d(spec.in_channels, width("conv1"), k[0], stride=spec.conv1_stride), act(),
+      lrn(), pool(),
+      nn.Conv2d(width("conv1"), width("conv2"), k[1], padding=k[1] // 2, groups=own), act(),
+      lrn(), pool(),
+      nn.Conv2d(width("conv2"), width("conv3"), k[2], padding=k[2] // 2), act(),
+      nn.Conv2d(width("conv3"), width("conv4"), k[3], padding=k[3] // 2, groups=own), act(),
+      nn.Conv2d(width("conv4"), width("conv5"), k[4], padding=k[4] // 2, groups=own), act(),
+      pool(), nn.Flatten(),
+      nn.Linear(width("conv5") * spec.pool5_size ** 2, width("fc6")), act(),
+      nn.Dropout(spec.dropout),
+      nn.Linear(width("fc6"), width("fc7")), act(), nn.Dropout(spec.dropout),
+      nn.Linear(width("fc7"), spec.num_classes),
+  ).to(memory_format=torch.channels_last)
+
+
+def time_training_step(spec, batch_size: int, steps: int, *, dtype: str = "bfloat16",
+                       compile: bool = True, learning_rate: float = 0.01) -> float:
+  """Seconds per training step (forward, backward, SGD) on random data already on the GPU."""
+  import torch
+  from torch import nn
+
+  torch.backends.cudnn.benchmark = True  # autotuned convolution algorithms, as XLA's
+  device = torch.device("cuda")
+  model = build(spec).to(device)
+  optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=0.9,
+                              weight_decay=5e-4, fused=True)
+  forward = torch.compile(model) if compile else model
+  loss_fn = nn.CrossEntropyLoss()
+  images = torch.randn(batch_size, spec.in_channels, spec.input_size, spec.input_size,
+                       device=device).to(memory_format=torch.channels_last)
+  labels = torch.randint(0, spec.num_classes, (batch_size,), device=device)
+  autocast = dtype == "bfloat16"
+
+  def step():
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+      loss = loss_fn(forward(images), labels)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+  for _ in range(10):  # compilation and autotuning, then warm-up
+    step()
+  torch.cuda.synchronize()
+  start = time.perf_counter()
+  for _ in range(steps):
+    step()
+  torch.cuda.synchronize()
+  return (time.perf_counter() - start) / steps
