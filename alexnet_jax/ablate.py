@@ -1,4 +1,5 @@
-"""The paper's single-change claims, trained side by side (§3.1-§4.2, Table 1's deltas).
+"""The paper's claims, trained side by side: single-change ablations (§3.1-§4.2), Figure 1
+(ReLU against tanh) and the columns' specialisation (§6.1, Figure 3).
 
   python -m alexnet_jax.ablate --config=configs/fashion_mnist.py \
       --ablations=lrn,overlap_pool,columns,pca_lighting,dropout,relu --seeds=3 --workdir=DIR
@@ -8,6 +9,22 @@ DIR/<variant>/seed<k> (an interrupted study resumes: finished runs are kept, a r
 resumes from its checkpoints), then writes DIR/ablations.md and DIR/ablations.csv (test top-1
 and top-5 error, mean ± std over seeds, the change against the baseline, and the paper's
 reported change beside it) and DIR/ablations.png (bars with the seeds' spread).
+
+  python -m alexnet_jax.ablate figure1 --config=... --workdir=DIR [--lrs=...] [--threshold=0.25]
+
+trains the network with ReLU and with tanh, unregularised as in Figure 1 (no dropout, no weight
+decay, no PCA lighting, constant ε), for each learning rate of a small sweep, and reports for
+each activation the learning rate that reaches the training-error threshold in the fewest
+iterations, those iterations and their ratio (the paper: six times fewer with ReLU, to 25 % on
+CIFAR-10), in DIR/figure1/figure1.{md,csv,png}. Training error is the train loop's, averaged
+over each log interval (random crops and flips included).
+
+  python -m alexnet_jax.ablate columns --config=... --seeds=3 --workdir=DIR
+
+trains (or reuses) the two-column baseline of each seed in DIR/baseline/seed<k> and reports each
+column's conv1 colour specificity (`visualize.colour_specificity`) per seed, and whether one
+column is the more colour-specific by --margin in every seed (modulo renumbering, as §6.1
+says), in DIR/columns.{md,json}. It needs a colour dataset.
 """
 
 from __future__ import annotations
@@ -121,16 +138,143 @@ def write_report(rows: list[dict], workdir: str, split: str) -> None:
   plt.close(fig)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
-  cli.log_our_info()
-  names = [a for a in FLAGS.ablations.split(",") if a]
-  unknown = [a for a in names if a not in ABLATIONS]
-  if unknown:
-    raise cli.UserError(f"unknown ablations {unknown}; known: {', '.join(ABLATIONS)}")
-  if FLAGS.seeds < 1:
-    raise cli.UserError("--seeds must be >= 1")
+# ----------------------------------------------------------------------------- Figure 1
+
+FIGURE1_OVERRIDES = {"model.dropout": 0.0, "optimizer.weight_decay": 0.0,
+                     "data.pca_lighting": 0.0, "schedule.kind": "constant",
+                     "eval.ten_crop_final": False}
+
+
+def first_step_below(curve: list[tuple[int, float]], threshold: float) -> int | None:
+  """The first logged step whose training error is at or under `threshold`."""
+  return next((step for step, error in curve if error <= threshold), None)
+
+
+def figure1(config_path: str, lrs: list[float], threshold: float, workdir: str,
+            overrides: dict, log_every: int) -> dict:
+  """ReLU and tanh, each over `lrs`; returns the summary (also written as md/csv/png)."""
+  from alexnet_jax import metrics
+
+  runs = []
+  for activation, variant in (("relu", ""), ("tanh", "tanh")):
+    for lr in lrs:
+      run_dir = os.path.join(workdir, "figure1", activation, f"lr{lr:g}")
+      settings = {**FIGURE1_OVERRIDES, "optimizer.learning_rate": lr,
+                  "log_every_steps": log_every, **overrides}
+      run_one(config_path, variant, 0, run_dir, settings)
+      curve = [(r["step"], r["top1_error"])
+               for r in metrics.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+               if r["split"] == "train"]
+      runs.append({"activation": activation, "lr": lr, "curve": curve,
+                   "steps_to_threshold": first_step_below(curve, threshold),
+                   "final_train_error": curve[-1][1] if curve else float("nan")})
+
+  def best(activation):
+    mine = [r for r in runs if r["activation"] == activation]
+    reached = [r for r in mine if r["steps_to_threshold"] is not None]
+    if reached:
+      return min(reached, key=lambda r: (r["steps_to_threshold"], r["final_train_error"]))
+    return min(mine, key=lambda r: r["final_train_error"])
+
+  relu, tanh = best("relu"), best("tanh")
+  ratio = None
+  if relu["steps_to_threshold"] and tanh["steps_to_threshold"]:
+    ratio = tanh["steps_to_threshold"] / relu["steps_to_threshold"]
+  summary = {"threshold": threshold, "relu_lr": relu["lr"], "tanh_lr": tanh["lr"],
+             "relu_steps": relu["steps_to_threshold"], "tanh_steps": tanh["steps_to_threshold"],
+             "tanh_over_relu": ratio}
+  _write_figure1(runs, relu, tanh, summary, os.path.join(workdir, "figure1"))
+  return summary
+
+
+def _write_figure1(runs, relu, tanh, summary, out_dir) -> None:
+  fields = ["activation", "lr", "steps_to_threshold", "final_train_error"]
+  with open(os.path.join(out_dir, "figure1.csv"), "w", newline="", encoding="utf-8") as f:
+    writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(runs)
+  threshold = summary["threshold"]
+  ratio = summary["tanh_over_relu"]
+  lines = [f"Iterations to reach {100 * threshold:g} % training error (Figure 1: unregularised, "
+           "constant learning rate; the best learning rate of the sweep per activation is in "
+           "bold).", "", "| activation | learning rate | iterations to threshold | final "
+           "training error |", "|---|---|---|---|"]
+  for r in runs:
+    bold = "**" if r is relu or r is tanh else ""
+    steps = r["steps_to_threshold"] if r["steps_to_threshold"] is not None else "not reached"
+    lines.append(f"| {r['activation']} | {bold}{r['lr']:g}{bold} | {steps} | "
+                 f"{100 * r['final_train_error']:.2f} % |")
+  lines += ["", f"tanh / ReLU iterations: {ratio:.2f} (the paper: 6, CIFAR-10, 25 %)."
+            if ratio else "tanh / ReLU iterations: not available (a network did not reach the "
+            "threshold: train longer or raise --threshold)."]
+  with open(os.path.join(out_dir, "figure1.md"), "w", encoding="utf-8") as f:
+    f.write("\n".join(lines) + "\n")
+
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for r, style in ((relu, "-"), (tanh, "--")):
+    steps, errors = zip(*r["curve"]) if r["curve"] else ((), ())
+    ax.plot(steps, [100 * e for e in errors], style, color="k",
+            label=f"{r['activation']} (ε = {r['lr']:g})")
+  ax.axhline(100 * threshold, color="tab:gray", lw=0.8)
+  ax.set_xlabel("iterations")
+  ax.set_ylabel("training error rate (%)")
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(os.path.join(out_dir, "figure1.png"), dpi=100)
+  plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- columns
+
+def column_specialisation(config_path: str, seeds: int, workdir: str, overrides: dict,
+                          margin: float) -> dict:
+  """Per seed, each column's mean conv1 colour specificity of the trained baseline."""
+  from alexnet_jax import inference, visualize
+
+  config = load_config(config_path, "")
+  for path, value in overrides.items():
+    cli.set_field(config, path, value)
+  if config.model.in_channels != 3 or config.model.columns != 2:
+    raise cli.UserError(
+        "column specialisation needs the two-column network on a colour dataset; "
+        f"{config_path} has {config.model.in_channels} input channel(s) and "
+        f"{config.model.columns} column(s): greyscale conv1 kernels have no colour to show")
+  per_seed = []
+  for seed in range(seeds):
+    run_dir = os.path.join(workdir, "baseline", f"seed{seed}")
+    run_one(config_path, "", seed, run_dir, overrides)
+    kernel = np.asarray(inference.load(run_dir).params["conv1"]["kernel"])
+    scores = visualize.colour_specificity(kernel)
+    high, low = max(scores), min(scores)
+    per_seed.append({"seed": seed, "mean_chroma": scores,
+                     "colour_column": int(np.argmax(scores)),
+                     "relative_gap": (high - low) / high if high > 0 else 0.0})
+  consistent = all(s["relative_gap"] >= margin for s in per_seed)
+  summary = {"seeds": per_seed, "margin": margin, "one_column_more_colour_specific": consistent}
+  lines = ["Mean conv1 kernel chroma per column (0: grey kernels; §6.1 reports one column "
+           "largely colour-agnostic and the other colour-specific in every run).", "",
+           "| seed | column 0 | column 1 | more colour-specific | relative gap |",
+           "|---|---|---|---|---|"]
+  for s in per_seed:
+    lines.append(f"| {s['seed']} | {s['mean_chroma'][0]:.4f} | {s['mean_chroma'][1]:.4f} | "
+                 f"{s['colour_column']} | {100 * s['relative_gap']:.1f} % |")
+  lines += ["", f"One column more colour-specific by at least {100 * margin:g} % in every seed: "
+            f"{'yes' if consistent else 'no'}."]
+  with open(os.path.join(workdir, "columns.md"), "w", encoding="utf-8") as f:
+    f.write("\n".join(lines) + "\n")
+  with open(os.path.join(workdir, "columns.json"), "w", encoding="utf-8") as f:
+    json.dump(summary, f, indent=1)
+  return summary
+
+
+# ----------------------------------------------------------------------------- main
+
+def _overrides() -> dict:
   overrides = {}
   for item in FLAGS.override:
     path, _, value = item.partition("=")
@@ -139,7 +283,38 @@ def main(argv):
     except ValueError:
       raise cli.UserError(f"--override {item!r}: the value must be JSON (e.g. 1, 0.5, \"a\", "
                           "[1, 2])") from None
-  print(study(FLAGS.config, names, FLAGS.seeds, FLAGS.workdir, overrides))
+  return overrides
+
+
+def main(argv):
+  command = argv[1] if len(argv) > 1 else "study"
+  if len(argv) > 2 or command not in ("study", "figure1", "columns"):
+    raise cli.UserError("usage: python -m alexnet_jax.ablate [figure1|columns] --config=... "
+                        "--workdir=...")
+  cli.log_our_info()
+  if FLAGS.seeds < 1:
+    raise cli.UserError("--seeds must be >= 1")
+  if command == "figure1":
+    try:
+      lrs = [float(v) for v in FLAGS.lrs.split(",") if v]
+    except ValueError:
+      raise cli.UserError(f"--lrs must be comma-separated numbers, got {FLAGS.lrs!r}") from None
+    if not lrs or min(lrs) <= 0 or not 0 < FLAGS.threshold < 1:
+      raise cli.UserError("--lrs needs positive learning rates and --threshold a fraction in "
+                          "(0, 1)")
+    summary = figure1(FLAGS.config, lrs, FLAGS.threshold, FLAGS.workdir, _overrides(),
+                      FLAGS.log_every)
+    print(json.dumps(summary))
+    return
+  if command == "columns":
+    print(json.dumps(column_specialisation(FLAGS.config, FLAGS.seeds, FLAGS.workdir,
+                                           _overrides(), FLAGS.margin)))
+    return
+  names = [a for a in FLAGS.ablations.split(",") if a]
+  unknown = [a for a in names if a not in ABLATIONS]
+  if unknown:
+    raise cli.UserError(f"unknown ablations {unknown}; known: {', '.join(ABLATIONS)}")
+  print(study(FLAGS.config, names, FLAGS.seeds, FLAGS.workdir, _overrides()))
 
 
 def study(config_path: str, names: list[str], seeds: int, workdir: str,
@@ -166,4 +341,9 @@ if __name__ == "__main__":
   flags.DEFINE_integer("seeds", 3, "seeds per variant")
   flags.DEFINE_multi_string("override", [], "config override path=JSON value, e.g. "
                             "num_epochs=1 (applied to every run)")
+  flags.DEFINE_string("lrs", "0.005,0.01,0.02,0.04", "figure1: learning rates to sweep")
+  flags.DEFINE_float("threshold", 0.25, "figure1: training error to reach (Figure 1: 25 %)")
+  flags.DEFINE_integer("log_every", 20, "figure1: steps between points of the training curve")
+  flags.DEFINE_float("margin", 0.2, "columns: relative gap in mean chroma that counts as one "
+                     "column being the more colour-specific")
   cli.run(main, required_flags=("config", "workdir"))

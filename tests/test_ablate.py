@@ -42,3 +42,52 @@ def test_two_ablations_one_seed_give_a_table_a_plot_and_resume_after_an_interrup
   assert float(rows[0]["delta_top1"]) == 0.0
   with Image.open(os.path.join(workdir, "ablations.png")) as png:
     assert png.format == "PNG" and png.size[0] > 300
+
+
+def test_figure1_picks_each_activations_best_rate_and_reports_the_ratio(tmp_path, monkeypatch):
+  """Scripted training curves: ReLU at ε 0.02 reaches 25 % at step 40, tanh at best (ε 0.01)
+  at step 160; tanh at ε 0.02 never does."""
+  import json
+
+  reached = {("relu", 0.01): 80, ("relu", 0.02): 40, ("tanh", 0.01): 160, ("tanh", 0.02): None}
+  trained = []
+
+  def scripted(config, run_dir):
+    key = (config.model.activation, config.optimizer.learning_rate)
+    assert config.model.dropout == 0.0 and config.optimizer.weight_decay == 0.0
+    trained.append(key)
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "metrics.jsonl"), "w") as f:
+      for step in range(20, 201, 20):
+        below = reached[key] is not None and step >= reached[key]
+        f.write(json.dumps({"step": step, "split": "train",
+                            "top1_error": 0.2 if below else 0.5 - step / 1000}) + "\n")
+    return {"eval": {"top1_error": 0.3, "top5_error": 0.1}}
+
+  monkeypatch.setattr(train, "train_and_evaluate", scripted)
+  summary = ablate.figure1("configs/tiny.py", [0.01, 0.02], 0.25, str(tmp_path), {}, 20)
+  assert summary == {"threshold": 0.25, "relu_lr": 0.02, "tanh_lr": 0.01, "relu_steps": 40,
+                     "tanh_steps": 160, "tanh_over_relu": 4.0}
+  report = (tmp_path / "figure1" / "figure1.md").read_text()
+  assert "| tanh | 0.02 | not reached |" in report and "tanh / ReLU iterations: 4.00" in report
+  with Image.open(tmp_path / "figure1" / "figure1.png") as png:
+    assert png.format == "PNG"
+  assert len(trained) == 4
+  trained.clear()
+  ablate.figure1("configs/tiny.py", [0.01, 0.02], 0.25, str(tmp_path), {}, 20)
+  assert trained == []  # finished runs are kept
+
+
+def test_column_specialisation_needs_colour_and_reports_each_seed(tmp_path):
+  from alexnet_jax.cli import UserError
+
+  with pytest.raises(UserError, match="greyscale conv1 kernels"):
+    ablate.column_specialisation("configs/fashion_mnist.py", 1, str(tmp_path), {}, 0.2)
+  # A smoke test on generated colour images (random: nothing to specialise on).
+  summary = ablate.column_specialisation("configs/tiny.py", 2, str(tmp_path), OVERRIDES, 0.2)
+  assert [s["seed"] for s in summary["seeds"]] == [0, 1]
+  for s in summary["seeds"]:
+    assert len(s["mean_chroma"]) == 2 and all(0.0 <= c <= 1.0 for c in s["mean_chroma"])
+    assert s["colour_column"] in (0, 1) and 0.0 <= s["relative_gap"] <= 1.0
+  table = (tmp_path / "columns.md").read_text()
+  assert table.count("\n| ") >= 3 and "in every seed" in table

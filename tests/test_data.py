@@ -48,10 +48,10 @@ def test_train_crops_and_the_device_normalisation_match_a_numpy_reference():
   image = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
   mean = rng.normal(100, 5, size=(8, 8, 3)).astype(np.float32)
   scale_matrix = np.eye(3, dtype=np.float32) * 4.0
-  aug = pipeline.TrainCrop(5, True, 0.1, scale_matrix)
+  aug = pipeline.TrainCrop(pipeline.Augmentation(8, 5, True, 0.1, scale_matrix, seed=0))
   seen, outs = set(), []
-  for seed in range(40):
-    out = aug.random_map({"image": image, "label": 1}, np.random.default_rng(seed))
+  for position in range(40):
+    out = aug.map({"image": image, "label": 1, "position": position})
     assert out["image"].dtype == np.uint8 and out["image"].shape == (5, 5, 3)
     top, left, flip = out["crop"].tolist()
     patch = image[top:top + 5, left:left + 5]
@@ -59,6 +59,7 @@ def test_train_crops_and_the_device_normalisation_match_a_numpy_reference():
     seen.add((top, left, flip))
     outs.append(out)
   assert len(seen) > 20 and {f for *_, f in seen} == {0, 1}
+  assert {t for t, *_ in seen} == {0, 1, 2, 3} and {l for _, l, _ in seen} == {0, 1, 2, 3}
   batch = {k: np.stack([o[k] for o in outs]) for k in ("image", "crop", "lighting")}
   got = np.asarray(normalize(batch, jnp.asarray(mean), 0.5))
   for i, o in enumerate(outs):
@@ -67,21 +68,36 @@ def test_train_crops_and_the_device_normalisation_match_a_numpy_reference():
     np.testing.assert_allclose(got[i], want, rtol=1e-5, atol=1e-4)
 
 
+def test_batch_crops_of_in_memory_data_are_the_per_record_crops():
+  rng = np.random.default_rng(3)
+  split = sources.Split(rng.integers(0, 255, (6, 9, 9, 3), dtype=np.uint8),
+                        np.arange(6, dtype=np.int32))
+  augmentation = pipeline.Augmentation(9, 6, True, 0.1, np.eye(3, dtype=np.float32), seed=7)
+  index, position = np.array([4, 0, 4, 2]), np.array([100, 101, 102, 103])
+  batch = pipeline.TrainCropBatch(augmentation, split).map({"index": index, "position": position})
+  single = pipeline.TrainCrop(augmentation)
+  for i in range(4):
+    one = single.map({**split[int(index[i])], "position": int(position[i])})
+    for key in ("image", "label", "crop", "lighting"):
+      np.testing.assert_array_equal(batch[key][i], one[key])
+  assert not np.array_equal(batch["crop"][0], batch["crop"][2]) or not np.array_equal(
+      batch["lighting"][0], batch["lighting"][2])  # the same image, used twice: new draws
+
+
 def test_pca_lighting_adds_p_alpha_sqrt_lambda_with_alpha_of_std_0_1():
   rng = np.random.default_rng(1)
   eigvec, _ = np.linalg.qr(rng.normal(size=(3, 3)))
   stats = Stats(np.zeros((4, 4, 3), np.float32), np.array([400.0, 25.0, 4.0], np.float32),
                 eigvec.astype(np.float32), 1)
   np.testing.assert_allclose(stats.lighting_scale, eigvec * np.array([20.0, 5.0, 2.0]), rtol=1e-5)
-  aug = pipeline.TrainCrop(4, False, 0.1, stats.lighting_scale)
-  record = {"image": np.zeros((4, 4, 3), np.uint8), "label": 0}
-  shifts = np.stack([aug.random_map(record, np.random.default_rng(s))["lighting"]
-                     for s in range(4000)])
+  aug = pipeline.Augmentation(4, 4, False, 0.1, stats.lighting_scale, seed=0)
+  _, shifts = aug.draws(np.arange(4000))
   alphas = shifts @ eigvec / np.array([20.0, 5.0, 2.0])  # p_i are orthonormal
   np.testing.assert_allclose(alphas.std(axis=0), [0.1] * 3, rtol=0.06)
   np.testing.assert_allclose(alphas.mean(axis=0), [0.0] * 3, atol=0.006)
-  off = pipeline.TrainCrop(4, False, 0.0, stats.lighting_scale)
-  assert not off.random_map(record, np.random.default_rng(0))["lighting"].any()
+  np.testing.assert_allclose(np.corrcoef(alphas, rowvar=False), np.eye(3), atol=0.06)
+  off = pipeline.Augmentation(4, 4, False, 0.0, stats.lighting_scale, seed=0)
+  assert not off.draws(np.arange(10))[1].any()
 
 
 def test_statistics_match_numpy_mean_and_covariance_eigenvectors():

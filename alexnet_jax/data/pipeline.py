@@ -5,10 +5,12 @@ holds files). Training takes a random crop (§4.1: 224 of 256), mirrors it with 
 and draws the PCA lighting coefficients α ~ N(0, σ) once per image each time it is used. The
 batches stay uint8 up to the device: `crop` (top, left, mirrored) and `lighting` travel with
 them, and `data.normalize` subtracts the matching patch of the mean image (§2) and adds the
-lighting inside the jitted step. Unreadable images are dropped and counted (`skipped`). Evaluation: the centre crop, or the ten crops of §4.1
-(four corners, centre, and their mirrors); the last batch is padded and masked so that every
-example counts once. Every random choice comes from grain's per-record RNG, so a seed fixes
-the batches and a restored iterator continues exactly.
+lighting inside the jitted step. Unreadable images are dropped and counted (`skipped`).
+Evaluation: the centre crop, or the ten crops of §4.1 (four corners, centre, and their
+mirrors); the last batch is padded and masked so that every example counts once. The shuffle
+is grain's (seeded) and every augmentation draw a hash of the seed and the record's position
+in the training sequence (`Augmentation`), so a seed fixes the batches and a restored iterator
+continues exactly.
 """
 
 from __future__ import annotations
@@ -48,29 +50,94 @@ def crop_boxes(size: int, crop: int) -> list[tuple[int, int]]:
   return [(0, 0), (0, far), (far, 0), (far, far), (mid, mid)]
 
 
-class TrainCrop(grain.transforms.RandomMap):
-  """Random crop, random horizontal flip and PCA lighting coefficients (§4.1)."""
+def _uniforms(seed: int, positions: np.ndarray, streams: int) -> np.ndarray:
+  """Uniform [0, 1) numbers [n, streams], independent per (position, stream): splitmix64 of
+  (seed, position, stream)."""
+  key = np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
+  z = (np.asarray(positions, np.uint64)[:, None] * np.uint64(64)
+       + np.arange(streams, dtype=np.uint64)[None, :] + key)
+  z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+  z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+  z = z ^ (z >> np.uint64(31))
+  return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
-  def __init__(self, crop: int, flip: bool, lighting_std: float, lighting_scale: np.ndarray):
-    self.crop, self.flip = crop, flip
-    self.lighting_std, self.lighting_scale = lighting_std, lighting_scale
 
-  def random_map(self, record, rng: np.random.Generator):
-    image = record["image"]
-    top = rng.integers(0, image.shape[0] - self.crop + 1)
-    left = rng.integers(0, image.shape[1] - self.crop + 1)
-    image = image[top:top + self.crop, left:left + self.crop]
-    mirrored = bool(self.flip and rng.random() < 0.5)
-    if mirrored:
-      image = image[:, ::-1]
-    channels = image.shape[-1]
-    lighting = np.zeros(channels, np.float32)
-    if self.lighting_std > 0:
-      alpha = rng.normal(0.0, self.lighting_std, channels)
-      lighting = (self.lighting_scale @ alpha).astype(np.float32)
-    return {"image": np.ascontiguousarray(image), "label": np.int32(record["label"]),
-            "crop": np.array([top, left, mirrored], np.int32), "lighting": lighting,
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+  """§4.1's random choices for the records at given positions of the training sequence: a
+  crop box, a horizontal mirror with probability 1/2, and the PCA lighting shift
+  p·(α ⊙ scale) with α ~ N(0, σ) drawn once per image each time it is used.
+
+  The draws are a hash of (seed, position): a record's augmentation depends on nothing else,
+  so it is the same whatever the batching, the reader threads, the worker processes or the
+  number of training processes, a restored iterator continues exactly, and a whole batch is
+  drawn with a few vectorised NumPy calls."""
+
+  stored: int
+  crop: int
+  flip: bool
+  lighting_std: float
+  lighting_scale: np.ndarray  # [c, c]: eigenvectors times √eigenvalues (`Stats`)
+  seed: int
+
+  def draws(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(crop [n, 3] int32: top, left, mirrored; lighting [n, c] float32)."""
+    positions = np.asarray(positions).reshape(-1)
+    channels = self.lighting_scale.shape[0]
+    u = _uniforms(self.seed, positions, 3 + 2 * channels)
+    span = self.stored - self.crop + 1
+    top, left = (np.minimum(u[:, k] * span, span - 1).astype(np.int32) for k in (0, 1))
+    mirrored = (self.flip & (u[:, 2] < 0.5)).astype(np.int32)
+    lighting = np.zeros((len(positions), channels), np.float32)
+    if self.lighting_std > 0:  # Box-Muller: two uniforms per normal
+      u1, u2 = u[:, 3:3 + channels], u[:, 3 + channels:]
+      alpha = self.lighting_std * np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2 * np.pi * u2)
+      lighting = (alpha @ self.lighting_scale.T).astype(np.float32)
+    return np.stack([top, left, mirrored], -1), lighting
+
+  def patch(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """The crop `box` (top, left, mirrored) of a stored image, as a view."""
+    top, left, mirrored = (int(v) for v in box)
+    patch = image[top:top + self.crop, left:left + self.crop]
+    return patch[:, ::-1] if mirrored else patch
+
+
+class TrainCrop(grain.transforms.Map):
+  """One decoded record {'image', 'label', 'position'} -> its §4.1 training crop."""
+
+  def __init__(self, augmentation: Augmentation):
+    self.augmentation = augmentation
+
+  def map(self, record):
+    boxes, lighting = self.augmentation.draws(np.array([record["position"]]))
+    return {"image": np.ascontiguousarray(self.augmentation.patch(record["image"], boxes[0])),
+            "label": np.int32(record["label"]), "crop": boxes[0], "lighting": lighting[0],
             "skipped": np.int32(0)}
+
+
+class TrainCropBatch(grain.transforms.Map):
+  """A batch {'index': [b], 'position': [b]} of an in-memory split -> the batch of §4.1 crops,
+  cut straight out of the split's image array (no per-record work but the copies)."""
+
+  def __init__(self, augmentation: Augmentation, split: sources.Split):
+    self.augmentation, self.split = augmentation, split
+
+  def map(self, batch):
+    index = np.asarray(batch["index"])
+    boxes, lighting = self.augmentation.draws(batch["position"])
+    aug, stored = self.augmentation, self.split.images
+    out = np.empty((len(index), aug.crop, aug.crop, stored.shape[-1]), np.uint8)
+    for i, (row, box) in enumerate(zip(index, boxes)):
+      out[i] = aug.patch(stored[row], box)
+    return {"image": out, "label": self.split.labels[index].astype(np.int32), "crop": boxes,
+            "lighting": lighting, "skipped": np.zeros(len(index), np.int32)}
+
+
+def _with_position(position: int, record):
+  """Tags a training record (or a bare index) with its position in the training sequence."""
+  if isinstance(record, dict):
+    return {**record, "position": position}
+  return {"index": record, "position": position}
 
 
 class EvalCrops(grain.transforms.Map):
@@ -97,8 +164,8 @@ class EvalCrops(grain.transforms.Map):
 class _ProcessShare(grain.MapDataset):
   """Process p's records of each global batch: element i is the parent's element
   (i // local) * (local * processes) + p * local + i % local. Applied to the globally shuffled
-  and augmented sequence, so any number of processes sees the same global batches (and the
-  same random crops) as one process does."""
+  sequence whose records carry their global position (the key of their augmentation), so any
+  number of processes sees the same global batches and crops as one process does."""
 
   def __init__(self, parent: grain.MapDataset, local: int, index: int, count: int):
     super().__init__(parent)
@@ -252,16 +319,22 @@ def train_position(split, local_batch: int, step: int) -> dict:
 def train_dataset(config, split, stats: Stats, local_batch: int, process_index: int = 0,
                   process_count: int = 1) -> grain.IterDataset:
   """Endless shuffled training batches, this process's share of each global batch (decoded and
-  augmented in `data.workers` processes when > 0)."""
+  augmented in `data.workers` processes when > 0). In-memory splits shuffle indices and crop
+  whole batches at once (`TrainCropBatch`); image files are decoded and cropped per record."""
   data = config.data
-  records = (_records(config, split)
-             .seed(config.seed).shuffle().repeat()
-             .random_map(TrainCrop(config.model.input_size, data.flip, data.pca_lighting,
-                                   stats.lighting_scale)))
+  stored = split.images.shape[1] if not split.encoded else data.image_size
+  augmentation = Augmentation(stored, config.model.input_size, bool(data.flip),
+                              float(data.pca_lighting), stats.lighting_scale, int(config.seed))
+  records = grain.MapDataset.range(len(split)) if not split.encoded else _records(config, split)
+  records = records.seed(config.seed).shuffle().repeat().map_with_index(_with_position)
   if process_count > 1:
     records = _ProcessShare(records, local_batch, process_index, process_count)
-  batches = _batched(records, local_batch, split.encoded, _read_options(data),
-                     drop_remainder=True)
+  if split.encoded:
+    batches = _batched(records.map(TrainCrop(augmentation)), local_batch, True,
+                       _read_options(data), drop_remainder=True)
+  else:
+    batches = records.batch(local_batch, drop_remainder=True).map(
+        TrainCropBatch(augmentation, split)).to_iter_dataset(_read_options(data))
   if data.workers > 0:
     batches = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.workers))
   return batches
