@@ -235,6 +235,23 @@ def test_stored_form_is_shorter_side_256_then_the_central_square():
   assert grey.shape == (256, 256, 3) and (grey[..., 0] == grey[..., 2]).all()
 
 
+@pytest.mark.parametrize("size", [(256, 256), (300, 256), (500, 375), (1024, 700), (600, 513),
+                                  (2000, 1500)])
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_jpegs_decode_to_the_same_pixels_as_pillow(size, mode):
+  import io
+
+  from PIL import Image
+
+  small = np.random.default_rng(size[0]).integers(0, 256, (24, 24, 3), dtype=np.uint8)
+  buffer = io.BytesIO()
+  Image.fromarray(small).resize(size, Image.BICUBIC).convert(mode).save(buffer, "JPEG")
+  channels = 3 if mode == "RGB" else 1
+  fast = images.decode(buffer.getvalue(), 256, channels)
+  assert fast.shape == (256, 256, channels) and fast.dtype == np.uint8
+  np.testing.assert_array_equal(fast, images._decode_with_pillow(buffer.getvalue(), 256, channels))
+
+
 def test_image_folder_decodes_every_format_and_counts_the_unreadable(tmp_path):
   listed, _ = _image_folder(tmp_path)
   train, names = sources.image_folder(str(tmp_path), "train")

@@ -110,7 +110,7 @@ class TrainCrop(grain.transforms.Map):
 
   def map(self, record):
     boxes, lighting = self.augmentation.draws(np.array([record["position"]]))
-    return {"image": np.ascontiguousarray(self.augmentation.patch(record["image"], boxes[0])),
+    return {"image": self.augmentation.patch(record["image"], boxes[0]),  # batching copies
             "label": np.int32(record["label"]), "crop": boxes[0], "lighting": lighting[0],
             "skipped": np.int32(0)}
 
