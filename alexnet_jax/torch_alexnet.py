@@ -1,11 +1,14 @@
 """The paper's network in PyTorch, for `python -m alexnet_jax.benchmark step --compare-torch`.
 
-The same maths as `models.AlexNet` (§3.5): conv1 with cuda-convnet's bottom/right padding
+The maths of `models.AlexNet` (§3.5): conv1 with cuda-convnet's bottom/right padding
 (224 → 55), grouped convolutions where a column sees only its own maps (conv2, conv4, conv5),
 `nn.LocalResponseNorm` with α·n (it divides by n, the paper does not: §3.3), overlapping 3/2
 max-pooling (§3.4), dropout on fc6 and fc7 (§4.2), and the paper's SGD (momentum 0.9, weight
-decay 5e-4). Timed the way PyTorch users run it fastest: channels_last, bf16 autocast,
-`torch.compile`. PyTorch is a benchmark-only dependency; nothing else imports this module.
+decay 5e-4; PyTorch's form, ε outside the momentum, costs the same). Timed the way PyTorch
+users run it fastest: channels_last, bf16 autocast, cudnn.benchmark, `torch.compile`. One
+difference in the maths: `nn.LocalResponseNorm` runs over both columns' channels at once, so its
+window crosses the column boundary where ours does not (the 4 channels beside it differ; the cost
+is the same). PyTorch is a benchmark-only dependency; nothing else imports this module.
 """
 
 from __future__ import annotations
