@@ -53,12 +53,16 @@ ABLATIONS = {
 }
 
 
-def load_config(path: str, variant: str):
-  """`--config=path:variant` as ml_collections would load it."""
+def load_config(path: str, variant: str, overrides: dict):
+  """`--config=path:variant` as ml_collections would load it, with `overrides` (dotted path ->
+  value) applied."""
   spec = importlib.util.spec_from_file_location("ablation_config", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config(variant)
+  config = module.get_config(variant)
+  for field, value in overrides.items():
+    cli.set_field(config, field, value)
+  return config
 
 
 def run_one(config_path: str, variant: str, seed: int, workdir: str, overrides: dict) -> dict:
@@ -67,10 +71,8 @@ def run_one(config_path: str, variant: str, seed: int, workdir: str, overrides: 
   if os.path.exists(done):
     with open(done, encoding="utf-8") as f:
       return json.load(f)
-  config = load_config(config_path, variant)
+  config = load_config(config_path, variant, overrides)
   config.seed = seed
-  for path, value in overrides.items():
-    cli.set_field(config, path, value)
   logging.info("training %s seed %d in %s", variant or "baseline", seed, workdir)
   result = train.train_and_evaluate(config, workdir)
   with open(done + ".tmp", "w", encoding="utf-8") as f:
@@ -236,9 +238,7 @@ def column_specialisation(config_path: str, seeds: int, workdir: str, overrides:
   """Per seed, each column's mean conv1 colour specificity of the trained baseline."""
   from alexnet_jax import inference, visualize
 
-  config = load_config(config_path, "")
-  for path, value in overrides.items():
-    cli.set_field(config, path, value)
+  config = load_config(config_path, "", overrides)
   if config.model.in_channels != 3 or config.model.columns != 2:
     raise cli.UserError(
         "column specialisation needs the two-column network on a colour dataset; "

@@ -231,20 +231,17 @@ def bench_step(config) -> None:
 
   from alexnet_jax import models
 
-  if FLAGS.dtype:
-    config.model.dtype = FLAGS.dtype
   batch_size = FLAGS.batch or config.data.batch_size
   seconds, flops, _, ops = _timed_step(config, batch_size, profile_steps=10 * FLAGS.profile)
   device = jax.devices()[0]
   achieved = flops / seconds
   peak = PEAK_FLOPS.get((device.device_kind, config.model.dtype))
-  record = {"bench": "step", "framework": f"jax {jax.__version__}",
-            "device": device.device_kind, "dtype": config.model.dtype, "batch": batch_size,
-            "img_per_s": round(batch_size / seconds, 1), "ms_per_step": round(seconds * 1e3, 3),
-            "tflop_per_s": round(achieved / 1e12, 3),
-            "fraction_of_peak": round(achieved / peak, 4) if peak else None,
-            "gflop_per_image": round(flops / batch_size / 1e9, 3)}
-  _emit(record)
+  _emit({"bench": "step", "framework": f"jax {jax.__version__}",
+         "device": device.device_kind, "dtype": config.model.dtype, "batch": batch_size,
+         "img_per_s": round(batch_size / seconds, 1), "ms_per_step": round(seconds * 1e3, 3),
+         "tflop_per_s": round(achieved / 1e12, 3),
+         "fraction_of_peak": round(achieved / peak, 4) if peak else None,
+         "gflop_per_image": round(flops / batch_size / 1e9, 3)})
   if FLAGS.profile and not ops:
     _emit({"profile": "no per-op device events in the trace (XLA's CPU backend records none)"})
   for op in ops:
@@ -282,8 +279,6 @@ def bench_end2end(config) -> None:
   from alexnet_jax import metrics, train
   from alexnet_jax.data import sources
 
-  if FLAGS.dtype:
-    config.model.dtype = FLAGS.dtype
   batch = FLAGS.batch or config.data.batch_size
   steps = max(FLAGS.steps, 40)
   with tempfile.TemporaryDirectory() as tmp:
@@ -369,6 +364,8 @@ def main(argv):
     return
   if FLAGS.config is None:
     raise cli.UserError(f"{argv[1]} needs --config=configs/....py")
+  if FLAGS.dtype and argv[1] in ("step", "end2end"):
+    FLAGS.config.model.dtype = FLAGS.dtype
   {"step": bench_step, "end2end": bench_end2end, "scaling": bench_scaling}[argv[1]](FLAGS.config)
 
 
@@ -382,7 +379,8 @@ if __name__ == "__main__":
                        "one per CPU core; end2end: the config's)")
   flags.DEFINE_float("seconds", 10.0, "input: seconds to time each configuration")
   flags.DEFINE_integer("batch", 0, "batch size (0: the config's)")
-  flags.DEFINE_enum("dtype", "", ["", "bfloat16", "float32"], "step: compute dtype (default: config)")
+  flags.DEFINE_enum("dtype", "", ["", "bfloat16", "float32"],
+                    "step, end2end: compute dtype (default: config)")
   flags.DEFINE_integer("steps", 50, "step, scaling: timed steps after warm-up")
   flags.DEFINE_integer("devices", 0, "scaling: measure this device count only (a child run)")
   flags.DEFINE_bool("profile", False, "step: trace 10 more steps with jax.profiler and print "

@@ -5,7 +5,7 @@
 * `strided_conv_as_space_to_depth`: conv1 (11x11, stride 4, §3.5) as the same sums over
   4x4 pixel blocks.
 
-Both take channels-last arrays. They are verified against float64 NumPy references in
+All take channels-last arrays and are verified against float64 NumPy references in
 `tests/test_ops.py`.
 """
 

@@ -316,15 +316,20 @@ def train_position(split, local_batch: int, step: int) -> dict:
   return {"next_index": step * local_batch if split.encoded else step}
 
 
+def stored_size(config, split) -> int:
+  """The side of `split`'s stored images (what crops are cut from)."""
+  return split.images.shape[1] if not split.encoded else config.data.image_size
+
+
 def train_dataset(config, split, stats: Stats, local_batch: int, process_index: int = 0,
                   process_count: int = 1) -> grain.IterDataset:
   """Endless shuffled training batches, this process's share of each global batch (decoded and
   augmented in `data.workers` processes when > 0). In-memory splits shuffle indices and crop
   whole batches at once (`TrainCropBatch`); image files are decoded and cropped per record."""
   data = config.data
-  stored = split.images.shape[1] if not split.encoded else data.image_size
-  augmentation = Augmentation(stored, config.model.input_size, bool(data.flip),
-                              float(data.pca_lighting), stats.lighting_scale, int(config.seed))
+  augmentation = Augmentation(stored_size(config, split), config.model.input_size,
+                              bool(data.flip), float(data.pca_lighting), stats.lighting_scale,
+                              int(config.seed))
   records = grain.MapDataset.range(len(split)) if not split.encoded else _records(config, split)
   records = records.seed(config.seed).shuffle().repeat().map_with_index(_with_position)
   if process_count > 1:
@@ -347,7 +352,7 @@ def build_input(config, *, process_index: int = 0, process_count: int = 1) -> In
   if len(train) == 0 or len(test) == 0:
     raise UserError(f"dataset {data.name!r} has an empty split ({len(train)} train, "
                     f"{len(test)} eval examples)")
-  stored = train.images.shape[1] if not train.encoded else data.image_size
+  stored = stored_size(config, train)
   crop = model.input_size
   if crop > stored:
     raise UserError(f"model.input_size {crop} is larger than the stored images ({stored})")
