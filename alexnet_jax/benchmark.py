@@ -3,8 +3,9 @@
   python -m alexnet_jax.benchmark input [--root=DIR] [--workers=N] [--seconds=S]
       The training input pipeline (decode, §2 rescale + centre crop, §4.1 random crop, flip,
       PCA lighting, batching) on an ImageFolder tree's train split, in-process (one reader
-      thread: images/s per core) and with `mp_prefetch` worker processes; beside it, a plain
-      PIL loop doing the same work. Without --root, generates 256x256-ish JPEGs first.
+      thread: images/s per core; one thread per core) and with `mp_prefetch` worker processes,
+      with images per CPU-second of all the processes; beside it, a plain PIL loop doing the
+      same work. Without --root, generates 256x256-ish JPEGs first.
   python -m alexnet_jax.benchmark step --config=configs/paper.py [--batch=128]
       [--dtype=bfloat16|float32] [--steps=N]
       The jitted training step (forward, backward, the paper's SGD) on synthetic device data.
@@ -43,6 +44,9 @@ def _emit(record: dict) -> None:
 
 # ----------------------------------------------------------------------------- input
 
+IMAGENET_TRAIN_SIZE = 1_281_167
+
+
 def generate_jpegs(root: str, count: int, classes: int = 8, seed: int = 0,
                    split: str = "train") -> None:
   """`count` JPEGs of the "256x256-ish" kind (shorter side 256, aspect 1-1.33, either way up)
@@ -69,18 +73,34 @@ def _input_config(workers: int, threads: int):
   return config
 
 
-def _time_batches(batches, seconds: float, batch_size: int) -> float:
+def _cpu_seconds() -> float:
+  """CPU time of this process (all threads) and its live child processes (Linux /proc)."""
+  import multiprocessing
+
+  total = time.process_time()
+  for child in multiprocessing.active_children():
+    try:
+      with open(f"/proc/{child.pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+      total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+      pass
+  return total
+
+
+def _time_batches(batches, seconds: float, batch_size: int) -> tuple[float, float]:
+  """(images/s, images per CPU-second of this process and its workers) over `seconds`."""
   it = iter(batches)
   for _ in range(3):  # warm-up: worker start, first reads
     next(it)
-  start, n = time.perf_counter(), 0
+  start, cpu, n = time.perf_counter(), _cpu_seconds(), 0
   while time.perf_counter() - start < seconds:
     next(it)
     n += 1
-  elapsed = time.perf_counter() - start
+  elapsed, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
   if hasattr(it, "close"):
     it.close()
-  return n * batch_size / elapsed
+  return n * batch_size / elapsed, n * batch_size / cpu
 
 
 def plain_pil_loop(paths, seconds: float, size: int = 256, crop: int = 224) -> float:
@@ -119,19 +139,27 @@ def bench_input() -> None:
     if not root:
       root = tmp
       generate_jpegs(root, FLAGS.generate)
-    train, _ = sources.image_folder(root, "train")
+    files, _ = sources.image_folder(root, "train")
+    # The list repeated to ImageNet's length: grain's shuffle costs ≈ 60 µs per record over
+    # 512 records and ≈ 6 µs over 1.28M.
+    repeats = -(-IMAGENET_TRAIN_SIZE // len(files))
+    train = sources.FileSplit((files.paths * repeats)[:IMAGENET_TRAIN_SIZE],
+                              np.tile(files.labels, repeats)[:IMAGENET_TRAIN_SIZE])
     stats = Stats.imagenet_defaults(256)
     cores = os.cpu_count() or 1
     workers = FLAGS.workers or cores
     _emit({"bench": "input", "what": "plain PIL loop, 1 core",
-           "img_per_s": round(plain_pil_loop(train.paths, FLAGS.seconds), 1)})
+           "img_per_s": round(plain_pil_loop(files.paths, FLAGS.seconds), 1)})
     for label, w, threads in (("pipeline, in-process, 1 reader thread", 0, 1),
+                              (f"pipeline, in-process, {workers} reader threads", 0, workers),
                               (f"pipeline, {workers} mp_prefetch workers x 1 thread", workers, 1)):
       config = _input_config(w, threads)
-      rate = _time_batches(pipeline.train_dataset(config, train, stats, 128), FLAGS.seconds, 128)
+      rate, per_cpu_s = _time_batches(pipeline.train_dataset(config, train, stats, 128),
+                                      FLAGS.seconds, 128)
       _emit({"bench": "input", "what": label, "img_per_s": round(rate, 1),
-             "img_per_s_per_worker": round(rate / max(w, 1), 1), "cpu_cores": cores,
-             "images": len(train)})
+             **({"img_per_s_per_worker": round(rate / w, 1)} if w else {}),
+             "img_per_cpu_s": round(per_cpu_s, 1), "cpu_cores": cores,
+             "files": len(files)})
 
 
 # ----------------------------------------------------------------------------- step
@@ -375,8 +403,8 @@ if __name__ == "__main__":
   flags.DEFINE_string("root", "", "input: an ImageFolder root (ROOT/train/<class>/*)")
   flags.DEFINE_integer("generate", 1024, "input, end2end: images to generate when --root is "
                        "not given")
-  flags.DEFINE_integer("workers", 0, "input, end2end: mp_prefetch worker processes (0: input: "
-                       "one per CPU core; end2end: the config's)")
+  flags.DEFINE_integer("workers", 0, "input: reader threads and mp_prefetch worker processes "
+                       "(0: one per CPU core); end2end: worker processes (0: the config's)")
   flags.DEFINE_float("seconds", 10.0, "input: seconds to time each configuration")
   flags.DEFINE_integer("batch", 0, "batch size (0: the config's)")
   flags.DEFINE_enum("dtype", "", ["", "bfloat16", "float32"],

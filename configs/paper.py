@@ -81,9 +81,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       pca_lighting=0.1,  # §4.1: std of the PCA lighting coefficients α; 0 turns it off
       pixel_scale=1.0,  # §2: raw (centred) RGB values
       flip=True,  # §4.1
-      read_threads=4,
-      prefetch=4,
-      workers=0,
+      read_threads=0,  # threads reading, decoding and cropping whole batches; 0: one per core
+      prefetch=4,  # batches in flight (at least read_threads)
+      workers=0,  # mp_prefetch processes (threads are faster: docs/performance.md)
       synthetic_train_size=1024,
       synthetic_eval_size=256,
   ))

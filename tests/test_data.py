@@ -28,9 +28,12 @@ def test_the_ten_crop_boxes_of_section_4_1():
   np.testing.assert_array_equal(ten["image"][0], image[:4, :4])
   np.testing.assert_array_equal(ten["image"][3], image[2:, 2:])
   np.testing.assert_array_equal(ten["image"][4], image[1:5, 1:5])
-  np.testing.assert_array_equal(ten["image"][5:], ten["image"][:5, :, ::-1])
+  np.testing.assert_array_equal(ten["image"][5:], ten["image"][:5])  # mirrored on the device
   assert ten["crop"].tolist() == [[0, 0, 0], [0, 2, 0], [2, 0, 0], [2, 2, 0], [1, 1, 0],
                                   [0, 0, 1], [0, 2, 1], [2, 0, 1], [2, 2, 1], [1, 1, 1]]
+  views = np.asarray(normalize(ten, jnp.zeros((6, 6, 1)), 1.0))
+  np.testing.assert_array_equal(views[5:], views[:5, :, ::-1])
+  np.testing.assert_array_equal(views[3], image[2:, 2:])
   centre = pipeline.EvalCrops(4, False).map({"image": image, "label": 3})
   np.testing.assert_array_equal(centre["image"], image[1:5, 1:5])
   assert centre["crop"].tolist() == [1, 1, 0]
@@ -48,40 +51,47 @@ def test_train_crops_and_the_device_normalisation_match_a_numpy_reference():
   image = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
   mean = rng.normal(100, 5, size=(8, 8, 3)).astype(np.float32)
   scale_matrix = np.eye(3, dtype=np.float32) * 4.0
-  aug = pipeline.TrainCrop(pipeline.Augmentation(8, 5, True, 0.1, scale_matrix, seed=0))
-  seen, outs = set(), []
-  for position in range(40):
-    out = aug.map({"image": image, "label": 1, "position": position})
-    assert out["image"].dtype == np.uint8 and out["image"].shape == (5, 5, 3)
-    top, left, flip = out["crop"].tolist()
-    patch = image[top:top + 5, left:left + 5]
-    np.testing.assert_array_equal(out["image"], patch[:, ::-1] if flip else patch)
-    seen.add((top, left, flip))
-    outs.append(out)
+  split = sources.Split(image[None], np.array([1], np.int32))
+  crops = pipeline.TrainBatch(pipeline.Augmentation(8, 5, True, 0.1, scale_matrix, seed=0),
+                              split, 3)
+  batch = crops.map({"index": np.zeros(40, int), "position": np.arange(40)})
+  assert batch["image"].dtype == np.uint8 and batch["image"].shape == (40, 5, 5, 3)
+  assert batch["label"].tolist() == [1] * 40 and not batch["skipped"].any()
+  seen = {tuple(box) for box in batch["crop"].tolist()}
   assert len(seen) > 20 and {f for *_, f in seen} == {0, 1}
   assert {t for t, *_ in seen} == {0, 1, 2, 3} and {l for _, l, _ in seen} == {0, 1, 2, 3}
-  batch = {k: np.stack([o[k] for o in outs]) for k in ("image", "crop", "lighting")}
   got = np.asarray(normalize(batch, jnp.asarray(mean), 0.5))
-  for i, o in enumerate(outs):
-    top, left, flip = o["crop"].tolist()
-    want = _normalize_reference(image, mean, top, left, flip, o["lighting"], 0.5, 5)
+  for i, (top, left, flip) in enumerate(batch["crop"].tolist()):
+    np.testing.assert_array_equal(batch["image"][i], image[top:top + 5, left:left + 5])
+    want = _normalize_reference(image, mean, top, left, flip, batch["lighting"][i], 0.5, 5)
     np.testing.assert_allclose(got[i], want, rtol=1e-5, atol=1e-4)
 
 
-def test_batch_crops_of_in_memory_data_are_the_per_record_crops():
+def test_image_files_give_the_crops_of_the_same_images_in_memory_and_stand_ins_for_bad_ones(
+    tmp_path):
   rng = np.random.default_rng(3)
-  split = sources.Split(rng.integers(0, 255, (6, 9, 9, 3), dtype=np.uint8),
-                        np.arange(6, dtype=np.int32))
+  stored = rng.integers(0, 255, (6, 9, 9, 3), dtype=np.uint8)
+  paths = []
+  for i, array in enumerate(stored):  # PNG: lossless, decodes to the same pixels
+    paths.append(str(tmp_path / f"{i}.png"))
+    _save(paths[-1], array, "PNG")
+  (tmp_path / "5.png").write_bytes(b"\x89PNG broken")
+  labels = np.arange(6, dtype=np.int32)
   augmentation = pipeline.Augmentation(9, 6, True, 0.1, np.eye(3, dtype=np.float32), seed=7)
-  index, position = np.array([4, 0, 4, 2]), np.array([100, 101, 102, 103])
-  batch = pipeline.TrainCropBatch(augmentation, split).map({"index": index, "position": position})
-  single = pipeline.TrainCrop(augmentation)
-  for i in range(4):
-    one = single.map({**split[int(index[i])], "position": int(position[i])})
-    for key in ("image", "label", "crop", "lighting"):
-      np.testing.assert_array_equal(batch[key][i], one[key])
-  assert not np.array_equal(batch["crop"][0], batch["crop"][2]) or not np.array_equal(
-      batch["lighting"][0], batch["lighting"][2])  # the same image, used twice: new draws
+  in_memory = pipeline.TrainBatch(augmentation, sources.Split(stored, labels), 3)
+  files = pipeline.TrainBatch(augmentation, sources.FileSplit(tuple(paths), labels), 3)
+  batch = {"index": np.array([4, 0, 4, 2, 5]), "position": np.arange(100, 105)}
+  want, got = in_memory.map(batch), files.map(batch)
+  for key in ("image", "label", "crop", "lighting"):
+    np.testing.assert_array_equal(got[key][:4], want[key][:4])
+  assert got["skipped"].tolist()[:4] == [0, 0, 0, 0] and got["skipped"][4] >= 1
+  stand_in = int(got["label"][4])  # labels are the indices: the image that stood in
+  assert stand_in != 5
+  assert augmentation.stand_ins(104, 6, 32)[got["skipped"][4] - 1] == stand_in
+  top, left, _ = got["crop"][4]
+  np.testing.assert_array_equal(got["image"][4], stored[stand_in, top:top + 6, left:left + 6])
+  assert not np.array_equal(want["crop"][0], want["crop"][2]) or not np.array_equal(
+      want["lighting"][0], want["lighting"][2])  # the same image, used twice: new draws
 
 
 def test_pca_lighting_adds_p_alpha_sqrt_lambda_with_alpha_of_std_0_1():
@@ -120,6 +130,18 @@ def _synthetic_config():
   config.data.update(dict(name="synthetic", image_size=36, batch_size=8, eval_batch_size=16,
                           synthetic_train_size=40, synthetic_eval_size=37))
   return config
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("pca_lighting", -0.1, "pca_lighting is the std"),
+    ("read_threads", -1, "read_threads and data.prefetch must be >= 0"),
+    ("mean", "median", "data.mean must be"),
+])
+def test_invalid_input_settings_are_one_line_errors(field, value, message):
+  config = _synthetic_config()
+  config.data[field] = value
+  with pytest.raises(UserError, match=message):
+    pipeline.build_input(config)
 
 
 def test_evaluation_counts_every_example_once_and_batches_are_full():
@@ -274,13 +296,15 @@ def test_image_folder_pipeline_is_deterministic_and_skips_bad_files(tmp_path):
   _image_folder(tmp_path)
   config = _folder_config(tmp_path)
   a, b = (pipeline.build_input(config) for _ in range(2))
-  for _ in range(5):  # 12 readable images, batches of 4: crosses an epoch
+  for _ in range(5):  # 15 files (3 unreadable), batches of 4: crosses an epoch
     x, y = next(a.train), next(b.train)
     assert x["image"].shape == (4, 32, 32, 3) and x["image"].dtype == np.uint8
     np.testing.assert_array_equal(x["image"], y["image"])
     np.testing.assert_array_equal(x["lighting"], y["lighting"])
   skipped = sum(int(next(a.train)["skipped"].sum()) for _ in range(30))
-  assert 27 <= skipped <= 33  # 3 unreadable files in each pass over 12 readable: 10 passes
+  # 8 passes over the 15 files meet the 3 unreadable ones 24 times, and some stand-ins (drawn
+  # from all 15) are unreadable too: ≈ 24 x 15/12 = 30.
+  assert 24 <= skipped <= 40
   batches = list(a.eval_batches(True))
   assert sum(int(b["mask"].sum()) for b in batches) == 6
   assert sum(int(b["skipped"].sum()) for b in batches) == 1

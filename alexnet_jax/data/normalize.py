@@ -1,9 +1,10 @@
 """The device half of §2's preprocessing: uint8 crops to centred float images, inside the step.
 
-The input workers send uint8 crops with their boxes (top, left, mirrored) and the PCA lighting
-shift (§4.1); here each crop loses the matching, equally mirrored patch of the training set's
-mean image, gains its lighting shift, and is scaled by `pixel_scale`. Moving this off the host
-keeps the host→device traffic at one byte per pixel.
+The input workers send unmirrored uint8 crops with their boxes (top, left, mirrored) and the
+PCA lighting shift (§4.1); here each crop loses the matching patch of the training set's mean
+image, is mirrored when its box says so, gains its lighting shift, and is scaled by
+`pixel_scale`. Moving this off the host keeps the host→device traffic at one byte per pixel
+and the host's work at a decode and one contiguous copy per image.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ def normalize(batch: dict, mean: jax.Array, pixel_scale: float) -> jax.Array:
   lead, (h, w, c) = images.shape[:-3], images.shape[-3:]
   crops = batch["crop"].reshape(-1, 3)
 
-  def mean_patch(crop):
-    patch = jax.lax.dynamic_slice(mean, (crop[0], crop[1], 0), (h, w, c))
-    return jnp.where(crop[2] > 0, patch[:, ::-1], patch)
+  def centre(image, crop):
+    centred = image.astype(jnp.float32) - jax.lax.dynamic_slice(mean, (crop[0], crop[1], 0),
+                                                                (h, w, c))
+    return jnp.where(crop[2] > 0, centred[:, ::-1], centred)
 
-  centred = images.reshape(-1, h, w, c).astype(jnp.float32) - jax.vmap(mean_patch)(crops)
+  centred = jax.vmap(centre)(images.reshape(-1, h, w, c), crops)
   if "lighting" in batch:
     centred = centred + batch["lighting"].reshape(-1, 1, 1, c)
   return (centred * pixel_scale).reshape(*lead, h, w, c)

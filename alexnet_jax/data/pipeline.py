@@ -1,16 +1,17 @@
 """grain pipelines: the paper's preprocessing and augmentation (§2, §4.1), exact evaluation.
 
 Records become uint8 images at the stored size (decoded in the input workers when the source
-holds files). Training takes a random crop (§4.1: 224 of 256), mirrors it with probability 1/2
-and draws the PCA lighting coefficients α ~ N(0, σ) once per image each time it is used. The
-batches stay uint8 up to the device: `crop` (top, left, mirrored) and `lighting` travel with
-them, and `data.normalize` subtracts the matching patch of the mean image (§2) and adds the
-lighting inside the jitted step. Unreadable images are dropped and counted (`skipped`).
-Evaluation: the centre crop, or the ten crops of §4.1 (four corners, centre, and their
-mirrors); the last batch is padded and masked so that every example counts once. The shuffle
-is grain's (seeded) and every augmentation draw a hash of the seed and the record's position
-in the training sequence (`Augmentation`), so a seed fixes the batches and a restored iterator
-continues exactly.
+holds files). Training takes a random crop (§4.1: 224 of 256), decides a horizontal mirror
+with probability 1/2 and draws the PCA lighting coefficients α ~ N(0, σ) once per image each
+time it is used. The batches stay uint8 up to the device: `crop` (top, left, mirrored) and
+`lighting` travel with the unmirrored crops, and `data.normalize` subtracts the matching patch
+of the mean image (§2), mirrors and adds the lighting inside the jitted step. A whole batch
+is read, decoded and cropped per task (`TrainBatch`). Unreadable images are counted
+(`skipped`) and replaced in training, dropped in evaluation. Evaluation: the centre crop, or
+the ten crops of §4.1 (four corners, centre, and their mirrors); the last batch is padded and
+masked so that every example counts once. The shuffle is grain's (seeded) and every
+augmentation draw a hash of the seed and the record's position in the training sequence
+(`Augmentation`), so a seed fixes the batches and a restored iterator continues exactly.
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ def crop_boxes(size: int, crop: int) -> list[tuple[int, int]]:
 
 
 def _uniforms(seed: int, positions: np.ndarray, streams: int) -> np.ndarray:
-  """Uniform [0, 1) numbers [n, streams], independent per (position, stream): splitmix64 of
-  (seed, position, stream)."""
+  """Uniform [0, 1) numbers [n, streams], independent per (position, stream < 64): splitmix64
+  of (seed, position, stream)."""
   key = np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
   z = (np.asarray(positions, np.uint64)[:, None] * np.uint64(64)
        + np.arange(streams, dtype=np.uint64)[None, :] + key)
@@ -95,53 +96,74 @@ class Augmentation:
       lighting = (alpha @ self.lighting_scale.T).astype(np.float32)
     return np.stack([top, left, mirrored], -1), lighting
 
-  def patch(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """The crop `box` (top, left, mirrored) of a stored image, as a view."""
-    top, left, mirrored = (int(v) for v in box)
-    patch = image[top:top + self.crop, left:left + self.crop]
-    return patch[:, ::-1] if mirrored else patch
+  def stand_ins(self, position: int, count: int, attempts: int) -> np.ndarray:
+    """Record indices [attempts] in [0, count) to use, in turn, when the record at `position`
+    is unreadable."""
+    channels = self.lighting_scale.shape[0]
+    first = 3 + 2 * channels  # the streams after `draws`'
+    u = _uniforms(self.seed, np.array([position]), first + attempts)[0, first:]
+    return np.minimum(u * count, count - 1).astype(np.int64)
 
 
-class TrainCrop(grain.transforms.Map):
-  """One decoded record {'image', 'label', 'position'} -> its §4.1 training crop."""
+class TrainBatch(grain.transforms.Map):
+  """A batch {'index': [b], 'position': [b]} of the training sequence -> its §4.1 crops, cut
+  into one uint8 array. In-memory images are cropped straight out of the split's array; image
+  files are read and decoded one by one (`images.decode`), and an unreadable one is logged,
+  counted in 'skipped' and replaced by another image drawn from the hash of its position, so
+  batches stay full and depend on nothing but the seed."""
 
-  def __init__(self, augmentation: Augmentation):
-    self.augmentation = augmentation
+  MAX_ATTEMPTS = 32
 
-  def map(self, record):
-    boxes, lighting = self.augmentation.draws(np.array([record["position"]]))
-    return {"image": self.augmentation.patch(record["image"], boxes[0]),  # batching copies
-            "label": np.int32(record["label"]), "crop": boxes[0], "lighting": lighting[0],
-            "skipped": np.int32(0)}
+  def __init__(self, augmentation: Augmentation, split, channels: int):
+    self.augmentation, self.split, self.channels = augmentation, split, channels
 
-
-class TrainCropBatch(grain.transforms.Map):
-  """A batch {'index': [b], 'position': [b]} of an in-memory split -> the batch of §4.1 crops,
-  cut straight out of the split's image array (no per-record work but the copies)."""
-
-  def __init__(self, augmentation: Augmentation, split: sources.Split):
-    self.augmentation, self.split = augmentation, split
+  def _decoded(self, index: int, position: int) -> tuple[np.ndarray, int, int]:
+    """(stored image, label, unreadable images met) for the file record at `position`."""
+    stand_ins = None
+    for attempt in range(self.MAX_ATTEMPTS):
+      record = self.split[index]
+      try:
+        return (images.decode(record["encoded"], self.augmentation.stored, self.channels),
+                record["label"], attempt)
+      except images.UnreadableImage as e:
+        images.SKIPPED.skip(record.get("name", "?"), str(e))
+      if stand_ins is None:
+        stand_ins = self.augmentation.stand_ins(position, len(self.split), self.MAX_ATTEMPTS)
+      index = int(stand_ins[attempt])
+    raise UserError(f"{self.MAX_ATTEMPTS} unreadable images in a row for one training example: "
+                    "is the dataset damaged?")
 
   def map(self, batch):
-    index = np.asarray(batch["index"])
-    boxes, lighting = self.augmentation.draws(batch["position"])
-    aug, stored = self.augmentation, self.split.images
-    out = np.empty((len(index), aug.crop, aug.crop, stored.shape[-1]), np.uint8)
-    for i, (row, box) in enumerate(zip(index, boxes)):
-      out[i] = aug.patch(stored[row], box)
-    return {"image": out, "label": self.split.labels[index].astype(np.int32), "crop": boxes,
-            "lighting": lighting, "skipped": np.zeros(len(index), np.int32)}
+    index, positions = np.asarray(batch["index"]), np.asarray(batch["position"])
+    boxes, lighting = self.augmentation.draws(positions)
+    c = self.augmentation.crop
+    out = np.empty((len(index), c, c, self.channels), np.uint8)
+    skipped = np.zeros(len(index), np.int32)
+    # Patches are copied unmirrored: the step mirrors (`data.normalize`), a copy NumPy makes
+    # 15x slower on the host.
+    if not self.split.encoded:
+      stored = self.split.images
+      for i, (row, (top, left, _)) in enumerate(zip(index.tolist(), boxes.tolist())):
+        out[i] = stored[row, top:top + c, left:left + c]
+      labels = self.split.labels[index].astype(np.int32)
+    else:
+      labels = np.empty(len(index), np.int32)
+      for i, (row, position, (top, left, _)) in enumerate(
+          zip(index.tolist(), positions.tolist(), boxes.tolist())):
+        image, labels[i], skipped[i] = self._decoded(row, position)
+        out[i] = image[top:top + c, left:left + c]
+    return {"image": out, "label": labels, "crop": boxes, "lighting": lighting,
+            "skipped": skipped}
 
 
-def _with_position(position: int, record):
-  """Tags a training record (or a bare index) with its position in the training sequence."""
-  if isinstance(record, dict):
-    return {**record, "position": position}
-  return {"index": record, "position": position}
+def _with_position(position: int, index: int) -> dict:
+  """Tags a record index with its position in the training sequence."""
+  return {"index": index, "position": position}
 
 
 class EvalCrops(grain.transforms.Map):
-  """The centre crop [h,w,c], or the ten §4.1 crops [10,h,w,c], with their `crop` boxes."""
+  """The centre crop [h,w,c], or the ten §4.1 crops [10,h,w,c], with their `crop` boxes (the
+  last five are the first five again, to be mirrored by the step)."""
 
   def __init__(self, crop: int, ten_crop: bool):
     self.crop, self.ten_crop = crop, ten_crop
@@ -154,8 +176,7 @@ class EvalCrops(grain.transforms.Map):
       return {"image": np.ascontiguousarray(image[top:top + c, left:left + c]),
               "label": np.int32(record["label"]), "crop": np.array([top, left, 0], np.int32),
               "skipped": np.int32(0)}
-    patches = [image[t:t + c, l:l + c] for t, l in boxes]
-    patches += [p[:, ::-1] for p in patches]
+    patches = [image[t:t + c, l:l + c] for t, l in boxes] * 2
     crops = [(t, l, 0) for t, l in boxes] + [(t, l, 1) for t, l in boxes]
     return {"image": np.stack(patches), "label": np.int32(record["label"]),
             "crop": np.asarray(crops, np.int32), "skipped": np.int32(0)}
@@ -255,8 +276,12 @@ def _records(config, split, process_index: int = 0, process_count: int = 1) -> g
 
 
 def _read_options(data) -> grain.ReadOptions:
-  return grain.ReadOptions(num_threads=data.read_threads,
-                           prefetch_buffer_size=max(data.prefetch, data.read_threads))
+  """`data.read_threads` (0: one per CPU core) and `data.prefetch` as grain's read options."""
+  if data.read_threads < 0 or data.prefetch < 0:
+    raise UserError(f"data.read_threads and data.prefetch must be >= 0, got "
+                    f"{data.read_threads} and {data.prefetch}")
+  threads = data.read_threads or os.cpu_count() or 1
+  return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(data.prefetch, threads))
 
 
 def stored_images(config, split, limit: int, batch: int = 256) -> Iterator[np.ndarray]:
@@ -300,20 +325,20 @@ def dataset_stats(config, train) -> Stats:
 
 # ----------------------------------------------------------------------------- pipelines
 
-def _batched(records: grain.MapDataset, batch: int, may_skip: bool, read: grain.ReadOptions, *,
-             drop_remainder: bool) -> grain.IterDataset:
-  """Batches of records. Records of image files may be None (unreadable): those are dropped
-  after the reader threads and counted (`_CountSkipped`); in-memory records never are, and are
-  batched before the reader threads (one task per batch, not per record: 5x less overhead)."""
+def _eval_batches(records: grain.MapDataset, batch: int, may_skip: bool,
+                  read: grain.ReadOptions) -> grain.IterDataset:
+  """Batches of evaluation records, the last one short. Records of image files may be None
+  (unreadable): those are dropped after the reader threads and counted (`_CountSkipped`);
+  in-memory records never are, and are batched before the reader threads (one task per batch,
+  not per record: 5x less overhead)."""
   if may_skip:
-    return _CountSkipped(records.to_iter_dataset(read, allow_nones=True)).batch(
-        batch, drop_remainder=drop_remainder)
-  return records.batch(batch, drop_remainder=drop_remainder).to_iter_dataset(read)
+    return _CountSkipped(records.to_iter_dataset(read, allow_nones=True)).batch(batch)
+  return records.batch(batch).to_iter_dataset(read)
 
 
-def train_position(split, local_batch: int, step: int) -> dict:
-  """The training iterator's state after `step` batches (when no image was skipped)."""
-  return {"next_index": step * local_batch if split.encoded else step}
+def train_position(step: int) -> dict:
+  """The training iterator's state after `step` batches."""
+  return {"next_index": step}
 
 
 def stored_size(config, split) -> int:
@@ -323,23 +348,20 @@ def stored_size(config, split) -> int:
 
 def train_dataset(config, split, stats: Stats, local_batch: int, process_index: int = 0,
                   process_count: int = 1) -> grain.IterDataset:
-  """Endless shuffled training batches, this process's share of each global batch (decoded and
-  augmented in `data.workers` processes when > 0). In-memory splits shuffle indices and crop
-  whole batches at once (`TrainCropBatch`); image files are decoded and cropped per record."""
+  """Endless shuffled training batches, this process's share of each global batch: grain
+  shuffles record indices, batches them, and `TrainBatch` reads, decodes and crops a whole
+  batch per task (in `data.read_threads` threads, and `data.workers` processes when > 0)."""
   data = config.data
   augmentation = Augmentation(stored_size(config, split), config.model.input_size,
                               bool(data.flip), float(data.pca_lighting), stats.lighting_scale,
                               int(config.seed))
-  records = grain.MapDataset.range(len(split)) if not split.encoded else _records(config, split)
-  records = records.seed(config.seed).shuffle().repeat().map_with_index(_with_position)
+  records = (grain.MapDataset.range(len(split)).seed(config.seed).shuffle().repeat()
+             .map_with_index(_with_position))
   if process_count > 1:
     records = _ProcessShare(records, local_batch, process_index, process_count)
-  if split.encoded:
-    batches = _batched(records.map(TrainCrop(augmentation)), local_batch, True,
-                       _read_options(data), drop_remainder=True)
-  else:
-    batches = records.batch(local_batch, drop_remainder=True).map(
-        TrainCropBatch(augmentation, split)).to_iter_dataset(_read_options(data))
+  batches = (records.batch(local_batch, drop_remainder=True)
+             .map(TrainBatch(augmentation, split, config.model.in_channels))
+             .to_iter_dataset(_read_options(data)))
   if data.workers > 0:
     batches = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.workers))
   return batches
@@ -381,8 +403,8 @@ def build_input(config, *, process_index: int = 0, process_count: int = 1) -> In
   eval_steps = math.ceil(math.ceil(len(test) / process_count) / local_eval_batch)
 
   def eval_batches(ten_crop: bool) -> Iterator[dict]:
-    batches = iter(_batched(local_test.map(EvalCrops(crop, ten_crop)), local_eval_batch,
-                            test.encoded, read, drop_remainder=False))
+    batches = iter(_eval_batches(local_test.map(EvalCrops(crop, ten_crop)), local_eval_batch,
+                                 test.encoded, read))
     views = (10,) if ten_crop else ()
     for _ in range(eval_steps):
       batch = next(batches, None)
@@ -402,4 +424,4 @@ def build_input(config, *, process_index: int = 0, process_count: int = 1) -> In
   return Input(train=iter(train_ds), eval_batches=eval_batches, num_train=len(train),
                num_eval=len(test), num_classes=model.num_classes,
                image_shape=(crop, crop, model.in_channels), class_names=class_names, stats=stats,
-               train_position=lambda step: train_position(train, local_batch, step))
+               train_position=train_position)
