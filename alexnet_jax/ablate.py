@@ -19,6 +19,13 @@ iterations, those iterations and their ratio (the paper: six times fewer with Re
 CIFAR-10), in DIR/figure1/figure1.{md,csv,png}. Training error is the train loop's, averaged
 over each log interval (random crops and flips included).
 
+  python -m alexnet_jax.ablate precision --config=... --seeds=3 --workdir=DIR
+
+trains the baseline with float32 and with bfloat16 compute (parameters and optimizer state
+float32 either way) for every seed and reports whether bfloat16's training-loss curve stays
+within float32's seed-to-seed spread (mean |gap| of the mean curves against the mean std over
+seeds), with the final test errors, in DIR/precision/precision.{md,csv,png}.
+
   python -m alexnet_jax.ablate columns --config=... --seeds=3 --workdir=DIR
 
 trains (or reuses) the two-column baseline of each seed in DIR/baseline/seed<k> and reports each
@@ -147,6 +154,17 @@ FIGURE1_OVERRIDES = {"model.dropout": 0.0, "optimizer.weight_decay": 0.0,
                      "eval.ten_crop_final": False}
 
 
+def train_curve(run_dir: str, key: str) -> list[tuple[int, float]]:
+  """(step, value) of the train loop's log intervals in `run_dir`, by step (a run resumed from a
+  checkpoint logs the steps after it again: the last record of a step counts)."""
+  from alexnet_jax import metrics
+
+  by_step = {r["step"]: r[key]
+             for r in metrics.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+             if r["split"] == "train" and key in r}
+  return sorted(by_step.items())
+
+
 def first_step_below(curve: list[tuple[int, float]], threshold: float) -> int | None:
   """The first logged step whose training error is at or under `threshold`."""
   return next((step for step, error in curve if error <= threshold), None)
@@ -155,8 +173,6 @@ def first_step_below(curve: list[tuple[int, float]], threshold: float) -> int | 
 def figure1(config_path: str, lrs: list[float], threshold: float, workdir: str,
             overrides: dict, log_every: int) -> dict:
   """ReLU and tanh, each over `lrs`; returns the summary (also written as md/csv/png)."""
-  from alexnet_jax import metrics
-
   runs = []
   for activation, variant in (("relu", ""), ("tanh", "tanh")):
     for lr in lrs:
@@ -164,9 +180,7 @@ def figure1(config_path: str, lrs: list[float], threshold: float, workdir: str,
       settings = {**FIGURE1_OVERRIDES, "optimizer.learning_rate": lr,
                   "log_every_steps": log_every, **overrides}
       run_one(config_path, variant, 0, run_dir, settings)
-      curve = [(r["step"], r["top1_error"])
-               for r in metrics.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
-               if r["split"] == "train"]
+      curve = train_curve(run_dir, "top1_error")
       runs.append({"activation": activation, "lr": lr, "curve": curve,
                    "steps_to_threshold": first_step_below(curve, threshold),
                    "final_train_error": curve[-1][1] if curve else float("nan")})
@@ -231,6 +245,88 @@ def _write_figure1(runs, relu, tanh, summary, out_dir) -> None:
   plt.close(fig)
 
 
+# ----------------------------------------------------------------------------- precision
+
+def precision(config_path: str, seeds: int, workdir: str, overrides: dict,
+              log_every: int) -> dict:
+  """float32 and bfloat16 compute (float32 parameters and optimizer state either way), each
+  seed: the training loss curves, bfloat16's gap to float32 against float32's seed-to-seed
+  spread, and the final test errors. Written to DIR/precision/precision.{md,csv,png}."""
+  curves, finals = {}, {}
+  for dtype in ("float32", "bfloat16"):
+    curves[dtype], finals[dtype] = [], []
+    for seed in range(seeds):
+      run_dir = os.path.join(workdir, "precision", dtype, f"seed{seed}")
+      result = run_one(config_path, "", seed, run_dir,
+                       {**overrides, "model.dtype": dtype, "log_every_steps": log_every})
+      curves[dtype].append(dict(train_curve(run_dir, "loss")))
+      split = "eval_10crop" if "eval_10crop" in result else "eval"
+      finals[dtype].append(100 * result[split]["top1_error"])
+  steps = sorted(set.intersection(*(set(c) for runs in curves.values() for c in runs)))
+  if not steps:
+    raise cli.UserError("the runs logged no common training steps: lower --log_every")
+  loss = {dtype: np.array([[c[step] for step in steps] for c in runs])
+          for dtype, runs in curves.items()}
+  gap = np.abs(loss["bfloat16"].mean(0) - loss["float32"].mean(0))
+  spread = loss["float32"].std(0, ddof=1) if seeds > 1 else None
+  summary = {"seeds": seeds, "steps": steps[-1], "points": len(steps),
+             "mean_abs_gap": float(gap.mean()), "max_abs_gap": float(gap.max()),
+             "mean_seed_spread": float(spread.mean()) if spread is not None else None,
+             "within_noise": bool(gap.mean() <= spread.mean()) if spread is not None else None,
+             **{f"final_loss_{d}": float(loss[d][:, -1].mean()) for d in loss},
+             **{f"test_top1_{d}": float(np.mean(v)) for d, v in finals.items()},
+             **{f"test_top1_std_{d}": float(np.std(v, ddof=1)) if seeds > 1 else 0.0
+                for d, v in finals.items()}}
+  _write_precision(steps, loss, spread, summary, os.path.join(workdir, "precision"))
+  return summary
+
+
+def _write_precision(steps, loss, spread, summary, out_dir) -> None:
+  with open(os.path.join(out_dir, "precision.csv"), "w", newline="", encoding="utf-8") as f:
+    writer = csv.writer(f)
+    writer.writerow(["step", "float32_mean", "float32_std", "bfloat16_mean", "bfloat16_std"])
+    ddof = 1 if summary["seeds"] > 1 else 0
+    for i, step in enumerate(steps):
+      writer.writerow([step] + [f"{v:.6f}" for d in ("float32", "bfloat16")
+                                for v in (loss[d][:, i].mean(), loss[d][:, i].std(ddof=ddof))])
+  s = summary
+  verdict = ("not decided: one seed gives no seed-to-seed spread (use --seeds >= 2)"
+             if s["within_noise"] is None else
+             f"{'yes' if s['within_noise'] else 'no'}: bfloat16's mean |gap| to float32, "
+             f"{s['mean_abs_gap']:.4f}, against float32's mean seed-to-seed std, "
+             f"{s['mean_seed_spread']:.4f}")
+  lines = [f"Training loss, float32 against bfloat16 compute (float32 parameters and optimizer "
+           f"state), {s['seeds']} seed(s), {s['points']} logged points up to step {s['steps']}.",
+           "", "| compute | final training loss | test top-1 error (%) |", "|---|---|---|"]
+  for d in ("float32", "bfloat16"):
+    lines.append(f"| {d} | {s[f'final_loss_{d}']:.4f} | {s[f'test_top1_{d}']:.2f} ± "
+                 f"{s[f'test_top1_std_{d}']:.2f} |")
+  lines += ["", f"Largest |gap| between the mean curves: {s['max_abs_gap']:.4f}.",
+            f"Within noise (the change of precision moves the curve less than a change of seed "
+            f"does): {verdict}."]
+  with open(os.path.join(out_dir, "precision.md"), "w", encoding="utf-8") as f:
+    f.write("\n".join(lines) + "\n")
+
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for d, colour in (("float32", "k"), ("bfloat16", "tab:orange")):
+    mean = loss[d].mean(0)
+    ax.plot(steps, mean, color=colour, label=d)
+    if spread is not None:
+      std = loss[d].std(0, ddof=1)
+      ax.fill_between(steps, mean - std, mean + std, color=colour, alpha=0.2, lw=0)
+  ax.set_xlabel("iterations")
+  ax.set_ylabel("training loss (mean over seeds ± std)")
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(os.path.join(out_dir, "precision.png"), dpi=100)
+  plt.close(fig)
+
+
 # ----------------------------------------------------------------------------- columns
 
 def column_specialisation(config_path: str, seeds: int, workdir: str, overrides: dict,
@@ -288,9 +384,9 @@ def _overrides() -> dict:
 
 def main(argv):
   command = argv[1] if len(argv) > 1 else "study"
-  if len(argv) > 2 or command not in ("study", "figure1", "columns"):
-    raise cli.UserError("usage: python -m alexnet_jax.ablate [figure1|columns] --config=... "
-                        "--workdir=...")
+  if len(argv) > 2 or command not in ("study", "figure1", "columns", "precision"):
+    raise cli.UserError("usage: python -m alexnet_jax.ablate [figure1|columns|precision] "
+                        "--config=... --workdir=...")
   cli.log_our_info()
   if FLAGS.seeds < 1:
     raise cli.UserError("--seeds must be >= 1")
@@ -305,6 +401,10 @@ def main(argv):
     summary = figure1(FLAGS.config, lrs, FLAGS.threshold, FLAGS.workdir, _overrides(),
                       FLAGS.log_every)
     print(json.dumps(summary))
+    return
+  if command == "precision":
+    print(json.dumps(precision(FLAGS.config, FLAGS.seeds, FLAGS.workdir, _overrides(),
+                               FLAGS.log_every)))
     return
   if command == "columns":
     print(json.dumps(column_specialisation(FLAGS.config, FLAGS.seeds, FLAGS.workdir,
@@ -343,7 +443,8 @@ if __name__ == "__main__":
                             "num_epochs=1 (applied to every run)")
   flags.DEFINE_string("lrs", "0.005,0.01,0.02,0.04", "figure1: learning rates to sweep")
   flags.DEFINE_float("threshold", 0.25, "figure1: training error to reach (Figure 1: 25 %)")
-  flags.DEFINE_integer("log_every", 20, "figure1: steps between points of the training curve")
+  flags.DEFINE_integer("log_every", 20, "figure1, precision: steps between points of the "
+                       "training curves")
   flags.DEFINE_float("margin", 0.2, "columns: relative gap in mean chroma that counts as one "
                      "column being the more colour-specific")
   cli.run(main, required_flags=("config", "workdir"))

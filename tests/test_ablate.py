@@ -91,3 +91,20 @@ def test_column_specialisation_needs_colour_and_reports_each_seed(tmp_path):
     assert s["colour_column"] in (0, 1) and 0.0 <= s["relative_gap"] <= 1.0
   table = (tmp_path / "columns.md").read_text()
   assert table.count("\n| ") >= 3 and "in every seed" in table
+
+
+def test_precision_compares_bfloat16_with_float32_against_the_seeds_spread(tmp_path):
+  workdir = str(tmp_path)
+  summary = ablate.precision("configs/tiny.py", 2, workdir, OVERRIDES, 1)
+  assert summary["seeds"] == 2 and summary["points"] == 2  # 32 images, batches of 16
+  assert summary["within_noise"] in (True, False) and summary["mean_seed_spread"] > 0
+  for dtype in ("float32", "bfloat16"):
+    with open(os.path.join(workdir, "precision", dtype, "seed1", "result.json")) as f:
+      assert f.read()
+  report = (tmp_path / "precision" / "precision.md").read_text()
+  assert "| bfloat16 |" in report and "Within noise" in report
+  with open(os.path.join(workdir, "precision", "precision.csv"), newline="") as f:
+    rows = list(csv.DictReader(f))
+  assert [int(r["step"]) for r in rows] == [1, 2]
+  with Image.open(os.path.join(workdir, "precision", "precision.png")) as png:
+    assert png.format == "PNG"
