@@ -4,7 +4,7 @@ The paper's recipe scaled to 28x28 grey images: images zero-padded to 32x32 (the
 §2's 256x256), random 28x28 crops and mirrors for training (§4.1's 224 of 256 is the same
 ratio, 0.875), the training set's mean image subtracted, LRN, overlapping pooling, dropout,
 two columns. Runs on 2 CPU cores in about 9 minutes (`bash launch/run.sh`): 89.70 % centre /
-90.04 % ten-crop test accuracy in 9 min 19 s (training is deterministic: the same figures on
+90.04 % ten-crop test accuracy in 8 min 37 s (training is deterministic: the same figures on
 every run; the time varies with the machine).
 """
 
