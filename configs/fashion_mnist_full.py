@@ -7,7 +7,7 @@ from configs import paper
 
 
 def get_config(variant: str = ""):
-  config = paper.get_config(variant)
+  config = paper.get_config()
   config.model.update(dict(num_classes=10, in_channels=1, dtype="bfloat16"))
   config.data.update(dict(name="fashion_mnist", data_dir="/usr/share/datasets/fashion-mnist",
                           image_size=256, eval_batch_size=500, pixel_scale=1.0 / 64,
@@ -19,4 +19,4 @@ def get_config(variant: str = ""):
   config.num_epochs = 30.0
   config.log_every_steps = 200
   config.checkpoint.every_steps = 5000
-  return config
+  return paper.apply_ablation(config, variant)

@@ -15,10 +15,10 @@ from configs import paper
 
 def get_config(variant: str = ""):
   conv6 = variant == "conv6"
-  config = paper.get_config("" if conv6 else variant)
+  config = paper.get_config()
   config.model.extra_conv6 = conv6
   config.init_from.new_layers = ("fc8", "conv6") if conv6 else ("fc8",)
   config.optimizer.learning_rate = 0.001
   config.schedule.update(dict(kind="steps", drop_epochs=(10.0,)))
   config.num_epochs = 15.0
-  return config
+  return paper.apply_ablation(config, "" if conv6 else variant)

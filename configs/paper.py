@@ -57,6 +57,10 @@ def model_config() -> ml_collections.ConfigDict:
 
 
 def apply_ablation(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+  """`config` with the variant `name` ('' for none) applied. Configs built on another apply it
+  last, after their own changes, so that no change of theirs undoes the ablation."""
+  if not name:
+    return config
   if name not in ABLATIONS:
     raise ValueError(f"unknown variant {name!r}; known: {', '.join(ABLATIONS)}")
   for path, value in ABLATIONS[name][1].items():
@@ -113,6 +117,4 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.stats_every_steps = 1000
   config.checkpoint = ml_collections.ConfigDict(dict(every_steps=2000, keep=3))
   config.stall = ml_collections.ConfigDict(dict(check_steps=2000, band=0.02))
-  if variant:
-    apply_ablation(config, variant)
-  return config
+  return apply_ablation(config, variant)

@@ -7,7 +7,7 @@ from configs import paper
 
 
 def get_config(variant: str = ""):
-  config = paper.get_config(variant)
+  config = paper.get_config()
   m = config.model
   m.lrn_alpha_over_size = True  # `scale /= size`: α/n = 2e-5 per term, k = 2.
   m.lrn_conv1_pre_relu = True  # conv1: LRN on the conv output, ReLU applied at the pool.
@@ -15,4 +15,4 @@ def get_config(variant: str = ""):
   m.init_std.update(dict(conv3=0.03, conv4=0.03, conv5=0.03))
   config.optimizer.decay_on = "kernels"  # wc on weights, no decay on biases (as Caffe)
   config.optimizer.bias_lr_multiplier = 2.0  # epsB = 0.02 = 2 x epsW
-  return config
+  return paper.apply_ablation(config, variant)

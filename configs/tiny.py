@@ -6,7 +6,7 @@ from configs import paper
 
 
 def get_config(variant: str = ""):
-  config = paper.get_config(variant)
+  config = paper.get_config()
   config.model.update(dict(
       num_classes=10,
       input_size=32,
@@ -15,4 +15,4 @@ def get_config(variant: str = ""):
       conv1_stride=1,
       fc_features=(256, 256),
   ))
-  return config
+  return paper.apply_ablation(config, variant)

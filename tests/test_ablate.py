@@ -108,3 +108,21 @@ def test_precision_compares_bfloat16_with_float32_against_the_seeds_spread(tmp_p
   assert [int(r["step"]) for r in rows] == [1, 2]
   with Image.open(os.path.join(workdir, "precision", "precision.png")) as png:
     assert png.format == "PNG"
+
+
+@pytest.mark.parametrize("name", ["paper", "paper_code", "tiny", "fashion_mnist",
+                                  "fashion_mnist_full", "finetune"])
+def test_every_config_keeps_every_ablation_it_is_asked_for(name):
+  """A config built on another applies the variant last: its own settings (fashion_mnist's
+  dropout 0.25, say) must not undo the ablation."""
+  from conftest import load_config
+
+  from configs import paper
+
+  base = load_config(name)
+  for variant, (_, overrides) in paper.ABLATIONS.items():
+    config = load_config(name, variant)
+    for path, value in overrides.items():
+      section, field = path.split(".")
+      assert config[section][field] == value, (name, variant, path)
+      assert base[section][field] != value, (name, variant, path)  # a change, not a no-op
