@@ -36,6 +36,7 @@ says), in DIR/columns.{md,json}. It needs a colour dataset.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
 import json
@@ -88,6 +89,28 @@ def run_one(config_path: str, variant: str, seed: int, workdir: str, overrides: 
   return result
 
 
+def _write_lines(path: str, lines: list[str]) -> None:
+  with open(path, "w", encoding="utf-8") as f:
+    f.write("\n".join(lines) + "\n")
+
+
+@contextlib.contextmanager
+def _figure(path: str, figsize: tuple[float, float] = (6, 4)):
+  """Yields the axes of a new figure, saved as a PNG at `path` when the block ends."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=figsize)
+  try:
+    yield ax
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+  finally:
+    plt.close(fig)
+
+
 def summarize(results: dict[str, list[dict]], split: str) -> list[dict]:
   """Rows of mean ± std test errors (in %) per variant, with deltas against the baseline."""
   def stats(name, key):
@@ -127,24 +150,15 @@ def write_report(rows: list[dict], workdir: str, split: str) -> None:
                  f"{r['top1_std']:.2f} | {r['top5']:.2f} ± {r['top5_std']:.2f} | "
                  f"{_fmt(r['delta_top1'], True)} | {_fmt(r['delta_top5'], True)} | "
                  f"{_fmt(r['paper_delta_top1'], True)} | {_fmt(r['paper_delta_top5'], True)} |")
-  with open(os.path.join(workdir, "ablations.md"), "w", encoding="utf-8") as f:
-    f.write("\n".join(lines) + "\n")
+  _write_lines(os.path.join(workdir, "ablations.md"), lines)
 
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, ax = plt.subplots(figsize=(1.2 * len(rows) + 2, 3.5))
-  ax.bar(range(len(rows)), [r["top1"] for r in rows], yerr=[r["top1_std"] for r in rows],
-         color=["tab:gray"] + ["tab:blue"] * (len(rows) - 1), capsize=4)
-  ax.set_xticks(range(len(rows)), [r["variant"] for r in rows], rotation=20)
-  ax.set_ylabel(f"test top-1 error (%), {split}")
-  low = min(r["top1"] - r["top1_std"] for r in rows)
-  ax.set_ylim(max(0.0, low - 2), None)
-  fig.tight_layout()
-  fig.savefig(os.path.join(workdir, "ablations.png"), dpi=100)
-  plt.close(fig)
+  with _figure(os.path.join(workdir, "ablations.png"), (1.2 * len(rows) + 2, 3.5)) as ax:
+    ax.bar(range(len(rows)), [r["top1"] for r in rows], yerr=[r["top1_std"] for r in rows],
+           color=["tab:gray"] + ["tab:blue"] * (len(rows) - 1), capsize=4)
+    ax.set_xticks(range(len(rows)), [r["variant"] for r in rows], rotation=20)
+    ax.set_ylabel(f"test top-1 error (%), {split}")
+    low = min(r["top1"] - r["top1_std"] for r in rows)
+    ax.set_ylim(max(0.0, low - 2), None)
 
 
 # ----------------------------------------------------------------------------- Figure 1
@@ -223,26 +237,17 @@ def _write_figure1(runs, relu, tanh, summary, out_dir) -> None:
   lines += ["", f"tanh / ReLU iterations: {ratio:.2f} (the paper: 6, CIFAR-10, 25 %)."
             if ratio else "tanh / ReLU iterations: not available (a network did not reach the "
             "threshold: train longer or raise --threshold)."]
-  with open(os.path.join(out_dir, "figure1.md"), "w", encoding="utf-8") as f:
-    f.write("\n".join(lines) + "\n")
+  _write_lines(os.path.join(out_dir, "figure1.md"), lines)
 
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, ax = plt.subplots(figsize=(6, 4))
-  for r, style in ((relu, "-"), (tanh, "--")):
-    steps, errors = zip(*r["curve"]) if r["curve"] else ((), ())
-    ax.plot(steps, [100 * e for e in errors], style, color="k",
-            label=f"{r['activation']} (ε = {r['lr']:g})")
-  ax.axhline(100 * threshold, color="tab:gray", lw=0.8)
-  ax.set_xlabel("iterations")
-  ax.set_ylabel("training error rate (%)")
-  ax.legend()
-  fig.tight_layout()
-  fig.savefig(os.path.join(out_dir, "figure1.png"), dpi=100)
-  plt.close(fig)
+  with _figure(os.path.join(out_dir, "figure1.png")) as ax:
+    for r, style in ((relu, "-"), (tanh, "--")):
+      steps, errors = zip(*r["curve"]) if r["curve"] else ((), ())
+      ax.plot(steps, [100 * e for e in errors], style, color="k",
+              label=f"{r['activation']} (ε = {r['lr']:g})")
+    ax.axhline(100 * threshold, color="tab:gray", lw=0.8)
+    ax.set_xlabel("iterations")
+    ax.set_ylabel("training error rate (%)")
+    ax.legend()
 
 
 # ----------------------------------------------------------------------------- precision
@@ -304,27 +309,18 @@ def _write_precision(steps, loss, spread, summary, out_dir) -> None:
   lines += ["", f"Largest |gap| between the mean curves: {s['max_abs_gap']:.4f}.",
             f"Within noise (the change of precision moves the curve less than a change of seed "
             f"does): {verdict}."]
-  with open(os.path.join(out_dir, "precision.md"), "w", encoding="utf-8") as f:
-    f.write("\n".join(lines) + "\n")
+  _write_lines(os.path.join(out_dir, "precision.md"), lines)
 
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, ax = plt.subplots(figsize=(6, 4))
-  for d, colour in (("float32", "k"), ("bfloat16", "tab:orange")):
-    mean = loss[d].mean(0)
-    ax.plot(steps, mean, color=colour, label=d)
-    if spread is not None:
-      std = loss[d].std(0, ddof=1)
-      ax.fill_between(steps, mean - std, mean + std, color=colour, alpha=0.2, lw=0)
-  ax.set_xlabel("iterations")
-  ax.set_ylabel("training loss (mean over seeds ± std)")
-  ax.legend()
-  fig.tight_layout()
-  fig.savefig(os.path.join(out_dir, "precision.png"), dpi=100)
-  plt.close(fig)
+  with _figure(os.path.join(out_dir, "precision.png")) as ax:
+    for d, colour in (("float32", "k"), ("bfloat16", "tab:orange")):
+      mean = loss[d].mean(0)
+      ax.plot(steps, mean, color=colour, label=d)
+      if spread is not None:
+        std = loss[d].std(0, ddof=1)
+        ax.fill_between(steps, mean - std, mean + std, color=colour, alpha=0.2, lw=0)
+    ax.set_xlabel("iterations")
+    ax.set_ylabel("training loss (mean over seeds ± std)")
+    ax.legend()
 
 
 # ----------------------------------------------------------------------------- columns
@@ -361,8 +357,7 @@ def column_specialisation(config_path: str, seeds: int, workdir: str, overrides:
                  f"{s['colour_column']} | {100 * s['relative_gap']:.1f} % |")
   lines += ["", f"One column more colour-specific by at least {100 * margin:g} % in every seed: "
             f"{'yes' if consistent else 'no'}."]
-  with open(os.path.join(workdir, "columns.md"), "w", encoding="utf-8") as f:
-    f.write("\n".join(lines) + "\n")
+  _write_lines(os.path.join(workdir, "columns.md"), lines)
   with open(os.path.join(workdir, "columns.json"), "w", encoding="utf-8") as f:
     json.dump(summary, f, indent=1)
   return summary
