@@ -85,7 +85,7 @@ class Augmentation:
     """(crop [n, 3] int32: top, left, mirrored; lighting [n, c] float32)."""
     positions = np.asarray(positions).reshape(-1)
     channels = self.lighting_scale.shape[0]
-    u = _uniforms(self.seed, positions, 3 + 2 * channels)
+    u = _uniforms(self.seed, positions, self._draw_streams)
     span = self.stored - self.crop + 1
     top, left = (np.minimum(u[:, k] * span, span - 1).astype(np.int32) for k in (0, 1))
     mirrored = (self.flip & (u[:, 2] < 0.5)).astype(np.int32)
@@ -96,11 +96,15 @@ class Augmentation:
       lighting = (alpha @ self.lighting_scale.T).astype(np.float32)
     return np.stack([top, left, mirrored], -1), lighting
 
+  @property
+  def _draw_streams(self) -> int:
+    """Uniforms per record in `draws`: top, left, mirror, and two per lighting normal."""
+    return 3 + 2 * self.lighting_scale.shape[0]
+
   def stand_ins(self, position: int, count: int, attempts: int) -> np.ndarray:
     """Record indices [attempts] in [0, count) to use, in turn, when the record at `position`
-    is unreadable."""
-    channels = self.lighting_scale.shape[0]
-    first = 3 + 2 * channels  # the streams after `draws`'
+    is unreadable (hash streams after those of `draws`)."""
+    first = self._draw_streams
     u = _uniforms(self.seed, np.array([position]), first + attempts)[0, first:]
     return np.minimum(u * count, count - 1).astype(np.int64)
 
@@ -116,17 +120,15 @@ class TrainBatch(grain.transforms.Map):
 
   def __init__(self, augmentation: Augmentation, split, channels: int):
     self.augmentation, self.split, self.channels = augmentation, split, channels
+    self._decode = images.Decode(augmentation.stored, channels)
 
   def _decoded(self, index: int, position: int) -> tuple[np.ndarray, int, int]:
     """(stored image, label, unreadable images met) for the file record at `position`."""
     stand_ins = None
     for attempt in range(self.MAX_ATTEMPTS):
-      record = self.split[index]
-      try:
-        return (images.decode(record["encoded"], self.augmentation.stored, self.channels),
-                record["label"], attempt)
-      except images.UnreadableImage as e:
-        images.SKIPPED.skip(record.get("name", "?"), str(e))
+      record = self._decode.map(self.split[index])  # None: unreadable, logged and counted
+      if record is not None:
+        return record["image"], record["label"], attempt
       if stand_ins is None:
         stand_ins = self.augmentation.stand_ins(position, len(self.split), self.MAX_ATTEMPTS)
       index = int(stand_ins[attempt])
