@@ -34,12 +34,10 @@ class Checkpoints:
       raise UserError(f"workdir {workdir} is not writable")
     self.workdir = workdir
     self.latest = ocp.CheckpointManager(
-        os.path.join(workdir, "checkpoints"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        os.path.join(workdir, "checkpoints"), options=_options("latest", keep),
         item_names=("state", "meta", "data"))
     self.best = ocp.CheckpointManager(
-        os.path.join(workdir, "best"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True),
+        os.path.join(workdir, "best"), options=_options("best", 1),
         item_names=("state", "meta"))
 
   def save(self, step: int, state, meta: dict, iterator: grain.DatasetIterator) -> None:
@@ -127,6 +125,15 @@ class Checkpoints:
   def close(self) -> None:
     self.latest.close()
     self.best.close()
+
+
+def _options(name: str, keep: int) -> ocp.CheckpointManagerOptions:
+  """Each manager's cross-process barriers get their own names: Orbax names them by step
+  alone, so the two managers writing the same step in background threads would meet at each
+  other's barriers (a multi-process run then aborted at exit, now and then)."""
+  return ocp.CheckpointManagerOptions(
+      max_to_keep=keep, create=True,
+      multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name))
 
 
 def abstract_like(tree):
