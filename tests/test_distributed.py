@@ -20,8 +20,16 @@ def two_processes(workdir, epochs):
       capture_output=True, text=True, cwd=ROOT, timeout=600,
       env=os.environ | {"PYTHON": sys.executable})
   logs = [open(os.path.join(workdir, f"process_{i}.log")).read() for i in (0, 1)]
-  assert result.returncode == 0, "".join(log[-1500:] for log in logs) + result.stderr[-1000:]
+  assert result.returncode == 0, ("\n".join(_why(i, log) for i, log in enumerate(logs))
+                                  + "\n" + result.stderr[-500:])
   return logs[0]
+
+
+def _why(process: int, log: str) -> str:
+  """A failed process's error and fatal lines (a C++ abort buries them under its stack dumps)
+  and the end of its log."""
+  errors = [line for line in log.splitlines() if line[:1] in "EF" and line[1:5].isdigit()]
+  return f"process {process}:\n" + "\n".join(errors[-5:]) + "\n..." + log[-800:]
 
 
 def params_at(workdir, step):
