@@ -127,13 +127,38 @@ def restore_params(step_dir: str, abstract_params) -> dict:
   return restored["params"]
 
 
+# Model fields added after checkpoints were first written, with the value every checkpoint
+# without them was trained with (before the field existed, dropout was the inverted form).
+_ADDED_MODEL_FIELDS = {"dropout_form": "inverted", "response_norm": False,
+                       "response_norm_size": 5, "response_norm_alpha": 1e-3,
+                       "response_norm_beta": 0.75}
+
+
+def saved_config(meta: dict, step_dir: str) -> ml_collections.ConfigDict:
+  """The config a checkpoint was trained with, completed for this version's model fields."""
+  config = ml_collections.ConfigDict(meta["config"])
+  model = config.model
+  if model.get("contrast_norm"):
+    raise UserError(f"{step_dir} was trained with the mean-subtracting contrast norm of earlier "
+                    "versions, which this version replaced by the 2012 code's response norm "
+                    "(docs/fidelity.md): it cannot be rebuilt; retrain it")
+  for name in [n for n in model if n.startswith("contrast_norm")]:
+    del model[name]
+  missing = {k: v for k, v in _ADDED_MODEL_FIELDS.items() if k not in model}
+  if "dropout_form" in missing and model.dropout > 0:
+    logging.info("%s predates model.dropout_form: restored with the inverted dropout it was "
+                 "trained with", step_dir)
+  model.update(missing)
+  return config
+
+
 def _restore_newest(candidates: list[str], mesh=None):
   """(step dir, meta, config, graphdef, params) of the first candidate that restores; a damaged
   one is reported and the next (older) tried."""
   for i, step_dir in enumerate(candidates):
     try:
       meta = read_meta(step_dir)
-      config = ml_collections.ConfigDict(meta["config"])
+      config = saved_config(meta, step_dir)
       graphdef, abstract = models.abstract_model(config.model, mesh=mesh or mesh_for(config))
       return step_dir, meta, config, graphdef, restore_params(step_dir, abstract)
     except UserError:
@@ -163,18 +188,30 @@ def load(workdir: str, *, step: int | None = None, best: bool = False) -> Traine
 def transfer(params: dict, init_from, mesh: jax.sharding.Mesh) -> dict:
   """Fine-tuning (Table 2, "*"): `params` (a fresh model's) with each layer of the
   `init_from.workdir` checkpoint copied in, except the layers in `init_from.new_layers` (fc8: a
-  head for the new classes) and layers the source lacks (conv6). Other shape mismatches are a
-  one-line error: the backbone must be the source's."""
+  head for the new classes; conv6 in configs/finetune.py:new_conv6). A layer that only one of
+  the two networks has, or of another shape, is a one-line error: the backbone must be the
+  source's (Table 2's conv6 route: the source was trained with conv6, configs/paper.py:conv6)."""
   candidates = checkpoint_dirs(init_from.workdir, step=int(init_from.step) or None,
                                best=bool(init_from.best))
   step_dir, _, _, _, source = _restore_newest(candidates, mesh)
+  new_layers = tuple(init_from.new_layers)
+  for name in source:
+    if name not in params:
+      raise UserError(
+          f"cannot fine-tune from {step_dir}: it has a {name} layer and this config does not"
+          + ("; set --config.model.extra_conv6=True (configs/finetune.py:conv6)"
+             if name == models.CONV6 else ""))
   out = {}
   for name, layer in params.items():
-    if name in init_from.new_layers or name not in source:
-      why = "a new layer" if name in init_from.new_layers else "not in the source"
-      logging.info("fine-tuning: %s initialised afresh (%s)", name, why)
+    if name in new_layers:
+      logging.info("fine-tuning: %s initialised afresh (a new layer)", name)
       out[name] = layer
       continue
+    if name not in source:
+      raise UserError(
+          f"cannot fine-tune from {step_dir}: it has no {name} layer to copy; train the source "
+          f"with it (configs/paper.py:conv6, the paper's route) or add {name} to "
+          "init_from.new_layers (configs/finetune.py:new_conv6)")
     for key in layer:
       if source[name][key].shape != layer[key].shape:
         raise UserError(

@@ -37,6 +37,11 @@ CAPTURED = ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool
 # Table 2's "extra sixth convolutional layer over the last pooling layer" (3x3, own column,
 # as wide as conv5), present when `extra_conv6` is set: between pool5 and fc6.
 CONV6 = "conv6"
+# §4.2's dropout: 'paper' zeroes units with probability p in training and multiplies every
+# output by 1 - p at test time (the paper, the 2012 code); 'inverted' divides the kept units by
+# 1 - p in training and is the identity at test time (Caffe, PyTorch, Flax).
+DROPOUT_FORMS = ("paper", "inverted")
+DROPPED = ("fc6", "fc7")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,14 +65,14 @@ class AlexNetSpec:
   lrn_beta: float = 0.75
   lrn_alpha_over_size: bool = False
   lrn_conv1_pre_relu: bool = False
-  contrast_norm: bool = False
-  contrast_norm_size: int = 5
-  contrast_norm_k: float = 1.0
-  contrast_norm_alpha: float = 1e-3
-  contrast_norm_beta: float = 0.75
+  response_norm: bool = False
+  response_norm_size: int = 5
+  response_norm_alpha: float = 1e-3
+  response_norm_beta: float = 0.75
   pool_window: int = 3
   pool_stride: int = 2
   dropout: float = 0.5
+  dropout_form: str = "paper"
   init_std: tuple[tuple[str, float], ...] = tuple((n, 0.01) for n in LAYERS)
   init_bias: tuple[tuple[str, float], ...] = (
       ("conv1", 0.0), ("conv2", 1.0), ("conv3", 0.0), ("conv4", 1.0),
@@ -90,12 +95,11 @@ class AlexNetSpec:
         lrn_k=float(c.lrn_k), lrn_alpha=float(c.lrn_alpha), lrn_beta=float(c.lrn_beta),
         lrn_alpha_over_size=bool(c.lrn_alpha_over_size),
         lrn_conv1_pre_relu=bool(c.lrn_conv1_pre_relu),
-        contrast_norm=bool(c.contrast_norm), contrast_norm_size=int(c.contrast_norm_size),
-        contrast_norm_k=float(c.contrast_norm_k),
-        contrast_norm_alpha=float(c.contrast_norm_alpha),
-        contrast_norm_beta=float(c.contrast_norm_beta),
+        response_norm=bool(c.response_norm), response_norm_size=int(c.response_norm_size),
+        response_norm_alpha=float(c.response_norm_alpha),
+        response_norm_beta=float(c.response_norm_beta),
         pool_window=int(c.pool_window), pool_stride=int(c.pool_stride),
-        dropout=float(c.dropout),
+        dropout=float(c.dropout), dropout_form=str(c.dropout_form),
         init_std=tuple((n, float(c.init_std.get(n, 0.01))) for n in LAYERS + (CONV6,)),
         init_bias=tuple((n, float(c.init_bias.get(n, 1.0))) for n in LAYERS + (CONV6,)),
         dtype=str(c.dtype), param_dtype=str(c.param_dtype))
@@ -116,9 +120,11 @@ class AlexNetSpec:
       bad(f"activation must be 'relu' or 'tanh', got {self.activation!r}")
     if not 0.0 <= self.dropout < 1.0:
       bad(f"dropout must be in [0, 1), got {self.dropout}")
+    if self.dropout_form not in DROPOUT_FORMS:
+      bad(f"dropout_form must be one of {', '.join(DROPOUT_FORMS)}, got {self.dropout_form!r}")
     if self.num_classes < 2:
       bad(f"num_classes must be >= 2, got {self.num_classes}")
-    for name, size in (("lrn_size", self.lrn_size), ("contrast_norm_size", self.contrast_norm_size)):
+    for name, size in (("lrn_size", self.lrn_size), ("response_norm_size", self.response_norm_size)):
       if size < 1 or size % 2 == 0:
         bad(f"{name} must be a positive odd number, got {size}")
     for name in (self.dtype, self.param_dtype):
@@ -242,10 +248,11 @@ class AlexNet(nnx.Module):
 
   def __call__(self, images: jax.Array, *, dropout_key: jax.Array | None = None,
                capture: bool = False):
-    """Logits (float32) for NHWC `images`; dropout when `dropout_key` is given.
+    """Logits (float32) for NHWC `images`: training-time dropout when `dropout_key` is given,
+    test-time dropout (`dropout_form`) otherwise.
 
     With `capture=True` also returns {name: activation} for `CAPTURED` (channels in column
-    order: column 0's maps first).
+    order: column 0's maps first; fc6 and fc7 after the ReLU, before dropout).
     """
     spec = self.spec
     expected = (spec.input_size, spec.input_size, spec.in_channels)
@@ -257,20 +264,23 @@ class AlexNet(nnx.Module):
     return (logits, captured) if capture else logits
 
 
+def dropout_masks(spec: AlexNetSpec, key: jax.Array, batch: int) -> dict[str, jax.Array]:
+  """§4.2's keep-masks {fc6, fc7: bool [batch, all columns' units]}, each unit kept with
+  probability 1 - `spec.dropout`. Drawn at the global batch shape, so the same key drops the
+  same units whatever the mesh."""
+  keys = jax.random.split(key, len(DROPPED))
+  return {name: jax.random.bernoulli(k, 1.0 - spec.dropout,
+                                     (batch, spec.columns * spec.widths[name]))
+          for name, k in zip(DROPPED, keys)}
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _forward(spec: AlexNetSpec, mesh: jax.sharding.Mesh, capture: bool, images, params,
              dropout_key):
-  """The `shard_map` over ('data', 'model'); jitted so that eager calls compile once.
-
-  Dropout keep-masks (§4.2) are drawn at the global batch shape outside the `shard_map`, so
-  the same key drops the same units whatever the mesh.
-  """
+  """The `shard_map` over ('data', 'model'); jitted so that eager calls compile once."""
   masks = None
   if dropout_key is not None and spec.dropout > 0:
-    keys = jax.random.split(dropout_key)
-    masks = {name: jax.random.bernoulli(key, 1.0 - spec.dropout,
-                                        (images.shape[0], spec.columns * spec.widths[name]))
-             for name, key in zip(("fc6", "fc7"), keys)}
+    masks = dropout_masks(spec, dropout_key, images.shape[0])
   param_specs = {n: (P(MODEL), P() if n == "fc8" else P(MODEL)) for n in spec.layers}
   mask_specs = None if masks is None else {n: P(DATA, MODEL) for n in masks}
   captured_specs = {n: P(DATA, *([None] * (0 if n.startswith("fc") else 2)), MODEL)
@@ -289,8 +299,8 @@ def _column_forward(spec: AlexNetSpec, x, params, masks, capture: bool):
   The local columns' maps are kept side by side on the channel axis (column 0's first), so
   layers that see every column (conv1, conv3, fc6-fc8) are one convolution or matmul with the
   columns' kernels concatenated. Layers that see only their own column (conv2, conv4, conv5)
-  run one plain convolution per column: a grouped convolution is slower on the H100 (NOTES.md)
-  and 4x slower fwd+bwd on XLA's CPU backend (measured on the tiny net).
+  run one plain convolution per column: a grouped convolution is slower, on the GPU and on
+  XLA's CPU backend (docs/performance.md).
   """
   dtype = jnp.dtype(spec.dtype)
   local = params["conv1"][0].shape[0]  # columns on this device
@@ -310,10 +320,10 @@ def _column_forward(spec: AlexNetSpec, x, params, masks, capture: bool):
 
   def conv2_norm(h):
     h = norm(h)
-    if not spec.contrast_norm:  # 2012 code only: a spatial contrast norm after conv2's LRN.
+    if not spec.response_norm:  # 2012 code only: a spatial response norm after conv2's LRN.
       return h
-    return ops.contrast_norm(h, size=spec.contrast_norm_size, k=spec.contrast_norm_k,
-                             alpha=spec.contrast_norm_alpha, beta=spec.contrast_norm_beta)
+    return ops.response_norm(h, size=spec.response_norm_size, alpha=spec.response_norm_alpha,
+                             beta=spec.response_norm_beta)
 
   def pool(h):
     return ops.max_pool(h, window=spec.pool_window, stride=spec.pool_stride)
@@ -351,9 +361,13 @@ def _column_forward(spec: AlexNetSpec, x, params, masks, capture: bool):
     return h @ joined(kernel) + bias.reshape(-1).astype(dtype)
 
   def dropout(name, h):
-    if masks is None:
-      return h
-    return jnp.where(masks[name], h / (1.0 - spec.dropout), jnp.zeros_like(h))
+    keep = 1.0 - spec.dropout
+    if masks is not None:  # training
+      kept = h / keep if spec.dropout_form == "inverted" else h
+      return jnp.where(masks[name], kept, jnp.zeros_like(h))
+    if spec.dropout_form == "paper" and spec.dropout > 0:  # test time: every unit x (1 - p)
+      return h * jnp.asarray(keep, h.dtype)
+    return h
 
   def record(name, h):
     if capture:
@@ -378,8 +392,8 @@ def _column_forward(spec: AlexNetSpec, x, params, masks, capture: bool):
   if spec.extra_conv6:
     h = record(CONV6, act(conv(CONV6, h, own_column=True)))
   full = meet(h)
-  h = record("fc6", dropout("fc6", act(dense("fc6", full.reshape(full.shape[0], -1)))))
-  h = record("fc7", dropout("fc7", act(dense("fc7", meet(h)))))
+  h = dropout("fc6", record("fc6", act(dense("fc6", full.reshape(full.shape[0], -1)))))
+  h = dropout("fc7", record("fc7", act(dense("fc7", meet(h)))))
   kernel, bias = params["fc8"]
   partial_logits = jnp.matmul(h, kernel.reshape(-1, kernel.shape[-1]).astype(dtype),
                               preferred_element_type=jnp.float32)

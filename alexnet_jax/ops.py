@@ -4,6 +4,7 @@
 * `max_pool`: overlapping max-pooling, z = 3, s = 2 (paper §3.4).
 * `strided_conv_as_space_to_depth`: conv1 (11x11, stride 4, §3.5) as the same sums over
   4x4 pixel blocks.
+* `response_norm`: the 2012 code's spatial normalisation after conv2 (not in the paper).
 
 All take channels-last arrays and are verified against float64 NumPy references in
 `tests/test_ops.py`.
@@ -56,7 +57,7 @@ def _channel_window_sum(v: jax.Array, size: int) -> jax.Array:
 
 def _inverse_power(d: jax.Array, beta: float) -> jax.Array:
   """d ** -beta; the paper's β = 0.75 as rsqrt(d)·sqrt(rsqrt(d)), which XLA's CPU backend
-  computes 4x faster than the exp/log of a general power."""
+  computes faster than the exp/log of a general power (docs/performance.md)."""
   if beta == 0.75:
     r = jax.lax.rsqrt(d)
     return r * jnp.sqrt(r)
@@ -86,7 +87,7 @@ def _lrn_bwd(size, k, scale, beta, x, g):
   # b_i = a_i d_i^-β with d_i = k + s Σ_{j∈W(i)} a_j²; the window is symmetric, so
   # ∂L/∂a_j = g_j d_j^-β − 2sβ a_j Σ_{i∈W(j)} g_i b_i / d_i. Only x is kept from the forward
   # pass, in its own dtype, and d recomputed: a bf16 step keeps 2 bytes per element instead of
-  # 12 (float32 x, d and d^-β), at the same speed on CPU and on the H100.
+  # 12 (float32 x, d and d^-β).
   wide, denom, inv = _normalizer(x, size, k, scale, beta)
   g = g.astype(wide.dtype)
   back = _channel_window_sum(g * wide * inv / denom, size)
@@ -103,9 +104,8 @@ def max_pool(x: jax.Array, *, window: int = 3, stride: int = 2) -> jax.Array:
   window=3, stride=2 is the paper's overlapping pooling; window=2, stride=2 the traditional
   non-overlapping pooling it is compared with (same output size). The gradient goes to the
   first maximum of each window in row-major order, as XLA's select-and-scatter sends it, but
-  is computed from window² strided slices summed per stride phase (`_max_pool_bwd`):
-  select-and-scatter is 3-6x slower on CPU (45 vs 7.5 ms fwd+bwd at 128x24x24x32) and slower
-  on the H100 too (the paper network's bf16 step at batch 128: 5.65 → 5.40 ms).
+  is computed from window² strided slices summed per stride phase (`_max_pool_bwd`), which is
+  faster than select-and-scatter on CPU and on the GPU (docs/performance.md).
   """
   if x.ndim != 4:
     raise ValueError(f"max_pool takes NHWC arrays, got shape {x.shape}")
@@ -168,7 +168,7 @@ def strided_conv_as_space_to_depth(x: jax.Array, kernel: jax.Array, stride: int,
 
   The same products and sums (the kernel is zero-padded to a multiple of the stride), laid out
   for the GPU's matrix units: conv1's 3 input channels become 48 and its 11x11 stride-4 window
-  a 3x3 stride-1 one. The paper network's bf16 step on the H100 at batch 128: 5.65 → 4.33 ms.
+  a 3x3 stride-1 one (docs/performance.md has the speed-up).
   """
   n, h, w, c = x.shape
   k, s = kernel.shape[0], stride
@@ -185,27 +185,23 @@ def strided_conv_as_space_to_depth(x: jax.Array, kernel: jax.Array, stride: int,
                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-@functools.partial(jax.jit, static_argnames=("size", "k", "alpha", "beta"))
-def contrast_norm(
-    x: jax.Array, *, size: int = 5, k: float = 1.0, alpha: float = 1e-3, beta: float = 0.75
-) -> jax.Array:
-  """The 2012 code's spatial contrast normalisation after conv2 (cuda-convnet `cnorm`).
+@functools.partial(jax.jit, static_argnames=("size", "alpha", "beta"))
+def response_norm(x: jax.Array, *, size: int = 5, alpha: float = 1e-3,
+                  beta: float = 0.75) -> jax.Array:
+  """The 2012 code's spatial response normalisation after conv2 (cuda-convnet `rnorm`).
 
-  Not in the paper text; NOTES.md. Over a size x size spatial window (zero outside the map):
-  d = a - (Σ a) / size², b = a / (k + α/size² Σ d²)^β. NHWC input; float32 inside.
+  Not in the paper text (docs/fidelity.md). Each map is normalised by the energy of its own
+  size x size neighbourhood, no mean subtracted, the window clipped at the map's edges:
+  b = a (1 + α/size² Σ_{size x size window} a²)^-β. `alpha` is the configuration's `scale`,
+  which cuda-convnet divides by size² for this layer. NHWC input; float32 inside.
   """
   if x.ndim != 4:
-    raise ValueError(f"contrast_norm takes NHWC arrays, got shape {x.shape}")
+    raise ValueError(f"response_norm takes NHWC arrays, got shape {x.shape}")
   if size < 1 or size % 2 == 0:
-    raise ValueError(f"contrast_norm size must be a positive odd number, got {size}")
-  x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-
-  def window_sum(v):
-    half = size // 2
-    return jax.lax.reduce_window(
-        v, 0.0, jax.lax.add, window_dimensions=(1, size, size, 1),
-        window_strides=(1, 1, 1, 1), padding=((0, 0), (half, half), (half, half), (0, 0)))
-
-  mean_diff = x32 - window_sum(x32) / size**2
-  denom = k + alpha / size**2 * window_sum(jnp.square(mean_diff))
-  return (x32 * denom ** -beta).astype(x.dtype)
+    raise ValueError(f"response_norm size must be a positive odd number, got {size}")
+  wide = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  half = size // 2
+  energy = jax.lax.reduce_window(
+      jnp.square(wide), 0.0, jax.lax.add, window_dimensions=(1, size, size, 1),
+      window_strides=(1, 1, 1, 1), padding=((0, 0), (half, half), (half, half), (0, 0)))
+  return (wide * _inverse_power(1.0 + alpha / size**2 * energy, beta)).astype(x.dtype)

@@ -8,7 +8,8 @@ decay 5e-4; PyTorch's form, ε outside the momentum, costs the same). Timed the 
 users run it fastest: channels_last, bf16 autocast, cudnn.benchmark, `torch.compile`. One
 difference in the maths: `nn.LocalResponseNorm` runs over both columns' channels at once, so its
 window crosses the column boundary where ours does not (the 4 channels beside it differ; the cost
-is the same). PyTorch is a benchmark-only dependency; nothing else imports this module.
+is the same); and `nn.Dropout` is the inverted form (÷(1 − p) in training, nothing at test
+time), where the paper's multiplies by 1 − p at test time: the same training-step cost. PyTorch is a benchmark-only dependency; nothing else imports this module.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from alexnet_jax import checkpoint, inference, metrics, models, optim
 from alexnet_jax.steps import make_eval_step, make_train_step
 from alexnet_jax.cli import UserError
+from alexnet_jax.data.normalize import train_pixel_scale
 from alexnet_jax.data.pipeline import build_input
 from alexnet_jax.schedule import LearningRateSchedule
 from alexnet_jax.sharding import DATA, MODEL, mesh_for
@@ -133,10 +134,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   del model, params
 
   # --- steps ----------------------------------------------------------------------------------
-  scale = float(config.data.pixel_scale)
+  scale, train_scale = float(config.data.pixel_scale), train_pixel_scale(config.data)
 
   def jit_train(with_stats):
-    return jax.jit(make_train_step(graphdef, tx, with_stats=with_stats, pixel_scale=scale),
+    return jax.jit(make_train_step(graphdef, tx, with_stats=with_stats, pixel_scale=train_scale),
                    in_shardings=(state_shardings, batch_sharding, replicated, replicated),
                    out_shardings=(state_shardings, replicated), donate_argnums=0)
 
@@ -278,9 +279,10 @@ def _warn_if_stalled(loss: float, num_classes: int, config) -> None:
   if abs(loss - chance) < config.stall.band * chance:
     logging.warning(
         "training looks stalled: loss %.3f is still within %.0f%% of ln(%d) = %.3f after %d "
-        "steps. The paper's init (std 0.01, biases of 1) is known to sit here (NOTES.md; Caffe "
-        "issues #401, #3243). Try --config.model.init_bias.fc6=0.1 --config.model.init_bias."
-        "fc7=0.1 (Caffe's bvlc_alexnet), a larger --config.model.init_std, or a smaller "
+        "steps. The paper's init (std 0.01, biases of 1) is known to sit here (Caffe issues "
+        "#401, #3243; docs/fidelity.md, 'The paper's initialisation'). Try "
+        "--config.model.init_bias.fc6=0.1 --config.model.init_bias.fc7=0.1 (Caffe's "
+        "bvlc_alexnet), a larger --config.model.init_std, or a smaller "
         "--config.optimizer.learning_rate.", loss, 100 * config.stall.band, num_classes,
         chance, config.stall.check_steps)
 

@@ -1,8 +1,7 @@
 """XLA flags the library sets for this network, so that users do not have to.
 
 CPU: XLA's XNNPACK/YNNPACK fusions run this network's small convolutions slower than XLA's own
-kernels: the embedded default's training step (batch 128, 2 cores) went from 464-600 to
-688-721 img/s without them. They are switched off when the flags exist in the installed jaxlib
+kernels (docs/performance.md). They are switched off when the flags exist in the installed jaxlib
 (an unknown flag in XLA_FLAGS aborts the process) and the user has not set them.
 """
 

@@ -12,11 +12,11 @@ def get_config(variant: str = ""):
   config.data.update(dict(name="fashion_mnist", data_dir="/usr/share/datasets/fashion-mnist",
                           image_size=256, eval_batch_size=500, pixel_scale=1.0 / 64,
                           read_threads=8, prefetch=8))
-  # The paper's std 0.01 with biases of 1 stalls at ln(10) on this data (NOTES.md): Caffe's
-  # way out, biases of 0.1.
+  # The paper's std 0.01 with biases of 1 stalls at ln(10) on this data (docs/fidelity.md):
+  # Caffe's way out, biases of 0.1.
   config.model.init_bias.update(dict(conv2=0.1, conv4=0.1, conv5=0.1, fc6=0.1, fc7=0.1))
   config.schedule.update(dict(kind="steps", drop_epochs=(15.0, 22.0, 27.0)))
   config.num_epochs = 30.0
   config.log_every_steps = 200
   config.checkpoint.every_steps = 5000
-  return paper.apply_ablation(config, variant)
+  return paper.apply_variants(config, variant)

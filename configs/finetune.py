@@ -5,20 +5,27 @@
         --config.data.name=image_folder --config.data.data_dir=ROOT
 
 Every layer is copied from PRETRAINED's newest checkpoint (`init_from.step` / `init_from.best`
-pick another) except fc8, initialised afresh for the N new classes. The `:conv6` variant adds
-Table 2's sixth convolutional layer over the last pooling layer, new as well. The model section
-must otherwise be PRETRAINED's (a differing layer is a one-line error naming it).
+pick another) except fc8, initialised afresh for the N new classes. The model section must
+otherwise be PRETRAINED's (a differing layer is a one-line error naming it).
+
+Table 2's sixth convolutional layer, two ways:
+* `:conv6`, the paper's route: PRETRAINED was trained with the sixth layer
+  (`configs/paper.py:conv6` on the first dataset) and fine-tuning copies it with the rest.
+* `:new_conv6`, not the paper's: a freshly initialised conv6 inserted between PRETRAINED's
+  pool5 and its fc6 (a source trained without conv6), learned during fine-tuning only.
 """
 
 from configs import paper
 
+VARIANTS = {
+    "new_conv6": ("Table 2 (not the paper's route)",
+                  {"model.extra_conv6": True, "init_from.new_layers": ("fc8", "conv6")}),
+}
+
 
 def get_config(variant: str = ""):
-  conv6 = variant == "conv6"
   config = paper.get_config()
-  config.model.extra_conv6 = conv6
-  config.init_from.new_layers = ("fc8", "conv6") if conv6 else ("fc8",)
   config.optimizer.learning_rate = 0.001
   config.schedule.update(dict(kind="steps", drop_epochs=(10.0,)))
   config.num_epochs = 15.0
-  return paper.apply_ablation(config, "" if conv6 else variant)
+  return paper.apply_variants(config, variant, extra=VARIANTS)

@@ -1,6 +1,8 @@
 """The paper's network and recipe, as written in the text (Krizhevsky et al. 2012).
 
-Named ablations (paper §3.1-§4.2) are variants: `--config=configs/paper.py:no_lrn`.
+Named ablations (paper §3.1-§4.2) and variants combine after the colon:
+`--config=configs/paper.py:no_lrn`, `--config=configs/paper.py:conv6,no_dropout`.
+docs/fidelity.md maps every field to the paper's text and the 2012 code.
 """
 
 import ml_collections
@@ -16,6 +18,12 @@ ABLATIONS = {
     "no_dropout": ("§4.2", {"model.dropout": 0.0}),
     "no_pca_lighting": ("§4.1", {"data.pca_lighting": 0.0}),
 }
+# Other named variants: name -> (paper section, config overrides).
+VARIANTS = {
+    # Table 2's "*" models: pre-trained with a sixth convolutional layer over pool5, then
+    # fine-tuned with it (configs/finetune.py:conv6).
+    "conv6": ("Table 2", {"model.extra_conv6": True}),
+}
 
 
 def model_config() -> ml_collections.ConfigDict:
@@ -30,7 +38,7 @@ def model_config() -> ml_collections.ConfigDict:
       conv_kernels=(11, 5, 3, 3, 3),
       conv1_stride=4,
       fc_features=(4096, 4096),
-      extra_conv6=False,  # Table 2: a sixth conv layer over pool5 (the fine-tuned models)
+      extra_conv6=False,  # Table 2: a sixth conv layer over pool5 (variant :conv6)
       activation="relu",
       lrn=True,
       lrn_size=5,
@@ -39,14 +47,16 @@ def model_config() -> ml_collections.ConfigDict:
       lrn_beta=0.75,
       lrn_alpha_over_size=False,
       lrn_conv1_pre_relu=False,
-      contrast_norm=False,  # the 2012 code's extra norm after conv2 (configs/paper_code.py)
-      contrast_norm_size=5,
-      contrast_norm_k=1.0,
-      contrast_norm_alpha=1e-3,
-      contrast_norm_beta=0.75,
+      # The 2012 code's spatial response norm after conv2's LRN (configs/paper_code.py):
+      # b = a (1 + alpha/size² Σ_{size x size} a²)^-beta.
+      response_norm=False,
+      response_norm_size=5,
+      response_norm_alpha=1e-3,
+      response_norm_beta=0.75,
       pool_window=3,
       pool_stride=2,
       dropout=0.5,
+      dropout_form="paper",  # §4.2: ×(1-p) at test time; 'inverted': ÷(1-p) in training
       init_std=dict(conv1=0.01, conv2=0.01, conv3=0.01, conv4=0.01, conv5=0.01, conv6=0.01,
                     fc6=0.01, fc7=0.01, fc8=0.01),
       init_bias=dict(conv1=0.0, conv2=1.0, conv3=0.0, conv4=1.0, conv5=1.0, conv6=1.0,
@@ -56,15 +66,17 @@ def model_config() -> ml_collections.ConfigDict:
   ))
 
 
-def apply_ablation(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
-  """`config` with the variant `name` ('' for none) applied. Configs built on another apply it
-  last, after their own changes, so that no change of theirs undoes the ablation."""
-  if not name:
-    return config
-  if name not in ABLATIONS:
-    raise ValueError(f"unknown variant {name!r}; known: {', '.join(ABLATIONS)}")
-  for path, value in ABLATIONS[name][1].items():
-    set_field(config, path, value)
+def apply_variants(config: ml_collections.ConfigDict, names: str,
+                   extra: dict | None = None) -> ml_collections.ConfigDict:
+  """`config` with the comma-separated variants `names` ('' for none) applied, from
+  `ABLATIONS`, `VARIANTS` and a config's own `extra` table. Configs built on another apply
+  them last, after their own changes, so that no change of theirs undoes a variant."""
+  table = {**ABLATIONS, **VARIANTS, **(extra or {})}
+  for name in filter(None, (n.strip() for n in names.split(","))):
+    if name not in table:
+      raise ValueError(f"unknown variant {name!r}; known: {', '.join(table)}")
+    for path, value in table[name][1].items():
+      set_field(config, path, value)
   return config
 
 
@@ -85,6 +97,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       pca_lighting=0.1,  # §4.1: std of the PCA lighting coefficients α; 0 turns it off
       pixel_scale=1.0,  # §2: raw (centred) RGB values
       flip=True,  # §4.1
+      # The 2012 code (configs/paper_code.py): divide every training crop by
+      # 1 + pca_lighting after the lighting shift; 32 consecutive images share one crop and
+      # mirror (crop_chunk 1: every image its own, the paper's text).
+      lighting_shrink=False,
+      crop_chunk=1,
       read_threads=0,  # threads reading, decoding and cropping whole batches; 0: one per core
       prefetch=4,  # batches in flight (at least read_threads)
       workers=0,  # mp_prefetch processes (threads are faster: docs/performance.md)
@@ -117,4 +134,4 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.stats_every_steps = 1000
   config.checkpoint = ml_collections.ConfigDict(dict(every_steps=2000, keep=3))
   config.stall = ml_collections.ConfigDict(dict(check_steps=2000, band=0.02))
-  return apply_ablation(config, variant)
+  return apply_variants(config, variant)

@@ -15,4 +15,4 @@ def get_config(variant: str = ""):
       conv1_stride=1,
       fc_features=(256, 256),
   ))
-  return paper.apply_ablation(config, variant)
+  return paper.apply_variants(config, variant)

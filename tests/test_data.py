@@ -110,6 +110,65 @@ def test_pca_lighting_adds_p_alpha_sqrt_lambda_with_alpha_of_std_0_1():
   assert not off.draws(np.arange(10))[1].any()
 
 
+def test_the_published_pca_fallback_has_the_scale_of_a_real_photographs_statistics():
+  """The fallback and `python -m alexnet_jax.data.stats` hold one quantity, √λ of 0-255 RGB
+  values: the published ImageNet eigenvalues are for 0-1 values, and used as if they were
+  √λ in grey levels they fell 2-15x short of computed statistics."""
+  import matplotlib
+  from PIL import Image
+
+  photo = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "sample_data",
+                       "grace_hopper.jpg")
+  with Image.open(photo) as im:
+    computed = compute([np.asarray(im.convert("RGB"))[None]])
+  fallback = Stats.imagenet_defaults(8)
+  ratio = np.sqrt(fallback.eigval) / np.sqrt(computed.eigval)
+  assert np.all((ratio > 1 / 2.5) & (ratio < 2.5)), ratio
+  assert abs(float(fallback.eigvec[:, 0] @ computed.eigvec[:, 0])) > 0.98  # the luminance axis
+  np.testing.assert_allclose(fallback.lighting_scale,
+                             fallback.eigvec * np.sqrt(fallback.eigval)[None], rtol=1e-6)
+  np.testing.assert_allclose(np.sqrt(fallback.eigval), 255 * np.sqrt([0.2175, 0.0188, 0.0045]),
+                             rtol=1e-3)
+
+
+def test_crop_chunk_shares_one_crop_and_mirror_among_consecutive_images():
+  scale = np.eye(3, dtype=np.float32) * 10
+  own = pipeline.Augmentation(40, 32, True, 0.1, scale, seed=3)
+  chunked = pipeline.Augmentation(40, 32, True, 0.1, scale, seed=3, crop_chunk=32)
+  positions = np.arange(256, 384)
+  (boxes, light), (own_boxes, own_light) = chunked.draws(positions), own.draws(positions)
+  chunks = boxes.reshape(4, 32, 3)
+  assert all((chunk == chunk[0]).all() for chunk in chunks)  # one box and mirror per chunk
+  np.testing.assert_array_equal(chunks[:, 0], own_boxes[::32])  # the chunk's first image's draws
+  assert len({tuple(c[0]) for c in chunks}) > 1
+  assert len(np.unique(own_boxes, axis=0)) > 32  # the paper's text: every image its own
+  np.testing.assert_array_equal(light, own_light)  # the lighting stays per image
+  assert len(np.unique(light[:32], axis=0)) == 32
+  config = _synthetic_config()
+  config.data.crop_chunk = 4
+  batch = next(pipeline.build_input(config).train)
+  assert all((c == c[0]).all() for c in batch["crop"].reshape(2, 4, 3))
+
+
+def test_the_2012_code_divides_training_crops_by_1_plus_the_lighting_coefficient():
+  from alexnet_jax.data.normalize import train_pixel_scale
+
+  paper, code = load_config("paper").data, load_config("paper_code").data
+  assert (paper.lighting_shrink, paper.crop_chunk) == (False, 1)
+  assert (code.lighting_shrink, code.crop_chunk) == (True, 32)
+  assert train_pixel_scale(paper) == 1.0 and train_pixel_scale(code) == pytest.approx(1 / 1.1)
+  rng = np.random.default_rng(4)
+  image = rng.integers(0, 255, (1, 5, 5, 3), dtype=np.uint8)
+  mean = rng.normal(100, 5, size=(5, 5, 3)).astype(np.float32)
+  noise = rng.normal(0, 10, size=(1, 3)).astype(np.float32)
+  batch = {"image": image, "crop": np.zeros((1, 3), np.int32), "lighting": noise}
+  got = np.asarray(normalize(batch, jnp.asarray(mean), train_pixel_scale(code)))
+  # convdata_jpeg.py: cropped -= mean; cropped += noise * coeff (coeff folded into noise);
+  # cropped /= 1 + coeff.
+  want = (image[0].astype(np.float64) - mean + noise[0]) / (1 + code.pca_lighting)
+  np.testing.assert_allclose(got[0], want, rtol=1e-5, atol=1e-4)
+
+
 def test_statistics_match_numpy_mean_and_covariance_eigenvectors():
   rng = np.random.default_rng(2)
   base = rng.normal(size=(3, 3))
@@ -136,6 +195,8 @@ def _synthetic_config():
     ("pca_lighting", -0.1, "pca_lighting is the std"),
     ("read_threads", -1, "read_threads and data.prefetch must be >= 0"),
     ("mean", "median", "data.mean must be"),
+    ("crop_chunk", 3, "crop_chunk .3. must be >= 1 and divide"),
+    ("crop_chunk", 0, "crop_chunk .0. must be >= 1"),
 ])
 def test_invalid_input_settings_are_one_line_errors(field, value, message):
   config = _synthetic_config()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_jax import inference
+from alexnet_jax import inference, models
 from alexnet_jax.cli import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -192,14 +192,15 @@ def test_fine_tuning_restores_the_backbone_under_a_new_head(straight_run, tmp_pa
   import jax
 
   from alexnet_jax import train
+  from configs import finetune, paper
   from conftest import small_config
 
   workdir, _ = straight_run
   source = inference.load(workdir)
   config = small_config(epochs=0.25)  # one step
   config.model.num_classes = 4
-  config.model.extra_conv6 = True
-  config.init_from.update(dict(workdir=workdir, new_layers=("fc8", "conv6")))
+  paper.apply_variants(config, "new_conv6", extra=finetune.VARIANTS)  # a fresh conv6
+  config.init_from.workdir = workdir
   config.optimizer.learning_rate = 1e-9  # the step barely moves the copied layers
   new = str(tmp_path / "new")
   train.train_and_evaluate(config, new)
@@ -213,6 +214,68 @@ def test_fine_tuning_restores_the_backbone_under_a_new_head(straight_run, tmp_pa
   config.model.conv_features = (32, 64, 96, 96, 48)
   with pytest.raises(UserError, match=r"conv5\.(bias|kernel) has shape"):
     train.train_and_evaluate(config, str(tmp_path / "mismatch"))
+
+
+def test_table_2_route_pretrains_with_conv6_and_fine_tunes_it_on_another_dataset(
+    straight_run, tmp_path):
+  """The paper's "*" models: conv6 is trained on the first dataset (configs/paper.py:conv6),
+  then fine-tuning on the second copies it with every other layer but fc8
+  (configs/finetune.py:conv6)."""
+  import jax
+
+  from alexnet_jax import train
+  from configs import finetune, paper
+  from conftest import load_config, small_config
+
+  assert load_config("paper", "conv6").model.extra_conv6
+  assert load_config("finetune", "conv6").init_from.new_layers == ("fc8",)
+  pretrain = paper.apply_variants(small_config(epochs=1.0), "conv6")
+  first = str(tmp_path / "first")
+  train.train_and_evaluate(pretrain, first)
+  source = inference.load(first)
+  assert source.params["conv6"]["kernel"].shape == (2, 3, 3, 32, 32)
+
+  tune = paper.apply_variants(small_config(epochs=0.25), "conv6", extra=finetune.VARIANTS)
+  tune.model.num_classes = 3  # the second dataset: other images, other classes
+  tune.data.update(dict(synthetic_train_size=48, synthetic_eval_size=24))
+  tune.init_from.workdir = first
+  tune.optimizer.learning_rate = 1e-9  # the step barely moves the copied layers
+  second = str(tmp_path / "second")
+  train.train_and_evaluate(tune, second)
+  tuned = inference.load(second)
+  for name in ("conv1", "conv5", "conv6", "fc6", "fc7"):
+    np.testing.assert_allclose(jax.device_get(tuned.params[name]["kernel"]),
+                               jax.device_get(source.params[name]["kernel"]), atol=1e-6)
+  assert tuned.params["fc8"]["kernel"].shape == (2, 128, 3)
+
+  without = small_config(epochs=0.25)  # a conv6 source into a network without it
+  without.init_from.workdir = first
+  with pytest.raises(UserError, match="it has a conv6 layer and this config does not"):
+    train.train_and_evaluate(without, str(tmp_path / "without"))
+  tune.init_from.workdir = straight_run[0]  # the paper's route from a source without conv6
+  with pytest.raises(UserError, match="no conv6 layer to copy.*new_conv6"):
+    train.train_and_evaluate(tune, str(tmp_path / "no_conv6"))
+
+
+def test_checkpoints_from_before_the_dropout_form_restore_with_inverted_dropout():
+  """Checkpoints written before `model.dropout_form` existed were trained with inverted
+  dropout and rebuild with it; ones with the old contrast norm cannot be rebuilt: one line."""
+  from conftest import load_config
+
+  old = load_config("tiny").to_dict()
+  for name in ("dropout_form", "response_norm", "response_norm_size", "response_norm_alpha",
+               "response_norm_beta"):
+    del old["model"][name]
+  old["model"].update(contrast_norm=False, contrast_norm_size=5, contrast_norm_k=1.0)
+  config = inference.saved_config({"config": old}, "W/checkpoints/8")
+  assert config.model.dropout_form == "inverted" and config.model.response_norm is False
+  assert "contrast_norm" not in config.model
+  models.AlexNetSpec.from_config(config.model)
+  current = inference.saved_config({"config": load_config("tiny").to_dict()}, "W")
+  assert current.model.dropout_form == "paper"
+  old["model"]["contrast_norm"] = True
+  with pytest.raises(UserError, match="contrast norm of earlier versions.*retrain"):
+    inference.saved_config({"config": old}, "W/checkpoints/8")
 
 
 def test_a_checkpoint_restores_with_plain_orbax_in_a_fresh_process(straight_run):

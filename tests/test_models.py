@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from alexnet_jax import models, summary
+from alexnet_jax import models, ops, summary
 from alexnet_jax.cli import UserError
 from alexnet_jax.sharding import make_mesh
 from conftest import load_config
@@ -176,17 +176,70 @@ def test_ablation_switches_change_the_structure():
   assert no_dropout["random_bits"] == 0
 
 
-def test_paper_code_variant_adds_the_contrast_norm_and_moves_conv1_lrn():
+def test_paper_code_variant_adds_the_response_norm_and_moves_conv1_lrn():
   config = load_config("paper_code")
   spec = models.AlexNetSpec.from_config(config.model)
-  assert spec.contrast_norm and spec.lrn_conv1_pre_relu and spec.lrn_alpha_over_size
+  assert spec.response_norm and spec.lrn_conv1_pre_relu and spec.lrn_alpha_over_size
+  assert (spec.response_norm_size, spec.response_norm_alpha, spec.response_norm_beta) == (
+      5, 1e-3, 0.75)  # layers-153.cfg / layer-params-153.cfg, cnorm2a and cnorm2b
+  assert spec.dropout_form == "paper"
   assert param_count(config.model) == 60_965_224  # same weights, different normalisation
   tiny = load_config("tiny")
-  tiny.model.update(dict(contrast_norm=True, lrn_conv1_pre_relu=True))
+  tiny.model.update(dict(response_norm=True, lrn_conv1_pre_relu=True))
   model = models.create_model(tiny.model)
   _, captured = model(jax.random.normal(jax.random.key(0), (2, 32, 32, 3)), capture=True)
   assert float(jnp.min(captured["conv1"])) < 0  # LRN on the pre-ReLU conv output
   assert float(jnp.min(captured["pool1"])) >= 0  # ReLU applied at the pool
+  tiny.model.lrn = False  # conv2's maps are then the response norm of relu(conv2) alone
+  model = models.create_model(tiny.model)
+  _, captured = model(jax.random.normal(jax.random.key(0), (2, 32, 32, 3)), capture=True)
+  tiny.model.response_norm = False
+  plain = models.create_model(tiny.model)
+  _, unnormed = plain(jax.random.normal(jax.random.key(0), (2, 32, 32, 3)), capture=True)
+  np.testing.assert_allclose(captured["conv2"], ops.response_norm(unnormed["conv2"]), rtol=1e-5)
+
+
+def _numpy_head(model, pool5, masks=None, *, p: float, form: str):
+  """fc6 -> fc7 -> fc8 in float64 from pool5 (channels in column order), with §4.2's dropout
+  written out: at test time every fc6/fc7 output x (1 - p) ('paper') or as it is
+  ('inverted'); in training output x mask ('paper') or x mask / (1 - p) ('inverted')."""
+  def joined(layer):
+    kernel = np.asarray(layer.kernel[...], np.float64)
+    return np.concatenate(list(kernel), axis=-1), np.asarray(layer.bias[...], np.float64).reshape(-1)
+
+  def drop(name, h):
+    if masks is None:
+      return h * (1 - p) if form == "paper" else h
+    return h * masks[name] / ((1 - p) if form == "inverted" else 1.0)
+
+  h = np.asarray(pool5, np.float64).reshape(len(pool5), -1)
+  for name in ("fc6", "fc7"):
+    kernel, bias = joined(getattr(model, name))
+    h = drop(name, np.maximum(h @ kernel + bias, 0.0))
+  kernel8 = np.asarray(model.fc8.kernel[...], np.float64)
+  return h @ kernel8.reshape(-1, kernel8.shape[-1]) + np.asarray(model.fc8.bias[...], np.float64)
+
+
+@pytest.mark.parametrize("form", ["paper", "inverted"])
+def test_dropout_of_section_4_2_at_test_and_training_time(tiny_config, form):
+  tiny_config.model.dropout_form = form
+  p = tiny_config.model.dropout
+  assert p == 0.5 and load_config("paper").model.dropout_form == "paper"
+  model = models.create_model(tiny_config.model, seed=2)
+  images = jax.random.normal(jax.random.key(3), (8, 32, 32, 3))
+  logits, captured = model(images, capture=True)
+  expected = _numpy_head(model, captured["pool5"], p=p, form=form)
+  scale = np.abs(expected).max()
+  np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5 * scale)
+  # Training: the masks the model draws for this key, each unit kept with probability 1 - p.
+  key = jax.random.key(4)
+  masks = models.dropout_masks(model.spec, key, len(images))
+  kept = np.mean([np.asarray(m).mean() for m in masks.values()])
+  assert abs(kept - (1 - p)) < 0.05, kept
+  trained = model(images, dropout_key=key)
+  expected = _numpy_head(model, captured["pool5"], {n: np.asarray(m) for n, m in masks.items()},
+                         p=p, form=form)
+  np.testing.assert_allclose(trained, expected, rtol=1e-4, atol=1e-5 * scale)
 
 
 def test_invalid_structures_are_one_line_errors(tiny_config):

@@ -1,4 +1,5 @@
-"""LRN (§3.3), max-pooling (§3.4) and the 2012 code's contrast norm against float64 NumPy loops."""
+"""LRN (§3.3), max-pooling (§3.4) and the 2012 code's spatial response norm against float64
+NumPy loops."""
 
 import jax
 import jax.numpy as jnp
@@ -172,35 +173,56 @@ def test_overlapping_pool_windows_share_pixels():
   assert np.asarray(ops.max_pool(jnp.asarray(x[:, :4, :4], jnp.float32), window=2))[0, :, :, 0].sum() == 1
 
 
-def contrast_norm_reference(a, size=5, k=1.0, alpha=1e-3, beta=0.75):
+def response_norm_reference(a, size=5, scale=1e-3, power=0.75):
+  """cuda-convnet `rnorm` (the 2012 code's cnorm2a/b), one pixel at a time: b = a·(1 +
+  (scale/size²)·Σ_{size x size window} a²)^-pow, the window clipped at the map's edges."""
   a = np.asarray(a, np.float64)
-  n, h, w, c = a.shape
-  half = size // 2
-  padded = np.pad(a, ((0, 0), (half, half), (half, half), (0, 0)))
-  mean = np.zeros_like(a)
+  _, h, w, _ = a.shape
+  half, s = size // 2, scale / size ** 2
+  d = np.empty_like(a)
   for y in range(h):
     for x in range(w):
-      mean[:, y, x] = padded[:, y:y + size, x:x + size].sum((1, 2)) / size ** 2
-  diff = np.pad(a - mean, ((0, 0), (half, half), (half, half), (0, 0)))
-  out = np.empty_like(a)
+      window = a[:, max(0, y - half):y + half + 1, max(0, x - half):x + half + 1]
+      d[:, y, x] = 1.0 + s * (window ** 2).sum((1, 2))
+  return a * d ** -power, d
+
+
+def response_norm_grad_reference(a, g, size=5, scale=1e-3, power=0.75):
+  """Σ_p g_p ∂b_p/∂a_q, ∂b_p/∂a_q = δ_pq d_p^-β − 2sβ a_p a_q d_p^(-β-1) for q in window(p)."""
+  a, g = np.asarray(a, np.float64), np.asarray(g, np.float64)
+  _, h, w, _ = a.shape
+  half, s = size // 2, scale / size ** 2
+  _, d = response_norm_reference(a, size, scale, power)
+  grad = g * d ** -power
+  coeff = g * a * d ** (-power - 1)
   for y in range(h):
-    for x in range(w):
-      s = (diff[:, y:y + size, x:x + size] ** 2).sum((1, 2))
-      out[:, y, x] = a[:, y, x] / (k + alpha / size ** 2 * s) ** beta
-  return out
+    for x in range(w):  # p = (y, x) spreads to every q of its window
+      ys, xs = slice(max(0, y - half), y + half + 1), slice(max(0, x - half), x + half + 1)
+      grad[:, ys, xs] -= 2 * s * power * a[:, ys, xs] * coeff[:, y, x][:, None, None]
+  return grad
 
 
-def test_contrast_norm_matches_the_cuda_convnet_formula():
+@pytest.mark.parametrize("size,scale,power", [(5, 1e-3, 0.75), (3, 0.5, 0.5), (5, 2.0, 1.3)])
+def test_response_norm_matches_the_cuda_convnet_rnorm_formula(size, scale, power):
   a = _activations((2, 6, 7, 3), seed=5)
-  out, vjp = jax.vjp(ops.contrast_norm, jnp.asarray(a, jnp.float32))
-  np.testing.assert_allclose(out, contrast_norm_reference(a), rtol=2e-6)
-  eps, g = 1e-3, np.random.default_rng(6).normal(size=a.shape)
+  out, vjp = jax.vjp(lambda v: ops.response_norm(v, size=size, alpha=scale, beta=power),
+                     jnp.asarray(a, jnp.float32))
+  np.testing.assert_allclose(out, response_norm_reference(a, size, scale, power)[0], rtol=2e-6)
+  g = np.random.default_rng(6).normal(size=a.shape)
   (grad,) = vjp(jnp.asarray(g, jnp.float32))
-  # Directional derivative against a float64 central difference of the reference.
-  direction = np.random.default_rng(7).normal(size=a.shape)
-  numeric = ((contrast_norm_reference(a + eps * direction) -
-              contrast_norm_reference(a - eps * direction)) * g).sum() / (2 * eps)
-  np.testing.assert_allclose((np.asarray(grad, np.float64) * direction).sum(), numeric, rtol=1e-4)
+  np.testing.assert_allclose(grad, response_norm_grad_reference(a, g, size, scale, power),
+                             rtol=1e-4, atol=1e-6)
+
+
+def test_response_norm_subtracts_no_local_mean():
+  # A flat map: a contrast norm (mean subtracted) would leave it as it is; rnorm divides it
+  # by its energy, less at the corners (a clipped 3x3 window) than in the middle (5x5).
+  a = np.full((1, 7, 7, 1), 40.0)
+  out = np.asarray(ops.response_norm(jnp.asarray(a, jnp.float32)))[0, :, :, 0]
+  np.testing.assert_allclose(out[3, 3], 40.0 * (1 + 1e-3 / 25 * 25 * 1600) ** -0.75, rtol=1e-6)
+  np.testing.assert_allclose(out[0, 0], 40.0 * (1 + 1e-3 / 25 * 9 * 1600) ** -0.75, rtol=1e-6)
+  bf16 = ops.response_norm(jnp.asarray(a, jnp.bfloat16))
+  assert bf16.dtype == jnp.bfloat16
 
 
 @pytest.mark.parametrize("size,k,stride,pad", [(224, 11, 4, 3), (227, 11, 4, 0), (64, 7, 2, 1),

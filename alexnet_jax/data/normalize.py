@@ -13,6 +13,17 @@ import jax
 import jax.numpy as jnp
 
 
+def train_pixel_scale(data_config) -> float:
+  """The scale of training crops: `pixel_scale`, divided by 1 + `pca_lighting` with
+  `lighting_shrink` (the 2012 code shrinks every training crop after adding the lighting noise,
+  "so that the overall scale of the training data doesn't become too different from the test
+  data"; evaluation keeps `pixel_scale`)."""
+  scale = float(data_config.pixel_scale)
+  if data_config.lighting_shrink:
+    scale /= 1.0 + float(data_config.pca_lighting)
+  return scale
+
+
 def normalize(batch: dict, mean: jax.Array, pixel_scale: float) -> jax.Array:
   """float32 images [..., h, w, c] from `batch['image']` (uint8), `batch['crop']` [..., 3] and
   the optional `batch['lighting']` [..., c]; `mean` is the stored-size mean image [S, S, c]."""

@@ -67,7 +67,9 @@ def _uniforms(seed: int, positions: np.ndarray, streams: int) -> np.ndarray:
 class Augmentation:
   """§4.1's random choices for the records at given positions of the training sequence: a
   crop box, a horizontal mirror with probability 1/2, and the PCA lighting shift
-  p·(α ⊙ scale) with α ~ N(0, σ) drawn once per image each time it is used.
+  p·(α ⊙ scale) with α ~ N(0, σ) drawn once per image each time it is used. With
+  `crop_chunk` = n > 1 (the 2012 code: 32) the n consecutive positions of each chunk share the
+  crop box and mirror drawn for the chunk's first position; lighting stays per image.
 
   The draws are a hash of (seed, position): a record's augmentation depends on nothing else,
   so it is the same whatever the batching, the reader threads, the worker processes or the
@@ -80,12 +82,15 @@ class Augmentation:
   lighting_std: float
   lighting_scale: np.ndarray  # [c, c]: eigenvectors times √eigenvalues (`Stats`)
   seed: int
+  crop_chunk: int = 1
 
   def draws(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(crop [n, 3] int32: top, left, mirrored; lighting [n, c] float32)."""
     positions = np.asarray(positions).reshape(-1)
     channels = self.lighting_scale.shape[0]
     u = _uniforms(self.seed, positions, self._draw_streams)
+    if self.crop_chunk > 1:  # top, left and mirror of the chunk's first position
+      u[:, :3] = _uniforms(self.seed, positions - positions % self.crop_chunk, 3)
     span = self.stored - self.crop + 1
     top, left = (np.minimum(u[:, k] * span, span - 1).astype(np.int32) for k in (0, 1))
     mirrored = (self.flip & (u[:, 2] < 0.5)).astype(np.int32)
@@ -142,7 +147,7 @@ class TrainBatch(grain.transforms.Map):
     out = np.empty((len(index), c, c, self.channels), np.uint8)
     skipped = np.zeros(len(index), np.int32)
     # Patches are copied unmirrored: the step mirrors (`data.normalize`), a copy NumPy makes
-    # 15x slower on the host.
+    # much slower on the host (docs/performance.md).
     if not self.split.encoded:
       stored = self.split.images
       for i, (row, (top, left, _)) in enumerate(zip(index.tolist(), boxes.tolist())):
@@ -332,7 +337,7 @@ def _eval_batches(records: grain.MapDataset, batch: int, may_skip: bool,
   """Batches of evaluation records, the last one short. Records of image files may be None
   (unreadable): those are dropped after the reader threads and counted (`_CountSkipped`);
   in-memory records never are, and are batched before the reader threads (one task per batch,
-  not per record: 5x less overhead)."""
+  not per record: less overhead)."""
   if may_skip:
     return _CountSkipped(records.to_iter_dataset(read, allow_nones=True)).batch(batch)
   return records.batch(batch).to_iter_dataset(read)
@@ -356,7 +361,7 @@ def train_dataset(config, split, stats: Stats, local_batch: int, process_index: 
   data = config.data
   augmentation = Augmentation(stored_size(config, split), config.model.input_size,
                               bool(data.flip), float(data.pca_lighting), stats.lighting_scale,
-                              int(config.seed))
+                              int(config.seed), int(data.crop_chunk))
   records = (grain.MapDataset.range(len(split)).seed(config.seed).shuffle().repeat()
              .map_with_index(_with_position))
   if process_count > 1:
@@ -393,6 +398,9 @@ def build_input(config, *, process_index: int = 0, process_count: int = 1) -> In
                     f"evenly over {process_count} processes")
   if data.pca_lighting < 0:
     raise UserError(f"data.pca_lighting is the std of α and must be >= 0, got {data.pca_lighting}")
+  if data.crop_chunk < 1 or data.batch_size % data.crop_chunk:
+    raise UserError(f"data.crop_chunk ({data.crop_chunk}) must be >= 1 and divide "
+                    f"data.batch_size ({data.batch_size}): chunks are cut from each batch")
   local_batch, local_eval_batch = (data.batch_size // process_count,
                                    data.eval_batch_size // process_count)
   stats = dataset_stats(config, train)

@@ -6,9 +6,11 @@
 `.npz` arrays, loaded with `allow_pickle=False`.
 
 PCA lighting (§4.1) adds Σ_i p_i α_i λ_i to every pixel. The eigenvalues of the covariance of
-0-255 RGB values are in squared grey levels (ImageNet's largest is in the thousands), so as in
-the published constants and the cuda-convnet code the scale used is √λ_i, the standard
-deviation along p_i: the shift is then in grey levels (α ~ N(0, 0.1): a few levels).
+0-255 RGB values are in squared grey levels (ImageNet's largest is above ten thousand), so, as
+the 2012 code does (`pca_stdevs`: `randn · pca_stdevs`, scaled by 0.1), the scale used is
+√λ_i, the standard deviation of the pixels along p_i, in grey levels: with α ~ N(0, 0.1) the
+shift along p_1 is about ten grey levels. Computed statistics and the published fallback below
+hold the same quantity (`eigval` = λ_i in grey levels², `lighting_scale` = p_i √λ_i).
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ from absl import logging
 from alexnet_jax import cli
 from alexnet_jax.cli import UserError
 
-# ImageNet's RGB statistics as published with fb.resnet.torch (0-1 scale there, x 255 here) and
-# the usual per-channel mean: defaults until `python -m alexnet_jax.data.stats` has run.
+# Defaults until `python -m alexnet_jax.data.stats` has run: the usual ImageNet per-channel mean
+# and the RGB PCA published with fb.resnet.torch, whose eigenvalues λ (0.2175, 0.0188, 0.0045)
+# are for 0-1 pixel values: √λ x 255 is the standard deviation along p_i in grey levels
+# (docs/fidelity.md compares it with the statistics of a real photograph).
 IMAGENET_CHANNEL_MEAN = (123.68, 116.78, 103.94)
-IMAGENET_RGB_STD = (55.46, 4.794, 1.148)  # √λ along the principal axes, grey levels
+IMAGENET_RGB_EIGVAL_UNIT = (0.2175, 0.0188, 0.0045)  # λ of 0-1 RGB values
+IMAGENET_RGB_STD = tuple(round(255 * v ** 0.5, 2) for v in IMAGENET_RGB_EIGVAL_UNIT)  # √λ, grey levels
 IMAGENET_RGB_EIGVEC = ((-0.5675, 0.7192, 0.4009),
                        (-0.5808, -0.0045, -0.8140),
                        (-0.5836, -0.6948, 0.4203))  # columns are p_1, p_2, p_3
