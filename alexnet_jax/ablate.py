@@ -38,42 +38,26 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import importlib.util
 import json
 import os
+from typing import Sequence
 
 import numpy as np
 from absl import flags, logging
 
-from alexnet_jax import cli, train
-
-FLAGS = flags.FLAGS
-
-# ablation -> (config variant removing the ingredient, paper section, the paper's reported
-# reduction of the top-1 / top-5 error rate by the ingredient, in points; None: not reported)
-ABLATIONS = {
-    "lrn": ("no_lrn", "§3.3", 1.4, 1.2),
-    "overlap_pool": ("no_overlap_pool", "§3.4", 0.4, 0.3),
-    "columns": ("one_column", "§3.2", 1.7, 1.2),
-    "pca_lighting": ("no_pca_lighting", "§4.1", 1.0, None),  # "by over 1%"
-    "dropout": ("no_dropout", "§4.2", None, None),  # "substantial overfitting" without
-    "relu": ("tanh", "§3.1", None, None),  # Figure 1: training speed, not error
-}
+from alexnet_jax import cli, configuration, train
+from alexnet_jax.configuration import ABLATIONS, VARIANTS
+from alexnet_jax.errors import UserError
 
 
-def load_config(path: str, variant: str, overrides: dict):
-  """`--config=path:variant` as ml_collections would load it, with `overrides` (dotted path ->
-  value) applied."""
-  spec = importlib.util.spec_from_file_location("ablation_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(variant)
-  for field, value in overrides.items():
-    cli.set_field(config, field, value)
-  return config
+def load_config(path: str, variant: str, overrides: Sequence[str]):
+  """`--config=path:variant --config.<override>...`: `configuration.load`, the command line's
+  loader (overrides 'a.b=value', later ones win)."""
+  return configuration.load(f"{path}:{variant}" if variant else path, overrides)
 
 
-def run_one(config_path: str, variant: str, seed: int, workdir: str, overrides: dict) -> dict:
+def run_one(config_path: str, variant: str, seed: int, workdir: str,
+            overrides: Sequence[str]) -> dict:
   """The final evaluation of one (variant, seed), trained unless already finished."""
   done = os.path.join(workdir, "result.json")
   if os.path.exists(done):
@@ -122,11 +106,12 @@ def summarize(results: dict[str, list[dict]], split: str) -> list[dict]:
   rows = []
   for name in results:
     (m1, s1), (m5, s5) = stats(name, "top1_error"), stats(name, "top5_error")
-    paper = ABLATIONS.get(name, (None, "", None, None))
-    rows.append({"variant": name, "section": paper[1], "seeds": len(results[name]),
+    paper = VARIANTS[ABLATIONS[name]] if name in ABLATIONS else configuration.Variant("", {})
+    rows.append({"variant": name, "section": paper.section, "seeds": len(results[name]),
                  "top1": m1, "top1_std": s1, "top5": m5, "top5_std": s5,
                  "delta_top1": m1 - base1, "delta_top5": m5 - base5,
-                 "paper_delta_top1": paper[2], "paper_delta_top5": paper[3]})
+                 "paper_delta_top1": paper.paper_delta[0],
+                 "paper_delta_top5": paper.paper_delta[1]})
   return rows
 
 
@@ -163,9 +148,9 @@ def write_report(rows: list[dict], workdir: str, split: str) -> None:
 
 # ----------------------------------------------------------------------------- Figure 1
 
-FIGURE1_OVERRIDES = {"model.dropout": 0.0, "optimizer.weight_decay": 0.0,
-                     "data.pca_lighting": 0.0, "schedule.kind": "constant",
-                     "eval.ten_crop_final": False}
+FIGURE1_OVERRIDES = ("model.dropout=0.0", "optimizer.weight_decay=0.0",
+                     "data.pca_lighting=0.0", "schedule.kind=constant",
+                     "eval.ten_crop_final=False")
 
 
 def train_curve(run_dir: str, key: str) -> list[tuple[int, float]]:
@@ -185,14 +170,14 @@ def first_step_below(curve: list[tuple[int, float]], threshold: float) -> int | 
 
 
 def figure1(config_path: str, lrs: list[float], threshold: float, workdir: str,
-            overrides: dict, log_every: int) -> dict:
+            overrides: Sequence[str], log_every: int) -> dict:
   """ReLU and tanh, each over `lrs`; returns the summary (also written as md/csv/png)."""
   runs = []
   for activation, variant in (("relu", ""), ("tanh", "tanh")):
     for lr in lrs:
       run_dir = os.path.join(workdir, "figure1", activation, f"lr{lr:g}")
-      settings = {**FIGURE1_OVERRIDES, "optimizer.learning_rate": lr,
-                  "log_every_steps": log_every, **overrides}
+      settings = [*FIGURE1_OVERRIDES, f"optimizer.learning_rate={lr!r}",
+                  f"log_every_steps={log_every}", *overrides]
       run_one(config_path, variant, 0, run_dir, settings)
       curve = train_curve(run_dir, "top1_error")
       runs.append({"activation": activation, "lr": lr, "curve": curve,
@@ -252,7 +237,7 @@ def _write_figure1(runs, relu, tanh, summary, out_dir) -> None:
 
 # ----------------------------------------------------------------------------- precision
 
-def precision(config_path: str, seeds: int, workdir: str, overrides: dict,
+def precision(config_path: str, seeds: int, workdir: str, overrides: Sequence[str],
               log_every: int) -> dict:
   """float32 and bfloat16 compute (float32 parameters and optimizer state either way), each
   seed: the training loss curves, bfloat16's gap to float32 against float32's seed-to-seed
@@ -263,13 +248,13 @@ def precision(config_path: str, seeds: int, workdir: str, overrides: dict,
     for seed in range(seeds):
       run_dir = os.path.join(workdir, "precision", dtype, f"seed{seed}")
       result = run_one(config_path, "", seed, run_dir,
-                       {**overrides, "model.dtype": dtype, "log_every_steps": log_every})
+                       [*overrides, f"model.dtype={dtype}", f"log_every_steps={log_every}"])
       curves[dtype].append(dict(train_curve(run_dir, "loss")))
       split = "eval_10crop" if "eval_10crop" in result else "eval"
       finals[dtype].append(100 * result[split]["top1_error"])
   steps = sorted(set.intersection(*(set(c) for runs in curves.values() for c in runs)))
   if not steps:
-    raise cli.UserError("the runs logged no common training steps: lower --log_every")
+    raise UserError("the runs logged no common training steps: lower --log_every")
   loss = {dtype: np.array([[c[step] for step in steps] for c in runs])
           for dtype, runs in curves.items()}
   gap = np.abs(loss["bfloat16"].mean(0) - loss["float32"].mean(0))
@@ -325,14 +310,14 @@ def _write_precision(steps, loss, spread, summary, out_dir) -> None:
 
 # ----------------------------------------------------------------------------- columns
 
-def column_specialisation(config_path: str, seeds: int, workdir: str, overrides: dict,
-                          margin: float) -> dict:
+def column_specialisation(config_path: str, seeds: int, workdir: str,
+                          overrides: Sequence[str], margin: float) -> dict:
   """Per seed, each column's mean conv1 colour specificity of the trained baseline."""
   from alexnet_jax import inference, visualize
 
   config = load_config(config_path, "", overrides)
   if config.model.in_channels != 3 or config.model.columns != 2:
-    raise cli.UserError(
+    raise UserError(
         "column specialisation needs the two-column network on a colour dataset; "
         f"{config_path} has {config.model.in_channels} input channel(s) and "
         f"{config.model.columns} column(s): greyscale conv1 kernels have no colour to show")
@@ -365,59 +350,50 @@ def column_specialisation(config_path: str, seeds: int, workdir: str, overrides:
 
 # ----------------------------------------------------------------------------- main
 
-def _overrides() -> dict:
-  overrides = {}
-  for item in FLAGS.override:
-    path, _, value = item.partition("=")
-    try:
-      overrides[path] = json.loads(value)
-    except ValueError:
-      raise cli.UserError(f"--override {item!r}: the value must be JSON (e.g. 1, 0.5, \"a\", "
-                          "[1, 2])") from None
-  return overrides
-
-
 def main(argv):
+  FLAGS = flags.FLAGS
   command = argv[1] if len(argv) > 1 else "study"
   if len(argv) > 2 or command not in ("study", "figure1", "columns", "precision"):
-    raise cli.UserError("usage: python -m alexnet_jax.ablate [figure1|columns|precision] "
-                        "--config=... --workdir=...")
+    raise UserError("usage: python -m alexnet_jax.ablate [figure1|columns|precision] "
+                    "--config=... --workdir=...")
   cli.log_our_info()
   if FLAGS.seeds < 1:
-    raise cli.UserError("--seeds must be >= 1")
+    raise UserError("--seeds must be >= 1")
+  overrides = list(FLAGS.override)
+  bad = [o for o in overrides if "=" not in o]
+  if bad:
+    raise UserError(f"--override {bad[0]!r}: expected a.b=value (e.g. num_epochs=1)")
+  configuration.load(FLAGS.config, overrides)  # a bad config or override: one line, now
   if command == "figure1":
     try:
       lrs = [float(v) for v in FLAGS.lrs.split(",") if v]
     except ValueError:
-      raise cli.UserError(f"--lrs must be comma-separated numbers, got {FLAGS.lrs!r}") from None
+      raise UserError(f"--lrs must be comma-separated numbers, got {FLAGS.lrs!r}") from None
     if not lrs or min(lrs) <= 0 or not 0 < FLAGS.threshold < 1:
-      raise cli.UserError("--lrs needs positive learning rates and --threshold a fraction in "
-                          "(0, 1)")
-    summary = figure1(FLAGS.config, lrs, FLAGS.threshold, FLAGS.workdir, _overrides(),
-                      FLAGS.log_every)
-    print(json.dumps(summary))
-    return
-  if command == "precision":
-    print(json.dumps(precision(FLAGS.config, FLAGS.seeds, FLAGS.workdir, _overrides(),
+      raise UserError("--lrs needs positive learning rates and --threshold a fraction in "
+                      "(0, 1)")
+    print(json.dumps(figure1(FLAGS.config, lrs, FLAGS.threshold, FLAGS.workdir, overrides,
+                             FLAGS.log_every)))
+  elif command == "precision":
+    print(json.dumps(precision(FLAGS.config, FLAGS.seeds, FLAGS.workdir, overrides,
                                FLAGS.log_every)))
-    return
-  if command == "columns":
+  elif command == "columns":
     print(json.dumps(column_specialisation(FLAGS.config, FLAGS.seeds, FLAGS.workdir,
-                                           _overrides(), FLAGS.margin)))
-    return
-  names = [a for a in FLAGS.ablations.split(",") if a]
-  unknown = [a for a in names if a not in ABLATIONS]
-  if unknown:
-    raise cli.UserError(f"unknown ablations {unknown}; known: {', '.join(ABLATIONS)}")
-  print(study(FLAGS.config, names, FLAGS.seeds, FLAGS.workdir, _overrides()))
+                                           overrides, FLAGS.margin)))
+  else:
+    names = [a for a in FLAGS.ablations.split(",") if a]
+    unknown = [a for a in names if a not in ABLATIONS]
+    if unknown:
+      raise UserError(f"unknown ablations {unknown}; known: {', '.join(ABLATIONS)}")
+    print(study(FLAGS.config, names, FLAGS.seeds, FLAGS.workdir, overrides))
 
 
 def study(config_path: str, names: list[str], seeds: int, workdir: str,
-          overrides: dict) -> str:
+          overrides: Sequence[str]) -> str:
   """Trains what is missing of baseline + `names` x `seeds`; writes and returns the table."""
   results = {}
   for name in ["baseline"] + names:
-    variant = "" if name == "baseline" else ABLATIONS[name][0]
+    variant = "" if name == "baseline" else ABLATIONS[name]
     results[name] = [run_one(config_path, variant, seed,
                              os.path.join(workdir, name, f"seed{seed}"), overrides)
                      for seed in range(seeds)]
@@ -434,8 +410,8 @@ if __name__ == "__main__":
   flags.DEFINE_string("ablations", "lrn,overlap_pool,columns,pca_lighting,dropout,relu",
                       "comma-separated ingredients to remove one at a time")
   flags.DEFINE_integer("seeds", 3, "seeds per variant")
-  flags.DEFINE_multi_string("override", [], "config override path=JSON value, e.g. "
-                            "num_epochs=1 (applied to every run)")
+  flags.DEFINE_multi_string("override", [], "config override a.b=value, as --config.a.b=value "
+                            "on the command line, e.g. num_epochs=1 (applied to every run)")
   flags.DEFINE_string("lrs", "0.005,0.01,0.02,0.04", "figure1: learning rates to sweep")
   flags.DEFINE_float("threshold", 0.25, "figure1: training error to reach (Figure 1: 25 %)")
   flags.DEFINE_integer("log_every", 20, "figure1, precision: steps between points of the "

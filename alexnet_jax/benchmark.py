@@ -15,8 +15,8 @@
       [--root=DIR] [--workers=N] [--steps=N]
       The real training loop: steady images/s and the fraction of time it waits for input.
   python -m alexnet_jax.benchmark scaling --config=configs/tiny.py [--batch=16]
-      Data-parallel scaling on 1, 2, 4, 8 CPU devices at a fixed per-device batch: step time
-      and the bytes of every collective in the compiled step.
+      Scaling on 1, 2, 4, 8 CPU devices on the training mesh at a fixed batch per 'data'
+      shard: step time and the bytes of every collective in the compiled step.
 """
 
 from __future__ import annotations
@@ -34,8 +34,7 @@ import numpy as np
 from absl import flags, logging
 
 from alexnet_jax import cli
-
-FLAGS = flags.FLAGS
+from alexnet_jax.errors import UserError
 
 
 def _emit(record: dict) -> None:
@@ -64,13 +63,14 @@ def generate_jpegs(root: str, count: int, classes: int = 8, seed: int = 0,
         os.path.join(folder, f"{i:06d}.JPEG"), quality=90)
 
 
-def _input_config(workers: int, threads: int):
-  from configs import paper
+def _input_data_config(workers: int, threads: int):
+  """The `data` fields the training pipeline reads, as configs/paper.py sets them (§4.1 crops
+  of 256-pixel stored images, flips, PCA lighting), with these threads and workers."""
+  import ml_collections
 
-  config = paper.get_config()
-  config.data.update(dict(name="image_folder", batch_size=128, workers=workers,
-                          read_threads=threads, prefetch=max(threads, 2)))
-  return config
+  return ml_collections.ConfigDict(dict(
+      name="image_folder", image_size=256, batch_size=128, flip=True, pca_lighting=0.1,
+      crop_chunk=1, workers=workers, read_threads=threads, prefetch=max(threads, 2)))
 
 
 def _cpu_seconds() -> float:
@@ -130,15 +130,15 @@ def plain_pil_loop(paths, seconds: float, size: int = 256, crop: int = 224) -> f
   return n / (time.perf_counter() - start)
 
 
-def bench_input() -> None:
+def bench_input(*, root: str, generate: int, workers: int, seconds: float) -> None:
+  """Prints the input pipeline's images/s and images per CPU-second beside a plain PIL loop."""
   from alexnet_jax.data import pipeline, sources
   from alexnet_jax.data.stats import Stats
 
   with tempfile.TemporaryDirectory() as tmp:
-    root = FLAGS.root
     if not root:
       root = tmp
-      generate_jpegs(root, FLAGS.generate)
+      generate_jpegs(root, generate)
     files, _ = sources.image_folder(root, "train")
     # The list repeated to ImageNet's length: grain's shuffle costs ≈ 60 µs per record over
     # 512 records and ≈ 6 µs over 1.28M.
@@ -147,15 +147,15 @@ def bench_input() -> None:
                               np.tile(files.labels, repeats)[:IMAGENET_TRAIN_SIZE])
     stats = Stats.imagenet_defaults(256)
     cores = os.cpu_count() or 1
-    workers = FLAGS.workers or cores
+    workers = workers or cores
     _emit({"bench": "input", "what": "plain PIL loop, 1 core",
-           "img_per_s": round(plain_pil_loop(files.paths, FLAGS.seconds), 1)})
+           "img_per_s": round(plain_pil_loop(files.paths, seconds), 1)})
     for label, w, threads in (("pipeline, in-process, 1 reader thread", 0, 1),
                               (f"pipeline, in-process, {workers} reader threads", 0, workers),
                               (f"pipeline, {workers} mp_prefetch workers x 1 thread", workers, 1)):
-      config = _input_config(w, threads)
-      rate, per_cpu_s = _time_batches(pipeline.train_dataset(config, train, stats, 128),
-                                      FLAGS.seconds, 128)
+      batches = pipeline.train_dataset(_input_data_config(w, threads), train, stats, crop=224,
+                                       channels=3, seed=0, local_batch=128)
+      rate, per_cpu_s = _time_batches(batches, seconds, 128)
       _emit({"bench": "input", "what": label, "img_per_s": round(rate, 1),
              **({"img_per_s_per_worker": round(rate / w, 1)} if w else {}),
              "img_per_cpu_s": round(per_cpu_s, 1), "cpu_cores": cores,
@@ -207,89 +207,83 @@ def _profile(compiled, args, steps: int) -> list[dict]:
       return top_device_ops(json.load(f), steps)
 
 
-def _timed_step(config, batch_size: int, devices: int = 1, profile_steps: int = 0):
+def _timed_step(config, batch_size: int, steps: int, mesh=None, profile_steps: int = 0):
   """(seconds per step, FLOPs per step, compiled HLO text, device ops ranked by time when
-  `profile_steps`) of the jitted training step on `devices` devices as a data-parallel mesh
-  (batch sharded, parameters replicated). FLOPs:
-  three times the forward pass's (forward, input and weight gradients), counted from the
-  layer shapes; XLA's cost analysis does not see inside cuDNN's convolutions."""
+  `profile_steps`) of the training step that training runs (`train_state.setup_train`: the
+  config's optimizer, the training mesh or `mesh`), on a synthetic batch already on the
+  devices. FLOPs: three times the forward pass's (forward, input and weight gradients),
+  counted from the layer shapes; XLA's cost analysis does not see inside cuDNN's convolutions."""
   import jax
   import jax.numpy as jnp
-  from flax import nnx
-  from jax.sharding import NamedSharding, PartitionSpec as P
 
-  from alexnet_jax import models, optim
-  from alexnet_jax.sharding import DATA, make_mesh
-  from alexnet_jax.steps import make_train_step
+  from alexnet_jax import models
+  from alexnet_jax.sharding import mesh_for
+  from alexnet_jax.train_state import setup_train
 
-  mesh = make_mesh(data=devices, model=1)
-  model = models.create_model(config.model, mesh=mesh, seed=0)
-  graphdef, state = nnx.split(model)
-  params = nnx.to_pure_dict(state)
-  tx = optim.paper_sgd(config.optimizer.learning_rate)
-  replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA))
-  step_fn = jax.jit(make_train_step(graphdef, tx, with_stats=False, pixel_scale=1.0),
-                    in_shardings=(replicated, sharded, replicated, replicated),
-                    out_shardings=(replicated, replicated), donate_argnums=0)
+  setup = setup_train(config, mesh if mesh is not None else mesh_for(config))
   size, c = config.model.input_size, config.model.in_channels
   key = jax.random.key(0)
   batch = jax.device_put({
       "image": jax.random.randint(key, (batch_size, size, size, c), 0, 256).astype(jnp.uint8),
       "label": jax.random.randint(key, (batch_size,), 0, config.model.num_classes),
       "crop": jnp.zeros((batch_size, 3), jnp.int32),
-      "lighting": jnp.zeros((batch_size, c), jnp.float32)}, sharded)
-  mean = jnp.full((size, size, c), 120.0, jnp.float32)
-  state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
-  compiled = step_fn.lower(state, batch, key, mean).compile()
+      "lighting": jnp.zeros((batch_size, c), jnp.float32)}, setup.batch_sharding)
+  mean = jax.device_put(jnp.full((size, size, c), 120.0, jnp.float32), setup.replicated)
+  state = setup.state
+  compiled = setup.train_step.lower(state, batch, key, mean).compile()
   flops = 3.0 * models.AlexNetSpec.from_config(config.model).forward_flops() * batch_size
   for _ in range(3):
     state, metrics = compiled(state, batch, key, mean)
   jax.block_until_ready(metrics)
   start = time.perf_counter()
-  for _ in range(FLAGS.steps):
+  for _ in range(steps):
     state, metrics = compiled(state, batch, key, mean)
   jax.block_until_ready(metrics)
-  seconds = (time.perf_counter() - start) / FLAGS.steps
+  seconds = (time.perf_counter() - start) / steps
   ops = _profile(compiled, (state, batch, key, mean), profile_steps) if profile_steps else []
   return seconds, flops, compiled.as_text(), ops
 
 
-def bench_step(config) -> None:
+def bench_step(config, *, batch: int, steps: int, profile: bool, compare_torch: bool) -> None:
+  """Prints the jitted training step's speed (and PyTorch's on the same network)."""
   import jax
 
   from alexnet_jax import models
+  from alexnet_jax.sharding import mesh_for
 
-  batch_size = FLAGS.batch or config.data.batch_size
-  seconds, flops, _, ops = _timed_step(config, batch_size, profile_steps=10 * FLAGS.profile)
+  batch_size = batch or config.data.batch_size
+  seconds, flops, _, ops = _timed_step(config, batch_size, steps,
+                                       profile_steps=10 if profile else 0)
   device = jax.devices()[0]
   achieved = flops / seconds
   peak = PEAK_FLOPS.get((device.device_kind, config.model.dtype))
   _emit({"bench": "step", "framework": f"jax {jax.__version__}",
          "device": device.device_kind, "dtype": config.model.dtype, "batch": batch_size,
+         "mesh": dict(mesh_for(config).shape),
          "img_per_s": round(batch_size / seconds, 1), "ms_per_step": round(seconds * 1e3, 3),
          "tflop_per_s": round(achieved / 1e12, 3),
          "fraction_of_peak": round(achieved / peak, 4) if peak else None,
          "gflop_per_image": round(flops / batch_size / 1e9, 3)})
-  if FLAGS.profile and not ops:
+  if profile and not ops:
     _emit({"profile": "no per-op device events in the trace (XLA's CPU backend records none)"})
   for op in ops:
     _emit({"profile": op["op"], "ms_per_step": op["ms_per_step"],
            "calls_per_step": op["calls_per_step"]})
-  if not FLAGS["compare-torch"].value:
+  if not compare_torch:
     return
   try:
     import torch
   except ImportError:
-    raise cli.UserError("--compare-torch needs PyTorch (a benchmark-only dependency): "
-                        "pip install torch") from None
+    raise UserError("--compare-torch needs PyTorch (a benchmark-only dependency): "
+                    "pip install torch") from None
   if not torch.cuda.is_available():
-    raise cli.UserError("--compare-torch times PyTorch on a CUDA GPU and none is visible")
+    raise UserError("--compare-torch times PyTorch on a CUDA GPU and none is visible")
   from alexnet_jax import torch_alexnet
 
   spec = models.AlexNetSpec.from_config(config.model)
   for compiled in (False, True):
     torch_seconds = torch_alexnet.time_training_step(
-        spec, batch_size, FLAGS.steps, dtype=config.model.dtype, compile=compiled)
+        spec, batch_size, steps, dtype=config.model.dtype, compile=compiled)
     _emit({"bench": "step", "framework": f"torch {torch.__version__}"
            + (" compile" if compiled else " eager"), "device": torch.cuda.get_device_name(),
            "dtype": config.model.dtype, "batch": batch_size,
@@ -300,30 +294,33 @@ def bench_step(config) -> None:
 
 # ----------------------------------------------------------------------------- end2end
 
-def bench_end2end(config) -> None:
-  """The real training loop (`train.train_and_evaluate`) for --steps steps on the synthetic
+def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, workers: int,
+                  steps: int) -> dict:
+  """The real training loop (`train.train_and_evaluate`) for `steps` steps on the synthetic
   source or on generated JPEGs: steady-state images/s and the fraction of the loop's time spent
-  waiting for input, from the loop's own metrics after the first (compiling) interval."""
+  waiting for input, from the loop's own metrics after the first (compiling) interval. Prints
+  and returns the record."""
   from alexnet_jax import metrics, train
   from alexnet_jax.data import sources
 
-  batch = FLAGS.batch or config.data.batch_size
-  steps = max(FLAGS.steps, 40)
+  batch = batch or config.data.batch_size
+  if steps < 8:
+    raise UserError(f"end2end needs --steps >= 8 (4 log intervals of 2 steps), got {steps}")
   with tempfile.TemporaryDirectory() as tmp:
-    if FLAGS.source == "jpeg":
-      root = FLAGS.root or os.path.join(tmp, "images")
-      if not FLAGS.root:
-        generate_jpegs(root, FLAGS.generate, classes=config.model.num_classes)
+    if source == "jpeg":
+      if not root:
+        root = os.path.join(tmp, "images")
+        generate_jpegs(root, generate, classes=config.model.num_classes)
         generate_jpegs(root, batch, classes=config.model.num_classes, seed=1, split="val")
       config.data.update(dict(name="image_folder", data_dir=root))
       size = len(sources.image_folder(root, "train")[0])
     else:
-      config.data.update(dict(name="synthetic", synthetic_train_size=FLAGS.generate,
+      config.data.update(dict(name="synthetic", synthetic_train_size=generate,
                               synthetic_eval_size=batch))
-      size = FLAGS.generate
+      size = generate
     config.data.update(dict(batch_size=batch, eval_batch_size=batch))
-    if FLAGS.workers:
-      config.data.workers = FLAGS.workers
+    if workers:
+      config.data.workers = workers
     config.num_epochs = steps * batch / size
     config.log_every_steps = steps // 4
     config.stats_every_steps = 10 * steps
@@ -333,10 +330,13 @@ def bench_end2end(config) -> None:
     train.train_and_evaluate(config, workdir)
     rows = [r for r in metrics.read_metrics(os.path.join(workdir, "metrics.jsonl"))
             if r["split"] == "train"][1:]
-  _emit({"bench": "end2end", "source": FLAGS.source, "batch": batch, "dtype": config.model.dtype,
-         "workers": config.data.workers, "steps": steps,
-         "img_per_s": round(float(np.mean([r["img_per_s"] for r in rows])), 1),
-         "input_wait_fraction": round(float(np.mean([r["input_wait_fraction"] for r in rows])), 3)})
+  record = {"bench": "end2end", "source": source, "batch": batch, "dtype": config.model.dtype,
+            "workers": config.data.workers, "steps": steps,
+            "img_per_s": round(float(np.mean([r["img_per_s"] for r in rows])), 1),
+            "input_wait_fraction": round(float(np.mean([r["input_wait_fraction"]
+                                                        for r in rows])), 3)}
+  _emit(record)
+  return record
 
 
 # ----------------------------------------------------------------------------- scaling
@@ -359,42 +359,57 @@ def collective_bytes(hlo_text: str) -> dict[str, int]:
   return totals
 
 
-def bench_scaling(config) -> None:
-  """Data-parallel step time on 1, 2, 4, 8 CPU devices at a fixed per-device batch, with the
-  collective bytes read from each compiled step (one child process per device count)."""
-  if FLAGS.devices:  # the child: measure one point
-    per_device = FLAGS.batch or 16
-    seconds, _, hlo, _ = _timed_step(config, per_device * FLAGS.devices, FLAGS.devices)
-    _emit({"bench": "scaling", "devices": FLAGS.devices, "per_device_batch": per_device,
+def bench_scaling(config, *, devices: int, per_device_batch: int, steps: int,
+                  argv: list[str]) -> None:
+  """Step time on 1, 2, 4, 8 CPU devices at a fixed batch per 'data' shard, on the mesh
+  training uses for that many devices (the columns on the 'model' axis when it is 2), with the collective bytes read from each compiled
+  step (one child process per device count: the device count is fixed when jax starts)."""
+  if devices:  # the child: measure one point
+    from alexnet_jax.sharding import mesh_for
+
+    mesh = mesh_for(config)
+    batch = per_device_batch * mesh.shape["data"]
+    seconds, _, hlo, _ = _timed_step(config, batch, steps, mesh)
+    _emit({"bench": "scaling", "devices": devices, "mesh": dict(mesh.shape),
+           "batch_per_data_shard": per_device_batch, "global_batch": batch,
            "ms_per_step": round(seconds * 1e3, 2),
-           "img_per_s": round(per_device * FLAGS.devices / seconds, 1),
-           "collective_bytes": collective_bytes(hlo)})
+           "img_per_s": round(batch / seconds, 1), "collective_bytes": collective_bytes(hlo)})
     return
   for n in (1, 2, 4, 8):
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
     result = subprocess.run([sys.executable, "-m", "alexnet_jax.benchmark", "scaling",
-                             f"--devices={n}", *sys.argv[2:]], env=env, capture_output=True,
-                            text=True)
+                             f"--devices={n}", *argv], env=env, capture_output=True, text=True)
     if result.returncode:
-      raise cli.UserError(f"scaling point {n} failed: {result.stderr.strip().splitlines()[-1]}")
+      raise UserError(f"scaling point {n} failed: {result.stderr.strip().splitlines()[-1]}")
     print(result.stdout.strip(), flush=True)
 
 
 def main(argv):
+  FLAGS = flags.FLAGS
   if len(argv) != 2 or argv[1] not in ("input", "step", "end2end", "scaling"):
-    raise cli.UserError("usage: python -m alexnet_jax.benchmark input|step|end2end|scaling "
-                        "[flags]")
+    raise UserError("usage: python -m alexnet_jax.benchmark input|step|end2end|scaling "
+                    "[flags]")
   cli.log_our_info()
   logging.set_verbosity(logging.WARNING)
   if argv[1] == "input":
-    bench_input()
+    bench_input(root=FLAGS.root, generate=FLAGS.generate, workers=FLAGS.workers,
+                seconds=FLAGS.seconds)
     return
   if FLAGS.config is None:
-    raise cli.UserError(f"{argv[1]} needs --config=configs/....py")
+    raise UserError(f"{argv[1]} needs --config=configs/....py")
+  config = FLAGS.config
   if FLAGS.dtype and argv[1] in ("step", "end2end"):
-    FLAGS.config.model.dtype = FLAGS.dtype
-  {"step": bench_step, "end2end": bench_end2end, "scaling": bench_scaling}[argv[1]](FLAGS.config)
+    config.model.dtype = FLAGS.dtype
+  if argv[1] == "step":
+    bench_step(config, batch=FLAGS.batch, steps=FLAGS.steps, profile=FLAGS.profile,
+               compare_torch=FLAGS["compare-torch"].value)
+  elif argv[1] == "end2end":
+    bench_end2end(config, source=FLAGS.source, root=FLAGS.root, generate=FLAGS.generate,
+                  batch=FLAGS.batch, workers=FLAGS.workers, steps=max(FLAGS.steps, 40))
+  else:
+    bench_scaling(config, devices=FLAGS.devices, per_device_batch=FLAGS.batch or 16,
+                  steps=FLAGS.steps, argv=sys.argv[2:])
 
 
 if __name__ == "__main__":

@@ -1,9 +1,16 @@
-"""Orbax checkpoints: train state, schedule/meta JSON and the grain iterator, saved together.
+"""The workdir's checkpoints, the one module that knows their layout.
 
 `<workdir>/checkpoints/<step>/{state,meta,data}` keeps the latest `keep` steps;
 `<workdir>/best/<step>/{state,meta}` keeps the one with the lowest validation top-1 error.
-The state is a plain pytree of arrays ({'step', 'params', 'opt_state'}, params as nested dicts
+`state` is a plain pytree of arrays ({'step', 'params', 'opt_state'}, params as nested dicts
 {layer: {'kernel', 'bias'}}): it restores with plain Orbax, no alexnet_jax import needed.
+`meta` is JSON (step, epoch, schedule, the config, class names, process count); `data` is the
+grain iterator's state.
+
+Two ways back in, both newest first with a damaged step reported and the previous one tried:
+`Checkpoints.restore_latest` (training: the whole state and the input position; a damaged step
+is set aside so that training can write it again) and `restore_trained` (inference and
+fine-tuning: the parameters only, onto any mesh; nothing on disk is changed).
 """
 
 from __future__ import annotations
@@ -15,10 +22,15 @@ from typing import Callable
 
 import grain
 import jax
+import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
 
-from alexnet_jax.cli import UserError
+from alexnet_jax import models
+from alexnet_jax.errors import UserError
+
+LATEST, BEST = "checkpoints", "best"  # step directories under the workdir
+STATE, META, DATA = "state", "meta", "data"  # items of a step directory
 
 
 class Checkpoints:
@@ -34,11 +46,10 @@ class Checkpoints:
       raise UserError(f"workdir {workdir} is not writable")
     self.workdir = workdir
     self.latest = ocp.CheckpointManager(
-        os.path.join(workdir, "checkpoints"), options=_options("latest", keep),
-        item_names=("state", "meta", "data"))
+        os.path.join(workdir, LATEST), options=_options("latest", keep),
+        item_names=(STATE, META, DATA))
     self.best = ocp.CheckpointManager(
-        os.path.join(workdir, "best"), options=_options("best", 1),
-        item_names=("state", "meta"))
+        os.path.join(workdir, BEST), options=_options("best", 1), item_names=(STATE, META))
 
   def save(self, step: int, state, meta: dict, iterator: grain.DatasetIterator) -> None:
     with self._writing(step):
@@ -64,31 +75,32 @@ class Checkpoints:
                       f"(step {max(kept) if kept else 'none'}) is intact") from None
 
   def restore_latest(self, abstract_state, iterator: grain.DatasetIterator,
-                     position_at: Callable[[int], dict]):
+                     reposition: Callable[[int], None]):
     """(state, meta) of the newest checkpoint that restores, or None when there is none.
 
-    A damaged newest checkpoint is reported and the previous one is tried. The input iterator
-    is restored in place; when the checkpoint was written by another number of processes it is
-    positioned from the step instead (every process reads its share of each global batch).
+    A damaged newest checkpoint is reported, set aside and the previous one tried. The input
+    iterator is restored in place; when the checkpoint was written by another number of
+    processes it is positioned from the step instead (`reposition`: every process reads its
+    share of each global batch).
     """
     steps = sorted(self.latest.all_steps(), reverse=True)
-    for step in steps:
-      try:
-        restored = self.latest.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-      except Exception as e:  # noqa: BLE001 -- any failure to read means this step is damaged
-        kept = self._set_aside(step)
-        logging.warning("checkpoint step %d cannot be restored (%s: %s); moved to %s, trying "
-                        "the previous one", step, type(e).__name__,
-                        str(e).splitlines()[0] if str(e) else "", kept)
-        continue
-      self.latest.reload()
-      self._restore_input(step, restored["meta"], iterator, position_at)
-      return restored["state"], restored["meta"]
-    if steps:
-      raise UserError(f"no checkpoint in {self.latest.directory} can be restored "
-                      f"(steps {steps}); move the directory away to start afresh")
-    return None
+    if not steps:
+      return None
+
+    def read(step):
+      return self.latest.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+
+    def set_aside(step):
+      return f"moved to {self._set_aside(step)}"
+
+    step, restored = _newest_that_restores(
+        steps, read, on_damaged=set_aside, name=lambda step: f"step {step}",
+        none_left=f"no checkpoint in {self.latest.directory} can be restored (steps {steps}); "
+                  "move the directory away to start afresh")
+    self.latest.reload()
+    self._restore_input(step, restored["meta"], iterator, reposition)
+    return restored["state"], restored["meta"]
 
   def _set_aside(self, step: int) -> str:
     """Renames a damaged step directory out of the manager's sight (kept for inspection), so
@@ -99,7 +111,7 @@ class Checkpoints:
       os.replace(path, kept)
     return kept
 
-  def _restore_input(self, step: int, meta: dict, iterator, position_at) -> None:
+  def _restore_input(self, step: int, meta: dict, iterator, reposition) -> None:
     writers = int(meta.get("processes", 1))
     if writers == jax.process_count():
       try:
@@ -110,11 +122,10 @@ class Checkpoints:
         why = f"its input position cannot be read ({type(e).__name__})"
     else:
       why = f"it was written by {writers} processes, this run has {jax.process_count()}"
-    position = iterator.get_state()
-    if not isinstance(position, dict) or "next_index" not in position:
-      raise UserError(f"checkpoint step {step}: {why}, and with data.workers > 0 the input "
-                      "position cannot be derived from the step; resume with data.workers=0")
-    iterator.set_state({**position, **position_at(step)})
+    try:
+      reposition(step)
+    except UserError as e:
+      raise UserError(f"checkpoint step {step}: {why}, and {e}") from None
     logging.warning("checkpoint step %d: %s; input positioned from the step", step, why)
 
   def wait(self) -> None:
@@ -140,3 +151,99 @@ def abstract_like(tree):
   """ShapeDtypeStructs (with shardings) of a pytree of arrays: an Orbax restore target."""
   return jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+def _newest_that_restores(candidates, read, *, on_damaged=None, none_left: str, name=str):
+  """(candidate, read(candidate)) of the first candidate that reads; each one that fails is
+  reported by `name(candidate)` (`on_damaged(candidate)` may act on it and say what it did) and
+  the next tried."""
+  for candidate in candidates:
+    try:
+      return candidate, read(candidate)
+    except UserError:
+      raise
+    except Exception as e:  # noqa: BLE001 -- any failure to read means this step is damaged
+      done = on_damaged(candidate) if on_damaged else "skipped"
+      logging.warning("checkpoint %s cannot be restored (%s: %s); %s, trying the previous one",
+                      name(candidate), type(e).__name__, _first_line(e), done)
+  raise UserError(none_left)
+
+
+def _first_line(e: Exception) -> str:
+  return str(e).splitlines()[0] if str(e) else ""
+
+
+# ----------------------------------------------------------------------------- trained models
+
+def step_dirs(workdir: str, *, step: int | None = None, best: bool = False) -> list[str]:
+  """Step directories to try, newest first: `best/<step>`, `checkpoints/<step>`, or all of
+  `checkpoints/` (the newest first, older ones as fallbacks)."""
+  root = os.path.join(os.path.abspath(workdir), BEST if best else LATEST)
+  if not os.path.isdir(root):
+    raise UserError(f"no checkpoints in {workdir} (missing {root})")
+  steps = sorted((int(n) for n in os.listdir(root) if n.isdigit()), reverse=True)
+  if step is not None:
+    if step not in steps:
+      raise UserError(f"no checkpoint for step {step} in {root} (have {sorted(steps)})")
+    steps = [step]
+  if not steps:
+    raise UserError(f"no checkpoints in {root}")
+  return [os.path.join(root, str(s)) for s in steps]
+
+
+def read_meta(step_dir: str) -> dict:
+  return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(os.path.join(step_dir, META))
+
+
+# Model fields added after checkpoints were first written, with the value every checkpoint
+# without them was trained with (before the field existed, dropout was the inverted form).
+_ADDED_MODEL_FIELDS = {"dropout_form": "inverted", "response_norm": False,
+                       "response_norm_size": 5, "response_norm_alpha": 1e-3,
+                       "response_norm_beta": 0.75}
+
+
+def saved_config(meta: dict, step_dir: str) -> ml_collections.ConfigDict:
+  """The config a checkpoint was trained with, completed for this version's model fields."""
+  config = ml_collections.ConfigDict(meta["config"])
+  model = config.model
+  if model.get("contrast_norm"):
+    raise UserError(f"{step_dir} was trained with the mean-subtracting contrast norm of earlier "
+                    "versions, which this version replaced by the 2012 code's response norm "
+                    "(docs/fidelity.md): it cannot be rebuilt; retrain it")
+  for name in [n for n in model if n.startswith("contrast_norm")]:
+    del model[name]
+  missing = {k: v for k, v in _ADDED_MODEL_FIELDS.items() if k not in model}
+  if "dropout_form" in missing and model.dropout > 0:
+    logging.info("%s predates model.dropout_form: restored with the inverted dropout it was "
+                 "trained with", step_dir)
+  model.update(missing)
+  return config
+
+
+def restore_params(step_dir: str, abstract_params) -> dict:
+  """The 'params' subtree of a checkpoint's state, placed as `abstract_params` says (Orbax
+  partial restore: the optimizer state stays on disk)."""
+  restored = ocp.PyTreeCheckpointer().restore(
+      os.path.join(step_dir, STATE),
+      args=ocp.args.PyTreeRestore(
+          item={"params": abstract_params},
+          restore_args={"params": ocp.checkpoint_utils.construct_restore_args(abstract_params)},
+          partial_restore=True))
+  return restored["params"]
+
+
+def restore_trained(workdir: str, *, step: int | None = None, best: bool = False,
+                    mesh_for: Callable[[ml_collections.ConfigDict], jax.sharding.Mesh]):
+  """(step dir, meta, config, graphdef, params) of the newest checkpoint of `workdir` that
+  restores (`best`: the best one; `step`: that step), parameters only, on `mesh_for(config)`."""
+  def read(step_dir):
+    meta = read_meta(step_dir)
+    config = saved_config(meta, step_dir)
+    graphdef, abstract = models.abstract_model(config.model, mesh=mesh_for(config))
+    return meta, config, graphdef, restore_params(step_dir, abstract)
+
+  candidates = step_dirs(workdir, step=step, best=best)
+  step_dir, (meta, config, graphdef, params) = _newest_that_restores(
+      candidates, read, none_left=f"no checkpoint of {workdir} can be restored "
+                                  f"({', '.join(candidates)})")
+  return step_dir, meta, config, graphdef, params

@@ -8,13 +8,15 @@ from typing import Callable
 
 from absl import app, flags, logging
 
-
-class UserError(ValueError):
-  """Bad input the user can fix (config, data, checkpoint): reported as one line, no traceback."""
+from alexnet_jax import xla_flags
+from alexnet_jax.errors import UserError
 
 
 def run(main: Callable[[list[str]], None], required_flags: tuple[str, ...] = ()) -> None:
-  """`absl.app.run(main)` where bad flags, configs and `UserError`s end in one line, status 2."""
+  """`absl.app.run(main)` where bad flags, configs and `UserError`s end in one line, status 2.
+
+  Applies the process-wide XLA settings (`xla_flags.configure`) first, before jax starts."""
+  xla_flags.configure()
   for name in required_flags:
     flags.mark_flag_as_required(name)
 
@@ -70,11 +72,3 @@ def define_restore_flags() -> None:
   flags.DEFINE_string("workdir", None, "training workdir to restore")
   flags.DEFINE_integer("step", None, "checkpoint step (default: the newest that restores)")
   flags.DEFINE_bool("best", False, "restore the best (lowest validation error) checkpoint")
-
-
-def set_field(config, path: str, value) -> None:
-  """`config.a.b = value` for path 'a.b' (a locked ConfigDict still rejects unknown keys)."""
-  *parents, field = path.split(".")
-  for parent in parents:
-    config = config[parent]
-  config[field] = tuple(value) if isinstance(value, list) else value

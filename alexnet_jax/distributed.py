@@ -16,7 +16,7 @@ import os
 import jax
 from absl import logging
 
-from alexnet_jax.cli import UserError
+from alexnet_jax.errors import UserError
 
 
 def initialize(coordinator_address: str = "", num_processes: int = 0,

@@ -16,9 +16,7 @@ from absl import flags
 
 from alexnet_jax import cli, inference
 from alexnet_jax.steps import topk_errors
-
-FLAGS = flags.FLAGS
-
+from alexnet_jax.errors import UserError
 
 def errors(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
   top1, top5 = topk_errors(probs, labels)
@@ -30,7 +28,7 @@ def evaluate(workdirs: list[str], *, best: bool = False, ten_crop: bool = False)
   models = [inference.load(w, best=best) for w in workdirs]
   for w, m in zip(workdirs[1:], models[1:]):
     if m.class_names != models[0].class_names:
-      raise cli.UserError(f"{w} predicts other classes than {workdirs[0]}: cannot ensemble")
+      raise UserError(f"{w} predicts other classes than {workdirs[0]}: cannot ensemble")
   split, image_at = inference.split_images(models[0], "eval")
   labels = np.asarray(split.labels if hasattr(split, "labels") else  # TFDS: read the records
                       [int(split[i]["label"]) for i in range(len(split))])
@@ -46,8 +44,9 @@ def evaluate(workdirs: list[str], *, best: bool = False, ten_crop: bool = False)
 
 
 def main(argv):
+  FLAGS = flags.FLAGS
   if len(argv) > 1:
-    raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+    raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   cli.log_our_info()
   for row in evaluate(FLAGS.workdir, best=FLAGS.best, ten_crop=FLAGS.ten_crop):
     print(json.dumps(row))

@@ -26,9 +26,7 @@ from absl import flags, logging
 from alexnet_jax import cli, inference
 from alexnet_jax.data import images as image_files
 from alexnet_jax.data import sources
-
-FLAGS = flags.FLAGS
-
+from alexnet_jax.errors import UserError
 
 @functools.partial(jax.jit, static_argnames=("k", "chunk"))
 def nearest(queries: jax.Array, database: jax.Array, *, k: int, chunk: int = 8192):
@@ -59,7 +57,7 @@ def _folder_paths(folder: str) -> list[str]:
   paths = [os.path.join(d, f) for d, _, files in os.walk(folder) for f in files
            if f.lower().endswith(sources.IMAGE_EXTENSIONS)]
   if not paths:
-    raise cli.UserError(f"no images under {folder}")
+    raise UserError(f"no images under {folder}")
   return sorted(paths)
 
 
@@ -84,16 +82,21 @@ def draw_grid(path: str, rows: list[list[np.ndarray]], titles: list[str]) -> Non
   plt.close(fig)
 
 
-def main(argv):
-  cli.log_our_info()
-  if not (FLAGS.split or FLAGS.folder or FLAGS.neighbors > 0):
-    raise cli.UserError("nothing to do: give --split or --folder (with --output), or --neighbors")
-  trained = inference.load(FLAGS.workdir, step=FLAGS.step, best=FLAGS.best)
-  if FLAGS.split or FLAGS.folder:
-    if not FLAGS.output:
-      raise cli.UserError("--output=FILE.npy is needed with --split or --folder")
-    if FLAGS.folder:
-      paths = _folder_paths(FLAGS.folder)
+def extract_and_search(workdir: str, *, step: int | None = None, best: bool = False,
+                       split: str | None = None, folder: str = "", output: str = "",
+                       neighbors: int = 0, num_queries: int = 5, database: str = "",
+                       grid: str = "neighbors.png", query_paths: tuple[str, ...] = ()) -> None:
+  """fc7 features of a split or a folder into `output` (.npy); with `neighbors` > 0, each
+  query's nearest training images (the validation split's first `num_queries`, or
+  `query_paths`), printed and drawn into `grid` (Figure 4, right)."""
+  if not (split or folder or neighbors > 0):
+    raise UserError("nothing to do: give --split or --folder (with --output), or --neighbors")
+  trained = inference.load(workdir, step=step, best=best)
+  if split or folder:
+    if not output:
+      raise UserError("--output=FILE.npy is needed with --split or --folder")
+    if folder:
+      paths = _folder_paths(folder)
 
       def image_at(i):
         try:
@@ -104,40 +107,49 @@ def main(argv):
 
       feats = inference.predict_all(trained, len(paths), image_at)["fc7"]
     else:
-      split, image_at = inference.split_images(trained, FLAGS.split)
-      feats = inference.predict_all(trained, len(split), image_at)["fc7"]
-    np.save(FLAGS.output, feats.astype(np.float32))
-    print(f"features {feats.shape} written: {FLAGS.output}")
-  if FLAGS.neighbors <= 0:
+      split_data, image_at = inference.split_images(trained, split)
+      feats = inference.predict_all(trained, len(split_data), image_at)["fc7"]
+    np.save(output, feats.astype(np.float32))
+    print(f"features {feats.shape} written: {output}")
+  if neighbors <= 0:
     return
   train_split, train_image = inference.split_images(trained, "train")
-  if FLAGS.database:
-    database = np.load(FLAGS.database, allow_pickle=False)
-    if database.shape[0] != len(train_split):
-      raise cli.UserError(f"{FLAGS.database} has {database.shape[0]} rows, the training split "
-                          f"{len(train_split)}")
+  if database:
+    rows_db = np.load(database, allow_pickle=False)
+    if rows_db.shape[0] != len(train_split):
+      raise UserError(f"{database} has {rows_db.shape[0]} rows, the training split "
+                      f"{len(train_split)}")
   else:
     logging.info("extracting features of %d training images", len(train_split))
-    database = inference.predict_all(trained, len(train_split), train_image)["fc7"]
-  if argv[1:]:
-    names, queries, bad = trained.read_images(argv[1:])
+    rows_db = inference.predict_all(trained, len(train_split), train_image)["fc7"]
+  if query_paths:
+    names, queries, bad = trained.read_images(query_paths)
     for message in bad:
       print(message, file=sys.stderr)
   else:
     eval_split, eval_image = inference.split_images(trained, "eval")
-    readable = [(i, im) for i in range(min(FLAGS.num_queries, len(eval_split)))
+    readable = [(i, im) for i in range(min(num_queries, len(eval_split)))
                 if (im := eval_image(i)) is not None]
     names = [f"validation #{i}" for i, _ in readable]
     queries = np.stack([im for _, im in readable])
   query_feats = trained.predict(queries)["fc7"]
-  dist, index = jax.device_get(nearest(jnp.asarray(query_feats), jnp.asarray(database),
-                                       k=FLAGS.neighbors))
+  dist, index = jax.device_get(nearest(jnp.asarray(query_feats), jnp.asarray(rows_db),
+                                       k=neighbors))
   rows = []
   for name, query, d, idx in zip(names, queries, dist, index):
     print(name + ": " + " ".join(f"{int(i)} ({np.sqrt(v):.3g})" for i, v in zip(idx, d)))
     rows.append([query] + [train_image(int(i)) for i in idx])
-  draw_grid(FLAGS.grid, rows, [os.path.basename(n) for n in names])
-  print(f"written: {FLAGS.grid}")
+  draw_grid(grid, rows, [os.path.basename(n) for n in names])
+  print(f"written: {grid}")
+
+
+def main(argv):
+  FLAGS = flags.FLAGS
+  cli.log_our_info()
+  extract_and_search(FLAGS.workdir, step=FLAGS.step, best=FLAGS.best, split=FLAGS.split,
+                     folder=FLAGS.folder, output=FLAGS.output, neighbors=FLAGS.neighbors,
+                     num_queries=FLAGS.num_queries, database=FLAGS.database, grid=FLAGS.grid,
+                     query_paths=tuple(argv[1:]))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from alexnet_jax import ops
-from alexnet_jax.cli import UserError
+from alexnet_jax.errors import UserError
 from alexnet_jax.sharding import DATA, MODEL, make_mesh
 
 CONV_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
@@ -46,63 +46,60 @@ DROPPED = ("fc6", "fc7")
 
 @dataclasses.dataclass(frozen=True)
 class AlexNetSpec:
-  """The static description of one network, built from the config's `model` section."""
+  """The static description of one network, built from the config's `model` section by
+  `from_config` (the defaults live in configs/paper.py only; every field is required)."""
 
-  num_classes: int = 1000
-  input_size: int = 224
-  in_channels: int = 3
-  columns: int = 2
-  conv_features: tuple[int, ...] = (96, 256, 384, 384, 256)
-  conv_kernels: tuple[int, ...] = (11, 5, 3, 3, 3)
-  conv1_stride: int = 4
-  fc_features: tuple[int, ...] = (4096, 4096)
-  extra_conv6: bool = False
-  activation: str = "relu"
-  lrn: bool = True
-  lrn_size: int = 5
-  lrn_k: float = 2.0
-  lrn_alpha: float = 1e-4
-  lrn_beta: float = 0.75
-  lrn_alpha_over_size: bool = False
-  lrn_conv1_pre_relu: bool = False
-  response_norm: bool = False
-  response_norm_size: int = 5
-  response_norm_alpha: float = 1e-3
-  response_norm_beta: float = 0.75
-  pool_window: int = 3
-  pool_stride: int = 2
-  dropout: float = 0.5
-  dropout_form: str = "paper"
-  init_std: tuple[tuple[str, float], ...] = tuple((n, 0.01) for n in LAYERS)
-  init_bias: tuple[tuple[str, float], ...] = (
-      ("conv1", 0.0), ("conv2", 1.0), ("conv3", 0.0), ("conv4", 1.0),
-      ("conv5", 1.0), ("fc6", 1.0), ("fc7", 1.0), ("fc8", 0.0))
-  dtype: str = "float32"
-  param_dtype: str = "float32"
+  num_classes: int
+  input_size: int
+  in_channels: int
+  columns: int
+  conv_features: tuple[int, ...]
+  conv_kernels: tuple[int, ...]
+  conv1_stride: int
+  fc_features: tuple[int, ...]
+  extra_conv6: bool
+  activation: str
+  lrn: bool
+  lrn_size: int
+  lrn_k: float
+  lrn_alpha: float
+  lrn_beta: float
+  lrn_alpha_over_size: bool
+  lrn_conv1_pre_relu: bool
+  response_norm: bool
+  response_norm_size: int
+  response_norm_alpha: float
+  response_norm_beta: float
+  pool_window: int
+  pool_stride: int
+  dropout: float
+  dropout_form: str
+  init_std: tuple[tuple[str, float], ...]  # (layer, std) for every layer, conv6 included
+  init_bias: tuple[tuple[str, float], ...]
+  dtype: str
+  param_dtype: str
 
   @classmethod
   def from_config(cls, model_config) -> "AlexNetSpec":
+    """The spec of a config's `model` section, validated; a missing or malformed field is a
+    one-line `UserError`."""
     c = model_config
-    spec = cls(
-        num_classes=int(c.num_classes), input_size=int(c.input_size),
-        in_channels=int(c.in_channels), columns=int(c.columns),
-        conv_features=tuple(int(v) for v in c.conv_features),
-        conv_kernels=tuple(int(v) for v in c.conv_kernels),
-        conv1_stride=int(c.conv1_stride),
-        fc_features=tuple(int(v) for v in c.fc_features),
-        extra_conv6=bool(c.get("extra_conv6", False)),
-        activation=str(c.activation), lrn=bool(c.lrn), lrn_size=int(c.lrn_size),
-        lrn_k=float(c.lrn_k), lrn_alpha=float(c.lrn_alpha), lrn_beta=float(c.lrn_beta),
-        lrn_alpha_over_size=bool(c.lrn_alpha_over_size),
-        lrn_conv1_pre_relu=bool(c.lrn_conv1_pre_relu),
-        response_norm=bool(c.response_norm), response_norm_size=int(c.response_norm_size),
-        response_norm_alpha=float(c.response_norm_alpha),
-        response_norm_beta=float(c.response_norm_beta),
-        pool_window=int(c.pool_window), pool_stride=int(c.pool_stride),
-        dropout=float(c.dropout), dropout_form=str(c.dropout_form),
-        init_std=tuple((n, float(c.init_std.get(n, 0.01))) for n in LAYERS + (CONV6,)),
-        init_bias=tuple((n, float(c.init_bias.get(n, 1.0))) for n in LAYERS + (CONV6,)),
-        dtype=str(c.dtype), param_dtype=str(c.param_dtype))
+    casts = {f.name: f.type for f in dataclasses.fields(cls)}
+    values = {}
+    try:
+      for name, kind in casts.items():
+        value = c[name]
+        if name in ("init_std", "init_bias"):
+          values[name] = tuple((n, float(value[n])) for n in LAYERS + (CONV6,))
+        elif kind == "tuple[int, ...]":
+          values[name] = tuple(int(v) for v in value)
+        else:
+          values[name] = {"int": int, "float": float, "bool": bool, "str": str}[kind](value)
+    except (KeyError, AttributeError) as e:
+      raise UserError(f"invalid model config: missing field {e.args[0] if e.args else e}") from None
+    except (TypeError, ValueError) as e:
+      raise UserError(f"invalid model config: {e}") from None
+    spec = cls(**values)
     spec.validate()
     return spec
 

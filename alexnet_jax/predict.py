@@ -17,9 +17,7 @@ import numpy as np
 from absl import flags
 
 from alexnet_jax import cli, inference
-
-FLAGS = flags.FLAGS
-
+from alexnet_jax.errors import UserError
 
 def top5(probs: np.ndarray, class_names) -> list[list[tuple[str, float]]]:
   order = np.argsort(-probs, axis=-1, kind="stable")[:, :5]
@@ -62,28 +60,37 @@ def draw_figure4(path: str, stored: np.ndarray, names: list[str], rows, class_na
   plt.close(fig)
 
 
-def main(argv):
-  paths = argv[1:]
+def predict_files(workdir: str, paths: list[str], *, step: int | None = None,
+                  best: bool = False, ten_crop: bool = False, output: str = "") -> int:
+  """Prints each readable image's top-5 classes (unreadable ones on stderr) and draws Figure 4
+  (left) into `output`; returns the exit status (1 when no image could be read)."""
   if not paths:
-    raise cli.UserError("give one or more image files after the flags")
-  cli.log_our_info()
-  trained = inference.load(FLAGS.workdir, step=FLAGS.step, best=FLAGS.best)
+    raise UserError("give one or more image files after the flags")
+  trained = inference.load(workdir, step=step, best=best)
   good, stored, bad = trained.read_images(paths)
   for message in bad:
     print(message, file=sys.stderr)
-  probs = trained.predict(stored, ten_crop=FLAGS.ten_crop)["probs"]
+  probs = trained.predict(stored, ten_crop=ten_crop)["probs"]
   rows = top5(probs, trained.class_names)
   for path, row in zip(good, rows):
     print(path)
     for name, p in row:
       print(f"  {p:.4f}  {name}")
-  if FLAGS.output and good:
-    draw_figure4(FLAGS.output, stored, good, rows, trained.class_names)
-    print(f"written: {FLAGS.output}")
+  if output and good:
+    draw_figure4(output, stored, good, rows, trained.class_names)
+    print(f"written: {output}")
   if bad:
     print(f"{len(bad)} of {len(paths)} images unreadable", file=sys.stderr)
-  if not good:
-    sys.exit(1)
+  return 0 if good else 1
+
+
+def main(argv):
+  FLAGS = flags.FLAGS
+  cli.log_our_info()
+  status = predict_files(FLAGS.workdir, argv[1:], step=FLAGS.step, best=FLAGS.best,
+                         ten_crop=FLAGS.ten_crop, output=FLAGS.output)
+  if status:
+    sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ error rate stopped improving with the current learning rate. The learning rate w
 at 0.01 and reduced three times prior to termination."
 
 `plateau` does that after each validation pass; `steps` (drops at fixed epochs) and `constant`
-are there for reproducible runs. The state is a small JSON-able dict saved with checkpoints.
+are there for reproducible runs. The schedule is the one owner of ε: the training loop asks it
+to `apply` ε to the optimizer state before each step. Its state is a small JSON-able dict saved
+with checkpoints.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from alexnet_jax.cli import UserError
+from alexnet_jax import optim
+from alexnet_jax.errors import UserError
 
 KINDS = ("plateau", "steps", "constant")
 
@@ -24,7 +27,6 @@ class ScheduleState:
   best_error: float = math.inf
   bad_evals: int = 0
   drops: int = 0
-  stop: bool = False
 
 
 class LearningRateSchedule:
@@ -44,19 +46,32 @@ class LearningRateSchedule:
     self.drop_epochs = tuple(sorted(float(e) for e in c.drop_epochs))
     self.base = float(base_learning_rate)
     self.state = ScheduleState(learning_rate=self.base)
+    self._applied = None  # the ε last written into the optimizer state by `apply`
 
   @property
   def learning_rate(self) -> float:
     return self.state.learning_rate
 
-  def at_epoch(self, epoch: float) -> float:
-    """ε for the step starting at `epoch` (only `steps` depends on it)."""
+  def advance(self, epoch: float) -> None:
+    """Moves the schedule to the step that starts at `epoch`: `steps` drops ε at its epochs."""
     if self.kind == "steps":
       drops = sum(epoch >= e for e in self.drop_epochs)
       if drops != self.state.drops:
         self.state.drops = drops
         self.state.learning_rate = self.base * self.factor ** drops
-    return self.state.learning_rate
+
+  def apply(self, opt_state):
+    """`opt_state` with the schedule's ε. The loop's optimizer state gets ε only from here: a
+    new array when ε has changed since the last call (nothing read back from the device, no
+    recompilation); a restored or new optimizer state needs `forget_applied` first."""
+    if self._applied == self.learning_rate:
+      return opt_state
+    self._applied = self.learning_rate
+    return optim.set_learning_rate(opt_state, self.learning_rate)
+
+  def forget_applied(self) -> None:
+    """The next `apply` writes ε whatever was applied before (a fresh optimizer state)."""
+    self._applied = None
 
   def after_eval(self, error: float) -> str | None:
     """Feeds one validation top-1 error; returns 'drop' or 'stop' when that happens."""
@@ -74,7 +89,6 @@ class LearningRateSchedule:
       s.learning_rate *= self.factor
       return "drop"
     if self.stop_after_last_drop:
-      s.stop = True
       return "stop"
     return None
 
@@ -84,6 +98,10 @@ class LearningRateSchedule:
     return d
 
   def load_state_dict(self, d: dict) -> None:
-    d = dict(d)
+    """The state saved by `state_dict` (keys that earlier versions saved and this one no longer
+    keeps, such as 'stop', are ignored)."""
+    fields = {f.name for f in dataclasses.fields(ScheduleState)}
+    d = {k: v for k, v in d.items() if k in fields}
     d["best_error"] = math.inf if d.get("best_error") is None else d["best_error"]
     self.state = ScheduleState(**d)
+    self.forget_applied()

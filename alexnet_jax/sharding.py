@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 from jax.sharding import AxisType
 
-from alexnet_jax.cli import UserError
+from alexnet_jax.errors import UserError
 
 DATA = "data"
 MODEL = "model"

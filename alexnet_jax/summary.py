@@ -9,13 +9,10 @@ import math
 
 import jax
 import jax.numpy as jnp
+from absl import flags
 from flax import nnx
-from ml_collections import config_flags
 
 from alexnet_jax import cli, models
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Training configuration file.",
-                                          lock_config=True)
 
 
 def _connectivity(spec: models.AlexNetSpec, layer: str) -> str:
@@ -60,8 +57,12 @@ def format_summary(rows) -> str:
 
 def main(argv):
   del argv
-  print(format_summary(summarize(_CONFIG.value.model)))
+  print(format_summary(summarize(flags.FLAGS.config.model)))
 
 
 if __name__ == "__main__":
+  from ml_collections import config_flags
+
+  config_flags.DEFINE_config_file("config", None, "Training configuration file.",
+                                  lock_config=True)
   cli.run(main, required_flags=("config",))

@@ -1,6 +1,7 @@
-"""Training and evaluation: one loop, mesh → input → model/optimizer → shardings → step →
-checkpoint → loop (paper §5: SGD with momentum 0.9, weight decay 5e-4, batch 128, ε ÷10 on
-plateaus; §3.5: multinomial logistic regression; §4.1: 10-crop testing).
+"""Training and evaluation: one loop, mesh → input → model/optimizer/shardings/steps
+(`train_state.setup_train`) → checkpoint → loop (paper §5: SGD with momentum 0.9, weight decay
+5e-4, batch 128, ε ÷10 on plateaus; §3.5: multinomial logistic regression; §4.1: 10-crop
+testing).
 """
 
 from __future__ import annotations
@@ -15,21 +16,22 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from absl import logging
-from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
 
-from alexnet_jax import checkpoint, inference, metrics, models, optim
-from alexnet_jax.steps import make_eval_step, make_train_step
-from alexnet_jax.cli import UserError
-from alexnet_jax.data.normalize import train_pixel_scale
+from alexnet_jax import checkpoint, finetune, metrics, models
 from alexnet_jax.data.pipeline import build_input
+from alexnet_jax.errors import UserError
 from alexnet_jax.schedule import LearningRateSchedule
 from alexnet_jax.sharding import DATA, MODEL, mesh_for
+from alexnet_jax.train_state import setup_train
 
 
 # ----------------------------------------------------------------------------- helpers
+
+def itstime(step: int, every: int, total: int) -> bool:
+  """Whether `step` is one of every `every` steps, or the last one."""
+  return step == total or step % every == 0
+
 
 class _StopRequested:
   """SIGTERM/SIGINT set a flag; the loop finishes its step, saves and exits cleanly."""
@@ -47,6 +49,43 @@ class _StopRequested:
   def restore(self):
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
+
+
+class StepMetrics:
+  """The training steps' metrics: kept on the device until they are needed (a log line, a
+  checkpoint), then checked (a non-finite loss stops the run before anything is saved) and
+  averaged over the steps since the last log line."""
+
+  def __init__(self):
+    self._pending = []  # (step, metrics on the device)
+    self._fetched = []  # (step, metrics on the host) since the last summary
+
+  def add(self, step: int, step_metrics) -> None:
+    self._pending.append((step, step_metrics))
+
+  def fetch(self, last_saved: int | None) -> None:
+    """Brings the pending metrics to the host; raises if a loss is not finite."""
+    for step, values in jax.device_get(self._pending):
+      if not np.isfinite(values["loss"]):
+        kept = (f"the last checkpoint (step {last_saved}) is intact" if last_saved is not None
+                else "no checkpoint was written")
+        raise UserError(f"the loss became {values['loss']} at step {step}: stopping without "
+                        f"saving; {kept}. Lower --config.optimizer.learning_rate or check the "
+                        "input data")
+      self._fetched.append((step, values))
+    self._pending = []
+
+  def summary(self) -> dict | None:
+    """Means of the scalar metrics since the last summary, the per-layer norms of the last
+    step that has them (keys with '/'); None when no step has run since."""
+    if not self._fetched:
+      return None
+    steps = self._fetched
+    out = {k: float(np.mean([m[k] for _, m in steps])) for k in steps[-1][1] if "/" not in k}
+    for _, m in steps:
+      out.update({k: float(v) for k, v in m.items() if "/" in k})
+    self._fetched = []
+    return out
 
 
 def validate(config, mesh) -> None:
@@ -83,6 +122,14 @@ def evaluate(eval_step, params, mean, input_, sharding, *, ten_crop: bool) -> di
   return results
 
 
+def checkpoint_meta(step: int, steps_per_epoch: float, schedule: LearningRateSchedule, config,
+                    class_names) -> dict:
+  """The JSON saved beside the state: what a resume and inference need besides the arrays."""
+  return {"step": step, "epoch": step / steps_per_epoch, "schedule": schedule.state_dict(),
+          "config": config.to_dict(), "class_names": list(class_names),
+          "processes": jax.process_count()}
+
+
 # ----------------------------------------------------------------------------- the loop
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -91,14 +138,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mesh = mesh_for(config)
   validate(config, mesh)
   models.AlexNetSpec.from_config(config.model)  # config errors before any data is read
-  batch_sharding = NamedSharding(mesh, P(DATA))
-  replicated = NamedSharding(mesh, P())
   logging.info("mesh: %s over %d %s device(s)", dict(mesh.shape), jax.device_count(),
                jax.devices()[0].platform)
 
   # --- input ----------------------------------------------------------------------------------
   ckpts = checkpoint.Checkpoints(workdir, keep=config.checkpoint.keep)
-  input_ = build_input(config, process_index=jax.process_index(),
+  model_config = config.model
+  input_ = build_input(config.data, crop=model_config.input_size,
+                       channels=model_config.in_channels, num_classes=model_config.num_classes,
+                       seed=config.seed, process_index=jax.process_index(),
                        process_count=jax.process_count())
   if jax.process_index() == 0:  # the mean image and RGB PCA, for inference from this workdir
     input_.stats.save(os.path.join(workdir, "data_stats.npz"))
@@ -110,128 +158,72 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                config.data.name, input_.num_train, input_.num_eval, input_.num_classes,
                steps_per_epoch)
 
-  # --- model and optimizer --------------------------------------------------------------------
-  model = models.create_model(config.model, mesh=mesh, seed=config.seed)
-  graphdef, param_state = nnx.split(model)
-  params = nnx.to_pure_dict(param_state)
+  # --- model, optimizer, shardings, steps -----------------------------------------------------
+  fine_tune = None
   if config.init_from.workdir and not ckpts.latest.all_steps():
-    params = inference.transfer(params, config.init_from, mesh)
-  param_shardings = nnx.to_pure_dict(nnx.get_named_sharding(param_state, mesh))
-  opt = config.optimizer
-  decay_mask, lr_multipliers = optim.parameter_masks(params, opt.decay_on, opt.bias_lr_multiplier)
-  tx = optim.paper_sgd(opt.learning_rate, momentum=opt.momentum, weight_decay=opt.weight_decay,
-                       decay_mask=decay_mask, lr_multipliers=lr_multipliers)
-  schedule = LearningRateSchedule(config.schedule, opt.learning_rate)
-
-  # --- shardings ------------------------------------------------------------------------------
-  opt_shardings = optax.tree_utils.tree_map_params(
-      tx, lambda _, s: s, jax.eval_shape(tx.init, params), param_shardings,
-      transform_non_params=lambda _: replicated)
-  state_shardings = {"step": replicated, "params": param_shardings, "opt_state": opt_shardings}
-  state = jax.jit(lambda p: {"step": jnp.zeros((), jnp.int32), "params": p,
-                             "opt_state": tx.init(p)},
-                  out_shardings=state_shardings)(params)
-  del model, params
-
-  # --- steps ----------------------------------------------------------------------------------
-  scale, train_scale = float(config.data.pixel_scale), train_pixel_scale(config.data)
-
-  def jit_train(with_stats):
-    return jax.jit(make_train_step(graphdef, tx, with_stats=with_stats, pixel_scale=train_scale),
-                   in_shardings=(state_shardings, batch_sharding, replicated, replicated),
-                   out_shardings=(state_shardings, replicated), donate_argnums=0)
-
-  train_step, train_step_with_stats = jit_train(False), jit_train(True)
-  eval_step = jax.jit(make_eval_step(graphdef, pixel_scale=scale),
-                      in_shardings=(param_shardings, batch_sharding, replicated),
-                      out_shardings=replicated)
-  mean = jax.device_put(input_.stats.mean, replicated)
+    fine_tune = lambda params: finetune.transfer(params, config.init_from, mesh)
+  setup = setup_train(config, mesh, init_params=fine_tune)
+  schedule = LearningRateSchedule(config.schedule, config.optimizer.learning_rate)
+  mean = jax.device_put(input_.stats.mean, setup.replicated)
   rng = jax.random.key(config.seed)
 
   # --- checkpoint -----------------------------------------------------------------------------
+  state = setup.state
   restored = ckpts.restore_latest(checkpoint.abstract_like(state), input_.train,
-                                  input_.train_position)
+                                  input_.reposition)
   if restored is not None:
-    state, meta = restored
-    schedule.load_state_dict(meta["schedule"])
+    state, saved = restored
+    schedule.load_state_dict(saved["schedule"])
     logging.info("resumed from step %d (epoch %.2f), lr %g", int(state["step"]),
                  int(state["step"]) / steps_per_epoch, schedule.learning_rate)
-  state["opt_state"] = optim.set_learning_rate(state["opt_state"], schedule.learning_rate)
   start_step = int(state["step"])
 
-  def meta() -> dict:
-    step = int(state["step"])
-    return {"step": step, "epoch": step / steps_per_epoch, "schedule": schedule.state_dict(),
-            "config": config.to_dict(), "class_names": list(input_.class_names),
-            "processes": jax.process_count()}
+  def save(step: int) -> None:
+    step_metrics.fetch(last_saved)  # a non-finite loss stops here, before the state is saved
+    ckpts.save(step, state, checkpoint_meta(step, steps_per_epoch, schedule, config,
+                                            input_.class_names), input_.train)
 
   # --- loop -----------------------------------------------------------------------------------
   writer = metrics.MetricWriter(workdir)
   stop = _StopRequested()
-  pending, last_good_step = [], start_step
+  step_metrics = StepMetrics()
+  last_saved = start_step if restored is not None else None
   progress = _Progress(start_step, total_steps, batch_size)
   final = {}
   stall_checked = start_step >= config.stall.check_steps
-
-  logged = []  # (step, host metrics) since the last log line
   skipped_images = 0  # unreadable training images this run has skipped (logged by the reader)
-
-  def drain(step) -> dict | None:
-    """Fetches pending step metrics, stops on a non-finite loss, logs at log steps."""
-    nonlocal pending, logged
-    for s, m in jax.device_get(pending):
-      if not np.isfinite(m["loss"]):
-        raise UserError(
-            f"the loss became {m['loss']} at step {s}: stopping without saving; the last "
-            f"good checkpoint (step {last_good_step}) is intact. Lower "
-            "--config.optimizer.learning_rate or check the input data")
-      logged.append((s, m))
-    pending = []
-    if not logged or (step % config.log_every_steps and step != total_steps):
-      return None
-    summary = {k: float(np.mean([m[k] for _, m in logged])) for k in logged[-1][1] if "/" not in k}
-    summary.update({k: float(v) for k, v in logged[-1][1].items() if "/" in k})
-    summary.update(epoch=step / steps_per_epoch, skipped_images=skipped_images,
-                   **progress.interval(step))
-    writer.write(step, "train", summary)
-    progress.log(step, summary)
-    logged = []
-    return summary
-
-  def save(step):
-    nonlocal last_good_step
-    drain(step)
-    ckpts.save(step, state, meta(), input_.train)
-    last_good_step = step
 
   try:
     for step in range(start_step + 1, total_steps + 1):
-      epoch = (step - 1) / steps_per_epoch
-      lr = schedule.learning_rate
-      if schedule.at_epoch(epoch) != lr:
-        state["opt_state"] = optim.set_learning_rate(state["opt_state"], schedule.learning_rate)
+      schedule.advance((step - 1) / steps_per_epoch)
+      state["opt_state"] = schedule.apply(state["opt_state"])
       waited = time.perf_counter()
       batch = next(input_.train)
       progress.input_wait += time.perf_counter() - waited
       skipped_images += int(batch.pop("skipped").sum())
-      batch = _to_global(batch, batch_sharding)
-      with_stats = step % config.stats_every_steps == 0
-      state, step_metrics = (train_step_with_stats if with_stats else train_step)(
-          state, batch, rng, mean)
-      pending.append((step, step_metrics))
+      step_fn = (setup.train_step_with_stats if step % config.stats_every_steps == 0
+                 else setup.train_step)
+      state, values = step_fn(state, _to_global(batch, setup.batch_sharding), rng, mean)
+      step_metrics.add(step, values)
       progress.update(step)
 
-      if step % config.log_every_steps == 0 or step == total_steps:
-        summary = drain(step)
-        if not stall_checked and step >= config.stall.check_steps and summary:
-          stall_checked = True
-          _warn_if_stalled(summary["loss"], input_.num_classes, config)
+      if itstime(step, config.log_every_steps, total_steps):
+        step_metrics.fetch(last_saved)
+        summary = step_metrics.summary()
+        if summary:
+          summary.update(epoch=step / steps_per_epoch, skipped_images=skipped_images,
+                         **progress.interval(step))
+          writer.write(step, "train", summary)
+          progress.log(step, summary)
+          if not stall_checked and step >= config.stall.check_steps:
+            stall_checked = True
+            _warn_if_stalled(summary["loss"], input_.num_classes, config)
 
-      if step % eval_every == 0 or step == total_steps:
-        drain(step)
+      if itstime(step, eval_every, total_steps):
+        step_metrics.fetch(last_saved)
         ten_crop = config.eval.ten_crop_every_eval or (
             step == total_steps and config.eval.ten_crop_final)
-        final = evaluate(eval_step, state["params"], mean, input_, batch_sharding,
+        final = evaluate(setup.eval_step, state["params"], mean, input_, setup.batch_sharding,
                          ten_crop=ten_crop)
         for split, values in final.items():
           writer.write(step, split, values)
@@ -240,24 +232,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         improved = result["top1_error"] < schedule.state.best_error
         event = schedule.after_eval(result["top1_error"])
         if improved:
-          ckpts.save_best(step, state, meta() | {"eval": result})
+          ckpts.save_best(step, state, checkpoint_meta(step, steps_per_epoch, schedule, config,
+                                                       input_.class_names) | {"eval": result})
         if event == "drop":
-          state["opt_state"] = optim.set_learning_rate(state["opt_state"],
-                                                       schedule.learning_rate)
           logging.info("validation error plateaued: learning rate ÷10 → %g (drop %d of %d)",
                        schedule.learning_rate, schedule.state.drops, schedule.max_drops)
         save(step)
+        last_saved = step
         progress.interval(step)  # the next interval's rate leaves evaluation out
         if event == "stop":
           logging.info("validation error stalled after the last drop: stopping at step %d", step)
           break
       elif step % config.checkpoint.every_steps == 0:
         save(step)
+        last_saved = step
 
       if stop.signal:
         logging.warning("%s received: saving step %d and exiting", stop.signal, step)
-        if last_good_step != step:  # an evaluation step has just been saved
+        if last_saved != step:  # an evaluation step has just been saved
           save(step)
+          last_saved = step
         break
   finally:
     stop.restore()

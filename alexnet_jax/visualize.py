@@ -17,9 +17,7 @@ import numpy as np
 from absl import flags
 
 from alexnet_jax import cli, inference
-
-FLAGS = flags.FLAGS
-
+from alexnet_jax.errors import UserError
 
 def normalised_kernels(kernel: np.ndarray) -> np.ndarray:
   """conv1 [columns, k, k, cin, cout] -> [columns, cout, k, k, cin], each kernel in [0, 1]."""
@@ -33,7 +31,7 @@ def colour_specificity(kernel: np.ndarray) -> list[float]:
   """Mean chroma (max − min over RGB, per pixel, of the normalised kernel) per column."""
   k = normalised_kernels(kernel)
   if k.shape[-1] != 3:
-    raise cli.UserError(f"colour specificity needs RGB kernels; conv1 has {k.shape[-1]} input "
+    raise UserError(f"colour specificity needs RGB kernels; conv1 has {k.shape[-1]} input "
                         "channel(s) (a greyscale dataset cannot show it)")
   chroma = k.max(axis=-1) - k.min(axis=-1)
   return [float(c) for c in chroma.mean(axis=(1, 2, 3))]
@@ -61,16 +59,23 @@ def draw_kernels(path: str, kernel: np.ndarray, per_row: int = 8) -> tuple[int, 
   return image.size
 
 
-def main(argv):
-  if argv[1:] != ["kernels"]:
-    raise cli.UserError("usage: python -m alexnet_jax.visualize kernels --workdir=DIR")
-  trained = inference.load(FLAGS.workdir, step=FLAGS.step, best=FLAGS.best)
+def kernels_figure(workdir: str, *, step: int | None = None, best: bool = False,
+                   output: str = "kernels.png") -> None:
+  """Draws Figure 3 (conv1's kernels) into `output` and prints each column's mean chroma."""
+  trained = inference.load(workdir, step=step, best=best)
   kernel = np.asarray(jax.device_get(trained.params["conv1"]["kernel"]))
-  size = draw_kernels(FLAGS.output, kernel)
+  size = draw_kernels(output, kernel)
   scores = colour_specificity(kernel) if kernel.shape[-2] == 3 else [None] * kernel.shape[0]
   for column, score in enumerate(scores):
     print(json.dumps({"column": column, "kernels": kernel.shape[-1], "mean_chroma": score}))
-  print(f"written: {FLAGS.output} ({size[0]}x{size[1]})")
+  print(f"written: {output} ({size[0]}x{size[1]})")
+
+
+def main(argv):
+  FLAGS = flags.FLAGS
+  if argv[1:] != ["kernels"]:
+    raise UserError("usage: python -m alexnet_jax.visualize kernels --workdir=DIR")
+  kernels_figure(FLAGS.workdir, step=FLAGS.step, best=FLAGS.best, output=FLAGS.output)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ two columns. Sized to reach 90 % ten-crop test accuracy in under 10 minutes on 2
 why: docs/fidelity.md, "Deliberate departures of the smaller configs".
 """
 
-from configs import paper, tiny
+from alexnet_jax.configuration import apply_variants
+from configs import tiny
 
 
 def get_config(variant: str = ""):
@@ -33,4 +34,4 @@ def get_config(variant: str = ""):
   config.stats_every_steps = 1000
   config.checkpoint.every_steps = 500
   config.stall.check_steps = 300
-  return paper.apply_variants(config, variant)
+  return apply_variants(config, variant)

@@ -3,6 +3,7 @@ for a GPU: images upscaled to 256x256 (§2's stored size), trained on random 224
 flips, bf16 compute. ε 0.01 ÷10 three times (§5) at fixed epochs, so that a run takes a known
 time (the plateau rule: --config.schedule.kind=plateau)."""
 
+from alexnet_jax.configuration import apply_variants
 from configs import paper
 
 
@@ -19,4 +20,4 @@ def get_config(variant: str = ""):
   config.num_epochs = 30.0
   config.log_every_steps = 200
   config.checkpoint.every_steps = 5000
-  return paper.apply_variants(config, variant)
+  return apply_variants(config, variant)

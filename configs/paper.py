@@ -1,29 +1,14 @@
-"""The paper's network and recipe, as written in the text (Krizhevsky et al. 2012).
+"""The paper's network and recipe, as written in the text (Krizhevsky et al. 2012): every
+config default, once. The other configs import this one and change a few fields.
 
-Named ablations (paper §3.1-§4.2) and variants combine after the colon:
-`--config=configs/paper.py:no_lrn`, `--config=configs/paper.py:conv6,no_dropout`.
+Named variants (the ablations of §3.1-§4.2, Table 2's conv6; `alexnet_jax.configuration`)
+combine after the colon: `--config=configs/paper.py:no_lrn,one_column`.
 docs/fidelity.md maps every field to the paper's text and the 2012 code.
 """
 
 import ml_collections
 
-from alexnet_jax.cli import set_field
-
-# name -> (paper section, config overrides by dotted path)
-ABLATIONS = {
-    "no_lrn": ("§3.3", {"model.lrn": False}),
-    "no_overlap_pool": ("§3.4", {"model.pool_window": 2}),
-    "one_column": ("§3.2", {"model.columns": 1}),
-    "tanh": ("§3.1", {"model.activation": "tanh"}),
-    "no_dropout": ("§4.2", {"model.dropout": 0.0}),
-    "no_pca_lighting": ("§4.1", {"data.pca_lighting": 0.0}),
-}
-# Other named variants: name -> (paper section, config overrides).
-VARIANTS = {
-    # Table 2's "*" models: pre-trained with a sixth convolutional layer over pool5, then
-    # fine-tuned with it (configs/finetune.py:conv6).
-    "conv6": ("Table 2", {"model.extra_conv6": True}),
-}
+from alexnet_jax.configuration import apply_variants
 
 
 def model_config() -> ml_collections.ConfigDict:
@@ -64,20 +49,6 @@ def model_config() -> ml_collections.ConfigDict:
       dtype="float32",  # compute dtype; 'bfloat16' for mixed precision
       param_dtype="float32",
   ))
-
-
-def apply_variants(config: ml_collections.ConfigDict, names: str,
-                   extra: dict | None = None) -> ml_collections.ConfigDict:
-  """`config` with the comma-separated variants `names` ('' for none) applied, from
-  `ABLATIONS`, `VARIANTS` and a config's own `extra` table. Configs built on another apply
-  them last, after their own changes, so that no change of theirs undoes a variant."""
-  table = {**ABLATIONS, **VARIANTS, **(extra or {})}
-  for name in filter(None, (n.strip() for n in names.split(","))):
-    if name not in table:
-      raise ValueError(f"unknown variant {name!r}; known: {', '.join(table)}")
-    for path, value in table[name][1].items():
-      set_field(config, path, value)
-  return config
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:

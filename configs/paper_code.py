@@ -4,6 +4,7 @@
 `--config=configs/paper_code.py` (variants as in paper.py: `configs/paper_code.py:no_lrn`).
 """
 
+from alexnet_jax.configuration import apply_variants
 from configs import paper
 
 
@@ -20,4 +21,4 @@ def get_config(variant: str = ""):
   config.data.crop_chunk = 32  # `crop_chunk = 32`: one crop offset and mirror per 32 images
   config.optimizer.decay_on = "kernels"  # wc on weights, no decay on biases (as Caffe)
   config.optimizer.bias_lr_multiplier = 2.0  # epsB = 0.02 = 2 x epsW
-  return paper.apply_variants(config, variant)
+  return apply_variants(config, variant)

@@ -2,6 +2,7 @@
 on 32x32 inputs (conv1 5x5 stride 1). Used by the fast tests and as the base of the embedded
 Fashion-MNIST default."""
 
+from alexnet_jax.configuration import apply_variants
 from configs import paper
 
 
@@ -15,4 +16,4 @@ def get_config(variant: str = ""):
       conv1_stride=1,
       fc_features=(256, 256),
   ))
-  return paper.apply_variants(config, variant)
+  return apply_variants(config, variant)

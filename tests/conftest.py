@@ -1,6 +1,5 @@
 """Test set-up: 8 CPU devices for the multi-device tests, forced before jax starts."""
 
-import importlib
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -10,10 +9,17 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
 
 import pytest  # noqa: E402
 
+from alexnet_jax import configuration, xla_flags  # noqa: E402
 
-def load_config(name: str, variant: str = ""):
-  """`configs/<name>.py:variant`, as `--config=` would load it."""
-  return importlib.import_module(f"configs.{name}").get_config(variant)
+xla_flags.configure()  # as the entry points do, before jax starts its backends
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config(name: str, variant: str = "", overrides=()):
+  """`--config=configs/<name>.py:variant --config.<override>...`, through the one loader."""
+  spec = os.path.join(ROOT, "configs", f"{name}.py") + (f":{variant}" if variant else "")
+  return configuration.load(spec, overrides)
 
 
 @pytest.fixture
@@ -53,3 +59,11 @@ def straight_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("straight"))
   result = train.train_and_evaluate(small_config(), workdir)
   return workdir, result
+
+
+def saved_state(workdir, step):
+  """The state a checkpoint holds, read with plain Orbax (no alexnet_jax code involved)."""
+  import orbax.checkpoint as ocp
+
+  return ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step),
+                                                         "state"))

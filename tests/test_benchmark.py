@@ -100,17 +100,49 @@ def test_pytorch_lrn_with_alpha_times_n_is_the_papers():
   np.testing.assert_allclose(theirs, ours, rtol=1e-5)
 
 
-def test_end2end_runs_the_training_loop_and_reports_input_wait():
+def test_end2end_reports_the_training_loops_own_rate_and_input_wait(monkeypatch, capsys):
+  """The figures are the loop's metrics (after the compiling interval), run in-process."""
   import json
-  import os
-  import subprocess
-  import sys
 
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  out = subprocess.run(
-      [sys.executable, "-m", "alexnet_jax.benchmark", "end2end", "--config=configs/tiny.py",
-       "--steps=40", "--generate=64", "--batch=16"],
-      capture_output=True, text=True, env=env, timeout=600, check=True)
-  record = json.loads(out.stdout.strip().splitlines()[-1])
-  assert record["bench"] == "end2end" and record["steps"] == 40 and record["img_per_s"] > 0
-  assert 0.0 <= record["input_wait_fraction"] <= 1.0
+  from alexnet_jax import metrics
+  from conftest import load_config
+
+  rows = []  # the metrics file as last read (the curves plot reads it too)
+
+  def read(path, real=metrics.read_metrics):
+    rows[:] = real(path)
+    return list(rows)
+
+  monkeypatch.setattr(metrics, "read_metrics", read)
+  record = benchmark.bench_end2end(load_config("tiny"), source="synthetic", root="",
+                                   generate=64, batch=16, workers=0, steps=8)
+  assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == record
+  train_rows = [r for r in rows if r["split"] == "train"]
+  assert [r["step"] for r in train_rows] == [2, 4, 6, 8]  # steps // 4 per log line
+  assert record["steps"] == 8 and record["batch"] == 16
+  assert record["img_per_s"] == pytest.approx(
+      np.mean([r["img_per_s"] for r in train_rows[1:]]), abs=0.1)
+  assert record["input_wait_fraction"] == pytest.approx(
+      np.mean([r["input_wait_fraction"] for r in train_rows[1:]]), abs=1e-3)
+
+
+def test_the_step_benchmark_times_the_training_step_on_the_training_mesh(monkeypatch):
+  """`benchmark step` builds through `train_state.setup_train` (the config's optimizer, the
+  training mesh): on 8 devices the two columns are on the 'model' axis, so the compiled step
+  holds the columns' all-gathers."""
+  from alexnet_jax import train_state
+  from conftest import load_config
+
+  built = []
+  real = train_state.setup_train
+  monkeypatch.setattr(train_state, "setup_train",
+                      lambda config, mesh, **kw: built.append((config, mesh)) or real(config, mesh, **kw))
+  config = load_config("paper_code", "", ["model.input_size=32", "model.conv1_stride=1",
+                                          "model.conv_kernels=(5,5,3,3,3)",
+                                          "model.conv_features=(16,32,48,48,32)",
+                                          "model.fc_features=(64,64)", "model.num_classes=10"])
+  seconds, flops, hlo, _ = benchmark._timed_step(config, 8, steps=1)
+  assert seconds > 0 and flops > 0
+  (used, mesh), = built
+  assert used is config and dict(mesh.shape) == {"data": 4, "model": 2}
+  assert "all-gather" in hlo

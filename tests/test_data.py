@@ -2,15 +2,13 @@
 
 import gzip
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import jax.numpy as jnp
 
-from alexnet_jax.cli import UserError
+from alexnet_jax.errors import UserError
 from alexnet_jax.data import images, pipeline, sources
 from alexnet_jax.data.normalize import normalize
 from alexnet_jax.data.stats import Stats, compute
@@ -146,7 +144,7 @@ def test_crop_chunk_shares_one_crop_and_mirror_among_consecutive_images():
   assert len(np.unique(light[:32], axis=0)) == 32
   config = _synthetic_config()
   config.data.crop_chunk = 4
-  batch = next(pipeline.build_input(config).train)
+  batch = next(_build(config).train)
   assert all((c == c[0]).all() for c in batch["crop"].reshape(2, 4, 3))
 
 
@@ -184,6 +182,13 @@ def test_statistics_match_numpy_mean_and_covariance_eigenvectors():
   assert stats.count == 50
 
 
+def _build(config):
+  """The input of a training config, as `train.train_and_evaluate` builds it."""
+  m = config.model
+  return pipeline.build_input(config.data, crop=m.input_size, channels=m.in_channels,
+                              num_classes=m.num_classes, seed=config.seed)
+
+
 def _synthetic_config():
   config = load_config("tiny")
   config.data.update(dict(name="synthetic", image_size=36, batch_size=8, eval_batch_size=16,
@@ -202,11 +207,11 @@ def test_invalid_input_settings_are_one_line_errors(field, value, message):
   config = _synthetic_config()
   config.data[field] = value
   with pytest.raises(UserError, match=message):
-    pipeline.build_input(config)
+    _build(config)
 
 
 def test_evaluation_counts_every_example_once_and_batches_are_full():
-  inp = pipeline.build_input(_synthetic_config())
+  inp = _build(_synthetic_config())
   batches = list(inp.eval_batches(False))
   assert [b["image"].shape for b in batches] == [(16, 32, 32, 3)] * 3
   assert batches[0]["image"].dtype == np.uint8 and batches[0]["crop"].shape == (16, 3)
@@ -216,7 +221,7 @@ def test_evaluation_counts_every_example_once_and_batches_are_full():
 
 
 def test_same_seed_same_batches_and_a_restored_iterator_continues_exactly():
-  a, b = (pipeline.build_input(_synthetic_config()) for _ in range(2))
+  a, b = (_build(_synthetic_config()) for _ in range(2))
   for _ in range(3):
     x, y = next(a.train), next(b.train)
     np.testing.assert_array_equal(x["image"], y["image"])
@@ -356,7 +361,7 @@ def test_image_folder_decodes_every_format_and_counts_the_unreadable(tmp_path):
 def test_image_folder_pipeline_is_deterministic_and_skips_bad_files(tmp_path):
   _image_folder(tmp_path)
   config = _folder_config(tmp_path)
-  a, b = (pipeline.build_input(config) for _ in range(2))
+  a, b = (_build(config) for _ in range(2))
   for _ in range(5):  # 15 files (3 unreadable), batches of 4: crosses an epoch
     x, y = next(a.train), next(b.train)
     assert x["image"].shape == (4, 32, 32, 3) and x["image"].dtype == np.uint8
@@ -373,24 +378,22 @@ def test_image_folder_pipeline_is_deterministic_and_skips_bad_files(tmp_path):
   assert a.stats.count == 0  # no statistics file yet: ImageNet's published values
 
 
-def test_statistics_cli_writes_a_file_that_training_loads(tmp_path):
+def test_statistics_command_writes_a_file_that_training_loads(tmp_path, capsys):
+  from alexnet_jax.data import stats
+
   _image_folder(tmp_path)
   config = _folder_config(tmp_path)
-  result = subprocess.run(
-      [sys.executable, "-m", "alexnet_jax.data.stats", "--config=configs/tiny.py",
-       "--config.model.num_classes=3", "--config.data.name=image_folder",
-       f"--config.data.data_dir={tmp_path}", "--config.data.image_size=36"],
-      capture_output=True, text=True, cwd=ROOT, timeout=300)
-  assert result.returncode == 0, result.stderr[-2000:]
-  assert "eigenvalues:" in result.stdout and "images: 12" in result.stdout
+  stats.write_statistics(config.data, 3, 3)
+  out = capsys.readouterr().out
+  assert "eigenvalues:" in out and "images: 12" in out
   written = tmp_path / "alexnet_jax_stats" / "image_folder-36.npz"  # next to the data
-  assert f"written: {written}" in result.stdout
-  inp = pipeline.build_input(config)
+  assert f"written: {written}" in out
+  inp = _build(config)
   assert inp.stats.count == 12 and inp.stats.mean.shape == (36, 36, 3)
   with open(written, "r+b") as f:
     f.truncate(100)
   with pytest.raises(UserError, match="cannot read the dataset statistics"):
-    pipeline.build_input(config)
+    _build(config)
 
 
 def test_imagenet_through_tfds_data_source(tmp_path):
@@ -421,7 +424,7 @@ def test_imagenet_through_tfds_data_source(tmp_path):
                           batch_size=4, eval_batch_size=4, read_threads=2))
   with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE,
                               as_data_source_fn=as_data_source):
-    inp = pipeline.build_input(config)
+    inp = _build(config)
     assert inp.num_train == 10 and inp.num_eval == 5 and len(inp.class_names) == 1000
     assert inp.class_names[0] == "n01440764"  # WordNet ids, from the TFDS metadata
     batch = next(inp.train)
@@ -435,4 +438,4 @@ def test_missing_imagenet_names_the_preparation_command(tmp_path):
   config.data.data_dir = str(tmp_path / "none")
   with pytest.raises(UserError, match="launch/prepare_imagenet.sh MANUAL_DIR DATA_DIR.*"
                                       "ILSVRC2012_img_train.tar"):
-    pipeline.build_input(config)
+    _build(config)

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_jax import inference, models
-from alexnet_jax.cli import UserError
+from alexnet_jax import checkpoint, inference, models
+from alexnet_jax.data import sources
+from alexnet_jax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -66,22 +67,25 @@ def _predict_crops(trained, crops, view):
   return np.asarray(out["probs"])[:n]
 
 
-def test_predict_cli_prints_top5_reports_bad_images_and_draws_figure4(straight_run, tmp_path):
+def test_predict_prints_top5_reports_bad_images_and_draws_figure4(straight_run, tmp_path,
+                                                                  capsys):
+  from alexnet_jax import predict
+
   workdir, _ = straight_run
   paths = _images(str(tmp_path), n=3)
   broken = tmp_path / "broken.jpg"
   broken.write_bytes(b"not an image")
   out_png = tmp_path / "preds.png"
-  result = subprocess.run(
-      [sys.executable, "-m", "alexnet_jax.predict", f"--workdir={workdir}", "--ten_crop",
-       f"--output={out_png}", *paths, str(broken)],
-      capture_output=True, text=True, cwd=ROOT, timeout=300)
-  assert result.returncode == 0, result.stderr[-2000:]
-  lines = result.stdout.splitlines()
+  status = predict.predict_files(workdir, [*paths, str(broken)], ten_crop=True,
+                                 output=str(out_png))
+  out = capsys.readouterr()
+  assert status == 0, out.err[-2000:]
+  lines = out.out.splitlines()
   assert lines[0] == paths[0] and len([l for l in lines if l.startswith("  0.")]) == 15
   probs = [float(l.split()[0]) for l in lines[1:6]]
   assert probs == sorted(probs, reverse=True)
-  assert f"{broken}: unreadable" in result.stderr and "1 of 4 images unreadable" in result.stderr
+  assert f"{broken}: unreadable" in out.err and "1 of 4 images unreadable" in out.err
+  assert predict.predict_files(workdir, [str(broken)]) == 1  # nothing readable: status 1
   with Image.open(out_png) as png:
     assert png.format == "PNG" and png.size == (900, 420)  # 3 columns x 1 block of 4.2 in, 100 dpi
 
@@ -122,18 +126,17 @@ def test_nearest_neighbours_match_a_brute_force_search():
   assert int(index[0, 0]) == 123
 
 
-def test_features_cli_writes_fc7_and_a_neighbour_grid(straight_run, tmp_path):
+def test_features_writes_fc7_and_a_neighbour_grid(straight_run, tmp_path, capsys):
+  from alexnet_jax import features
+
   workdir, _ = straight_run
   feats = tmp_path / "train_fc7.npy"
   grid = tmp_path / "nn.png"
-  result = subprocess.run(
-      [sys.executable, "-m", "alexnet_jax.features", f"--workdir={workdir}", "--split=train",
-       f"--output={feats}", "--neighbors=4", "--num_queries=3", f"--grid={grid}"],
-      capture_output=True, text=True, cwd=ROOT, timeout=300)
-  assert result.returncode == 0, result.stderr[-2000:]
+  features.extract_and_search(workdir, split="train", output=str(feats), neighbors=4,
+                              num_queries=3, grid=str(grid))
   array = np.load(feats, allow_pickle=False)
   assert array.shape == (64, 256) and array.dtype == np.float32 and (array >= 0).all()
-  assert result.stdout.count("validation #") == 3
+  assert capsys.readouterr().out.count("validation #") == 3
   with Image.open(grid) as png:
     assert png.size == (800, 480)  # 5 columns x 3 rows of 1.6 in at 100 dpi
   trained = inference.load(workdir)
@@ -142,23 +145,19 @@ def test_features_cli_writes_fc7_and_a_neighbour_grid(straight_run, tmp_path):
   folder = tmp_path / "folder"
   _images(str(folder), n=2)
   (folder / "x" / "broken.png").write_bytes(b"nope")
-  result = subprocess.run(
-      [sys.executable, "-m", "alexnet_jax.features", f"--workdir={workdir}",
-       f"--folder={folder}", f"--output={tmp_path / 'folder.npy'}"],
-      capture_output=True, text=True, cwd=ROOT, timeout=300)
-  assert result.returncode == 0, result.stderr[-2000:]
+  features.extract_and_search(workdir, folder=str(folder), output=str(tmp_path / "folder.npy"))
   rows = np.load(tmp_path / "folder.npy")
   assert rows.shape == (3, 256)
   assert np.isnan(rows).all(axis=1).tolist() == [False, True, False]  # sorted: 3/, x/broken, x/
 
 
 def _train_images(trained):
-  from alexnet_jax.data import pipeline
+  m = trained.config.model
+  return sources.load_splits(trained.config.data, channels=m.in_channels,
+                             num_classes=m.num_classes)[0].images
 
-  return pipeline.load_splits(trained.config)[0].images
 
-
-def test_kernels_figure_and_colour_specificity(straight_run, tmp_path):
+def test_kernels_figure_and_colour_specificity(straight_run, tmp_path, capsys):
   from alexnet_jax import visualize
 
   grey = np.zeros((2, 3, 3, 3, 4))
@@ -168,11 +167,8 @@ def test_kernels_figure_and_colour_specificity(straight_run, tmp_path):
   assert scores[0] < 1e-12 < 0.1 < scores[1]
   workdir, _ = straight_run
   out = tmp_path / "kernels.png"
-  result = subprocess.run(
-      [sys.executable, "-m", "alexnet_jax.visualize", "kernels", f"--workdir={workdir}",
-       f"--output={out}"], capture_output=True, text=True, cwd=ROOT, timeout=300)
-  assert result.returncode == 0, result.stderr[-2000:]
-  lines = [l for l in result.stdout.splitlines() if l.startswith("{")]
+  visualize.kernels_figure(workdir, output=str(out))
+  lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
   assert len(lines) == 2 and '"kernels": 16' in lines[0]
   with Image.open(out) as png:  # 2 blocks of 2 rows x 8 kernels of 5+1 px, x51
     assert png.size == (8 * 6 * 51, (2 * 2 * 6 + 5) * 51)
@@ -267,15 +263,15 @@ def test_checkpoints_from_before_the_dropout_form_restore_with_inverted_dropout(
                "response_norm_beta"):
     del old["model"][name]
   old["model"].update(contrast_norm=False, contrast_norm_size=5, contrast_norm_k=1.0)
-  config = inference.saved_config({"config": old}, "W/checkpoints/8")
+  config = checkpoint.saved_config({"config": old}, "W/checkpoints/8")
   assert config.model.dropout_form == "inverted" and config.model.response_norm is False
   assert "contrast_norm" not in config.model
   models.AlexNetSpec.from_config(config.model)
-  current = inference.saved_config({"config": load_config("tiny").to_dict()}, "W")
+  current = checkpoint.saved_config({"config": load_config("tiny").to_dict()}, "W")
   assert current.model.dropout_form == "paper"
   old["model"]["contrast_norm"] = True
   with pytest.raises(UserError, match="contrast norm of earlier versions.*retrain"):
-    inference.saved_config({"config": old}, "W/checkpoints/8")
+    checkpoint.saved_config({"config": old}, "W/checkpoints/8")
 
 
 def test_a_checkpoint_restores_with_plain_orbax_in_a_fresh_process(straight_run):

@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from alexnet_jax import models, ops, summary
-from alexnet_jax.cli import UserError
+from alexnet_jax.errors import UserError
 from alexnet_jax.sharding import make_mesh
 from conftest import load_config
 

@@ -16,20 +16,15 @@ import orbax.checkpoint as ocp
 import pytest
 
 from alexnet_jax import train
-from alexnet_jax.cli import UserError
-from conftest import SMALL_FLAGS, small_config
+from alexnet_jax.errors import UserError
+from conftest import SMALL_FLAGS, saved_state, small_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def final_params(workdir, step):
-  state = ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step), "state"))
-  return state["params"]
-
-
 def assert_same(workdir, straight_workdir, step=8):
-  jax.tree.map(np.testing.assert_array_equal, final_params(workdir, step),
-               final_params(straight_workdir, step))
+  jax.tree.map(np.testing.assert_array_equal, saved_state(workdir, step)["params"],
+               saved_state(straight_workdir, step)["params"])
 
 
 def _start_and_signal(command, env, log, sig, delay):
@@ -57,9 +52,11 @@ def test_sigterm_then_kill_9_then_the_same_command_ends_as_an_uninterrupted_run(
   assert "SIGTERM received: saving step" in (tmp_path / "first.log").read_text()
   saved = max(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")))
   assert 2 <= saved < 8
-  # kill -9 at a random moment of the resumed run (any step, mid-checkpoint included).
-  delay = random.uniform(0.0, 2.0)
-  print(f"kill -9 {delay:.2f} s after the first step line")  # shown when the test fails
+  # kill -9 at a random moment of the resumed run (any step, mid-checkpoint included); the
+  # seed is printed (shown when the test fails) and ALEXNET_KILL_SEED replays it.
+  seed = int(os.environ.get("ALEXNET_KILL_SEED", time.time_ns() % 2**32))
+  delay = random.Random(seed).uniform(0.0, 2.0)
+  print(f"kill -9 {delay:.2f} s after the first step line (ALEXNET_KILL_SEED={seed})")
   _start_and_signal(command, env, tmp_path / "second.log", signal.SIGKILL, delay)
   third = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert third.returncode == 0, third.stderr[-2000:]
@@ -104,7 +101,7 @@ def test_a_full_disk_is_a_clear_error_and_the_previous_checkpoint_stays(tmp_path
   with pytest.raises(UserError, match=r"step 4 .*No space left on device.*\(step 2\) is intact"):
     train.train_and_evaluate(small_config(), workdir)
   monkeypatch.setattr(ocp.CheckpointManager, "save", save)
-  assert final_params(workdir, 2)["conv1"]["kernel"].shape == (2, 5, 5, 3, 16)
+  assert saved_state(workdir, 2)["params"]["conv1"]["kernel"].shape == (2, 5, 5, 3, 16)
 
 
 def test_an_unusable_workdir_is_a_one_line_error(tmp_path):

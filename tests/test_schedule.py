@@ -5,7 +5,7 @@ import math
 import ml_collections
 import pytest
 
-from alexnet_jax.cli import UserError
+from alexnet_jax.errors import UserError
 from alexnet_jax.schedule import LearningRateSchedule
 
 
@@ -26,14 +26,14 @@ def test_plateau_divides_by_ten_after_patience_evaluations_without_improvement()
   assert events == [None, None, None, "drop", None, None, None, "drop", None, None, "drop",
                     None, None, "stop"]
   assert math.isclose(s.learning_rate, 1e-5)
-  assert s.state.drops == 3 and s.state.stop and s.state.best_error == 0.4
+  assert s.state.drops == 3 and s.state.best_error == 0.4
 
 
 def test_at_most_max_drops_and_no_stop_unless_asked():
   s = LearningRateSchedule(_config(max_drops=1, stop_after_last_drop=False, patience=1), 0.1)
   events = [s.after_eval(e) for e in (0.5, 0.5, 0.5, 0.5)]
   assert events == [None, "drop", None, None]
-  assert math.isclose(s.learning_rate, 0.01) and not s.state.stop
+  assert math.isclose(s.learning_rate, 0.01)
 
 
 def test_state_round_trips_through_json_dict():
@@ -46,15 +46,42 @@ def test_state_round_trips_through_json_dict():
   fresh = LearningRateSchedule(_config(), 0.01)
   fresh.load_state_dict(LearningRateSchedule(_config(), 0.01).state_dict())
   assert math.isinf(fresh.state.best_error)
+  old = {"learning_rate": 0.001, "best_error": 0.5, "bad_evals": 1, "drops": 1, "stop": False}
+  fresh.load_state_dict(old)  # a checkpoint of an earlier version
+  assert fresh.learning_rate == 0.001 and fresh.state.drops == 1
 
 
 def test_fixed_step_drops_and_constant():
   s = LearningRateSchedule(_config(kind="steps"), 1.0)
-  assert [s.at_epoch(e) for e in (0.0, 1.99, 2.0, 3.0, 4.5)] == pytest.approx(
+
+  def at(schedule, epoch):
+    schedule.advance(epoch)
+    return schedule.learning_rate
+
+  assert [at(s, e) for e in (0.0, 1.99, 2.0, 3.0, 4.5)] == pytest.approx(
       [1.0, 1.0, 0.1, 0.1, 0.01])
   assert s.after_eval(0.9) is None and s.after_eval(0.9) is None  # evaluations do not drop
   c = LearningRateSchedule(_config(kind="constant"), 0.3)
-  assert [c.after_eval(0.5) for _ in range(5)] == [None] * 5 and c.at_epoch(10.0) == 0.3
+  assert [c.after_eval(0.5) for _ in range(5)] == [None] * 5 and at(c, 10.0) == 0.3
+
+
+def test_the_schedule_is_the_one_owner_of_the_learning_rate():
+  from alexnet_jax import optim
+
+  import jax.numpy as jnp
+
+  s = LearningRateSchedule(_config(kind="steps"), 1.0)
+  tx = optim.paper_sgd(0.5)
+  opt_state = tx.init({"w": jnp.zeros(3)})
+  opt_state = s.apply(opt_state)
+  assert optim.get_learning_rate(opt_state) == 1.0  # the schedule's, not the optimizer's
+  assert s.apply(opt_state) is opt_state  # unchanged: nothing is copied
+  s.advance(2.0)
+  opt_state = s.apply(opt_state)
+  assert optim.get_learning_rate(opt_state) == pytest.approx(0.1)
+  restored = tx.init({"w": jnp.zeros(3)})  # e.g. from a checkpoint: ε 0.5 inside
+  s.forget_applied()
+  assert optim.get_learning_rate(s.apply(restored)) == pytest.approx(0.1)
 
 
 def test_invalid_schedule_is_a_one_line_error():

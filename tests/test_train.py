@@ -9,20 +9,18 @@ import sys
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from alexnet_jax import train
-from alexnet_jax.cli import UserError
-from conftest import load_config, small_config
+from alexnet_jax.errors import UserError
+from conftest import load_config, saved_state, small_config
 
 FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def final_params(workdir, step):
-  """Restores with plain Orbax: no alexnet_jax code is involved in reading the state."""
-  state = ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step), "state"))
+  state = saved_state(workdir, step)
   return state["params"], int(state["step"])
 
 

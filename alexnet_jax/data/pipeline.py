@@ -23,11 +23,10 @@ from typing import Callable, Iterator
 
 import grain
 import numpy as np
-from absl import logging
 
-from alexnet_jax.cli import UserError
 from alexnet_jax.data import images, sources
-from alexnet_jax.data.stats import Stats, compute, default_path
+from alexnet_jax.data.stats import Stats, dataset_stats
+from alexnet_jax.errors import UserError
 
 
 @dataclasses.dataclass
@@ -42,7 +41,10 @@ class Input:
   image_shape: tuple[int, int, int]
   class_names: tuple[str, ...]
   stats: Stats
-  train_position: Callable[[int], dict]  # step -> `train` iterator state after that many steps
+
+  def reposition(self, step: int) -> None:
+    """Puts `train` where it is after `step` batches (`position_train_iterator`)."""
+    position_train_iterator(self.train, step)
 
 
 def crop_boxes(size: int, crop: int) -> list[tuple[int, int]]:
@@ -236,49 +238,14 @@ class _CountSkippedIterator(grain.DatasetIterator):
     self._parent.set_state(state)
 
 
-# ----------------------------------------------------------------------------- sources
+# ----------------------------------------------------------------------------- pipelines
 
-def load_splits(config):
-  """(train, eval, class names) of `config.data`."""
-  data = config.data
-  if data.name == "fashion_mnist":
-    size = data.image_size
-    return (sources.fashion_mnist(data.data_dir, "train", size=size),
-            sources.fashion_mnist(data.data_dir, "test", size=size),
-            sources.FASHION_MNIST_CLASSES)
-  if data.name == "synthetic":
-    m = config.model
-    make = lambda n, seed: sources.synthetic(n, data.image_size, m.in_channels, m.num_classes, seed)
-    return (make(data.synthetic_train_size, 0), make(data.synthetic_eval_size, 1),
-            tuple(str(i) for i in range(m.num_classes)))
-  if data.name == "image_folder":
-    if not data.data_dir:
-      raise UserError("data.name=image_folder needs --config.data.data_dir=ROOT "
-                      "(ROOT/train/<class>/*, ROOT/val/<class>/*)")
-    train, names = sources.image_folder(data.data_dir, "train")
-    val, _ = sources.image_folder(data.data_dir, "val", class_names=names)
-    return train, val, names
-  if data.name == "imagenet2012":
-    return sources.tfds_imagenet(data.name, data.data_dir)
-  raise UserError(f"unknown dataset {data.name!r}; known: imagenet2012 (TFDS), image_folder, "
-                  "fashion_mnist, synthetic")
-
-
-def file_decoder(config):
-  """bytes of an image file -> uint8 [S, S, c] in the stored form of `config.data` (what
-  training cropped from): §2's rescale + centre crop, or Fashion-MNIST's 28x28 grey form."""
-  size, channels = config.data.image_size, config.model.in_channels
-  if config.data.name == "fashion_mnist":
-    return lambda data: sources.fashion_mnist_stored(images.decode(data, 28, 1)[None, ..., 0],
-                                                     size)[0]
-  return lambda data: images.decode(data, size, channels)
-
-
-def _records(config, split, process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
+def _records(split, size: int, channels: int, process_index: int = 0,
+             process_count: int = 1) -> grain.MapDataset:
   """This process's shard of `split` as records {'image': uint8 [s,s,c], 'label'} (or None)."""
   dataset = grain.MapDataset.source(split)[process_index::process_count]
   if split.encoded:
-    dataset = dataset.map(images.Decode(config.data.image_size, config.model.in_channels))
+    dataset = dataset.map(images.Decode(size, channels))
   return dataset
 
 
@@ -291,47 +258,6 @@ def _read_options(data) -> grain.ReadOptions:
   return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(data.prefetch, threads))
 
 
-def stored_images(config, split, limit: int, batch: int = 256) -> Iterator[np.ndarray]:
-  """The first `limit` readable images of `split` at the stored size, as uint8 batches."""
-  if not split.encoded:
-    for start in range(0, limit, batch):
-      yield split.images[start:min(start + batch, limit)]
-    return
-  records = (_records(config, split)[:limit].to_iter_dataset(_read_options(config.data))
-             .map(lambda r: r["image"]).batch(batch))
-  yield from records
-
-
-def dataset_stats(config, train) -> Stats:
-  """The mean image and RGB PCA: computed for in-memory data, else read from the stats file
-  (`python -m alexnet_jax.data.stats`), else ImageNet's published values with a warning."""
-  data = config.data
-  if not train.encoded:
-    stats = compute(stored_images(config, train, len(train), batch=4096))
-  else:
-    path = default_path(data)
-    if os.path.exists(path) or data.stats_file:
-      stats = Stats.load(path)
-    elif config.model.in_channels != 3:
-      raise UserError(f"no dataset statistics at {path}: run `python -m alexnet_jax.data.stats "
-                      "--config=...` first")
-    else:
-      logging.warning("no dataset statistics at %s: using ImageNet's published per-channel mean "
-                      "and RGB eigenvectors until `python -m alexnet_jax.data.stats --config=...` "
-                      "has computed this training set's", path)
-      stats = Stats.imagenet_defaults(data.image_size)
-    if stats.mean.shape != (data.image_size, data.image_size, config.model.in_channels):
-      raise UserError(f"the statistics in {path} are for images of shape {stats.mean.shape}, "
-                      f"not {data.image_size}x{data.image_size}x{config.model.in_channels}")
-  if data.mean == "channel":
-    stats = stats.channel_mean()
-  elif data.mean != "pixel":
-    raise UserError(f"data.mean must be 'pixel' or 'channel', got {data.mean!r}")
-  return stats
-
-
-# ----------------------------------------------------------------------------- pipelines
-
 def _eval_batches(records: grain.MapDataset, batch: int, may_skip: bool,
                   read: grain.ReadOptions) -> grain.IterDataset:
   """Batches of evaluation records, the last one short. Records of image files may be None
@@ -343,55 +269,57 @@ def _eval_batches(records: grain.MapDataset, batch: int, may_skip: bool,
   return records.batch(batch).to_iter_dataset(read)
 
 
-def train_position(step: int) -> dict:
-  """The training iterator's state after `step` batches."""
-  return {"next_index": step}
+def position_train_iterator(iterator: grain.DatasetIterator, step: int) -> None:
+  """Sets the training iterator (`train_dataset`'s) to where it is after `step` batches:
+  its position in the shuffled, repeated sequence is all of its state. The state of an
+  iterator behind `mp_prefetch` worker processes is not a position: a one-line error."""
+  state = iterator.get_state()
+  if not isinstance(state, dict) or "next_index" not in state:
+    raise UserError("the input position cannot be derived from the step with data.workers > 0; "
+                    "resume with data.workers=0")
+  iterator.set_state({**state, "next_index": step})
 
 
-def stored_size(config, split) -> int:
-  """The side of `split`'s stored images (what crops are cut from)."""
-  return split.images.shape[1] if not split.encoded else config.data.image_size
-
-
-def train_dataset(config, split, stats: Stats, local_batch: int, process_index: int = 0,
+def train_dataset(data, split, stats: Stats, *, crop: int, channels: int, seed: int,
+                  local_batch: int, process_index: int = 0,
                   process_count: int = 1) -> grain.IterDataset:
   """Endless shuffled training batches, this process's share of each global batch: grain
   shuffles record indices, batches them, and `TrainBatch` reads, decodes and crops a whole
   batch per task (in `data.read_threads` threads, and `data.workers` processes when > 0)."""
-  data = config.data
-  augmentation = Augmentation(stored_size(config, split), config.model.input_size,
-                              bool(data.flip), float(data.pca_lighting), stats.lighting_scale,
-                              int(config.seed), int(data.crop_chunk))
-  records = (grain.MapDataset.range(len(split)).seed(config.seed).shuffle().repeat()
+  augmentation = Augmentation(sources.stored_size(data, split), crop, bool(data.flip),
+                              float(data.pca_lighting), stats.lighting_scale, int(seed),
+                              int(data.crop_chunk))
+  records = (grain.MapDataset.range(len(split)).seed(seed).shuffle().repeat()
              .map_with_index(_with_position))
   if process_count > 1:
     records = _ProcessShare(records, local_batch, process_index, process_count)
   batches = (records.batch(local_batch, drop_remainder=True)
-             .map(TrainBatch(augmentation, split, config.model.in_channels))
+             .map(TrainBatch(augmentation, split, channels))
              .to_iter_dataset(_read_options(data)))
   if data.workers > 0:
     batches = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.workers))
   return batches
 
 
-def build_input(config, *, process_index: int = 0, process_count: int = 1) -> Input:
-  """The training iterator and evaluation batches for `config.data`, this process's shard."""
-  data, model = config.data, config.model
-  train, test, class_names = load_splits(config)
+def build_input(data, *, crop: int, channels: int, num_classes: int, seed: int,
+                process_index: int = 0, process_count: int = 1) -> Input:
+  """The training iterator and evaluation batches of the config's `data` section, this
+  process's shard, for crops of `crop` pixels with `channels` channels."""
+  train, test, class_names = sources.load_splits(data, channels=channels,
+                                                 num_classes=num_classes)
   if len(train) == 0 or len(test) == 0:
     raise UserError(f"dataset {data.name!r} has an empty split ({len(train)} train, "
                     f"{len(test)} eval examples)")
-  stored = stored_size(config, train)
-  crop = model.input_size
+  stored = sources.stored_size(data, train)
   if crop > stored:
     raise UserError(f"model.input_size {crop} is larger than the stored images ({stored})")
-  if not train.encoded and train.images.shape[-1] != model.in_channels:
-    raise UserError(f"model.in_channels is {model.in_channels} but {data.name} images have "
+  if not train.encoded and train.images.shape[-1] != channels:
+    raise UserError(f"model.in_channels is {channels} but {data.name} images have "
                     f"{train.images.shape[-1]} channels")
   labels = [s.labels for s in (train, test) if hasattr(s, "labels") and len(s.labels)]
   num_labels = max([int(l.max()) + 1 for l in labels] + [len(class_names)])
-  if num_labels > model.num_classes or len(class_names) != model.num_classes:
-    raise UserError(f"model.num_classes is {model.num_classes} but {data.name} has "
+  if num_labels > num_classes or len(class_names) != num_classes:
+    raise UserError(f"model.num_classes is {num_classes} but {data.name} has "
                     f"{len(class_names)} classes")
   if data.batch_size % process_count or data.eval_batch_size % process_count:
     raise UserError(f"batch sizes ({data.batch_size}, {data.eval_batch_size}) must divide "
@@ -403,12 +331,14 @@ def build_input(config, *, process_index: int = 0, process_count: int = 1) -> In
                     f"data.batch_size ({data.batch_size}): chunks are cut from each batch")
   local_batch, local_eval_batch = (data.batch_size // process_count,
                                    data.eval_batch_size // process_count)
-  stats = dataset_stats(config, train)
+  stats = dataset_stats(data, train, channels)
   read = _read_options(data)
 
-  train_ds = train_dataset(config, train, stats, local_batch, process_index, process_count)
+  train_ds = train_dataset(data, train, stats, crop=crop, channels=channels, seed=seed,
+                           local_batch=local_batch, process_index=process_index,
+                           process_count=process_count)
 
-  local_test = _records(config, test, process_index, process_count)
+  local_test = _records(test, data.image_size, channels, process_index, process_count)
   # Every process runs the same number of eval steps (padding batches where it has no data).
   eval_steps = math.ceil(math.ceil(len(test) / process_count) / local_eval_batch)
 
@@ -419,8 +349,7 @@ def build_input(config, *, process_index: int = 0, process_count: int = 1) -> In
     for _ in range(eval_steps):
       batch = next(batches, None)
       n = 0 if batch is None else len(batch["label"])
-      padded = {"image": np.zeros((local_eval_batch, *views, crop, crop, model.in_channels),
-                                  np.uint8),
+      padded = {"image": np.zeros((local_eval_batch, *views, crop, crop, channels), np.uint8),
                 "label": np.zeros(local_eval_batch, np.int32),
                 "crop": np.zeros((local_eval_batch, *views, 3), np.int32),
                 "mask": np.zeros(local_eval_batch, bool),
@@ -432,6 +361,5 @@ def build_input(config, *, process_index: int = 0, process_count: int = 1) -> In
       yield padded
 
   return Input(train=iter(train_ds), eval_batches=eval_batches, num_train=len(train),
-               num_eval=len(test), num_classes=model.num_classes,
-               image_shape=(crop, crop, model.in_channels), class_names=class_names, stats=stats,
-               train_position=train_position)
+               num_eval=len(test), num_classes=num_classes,
+               image_shape=(crop, crop, channels), class_names=class_names, stats=stats)

@@ -17,7 +17,8 @@ import os
 import numpy as np
 from absl import logging
 
-from alexnet_jax.cli import UserError
+from alexnet_jax.data import images
+from alexnet_jax.errors import UserError
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
@@ -223,3 +224,47 @@ def tfds_imagenet(name: str, data_dir: str) -> tuple[TfdsSplit, TfdsSplit, tuple
         f"`{PREPARE_IMAGENET}` with ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in "
         "MANUAL_DIR, or use --config.data.name=image_folder") from None
   return splits[0], splits[1], names
+
+
+# ----------------------------------------------------------------------------- the registry
+
+DATASETS = ("imagenet2012", "image_folder", "fashion_mnist", "synthetic")
+
+
+def load_splits(data, *, channels: int, num_classes: int):
+  """(train, eval, class names) of the dataset that the config's `data` section names;
+  `channels` and `num_classes` shape the synthetic one."""
+  if data.name == "fashion_mnist":
+    size = data.image_size
+    return (fashion_mnist(data.data_dir, "train", size=size),
+            fashion_mnist(data.data_dir, "test", size=size), FASHION_MNIST_CLASSES)
+  if data.name == "synthetic":
+    make = lambda n, seed: synthetic(n, data.image_size, channels, num_classes, seed)
+    return (make(data.synthetic_train_size, 0), make(data.synthetic_eval_size, 1),
+            tuple(str(i) for i in range(num_classes)))
+  if data.name == "image_folder":
+    if not data.data_dir:
+      raise UserError("data.name=image_folder needs --config.data.data_dir=ROOT "
+                      "(ROOT/train/<class>/*, ROOT/val/<class>/*)")
+    train, names = image_folder(data.data_dir, "train")
+    val, _ = image_folder(data.data_dir, "val", class_names=names)
+    return train, val, names
+  if data.name == "imagenet2012":
+    return tfds_imagenet(data.name, data.data_dir)
+  raise UserError(f"unknown dataset {data.name!r}; known: imagenet2012 (TFDS), image_folder, "
+                  "fashion_mnist, synthetic")
+
+
+def stored_decoder(data, channels: int):
+  """bytes of an image file -> uint8 [S, S, c] in the stored form of the dataset `data` names
+  (what training cropped from): §2's rescale and centre crop, or Fashion-MNIST's grey form."""
+  if data.name == "fashion_mnist":
+    size = data.image_size
+    return lambda encoded: fashion_mnist_stored(images.decode(encoded, 28, 1)[None, ..., 0],
+                                                size)[0]
+  return lambda encoded: images.decode(encoded, data.image_size, channels)
+
+
+def stored_size(data, split) -> int:
+  """The side of `split`'s stored images (what crops are cut from)."""
+  return split.images.shape[1] if not split.encoded else data.image_size

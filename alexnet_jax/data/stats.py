@@ -19,12 +19,15 @@ import dataclasses
 import os
 import sys
 import zipfile
+from typing import Iterator
 
+import grain
 import numpy as np
-from absl import logging
+from absl import flags, logging
 
 from alexnet_jax import cli
-from alexnet_jax.cli import UserError
+from alexnet_jax.data import images, sources
+from alexnet_jax.errors import UserError
 
 # Defaults until `python -m alexnet_jax.data.stats` has run: the usual ImageNet per-channel mean
 # and the RGB PCA published with fb.resnet.torch, whose eigenvalues λ (0.2175, 0.0188, 0.0045)
@@ -125,10 +128,10 @@ def compute(batches, total: int | None = None, progress: bool = False) -> Stats:
     from tqdm import tqdm
 
     bar = tqdm(total=total, unit="img", dynamic_ncols=True, disable=not sys.stderr.isatty())
-  for images in batches:
-    acc.add(images)
+  for batch in batches:
+    acc.add(batch)
     if bar is not None:
-      bar.update(len(images))
+      bar.update(len(batch))
   if bar is not None:
     bar.close()
   return acc.result()
@@ -141,19 +144,69 @@ def default_path(data_config) -> str:
   return os.path.join(root, "alexnet_jax_stats", f"{data_config.name}-{data_config.image_size}.npz")
 
 
-def main(argv):
-  from alexnet_jax.data import pipeline
+def stored_images(split, size: int, channels: int, limit: int,
+                  batch: int = 256) -> Iterator[np.ndarray]:
+  """The first `limit` readable images of `split` at the stored size, as uint8 batches (image
+  files decoded in one thread per core; unreadable ones skipped, logged and counted)."""
+  if not split.encoded:
+    for start in range(0, limit, batch):
+      yield split.images[start:min(start + batch, limit)]
+    return
+  read = grain.ReadOptions(num_threads=os.cpu_count() or 1,
+                           prefetch_buffer_size=2 * (os.cpu_count() or 1))
+  yield from (grain.MapDataset.source(split)[:limit].map(images.Decode(size, channels))
+              .to_iter_dataset(read).map(lambda r: r["image"]).batch(batch))
 
+
+def dataset_stats(data, train, channels: int) -> Stats:
+  """The mean image and RGB PCA of the config's `data` section: computed for in-memory data,
+  else read from the stats file (`python -m alexnet_jax.data.stats`), else ImageNet's published
+  values with a warning. `data.mean='channel'` replaces the mean image by its channel means."""
+  if not train.encoded:
+    stats = compute(stored_images(train, data.image_size, channels, len(train), batch=4096))
+  else:
+    path = default_path(data)
+    if os.path.exists(path) or data.stats_file:
+      stats = Stats.load(path)
+    elif channels != 3:
+      raise UserError(f"no dataset statistics at {path}: run `python -m alexnet_jax.data.stats "
+                      "--config=...` first")
+    else:
+      logging.warning("no dataset statistics at %s: using ImageNet's published per-channel mean "
+                      "and RGB eigenvectors until `python -m alexnet_jax.data.stats --config=...` "
+                      "has computed this training set's", path)
+      stats = Stats.imagenet_defaults(data.image_size)
+    if stats.mean.shape != (data.image_size, data.image_size, channels):
+      raise UserError(f"the statistics in {path} are for images of shape {stats.mean.shape}, "
+                      f"not {data.image_size}x{data.image_size}x{channels}")
+  if data.mean == "channel":
+    stats = stats.channel_mean()
+  elif data.mean != "pixel":
+    raise UserError(f"data.mean must be 'pixel' or 'channel', got {data.mean!r}")
+  return stats
+
+
+def main(argv):
   if len(argv) > 1:
     raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   cli.log_our_info()
+  FLAGS = flags.FLAGS
   config = FLAGS.config
-  path = FLAGS.output or default_path(config.data)
-  train, _, _ = pipeline.load_splits(config)
-  limit = len(train) if FLAGS.max_images <= 0 else min(FLAGS.max_images, len(train))
-  logging.info("computing statistics of %d %s training images at %d x %d", limit,
-               config.data.name, config.data.image_size, config.data.image_size)
-  stats = compute(pipeline.stored_images(config, train, limit), total=limit, progress=True)
+  write_statistics(config.data, config.model.in_channels, config.model.num_classes,
+                   output=FLAGS.output, max_images=FLAGS.max_images)
+
+
+def write_statistics(data, channels: int, num_classes: int, *, output: str = "",
+                     max_images: int = 0) -> Stats:
+  """Computes the statistics of the training split of `data` (the first `max_images` when > 0),
+  writes them to `output` (default: `default_path`) and prints a summary."""
+  path = output or default_path(data)
+  train, _, _ = sources.load_splits(data, channels=channels, num_classes=num_classes)
+  limit = len(train) if max_images <= 0 else min(max_images, len(train))
+  logging.info("computing statistics of %d %s training images at %d x %d", limit, data.name,
+               data.image_size, data.image_size)
+  stats = compute(stored_images(train, data.image_size, channels, limit), total=limit,
+                  progress=True)
   try:
     stats.save(path)
   except OSError as e:
@@ -167,13 +220,12 @@ def main(argv):
   for row in stats.eigvec:
     print("  " + " ".join(f"{v:+.4f}" for v in row))
   print(f"written: {path}")
+  return stats
 
 
 if __name__ == "__main__":
-  from absl import flags
   from ml_collections import config_flags
 
-  FLAGS = flags.FLAGS
   config_flags.DEFINE_config_file("config", None, "training configuration file", lock_config=True)
   flags.DEFINE_string("output", "", "where to write the .npz (default: next to the data)")
   flags.DEFINE_integer("max_images", 0, "use the first N training images (0: all of them)")

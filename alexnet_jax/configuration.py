@@ -1,0 +1,96 @@
+"""Configs: the one loader, and the one table of named variants (the paper's ablations among them).
+
+A config file defines `get_config(variant: str = "") -> ConfigDict`; `configs/paper.py` holds
+every default once and the other configs import it and change a few fields. Named variants
+combine after a colon, `configs/paper.py:no_lrn,one_column`; each config applies them last, so
+that none of its own changes undoes one. `load` is what `--config=...` does on the command line
+(ml_collections' `config_flags`), for code: the training entry point, `ablate` and the tests
+read configs the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import ml_collections
+from absl import flags
+from ml_collections import config_flags
+
+from alexnet_jax.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """A named change of a config: its paper section and its field overrides. An ablation names
+  the ingredient it removes and the paper's reported error reduction by that ingredient (top-1,
+  top-5 points; None: not reported)."""
+
+  section: str
+  overrides: dict[str, Any]
+  removes: str | None = None
+  paper_delta: tuple[float | None, float | None] = (None, None)
+
+
+VARIANTS = {
+    "no_lrn": Variant("§3.3", {"model.lrn": False}, "lrn", (1.4, 1.2)),
+    "no_overlap_pool": Variant("§3.4", {"model.pool_window": 2}, "overlap_pool", (0.4, 0.3)),
+    "one_column": Variant("§3.2", {"model.columns": 1}, "columns", (1.7, 1.2)),
+    # Figure 1 is about training speed, not error.
+    "tanh": Variant("§3.1", {"model.activation": "tanh"}, "relu"),
+    # "substantial overfitting" without it; no figure.
+    "no_dropout": Variant("§4.2", {"model.dropout": 0.0}, "dropout"),
+    "no_pca_lighting": Variant("§4.1", {"data.pca_lighting": 0.0}, "pca_lighting", (1.0, None)),
+    # Table 2's "*" models: trained with a sixth convolutional layer over pool5, then
+    # fine-tuned with it (configs/finetune.py:conv6).
+    "conv6": Variant("Table 2", {"model.extra_conv6": True}),
+}
+
+# ingredient (`python -m alexnet_jax.ablate --ablations=lrn,...`) -> the variant removing it
+ABLATIONS = {v.removes: name for name, v in VARIANTS.items() if v.removes}
+
+
+def set_field(config: ml_collections.ConfigDict, path: str, value) -> None:
+  """`config.a.b = value` for path 'a.b' (a locked ConfigDict still rejects unknown keys)."""
+  *parents, field = path.split(".")
+  for parent in parents:
+    config = config[parent]
+  config[field] = tuple(value) if isinstance(value, list) else value
+
+
+def apply_variants(config: ml_collections.ConfigDict, names: str,
+                   extra: dict[str, Variant] | None = None) -> ml_collections.ConfigDict:
+  """`config` with the comma-separated variants `names` ('' for none) applied, from `VARIANTS`
+  and a config file's own `extra` table."""
+  table = {**VARIANTS, **(extra or {})}
+  for name in filter(None, (n.strip() for n in names.split(","))):
+    if name not in table:
+      raise ValueError(f"unknown variant {name!r}; known: {', '.join(table)}")
+    for path, value in table[name].overrides.items():
+      set_field(config, path, value)
+  return config
+
+
+def load(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """The config `--config=spec --config.<override> ...` gives on the command line: `spec` is
+  'path/to/config.py[:variants]', each override 'a.b=value' (parsed by the field's type; a
+  later one wins). A file that does not load, an unknown field or a bad value: `UserError`."""
+  argv = ["load", f"--config={spec}", *(f"--config.{o}" for o in overrides)]
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "training configuration file",
+                                  flag_values=values, lock_config=True, sys_argv=argv)
+  try:
+    values(argv)
+    config = values["config"].value
+  except (flags.Error, OSError) as e:
+    raise UserError(f"cannot load the config {spec}: {_last_line(str(e))}") from None
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    raise UserError(f"bad config override: {e.args[0] if e.args else e}") from None
+  if config is None:
+    raise UserError(f"cannot load the config {spec!r}")
+  return config
+
+
+def _last_line(message: str) -> str:
+  lines = [line.strip() for line in message.splitlines() if line.strip()]
+  return lines[-1] if lines else message

@@ -1,0 +1,97 @@
+"""The one builder of the train state and its jitted steps: config + mesh → graphdef, state,
+shardings, steps (the shape of flax's gemma `setup_initial_state` and MaxText's
+`setup_train_loop`). Training, the benchmark and the tests build from here, so a benchmark times
+exactly the step, optimizer and mesh that training runs.
+
+The state is a plain dict {'step', 'params', 'opt_state'} (params as nested dicts {layer:
+{'kernel', 'bias'}}): Orbax saves and restores it without alexnet_jax.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from alexnet_jax import models, optim
+from alexnet_jax.data.normalize import train_pixel_scale
+from alexnet_jax.errors import UserError
+from alexnet_jax.sharding import DATA
+from alexnet_jax.steps import make_eval_step, make_predict_step, make_train_step
+
+
+@dataclasses.dataclass
+class TrainSetup:
+  mesh: jax.sharding.Mesh
+  graphdef: nnx.GraphDef
+  tx: optax.GradientTransformation
+  state: dict  # {'step', 'params', 'opt_state'}, placed on the mesh
+  state_shardings: dict
+  batch_sharding: NamedSharding  # the batch axis over 'data'
+  replicated: NamedSharding
+  # (state, batch, rng, mean) -> (state, metrics); state donated
+  train_step: Callable
+  train_step_with_stats: Callable  # the same, with per-layer norms in the metrics
+  eval_step: Callable  # (params, batch, mean) -> {split: sums}
+
+  @property
+  def param_shardings(self) -> dict:
+    return self.state_shardings["params"]
+
+
+def make_optimizer(optimizer_config, params) -> optax.GradientTransformation:
+  """§5's SGD (`optim.paper_sgd`) with the config's momentum, weight decay, decay mask and
+  bias learning-rate multiplier."""
+  opt = optimizer_config
+  if opt.momentum < 0 or opt.weight_decay < 0:
+    raise UserError(f"optimizer.momentum ({opt.momentum}) and optimizer.weight_decay "
+                    f"({opt.weight_decay}) must be >= 0")
+  decay_mask, lr_multipliers = optim.parameter_masks(params, opt.decay_on, opt.bias_lr_multiplier)
+  return optim.paper_sgd(opt.learning_rate, momentum=opt.momentum, weight_decay=opt.weight_decay,
+                         decay_mask=decay_mask, lr_multipliers=lr_multipliers)
+
+
+def setup_train(config, mesh: jax.sharding.Mesh, *,
+                init_params: Callable[[dict], dict] | None = None) -> TrainSetup:
+  """The model of `config.model` initialised from `config.seed` on `mesh` (`init_params` may
+  replace layers: fine-tuning), the optimizer of `config.optimizer`, the state at step 0 with
+  every array placed (each column's weights and optimizer slots on its 'model' shard), and the
+  jitted steps with their shardings."""
+  model = models.create_model(config.model, mesh=mesh, seed=config.seed)
+  graphdef, param_state = nnx.split(model)
+  params = nnx.to_pure_dict(param_state)
+  if init_params is not None:
+    params = init_params(params)
+  param_shardings = nnx.to_pure_dict(nnx.get_named_sharding(param_state, mesh))
+  replicated = NamedSharding(mesh, P())
+  batch_sharding = NamedSharding(mesh, P(DATA))
+  tx = make_optimizer(config.optimizer, params)
+  opt_shardings = optax.tree_utils.tree_map_params(
+      tx, lambda _, s: s, jax.eval_shape(tx.init, params), param_shardings,
+      transform_non_params=lambda _: replicated)
+  state_shardings = {"step": replicated, "params": param_shardings, "opt_state": opt_shardings}
+  state = jax.jit(lambda p: {"step": jnp.zeros((), jnp.int32), "params": p,
+                             "opt_state": tx.init(p)}, out_shardings=state_shardings)(params)
+
+  def jit_train(with_stats: bool):
+    step = make_train_step(graphdef, tx, with_stats=with_stats,
+                           pixel_scale=train_pixel_scale(config.data))
+    return jax.jit(step, in_shardings=(state_shardings, batch_sharding, replicated, replicated),
+                   out_shardings=(state_shardings, replicated), donate_argnums=0)
+
+  eval_step = jax.jit(make_eval_step(graphdef, pixel_scale=float(config.data.pixel_scale)),
+                      in_shardings=(param_shardings, batch_sharding, replicated),
+                      out_shardings=replicated)
+  return TrainSetup(mesh, graphdef, tx, state, state_shardings, batch_sharding, replicated,
+                    jit_train(False), jit_train(True), eval_step)
+
+
+def jit_predict_step(graphdef: nnx.GraphDef, pixel_scale: float) -> Callable:
+  """`steps.make_predict_step` jitted: (params, batch, mean) -> {'probs', 'view_probs', 'fc7'}
+  (inference, on whatever mesh the restored parameters live)."""
+  return jax.jit(make_predict_step(graphdef, pixel_scale=pixel_scale))
