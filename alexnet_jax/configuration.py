@@ -85,7 +85,9 @@ def load(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
   except (flags.Error, OSError) as e:
     raise UserError(f"cannot load the config {spec}: {_last_line(str(e))}") from None
   except (AttributeError, KeyError, TypeError, ValueError) as e:
-    raise UserError(f"bad config override: {e.args[0] if e.args else e}") from None
+    what = e.args[0] if e.args else e
+    raise UserError(f"bad config override among {', '.join(overrides) or '(none)'}: "
+                    f"{what}") from None
   if config is None:
     raise UserError(f"cannot load the config {spec!r}")
   return config
