@@ -16,7 +16,9 @@ fine-tuning: the parameters only, onto any mesh; nothing on disk is changed).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import time
 from typing import Callable
 
@@ -37,13 +39,8 @@ class Checkpoints:
   """The latest-N manager and the best-1 manager of one workdir."""
 
   def __init__(self, workdir: str, keep: int):
+    """`workdir` exists and its paths were checked (`workdir.prepare`)."""
     workdir = os.path.abspath(workdir)
-    try:
-      os.makedirs(workdir, exist_ok=True)
-    except OSError as e:
-      raise UserError(f"cannot create workdir {workdir}: {e.strerror}") from None
-    if not os.access(workdir, os.W_OK):
-      raise UserError(f"workdir {workdir} is not writable")
     self.workdir = workdir
     self.latest = ocp.CheckpointManager(
         os.path.join(workdir, LATEST), options=_options("latest", keep),
@@ -58,36 +55,66 @@ class Checkpoints:
           data=grain.checkpoint.CheckpointSave(iterator)), force=True)
 
   def save_best(self, step: int, state, meta: dict) -> None:
+    """Replaces `best/` with this step. A best step at or after this one (left by a run that
+    died between `best/N` and `checkpoints/N`, and resumed from an earlier step) is removed
+    first: `best/` never blocks a step that `checkpoints/` has to reach again."""
     with self._writing(step):
+      self.best.wait_until_finished()
+      for stale in [s for s in self.best.all_steps() if s >= step]:
+        self.best.delete(stale)
       self.best.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
 
   @contextlib.contextmanager
-  def _writing(self, step: int):
-    """A failed write (disk full, permissions) is a one-line error; Orbax writes into a
-    temporary directory and renames it when complete, so earlier checkpoints stay intact."""
+  def _writing(self, step: int | None):
+    """A write that fails for want of space or permissions (now, or in Orbax's background
+    writer) is a one-line error. Orbax writes each step into a temporary directory renamed when
+    complete, so earlier checkpoints stay intact; the temporary directories are removed."""
     try:
       yield
-    except OSError as e:
-      kept = [s for s in self.latest.all_steps() if s != step]
-      raise UserError(f"cannot write the checkpoint of step {step} in {self.workdir} "
-                      f"({e.strerror or e}); the previous checkpoint "
-                      f"(step {max(kept) if kept else 'none'}) is intact") from None
+    except Exception as e:  # noqa: BLE001 -- Orbax's async writer re-raises as ValueError
+      why = _write_failure(e)
+      if why is None:
+        raise
+      self._remove_partial()
+      kept = [s for s in _complete_steps(str(self.latest.directory)) if s != step]
+      which = f"of step {step} " if step is not None else ""
+      raise UserError(f"cannot write the checkpoint {which}in {self.workdir} ({why}); the "
+                      f"previous checkpoint (step {max(kept) if kept else 'none'}) is intact"
+                      ) from None
+
+  def _remove_partial(self) -> None:
+    """Removes the temporary step directories of writes that failed."""
+    if jax.process_index() != 0:
+      return
+    for manager in (self.latest, self.best):
+      root = str(manager.directory)
+      for name in os.listdir(root) if os.path.isdir(root) else ():
+        if ".orbax-checkpoint-tmp" in name:
+          shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
   def restore_latest(self, abstract_state, iterator: grain.DatasetIterator,
-                     reposition: Callable[[int], None]):
+                     reposition: Callable[[int], None],
+                     check: Callable[[dict, dict], None] | None = None):
     """(state, meta) of the newest checkpoint that restores, or None when there is none.
 
-    A damaged newest checkpoint is reported, set aside and the previous one tried. The input
-    iterator is restored in place; when the checkpoint was written by another number of
-    processes it is positioned from the step instead (`reposition`: every process reads its
-    share of each global batch).
+    `check(meta, saved)` sees each candidate's meta and the shapes of its saved state
+    ({path: shape}) before anything is restored, and raises `UserError` when the checkpoint
+    does not fit this run (another model, dataset or batch size): nothing is touched then. A
+    checkpoint that cannot be read is damaged: reported, set aside, and the previous one
+    tried. The input iterator is restored in place; when the checkpoint was written by
+    another number of processes it is positioned from the step instead (`reposition`: every
+    process reads its share of each global batch).
     """
     steps = sorted(self.latest.all_steps(), reverse=True)
     if not steps:
       return None
 
     def read(step):
+      step_dir = os.path.join(str(self.latest.directory), str(step))
+      meta = read_meta(step_dir)
+      if check is not None:
+        check(meta, saved_shapes(step_dir))
       return self.latest.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
 
@@ -129,7 +156,7 @@ class Checkpoints:
     logging.warning("checkpoint step %d: %s; input positioned from the step", step, why)
 
   def wait(self) -> None:
-    with self._writing(self.latest.latest_step() or 0):
+    with self._writing(None):
       self.latest.wait_until_finished()
       self.best.wait_until_finished()
 
@@ -151,6 +178,49 @@ def abstract_like(tree):
   """ShapeDtypeStructs (with shardings) of a pytree of arrays: an Orbax restore target."""
   return jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+def _write_failure(e: BaseException) -> str | None:
+  """Why a checkpoint write failed when the disk or the permissions are the cause, else None."""
+  text = str(e)
+  if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+    return f"{e.strerror or 'no space left on device'}: the disk is full"
+  if "No space left on device" in text or "RESOURCE_EXHAUSTED" in text or "ENOSPC" in text:
+    return "No space left on device: the disk is full"
+  if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    return e.strerror or str(e)
+  return None
+
+
+def _complete_steps(root: str) -> list[int]:
+  return [int(n) for n in os.listdir(root) if n.isdigit()] if os.path.isdir(root) else []
+
+
+def saved_shapes(step_dir: str) -> dict[str, tuple[int, ...]]:
+  """{'params/conv1/kernel': shape, ...} of a checkpoint's state, from Orbax's metadata (no
+  array is read)."""
+  tree = ocp.StandardCheckpointer().metadata(os.path.join(step_dir, STATE)).item_metadata.tree
+  return {_path(p): tuple(leaf.shape) for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _path(key_path) -> str:
+  """'a/0/b' for a key path, whatever the node types (dict keys, sequence indices, named
+  tuple attributes: the saved tree has dicts and lists where the live state has optax's
+  named tuples)."""
+  parts = []
+  for k in key_path:
+    for attr in ("key", "idx", "name"):
+      if hasattr(k, attr):
+        parts.append(str(getattr(k, attr)))
+        break
+    else:
+      parts.append(str(k))
+  return "/".join(parts)
+
+
+def state_shapes(state) -> dict[str, tuple[int, ...]]:
+  """The same {path: shape} for a state (arrays or ShapeDtypeStructs) in memory."""
+  return {_path(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(state)[0]}
 
 
 def _newest_that_restores(candidates, read, *, on_damaged=None, none_left: str, name=str):

@@ -42,6 +42,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
       message = f"{message.split(':', 1)[0]}: {_last_line(message)}"
   except (AttributeError, KeyError, TypeError, ValueError) as e:  # raised by config overrides
     message = f"bad config override: {e.args[0] if e.args else e}"
+  except OSError as e:  # a --config file that does not load, met while parsing its overrides
+    message = f"cannot load the config: {_last_line(str(e))}"
   _fail(message)
 
 

@@ -91,6 +91,11 @@ def extract_and_search(workdir: str, *, step: int | None = None, best: bool = Fa
   `query_paths`), printed and drawn into `grid` (Figure 4, right)."""
   if not (split or folder or neighbors > 0):
     raise UserError("nothing to do: give --split or --folder (with --output), or --neighbors")
+  for path in (output, grid if neighbors > 0 else ""):
+    folder_of = os.path.dirname(os.path.abspath(path)) if path else ""
+    if path and not os.path.isdir(folder_of):
+      raise UserError(f"cannot write {path}: the directory {folder_of} does not exist")
+  rows_db = _read_database(database) if database and neighbors > 0 else None
   trained = inference.load(workdir, step=step, best=best)
   if split or folder:
     if not output:
@@ -114,8 +119,7 @@ def extract_and_search(workdir: str, *, step: int | None = None, best: bool = Fa
   if neighbors <= 0:
     return
   train_split, train_image = inference.split_images(trained, "train")
-  if database:
-    rows_db = np.load(database, allow_pickle=False)
+  if rows_db is not None:
     if rows_db.shape[0] != len(train_split):
       raise UserError(f"{database} has {rows_db.shape[0]} rows, the training split "
                       f"{len(train_split)}")
@@ -141,6 +145,18 @@ def extract_and_search(workdir: str, *, step: int | None = None, best: bool = Fa
     rows.append([query] + [train_image(int(i)) for i in idx])
   draw_grid(grid, rows, [os.path.basename(n) for n in names])
   print(f"written: {grid}")
+
+
+def _read_database(path: str) -> np.ndarray:
+  """The training split's features written by an earlier `--split=train --output=...`."""
+  try:
+    rows = np.load(path, allow_pickle=False)
+  except (OSError, ValueError, EOFError) as e:
+    raise UserError(f"cannot read --database {path}: {e}") from None
+  if not isinstance(rows, np.ndarray) or rows.ndim != 2:
+    raise UserError(f"--database {path} is not a feature matrix [images, features] "
+                    "(write one with --split=train --output=FILE.npy)")
+  return rows
 
 
 def main(argv):

@@ -7,6 +7,9 @@ import math
 import os
 
 import jax
+from absl import logging
+
+from alexnet_jax.errors import UserError
 
 
 class MetricWriter:
@@ -25,8 +28,11 @@ class MetricWriter:
     if not self.enabled:
       return
     clean = {k: float(v) for k, v in values.items()}
-    self._file.write(json.dumps({"step": step, "split": split, **clean}) + "\n")
-    self._file.flush()
+    try:
+      self._file.write(json.dumps({"step": step, "split": split, **clean}) + "\n")
+      self._file.flush()
+    except OSError as e:
+      raise UserError(f"cannot write {self.path} ({e.strerror or e})") from None
     for k, v in clean.items():
       if math.isfinite(v):
         self._tb.add_scalar(f"{split}/{k}", v, step)
@@ -38,8 +44,24 @@ class MetricWriter:
 
 
 def read_metrics(path: str) -> list[dict]:
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """The records of a metrics.jsonl; a line that is not a JSON object (a run killed while
+  writing it) is skipped with a warning."""
+  rows, bad = [], 0
+  with open(path, encoding="utf-8", errors="replace") as f:
+    for line in f:
+      if not line.strip():
+        continue
+      try:
+        row = json.loads(line)
+      except ValueError:
+        row = None
+      if isinstance(row, dict) and "step" in row and "split" in row:
+        rows.append(row)
+      else:
+        bad += 1
+  if bad:
+    logging.warning("%s: skipped %d unreadable line(s) (a run cut while writing?)", path, bad)
+  return rows
 
 
 def plot_curves(metrics_path: str, png_path: str) -> None:

@@ -69,6 +69,12 @@ class LearningRateSchedule:
     self._applied = self.learning_rate
     return optim.set_learning_rate(opt_state, self.learning_rate)
 
+  def rebase(self, base_learning_rate: float) -> None:
+    """A new initial ε (a flag given on resume): ε becomes it times factor^drops so far, and
+    later drops follow from it."""
+    self.base = float(base_learning_rate)
+    self.state.learning_rate = self.base * self.factor ** self.state.drops
+
   def forget_applied(self) -> None:
     """The next `apply` writes ε whatever was applied before (a fresh optimizer state)."""
     self._applied = None

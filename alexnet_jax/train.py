@@ -6,6 +6,7 @@ testing).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import signal
@@ -19,6 +20,7 @@ import numpy as np
 from absl import logging
 
 from alexnet_jax import checkpoint, finetune, metrics, models
+from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.data.pipeline import build_input
 from alexnet_jax.errors import UserError
 from alexnet_jax.schedule import LearningRateSchedule
@@ -53,27 +55,45 @@ class _StopRequested:
 
 class StepMetrics:
   """The training steps' metrics: kept on the device until they are needed (a log line, a
-  checkpoint), then checked (a non-finite loss stops the run before anything is saved) and
-  averaged over the steps since the last log line."""
+  checkpoint), then checked and averaged over the steps since the last log line.
 
-  def __init__(self):
+  Divergence stops the run before anything is saved: a loss that is not finite, or a loss or
+  global parameter norm above `divergence_factor` times its running mean (0: finiteness only).
+  Every checkpoint is written right after such a check, so the last one holds sane values."""
+
+  WATCHED = {"loss": "loss", "param_norm": "parameter norm"}
+
+  def __init__(self, divergence_factor: float = 0.0):
     self._pending = []  # (step, metrics on the device)
     self._fetched = []  # (step, metrics on the host) since the last summary
+    self._factor = float(divergence_factor)
+    self._running = {}  # watched metric -> running mean (exponential, 0.9)
 
   def add(self, step: int, step_metrics) -> None:
     self._pending.append((step, step_metrics))
 
   def fetch(self, last_saved: int | None) -> None:
-    """Brings the pending metrics to the host; raises if a loss is not finite."""
+    """Brings the pending metrics to the host; raises `UserError` on divergence."""
     for step, values in jax.device_get(self._pending):
-      if not np.isfinite(values["loss"]):
-        kept = (f"the last checkpoint (step {last_saved}) is intact" if last_saved is not None
-                else "no checkpoint was written")
-        raise UserError(f"the loss became {values['loss']} at step {step}: stopping without "
-                        f"saving; {kept}. Lower --config.optimizer.learning_rate or check the "
-                        "input data")
+      self._check(step, values, last_saved)
       self._fetched.append((step, values))
     self._pending = []
+
+  def _check(self, step: int, values: dict, last_saved: int | None) -> None:
+    kept = (f"the last checkpoint (step {last_saved}) was written before it and is intact"
+            if last_saved is not None else "no checkpoint was written")
+    advice = "Lower --config.optimizer.learning_rate or check the input data"
+    for name, said in self.WATCHED.items():
+      value = float(values[name])
+      running = self._running.get(name)
+      if not np.isfinite(value):
+        raise UserError(f"the {said} became {value} at step {step}: "
+                        f"stopping without saving; {kept}. {advice}")
+      if self._factor and running and value > self._factor * running:
+        raise UserError(f"the {said} exploded at step {step} ({value:.4g}, "
+                        f"more than {self._factor:g} x its running mean {running:.4g}): "
+                        f"stopping without saving; {kept}. {advice}")
+      self._running[name] = value if running is None else 0.9 * running + 0.1 * value
 
   def summary(self) -> dict | None:
     """Means of the scalar metrics since the last summary, the per-layer norms of the last
@@ -99,8 +119,24 @@ def validate(config, mesh) -> None:
                       f"{mesh.shape[MODEL]})")
   if config.num_epochs <= 0:
     raise UserError(f"num_epochs must be positive, got {config.num_epochs}")
-  if config.optimizer.learning_rate <= 0:
-    raise UserError(f"optimizer.learning_rate must be positive, got {config.optimizer.learning_rate}")
+  if config.eval_every_epochs <= 0:
+    raise UserError(f"eval_every_epochs must be positive, got {config.eval_every_epochs}")
+  opt = config.optimizer
+  if opt.learning_rate <= 0:
+    raise UserError(f"optimizer.learning_rate must be positive, got {opt.learning_rate}")
+  if opt.momentum < 0 or opt.weight_decay < 0:
+    raise UserError(f"optimizer.momentum ({opt.momentum}) and optimizer.weight_decay "
+                    f"({opt.weight_decay}) must be >= 0")
+  for name, value in (("checkpoint.keep", config.checkpoint.keep),
+                      ("checkpoint.every_steps", config.checkpoint.every_steps),
+                      ("log_every_steps", config.log_every_steps),
+                      ("stats_every_steps", config.stats_every_steps)):
+    if value < 1:
+      raise UserError(f"{name} must be >= 1, got {value}"
+                      + (" (0 would delete every checkpoint)" if name == "checkpoint.keep"
+                         else ""))
+  if config.divergence.factor != 0 and config.divergence.factor <= 1:
+    raise UserError(f"divergence.factor must be 0 (off) or > 1, got {config.divergence.factor}")
 
 
 def _to_global(batch: dict, sharding) -> dict:
@@ -123,17 +159,112 @@ def evaluate(eval_step, params, mean, input_, sharding, *, ten_crop: bool) -> di
 
 
 def checkpoint_meta(step: int, steps_per_epoch: float, schedule: LearningRateSchedule, config,
-                    class_names) -> dict:
-  """The JSON saved beside the state: what a resume and inference need besides the arrays."""
+                    input_) -> dict:
+  """The JSON saved beside the state: what a resume and inference need besides the arrays,
+  and what the run was trained on (a resume on other data is refused)."""
   return {"step": step, "epoch": step / steps_per_epoch, "schedule": schedule.state_dict(),
-          "config": config.to_dict(), "class_names": list(class_names),
-          "processes": jax.process_count()}
+          "config": config.to_dict(), "class_names": list(input_.class_names),
+          "processes": jax.process_count(), "data": _trained_on(config, input_)}
+
+
+def _trained_on(config, input_) -> dict:
+  data = config.data
+  return {"name": data.name, "data_dir": data.data_dir, "num_train": input_.num_train,
+          "image_size": int(data.image_size), "batch_size": int(data.batch_size)}
+
+
+def check_resume(meta: dict, saved: dict, *, config, abstract_state, input_, workdir: str) -> None:
+  """Raises `UserError` (one line, nothing touched) when a checkpoint does not fit this run:
+  another network (the first array that differs), another dataset, another batch size."""
+  mine = checkpoint.state_shapes(abstract_state)
+  differ = [p for p in sorted(set(mine) | set(saved)) if mine.get(p) != saved.get(p)]
+  if differ:
+    first = next((p for p in differ if p.startswith("params/")), differ[0])
+    shape = lambda d: "absent" if d.get(first) is None else str(d[first])
+    raise UserError(
+        f"the checkpoints in {workdir} are of another network: {first} is {shape(saved)} there "
+        f"and {shape(mine)} in this config ({len(differ)} arrays differ); run the config they "
+        f"were trained with, or a new --workdir (--config.init_from.workdir={workdir} to "
+        "fine-tune from them)")
+  saved_data = meta.get("data") or _data_of_saved_config(meta)
+  now = _trained_on(config, input_)
+  names_now = list(input_.class_names)
+  same = (saved_data["name"] == now["name"] and saved_data.get("image_size") == now["image_size"]
+          and meta.get("class_names", names_now) == names_now
+          and saved_data.get("num_train", now["num_train"]) == now["num_train"])
+  if not same:
+    describe = lambda d, n: (f"{d['name']} ({d.get('num_train', '?')} training images, {n} "
+                             f"classes, stored at {d.get('image_size', '?')} px)")
+    raise UserError(f"the checkpoints in {workdir} were trained on "
+                    f"{describe(saved_data, len(meta.get('class_names', [])))}, this run reads "
+                    f"{describe(now, len(names_now))}: use the data they were trained on, or a "
+                    "new --workdir")
+  if saved_data.get("batch_size", now["batch_size"]) != now["batch_size"]:
+    raise UserError(f"the checkpoints in {workdir} were trained with data.batch_size="
+                    f"{saved_data['batch_size']}, this run has {now['batch_size']}: the steps, "
+                    "epochs and input position would not line up; resume with "
+                    f"--config.data.batch_size={saved_data['batch_size']}, or use a new --workdir")
+  if saved_data.get("data_dir", now["data_dir"]) != now["data_dir"]:
+    logging.warning("data.data_dir is %s, the checkpoint's was %s: the same dataset (name, "
+                    "classes and size agree), read from its new place", now["data_dir"],
+                    saved_data["data_dir"])
+
+
+def _data_of_saved_config(meta: dict) -> dict:
+  """What a checkpoint of an earlier version (no 'data' in its meta) says of its data."""
+  data = meta["config"]["data"]
+  return {"name": data["name"], "data_dir": data.get("data_dir", ""),
+          "image_size": data.get("image_size"), "batch_size": data.get("batch_size")}
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flat(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
+  return out
+
+
+def report_resume(meta: dict, config, schedule: LearningRateSchedule) -> None:
+  """Says what the resumed run takes from the checkpoint and from this run's config. A
+  learning rate given now that differs from the checkpoint's is honoured."""
+  step = int(meta["step"])
+  saved, now = _flat(meta["config"]), _flat(config.to_dict())
+  changed = {k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now))
+             if saved.get(k) != now.get(k)}
+  lr = changed.pop("optimizer.learning_rate", None)
+  if lr is not None:
+    schedule.rebase(float(config.optimizer.learning_rate))
+    logging.warning("resume: optimizer.learning_rate is %g, the checkpoint's was %g: honoured, "
+                    "ε is now %g (after %d drop(s))", lr[1], lr[0], schedule.learning_rate,
+                    schedule.state.drops)
+  logging.info("resumed from step %d (epoch %.2f): parameters, optimizer state, ε schedule "
+               "(ε %g, %d drop(s), best error %s) and input position come from the checkpoint",
+               step, meta["epoch"], schedule.learning_rate, schedule.state.drops,
+               meta["schedule"].get("best_error"))
+  if changed:
+    logging.info("resume: this run's config differs from the checkpoint's in %s",
+                 "; ".join(f"{k}: {a!r} → {b!r}" for k, (a, b) in changed.items()))
 
 
 # ----------------------------------------------------------------------------- the loop
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains `config` in `workdir` (resuming from its checkpoints); returns the final eval."""
+  """Trains `config` in `workdir` (resuming from its checkpoints); returns the final eval.
+  The workdir is locked for the run (process 0 holds the lock of a multi-process run)."""
+  workdir = workdir_lib.prepare(workdir)
+  lock = workdir_lib.Lock(workdir)
+  if jax.process_index() == 0:
+    lock.acquire()
+  try:
+    return _train_and_evaluate(config, workdir)
+  finally:
+    lock.release()
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # --- mesh -----------------------------------------------------------------------------------
   mesh = mesh_for(config)
   validate(config, mesh)
@@ -148,8 +279,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                        channels=model_config.in_channels, num_classes=model_config.num_classes,
                        seed=config.seed, process_index=jax.process_index(),
                        process_count=jax.process_count())
-  if jax.process_index() == 0:  # the mean image and RGB PCA, for inference from this workdir
-    input_.stats.save(os.path.join(workdir, "data_stats.npz"))
   batch_size = config.data.batch_size
   steps_per_epoch = input_.num_train / batch_size
   total_steps = math.ceil(config.num_epochs * steps_per_epoch)
@@ -169,24 +298,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # --- checkpoint -----------------------------------------------------------------------------
   state = setup.state
+  check = functools.partial(check_resume, config=config, abstract_state=state, input_=input_,
+                            workdir=workdir)
   restored = ckpts.restore_latest(checkpoint.abstract_like(state), input_.train,
-                                  input_.reposition)
+                                  input_.reposition, check)
   if restored is not None:
     state, saved = restored
     schedule.load_state_dict(saved["schedule"])
-    logging.info("resumed from step %d (epoch %.2f), lr %g", int(state["step"]),
-                 int(state["step"]) / steps_per_epoch, schedule.learning_rate)
+    report_resume(saved, config, schedule)
   start_step = int(state["step"])
+  if jax.process_index() == 0:  # the mean image and RGB PCA, for inference from this workdir
+    input_.stats.save(os.path.join(workdir, "data_stats.npz"))
+  if start_step >= total_steps:
+    ckpts.close()
+    if hasattr(input_.train, "close"):
+      input_.train.close()
+    logging.warning(
+        "the run in %s is complete: its checkpoint is at step %d and this config ends at step "
+        "%d (num_epochs=%g); results: metrics.jsonl, curves.png, best/ and checkpoints/ there "
+        "(raise --config.num_epochs to train further)", workdir, start_step, total_steps,
+        config.num_epochs)
+    return {}
 
   def save(step: int) -> None:
-    step_metrics.fetch(last_saved)  # a non-finite loss stops here, before the state is saved
-    ckpts.save(step, state, checkpoint_meta(step, steps_per_epoch, schedule, config,
-                                            input_.class_names), input_.train)
+    step_metrics.fetch(last_saved)  # divergence stops here, before the state is saved
+    ckpts.save(step, state, checkpoint_meta(step, steps_per_epoch, schedule, config, input_),
+               input_.train)
 
   # --- loop -----------------------------------------------------------------------------------
   writer = metrics.MetricWriter(workdir)
   stop = _StopRequested()
-  step_metrics = StepMetrics()
+  step_metrics = StepMetrics(config.divergence.factor)
   last_saved = start_step if restored is not None else None
   progress = _Progress(start_step, total_steps, batch_size)
   final = {}
@@ -233,7 +375,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         event = schedule.after_eval(result["top1_error"])
         if improved:
           ckpts.save_best(step, state, checkpoint_meta(step, steps_per_epoch, schedule, config,
-                                                       input_.class_names) | {"eval": result})
+                                                       input_) | {"eval": result})
         if event == "drop":
           logging.info("validation error plateaued: learning rate ÷10 → %g (drop %d of %d)",
                        schedule.learning_rate, schedule.state.drops, schedule.max_drops)

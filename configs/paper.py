@@ -105,4 +105,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.stats_every_steps = 1000
   config.checkpoint = ml_collections.ConfigDict(dict(every_steps=2000, keep=3))
   config.stall = ml_collections.ConfigDict(dict(check_steps=2000, band=0.02))
+  # The run stops, without saving, when the loss or the parameter norm exceeds `factor` times
+  # its running mean (or is not finite); 0 checks finiteness only.
+  config.divergence = ml_collections.ConfigDict(dict(factor=100.0))
   return apply_variants(config, variant)

@@ -33,11 +33,27 @@ def _centre(array: np.ndarray, size: int) -> np.ndarray:
   return array[top:top + size, left:left + size]
 
 
+# Integer modes of more than 8 bits per pixel (16-bit greyscale PNGs, 32-bit TIFFs), and the
+# value that becomes 255. Pillow's convert() clips them to 8 bits instead of scaling.
+_WIDE_MODES = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535}
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+  """A wide-integer image scaled to 8 bits (0..65535 -> 0..255; 32-bit values clipped to
+  16 bits first); other modes as they are."""
+  top = _WIDE_MODES.get(image.mode)
+  if top is None:
+    return image
+  wide = np.asarray(image).astype(np.float64)
+  return Image.fromarray(np.clip(np.round(wide * (255.0 / top)), 0, 255).astype(np.uint8), "L")
+
+
 def to_stored(image: Image.Image, size: int, channels: int = 3) -> np.ndarray:
   """Rescales so the shorter side is `size`, then takes the central size x size patch (§2).
 
   The result may be a view into the decoded image (crops copy it once, later)."""
   mode = "RGB" if channels == 3 else "L"
+  image = _eight_bit(image)
   if image.mode != mode:
     image = image.convert(mode)
   width, height = image.size
@@ -54,15 +70,27 @@ def decode(data: bytes, size: int, channels: int = 3) -> np.ndarray:
   >= size: the same image as a full decode then downscale, at a fraction of the cost."""
   try:
     height, width = simplejpeg.decode_jpeg_header(data)[:2]
-    factor = max([f for f in (1, 2, 4, 8) if min(height, width) // f >= size] or [1])
+  except ValueError:  # not a JPEG, or damaged: Pillow decides
+    return _decode_with_pillow(data, size, channels)
+  if height * width > max_pixels():
+    raise UnreadableImage(f"{width}x{height} pixels is over the decompression-bomb limit of "
+                          f"{max_pixels()} pixels (Pillow's)")
+  factor = max([f for f in (1, 2, 4, 8) if min(height, width) // f >= size] or [1])
+  try:
     array = simplejpeg.decode_jpeg(data, colorspace="RGB" if channels == 3 else "GRAY",
                                    min_height=-(-height // factor), min_width=-(-width // factor))
-  except ValueError:  # not a JPEG, CMYK, or damaged: Pillow decides
+  except ValueError:  # CMYK, or damaged: Pillow decides
     return _decode_with_pillow(data, size, channels)
   height, width = array.shape[:2]
   if min(height, width) != size:
     return to_stored(Image.fromarray(array[..., 0] if channels == 1 else array), size, channels)
   return _centre(array.reshape(height, width, channels), size)
+
+
+def max_pixels() -> int:
+  """The pixel count above which every decoder refuses an image: Pillow's decompression-bomb
+  error threshold (twice `Image.MAX_IMAGE_PIXELS`), applied to simplejpeg's JPEGs too."""
+  return 2 * int(Image.MAX_IMAGE_PIXELS or 0) or 2**62
 
 
 def _decode_with_pillow(data: bytes, size: int, channels: int) -> np.ndarray:

@@ -124,8 +124,21 @@ def _cache_dir() -> str:
                       "alexnet_jax")
 
 
+def _entries(folder: str, want_dir: bool) -> list[str]:
+  """Names of the folders (or files) in `folder`; an entry that cannot be followed (a symlink
+  loop, a dangling link) is skipped with a warning."""
+  names = []
+  for entry in os.scandir(folder):
+    try:
+      if (entry.is_dir() if want_dir else entry.is_file()) and not entry.name.startswith("."):
+        names.append(entry.name)
+    except OSError as e:
+      logging.warning("skipping %s: %s", entry.path, e.strerror or e)
+  return sorted(names)
+
+
 def _list_class_dirs(split_dir: str) -> list[str]:
-  return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+  return _entries(split_dir, want_dir=True)
 
 
 def image_folder(root: str, split: str, class_names: tuple[str, ...] | None = None
@@ -159,8 +172,8 @@ def image_folder(root: str, split: str, class_names: tuple[str, ...] | None = No
       folder = os.path.join(split_dir, name)
       if not os.path.isdir(folder):
         continue
-      files = sorted(e.name for e in os.scandir(folder)
-                     if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS))
+      files = [f for f in _entries(folder, want_dir=False)
+               if f.lower().endswith(IMAGE_EXTENSIONS)]
       listing["paths"] += [os.path.join(folder, f) for f in files]
       listing["labels"] += [label] * len(files)
     try:

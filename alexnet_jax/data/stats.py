@@ -54,11 +54,17 @@ class Stats:
     return (self.eigvec * np.sqrt(np.maximum(self.eigval, 0.0))[None, :]).astype(np.float32)
 
   def save(self, path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    """Writes the file whole or not at all (a temporary file renamed; removed on failure)."""
     tmp = path + ".tmp.npz"
-    np.savez(tmp, mean=self.mean, eigval=self.eigval, eigvec=self.eigvec,
-             count=np.int64(self.count))
-    os.replace(tmp, path)
+    try:
+      os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+      np.savez(tmp, mean=self.mean, eigval=self.eigval, eigvec=self.eigvec,
+               count=np.int64(self.count))
+      os.replace(tmp, path)
+    except OSError as e:
+      if os.path.exists(tmp):
+        os.remove(tmp)
+      raise UserError(f"cannot write {path} ({e.strerror or e})") from None
 
   @classmethod
   def load(cls, path: str) -> "Stats":
@@ -209,9 +215,9 @@ def write_statistics(data, channels: int, num_classes: int, *, output: str = "",
                   progress=True)
   try:
     stats.save(path)
-  except OSError as e:
-    raise UserError(f"cannot write {path} ({e.strerror}): pass --output=PATH and set "
-                    "--config.data.stats_file=PATH when training") from None
+  except UserError as e:
+    raise UserError(f"{e}: pass --output=PATH and set --config.data.stats_file=PATH when "
+                    "training") from None
   mean_rgb = stats.mean.mean(axis=(0, 1))
   print(f"images: {stats.count}")
   print("mean pixel: " + " ".join(f"{v:.3f}" for v in mean_rgb))

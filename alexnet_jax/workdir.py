@@ -1,0 +1,111 @@
+"""The training workdir as a place: every path checked before anything compiles, and a lock so
+that one run (one job: process 0 of a multi-process run) owns it at a time.
+
+The lock is `<workdir>/.alexnet_jax.lock`, held with `flock` while the run lives: the kernel
+drops it when the holder exits, however it exits (kill -9 included), so a lock file whose lock
+is free is a stale one, taken over with a warning. The file says who holds it (pid, host, start
+time) for the one-line error a second run gets.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+
+from absl import logging
+
+from alexnet_jax.errors import UserError
+
+LOCK = ".alexnet_jax.lock"
+# What training writes in a workdir, and whether each is a directory.
+PATHS = {"checkpoints": True, "best": True, "tensorboard": True, "metrics.jsonl": False,
+         "data_stats.npz": False, "curves.png": False}
+
+
+def prepare(workdir: str) -> str:
+  """Creates `workdir` when missing and checks that every path training writes there can be
+  written (a file where a directory goes, or the reverse, is a one-line error); returns its
+  absolute path."""
+  if not workdir or not workdir.strip():
+    raise UserError("--workdir is empty: give the directory the run's checkpoints go to")
+  path = os.path.abspath(workdir)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise UserError(f"workdir {path} is a file, not a directory")
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    raise UserError(f"cannot create workdir {path}: {e.strerror}") from None
+  if not os.access(path, os.W_OK | os.X_OK):
+    raise UserError(f"workdir {path} is not writable")
+  for name, is_dir in PATHS.items():
+    target = os.path.join(path, name)
+    if not os.path.lexists(target):
+      continue
+    if os.path.isdir(target) != is_dir:
+      kind = "a directory" if is_dir else "a file"
+      raise UserError(f"{target} is in the way: training writes {kind} there; move it away")
+    if not os.access(target, os.W_OK | (os.X_OK if is_dir else 0)):
+      raise UserError(f"{target} is not writable")
+  return path
+
+
+class Lock:
+  """The workdir's lock; `acquire` raises a one-line error when a live run holds it."""
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(workdir, LOCK)
+    self._fd = None
+
+  def acquire(self) -> None:
+    try:
+      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+      raise UserError(f"cannot create the workdir lock {self.path}: {e.strerror}") from None
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      holder = _describe(_read(fd))
+      os.close(fd)
+      raise UserError(f"{os.path.dirname(self.path)} is in use by {holder}: wait for that run "
+                      "to end or stop it, or use another --workdir") from None
+    previous = _read(fd)
+    if previous:
+      logging.warning("taking over the workdir lock left by %s, which is gone",
+                      _describe(previous))
+    me = {"pid": os.getpid(), "host": socket.gethostname(),
+          "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    try:
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, json.dumps(me).encode(), 0)
+    except OSError as e:
+      os.close(fd)
+      raise UserError(f"cannot write the workdir lock {self.path}: {e.strerror}") from None
+    self._fd = fd
+
+  def release(self) -> None:
+    if self._fd is None:
+      return
+    try:
+      os.ftruncate(self._fd, 0)  # an empty lock file: nobody to take over from
+    except OSError:
+      pass
+    os.close(self._fd)  # closing the descriptor drops the flock
+    self._fd = None
+
+
+def _read(fd: int) -> dict:
+  try:
+    raw = os.pread(fd, 4096, 0)
+    return json.loads(raw) if raw.strip() else {}
+  except (OSError, ValueError):
+    return {}
+
+
+def _describe(holder: dict) -> str:
+  if not holder:
+    return "another run"
+  return (f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')} (since "
+          f"{holder.get('since', '?')})")
