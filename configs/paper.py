@@ -65,6 +65,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       eval_batch_size=128,
       mean="pixel",  # §2: the training set's mean image; 'channel' for a per-channel mean
       stats_file="",  # mean image + RGB PCA (python -m alexnet_jax.data.stats); '' = next to data
+      # §2's 256x256 form prepared once (python -m alexnet_jax.data.prepare): read when there.
+      use_prepared=True,
+      prepared_dir="",  # '' = next to the data
       pca_lighting=0.1,  # §4.1: std of the PCA lighting coefficients α; 0 turns it off
       pixel_scale=1.0,  # §2: raw (centred) RGB values
       flip=True,  # §4.1

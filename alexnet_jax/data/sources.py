@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import json
 import os
+import struct
 
 import numpy as np
 from absl import logging
@@ -239,14 +240,115 @@ def tfds_imagenet(name: str, data_dir: str) -> tuple[TfdsSplit, TfdsSplit, tuple
   return splits[0], splits[1], names
 
 
+# ----------------------------------------------------------------------------- the §2 store
+
+PREPARED_FORMAT = 1
+SPLIT_NAMES = ("train", "val")
+
+
+def store_dir(data) -> str:
+  """Where the prepared §2 form of the dataset `data` names lives (`python -m
+  alexnet_jax.data.prepare`): `data.prepared_dir`, or next to the data."""
+  if data.get("prepared_dir"):
+    return data.prepared_dir
+  root = data.data_dir or os.path.expanduser("~/tensorflow_datasets")
+  return os.path.join(root, "alexnet_jax_prepared", f"{data.name}-{data.image_size}")
+
+
+def shard_path(store: str, split: str, index: int, count: int) -> str:
+  return os.path.join(store, f"{split}-{index:05d}-of-{count:05d}.array_record")
+
+
+def read_manifest(store: str) -> dict | None:
+  """The manifest of a complete store, or None (no store, or one still being written)."""
+  try:
+    with open(os.path.join(store, "manifest.json"), encoding="utf-8") as f:
+      manifest = json.load(f)
+  except (OSError, ValueError):
+    return None
+  if not isinstance(manifest, dict) or manifest.get("format") != PREPARED_FORMAT:
+    return None
+  for split in SPLIT_NAMES:
+    count = manifest["shards"][split]
+    if not all(os.path.exists(shard_path(store, split, i, count)) for i in range(count)):
+      return None
+  return manifest
+
+
+def encode_record(label: int, jpeg: bytes) -> bytes:
+  """A prepared record: the label as 4 little-endian bytes, then the 256x256 JPEG."""
+  return struct.pack("<i", int(label)) + jpeg
+
+
+@dataclasses.dataclass
+class PreparedSplit:
+  """One split of a prepared store: 256x256 JPEGs and labels in array_record shards, read with
+  grain's `ArrayRecordDataSource` (random access, no TensorFlow)."""
+
+  paths: tuple[str, ...]
+  split: str
+  stats_path: str = ""  # the statistics computed while preparing
+  encoded = True
+
+  def __post_init__(self):
+    self._source = None
+    self._length = len(self._open())
+
+  def _open(self):
+    if self._source is None:
+      import grain
+
+      self._source = grain.sources.ArrayRecordDataSource(list(self.paths))
+    return self._source
+
+  def __getstate__(self):  # the reader reopens in each input worker
+    return {k: v for k, v in self.__dict__.items() if k != "_source"} | {"_source": None}
+
+  def __len__(self) -> int:
+    return self._length
+
+  def __getitem__(self, index: int) -> dict:
+    record = self._open()[index]
+    return {"encoded": record[4:], "label": np.int32(struct.unpack_from("<i", record)[0]),
+            "name": f"{self.split}#{index}"}
+
+
+def prepared_splits(data, channels: int):
+  """(train, val, class names) of the prepared store of `data`, or None when there is none."""
+  store = store_dir(data)
+  manifest = read_manifest(store)
+  if manifest is None:
+    return None
+  if manifest["image_size"] != data.image_size or manifest["channels"] != channels:
+    raise UserError(f"the prepared store {store} holds {manifest['image_size']}px images with "
+                    f"{manifest['channels']} channel(s), not {data.image_size}px with {channels}")
+  splits = [PreparedSplit(tuple(shard_path(store, name, i, manifest["shards"][name])
+                                for i in range(manifest["shards"][name])), name,
+                          os.path.join(store, "stats.npz"))
+            for name in SPLIT_NAMES]
+  logging.info("reading the prepared §2 form of %s from %s (%d train / %d val images, JPEG "
+               "quality %d)", data.name, store, len(splits[0]), len(splits[1]),
+               manifest["quality"])
+  return splits[0], splits[1], tuple(manifest["class_names"])
+
+
 # ----------------------------------------------------------------------------- the registry
 
 DATASETS = ("imagenet2012", "image_folder", "fashion_mnist", "synthetic")
+PREPARABLE = ("imagenet2012", "image_folder")
 
 
-def load_splits(data, *, channels: int, num_classes: int):
+def load_splits(data, *, channels: int, num_classes: int, prepared: bool = True):
   """(train, eval, class names) of the dataset that the config's `data` section names;
-  `channels` and `num_classes` shape the synthetic one."""
+  `channels` and `num_classes` shape the synthetic one. ImageNet and ImageFolder trees are read
+  from their prepared §2 store when it exists (`data.use_prepared`; one log line says which
+  form is read), from the original files otherwise."""
+  if data.name in PREPARABLE and prepared and data.get("use_prepared", True):
+    found = prepared_splits(data, channels)
+    if found is not None:
+      return found
+    logging.info("reading the original images of %s (no prepared store at %s: `python -m "
+                 "alexnet_jax.data.prepare --config=...` makes one)", data.name, store_dir(data))
   if data.name == "fashion_mnist":
     size = data.image_size
     return (fashion_mnist(data.data_dir, "train", size=size),

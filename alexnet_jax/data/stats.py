@@ -171,7 +171,7 @@ def dataset_stats(data, train, channels: int) -> Stats:
   if not train.encoded:
     stats = compute(stored_images(train, data.image_size, channels, len(train), batch=4096))
   else:
-    path = default_path(data)
+    path = data.stats_file or getattr(train, "stats_path", "") or default_path(data)
     if os.path.exists(path) or data.stats_file:
       stats = Stats.load(path)
     elif channels != 3:
