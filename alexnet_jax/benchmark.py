@@ -2,10 +2,10 @@
 
   python -m alexnet_jax.benchmark input [--root=DIR] [--workers=N] [--seconds=S]
       The training input pipeline (decode, §2 rescale + centre crop, §4.1 random crop, flip,
-      PCA lighting, batching) on an ImageFolder tree's train split, in-process (one reader
-      thread: images/s per core; one thread per core) and with `mp_prefetch` worker processes,
-      with images per CPU-second of all the processes; beside it, a plain PIL loop doing the
-      same work. Without --root, generates 256x256-ish JPEGs first.
+      PCA lighting, batching) on an ImageFolder tree's originals and on its prepared §2 store
+      (`data.prepare`), one reader thread and one per core, with images per CPU-second; beside
+      them, a plain PIL loop doing the same work. Without --root, generates ImageNet-like JPEGs
+      from real photographs first (`generate_imagenet_like`).
   python -m alexnet_jax.benchmark step --config=configs/paper.py [--batch=128]
       [--dtype=bfloat16|float32] [--steps=N]
       The jitted training step (forward, backward, the paper's SGD) on synthetic device data.
@@ -49,7 +49,7 @@ IMAGENET_TRAIN_SIZE = 1_281_167
 def generate_jpegs(root: str, count: int, classes: int = 8, seed: int = 0,
                    split: str = "train") -> None:
   """`count` JPEGs of the "256x256-ish" kind (shorter side 256, aspect 1-1.33, either way up)
-  with smooth content (upscaled noise: compresses like photographs, not like white noise)."""
+  with smooth content (upscaled noise): small, quick stand-ins for tests and the loop."""
   from PIL import Image
 
   rng = np.random.default_rng(seed)
@@ -61,6 +61,77 @@ def generate_jpegs(root: str, count: int, classes: int = 8, seed: int = 0,
     os.makedirs(folder, exist_ok=True)
     Image.fromarray(small).resize(size, Image.BICUBIC).save(
         os.path.join(folder, f"{i:06d}.JPEG"), quality=90)
+
+
+# skimage's bundled colour photographs (the `benchmark` extra); matplotlib's is always there.
+_SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png",
+                   "motorcycle_right.png", "rocket.jpg", "hubble_deep_field.jpg")
+# ImageNet's training images: mostly 500x375 and 375x500, then 500x333 / 333x500, and a tail of
+# larger ones (weights of the sizes drawn below).
+_IMAGENET_SIZES = (((500, 375), 0.55), ((375, 500), 0.15), ((500, 333), 0.12),
+                   ((333, 500), 0.05), (None, 0.13))
+
+
+def real_photographs() -> dict[str, np.ndarray]:
+  """{name: uint8 RGB array} of the photographs that installed packages ship: matplotlib's
+  Grace Hopper, and scikit-image's colour photographs when it is installed."""
+  import importlib.util
+
+  import matplotlib
+  from PIL import Image
+
+  paths = {"grace_hopper.jpg": os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data",
+                                            "sample_data", "grace_hopper.jpg")}
+  spec = importlib.util.find_spec("skimage")
+  if spec is not None and spec.submodule_search_locations:
+    data = os.path.join(spec.submodule_search_locations[0], "data")
+    paths.update({n: os.path.join(data, n) for n in _SKIMAGE_PHOTOS
+                  if os.path.exists(os.path.join(data, n))})
+  photos = {}
+  for name, path in paths.items():
+    with Image.open(path) as image:
+      photos[name] = np.asarray(image.convert("RGB"))
+  return photos
+
+
+def generate_imagenet_like(root: str, count: int, classes: int = 8, seed: int = 0,
+                           split: str = "train", quality: int = 90) -> dict:
+  """`count` JPEGs like ImageNet's training images, cut from real photographs: each a random
+  crop (a fifth to all of a photograph, the target's aspect), resized to a size drawn from
+  ImageNet's distribution, mirrored at random, saved at `quality` with 4:2:0 chroma as cameras
+  and ImageNet's JPEGs mostly are. Returns what was made: photographs used, mean KB, mean size."""
+  from PIL import Image
+
+  photos = real_photographs()
+  names = sorted(photos)
+  rng = np.random.default_rng(seed)
+  sizes = [s for s, _ in _IMAGENET_SIZES]
+  weights = np.array([w for _, w in _IMAGENET_SIZES])
+  total_bytes, pixels = 0, 0
+  for i in range(count):
+    photo = photos[names[rng.integers(len(names))]]
+    size = sizes[rng.choice(len(sizes), p=weights / weights.sum())]
+    if size is None:  # the tail: 600-1600 px on the longer side
+      longer = int(rng.uniform(600, 1600))
+      size = (longer, int(longer * 0.75)) if rng.random() < 0.7 else (int(longer * 0.75), longer)
+    h, w = photo.shape[:2]
+    aspect = size[0] / size[1]
+    area = rng.uniform(0.2, 1.0) * h * w
+    cw = int(min(w, np.sqrt(area * aspect)))
+    ch = int(min(h, cw / aspect))
+    cw = int(min(cw, ch * aspect))
+    top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+    image = Image.fromarray(photo[top:top + ch, left:left + cw]).resize(size, Image.BICUBIC)
+    if rng.random() < 0.5:
+      image = image.transpose(Image.FLIP_LEFT_RIGHT)
+    folder = os.path.join(root, split, f"c{i % classes:03d}")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{i:06d}.JPEG")
+    image.save(path, quality=quality, subsampling="4:2:0")
+    total_bytes += os.path.getsize(path)
+    pixels += size[0] * size[1]
+  return {"photographs": names, "images": count, "mean_kb": round(total_bytes / count / 1e3, 1),
+          "mean_pixels": int(pixels / count)}
 
 
 def _input_data_config(workers: int, threads: int):
@@ -130,36 +201,72 @@ def plain_pil_loop(paths, seconds: float, size: int = 256, crop: int = 224) -> f
   return n / (time.perf_counter() - start)
 
 
-def bench_input(*, root: str, generate: int, workers: int, seconds: float) -> None:
-  """Prints the input pipeline's images/s and images per CPU-second beside a plain PIL loop."""
-  from alexnet_jax.data import pipeline, sources
+class _Repeated:
+  """`split` indexed modulo its length, `length` records long: a small set of files standing
+  for ImageNet's 1.28M records (grain's shuffle costs depend on the length)."""
+
+  def __init__(self, split, length: int):
+    self.split, self.length, self.encoded = split, length, split.encoded
+
+  def __len__(self) -> int:
+    return self.length
+
+  def __getitem__(self, index: int) -> dict:
+    return self.split[index % len(self.split)]
+
+
+def bench_input(*, root: str, generate: int, workers: int, seconds: float,
+                quality: int = 90, chroma: str = "420") -> list[dict]:
+  """Prints (and returns) in one run, for ImageNet-like JPEGs (`generate_imagenet_like`, or the
+  ImageFolder tree at `root`): a plain PIL loop on the originals; the training pipeline on the
+  originals; the pipeline on the prepared §2 store (`data.prepare`, at `quality`); images/s
+  and images per CPU-second of this process and its workers."""
+  import ml_collections
+
+  from alexnet_jax.data import pipeline, prepare, sources
   from alexnet_jax.data.stats import Stats
+
+  records = []
+
+  def emit(record):
+    records.append(record)
+    _emit(record)
 
   with tempfile.TemporaryDirectory() as tmp:
     if not root:
-      root = tmp
-      generate_jpegs(root, generate)
-    files, _ = sources.image_folder(root, "train")
-    # The list repeated to ImageNet's length: grain's shuffle costs ≈ 60 µs per record over
-    # 512 records and ≈ 6 µs over 1.28M.
-    repeats = -(-IMAGENET_TRAIN_SIZE // len(files))
-    train = sources.FileSplit((files.paths * repeats)[:IMAGENET_TRAIN_SIZE],
-                              np.tile(files.labels, repeats)[:IMAGENET_TRAIN_SIZE])
+      root = os.path.join(tmp, "images")
+      made = generate_imagenet_like(root, generate)
+      generate_imagenet_like(root, 8, seed=1, split="val")
+      emit({"bench": "input", "what": "generated ImageNet-like JPEGs", **made})
+    files, names = sources.image_folder(root, "train")
+    data = ml_collections.ConfigDict(dict(name="image_folder", data_dir=root, image_size=256,
+                                          prepared_dir=os.path.join(tmp, "store")))
+    start = time.perf_counter()
+    prepare.prepare(data, channels=3, num_classes=len(names), quality=quality, chroma=chroma,
+                    progress=False)
+    emit({"bench": "input", "what": f"prepare (§2 form, JPEG quality {quality}, {chroma})",
+          "img_per_s": round(len(files) / (time.perf_counter() - start), 1),
+          "cpu_cores": os.cpu_count()})
+    stored, _, _ = sources.prepared_splits(data, 3)
     stats = Stats.imagenet_defaults(256)
     cores = os.cpu_count() or 1
     workers = workers or cores
-    _emit({"bench": "input", "what": "plain PIL loop, 1 core",
-           "img_per_s": round(plain_pil_loop(files.paths, seconds), 1)})
-    for label, w, threads in (("pipeline, in-process, 1 reader thread", 0, 1),
-                              (f"pipeline, in-process, {workers} reader threads", 0, workers),
-                              (f"pipeline, {workers} mp_prefetch workers x 1 thread", workers, 1)):
-      batches = pipeline.train_dataset(_input_data_config(w, threads), train, stats, crop=224,
-                                       channels=3, seed=0, local_batch=128)
-      rate, per_cpu_s = _time_batches(batches, seconds, 128)
-      _emit({"bench": "input", "what": label, "img_per_s": round(rate, 1),
-             **({"img_per_s_per_worker": round(rate / w, 1)} if w else {}),
-             "img_per_cpu_s": round(per_cpu_s, 1), "cpu_cores": cores,
-             "files": len(files)})
+    emit({"bench": "input", "what": "plain PIL loop on the originals, 1 core",
+          "img_per_s": round(plain_pil_loop(files.paths, seconds), 1)})
+    rates = {}
+    for form, split in (("originals", files), ("prepared", stored)):
+      repeated = _Repeated(split, IMAGENET_TRAIN_SIZE)
+      for label, w, threads in ((f"pipeline on the {form}, 1 reader thread", 0, 1),
+                                (f"pipeline on the {form}, {workers} reader threads", 0, workers)):
+        batches = pipeline.train_dataset(_input_data_config(w, threads), repeated, stats,
+                                         crop=224, channels=3, seed=0, local_batch=128)
+        rate, per_cpu_s = _time_batches(batches, seconds, 128)
+        rates.setdefault(form, per_cpu_s)
+        emit({"bench": "input", "what": label, "img_per_s": round(rate, 1),
+              "img_per_cpu_s": round(per_cpu_s, 1), "cpu_cores": cores, "files": len(files)})
+    emit({"bench": "input", "what": "prepared / originals, images per CPU-second (1 thread)",
+          "ratio": round(rates["prepared"] / rates["originals"], 2)})
+  return records
 
 
 # ----------------------------------------------------------------------------- step
@@ -394,7 +501,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   if argv[1] == "input":
     bench_input(root=FLAGS.root, generate=FLAGS.generate, workers=FLAGS.workers,
-                seconds=FLAGS.seconds)
+                seconds=FLAGS.seconds, quality=FLAGS.quality, chroma=FLAGS.chroma)
     return
   if FLAGS.config is None:
     raise UserError(f"{argv[1]} needs --config=configs/....py")
@@ -421,6 +528,9 @@ if __name__ == "__main__":
   flags.DEFINE_integer("workers", 0, "input: reader threads and mp_prefetch worker processes "
                        "(0: one per CPU core); end2end: worker processes (0: the config's)")
   flags.DEFINE_float("seconds", 10.0, "input: seconds to time each configuration")
+  flags.DEFINE_integer("quality", 90, "input: JPEG quality of the prepared store")
+  flags.DEFINE_enum("chroma", "420", ["444", "422", "420"],
+                    "input: chroma subsampling of the prepared store")
   flags.DEFINE_integer("batch", 0, "batch size (0: the config's)")
   flags.DEFINE_enum("dtype", "", ["", "bfloat16", "float32"],
                     "step, end2end: compute dtype (default: config)")

@@ -146,3 +146,34 @@ def test_the_step_benchmark_times_the_training_step_on_the_training_mesh(monkeyp
   (used, mesh), = built
   assert used is config and dict(mesh.shape) == {"data": 4, "model": 2}
   assert "all-gather" in hlo
+
+
+def test_imagenet_like_jpegs_come_from_real_photographs_at_imagenets_sizes(tmp_path):
+  from PIL import Image
+
+  made = benchmark.generate_imagenet_like(str(tmp_path), 24, classes=3, seed=0)
+  assert "grace_hopper.jpg" in made["photographs"] and made["images"] == 24
+  paths = sorted(p for p in tmp_path.rglob("*.JPEG"))
+  assert len(paths) == 24 and len({p.parent.name for p in paths}) == 3
+  common = {(500, 375), (375, 500), (500, 333), (333, 500)}
+  sizes = []
+  for path in paths:
+    with Image.open(path) as image:
+      sizes.append(image.size)
+      assert image.format == "JPEG" and image.mode == "RGB"
+      pixels = np.asarray(image, np.float64)
+    assert pixels.std() > 5  # content, not a flat fill
+  assert sum(s in common for s in sizes) >= 16  # mostly ImageNet's common sizes; a tail above
+  assert all(s in common or max(s) >= 600 for s in sizes)
+  assert made["mean_kb"] > 10 and made["mean_pixels"] >= 333 * 500
+
+
+def test_the_input_benchmark_compares_originals_prepared_and_a_pil_loop(capsys):
+  records = benchmark.bench_input(root="", generate=16, workers=1, seconds=0.1)
+  what = [r["what"] for r in records]
+  assert what[0] == "generated ImageNet-like JPEGs" and what[1].startswith("prepare")
+  assert "plain PIL loop on the originals, 1 core" in what
+  for form in ("originals", "prepared"):
+    assert f"pipeline on the {form}, 1 reader thread" in what
+  assert "ratio" in records[-1] and records[-1]["ratio"] > 0
+  assert len(capsys.readouterr().out.strip().splitlines()) == len(records)

@@ -37,7 +37,7 @@ def test_the_store_holds_the_section_2_form_labels_statistics_and_a_report(tmp_p
   config = _folder_config(tmp_path / "src")
   config.data.prepared_dir = str(tmp_path / "store")
   manifest = prepare.prepare(config.data, channels=3, num_classes=3, shard_size=4, workers=2,
-                             progress=False)
+                             chroma="444", progress=False)
   assert manifest["class_names"] == ["n01", "n02", "n03"] and manifest["quality"] == 90
   assert manifest["records"] == {"train": 12, "val": 6}
   assert manifest["unreadable"] == {"train": 3, "val": 1}
@@ -55,6 +55,15 @@ def test_the_store_holds_the_section_2_form_labels_statistics_and_a_report(tmp_p
       again = images.decode(record["encoded"], 36, 3)
       # JPEG quality 90, 4:4:4, of random-noise images: the worst case for JPEG.
       assert np.abs(again.astype(int) - stored).mean() < 8, i
+  # The default, 4:2:0 chroma: each stored image is still nearest its own original.
+  config.data.prepared_dir = str(tmp_path / "store420")
+  prepare.prepare(config.data, channels=3, num_classes=3, shard_size=4, workers=1,
+                  progress=False)
+  store420 = sources.load_splits(config.data, channels=3, num_classes=3)[0]
+  originals = np.stack([s for _, s in _originals(tmp_path / "src", "train")]).astype(int)
+  for i in range(len(store420)):
+    again = images.decode(store420[i]["encoded"], 36, 3).astype(int)
+    assert np.abs(originals - again).mean(axis=(1, 2, 3)).argmin() == i
   # The statistics are the originals' §2 form's (computed before re-encoding).
   want = compute([np.stack([s for _, s in _originals(tmp_path / "src", "train")])])
   got = _build(config).stats
