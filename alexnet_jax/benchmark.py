@@ -12,8 +12,10 @@
       --compare-torch also times the same network in PyTorch (eager and torch.compile) in the
       same run and prints the ratio; --profile ranks the device ops by time (jax.profiler).
   python -m alexnet_jax.benchmark end2end --config=configs/paper.py [--source=synthetic|jpeg]
-      [--root=DIR] [--workers=N] [--steps=N]
-      The real training loop: steady images/s and the fraction of time it waits for input.
+      [--prepared] [--null-model] [--root=DIR] [--workers=N] [--steps=N]
+      The real training loop: steady images/s, the fraction of time it waits for input, and
+      the host's milliseconds per step by part; --null-model puts a trivial step in place of
+      the network (the loop's own ceiling).
   python -m alexnet_jax.benchmark scaling --config=configs/tiny.py [--batch=16]
       Scaling on 1, 2, 4, 8 CPU devices on the training mesh at a fixed batch per 'data'
       shard: step time and the bytes of every collective in the compiled step.
@@ -401,14 +403,48 @@ def bench_step(config, *, batch: int, steps: int, profile: bool, compare_torch: 
 
 # ----------------------------------------------------------------------------- end2end
 
+def null_setup(config, mesh, **kwargs):
+  """`train_state.setup_train` with trivial jitted steps in place of the network's: each
+  reads its whole batch (a mean over the images, so the transfer and the input are real) and
+  returns constant metrics. The training loop around it is the real one: its ceiling."""
+  import jax
+  import jax.numpy as jnp
+
+  from alexnet_jax.train_state import setup_train
+
+  setup = setup_train(config, mesh, **kwargs)
+
+  def step(state, batch, rng, mean):
+    del rng, mean
+    touched = jnp.mean(batch["image"].astype(jnp.float32)) * 0.0
+    one = jnp.float32(1.0) + touched
+    names = ("loss", "top1_error", "top5_error", "lr", "grad_norm", "param_norm")
+    return {**state, "step": state["step"] + 1}, dict.fromkeys(names, one)
+
+  def eval_step(params, batch, mean):
+    del params, mean
+    zero, count = jnp.float32(0.0), jnp.sum(batch["mask"].astype(jnp.float32))
+    sums = {"loss": zero, "top1_error": zero, "top5_error": zero, "count": count}
+    return {"eval": sums} | ({"eval_10crop": sums} if batch["image"].ndim == 5 else {})
+
+  jitted = jax.jit(step, in_shardings=(setup.state_shardings, setup.batch_sharding,
+                                       setup.replicated, setup.replicated),
+                   out_shardings=(setup.state_shardings, setup.replicated), donate_argnums=0)
+  setup.train_step = setup.train_step_with_stats = jitted
+  setup.eval_step = jax.jit(eval_step)
+  return setup
+
+
 def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, workers: int,
-                  steps: int) -> dict:
+                  steps: int, null_model: bool = False, prepared: bool = False) -> dict:
   """The real training loop (`train.train_and_evaluate`) for `steps` steps on the synthetic
-  source or on generated JPEGs: steady-state images/s and the fraction of the loop's time spent
-  waiting for input, from the loop's own metrics after the first (compiling) interval. Prints
-  and returns the record."""
+  source or on generated JPEGs (`prepared`: read through the prepared §2 store): steady-state
+  images/s, the fraction of the loop's time spent waiting for input and the host's
+  milliseconds per step by part, from the loop's own metrics after the first (compiling)
+  interval. `null_model`: a trivial step in place of the network (`null_setup`), so the
+  figures are the loop's own ceiling. Prints and returns the record."""
   from alexnet_jax import metrics, train
-  from alexnet_jax.data import sources
+  from alexnet_jax.data import prepare, sources
 
   batch = batch or config.data.batch_size
   if steps < 8:
@@ -419,8 +455,12 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
         root = os.path.join(tmp, "images")
         generate_jpegs(root, generate, classes=config.model.num_classes)
         generate_jpegs(root, batch, classes=config.model.num_classes, seed=1, split="val")
-      config.data.update(dict(name="image_folder", data_dir=root))
+      config.data.update(dict(name="image_folder", data_dir=root,
+                              prepared_dir=os.path.join(tmp, "store"), use_prepared=prepared))
       size = len(sources.image_folder(root, "train")[0])
+      if prepared:
+        prepare.prepare(config.data, channels=config.model.in_channels,
+                        num_classes=config.model.num_classes, progress=False)
     else:
       config.data.update(dict(name="synthetic", synthetic_train_size=generate,
                               synthetic_eval_size=batch))
@@ -434,14 +474,17 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
     config.eval.ten_crop_final = False
     config.checkpoint.every_steps = 10 * steps
     workdir = os.path.join(tmp, "workdir")
-    train.train_and_evaluate(config, workdir)
+    train.train_and_evaluate(config, workdir,
+                             **({"setup": null_setup} if null_model else {}))
     rows = [r for r in metrics.read_metrics(os.path.join(workdir, "metrics.jsonl"))
             if r["split"] == "train"][1:]
-  record = {"bench": "end2end", "source": source, "batch": batch, "dtype": config.model.dtype,
-            "workers": config.data.workers, "steps": steps,
-            "img_per_s": round(float(np.mean([r["img_per_s"] for r in rows])), 1),
-            "input_wait_fraction": round(float(np.mean([r["input_wait_fraction"]
-                                                        for r in rows])), 3)}
+  mean = lambda key, digits=3: round(float(np.mean([r[key] for r in rows])), digits)
+  record = {"bench": "end2end", "source": source + (" (prepared)" if prepared else ""),
+            "model": "null" if null_model else config.model.name, "batch": batch,
+            "dtype": config.model.dtype, "workers": config.data.workers, "steps": steps,
+            "img_per_s": mean("img_per_s", 1), "input_wait_fraction": mean("input_wait_fraction"),
+            "host_ms_per_step": {k.split("/")[1]: mean(k) for k in sorted(rows[0])
+                                 if k.startswith("host_ms/")}}
   _emit(record)
   return record
 
@@ -513,7 +556,8 @@ def main(argv):
                compare_torch=FLAGS["compare-torch"].value)
   elif argv[1] == "end2end":
     bench_end2end(config, source=FLAGS.source, root=FLAGS.root, generate=FLAGS.generate,
-                  batch=FLAGS.batch, workers=FLAGS.workers, steps=max(FLAGS.steps, 40))
+                  batch=FLAGS.batch, workers=FLAGS.workers, steps=max(FLAGS.steps, 40),
+                  null_model=FLAGS.null_model, prepared=FLAGS.prepared)
   else:
     bench_scaling(config, devices=FLAGS.devices, per_device_batch=FLAGS.batch or 16,
                   steps=FLAGS.steps, argv=sys.argv[2:])
@@ -540,6 +584,10 @@ if __name__ == "__main__":
                     "the device ops that take the most time (GPU/TPU)")
   flags.DEFINE_bool("compare-torch", False, "step: also time the same network in PyTorch "
                     "(eager and torch.compile, channels_last) in this run, and the ratio")
+  flags.DEFINE_bool("null_model", False, "end2end: a trivial step in place of the network: "
+                    "the loop's own ceiling and host time per step")
+  flags.DEFINE_bool("prepared", False, "end2end --source=jpeg: read the JPEGs through the "
+                    "prepared §2 store")
   flags.DEFINE_enum("source", "synthetic", ["synthetic", "jpeg"],
                     "end2end: in-memory synthetic images, or JPEGs (--root, or --generate of them)")
 

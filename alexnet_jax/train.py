@@ -6,12 +6,16 @@ testing).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
+import queue
 import signal
 import sys
+import threading
 import time
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -19,8 +23,11 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+import grain
+
 from alexnet_jax import checkpoint, finetune, metrics, models
 from alexnet_jax import workdir as workdir_lib
+from alexnet_jax.prefetch import DevicePrefetch
 from alexnet_jax.data.pipeline import build_input
 from alexnet_jax.errors import UserError
 from alexnet_jax.schedule import LearningRateSchedule
@@ -53,47 +60,97 @@ class _StopRequested:
       signal.signal(sig, handler)
 
 
+class _Position(grain.DatasetIterator):
+  """The input position the loop has reached, as grain's checkpoint handler saves an iterator
+  (`get_state`): the prefetched iterator itself is ahead of the loop."""
+
+  def __init__(self, state: dict):
+    super().__init__()
+    self._state = state
+
+  def __next__(self):
+    raise StopIteration
+
+  def get_state(self) -> dict:
+    return self._state
+
+  def set_state(self, state: dict) -> None:
+    self._state = state
+
+
 class StepMetrics:
-  """The training steps' metrics: kept on the device until they are needed (a log line, a
-  checkpoint), then checked and averaged over the steps since the last log line.
+  """The training steps' metrics, brought to the host and checked by a background thread as
+  the device finishes each step (the loop's thread never waits on a transfer), then averaged
+  over the steps since the last log line.
 
   Divergence stops the run before anything is saved: a loss that is not finite, or a loss or
   global parameter norm above `divergence_factor` times its running mean (0: finiteness only).
-  Every checkpoint is written right after such a check, so the last one holds sane values."""
+  Every checkpoint is written right after `fetch` has seen every step before it, so the last
+  one holds sane values."""
 
   WATCHED = {"loss": "loss", "param_norm": "parameter norm"}
 
   def __init__(self, divergence_factor: float = 0.0):
-    self._pending = []  # (step, metrics on the device)
-    self._fetched = []  # (step, metrics on the host) since the last summary
     self._factor = float(divergence_factor)
     self._running = {}  # watched metric -> running mean (exponential, 0.9)
+    self._fetched = []  # (step, metrics on the host) since the last summary
+    self._queue = queue.Queue()
+    self._added = self._done = 0
+    self._divergence = None  # (step, what, value, running mean or None): the first one
+    self._changed = threading.Condition()
+    self._thread = threading.Thread(target=self._run, name="step-metrics", daemon=True)
+    self._thread.start()
 
   def add(self, step: int, step_metrics) -> None:
-    self._pending.append((step, step_metrics))
+    self._added += 1
+    self._queue.put((step, step_metrics))
 
-  def fetch(self, last_saved: int | None) -> None:
-    """Brings the pending metrics to the host; raises `UserError` on divergence."""
-    for step, values in jax.device_get(self._pending):
-      self._check(step, values, last_saved)
-      self._fetched.append((step, values))
-    self._pending = []
+  def _run(self) -> None:
+    while (item := self._queue.get()) is not None:
+      step, values = item
+      host = jax.device_get(values)
+      with self._changed:
+        if self._divergence is None:
+          self._divergence = self._check(step, host)
+          if self._divergence is None:
+            self._fetched.append((step, host))
+        self._done += 1
+        self._changed.notify_all()
 
-  def _check(self, step: int, values: dict, last_saved: int | None) -> None:
-    kept = (f"the last checkpoint (step {last_saved}) was written before it and is intact"
-            if last_saved is not None else "no checkpoint was written")
-    advice = "Lower --config.optimizer.learning_rate or check the input data"
+  def _check(self, step: int, values: dict):
     for name, said in self.WATCHED.items():
       value = float(values[name])
       running = self._running.get(name)
       if not np.isfinite(value):
-        raise UserError(f"the {said} became {value} at step {step}: "
-                        f"stopping without saving; {kept}. {advice}")
+        return step, said, value, None
       if self._factor and running and value > self._factor * running:
-        raise UserError(f"the {said} exploded at step {step} ({value:.4g}, "
-                        f"more than {self._factor:g} x its running mean {running:.4g}): "
-                        f"stopping without saving; {kept}. {advice}")
+        return step, said, value, running
       self._running[name] = value if running is None else 0.9 * running + 0.1 * value
+    return None
+
+  def wait(self) -> None:
+    """Blocks until every step added so far has been fetched and checked."""
+    with self._changed:
+      self._changed.wait_for(lambda: self._done == self._added)
+
+  def fetch(self, last_saved: int | None) -> None:
+    """Waits for the steps added so far; raises `UserError` if one diverged."""
+    self.wait()
+    if self._divergence is None:
+      return
+    step, said, value, running = self._divergence
+    kept = (f"the last checkpoint (step {last_saved}) was written before it and is intact"
+            if last_saved is not None else "no checkpoint was written")
+    what = (f"became {value}" if running is None else
+            f"exploded at step {step} ({value:.4g}, more than {self._factor:g} x its running "
+            f"mean {running:.4g})")
+    at = f" at step {step}" if running is None else ""
+    raise UserError(f"the {said} {what}{at}: stopping without saving; {kept}. Lower "
+                    "--config.optimizer.learning_rate or check the input data")
+
+  def close(self) -> None:
+    self._queue.put(None)
+    self._thread.join(timeout=60)
 
   def summary(self) -> dict | None:
     """Means of the scalar metrics since the last summary, the per-layer norms of the last
@@ -251,20 +308,23 @@ def report_resume(meta: dict, config, schedule: LearningRateSchedule) -> None:
 
 # ----------------------------------------------------------------------------- the loop
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       setup: Callable = setup_train) -> dict:
   """Trains `config` in `workdir` (resuming from its checkpoints); returns the final eval.
-  The workdir is locked for the run (process 0 holds the lock of a multi-process run)."""
+  The workdir is locked for the run (process 0 holds the lock of a multi-process run).
+  `setup` builds the state and steps (`train_state.setup_train`; the loop benchmark passes one
+  with a trivial step)."""
   workdir = workdir_lib.prepare(workdir)
   lock = workdir_lib.Lock(workdir)
   if jax.process_index() == 0:
     lock.acquire()
   try:
-    return _train_and_evaluate(config, workdir)
+    return _train_and_evaluate(config, workdir, setup)
   finally:
     lock.release()
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, setup_fn) -> dict:
   # --- mesh -----------------------------------------------------------------------------------
   mesh = mesh_for(config)
   validate(config, mesh)
@@ -291,7 +351,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   fine_tune = None
   if config.init_from.workdir and not ckpts.latest.all_steps():
     fine_tune = lambda params: finetune.transfer(params, config.init_from, mesh)
-  setup = setup_train(config, mesh, init_params=fine_tune)
+  setup = setup_fn(config, mesh, init_params=fine_tune)
   schedule = LearningRateSchedule(config.schedule, config.optimizer.learning_rate)
   mean = jax.device_put(input_.stats.mean, setup.replicated)
   rng = jax.random.key(config.seed)
@@ -321,9 +381,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     return {}
 
   def save(step: int) -> None:
-    step_metrics.fetch(last_saved)  # divergence stops here, before the state is saved
-    ckpts.save(step, state, checkpoint_meta(step, steps_per_epoch, schedule, config, input_),
-               input_.train)
+    with progress.timing("checkpoint"):
+      step_metrics.fetch(last_saved)  # divergence stops here, before the state is saved
+      ckpts.save(step, state, checkpoint_meta(step, steps_per_epoch, schedule, config, input_),
+                 _Position(batches.get_state()))
 
   # --- loop -----------------------------------------------------------------------------------
   writer = metrics.MetricWriter(workdir)
@@ -334,27 +395,32 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   final = {}
   stall_checked = start_step >= config.stall.check_steps
   skipped_images = 0  # unreadable training images this run has skipped (logged by the reader)
+  # Batches cross to the devices in a background thread, two ahead of the step.
+  batches = DevicePrefetch(input_.train, lambda b: _to_global(b, setup.batch_sharding))
 
   try:
     for step in range(start_step + 1, total_steps + 1):
       schedule.advance((step - 1) / steps_per_epoch)
       state["opt_state"] = schedule.apply(state["opt_state"])
-      waited = time.perf_counter()
-      batch = next(input_.train)
-      progress.input_wait += time.perf_counter() - waited
-      skipped_images += int(batch.pop("skipped").sum())
+      with progress.timing("input_wait"):
+        batch, skipped = next(batches)
+      skipped_images += skipped
       step_fn = (setup.train_step_with_stats if step % config.stats_every_steps == 0
                  else setup.train_step)
-      state, values = step_fn(state, _to_global(batch, setup.batch_sharding), rng, mean)
+      with progress.timing("dispatch"):
+        state, values = step_fn(state, batch, rng, mean)
       step_metrics.add(step, values)
       progress.update(step)
 
       if itstime(step, config.log_every_steps, total_steps):
-        step_metrics.fetch(last_saved)
-        summary = step_metrics.summary()
+        with progress.timing("device_wait"):
+          step_metrics.wait()
+        with progress.timing("metrics"):
+          step_metrics.fetch(last_saved)
+          summary = step_metrics.summary()
         if summary:
           summary.update(epoch=step / steps_per_epoch, skipped_images=skipped_images,
-                         **progress.interval(step))
+                         **progress.interval(step, batches.take_transfer()))
           writer.write(step, "train", summary)
           progress.log(step, summary)
           if not stall_checked and step >= config.stall.check_steps:
@@ -381,7 +447,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
                        schedule.learning_rate, schedule.state.drops, schedule.max_drops)
         save(step)
         last_saved = step
-        progress.interval(step)  # the next interval's rate leaves evaluation out
+        progress.interval(step, batches.take_transfer())  # the next interval leaves eval out
         if event == "stop":
           logging.info("validation error stalled after the last drop: stopping at step %d", step)
           break
@@ -396,6 +462,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
           last_saved = step
         break
   finally:
+    batches.close()
+    step_metrics.close()
     stop.restore()
     progress.close()
     ckpts.wait()
@@ -426,10 +494,15 @@ def _warn_if_stalled(loss: float, num_classes: int, config) -> None:
 class _Progress:
   """A tqdm bar on a terminal; periodic log lines (img/s, ETA) otherwise."""
 
+  # The main thread's time per step, by part: waiting for input, dispatching the step, waiting
+  # for the device to finish the steps whose metrics a log line needs, fetching and checking
+  # those metrics and writing the log line, checkpoints; the rest of the loop is "other".
+  PARTS = ("input_wait", "dispatch", "device_wait", "metrics", "checkpoint")
+
   def __init__(self, start: int, total: int, batch_size: int):
     self.start, self.total, self.batch_size = start, total, batch_size
     self.t0, self.s0, self.last = time.time(), start, start
-    self.input_wait = 0.0  # seconds the loop waited for input since the last interval
+    self.seconds = dict.fromkeys(self.PARTS, 0.0)  # since the last interval
     self._interval_start = (time.perf_counter(), start)
     self.bar = None
     if sys.stderr.isatty() and jax.process_index() == 0:
@@ -442,14 +515,28 @@ class _Progress:
     elapsed = time.time() - self.t0
     return (self.last - self.s0) * self.batch_size / elapsed if elapsed > 0 else 0.0
 
-  def interval(self, step: int) -> dict:
-    """Since the last call: images/s, and the fraction of the loop's time spent waiting for
-    the input pipeline (the device idles for want of data)."""
+  @contextlib.contextmanager
+  def timing(self, part: str):
+    start = time.perf_counter()
+    try:
+      yield
+    finally:
+      self.seconds[part] += time.perf_counter() - start
+
+  def interval(self, step: int, transfer_seconds: float = 0.0) -> dict:
+    """Since the last call: images/s, the fraction of the loop's time spent waiting for the
+    input pipeline (the device idles for want of data), and the host's milliseconds per step
+    by part (`host_ms/*`; `transfer` is the prefetch thread's, beside the main thread)."""
     now = time.perf_counter()
     (then, first), self._interval_start = self._interval_start, (now, step)
-    elapsed, wait, self.input_wait = max(now - then, 1e-9), self.input_wait, 0.0
-    return {"img_per_s": (step - first) * self.batch_size / elapsed,
-            "input_wait_fraction": min(wait / elapsed, 1.0)}
+    elapsed, steps = max(now - then, 1e-9), max(step - first, 1)
+    parts, self.seconds = self.seconds, dict.fromkeys(self.PARTS, 0.0)
+    out = {"img_per_s": (step - first) * self.batch_size / elapsed,
+           "input_wait_fraction": min(parts["input_wait"] / elapsed, 1.0)}
+    out.update({f"host_ms/{k}": 1e3 * v / steps for k, v in parts.items()})
+    out["host_ms/other"] = 1e3 * max(elapsed - sum(parts.values()), 0.0) / steps
+    out["host_ms/transfer"] = 1e3 * transfer_seconds / steps
+    return out
 
   def update(self, step: int) -> None:
     self.last = step

@@ -177,3 +177,17 @@ def test_the_input_benchmark_compares_originals_prepared_and_a_pil_loop(capsys):
     assert f"pipeline on the {form}, 1 reader thread" in what
   assert "ratio" in records[-1] and records[-1]["ratio"] > 0
   assert len(capsys.readouterr().out.strip().splitlines()) == len(records)
+
+
+@pytest.mark.parametrize("source,prepared", [("synthetic", False), ("jpeg", True)])
+def test_the_null_model_loop_reports_host_time_by_part(source, prepared, capsys):
+  from conftest import load_config
+
+  record = benchmark.bench_end2end(load_config("tiny"), source=source, root="", generate=64,
+                                   batch=16, workers=0, steps=8, null_model=True,
+                                   prepared=prepared)
+  assert record["model"] == "null" and record["source"].startswith(source)
+  assert ("(prepared)" in record["source"]) == prepared
+  assert set(record["host_ms_per_step"]) == {"checkpoint", "device_wait", "dispatch",
+                                             "input_wait", "metrics", "other", "transfer"}
+  assert all(v >= 0 for v in record["host_ms_per_step"].values())

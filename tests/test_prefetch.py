@@ -1,0 +1,48 @@
+"""The device prefetcher: batches ahead of the loop, the loop's position for checkpoints."""
+
+import numpy as np
+import pytest
+
+from alexnet_jax.prefetch import DevicePrefetch
+
+
+class _Counting:
+  """An iterator of batches whose state is its position, as the training iterator's is."""
+
+  def __init__(self, fail_at=None):
+    self.position, self.fail_at = 0, fail_at
+
+  def __next__(self):
+    if self.position == self.fail_at:
+      raise ValueError("a broken input")
+    self.position += 1
+    return {"x": np.full(2, self.position), "skipped": np.array([0, self.position % 2])}
+
+  def get_state(self):
+    return {"next_index": self.position}
+
+
+def test_the_state_is_the_loops_position_not_the_iterators():
+  source = _Counting()
+  batches = DevicePrefetch(source, put=lambda b: {"x": b["x"] * 10}, depth=3)
+  try:
+    assert batches.get_state() == {"next_index": 0}
+    taken = [next(batches) for _ in range(4)]
+    assert [int(b["x"][0]) for b, _ in taken] == [10, 20, 30, 40]  # `put` applied, in order
+    assert [s for _, s in taken] == [1, 0, 1, 0]  # unreadable-image counts carried along
+    assert batches.get_state() == {"next_index": 4}
+    assert source.position > 4  # the thread has read ahead
+  finally:
+    batches.close()
+  assert not batches._thread.is_alive()
+
+
+def test_an_input_error_is_raised_in_the_loops_thread():
+  batches = DevicePrefetch(_Counting(fail_at=2), put=lambda b: b)
+  try:
+    next(batches)
+    next(batches)
+    with pytest.raises(ValueError, match="a broken input"):
+      next(batches)
+  finally:
+    batches.close()
