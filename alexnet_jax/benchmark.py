@@ -143,7 +143,8 @@ def _input_data_config(workers: int, threads: int):
 
   return ml_collections.ConfigDict(dict(
       name="image_folder", image_size=256, batch_size=128, flip=True, pca_lighting=0.1,
-      crop_chunk=1, workers=workers, read_threads=threads, prefetch=max(threads, 2)))
+      crop_chunk=1, resize="shorter_side", workers=workers, read_threads=threads,
+      prefetch=max(threads, 2)))
 
 
 def _cpu_seconds() -> float:
@@ -242,6 +243,7 @@ def bench_input(*, root: str, generate: int, workers: int, seconds: float,
       emit({"bench": "input", "what": "generated ImageNet-like JPEGs", **made})
     files, names = sources.image_folder(root, "train")
     data = ml_collections.ConfigDict(dict(name="image_folder", data_dir=root, image_size=256,
+                                          resize="shorter_side",
                                           prepared_dir=os.path.join(tmp, "store")))
     start = time.perf_counter()
     prepare.prepare(data, channels=3, num_classes=len(names), quality=quality, chroma=chroma,

@@ -269,7 +269,7 @@ def read_meta(step_dir: str) -> dict:
 # without them was trained with (before the field existed, dropout was the inverted form).
 _ADDED_MODEL_FIELDS = {"dropout_form": "inverted", "response_norm": False,
                        "response_norm_size": 5, "response_norm_alpha": 1e-3,
-                       "response_norm_beta": 0.75}
+                       "response_norm_beta": 0.75, "lrn_across_columns": False}
 
 
 def saved_config(meta: dict, step_dir: str) -> ml_collections.ConfigDict:
@@ -288,6 +288,26 @@ def saved_config(meta: dict, step_dir: str) -> ml_collections.ConfigDict:
                  "trained with", step_dir)
   model.update(missing)
   return config
+
+
+def write_converted(workdir: str, params: dict, meta: dict, step: int = 0) -> str:
+  """A workdir's first checkpoint from weights made elsewhere (`convert`): `checkpoints/<step>/`
+  with the parameters as the state's 'params' (what inference and fine-tuning restore) and the
+  meta; refuses a workdir that holds checkpoints already. Returns the step directory."""
+  root = os.path.join(os.path.abspath(workdir), LATEST)
+  if _complete_steps(root):
+    raise UserError(f"{root} holds checkpoints already: convert into a new --workdir")
+  manager = ocp.CheckpointManager(root, item_names=(STATE, META),
+                                  options=ocp.CheckpointManagerOptions(create=True))
+  try:
+    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave({"params": params}),
+                                               meta=ocp.args.JsonSave(meta)))
+    manager.wait_until_finished()
+  except OSError as e:
+    raise UserError(f"cannot write {root} ({e.strerror or e})") from None
+  finally:
+    manager.close()
+  return os.path.join(root, str(step))
 
 
 def restore_params(step_dir: str, abstract_params) -> dict:

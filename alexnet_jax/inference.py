@@ -116,7 +116,8 @@ def split_images(trained: Trained, which: str):
   split = train if which == "train" else test
   if not split.encoded:
     return split, lambda i: split.images[i]
-  decode = image_files.Decode(trained.config.data.image_size, trained.config.model.in_channels)
+  decode = image_files.Decode(trained.config.data.image_size, trained.config.model.in_channels,
+                              trained.config.data.get("resize", "shorter_side"))
 
   def image_at(i):
     record = decode.map(split[i])

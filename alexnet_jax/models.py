@@ -66,6 +66,7 @@ class AlexNetSpec:
   lrn_beta: float
   lrn_alpha_over_size: bool
   lrn_conv1_pre_relu: bool
+  lrn_across_columns: bool
   response_norm: bool
   response_norm_size: int
   response_norm_alpha: float
@@ -234,6 +235,9 @@ class AlexNet(nnx.Module):
     spec.validate()
     self.spec = spec
     self.mesh = mesh if mesh is not None else make_mesh(data=1, model=1)
+    if spec.lrn_across_columns and self.mesh.shape[MODEL] > 1:
+      raise UserError("model.lrn_across_columns normalises across both columns' maps, which "
+                      "one device must hold: set --config.mesh.model=1")
     if spec.columns % self.mesh.shape[MODEL]:
       raise UserError(f"invalid mesh: the 'model' axis ({self.mesh.shape[MODEL]}) must divide "
                        f"the number of columns ({spec.columns})")
@@ -311,9 +315,11 @@ def _column_forward(spec: AlexNetSpec, x, params, masks, capture: bool):
   def norm(h):
     if not spec.lrn:
       return h
-    return per_column(lambda v: ops.lrn(
-        v, size=spec.lrn_size, k=spec.lrn_k, alpha=spec.lrn_alpha, beta=spec.lrn_beta,
-        alpha_over_size=spec.lrn_alpha_over_size), h)
+    lrn = lambda v: ops.lrn(v, size=spec.lrn_size, k=spec.lrn_k, alpha=spec.lrn_alpha,
+                            beta=spec.lrn_beta, alpha_over_size=spec.lrn_alpha_over_size)
+    # Within each column's maps (the 2012 code), or over all of them (Caffe: one device holds
+    # every column then, checked in AlexNet.__init__).
+    return lrn(h) if spec.lrn_across_columns else per_column(lrn, h)
 
   def conv2_norm(h):
     h = norm(h)

@@ -32,6 +32,9 @@ def model_config() -> ml_collections.ConfigDict:
       lrn_beta=0.75,
       lrn_alpha_over_size=False,
       lrn_conv1_pre_relu=False,
+      # LRN's channel window within each column's maps (the 2012 code), or across all the
+      # layer's maps (Caffe's bvlc_alexnet; needs mesh.model = 1).
+      lrn_across_columns=False,
       # The 2012 code's spatial response norm after conv2's LRN (configs/paper_code.py):
       # b = a (1 + alpha/size² Σ_{size x size} a²)^-beta.
       response_norm=False,
@@ -70,6 +73,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       prepared_dir="",  # '' = next to the data
       pca_lighting=0.1,  # §4.1: std of the PCA lighting coefficients α; 0 turns it off
       pixel_scale=1.0,  # §2: raw (centred) RGB values
+      # §2: 'shorter_side' (rescale the shorter side, keep the centre square); 'squash' (resize
+      # to image_size x image_size ignoring the aspect ratio, as Caffe's convert_imageset).
+      resize="shorter_side",
       flip=True,  # §4.1
       # The 2012 code (configs/paper_code.py): divide every training crop by
       # 1 + pca_lighting after the lighting shift; 32 consecutive images share one crop and

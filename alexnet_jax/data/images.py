@@ -48,14 +48,24 @@ def _eight_bit(image: Image.Image) -> Image.Image:
   return Image.fromarray(np.clip(np.round(wide * (255.0 / top)), 0, 255).astype(np.uint8), "L")
 
 
-def to_stored(image: Image.Image, size: int, channels: int = 3) -> np.ndarray:
-  """Rescales so the shorter side is `size`, then takes the central size x size patch (§2).
+RESIZES = ("shorter_side", "squash")
+
+
+def to_stored(image: Image.Image, size: int, channels: int = 3,
+              resize: str = "shorter_side") -> np.ndarray:
+  """Rescales so the shorter side is `size`, then takes the central size x size patch (§2);
+  with `resize='squash'`, resizes to size x size ignoring the aspect ratio (Caffe's
+  `convert_imageset`).
 
   The result may be a view into the decoded image (crops copy it once, later)."""
   mode = "RGB" if channels == 3 else "L"
   image = _eight_bit(image)
   if image.mode != mode:
     image = image.convert(mode)
+  if resize == "squash":
+    if image.size != (size, size):
+      image = image.resize((size, size), Image.BILINEAR, reducing_gap=3.0)
+    return np.asarray(image).reshape(size, size, channels)
   width, height = image.size
   new_w, new_h = _rescaled_size(width, height, size)
   if (new_w, new_h) != (width, height):
@@ -63,15 +73,16 @@ def to_stored(image: Image.Image, size: int, channels: int = 3) -> np.ndarray:
   return _centre(np.asarray(image).reshape(new_h, new_w, channels), size)
 
 
-def decode(data: bytes, size: int, channels: int = 3) -> np.ndarray:
-  """Encoded bytes (JPEG, PNG, ...) to a uint8 [size, size, channels] array; `UnreadableImage`.
+def decode(data: bytes, size: int, channels: int = 3, resize: str = "shorter_side") -> np.ndarray:
+  """Encoded bytes (JPEG, PNG, ...) to a uint8 [size, size, channels] array (`to_stored`'s
+  `resize`); `UnreadableImage`.
 
   JPEGs are decoded at the smallest DCT scale (1/2, 1/4, 1/8) that keeps the shorter side
   >= size: the same image as a full decode then downscale, at a fraction of the cost."""
   try:
     height, width = simplejpeg.decode_jpeg_header(data)[:2]
   except ValueError:  # not a JPEG, or damaged: Pillow decides
-    return _decode_with_pillow(data, size, channels)
+    return _decode_with_pillow(data, size, channels, resize)
   if height * width > max_pixels():
     raise UnreadableImage(f"{width}x{height} pixels is over the decompression-bomb limit of "
                           f"{max_pixels()} pixels (Pillow's)")
@@ -80,10 +91,11 @@ def decode(data: bytes, size: int, channels: int = 3) -> np.ndarray:
     array = simplejpeg.decode_jpeg(data, colorspace="RGB" if channels == 3 else "GRAY",
                                    min_height=-(-height // factor), min_width=-(-width // factor))
   except ValueError:  # CMYK, or damaged: Pillow decides
-    return _decode_with_pillow(data, size, channels)
+    return _decode_with_pillow(data, size, channels, resize)
   height, width = array.shape[:2]
-  if min(height, width) != size:
-    return to_stored(Image.fromarray(array[..., 0] if channels == 1 else array), size, channels)
+  if min(height, width) != size or (resize == "squash" and height != width):
+    return to_stored(Image.fromarray(array[..., 0] if channels == 1 else array), size, channels,
+                     resize)
   return _centre(array.reshape(height, width, channels), size)
 
 
@@ -93,11 +105,12 @@ def max_pixels() -> int:
   return 2 * int(Image.MAX_IMAGE_PIXELS or 0) or 2**62
 
 
-def _decode_with_pillow(data: bytes, size: int, channels: int) -> np.ndarray:
+def _decode_with_pillow(data: bytes, size: int, channels: int,
+                        resize: str = "shorter_side") -> np.ndarray:
   try:
     with Image.open(io.BytesIO(data)) as image:
       image.draft("RGB" if channels == 3 else "L", (size, size))
-      return to_stored(image, size, channels)
+      return to_stored(image, size, channels, resize)
   except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
     raise UnreadableImage(f"{type(e).__name__}: {e}") from None
 
@@ -124,12 +137,12 @@ class Decode(grain.transforms.Map):
   """{'encoded', 'label', 'name'} -> {'image': uint8 [s, s, c], 'label'}, or None when the
   image cannot be decoded (filtered out downstream, logged and counted in `SKIPPED`)."""
 
-  def __init__(self, size: int, channels: int = 3):
-    self.size, self.channels = size, channels
+  def __init__(self, size: int, channels: int = 3, resize: str = "shorter_side"):
+    self.size, self.channels, self.resize = size, channels, resize
 
   def map(self, record):
     try:
-      image = decode(record["encoded"], self.size, self.channels)
+      image = decode(record["encoded"], self.size, self.channels, self.resize)
     except UnreadableImage as e:
       SKIPPED.skip(record.get("name", "?"), str(e))
       return None

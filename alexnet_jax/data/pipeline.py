@@ -125,9 +125,10 @@ class TrainBatch(grain.transforms.Map):
 
   MAX_ATTEMPTS = 32
 
-  def __init__(self, augmentation: Augmentation, split, channels: int):
+  def __init__(self, augmentation: Augmentation, split, channels: int,
+               resize: str = "shorter_side"):
     self.augmentation, self.split, self.channels = augmentation, split, channels
-    self._decode = images.Decode(augmentation.stored, channels)
+    self._decode = images.Decode(augmentation.stored, channels, resize)
 
   def _decoded(self, index: int, position: int) -> tuple[np.ndarray, int, int]:
     """(stored image, label, unreadable images met) for the file record at `position`."""
@@ -240,12 +241,12 @@ class _CountSkippedIterator(grain.DatasetIterator):
 
 # ----------------------------------------------------------------------------- pipelines
 
-def _records(split, size: int, channels: int, process_index: int = 0,
-             process_count: int = 1) -> grain.MapDataset:
+def _records(split, size: int, channels: int, process_index: int = 0, process_count: int = 1,
+             resize: str = "shorter_side") -> grain.MapDataset:
   """This process's shard of `split` as records {'image': uint8 [s,s,c], 'label'} (or None)."""
   dataset = grain.MapDataset.source(split)[process_index::process_count]
   if split.encoded:
-    dataset = dataset.map(images.Decode(size, channels))
+    dataset = dataset.map(images.Decode(size, channels, resize))
   return dataset
 
 
@@ -294,7 +295,7 @@ def train_dataset(data, split, stats: Stats, *, crop: int, channels: int, seed: 
   if process_count > 1:
     records = _ProcessShare(records, local_batch, process_index, process_count)
   batches = (records.batch(local_batch, drop_remainder=True)
-             .map(TrainBatch(augmentation, split, channels))
+             .map(TrainBatch(augmentation, split, channels, data.resize))
              .to_iter_dataset(_read_options(data)))
   if data.workers > 0:
     batches = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.workers))
@@ -326,6 +327,9 @@ def build_input(data, *, crop: int, channels: int, num_classes: int, seed: int,
                     f"evenly over {process_count} processes")
   if data.pca_lighting < 0:
     raise UserError(f"data.pca_lighting is the std of α and must be >= 0, got {data.pca_lighting}")
+  if data.resize not in images.RESIZES:
+    raise UserError(f"data.resize must be one of {', '.join(images.RESIZES)}, got "
+                    f"{data.resize!r}")
   if data.crop_chunk < 1 or data.batch_size % data.crop_chunk:
     raise UserError(f"data.crop_chunk ({data.crop_chunk}) must be >= 1 and divide "
                     f"data.batch_size ({data.batch_size}): chunks are cut from each batch")
@@ -338,7 +342,8 @@ def build_input(data, *, crop: int, channels: int, num_classes: int, seed: int,
                            local_batch=local_batch, process_index=process_index,
                            process_count=process_count)
 
-  local_test = _records(test, data.image_size, channels, process_index, process_count)
+  local_test = _records(test, data.image_size, channels, process_index, process_count,
+                        data.resize)
   # Every process runs the same number of eval steps (padding batches where it has no data).
   eval_steps = math.ceil(math.ceil(len(test) / process_count) / local_eval_batch)
 

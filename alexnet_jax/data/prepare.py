@@ -53,7 +53,7 @@ def _write_shard(task: tuple[str, int, int, int, int, int, int, str]) -> dict:
   """Reads, prepares and writes one shard; returns its sidecar."""
   from array_record.python.array_record_module import ArrayRecordWriter
 
-  split_name, index, count, start, stop, size, quality, chroma, store = task
+  split_name, index, count, start, stop, size, quality, chroma, resize, store = task
   split, channels = _SOURCE[split_name]
   final = shard_path(store, split_name, index, count)
   tmp = f"{final}.tmp-{os.getpid()}"
@@ -64,7 +64,7 @@ def _write_shard(task: tuple[str, int, int, int, int, int, int, str]) -> dict:
     for i in range(start, stop):
       record = split[i]
       try:
-        stored = images.decode(record["encoded"], size, channels)
+        stored = images.decode(record["encoded"], size, channels, resize)
       except images.UnreadableImage as e:
         bad.append({"name": str(record.get("name", i)), "why": str(e)})
         continue
@@ -116,8 +116,8 @@ def prepare(data, *, channels: int, num_classes: int, quality: int = DEFAULT_QUA
     raise UserError(f"--chroma must be 444, 422 or 420, got {chroma!r}")
   store = store_dir(data)
   done = read_manifest(store)
-  if done is not None and (done["quality"], done.get("chroma"), done["image_size"]) == (
-      quality, chroma, data.image_size):
+  if done is not None and (done["quality"], done.get("chroma"), done["image_size"],
+                           done.get("resize")) == (quality, chroma, data.image_size, data.resize):
     logging.info("%s is prepared already (%d train, %d val images): nothing to do", store,
                  done["records"]["train"], done["records"]["val"])
     return done
@@ -142,7 +142,7 @@ def prepare(data, *, channels: int, num_classes: int, quality: int = DEFAULT_QUA
         sidecars[name][i] = found
         continue
       tasks.append((name, i, counts[name], i * shard_size, min(len(split), (i + 1) * shard_size),
-                    size, quality, chroma, store))
+                    size, quality, chroma, data.resize, store))
   total = sum(t[4] - t[3] for t in tasks)
   skipped = len(train) + len(val) - total
   logging.info("preparing %s: %d images in %d shards to write%s", store, total, len(tasks),
@@ -209,7 +209,7 @@ def _finish(store, sidecars, counts, class_names, data, quality, chroma, channel
     logging.warning("unreadable (%s): %s: %s", b["split"], b["name"], b["why"])
   manifest = {"format": sources.PREPARED_FORMAT, "dataset": data.name, "source": data.data_dir,
               "image_size": int(data.image_size), "channels": channels, "quality": quality,
-              "chroma": chroma,
+              "chroma": chroma, "resize": data.resize,
               "class_names": list(class_names), "shards": counts,
               "records": {name: sum(s["records"] for s in sidecars[name]) for name in SPLITS},
               "unreadable": {name: sum(len(s["bad"]) for s in sidecars[name]) for name in SPLITS}}

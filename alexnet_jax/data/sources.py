@@ -319,6 +319,9 @@ def prepared_splits(data, channels: int):
   manifest = read_manifest(store)
   if manifest is None:
     return None
+  if manifest.get("resize", "shorter_side") != data.get("resize", "shorter_side"):
+    raise UserError(f"the prepared store {store} was made with data.resize="
+                    f"{manifest.get('resize', 'shorter_side')}, this config has {data.resize}")
   if manifest["image_size"] != data.image_size or manifest["channels"] != channels:
     raise UserError(f"the prepared store {store} holds {manifest['image_size']}px images with "
                     f"{manifest['channels']} channel(s), not {data.image_size}px with {channels}")
@@ -377,7 +380,8 @@ def stored_decoder(data, channels: int):
     size = data.image_size
     return lambda encoded: fashion_mnist_stored(images.decode(encoded, 28, 1)[None, ..., 0],
                                                 size)[0]
-  return lambda encoded: images.decode(encoded, data.image_size, channels)
+  resize = data.get("resize", "shorter_side")
+  return lambda encoded: images.decode(encoded, data.image_size, channels, resize)
 
 
 def stored_size(data, split) -> int:

@@ -150,8 +150,8 @@ def default_path(data_config) -> str:
   return os.path.join(root, "alexnet_jax_stats", f"{data_config.name}-{data_config.image_size}.npz")
 
 
-def stored_images(split, size: int, channels: int, limit: int,
-                  batch: int = 256) -> Iterator[np.ndarray]:
+def stored_images(split, size: int, channels: int, limit: int, batch: int = 256,
+                  resize: str = "shorter_side") -> Iterator[np.ndarray]:
   """The first `limit` readable images of `split` at the stored size, as uint8 batches (image
   files decoded in one thread per core; unreadable ones skipped, logged and counted)."""
   if not split.encoded:
@@ -160,7 +160,7 @@ def stored_images(split, size: int, channels: int, limit: int,
     return
   read = grain.ReadOptions(num_threads=os.cpu_count() or 1,
                            prefetch_buffer_size=2 * (os.cpu_count() or 1))
-  yield from (grain.MapDataset.source(split)[:limit].map(images.Decode(size, channels))
+  yield from (grain.MapDataset.source(split)[:limit].map(images.Decode(size, channels, resize))
               .to_iter_dataset(read).map(lambda r: r["image"]).batch(batch))
 
 
@@ -211,7 +211,8 @@ def write_statistics(data, channels: int, num_classes: int, *, output: str = "",
   limit = len(train) if max_images <= 0 else min(max_images, len(train))
   logging.info("computing statistics of %d %s training images at %d x %d", limit, data.name,
                data.image_size, data.image_size)
-  stats = compute(stored_images(train, data.image_size, channels, limit), total=limit,
+  stats = compute(stored_images(train, data.image_size, channels, limit,
+                                resize=data.resize), total=limit,
                   progress=True)
   try:
     stats.save(path)

@@ -1,0 +1,265 @@
+"""Caffe's bvlc_alexnet converted (`python -m alexnet_jax.convert caffe`): a narrowed model with
+random weights written in both protobuf encodings, its logits against an independent float64
+NumPy implementation of Caffe's forward pass on the same BGR input."""
+
+import math
+import struct
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from alexnet_jax import convert, inference
+from alexnet_jax.errors import UserError
+from conftest import load_config
+
+# A narrowed bvlc_alexnet: the real layer names, structure and groups, smaller widths and input
+# (99x99: conv1 23x23, pool1 11, pool2 5, pool5 2x2, so fc6's flattening order matters).
+NARROW = ["model.input_size=99", "model.conv_features=(8,16,24,24,16)",
+          "model.fc_features=(32,32)", "model.num_classes=10", "data.image_size=110",
+          "data.name=synthetic"]
+GROUPS = {"conv1": 1, "conv2": 2, "conv3": 1, "conv4": 2, "conv5": 2}
+PADS = {"conv1": 0, "conv2": 2, "conv3": 1, "conv4": 1, "conv5": 1}
+
+
+# ----------------------------------------------------------------------------- protobuf writer
+
+def _varint(n):
+  out = bytearray()
+  while True:
+    byte, n = n & 0x7F, n >> 7
+    out.append(byte | (0x80 if n else 0))
+    if not n:
+      return bytes(out)
+
+
+def _field(number, kind, payload):
+  key = _varint(number << 3 | kind)
+  if kind == 2:
+    return key + _varint(len(payload)) + payload
+  return key + payload
+
+
+def _blob(array, v1):
+  """A BlobProto: V1 files use num/channels/height/width and unpacked floats here, V2 ones a
+  BlobShape and packed floats."""
+  array = np.asarray(array, np.float32)
+  if v1:
+    dims = (1,) * (4 - array.ndim) + array.shape
+    out = b"".join(_field(n, 0, _varint(d)) for n, d in zip((1, 2, 3, 4), dims))
+    return out + b"".join(_field(5, 5, struct.pack("<f", v)) for v in array.reshape(-1))
+  shape = _field(1, 2, b"".join(_varint(d) for d in array.shape))
+  return _field(7, 2, shape) + _field(5, 2, array.astype("<f4").tobytes())
+
+
+def write_caffemodel(path, weights, v1):
+  """NetParameter with one layer per (name, [blobs]); also a data and a relu layer without
+  blobs, as real files have."""
+  layers = [("data", []), *weights.items(), ("relu1", [])]
+  body = _field(1, 2, b"AlexNet")
+  for name, blobs in layers:
+    if v1:  # V1LayerParameter: name 4, type 5 (enum), blobs 6; NetParameter.layers = 2
+      layer = _field(4, 2, name.encode()) + _field(5, 0, _varint(4 if "conv" in name else 14))
+      layer += b"".join(_field(6, 2, _blob(b, True)) for b in blobs)
+      body += _field(2, 2, layer)
+    else:  # LayerParameter: name 1, type 2 (string), blobs 7; NetParameter.layer = 100
+      kind = b"Convolution" if "conv" in name else b"InnerProduct"
+      layer = _field(1, 2, name.encode()) + _field(2, 2, kind)
+      layer += b"".join(_field(7, 2, _blob(b, False)) for b in blobs)
+      body += _field(100, 2, layer)
+  with open(path, "wb") as f:
+    f.write(body)
+
+
+def random_caffe_weights(spec, seed=0):
+  """Caffe-layout blobs: conv OIHW (in = in/group), inner products (out, in), biases (out)."""
+  rng = np.random.default_rng(seed)
+  w, c = spec.widths, spec.columns
+  weights, cin = {}, spec.in_channels
+  for name in ("conv1", "conv2", "conv3", "conv4", "conv5"):
+    out, k = c * w[name], spec.conv_kernel(name)
+    fan_in = cin // GROUPS[name]
+    weights[name] = [rng.normal(0, 1 / math.sqrt(fan_in * k * k), (out, fan_in, k, k)),
+                     rng.normal(0, 0.1, out)]
+    cin = out
+  fan_in = cin * spec.pool5_size ** 2
+  for name in ("fc6", "fc7"):
+    out = c * w[name]
+    weights[name] = [rng.normal(0, 1 / math.sqrt(fan_in), (out, fan_in)), rng.normal(0, 0.1, out)]
+    fan_in = out
+  weights["fc8"] = [rng.normal(0, 1 / math.sqrt(fan_in), (spec.num_classes, fan_in)),
+                    rng.normal(0, 0.1, spec.num_classes)]
+  return weights
+
+
+# ----------------------------------------------------------------------------- Caffe's forward
+
+def _conv(x, weight, bias, stride, pad, group):
+  n, cin, h, wd = x.shape
+  out, cg, k, _ = weight.shape
+  x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+  oh, ow = (h + 2 * pad - k) // stride + 1, (wd + 2 * pad - k) // stride + 1
+  y = np.zeros((n, out, oh, ow))
+  per = out // group
+  for g in range(group):
+    xs = x[:, g * cg:(g + 1) * cg]
+    ws = weight[g * per:(g + 1) * per]
+    for i in range(k):
+      for j in range(k):
+        patch = xs[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
+        y[:, g * per:(g + 1) * per] += np.einsum("nchw,oc->nohw", patch, ws[:, :, i, j])
+  return y + bias[None, :, None, None]
+
+
+def _lrn(x, size=5, alpha=1e-4, beta=0.75, k=1.0):
+  """Caffe's LRN, ACROSS_CHANNELS: x / (k + alpha/size * Σ x² over the channel window)^beta,
+  the window zero-padded at the first and last channels, over all channels of the layer."""
+  sq = np.pad(x ** 2, ((0, 0), (size // 2, size // 2), (0, 0), (0, 0)))
+  window = sum(sq[:, i:i + x.shape[1]] for i in range(size))
+  return x / (k + alpha / size * window) ** beta
+
+
+def _pool(x, size=3, stride=2):
+  """Caffe's max pooling: output size rounded up, windows clipped at the edge."""
+  n, c, h, w = x.shape
+  oh, ow = (int(math.ceil((h - size) / stride)) + 1, int(math.ceil((w - size) / stride)) + 1)
+  y = np.full((n, c, oh, ow), -np.inf)
+  for i in range(oh):
+    for j in range(ow):
+      y[:, :, i, j] = x[:, :, i * stride:i * stride + size, j * stride:j * stride + size].max((2, 3))
+  return y
+
+
+def caffe_forward(bgr, weights):
+  """bvlc_alexnet's deploy net in float64: conv1 relu1 norm1 pool1 conv2 relu2 norm2 pool2
+  conv3 relu3 conv4 relu4 conv5 relu5 pool5 fc6 relu6 (drop6: identity) fc7 relu7 fc8."""
+  relu = lambda v: np.maximum(v, 0.0)
+  w = {n: [np.asarray(b, np.float64) for b in blobs] for n, blobs in weights.items()}
+  x = _pool(_lrn(relu(_conv(bgr, *w["conv1"], 4, 0, 1))))
+  x = _pool(_lrn(relu(_conv(x, *w["conv2"], 1, 2, 2))))
+  x = relu(_conv(x, *w["conv3"], 1, 1, 1))
+  x = relu(_conv(x, *w["conv4"], 1, 1, 2))
+  x = _pool(relu(_conv(x, *w["conv5"], 1, 1, 2)))
+  x = x.reshape(len(x), -1)
+  x = relu(x @ w["fc6"][0].T + w["fc6"][1])
+  x = relu(x @ w["fc7"][0].T + w["fc7"][1])
+  return x @ w["fc8"][0].T + w["fc8"][1]
+
+
+# ----------------------------------------------------------------------------- tests
+
+@pytest.mark.parametrize("encoding", ["V1 layers", "V2 layer"])
+def test_converted_logits_equal_caffes_forward(tmp_path, encoding):
+  from alexnet_jax import models
+
+  config = load_config("caffe_alexnet", "", NARROW)
+  spec = models.AlexNetSpec.from_config(config.model)
+  weights = random_caffe_weights(spec)
+  path = str(tmp_path / "narrow.caffemodel")
+  write_caffemodel(path, weights, v1=encoding.startswith("V1"))
+  mean_bgr = np.random.default_rng(1).uniform(90, 130, (3, 110, 110))
+  mean_path = str(tmp_path / "mean.binaryproto")
+  with open(mean_path, "wb") as f:
+    f.write(_blob(mean_bgr[None], v1=True))
+  workdir = str(tmp_path / "converted")
+  convert.convert_caffe(path, workdir, config, mean=mean_path)
+
+  trained = inference.load(workdir)
+  np.testing.assert_allclose(trained.stats.mean, mean_bgr[::-1].transpose(1, 2, 0), rtol=1e-6)
+  assert trained.params["conv1"]["kernel"].shape == (2, 11, 11, 3, 4)
+  bgr = np.random.default_rng(2).normal(0, 50, (8, 3, 99, 99))  # N, C (BGR), H, W
+  want = caffe_forward(bgr, weights)
+  model = nnx.merge(trained.graphdef, trained.params)
+  got = np.asarray(model(jnp.asarray(bgr[:, ::-1].transpose(0, 2, 3, 1), jnp.float32)))
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_the_full_bvlc_alexnet_shapes_are_the_configs():
+  from alexnet_jax import models
+
+  spec = models.AlexNetSpec.from_config(load_config("caffe_alexnet").model)
+  assert (spec.input_size, spec.conv1_padding, spec.conv1_size, spec.pool5_size) == (227, 0, 55, 6)
+  assert spec.in_features("fc6") == 9216 and spec.lrn_across_columns
+  shapes = {n: [b.shape for b in blobs] for n, blobs in random_caffe_weights(spec).items()}
+  assert shapes["conv2"][0] == (256, 48, 5, 5) and shapes["conv3"][0] == (384, 256, 3, 3)
+  assert shapes["fc6"][0] == (4096, 9216) and shapes["fc8"][0] == (1000, 4096)
+
+
+def test_bad_caffe_files_are_one_line_errors(tmp_path):
+  from alexnet_jax import models
+
+  config = load_config("caffe_alexnet", "", NARROW)
+  spec = models.AlexNetSpec.from_config(config.model)
+  good = str(tmp_path / "good.caffemodel")
+  write_caffemodel(good, random_caffe_weights(spec), v1=False)
+  noise = tmp_path / "noise.caffemodel"
+  noise.write_bytes(np.random.default_rng(0).bytes(5000))
+  with pytest.raises(UserError, match="is not a Caffe model"):
+    convert.convert_caffe(str(noise), str(tmp_path / "w1"), config)
+  cut = tmp_path / "cut.caffemodel"
+  cut.write_bytes(open(good, "rb").read()[:-3000])
+  with pytest.raises(UserError, match="is truncated"):
+    convert.convert_caffe(str(cut), str(tmp_path / "w2"), config)
+  other = load_config("caffe_alexnet", "", [*NARROW[:1], "model.conv_features=(8,20,24,24,16)",
+                                            *NARROW[2:]])
+  with pytest.raises(UserError, match=r"layer conv2: the kernel has shape \(16, 4, 5, 5\), the "
+                                      r"config's network needs \(20, 4, 5, 5\)"):
+    convert.convert_caffe(good, str(tmp_path / "w3"), other)
+  with pytest.raises(UserError, match="cannot read"):
+    convert.convert_caffe(str(tmp_path / "absent.caffemodel"), str(tmp_path / "w4"), config)
+
+
+def test_a_converted_workdir_predicts_and_fine_tunes_like_a_trained_one(tmp_path, capsys):
+  from PIL import Image
+
+  from alexnet_jax import models, predict, train
+
+  config = load_config("caffe_alexnet", "", NARROW)
+  spec = models.AlexNetSpec.from_config(config.model)
+  path = str(tmp_path / "narrow.caffemodel")
+  weights = random_caffe_weights(spec)
+  write_caffemodel(path, weights, v1=False)
+  workdir = str(tmp_path / "converted")
+  convert.convert_caffe(path, workdir, config)
+  with pytest.raises(UserError, match="holds checkpoints already"):
+    convert.convert_caffe(path, workdir, config)
+  photo = tmp_path / "wide.png"  # 3:1, squashed to 110x110 as Caffe's database was
+  Image.fromarray(np.random.default_rng(3).integers(0, 255, (60, 180, 3), np.uint8)).save(photo)
+  assert predict.predict_files(workdir, [str(photo)]) == 0
+  assert capsys.readouterr().out.count("\n  0.") == 5
+  tune = load_config("caffe_alexnet", "", [*NARROW[:3], "model.num_classes=3",
+                                           "data.image_size=110", "data.name=synthetic",
+                                           "data.batch_size=16", "data.eval_batch_size=16",
+                                           "data.synthetic_train_size=32",
+                                           "data.synthetic_eval_size=16", "num_epochs=0.5",
+                                           "optimizer.learning_rate=1e-9",
+                                           f"init_from.workdir={workdir}"])
+  train.train_and_evaluate(tune, str(tmp_path / "tuned"))
+  tuned = inference.load(str(tmp_path / "tuned"))
+  source = inference.load(workdir)
+  np.testing.assert_allclose(np.asarray(tuned.params["conv2"]["kernel"]),
+                             np.asarray(source.params["conv2"]["kernel"]), atol=1e-6)
+
+
+def test_squash_resizes_ignoring_the_aspect_ratio_and_lrn_across_columns_needs_one_device():
+  import io
+
+  from PIL import Image
+
+  from alexnet_jax import models
+  from alexnet_jax.data import images
+  from alexnet_jax.sharding import make_mesh
+
+  wide = np.zeros((60, 180, 3), np.uint8)
+  wide[:, :60] = 255  # the left third white
+  for fmt in ("PNG", "JPEG"):
+    buf = io.BytesIO()
+    Image.fromarray(wide).save(buf, fmt)
+    squashed = images.decode(buf.getvalue(), 30, 3, "squash").astype(int)
+    cropped = images.decode(buf.getvalue(), 30, 3).astype(int)
+    assert squashed[:, :8].mean() > 240 and squashed[:, 12:].mean() < 15  # all of it, squeezed
+    assert cropped.mean() < 15  # §2: the central square only, all black
+  config = load_config("caffe_alexnet", "", NARROW)
+  with pytest.raises(UserError, match="lrn_across_columns .*--config.mesh.model=1"):
+    models.create_model(config.model, mesh=make_mesh(data=4, model=2))
