@@ -188,33 +188,45 @@ def image_folder(root: str, split: str, class_names: tuple[str, ...] | None = No
   return FileSplit(tuple(listing["paths"]), np.asarray(listing["labels"], np.int32)), names
 
 
-@dataclasses.dataclass
-class TfdsSplit:
-  """A TFDS split read through `tfds.data_source` with the images left encoded."""
+class _RandomAccessFiles:
+  """A split read through a random-access reader of record files (array_record), opened when
+  first needed and again in each input worker process (a reader does not cross processes).
+  Subclasses say how to open it (`_make_source`) and what a record becomes (`__getitem__`)."""
 
-  name: str
-  split: str
-  data_dir: str
   encoded = True
 
   def __post_init__(self):
     self._source = None
     self._length = len(self._open())
 
+  def _make_source(self):
+    raise NotImplementedError
+
   def _open(self):
     if self._source is None:
-      import tensorflow_datasets as tfds
-
-      self._source = tfds.data_source(self.name, split=self.split, data_dir=self.data_dir or None,
-                                      download=False,
-                                      decoders={"image": tfds.decode.SkipDecoding()})
+      self._source = self._make_source()
     return self._source
 
-  def __getstate__(self):  # the array_record reader reopens in each input worker
+  def __getstate__(self):
     return {k: v for k, v in self.__dict__.items() if k != "_source"} | {"_source": None}
 
   def __len__(self) -> int:
     return self._length
+
+
+@dataclasses.dataclass
+class TfdsSplit(_RandomAccessFiles):
+  """A TFDS split read through `tfds.data_source` with the images left encoded."""
+
+  name: str
+  split: str
+  data_dir: str
+
+  def _make_source(self):
+    import tensorflow_datasets as tfds
+
+    return tfds.data_source(self.name, split=self.split, data_dir=self.data_dir or None,
+                            download=False, decoders={"image": tfds.decode.SkipDecoding()})
 
   def __getitem__(self, index: int) -> dict:
     record = self._open()[index]
@@ -281,31 +293,18 @@ def encode_record(label: int, jpeg: bytes) -> bytes:
 
 
 @dataclasses.dataclass
-class PreparedSplit:
+class PreparedSplit(_RandomAccessFiles):
   """One split of a prepared store: 256x256 JPEGs and labels in array_record shards, read with
   grain's `ArrayRecordDataSource` (random access, no TensorFlow)."""
 
   paths: tuple[str, ...]
   split: str
   stats_path: str = ""  # the statistics computed while preparing
-  encoded = True
 
-  def __post_init__(self):
-    self._source = None
-    self._length = len(self._open())
+  def _make_source(self):
+    import grain
 
-  def _open(self):
-    if self._source is None:
-      import grain
-
-      self._source = grain.sources.ArrayRecordDataSource(list(self.paths))
-    return self._source
-
-  def __getstate__(self):  # the reader reopens in each input worker
-    return {k: v for k, v in self.__dict__.items() if k != "_source"} | {"_source": None}
-
-  def __len__(self) -> int:
-    return self._length
+    return grain.sources.ArrayRecordDataSource(list(self.paths))
 
   def __getitem__(self, index: int) -> dict:
     record = self._open()[index]
