@@ -251,7 +251,7 @@ def step_dirs(workdir: str, *, step: int | None = None, best: bool = False) -> l
   root = os.path.join(os.path.abspath(workdir), BEST if best else LATEST)
   if not os.path.isdir(root):
     raise UserError(f"no checkpoints in {workdir} (missing {root})")
-  steps = sorted((int(n) for n in os.listdir(root) if n.isdigit()), reverse=True)
+  steps = sorted(_complete_steps(root), reverse=True)
   if step is not None:
     if step not in steps:
       raise UserError(f"no checkpoint for step {step} in {root} (have {sorted(steps)})")

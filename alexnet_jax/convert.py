@@ -167,10 +167,11 @@ def read_caffemodel(path: str) -> dict[str, list[np.ndarray]]:
 # ----------------------------------------------------------------------------- the conversion
 
 def _expect(layer: str, blob: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarray:
-  squeezed = blob.reshape([d for d in blob.shape if d != 1] or [1]) if blob.ndim != len(shape) \
-      else blob
-  if squeezed.shape != shape:
-    squeezed = blob.reshape(-1) if len(shape) == 1 and blob.size == shape[0] else squeezed
+  """`blob` as `shape`; legacy blobs are 4-d (num, channels, height, width) with 1s in front of
+  a bias or a matrix, dropped here."""
+  squeezed = blob
+  if blob.ndim != len(shape):
+    squeezed = blob.reshape([d for d in blob.shape if d != 1] or [1])
   if squeezed.shape != shape:
     raise UserError(f"layer {layer}: the {what} has shape {tuple(blob.shape)}, the config's "
                     f"network needs {shape} (another network than configs/caffe_alexnet.py?)")

@@ -32,7 +32,7 @@ from alexnet_jax.data.pipeline import build_input
 from alexnet_jax.errors import UserError
 from alexnet_jax.schedule import LearningRateSchedule
 from alexnet_jax.sharding import DATA, MODEL, mesh_for
-from alexnet_jax.train_state import setup_train
+from alexnet_jax.train_state import setup_train, validate_optimizer
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -178,12 +178,7 @@ def validate(config, mesh) -> None:
     raise UserError(f"num_epochs must be positive, got {config.num_epochs}")
   if config.eval_every_epochs <= 0:
     raise UserError(f"eval_every_epochs must be positive, got {config.eval_every_epochs}")
-  opt = config.optimizer
-  if opt.learning_rate <= 0:
-    raise UserError(f"optimizer.learning_rate must be positive, got {opt.learning_rate}")
-  if opt.momentum < 0 or opt.weight_decay < 0:
-    raise UserError(f"optimizer.momentum ({opt.momentum}) and optimizer.weight_decay "
-                    f"({opt.weight_decay}) must be >= 0")
+  validate_optimizer(config.optimizer)
   for name, value in (("checkpoint.keep", config.checkpoint.keep),
                       ("checkpoint.every_steps", config.checkpoint.every_steps),
                       ("log_every_steps", config.log_every_steps),

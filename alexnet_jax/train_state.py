@@ -44,13 +44,21 @@ class TrainSetup:
     return self.state_shardings["params"]
 
 
+def validate_optimizer(optimizer_config) -> None:
+  """One-line errors for optimizer settings that cannot train."""
+  opt = optimizer_config
+  if opt.learning_rate <= 0:
+    raise UserError(f"optimizer.learning_rate must be positive, got {opt.learning_rate}")
+  if opt.momentum < 0 or opt.weight_decay < 0:
+    raise UserError(f"optimizer.momentum ({opt.momentum}) and optimizer.weight_decay "
+                    f"({opt.weight_decay}) must be >= 0")
+
+
 def make_optimizer(optimizer_config, params) -> optax.GradientTransformation:
   """§5's SGD (`optim.paper_sgd`) with the config's momentum, weight decay, decay mask and
   bias learning-rate multiplier."""
   opt = optimizer_config
-  if opt.momentum < 0 or opt.weight_decay < 0:
-    raise UserError(f"optimizer.momentum ({opt.momentum}) and optimizer.weight_decay "
-                    f"({opt.weight_decay}) must be >= 0")
+  validate_optimizer(opt)
   decay_mask, lr_multipliers = optim.parameter_masks(params, opt.decay_on, opt.bias_lr_multiplier)
   return optim.paper_sgd(opt.learning_rate, momentum=opt.momentum, weight_decay=opt.weight_decay,
                          decay_mask=decay_mask, lr_multipliers=lr_multipliers)

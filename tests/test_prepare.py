@@ -86,7 +86,7 @@ def test_a_killed_prepare_continues_to_the_same_store_and_a_done_one_is_left_alo
 
   def killed_on_the_third_shard(task):
     if len(written) == 2:  # mid-shard: a temporary file is left behind
-      open(prepare.shard_path(*task[-1:], task[0], task[1], task[2]) + ".tmp-1", "w").close()
+      open(sources.shard_path(task[-1], task[0], task[1], task[2]) + ".tmp-1", "w").close()
       raise KeyboardInterrupt
     written.append(task)
     return real(task)

@@ -41,10 +41,14 @@ from alexnet_jax.errors import UserError
 SPLITS = sources.SPLIT_NAMES
 DEFAULT_QUALITY = 90  # docs/performance.md: pixel error against decode cost
 DEFAULT_CHROMA = "420"  # 4:2:0 chroma: 27 % less decoding than 4:4:4 at +0.4 grey levels
-store_dir, shard_path, read_manifest = sources.store_dir, sources.shard_path, sources.read_manifest
 
 
 # ----------------------------------------------------------------------------- one shard
+
+def _beside(shard: str, suffix: str) -> str:
+  """A shard's sidecar file: its counts and unreadable files (.json), statistics (.stats.npz)."""
+  return shard[:-len(".array_record")] + suffix
+
 
 _SOURCE = {}  # split name -> the originals, inherited by the worker processes (fork)
 
@@ -55,7 +59,7 @@ def _write_shard(task: tuple[str, int, int, int, int, int, int, str]) -> dict:
 
   split_name, index, count, start, stop, size, quality, chroma, resize, store = task
   split, channels = _SOURCE[split_name]
-  final = shard_path(store, split_name, index, count)
+  final = sources.shard_path(store, split_name, index, count)
   tmp = f"{final}.tmp-{os.getpid()}"
   acc = Accumulator() if split_name == "train" else None
   bad, written = [], 0
@@ -80,21 +84,21 @@ def _write_shard(task: tuple[str, int, int, int, int, int, int, str]) -> dict:
     writer.close()
   sidecar = {"split": split_name, "index": index, "records": written, "bad": bad}
   if acc is not None and acc.count:
-    np.savez(final[:-len(".array_record")] + ".stats.npz", image_sum=acc.image_sum,
+    np.savez(_beside(final, ".stats.npz"), image_sum=acc.image_sum,
              pixel_sum=acc.pixel_sum, outer_sum=acc.outer_sum, count=acc.count,
              pixels=acc.pixels)
-  with open(final[:-len(".array_record")] + ".json", "w", encoding="utf-8") as f:
+  with open(_beside(final, ".json"), "w", encoding="utf-8") as f:
     json.dump(sidecar, f)
   os.replace(tmp, final)  # the shard is complete: its name appears last
   return sidecar
 
 
 def _sidecar(store: str, split: str, index: int, count: int) -> dict | None:
-  final = shard_path(store, split, index, count)
+  final = sources.shard_path(store, split, index, count)
   if not os.path.exists(final):
     return None
   try:
-    with open(final[:-len(".array_record")] + ".json", encoding="utf-8") as f:
+    with open(_beside(final, ".json"), encoding="utf-8") as f:
       return json.load(f)
   except (OSError, ValueError):
     return None
@@ -114,8 +118,8 @@ def prepare(data, *, channels: int, num_classes: int, quality: int = DEFAULT_QUA
     raise UserError(f"--quality must be in 1..100, got {quality}")
   if chroma not in ("444", "422", "420"):
     raise UserError(f"--chroma must be 444, 422 or 420, got {chroma!r}")
-  store = store_dir(data)
-  done = read_manifest(store)
+  store = sources.store_dir(data)
+  done = sources.read_manifest(store)
   if done is not None and (done["quality"], done.get("chroma"), done["image_size"],
                            done.get("resize")) == (quality, chroma, data.image_size, data.resize):
     logging.info("%s is prepared already (%d train, %d val images): nothing to do", store,
@@ -187,7 +191,7 @@ def _finish(store, sidecars, counts, class_names, data, quality, chroma, channel
   """Statistics, report and manifest from the shards' sidecars (the manifest last)."""
   acc = Accumulator()
   for i in range(counts["train"]):
-    path = shard_path(store, "train", i, counts["train"])[:-len(".array_record")] + ".stats.npz"
+    path = _beside(sources.shard_path(store, "train", i, counts["train"]), ".stats.npz")
     if not os.path.exists(path):
       continue
     with np.load(path, allow_pickle=False) as part:
@@ -233,7 +237,7 @@ def main(argv):
   manifest = prepare(config.data, channels=config.model.in_channels,
                      num_classes=config.model.num_classes, quality=FLAGS.quality,
                      chroma=FLAGS.chroma, shard_size=FLAGS.shard_size, workers=FLAGS.workers)
-  print(json.dumps({"store": store_dir(config.data), **{k: manifest[k] for k in
+  print(json.dumps({"store": sources.store_dir(config.data), **{k: manifest[k] for k in
                                                          ("records", "unreadable", "quality")}}))
 
 
