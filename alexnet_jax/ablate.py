@@ -356,7 +356,6 @@ def main(argv):
   if len(argv) > 2 or command not in ("study", "figure1", "columns", "precision"):
     raise UserError("usage: python -m alexnet_jax.ablate [figure1|columns|precision] "
                     "--config=... --workdir=...")
-  cli.log_our_info()
   if FLAGS.seeds < 1:
     raise UserError("--seeds must be >= 1")
   overrides = list(FLAGS.override)
@@ -418,4 +417,4 @@ if __name__ == "__main__":
                        "training curves")
   flags.DEFINE_float("margin", 0.2, "columns: relative gap in mean chroma that counts as one "
                      "column being the more colour-specific")
-  cli.run(main, required_flags=("config", "workdir"))
+  cli.run(main, required_flags=("config", "workdir"), positional=True)

@@ -9,12 +9,12 @@
   python -m alexnet_jax.benchmark step --config=configs/paper.py [--batch=128]
       [--dtype=bfloat16|float32] [--steps=N]
       The jitted training step (forward, backward, the paper's SGD) on synthetic device data.
-      --compare-torch also times the same network in PyTorch (eager and torch.compile) in the
+      --compare_torch also times the same network in PyTorch (eager and torch.compile) in the
       same run and prints the ratio; --profile ranks the device ops by time (jax.profiler).
   python -m alexnet_jax.benchmark end2end --config=configs/paper.py [--source=synthetic|jpeg]
-      [--prepared] [--null-model] [--root=DIR] [--workers=N] [--steps=N]
+      [--prepared] [--null_model] [--root=DIR] [--workers=N] [--steps=N]
       The real training loop: steady images/s, the fraction of time it waits for input, and
-      the host's milliseconds per step by part; --null-model puts a trivial step in place of
+      the host's milliseconds per step by part; --null_model puts a trivial step in place of
       the network (the loop's own ceiling).
   python -m alexnet_jax.benchmark scaling --config=configs/tiny.py [--batch=16]
       Scaling on 1, 2, 4, 8 CPU devices on the training mesh at a fixed batch per 'data'
@@ -320,7 +320,7 @@ def _profile(compiled, args, steps: int) -> list[dict]:
 
 def _timed_step(config, batch_size: int, steps: int, mesh=None, profile_steps: int = 0):
   """(seconds per step, FLOPs per step, compiled HLO text, device ops ranked by time when
-  `profile_steps`) of the training step that training runs (`train_state.setup_train`: the
+  `profile_steps`) of the training step that training runs (`train_setup.setup_train`: the
   config's optimizer, the training mesh or `mesh`), on a synthetic batch already on the
   devices. FLOPs: three times the forward pass's (forward, input and weight gradients),
   counted from the layer shapes; XLA's cost analysis does not see inside cuDNN's convolutions."""
@@ -329,7 +329,7 @@ def _timed_step(config, batch_size: int, steps: int, mesh=None, profile_steps: i
 
   from alexnet_jax import models
   from alexnet_jax.sharding import mesh_for
-  from alexnet_jax.train_state import setup_train
+  from alexnet_jax.train_setup import setup_train
 
   setup = setup_train(config, mesh if mesh is not None else mesh_for(config))
   size, c = config.model.input_size, config.model.in_channels
@@ -355,6 +355,18 @@ def _timed_step(config, batch_size: int, steps: int, mesh=None, profile_steps: i
   return seconds, flops, compiled.as_text(), ops
 
 
+def _torch_for_comparison():
+  """PyTorch with a CUDA GPU, for --compare_torch; a one-line error when either is missing."""
+  try:
+    import torch
+  except ImportError:
+    raise UserError("--compare_torch needs PyTorch (a benchmark-only dependency): "
+                    "pip install 'alexnet_jax[benchmark]'") from None
+  if not torch.cuda.is_available():
+    raise UserError("--compare_torch times PyTorch on a CUDA GPU and none is visible")
+  return torch
+
+
 def bench_step(config, *, batch: int, steps: int, profile: bool, compare_torch: bool) -> None:
   """Prints the jitted training step's speed (and PyTorch's on the same network)."""
   import jax
@@ -362,6 +374,7 @@ def bench_step(config, *, batch: int, steps: int, profile: bool, compare_torch: 
   from alexnet_jax import models
   from alexnet_jax.sharding import mesh_for
 
+  torch = _torch_for_comparison() if compare_torch else None  # before timing anything
   batch_size = batch or config.data.batch_size
   seconds, flops, _, ops = _timed_step(config, batch_size, steps,
                                        profile_steps=10 if profile else 0)
@@ -380,15 +393,8 @@ def bench_step(config, *, batch: int, steps: int, profile: bool, compare_torch: 
   for op in ops:
     _emit({"profile": op["op"], "ms_per_step": op["ms_per_step"],
            "calls_per_step": op["calls_per_step"]})
-  if not compare_torch:
+  if torch is None:
     return
-  try:
-    import torch
-  except ImportError:
-    raise UserError("--compare-torch needs PyTorch (a benchmark-only dependency): "
-                    "pip install torch") from None
-  if not torch.cuda.is_available():
-    raise UserError("--compare-torch times PyTorch on a CUDA GPU and none is visible")
   from alexnet_jax import torch_alexnet
 
   spec = models.AlexNetSpec.from_config(config.model)
@@ -406,13 +412,13 @@ def bench_step(config, *, batch: int, steps: int, profile: bool, compare_torch: 
 # ----------------------------------------------------------------------------- end2end
 
 def null_setup(config, mesh, **kwargs):
-  """`train_state.setup_train` with trivial jitted steps in place of the network's: each
+  """`train_setup.setup_train` with trivial jitted steps in place of the network's: each
   reads its whole batch (a mean over the images, so the transfer and the input are real) and
   returns constant metrics. The training loop around it is the real one: its ceiling."""
   import jax
   import jax.numpy as jnp
 
-  from alexnet_jax.train_state import setup_train
+  from alexnet_jax.train_setup import setup_train
 
   setup = setup_train(config, mesh, **kwargs)
 
@@ -482,7 +488,7 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
             if r["split"] == "train"][1:]
   mean = lambda key, digits=3: round(float(np.mean([r[key] for r in rows])), digits)
   record = {"bench": "end2end", "source": source + (" (prepared)" if prepared else ""),
-            "model": "null" if null_model else config.model.name, "batch": batch,
+            "model": "null" if null_model else "alexnet", "batch": batch,
             "dtype": config.model.dtype, "workers": config.data.workers, "steps": steps,
             "img_per_s": mean("img_per_s", 1), "input_wait_fraction": mean("input_wait_fraction"),
             "host_ms_per_step": {k.split("/")[1]: mean(k) for k in sorted(rows[0])
@@ -542,7 +548,6 @@ def main(argv):
   if len(argv) != 2 or argv[1] not in ("input", "step", "end2end", "scaling"):
     raise UserError("usage: python -m alexnet_jax.benchmark input|step|end2end|scaling "
                     "[flags]")
-  cli.log_our_info()
   logging.set_verbosity(logging.WARNING)
   if argv[1] == "input":
     bench_input(root=FLAGS.root, generate=FLAGS.generate, workers=FLAGS.workers,
@@ -555,7 +560,7 @@ def main(argv):
     config.model.dtype = FLAGS.dtype
   if argv[1] == "step":
     bench_step(config, batch=FLAGS.batch, steps=FLAGS.steps, profile=FLAGS.profile,
-               compare_torch=FLAGS["compare-torch"].value)
+               compare_torch=FLAGS.compare_torch)
   elif argv[1] == "end2end":
     bench_end2end(config, source=FLAGS.source, root=FLAGS.root, generate=FLAGS.generate,
                   batch=FLAGS.batch, workers=FLAGS.workers, steps=max(FLAGS.steps, 40),
@@ -584,7 +589,7 @@ if __name__ == "__main__":
   flags.DEFINE_integer("devices", 0, "scaling: measure this device count only (a child run)")
   flags.DEFINE_bool("profile", False, "step: trace 10 more steps with jax.profiler and print "
                     "the device ops that take the most time (GPU/TPU)")
-  flags.DEFINE_bool("compare-torch", False, "step: also time the same network in PyTorch "
+  flags.DEFINE_bool("compare_torch", False, "step: also time the same network in PyTorch "
                     "(eager and torch.compile, channels_last) in this run, and the ratio")
   flags.DEFINE_bool("null_model", False, "end2end: a trivial step in place of the network: "
                     "the loop's own ceiling and host time per step")
@@ -594,4 +599,4 @@ if __name__ == "__main__":
                     "end2end: in-memory synthetic images, or JPEGs (--root, or --generate of them)")
 
   config_flags.DEFINE_config_file("config", None, "training configuration file", lock_config=True)
-  cli.run(main)
+  cli.run(main, positional=True)

@@ -4,8 +4,8 @@
 `<workdir>/best/<step>/{state,meta}` keeps the one with the lowest validation top-1 error.
 `state` is a plain pytree of arrays ({'step', 'params', 'opt_state'}, params as nested dicts
 {layer: {'kernel', 'bias'}}): it restores with plain Orbax, no alexnet_jax import needed.
-`meta` is JSON (step, epoch, schedule, the config, class names, process count); `data` is the
-grain iterator's state.
+`meta` is JSON, written, upgraded and checked by `checkpoint_meta`; `data` is the input
+position (the training loop's iterator: `prefetch.DevicePrefetch`).
 
 Two ways back in, both newest first with a damaged step reported and the previous one tried:
 `Checkpoints.restore_latest` (training: the whole state and the input position; a damaged step
@@ -28,31 +28,54 @@ import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
 
-from alexnet_jax import models
-from alexnet_jax.errors import UserError
+from alexnet_jax import checkpoint_meta, models
+from alexnet_jax.errors import UserError, first_line
 
 LATEST, BEST = "checkpoints", "best"  # step directories under the workdir
 STATE, META, DATA = "state", "meta", "data"  # items of a step directory
 
 
+def validate(checkpoint_config) -> None:
+  """`checkpoint.keep` and `checkpoint.every_steps` >= 1."""
+  for name in ("keep", "every_steps"):
+    value = checkpoint_config[name]
+    if value < 1:
+      raise UserError(f"checkpoint.{name} must be >= 1, got {value}"
+                      + (" (0 would delete every checkpoint)" if name == "keep" else ""))
+
+
 class Checkpoints:
-  """The latest-N manager and the best-1 manager of one workdir."""
+  """The latest-N manager and the best-1 manager of one workdir; `last_saved` is the newest
+  step written to (or restored from) `checkpoints/`. Leaving the `with` block waits for the
+  writes in flight and closes the managers."""
 
   def __init__(self, workdir: str, keep: int):
     """`workdir` exists and its paths were checked (`workdir.prepare`)."""
     workdir = os.path.abspath(workdir)
     self.workdir = workdir
+    self.last_saved = None
     self.latest = ocp.CheckpointManager(
         os.path.join(workdir, LATEST), options=_options("latest", keep),
         item_names=(STATE, META, DATA))
     self.best = ocp.CheckpointManager(
         os.path.join(workdir, BEST), options=_options("best", 1), item_names=(STATE, META))
 
+  def __enter__(self) -> "Checkpoints":
+    return self
+
+  def __exit__(self, exc_type, *exc) -> None:
+    try:
+      if exc_type is None:
+        self.wait()
+    finally:
+      self.close()
+
   def save(self, step: int, state, meta: dict, iterator: grain.DatasetIterator) -> None:
     with self._writing(step):
       self.latest.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta),
           data=grain.checkpoint.CheckpointSave(iterator)), force=True)
+    self.last_saved = step
 
   def save_best(self, step: int, state, meta: dict) -> None:
     """Replaces `best/` with this step. A best step at or after this one (left by a run that
@@ -115,19 +138,21 @@ class Checkpoints:
       meta = read_meta(step_dir)
       if check is not None:
         check(meta, saved_shapes(step_dir))
-      return self.latest.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+      restored = self.latest.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state)))
+      return restored["state"], meta
 
     def set_aside(step):
       return f"moved to {self._set_aside(step)}"
 
-    step, restored = _newest_that_restores(
+    step, (state, meta) = _newest_that_restores(
         steps, read, on_damaged=set_aside, name=lambda step: f"step {step}",
         none_left=f"no checkpoint in {self.latest.directory} can be restored (steps {steps}); "
                   "move the directory away to start afresh")
     self.latest.reload()
-    self._restore_input(step, restored["meta"], iterator, reposition)
-    return restored["state"], restored["meta"]
+    self._restore_input(step, meta, iterator, reposition)
+    self.last_saved = step
+    return state, meta
 
   def _set_aside(self, step: int) -> str:
     """Renames a damaged step directory out of the manager's sight (kept for inspection), so
@@ -161,8 +186,14 @@ class Checkpoints:
       self.best.wait_until_finished()
 
   def close(self) -> None:
-    self.latest.close()
-    self.best.close()
+    """Closes both managers; a write that failed for want of space was reported by `save` or
+    `wait` already (or is by the error in flight) and does not fail the close again."""
+    for manager in (self.latest, self.best):
+      try:
+        manager.close()
+      except Exception as e:  # noqa: BLE001 -- Orbax's async writer re-raises as ValueError
+        if _write_failure(e) is None:
+          raise
 
 
 def _options(name: str, keep: int) -> ocp.CheckpointManagerOptions:
@@ -200,27 +231,15 @@ def saved_shapes(step_dir: str) -> dict[str, tuple[int, ...]]:
   """{'params/conv1/kernel': shape, ...} of a checkpoint's state, from Orbax's metadata (no
   array is read)."""
   tree = ocp.StandardCheckpointer().metadata(os.path.join(step_dir, STATE)).item_metadata.tree
-  return {_path(p): tuple(leaf.shape) for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def _path(key_path) -> str:
-  """'a/0/b' for a key path, whatever the node types (dict keys, sequence indices, named
-  tuple attributes: the saved tree has dicts and lists where the live state has optax's
-  named tuples)."""
-  parts = []
-  for k in key_path:
-    for attr in ("key", "idx", "name"):
-      if hasattr(k, attr):
-        parts.append(str(getattr(k, attr)))
-        break
-    else:
-      parts.append(str(k))
-  return "/".join(parts)
+  return state_shapes(tree)
 
 
 def state_shapes(state) -> dict[str, tuple[int, ...]]:
-  """The same {path: shape} for a state (arrays or ShapeDtypeStructs) in memory."""
-  return {_path(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(state)[0]}
+  """{path: shape} of a state (arrays, ShapeDtypeStructs or Orbax's metadata): paths as
+  'a/b/0' whatever the node types (the saved tree has dicts and lists where the live state
+  has optax's named tuples)."""
+  return {jax.tree_util.keystr(p, simple=True, separator="/"): tuple(x.shape)
+          for p, x in jax.tree_util.tree_flatten_with_path(state)[0]}
 
 
 def _newest_that_restores(candidates, read, *, on_damaged=None, none_left: str, name=str):
@@ -235,12 +254,8 @@ def _newest_that_restores(candidates, read, *, on_damaged=None, none_left: str, 
     except Exception as e:  # noqa: BLE001 -- any failure to read means this step is damaged
       done = on_damaged(candidate) if on_damaged else "skipped"
       logging.warning("checkpoint %s cannot be restored (%s: %s); %s, trying the previous one",
-                      name(candidate), type(e).__name__, _first_line(e), done)
+                      name(candidate), type(e).__name__, first_line(e), done)
   raise UserError(none_left)
-
-
-def _first_line(e: Exception) -> str:
-  return str(e).splitlines()[0] if str(e) else ""
 
 
 # ----------------------------------------------------------------------------- trained models
@@ -262,32 +277,9 @@ def step_dirs(workdir: str, *, step: int | None = None, best: bool = False) -> l
 
 
 def read_meta(step_dir: str) -> dict:
-  return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(os.path.join(step_dir, META))
-
-
-# Model fields added after checkpoints were first written, with the value every checkpoint
-# without them was trained with (before the field existed, dropout was the inverted form).
-_ADDED_MODEL_FIELDS = {"dropout_form": "inverted", "response_norm": False,
-                       "response_norm_size": 5, "response_norm_alpha": 1e-3,
-                       "response_norm_beta": 0.75, "lrn_across_columns": False}
-
-
-def saved_config(meta: dict, step_dir: str) -> ml_collections.ConfigDict:
-  """The config a checkpoint was trained with, completed for this version's model fields."""
-  config = ml_collections.ConfigDict(meta["config"])
-  model = config.model
-  if model.get("contrast_norm"):
-    raise UserError(f"{step_dir} was trained with the mean-subtracting contrast norm of earlier "
-                    "versions, which this version replaced by the 2012 code's response norm "
-                    "(docs/fidelity.md): it cannot be rebuilt; retrain it")
-  for name in [n for n in model if n.startswith("contrast_norm")]:
-    del model[name]
-  missing = {k: v for k, v in _ADDED_MODEL_FIELDS.items() if k not in model}
-  if "dropout_form" in missing and model.dropout > 0:
-    logging.info("%s predates model.dropout_form: restored with the inverted dropout it was "
-                 "trained with", step_dir)
-  model.update(missing)
-  return config
+  """The meta of a step directory as this version writes it (`checkpoint_meta.upgrade`)."""
+  raw = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(os.path.join(step_dir, META))
+  return checkpoint_meta.upgrade(raw, step_dir)
 
 
 def write_converted(workdir: str, params: dict, meta: dict, step: int = 0) -> str:
@@ -328,7 +320,7 @@ def restore_trained(workdir: str, *, step: int | None = None, best: bool = False
   restores (`best`: the best one; `step`: that step), parameters only, on `mesh_for(config)`."""
   def read(step_dir):
     meta = read_meta(step_dir)
-    config = saved_config(meta, step_dir)
+    config = checkpoint_meta.config_of(meta)
     graphdef, abstract = models.abstract_model(config.model, mesh=mesh_for(config))
     return meta, config, graphdef, restore_params(step_dir, abstract)
 

@@ -1,4 +1,4 @@
-"""Entry-point plumbing shared by the command-line tools."""
+"""Entry-point plumbing shared by the command-line tools: `run` is every tool's `__main__`."""
 
 from __future__ import annotations
 
@@ -8,27 +8,38 @@ from typing import Callable
 
 from absl import app, flags, logging
 
-from alexnet_jax import xla_flags
+from alexnet_jax import configuration, xla_flags
 from alexnet_jax.errors import UserError
 
 
-def run(main: Callable[[list[str]], None], required_flags: tuple[str, ...] = ()) -> None:
-  """`absl.app.run(main)` where bad flags, configs and `UserError`s end in one line, status 2.
-
-  Applies the process-wide XLA settings (`xla_flags.configure`) first, before jax starts."""
+def run(main: Callable[[list[str]], None], *, required_flags: tuple[str, ...] = (),
+        positional: bool = False) -> None:
+  """`absl.app.run(main)` for a tool: the process-wide XLA settings before jax starts
+  (`xla_flags.configure`), flags parsed, unexpected arguments refused (unless `positional`:
+  the tool reads them), INFO logging of this project's lines, a `--config` validated
+  (`configuration.validate`), then `main(argv)`. Bad flags, a config that does not load or
+  validate, a `UserError` and Ctrl-C each end in one line (status 2; 130 for Ctrl-C)."""
   xla_flags.configure()
   for name in required_flags:
     flags.mark_flag_as_required(name)
 
   def guarded(argv):
     try:
+      if len(argv) > 1 and not positional:
+        raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+      _log_our_info()
+      if "config" in flags.FLAGS and flags.FLAGS["config"].value is not None:
+        configuration.validate(flags.FLAGS.config)
       main(argv)
     except UserError as e:
       _fail(str(e))
-    except OSError as e:  # ml_collections reports an unloadable --config file on first access.
-      if "Configuration is not available" not in str(e):
+    except KeyboardInterrupt:
+      _fail("interrupted (Ctrl-C)", status=130)
+    except (OSError, flags.Error) as e:  # a --config file that does not load, met on first access
+      message = configuration.load_error(e)
+      if message is None:
         raise
-      _fail(f"cannot load the config: {_last_line(str(e))}")
+      _fail(message)
 
   app.run(guarded, flags_parser=_parse_flags)
 
@@ -36,24 +47,16 @@ def run(main: Callable[[list[str]], None], required_flags: tuple[str, ...] = ())
 def _parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
-  except flags.Error as e:
-    message = str(e)
-    if "Traceback" in message:  # an exception inside the config file: keep its last line
-      message = f"{message.split(':', 1)[0]}: {_last_line(message)}"
-  except (AttributeError, KeyError, TypeError, ValueError) as e:  # raised by config overrides
-    message = f"bad config override: {e.args[0] if e.args else e}"
-  except OSError as e:  # a --config file that does not load, met while parsing its overrides
-    message = f"cannot load the config: {_last_line(str(e))}"
+  except Exception as e:  # noqa: BLE001 -- config overrides raise several kinds
+    message = configuration.load_error(e)
+    if message is None:
+      raise
   _fail(message)
 
 
-def _last_line(message: str) -> str:
-  return [line.strip() for line in message.splitlines() if line.strip()][-1]
-
-
-def _fail(message: str) -> None:
+def _fail(message: str, status: int = 2) -> None:
   print("error: " + " ".join(message.replace("\\n", " ").split()), file=sys.stderr)
-  sys.exit(2)
+  sys.exit(status)
 
 
 class _OnlyOurInfo(std_logging.Filter):
@@ -63,7 +66,7 @@ class _OnlyOurInfo(std_logging.Filter):
     return record.levelno >= std_logging.WARNING or "alexnet_jax" in record.pathname
 
 
-def log_our_info() -> None:
+def _log_our_info() -> None:
   """INFO logging for alexnet_jax's own lines, WARNING and above for the libraries'."""
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_OnlyOurInfo())

@@ -1,11 +1,13 @@
-"""Configs: the one loader, and the one table of named variants (the paper's ablations among them).
+"""Configs: the one loader, the one validation pass, and the one table of named variants (the
+paper's ablations among them).
 
 A config file defines `get_config(variant: str = "") -> ConfigDict`; `configs/paper.py` holds
 every default once and the other configs import it and change a few fields. Named variants
 combine after a colon, `configs/paper.py:no_lrn,one_column`; each config applies them last, so
 that none of its own changes undoes one. `load` is what `--config=...` does on the command line
 (ml_collections' `config_flags`), for code: the training entry point, `ablate` and the tests
-read configs the same way.
+read configs the same way. `validate` checks a loaded config once, each section by the
+validator of the module that owns it; `cli.run` and `train.train_and_evaluate` call it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from alexnet_jax.errors import UserError
+from alexnet_jax.errors import UserError, last_line
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +50,17 @@ VARIANTS = {
 
 # ingredient (`python -m alexnet_jax.ablate --ablations=lrn,...`) -> the variant removing it
 ABLATIONS = {v.removes: name for name, v in VARIANTS.items() if v.removes}
+
+
+def flat(tree, prefix: str = "") -> dict:
+  """{'a.b': value} for a nested dict or ConfigDict (lists as tuples)."""
+  out = {}
+  for key, value in (tree.items() if hasattr(tree, "items") else ()):
+    if hasattr(value, "items"):
+      out.update(flat(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
+  return out
 
 
 def set_field(config: ml_collections.ConfigDict, path: str, value) -> None:
@@ -82,17 +95,64 @@ def load(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
   try:
     values(argv)
     config = values["config"].value
-  except (flags.Error, OSError) as e:
-    raise UserError(f"cannot load the config {spec}: {_last_line(str(e))}") from None
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
-    what = e.args[0] if e.args else e
-    raise UserError(f"bad config override among {', '.join(overrides) or '(none)'}: "
-                    f"{what}") from None
-  if config is None:
-    raise UserError(f"cannot load the config {spec!r}")
+    if config is None:
+      raise UserError(f"cannot load the config {spec!r}")
+    config.get("model")  # a file that failed to load raises its error on first access
+  except UserError:
+    raise
+  except Exception as e:  # noqa: BLE001 -- loading and overriding raise many kinds
+    message = load_error(e, overrides)
+    if message is None:
+      raise
+    raise UserError(message) from None
   return config
 
 
-def _last_line(message: str) -> str:
-  lines = [line.strip() for line in message.splitlines() if line.strip()]
-  return lines[-1] if lines else message
+def load_error(e: BaseException, overrides: Sequence[str] | None = None) -> str | None:
+  """The one line that reports a config which does not load, or a bad override (naming
+  `overrides` when they are known); None when `e` is neither."""
+  text = str(e)
+  if isinstance(e, flags.Error):
+    # An exception inside the config file comes with its traceback: keep its last line.
+    return f"{text.split(':', 1)[0]}: {last_line(text)}" if "Traceback" in text else text
+  if isinstance(e, OSError):  # a file that does not exist or does not load
+    if isinstance(e, FileNotFoundError) or "onfiguration" in text:
+      return f"cannot load the config: {last_line(text)}"
+    return None
+  if isinstance(e, (AttributeError, KeyError, TypeError, ValueError)):
+    what = e.args[0] if e.args else e
+    among = f" among {', '.join(overrides) or '(none)'}" if overrides is not None else ""
+    return f"bad config override{among}: {what}"
+  return None
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """The one validation pass of a loaded config: each section by its owner's validator, the
+  run's own fields here. Raises `UserError` (one line) for the first value that cannot work."""
+  from alexnet_jax import checkpoint, finetune, models, optim, schedule, sharding, step_metrics
+  from alexnet_jax.data import pipeline
+
+  models.AlexNetSpec.from_config(config.model)
+  sharding.validate(config.mesh)
+  pipeline.validate(config.data)
+  optim.validate(config.optimizer)
+  schedule.validate(config.schedule)
+  finetune.validate(config.init_from)
+  checkpoint.validate(config.checkpoint)
+  step_metrics.validate(config.divergence)
+  _validate_run(config)
+
+
+def _validate_run(config) -> None:
+  """The run's own fields: seed, length, evaluation, logging and stall-check cadence."""
+  if not isinstance(config.seed, int) or config.seed < 0:
+    raise UserError(f"seed must be an integer >= 0, got {config.seed}")
+  for name in ("num_epochs", "eval_every_epochs"):
+    if not config[name] > 0:  # NaN fails too
+      raise UserError(f"{name} must be positive, got {config[name]}")
+  for name in ("log_every_steps", "stats_every_steps"):
+    if config[name] < 1:
+      raise UserError(f"{name} must be >= 1, got {config[name]}")
+  if config.stall.check_steps < 0 or not config.stall.band >= 0:
+    raise UserError(f"stall.check_steps and stall.band must be >= 0, got "
+                    f"{config.stall.check_steps} and {config.stall.band}")

@@ -283,7 +283,6 @@ def main(argv):
   if argv[1:] != ["caffe"]:
     raise UserError("usage: python -m alexnet_jax.convert caffe --caffemodel=PATH "
                     "[--mean=imagenet_mean.binaryproto] --workdir=DIR")
-  cli.log_our_info()
   step_dir = convert_caffe(FLAGS.caffemodel, FLAGS.workdir, FLAGS.config, mean=FLAGS.mean)
   print(f"written: {step_dir} (predict: python -m alexnet_jax.predict --workdir={FLAGS.workdir} "
         "IMAGE...)")
@@ -298,4 +297,4 @@ if __name__ == "__main__":
   flags.DEFINE_string("workdir", None, "the workdir to write")
   config_flags.DEFINE_config_file("config", "configs/caffe_alexnet.py",
                                   "the network the weights are for", lock_config=True)
-  cli.run(main, required_flags=("caffemodel", "workdir"))
+  cli.run(main, required_flags=("caffemodel", "workdir"), positional=True)

@@ -7,3 +7,15 @@ with status 2, without a traceback.
 
 class UserError(ValueError):
   """Bad input the user can fix (config, data, checkpoint): reported as one line."""
+
+
+def first_line(text) -> str:
+  """The first non-empty line of `text` (an exception's message, say)."""
+  lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+  return lines[0] if lines else ""
+
+
+def last_line(text) -> str:
+  """The last non-empty line of `text` (where a traceback names the error)."""
+  lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+  return lines[-1] if lines else ""

@@ -45,9 +45,7 @@ def evaluate(workdirs: list[str], *, best: bool = False, ten_crop: bool = False)
 
 def main(argv):
   FLAGS = flags.FLAGS
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
-  cli.log_our_info()
+  del argv
   for row in evaluate(FLAGS.workdir, best=FLAGS.best, ten_crop=FLAGS.ten_crop):
     print(json.dumps(row))
 

@@ -161,7 +161,6 @@ def _read_database(path: str) -> np.ndarray:
 
 def main(argv):
   FLAGS = flags.FLAGS
-  cli.log_our_info()
   extract_and_search(FLAGS.workdir, step=FLAGS.step, best=FLAGS.best, split=FLAGS.split,
                      folder=FLAGS.folder, output=FLAGS.output, neighbors=FLAGS.neighbors,
                      num_queries=FLAGS.num_queries, database=FLAGS.database, grid=FLAGS.grid,
@@ -177,4 +176,4 @@ if __name__ == "__main__":
   flags.DEFINE_integer("num_queries", 5, "validation images used as queries")
   flags.DEFINE_string("database", "", "training-split features (.npy) to search")
   flags.DEFINE_string("grid", "neighbors.png", "PNG for the neighbour grid")
-  cli.run(main, required_flags=("workdir",))
+  cli.run(main, required_flags=("workdir",), positional=True)

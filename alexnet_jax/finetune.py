@@ -15,6 +15,16 @@ from alexnet_jax import checkpoint, models
 from alexnet_jax.errors import UserError
 
 
+def validate(init_from) -> None:
+  """`init_from`: a step >= 0 and new layers this network can have."""
+  if init_from.step < 0:
+    raise UserError(f"init_from.step must be >= 0 (0: the newest), got {init_from.step}")
+  unknown = [n for n in init_from.new_layers if n not in models.LAYERS + (models.CONV6,)]
+  if unknown:
+    raise UserError(f"init_from.new_layers names unknown layers {unknown}; the layers are "
+                    f"{', '.join(models.LAYERS + (models.CONV6,))}")
+
+
 def transfer(params: dict, init_from, mesh: jax.sharding.Mesh) -> dict:
   """`params` (a fresh model's) with each layer of the source checkpoint copied in, except the
   layers in `init_from.new_layers`. A layer that only one of the two networks has, or of

@@ -25,7 +25,7 @@ from alexnet_jax.data import pipeline, sources
 from alexnet_jax.data.stats import Stats
 from alexnet_jax.errors import UserError
 from alexnet_jax.sharding import DATA, mesh_for
-from alexnet_jax.train_state import jit_predict_step
+from alexnet_jax.steps import make_predict_step
 
 
 @dataclasses.dataclass
@@ -43,7 +43,8 @@ class Trained:
     replicated = NamedSharding(self.mesh, P())
     self._mean = jax.device_put(self.stats.mean, replicated)
     self._batch_sharding = NamedSharding(self.mesh, P(DATA))
-    self._predict = jit_predict_step(self.graphdef, float(self.config.data.pixel_scale))
+    self._predict = jax.jit(make_predict_step(self.graphdef,
+                                              pixel_scale=float(self.config.data.pixel_scale)))
     self._decode = sources.stored_decoder(self.config.data, int(self.config.model.in_channels))
 
   @property
@@ -117,7 +118,7 @@ def split_images(trained: Trained, which: str):
   if not split.encoded:
     return split, lambda i: split.images[i]
   decode = image_files.Decode(trained.config.data.image_size, trained.config.model.in_channels,
-                              trained.config.data.get("resize", "shorter_side"))
+                              trained.config.data.resize)
 
   def image_at(i):
     record = decode.map(split[i])

@@ -9,14 +9,11 @@ import jax
 from absl import flags, logging
 
 from alexnet_jax import cli, distributed, train
-from alexnet_jax.errors import UserError
 
 
 def main(argv):
+  del argv
   FLAGS = flags.FLAGS
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
-  cli.log_our_info()
   if distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id):
     if jax.process_index() != 0:  # one process reports; the others only warn
       logging.set_verbosity(logging.WARNING)

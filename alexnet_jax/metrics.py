@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 
 import jax
 from absl import logging
@@ -13,34 +14,57 @@ from alexnet_jax.errors import UserError
 
 
 class MetricWriter:
-  """Writes `<workdir>/metrics.jsonl` and TensorBoard events (process 0 only)."""
+  """Writes `<workdir>/metrics.jsonl` and TensorBoard events (process 0 only), both in the
+  caller's thread: a write that fails (a full disk) is a `UserError` at once, never a writer
+  thread that dies and leaves the run waiting on its queue (tensorboardX's `SummaryWriter`
+  does that). Leaving the `with` block closes the files."""
 
   def __init__(self, workdir: str):
     self.enabled = jax.process_index() == 0
     self.path = os.path.join(workdir, "metrics.jsonl")
     if self.enabled:
-      from tensorboardX import SummaryWriter
+      from tensorboardX.event_file_writer import EventsWriter
 
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-      self._file = open(self.path, "a", encoding="utf-8")
+      events = os.path.join(workdir, "tensorboard")
+      try:
+        os.makedirs(events, exist_ok=True)
+        self._tb = EventsWriter(os.path.join(events, "events"))
+        self._file = open(self.path, "a", encoding="utf-8")
+      except OSError as e:
+        raise UserError(f"cannot write the metrics in {workdir} ({e.strerror or e})") from None
+
+  def __enter__(self) -> "MetricWriter":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
 
   def write(self, step: int, split: str, values: dict) -> None:
     if not self.enabled:
       return
+    from tensorboardX.proto.event_pb2 import Event
+    from tensorboardX.summary import scalar
+
     clean = {k: float(v) for k, v in values.items()}
     try:
       self._file.write(json.dumps({"step": step, "split": split, **clean}) + "\n")
       self._file.flush()
+      now = time.time()
+      for k, v in clean.items():
+        if math.isfinite(v):
+          self._tb.write_event(Event(wall_time=now, step=step, summary=scalar(f"{split}/{k}", v)))
+      self._tb.flush()
     except OSError as e:
-      raise UserError(f"cannot write {self.path} ({e.strerror or e})") from None
-    for k, v in clean.items():
-      if math.isfinite(v):
-        self._tb.add_scalar(f"{split}/{k}", v, step)
+      raise UserError(f"cannot write the metrics of step {step} in "
+                      f"{os.path.dirname(self.path)} ({e.strerror or e})") from None
 
   def close(self) -> None:
     if self.enabled:
       self._file.close()
-      self._tb.close()
+      try:
+        self._tb.close()
+      except OSError:
+        pass
 
 
 def read_metrics(path: str) -> list[dict]:

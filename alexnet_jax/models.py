@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import typing
 from typing import Any
 
 import jax
@@ -85,17 +86,16 @@ class AlexNetSpec:
     """The spec of a config's `model` section, validated; a missing or malformed field is a
     one-line `UserError`."""
     c = model_config
-    casts = {f.name: f.type for f in dataclasses.fields(cls)}
     values = {}
     try:
-      for name, kind in casts.items():
+      for name, kind in typing.get_type_hints(cls).items():
         value = c[name]
         if name in ("init_std", "init_bias"):
           values[name] = tuple((n, float(value[n])) for n in LAYERS + (CONV6,))
-        elif kind == "tuple[int, ...]":
+        elif kind == tuple[int, ...]:
           values[name] = tuple(int(v) for v in value)
         else:
-          values[name] = {"int": int, "float": float, "bool": bool, "str": str}[kind](value)
+          values[name] = kind(value)
     except (KeyError, AttributeError) as e:
       raise UserError(f"invalid model config: missing field {e.args[0] if e.args else e}") from None
     except (TypeError, ValueError) as e:
@@ -404,11 +404,8 @@ def _column_forward(spec: AlexNetSpec, x, params, masks, capture: bool):
   return logits, (captured if capture else None)
 
 
-MODELS = {"alexnet": AlexNet}
-
-
 def create_model(model_config, *, mesh: jax.sharding.Mesh | None = None, seed: int = 0):
-  """Builds the model named by `model_config.name` with its parameters placed on `mesh`.
+  """Builds the network of `model_config` with its parameters placed on `mesh`.
 
   Initialisation runs under `jax.jit` with the parameters' shardings as outputs, so each
   device creates only its own column's weights; the values do not depend on the mesh.
@@ -431,10 +428,6 @@ def abstract_model(model_config, *, mesh: jax.sharding.Mesh | None = None):
 
 
 def _builder(model_config, mesh, seed):
-  name = model_config.name
-  if name not in MODELS:
-    raise UserError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
   spec = AlexNetSpec.from_config(model_config)
   mesh = mesh if mesh is not None else make_mesh(data=1, model=1)
-  cls = MODELS[name]
-  return (lambda: cls(spec, mesh=mesh, rngs=nnx.Rngs(params=seed))), mesh
+  return (lambda: AlexNet(spec, mesh=mesh, rngs=nnx.Rngs(params=seed))), mesh

@@ -10,11 +10,31 @@ w ← w − ε·v instead, which rescales the whole velocity at once when ε cha
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from alexnet_jax.errors import UserError
+
+DECAY_ON = ("all", "kernels")
+
+
+def validate(optimizer_config) -> None:
+  """One-line errors for optimizer settings that cannot train."""
+  opt = optimizer_config
+  if not opt.learning_rate > 0 or not math.isfinite(opt.learning_rate):
+    raise UserError(f"optimizer.learning_rate must be positive, got {opt.learning_rate}")
+  if not (opt.momentum >= 0 and opt.weight_decay >= 0):
+    raise UserError(f"optimizer.momentum ({opt.momentum}) and optimizer.weight_decay "
+                    f"({opt.weight_decay}) must be >= 0")
+  if opt.decay_on not in DECAY_ON:
+    raise UserError(f"optimizer.decay_on must be one of {', '.join(DECAY_ON)}, got "
+                    f"{opt.decay_on!r}")
+  if not opt.bias_lr_multiplier >= 0:
+    raise UserError(f"optimizer.bias_lr_multiplier must be >= 0, got {opt.bias_lr_multiplier}")
 
 
 def paper_sgd(
@@ -75,8 +95,9 @@ def parameter_masks(params, decay_on: str, bias_lr_multiplier: float
   decay_on: 'all' (the paper's rule written for every parameter) or 'kernels' (2012 code and
   Caffe: no decay on biases).
   """
-  if decay_on not in ("all", "kernels"):
-    raise ValueError(f"optimizer.decay_on must be 'all' or 'kernels', got {decay_on!r}")
+  if decay_on not in DECAY_ON:
+    raise UserError(f"optimizer.decay_on must be one of {', '.join(DECAY_ON)}, got "
+                    f"{decay_on!r}")
   is_bias = jax.tree_util.tree_map_with_path(
       lambda path, _: getattr(path[-1], "key", None) == "bias", params)
   decay_mask = None if decay_on == "all" else jax.tree.map(lambda b: not b, is_bias)

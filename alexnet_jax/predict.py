@@ -86,7 +86,6 @@ def predict_files(workdir: str, paths: list[str], *, step: int | None = None,
 
 def main(argv):
   FLAGS = flags.FLAGS
-  cli.log_our_info()
   status = predict_files(FLAGS.workdir, argv[1:], step=FLAGS.step, best=FLAGS.best,
                          ten_crop=FLAGS.ten_crop, output=FLAGS.output)
   if status:
@@ -97,4 +96,4 @@ if __name__ == "__main__":
   cli.define_restore_flags()
   flags.DEFINE_bool("ten_crop", False, "average the softmax over the ten §4.1 crops")
   flags.DEFINE_string("output", "", "PNG to draw Figure 4 (left) into")
-  cli.run(main, required_flags=("workdir",))
+  cli.run(main, required_flags=("workdir",), positional=True)

@@ -1,11 +1,11 @@
 """Batches put on the devices ahead of the training loop, in a background thread.
 
 The loop's main thread then only takes ready global arrays from a queue: the host→device copy
-of batch k+1 overlaps step k, and no step waits on a transfer. The input iterator runs ahead by
-up to `depth` batches, so its own state is not the loop's position: `get_state` returns the
-iterator's state as it was right after the batch the loop took last, which is what a checkpoint
-saves (grain's `CheckpointSave` reads `get_state`), so a resume continues with the next batch
-the loop would have taken.
+of batch k+1 overlaps step k, and no step waits on a transfer. `DevicePrefetch` is the iterator
+the loop reads and the one a checkpoint saves and restores (grain's `CheckpointSave` /
+`CheckpointRestore` call `get_state` / `set_state`): its state is the input position after the
+last batch the loop took, although the thread runs up to `depth` batches ahead, so a resume
+continues with the next batch the loop would have taken.
 """
 
 from __future__ import annotations
@@ -13,21 +13,37 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Callable, Iterator
+from typing import Callable
+
+import grain
 
 _DONE = object()
 
 
-class DevicePrefetch:
-  """An iterator of (device batch, unreadable images skipped) over `iterator`'s host batches,
-  `put` (host batch -> device arrays) applied `depth` batches ahead in a thread."""
+class DevicePrefetch(grain.DatasetIterator):
+  """(device batch, unreadable images skipped) from `iterator`'s host batches, `put` (host
+  batch -> device arrays) applied `depth` batches ahead in a thread that starts with the first
+  `next` (a restored position is set before). `close` (or leaving the `with` block) stops the
+  thread and closes `iterator`."""
 
-  def __init__(self, iterator: Iterator[dict], put: Callable[[dict], dict], depth: int = 2):
-    self._iterator, self._put = iterator, put
-    self._queue = queue.Queue(maxsize=max(1, depth))
+  def __init__(self, iterator: grain.DatasetIterator, put: Callable[[dict], dict],
+               depth: int = 2):
+    super().__init__()
+    self._iterator, self._put, self._depth = iterator, put, max(1, depth)
     self._state = iterator.get_state()  # before any batch is taken
+    self._queue = self._thread = None
     self._stop = threading.Event()
     self.transfer_seconds = 0.0  # the thread's time in `put`, since the last `take_transfer`
+
+  def __enter__(self) -> "DevicePrefetch":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+  def _start(self) -> None:
+    self._stop.clear()
+    self._queue = queue.Queue(maxsize=self._depth)
     self._thread = threading.Thread(target=self._run, name="device-prefetch", daemon=True)
     self._thread.start()
 
@@ -53,10 +69,9 @@ class DevicePrefetch:
       except queue.Full:
         continue
 
-  def __iter__(self):
-    return self
-
   def __next__(self) -> tuple[dict, int]:
+    if self._thread is None:
+      self._start()
     item = self._queue.get()
     if item is _DONE:
       raise StopIteration
@@ -69,11 +84,20 @@ class DevicePrefetch:
     """The input position after the last batch taken from this prefetcher."""
     return self._state
 
+  def set_state(self, state: dict) -> None:
+    """Continues from `state` (a position `get_state` returned): batches read ahead are
+    dropped."""
+    self._halt()
+    self._iterator.set_state(state)
+    self._state = state
+
   def take_transfer(self) -> float:
     seconds, self.transfer_seconds = self.transfer_seconds, 0.0
     return seconds
 
-  def close(self) -> None:
+  def _halt(self) -> None:
+    if self._thread is None:
+      return
     self._stop.set()
     while self._thread.is_alive():
       try:
@@ -81,3 +105,12 @@ class DevicePrefetch:
       except queue.Empty:
         pass
       self._thread.join(timeout=0.05)
+    self._thread = None
+
+  def start_prefetch(self) -> None:
+    start = getattr(self._iterator, "start_prefetch", None)
+    if start is not None:
+      start()
+
+  def close(self) -> None:
+    self._halt()

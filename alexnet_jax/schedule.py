@@ -6,8 +6,9 @@ at 0.01 and reduced three times prior to termination."
 
 `plateau` does that after each validation pass; `steps` (drops at fixed epochs) and `constant`
 are there for reproducible runs. The schedule is the one owner of ε: the training loop asks it
-to `apply` ε to the optimizer state before each step. Its state is a small JSON-able dict saved
-with checkpoints.
+to `apply` ε to the optimizer state before each step. It also decides what counts as an
+improvement of the validation error (`after_eval`), for the plateaus and for `best/`. Its state
+is a small JSON-able dict saved with checkpoints.
 """
 
 from __future__ import annotations
@@ -19,6 +20,31 @@ from alexnet_jax import optim
 from alexnet_jax.errors import UserError
 
 KINDS = ("plateau", "steps", "constant")
+
+
+def validate(schedule_config) -> None:
+  """One-line errors for a schedule that cannot run."""
+  c = schedule_config
+  if c.kind not in KINDS:
+    raise UserError(f"schedule.kind must be one of {', '.join(KINDS)}, got {c.kind!r}")
+  if not 0 < c.factor < 1:
+    raise UserError(f"schedule.factor must be in (0, 1), got {c.factor}")
+  if c.patience < 1 or c.max_drops < 0:
+    raise UserError("schedule.patience must be >= 1 and schedule.max_drops >= 0")
+  if not c.min_delta >= 0:
+    raise UserError(f"schedule.min_delta must be >= 0, got {c.min_delta}")
+  if any(not e >= 0 for e in c.drop_epochs):
+    raise UserError(f"schedule.drop_epochs must be >= 0, got {tuple(c.drop_epochs)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+  """What one validation error did: a new best (by more than `min_delta`), a drop of ε, a
+  request to stop."""
+
+  improved: bool = False
+  dropped: bool = False
+  stop: bool = False
 
 
 @dataclasses.dataclass
@@ -34,12 +60,7 @@ class LearningRateSchedule:
 
   def __init__(self, schedule_config, base_learning_rate: float):
     c = schedule_config
-    if c.kind not in KINDS:
-      raise UserError(f"schedule.kind must be one of {', '.join(KINDS)}, got {c.kind!r}")
-    if not 0 < c.factor < 1:
-      raise UserError(f"schedule.factor must be in (0, 1), got {c.factor}")
-    if c.patience < 1 or c.max_drops < 0:
-      raise UserError("schedule.patience must be >= 1 and schedule.max_drops >= 0")
+    validate(c)
     self.kind, self.factor, self.patience = c.kind, float(c.factor), int(c.patience)
     self.min_delta, self.max_drops = float(c.min_delta), int(c.max_drops)
     self.stop_after_last_drop = bool(c.stop_after_last_drop)
@@ -79,24 +100,24 @@ class LearningRateSchedule:
     """The next `apply` writes ε whatever was applied before (a fresh optimizer state)."""
     self._applied = None
 
-  def after_eval(self, error: float) -> str | None:
-    """Feeds one validation top-1 error; returns 'drop' or 'stop' when that happens."""
+  def after_eval(self, error: float) -> Outcome:
+    """Feeds one validation top-1 error: a new best when it is lower than the best so far by
+    more than `min_delta`; on `plateau`, ε ÷10 after `patience` evaluations without one (and,
+    after the last drop, a stop when `stop_after_last_drop`)."""
     s = self.state
     if error < s.best_error - self.min_delta:
       s.best_error, s.bad_evals = error, 0
-      return None
+      return Outcome(improved=True)
     if math.isfinite(s.best_error):
       s.bad_evals += 1
     if self.kind != "plateau" or s.bad_evals < self.patience:
-      return None
+      return Outcome()
     s.bad_evals = 0
     if s.drops < self.max_drops:
       s.drops += 1
       s.learning_rate *= self.factor
-      return "drop"
-    if self.stop_after_last_drop:
-      return "stop"
-    return None
+      return Outcome(dropped=True)
+    return Outcome(stop=self.stop_after_last_drop)
 
   def state_dict(self) -> dict:
     d = dataclasses.asdict(self.state)

@@ -30,6 +30,12 @@ def make_mesh(*, data: int | None = None, model: int = 1, devices=None) -> jax.s
                        devices=devices[:data * model])
 
 
+def validate(mesh_config) -> None:
+  """`mesh.model`: -1 (one device per column when the devices allow) or a positive size."""
+  if mesh_config.model != -1 and mesh_config.model < 1:
+    raise UserError(f"mesh.model must be -1 (automatic) or >= 1, got {mesh_config.model}")
+
+
 def mesh_for(config) -> jax.sharding.Mesh:
   """The mesh of a training config over every device: `mesh.model`, or with -1 the number of
   columns when the devices divide evenly (one device per column), else 1."""

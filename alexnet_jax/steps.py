@@ -1,5 +1,6 @@
-"""The jitted computations: the training step (§3.5 loss, §5 update) and the evaluation step
-(§4.1 ten-crop averaging). Pure functions of arrays; `train.py` jits them with shardings."""
+"""The computations the device runs: the training step (§3.5 loss, §5 update), the prediction
+and evaluation steps (§4.1 ten-crop averaging). Pure functions of arrays, jitted with their
+shardings by `train_setup.setup_train` (training, benchmarks) and by `inference.Trained`."""
 
 from __future__ import annotations
 

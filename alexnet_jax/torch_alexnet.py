@@ -1,4 +1,4 @@
-"""The paper's network in PyTorch, for `python -m alexnet_jax.benchmark step --compare-torch`.
+"""The paper's network in PyTorch, for `python -m alexnet_jax.benchmark step --compare_torch`.
 
 The maths of `models.AlexNet` (§3.5): conv1 with cuda-convnet's bottom/right padding
 (224 → 55), grouped convolutions where a column sees only its own maps (conv2, conv4, conv5),

@@ -81,4 +81,4 @@ def main(argv):
 if __name__ == "__main__":
   cli.define_restore_flags()
   flags.DEFINE_string("output", "kernels.png", "PNG to draw the kernels into")
-  cli.run(main, required_flags=("workdir",))
+  cli.run(main, required_flags=("workdir",), positional=True)

@@ -53,11 +53,19 @@ def prepare(workdir: str) -> str:
 
 
 class Lock:
-  """The workdir's lock; `acquire` raises a one-line error when a live run holds it."""
+  """The workdir's lock; `acquire` (or entering the `with` block) raises a one-line error when
+  a live run holds it."""
 
   def __init__(self, workdir: str):
     self.path = os.path.join(workdir, LOCK)
     self._fd = None
+
+  def __enter__(self) -> "Lock":
+    self.acquire()
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.release()
 
   def acquire(self) -> None:
     try:

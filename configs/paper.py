@@ -14,7 +14,6 @@ from alexnet_jax.configuration import apply_variants
 def model_config() -> ml_collections.ConfigDict:
   """§3.5 architecture, §3.3 LRN constants, §3.4 pooling, §4.2 dropout, §5 initialisation."""
   return ml_collections.ConfigDict(dict(
-      name="alexnet",
       num_classes=1000,
       input_size=224,
       in_channels=3,

@@ -1,4 +1,5 @@
-"""Test set-up: 8 CPU devices for the multi-device tests, forced before jax starts."""
+"""Test set-up (8 CPU devices for the multi-device tests, forced before jax starts) and the
+helpers several test files share: configs, the small training run, image trees."""
 
 import os
 
@@ -7,6 +8,8 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                              " --xla_force_host_platform_device_count=8").strip()
 
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from alexnet_jax import configuration, xla_flags  # noqa: E402
@@ -14,6 +17,7 @@ from alexnet_jax import configuration, xla_flags  # noqa: E402
 xla_flags.configure()  # as the entry points do, before jax starts its backends
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FASHION = "/usr/share/datasets/fashion-mnist"
 
 
 def load_config(name: str, variant: str = "", overrides=()):
@@ -41,14 +45,11 @@ def small_config(epochs=2.0):
   return config
 
 
-SMALL_FLAGS = [  # small_config() as command-line flags
-    "--config=configs/tiny.py", "--config.data.name=synthetic", "--config.data.image_size=36",
-    "--config.data.batch_size=16", "--config.data.eval_batch_size=16",
-    "--config.data.synthetic_train_size=64", "--config.data.synthetic_eval_size=40",
-    "--config.data.pixel_scale=0.015625", "--config.schedule.kind=constant",
-    "--config.log_every_steps=2", "--config.stats_every_steps=3",
-    "--config.checkpoint.every_steps=2", "--config.checkpoint.keep=2",
-    "--config.stall.check_steps=4"]
+def small_flags(epochs=2.0) -> list[str]:
+  """`small_config(epochs)` as command-line flags: configs/tiny.py and the fields it changes."""
+  tiny, small = (configuration.flat(c) for c in (load_config("tiny"), small_config(epochs)))
+  return ["--config=configs/tiny.py"] + [f"--config.{k}={v}" for k, v in small.items()
+                                         if tiny[k] != v]
 
 
 @pytest.fixture(scope="session")
@@ -67,3 +68,94 @@ def saved_state(workdir, step):
 
   return ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step),
                                                          "state"))
+
+
+def assert_same_params(workdir, straight_workdir, step=8):
+  """The parameters of `workdir`'s checkpoint `step` are bitwise the straight run's."""
+  jax.tree.map(np.testing.assert_array_equal, saved_state(workdir, step)["params"],
+               saved_state(straight_workdir, step)["params"])
+
+
+# ----------------------------------------------------------------------------- input
+
+def build_input(config):
+  """The input of a training config, as `train.train_and_evaluate` builds it."""
+  from alexnet_jax.data import pipeline
+
+  m = config.model
+  return pipeline.build_input(config.data, crop=m.input_size, channels=m.in_channels,
+                              num_classes=m.num_classes, seed=config.seed)
+
+
+def synthetic_config():
+  config = load_config("tiny")
+  config.data.update(dict(name="synthetic", image_size=36, batch_size=8, eval_batch_size=16,
+                          synthetic_train_size=40, synthetic_eval_size=37))
+  return config
+
+
+def save_image(path, array, fmt, mode=None):
+  from PIL import Image
+
+  image = Image.fromarray(array)
+  if mode:
+    image = image.convert(mode)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  image.save(path, format=fmt)
+
+
+def image_folder_tree(root, seed=0):
+  """ImageNet's oddities: JPEG, PNG, greyscale, CMYK, a PNG named .JPEG, sizes below and above
+  256 in either orientation, and three unreadable files (truncated, text, empty)."""
+  rng = np.random.default_rng(seed)
+  rgb = lambda h, w: rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+  for split, per_class in (("train", 4), ("val", 2)):
+    for c, name in enumerate(("n01", "n02", "n03")):
+      folder = os.path.join(root, split, name)
+      for i in range(per_class):
+        kind = (c * per_class + i) % 5
+        path = os.path.join(folder, f"{split}_{c}_{i}.JPEG")
+        if kind == 0:
+          save_image(path, rgb(300, 420), "JPEG")
+        elif kind == 1:
+          save_image(path, rgb(180, 120), "PNG")  # a PNG with a .JPEG name
+        elif kind == 2:
+          save_image(path, rgb(260, 260)[..., 0], "JPEG")  # greyscale
+        elif kind == 3:
+          save_image(path, rgb(400, 280), "JPEG", mode="CMYK")
+        else:
+          save_image(path[:-5] + ".png", rgb(64, 96), "PNG")
+  bad = os.path.join(root, "train", "n02")
+  save_image(os.path.join(bad, "truncated.JPEG"), rgb(300, 300), "JPEG")
+  with open(os.path.join(bad, "truncated.JPEG"), "r+b") as f:
+    f.truncate(200)
+  with open(os.path.join(bad, "text.JPEG"), "w") as f:
+    f.write("not an image")
+  open(os.path.join(bad, "empty.jpg"), "wb").close()
+  with open(os.path.join(bad, "notes.txt"), "w") as f:  # not an image extension: not listed
+    f.write("ignored")
+  with open(os.path.join(root, "val", "n03", "broken.jpg"), "wb") as f:
+    f.write(b"\xff\xd8\xff\xe0 not really")
+  return 12 + 3, 6  # train files listed (3 unreadable), val files
+
+
+def folder_config(root):
+  config = load_config("tiny")
+  config.model.update(dict(num_classes=3, input_size=32))
+  config.data.update(dict(name="image_folder", data_dir=str(root), image_size=36, batch_size=4,
+                          eval_batch_size=4, read_threads=2))
+  return config
+
+
+def sample_images(folder, n=5, seed=0):
+  """`n` PNGs of a few sizes, in a class folder ('3') and another ('x'); their paths."""
+  from PIL import Image
+
+  rng = np.random.default_rng(seed)
+  paths = []
+  for i in range(n):
+    path = os.path.join(folder, "3" if i % 2 else "x", f"im{i}.png")  # '3' is a class name
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(rng.integers(0, 255, (40 + 7 * i, 50, 3), dtype=np.uint8)).save(path)
+    paths.append(path)
+  return paths

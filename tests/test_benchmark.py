@@ -1,5 +1,5 @@
 """The benchmark harness's pieces that do not need a GPU: the profile ranking, the collective
-byte count, and the PyTorch network `--compare-torch` times (the same maths as ours)."""
+byte count, and the PyTorch network `--compare_torch` times (the same maths as ours)."""
 
 import numpy as np
 import pytest
@@ -127,15 +127,15 @@ def test_end2end_reports_the_training_loops_own_rate_and_input_wait(monkeypatch,
 
 
 def test_the_step_benchmark_times_the_training_step_on_the_training_mesh(monkeypatch):
-  """`benchmark step` builds through `train_state.setup_train` (the config's optimizer, the
+  """`benchmark step` builds through `train_setup.setup_train` (the config's optimizer, the
   training mesh): on 8 devices the two columns are on the 'model' axis, so the compiled step
   holds the columns' all-gathers."""
-  from alexnet_jax import train_state
+  from alexnet_jax import train_setup
   from conftest import load_config
 
   built = []
-  real = train_state.setup_train
-  monkeypatch.setattr(train_state, "setup_train",
+  real = train_setup.setup_train
+  monkeypatch.setattr(train_setup, "setup_train",
                       lambda config, mesh, **kw: built.append((config, mesh)) or real(config, mesh, **kw))
   config = load_config("paper_code", "", ["model.input_size=32", "model.conv1_stride=1",
                                           "model.conv_kernels=(5,5,3,3,3)",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from alexnet_jax import models, ops, summary
+from alexnet_jax import layer_shapes, models, ops
 from alexnet_jax.errors import UserError
 from alexnet_jax.sharding import make_mesh
 from conftest import load_config
@@ -22,15 +22,15 @@ PAPER_SHAPES = {
 
 
 def param_count(model_config):
-  return sum(r[2] for r in summary.summarize(model_config))
+  return sum(r[2] for r in layer_shapes.layer_rows(model_config))
 
 
 def test_paper_layer_shapes_and_exact_parameter_count():
-  rows = summary.summarize(load_config("paper").model)
+  rows = layer_shapes.layer_rows(load_config("paper").model)
   assert {name: shape for name, shape, _, _ in rows} == PAPER_SHAPES
   assert sum(r[2] for r in rows) == 60_965_224
   assert np.prod(PAPER_SHAPES["pool5"]) == 9216
-  assert summary.format_summary(rows).splitlines()[-1] == "total params: 60965224"
+  assert layer_shapes.format_table(rows).splitlines()[-1] == "total params: 60965224"
 
 
 def test_one_column_net_of_section_3_2():
@@ -44,7 +44,7 @@ def test_one_column_net_of_section_3_2():
 def test_real_forward_matches_the_shapes(tiny_config):
   model = models.create_model(tiny_config.model)
   logits, captured = model(jnp.zeros((2, 32, 32, 3)), capture=True)
-  shapes = {n: s for n, s, _, _ in summary.summarize(tiny_config.model)}
+  shapes = {n: s for n, s, _, _ in layer_shapes.layer_rows(tiny_config.model)}
   assert logits.shape == (2, 10) and logits.dtype == jnp.float32
   for name, value in captured.items():
     assert value.shape[1:] == shapes[name], name
@@ -249,9 +249,12 @@ def test_invalid_structures_are_one_line_errors(tiny_config):
   one_column = load_config("tiny", "one_column")
   with pytest.raises(UserError, match="'model' axis"):
     models.create_model(one_column.model, mesh=make_mesh(data=4, model=2))
-  with pytest.raises(UserError, match="unknown model"):
+  with pytest.raises(UserError, match="missing field lrn_size"):
+    models.AlexNetSpec.from_config({k: v for k, v in tiny_config.model.items()
+                                    if k != "lrn_size"})
+  with pytest.raises(UserError, match="invalid model config"):
     bad = load_config("tiny")
-    bad.model.name = "vgg"
-    models.create_model(bad.model)
+    bad.model.conv_features = ("wide", 64, 96, 96, 64)
+    models.AlexNetSpec.from_config(bad.model)
   with pytest.raises(UserError, match="'model' axis"):
     make_mesh(model=3)

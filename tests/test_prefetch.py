@@ -12,6 +12,9 @@ class _Counting:
   def __init__(self, fail_at=None):
     self.position, self.fail_at = 0, fail_at
 
+  def set_state(self, state):
+    self.position = state["next_index"]
+
   def __next__(self):
     if self.position == self.fail_at:
       raise ValueError("a broken input")
@@ -32,9 +35,25 @@ def test_the_state_is_the_loops_position_not_the_iterators():
     assert [s for _, s in taken] == [1, 0, 1, 0]  # unreadable-image counts carried along
     assert batches.get_state() == {"next_index": 4}
     assert source.position > 4  # the thread has read ahead
+    thread = batches._thread
   finally:
     batches.close()
-  assert not batches._thread.is_alive()
+  assert not thread.is_alive()
+
+
+def test_a_restored_position_drops_what_was_read_ahead_and_continues_there():
+  source = _Counting()
+  batches = DevicePrefetch(source, put=lambda b: b, depth=3)
+  try:
+    batches.set_state({"next_index": 5})  # before the first batch: the thread has not started
+    assert batches._thread is None and source.position == 5
+    assert int(next(batches)[0]["x"][0]) == 6
+    next(batches)
+    batches.set_state({"next_index": 2})  # mid-run: the batches read ahead are dropped
+    assert batches.get_state() == {"next_index": 2}
+    assert [int(next(batches)[0]["x"][0]) for _ in range(3)] == [3, 4, 5]
+  finally:
+    batches.close()
 
 
 def test_an_input_error_is_raised_in_the_loops_thread():

@@ -11,7 +11,7 @@ from absl import logging as absl_logging
 from alexnet_jax import train
 from alexnet_jax.data import images, prepare, sources
 from alexnet_jax.data.stats import compute
-from test_data import _build, _folder_config, _image_folder
+from conftest import build_input, folder_config, image_folder_tree
 
 
 def _originals(root, split):
@@ -33,8 +33,8 @@ def _store_files(store):
 
 
 def test_the_store_holds_the_section_2_form_labels_statistics_and_a_report(tmp_path):
-  _image_folder(tmp_path / "src")
-  config = _folder_config(tmp_path / "src")
+  image_folder_tree(tmp_path / "src")
+  config = folder_config(tmp_path / "src")
   config.data.prepared_dir = str(tmp_path / "store")
   manifest = prepare.prepare(config.data, channels=3, num_classes=3, shard_size=4, workers=2,
                              chroma="444", progress=False)
@@ -66,7 +66,7 @@ def test_the_store_holds_the_section_2_form_labels_statistics_and_a_report(tmp_p
     assert np.abs(originals - again).mean(axis=(1, 2, 3)).argmin() == i
   # The statistics are the originals' §2 form's (computed before re-encoding).
   want = compute([np.stack([s for _, s in _originals(tmp_path / "src", "train")])])
-  got = _build(config).stats
+  got = build_input(config).stats
   np.testing.assert_allclose(got.mean, want.mean, rtol=1e-5)
   np.testing.assert_allclose(got.eigval, want.eigval, rtol=1e-4)
   assert got.count == 12
@@ -74,8 +74,8 @@ def test_the_store_holds_the_section_2_form_labels_statistics_and_a_report(tmp_p
 
 def test_a_killed_prepare_continues_to_the_same_store_and_a_done_one_is_left_alone(
     tmp_path, monkeypatch):
-  _image_folder(tmp_path / "src")
-  config = _folder_config(tmp_path / "src")
+  image_folder_tree(tmp_path / "src")
+  config = folder_config(tmp_path / "src")
   config.data.prepared_dir = str(tmp_path / "whole")
   prepare.prepare(config.data, channels=3, num_classes=3, shard_size=4, workers=1,
                   progress=False)
@@ -108,14 +108,14 @@ def test_a_killed_prepare_continues_to_the_same_store_and_a_done_one_is_left_alo
 
 
 def test_training_reads_the_store_when_it_exists_and_says_which_form(tmp_path, caplog):
-  _image_folder(tmp_path / "src")
-  config = _folder_config(tmp_path / "src")
+  image_folder_tree(tmp_path / "src")
+  config = folder_config(tmp_path / "src")
   config.data.prepared_dir = str(tmp_path / "store")
   config.num_epochs = 1.0
   config.checkpoint.every_steps = 2
   with caplog.at_level("INFO"):
     absl_logging.use_python_logging()
-    _build(config)
+    build_input(config)
     prepare.prepare(config.data, channels=3, num_classes=3, workers=1, progress=False)
     result = train.train_and_evaluate(config, str(tmp_path / "run"))
   said = [r.getMessage() for r in caplog.records]

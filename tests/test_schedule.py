@@ -22,17 +22,22 @@ def test_plateau_divides_by_ten_after_patience_evaluations_without_improvement()
             0.7, 0.6, 0.6, 0.6,      # drop 2
             0.5, 0.55, 0.5,          # drop 3
             0.4, 0.45, 0.41]         # after the last drop: stop
-  events = [s.after_eval(e) for e in errors]
-  assert events == [None, None, None, "drop", None, None, None, "drop", None, None, "drop",
-                    None, None, "stop"]
+  outcomes = [s.after_eval(e) for e in errors]
+  assert [o.dropped for o in outcomes] == [False] * 3 + [True] + [False] * 3 + [True] + [
+      False] * 2 + [True] + [False] * 3
+  assert [o.stop for o in outcomes] == [False] * 13 + [True]
+  # A new best is an improvement by more than min_delta: the one definition best/ uses too.
+  assert [o.improved for o in outcomes] == [True, True, False, False, True, True, False, False,
+                                            True, False, False, True, False, False]
   assert math.isclose(s.learning_rate, 1e-5)
   assert s.state.drops == 3 and s.state.best_error == 0.4
 
 
 def test_at_most_max_drops_and_no_stop_unless_asked():
   s = LearningRateSchedule(_config(max_drops=1, stop_after_last_drop=False, patience=1), 0.1)
-  events = [s.after_eval(e) for e in (0.5, 0.5, 0.5, 0.5)]
-  assert events == [None, "drop", None, None]
+  outcomes = [s.after_eval(e) for e in (0.5, 0.5, 0.5, 0.5)]
+  assert [o.dropped for o in outcomes] == [False, True, False, False]
+  assert not any(o.stop for o in outcomes)
   assert math.isclose(s.learning_rate, 0.01)
 
 
@@ -60,9 +65,9 @@ def test_fixed_step_drops_and_constant():
 
   assert [at(s, e) for e in (0.0, 1.99, 2.0, 3.0, 4.5)] == pytest.approx(
       [1.0, 1.0, 0.1, 0.1, 0.01])
-  assert s.after_eval(0.9) is None and s.after_eval(0.9) is None  # evaluations do not drop
+  assert not s.after_eval(0.9).dropped and not s.after_eval(0.9).dropped  # evaluations do not drop
   c = LearningRateSchedule(_config(kind="constant"), 0.3)
-  assert [c.after_eval(0.5) for _ in range(5)] == [None] * 5 and at(c, 10.0) == 0.3
+  assert not any(c.after_eval(0.5).dropped for _ in range(5)) and at(c, 10.0) == 0.3
 
 
 def test_the_schedule_is_the_one_owner_of_the_learning_rate():

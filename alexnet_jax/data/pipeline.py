@@ -25,7 +25,7 @@ import grain
 import numpy as np
 
 from alexnet_jax.data import images, sources
-from alexnet_jax.data.stats import Stats, dataset_stats
+from alexnet_jax.data.stats import MEANS, Stats, dataset_stats
 from alexnet_jax.errors import UserError
 
 
@@ -38,13 +38,33 @@ class Input:
   num_train: int
   num_eval: int
   num_classes: int
-  image_shape: tuple[int, int, int]
   class_names: tuple[str, ...]
   stats: Stats
 
-  def reposition(self, step: int) -> None:
-    """Puts `train` where it is after `step` batches (`position_train_iterator`)."""
-    position_train_iterator(self.train, step)
+
+def validate(data) -> None:
+  """One-line errors for `data` settings that cannot work (the dataset itself is checked when
+  it is read)."""
+  if data.name not in sources.DATASETS:
+    raise UserError(f"unknown dataset {data.name!r}; known: {', '.join(sources.DATASETS)}")
+  for name in ("image_size", "batch_size", "eval_batch_size"):
+    if data[name] < 1:
+      raise UserError(f"data.{name} must be >= 1, got {data[name]}")
+  if not (math.isfinite(data.pixel_scale) and data.pixel_scale > 0):
+    raise UserError(f"data.pixel_scale must be a positive number, got {data.pixel_scale}")
+  if not (math.isfinite(data.pca_lighting) and data.pca_lighting >= 0):
+    raise UserError(f"data.pca_lighting is the std of α and must be >= 0, got {data.pca_lighting}")
+  if data.mean not in MEANS:
+    raise UserError(f"data.mean must be one of {', '.join(MEANS)}, got {data.mean!r}")
+  if data.resize not in images.RESIZES:
+    raise UserError(f"data.resize must be one of {', '.join(images.RESIZES)}, got "
+                    f"{data.resize!r}")
+  if data.crop_chunk < 1 or data.batch_size % data.crop_chunk:
+    raise UserError(f"data.crop_chunk ({data.crop_chunk}) must be >= 1 and divide "
+                    f"data.batch_size ({data.batch_size}): chunks are cut from each batch")
+  for name in ("read_threads", "prefetch", "workers"):
+    if data[name] < 0:
+      raise UserError(f"data.{name} must be >= 0, got {data[name]}")
 
 
 def crop_boxes(size: int, crop: int) -> list[tuple[int, int]]:
@@ -252,9 +272,6 @@ def _records(split, size: int, channels: int, process_index: int = 0, process_co
 
 def _read_options(data) -> grain.ReadOptions:
   """`data.read_threads` (0: one per CPU core) and `data.prefetch` as grain's read options."""
-  if data.read_threads < 0 or data.prefetch < 0:
-    raise UserError(f"data.read_threads and data.prefetch must be >= 0, got "
-                    f"{data.read_threads} and {data.prefetch}")
   threads = data.read_threads or os.cpu_count() or 1
   return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(data.prefetch, threads))
 
@@ -325,14 +342,6 @@ def build_input(data, *, crop: int, channels: int, num_classes: int, seed: int,
   if data.batch_size % process_count or data.eval_batch_size % process_count:
     raise UserError(f"batch sizes ({data.batch_size}, {data.eval_batch_size}) must divide "
                     f"evenly over {process_count} processes")
-  if data.pca_lighting < 0:
-    raise UserError(f"data.pca_lighting is the std of α and must be >= 0, got {data.pca_lighting}")
-  if data.resize not in images.RESIZES:
-    raise UserError(f"data.resize must be one of {', '.join(images.RESIZES)}, got "
-                    f"{data.resize!r}")
-  if data.crop_chunk < 1 or data.batch_size % data.crop_chunk:
-    raise UserError(f"data.crop_chunk ({data.crop_chunk}) must be >= 1 and divide "
-                    f"data.batch_size ({data.batch_size}): chunks are cut from each batch")
   local_batch, local_eval_batch = (data.batch_size // process_count,
                                    data.eval_batch_size // process_count)
   stats = dataset_stats(data, train, channels)
@@ -366,5 +375,5 @@ def build_input(data, *, crop: int, channels: int, num_classes: int, seed: int,
       yield padded
 
   return Input(train=iter(train_ds), eval_batches=eval_batches, num_train=len(train),
-               num_eval=len(test), num_classes=num_classes,
-               image_shape=(crop, crop, channels), class_names=class_names, stats=stats)
+               num_eval=len(test), num_classes=num_classes, class_names=class_names,
+               stats=stats)

@@ -230,9 +230,7 @@ def main(argv):
   from absl import flags
 
   FLAGS = flags.FLAGS
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
-  cli.log_our_info()
+  del argv
   config = FLAGS.config
   manifest = prepare(config.data, channels=config.model.in_channels,
                      num_classes=config.model.num_classes, quality=FLAGS.quality,

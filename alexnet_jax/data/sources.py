@@ -368,8 +368,7 @@ def load_splits(data, *, channels: int, num_classes: int, prepared: bool = True)
     return train, val, names
   if data.name == "imagenet2012":
     return tfds_imagenet(data.name, data.data_dir)
-  raise UserError(f"unknown dataset {data.name!r}; known: imagenet2012 (TFDS), image_folder, "
-                  "fashion_mnist, synthetic")
+  raise UserError(f"unknown dataset {data.name!r}; known: {', '.join(DATASETS)}")
 
 
 def stored_decoder(data, channels: int):

@@ -33,6 +33,7 @@ from alexnet_jax.errors import UserError
 # and the RGB PCA published with fb.resnet.torch, whose eigenvalues λ (0.2175, 0.0188, 0.0045)
 # are for 0-1 pixel values: √λ x 255 is the standard deviation along p_i in grey levels
 # (docs/fidelity.md compares it with the statistics of a real photograph).
+MEANS = ("pixel", "channel")  # data.mean: §2's mean image, or its per-channel mean
 IMAGENET_CHANNEL_MEAN = (123.68, 116.78, 103.94)
 IMAGENET_RGB_EIGVAL_UNIT = (0.2175, 0.0188, 0.0045)  # λ of 0-1 RGB values
 IMAGENET_RGB_STD = tuple(round(255 * v ** 0.5, 2) for v in IMAGENET_RGB_EIGVAL_UNIT)  # √λ, grey levels
@@ -185,17 +186,11 @@ def dataset_stats(data, train, channels: int) -> Stats:
     if stats.mean.shape != (data.image_size, data.image_size, channels):
       raise UserError(f"the statistics in {path} are for images of shape {stats.mean.shape}, "
                       f"not {data.image_size}x{data.image_size}x{channels}")
-  if data.mean == "channel":
-    stats = stats.channel_mean()
-  elif data.mean != "pixel":
-    raise UserError(f"data.mean must be 'pixel' or 'channel', got {data.mean!r}")
-  return stats
+  return stats.channel_mean() if data.mean == "channel" else stats
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
-  cli.log_our_info()
+  del argv
   FLAGS = flags.FLAGS
   config = FLAGS.config
   write_statistics(config.data, config.model.in_channels, config.model.num_classes,

@@ -1,6 +1,7 @@
-"""Per-layer summary of a configured network, from shapes alone (no forward pass is run).
+"""The layer table of a configured network, from shapes alone (no forward pass is run): each
+layer's output shape, parameters and connectivity (§3.5, Figure 2).
 
-    python -m alexnet_jax.summary --config=configs/paper.py
+    python -m alexnet_jax.layer_shapes --config=configs/paper.py
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def _connectivity(spec: models.AlexNetSpec, layer: str) -> str:
   return f"own column ({spec.columns} x {spec.widths[layer]})"
 
 
-def summarize(model_config) -> list[tuple[str, tuple[int, ...], int, str]]:
+def layer_rows(model_config) -> list[tuple[str, tuple[int, ...], int, str]]:
   """Rows of (layer, output shape without batch, parameters, connectivity)."""
   spec = models.AlexNetSpec.from_config(model_config)
   model = nnx.eval_shape(lambda: models.AlexNet(spec, rngs=nnx.Rngs(0)))
@@ -47,7 +48,7 @@ def summarize(model_config) -> list[tuple[str, tuple[int, ...], int, str]]:
   return rows
 
 
-def format_summary(rows) -> str:
+def format_table(rows) -> str:
   lines = [f"{'layer':<7}{'output':>16}{'params':>14}  connectivity"]
   for name, shape, count, conn in rows:
     lines.append(f"{name:<7}{'x'.join(map(str, shape)):>16}{count:>14,}  {conn}")
@@ -57,7 +58,7 @@ def format_summary(rows) -> str:
 
 def main(argv):
   del argv
-  print(format_summary(summarize(flags.FLAGS.config.model)))
+  print(format_table(layer_rows(flags.FLAGS.config.model)))
 
 
 if __name__ == "__main__":

@@ -20,9 +20,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from alexnet_jax import models, optim
 from alexnet_jax.data.normalize import train_pixel_scale
-from alexnet_jax.errors import UserError
 from alexnet_jax.sharding import DATA
-from alexnet_jax.steps import make_eval_step, make_predict_step, make_train_step
+from alexnet_jax.steps import make_eval_step, make_train_step
 
 
 @dataclasses.dataclass
@@ -39,26 +38,11 @@ class TrainSetup:
   train_step_with_stats: Callable  # the same, with per-layer norms in the metrics
   eval_step: Callable  # (params, batch, mean) -> {split: sums}
 
-  @property
-  def param_shardings(self) -> dict:
-    return self.state_shardings["params"]
-
-
-def validate_optimizer(optimizer_config) -> None:
-  """One-line errors for optimizer settings that cannot train."""
-  opt = optimizer_config
-  if opt.learning_rate <= 0:
-    raise UserError(f"optimizer.learning_rate must be positive, got {opt.learning_rate}")
-  if opt.momentum < 0 or opt.weight_decay < 0:
-    raise UserError(f"optimizer.momentum ({opt.momentum}) and optimizer.weight_decay "
-                    f"({opt.weight_decay}) must be >= 0")
-
 
 def make_optimizer(optimizer_config, params) -> optax.GradientTransformation:
   """§5's SGD (`optim.paper_sgd`) with the config's momentum, weight decay, decay mask and
   bias learning-rate multiplier."""
   opt = optimizer_config
-  validate_optimizer(opt)
   decay_mask, lr_multipliers = optim.parameter_masks(params, opt.decay_on, opt.bias_lr_multiplier)
   return optim.paper_sgd(opt.learning_rate, momentum=opt.momentum, weight_decay=opt.weight_decay,
                          decay_mask=decay_mask, lr_multipliers=lr_multipliers)
@@ -98,8 +82,3 @@ def setup_train(config, mesh: jax.sharding.Mesh, *,
   return TrainSetup(mesh, graphdef, tx, state, state_shardings, batch_sharding, replicated,
                     jit_train(False), jit_train(True), eval_step)
 
-
-def jit_predict_step(graphdef: nnx.GraphDef, pixel_scale: float) -> Callable:
-  """`steps.make_predict_step` jitted: (params, batch, mean) -> {'probs', 'view_probs', 'fc7'}
-  (inference, on whatever mesh the restored parameters live)."""
-  return jax.jit(make_predict_step(graphdef, pixel_scale=pixel_scale))

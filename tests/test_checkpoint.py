@@ -1,0 +1,164 @@
+"""The workdir's checkpoints (`checkpoint.py`): a kill anywhere in the save sequence, a damaged
+step, a full disk, the managers' barriers, and the two ways back in (training's whole state,
+inference's parameters), one of them with plain Orbax."""
+
+import errno
+import glob
+import os
+import shutil
+import subprocess
+import sys
+
+import orbax.checkpoint as ocp
+import pytest
+
+from alexnet_jax import checkpoint, inference, train
+from alexnet_jax.errors import UserError
+from conftest import assert_same_params, saved_state, small_config
+
+
+class _Killed(BaseException):
+  """Stands for kill -9: nothing after it runs but the writes already handed to Orbax."""
+
+
+@pytest.mark.parametrize("point", ["before best/4", "between best/4 and checkpoints/4",
+                                   "after checkpoints/4"])
+def test_a_kill_at_any_point_of_the_save_sequence_resumes_to_the_straight_run(
+    straight_run, tmp_path, monkeypatch, point):
+  """Step 4 is an evaluation that improves: best/4, then checkpoints/4. A run killed between
+  the two used to leave best/4 in the way of every rerun (StepAlreadyExistsError at step 4)."""
+  workdir = str(tmp_path / "run")
+  save, save_best = checkpoint.Checkpoints.save, checkpoint.Checkpoints.save_best
+
+  def killing_save(self, step, *args, **kwargs):
+    if step == 4 and point == "between best/4 and checkpoints/4":
+      raise _Killed
+    save(self, step, *args, **kwargs)
+    if step == 4 and point == "after checkpoints/4":
+      self.wait()
+      raise _Killed
+
+  def killing_save_best(self, step, *args, **kwargs):
+    if step == 4 and point == "before best/4":
+      raise _Killed
+    save_best(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(checkpoint.Checkpoints, "save", killing_save)
+  monkeypatch.setattr(checkpoint.Checkpoints, "save_best", killing_save_best)
+  with pytest.raises(_Killed):
+    train.train_and_evaluate(small_config(), workdir)
+  monkeypatch.undo()
+  best = sorted(int(s) for s in os.listdir(os.path.join(workdir, "best")) if s.isdigit())
+  assert (4 in best) == (point != "before best/4")
+  for _ in range(2):  # the rerun completes, and so does any rerun after it
+    train.train_and_evaluate(small_config(), workdir)
+  assert_same_params(workdir, straight_run[0])
+  steps = lambda run: sorted(s for s in os.listdir(os.path.join(run, "best")) if s.isdigit())
+  assert steps(workdir) == steps(straight_run[0])
+
+
+def _damage(step_dir, how):
+  victims = [f for f in glob.glob(os.path.join(step_dir, "state", "**", "*"), recursive=True)
+             if os.path.isfile(f) and os.path.getsize(f) > 64 and "ocdbt.process" in f]
+  assert victims
+  for path in victims:
+    if how == "truncate":
+      with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+    else:
+      os.remove(path)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete"])
+def test_a_damaged_newest_checkpoint_is_named_set_aside_and_the_previous_one_resumes(
+    straight_run, tmp_path, caplog, damage):
+  workdir = str(tmp_path / "copy")
+  shutil.copytree(straight_run[0], workdir)
+  _damage(os.path.join(workdir, "checkpoints", "8"), damage)
+  with caplog.at_level("WARNING"):
+    from absl import logging as absl_logging
+
+    absl_logging.use_python_logging()
+    train.train_and_evaluate(small_config(), workdir)  # resumes at 6, redoes 7 and 8
+  warnings = [r.getMessage() for r in caplog.records if "cannot be restored" in r.getMessage()]
+  assert warnings and "step 8" in warnings[0] and "moved to" in warnings[0]
+  assert glob.glob(os.path.join(workdir, "checkpoints", "8.damaged-*"))
+  assert_same_params(workdir, straight_run[0])
+
+
+def test_inference_falls_back_from_a_damaged_newest_step_and_touches_nothing(straight_run,
+                                                                             tmp_path):
+  workdir = str(tmp_path / "copy")
+  shutil.copytree(straight_run[0], workdir)
+  _damage(os.path.join(workdir, "checkpoints", "8"), "truncate")
+  assert inference.load(workdir).step == 6
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["6", "8"]
+  with pytest.raises(UserError, match="no checkpoint for step 5"):
+    inference.load(straight_run[0], step=5)
+  with pytest.raises(UserError, match="no checkpoints in"):
+    inference.load(str(tmp_path / "nowhere"))
+  assert inference.load(straight_run[0], best=True).path.startswith(
+      os.path.join(straight_run[0], "best"))
+
+
+def _tmpfs(path, size: str) -> bool:
+  os.makedirs(path, exist_ok=True)
+  return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                        capture_output=True).returncode == 0
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_and_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+  """A real full disk (a 3 MB tmpfs: the first checkpoint, ≈ 2.3 MB, fits and the next do not)
+  where one can be mounted, else the error Orbax's writer would raise."""
+  disk = tmp_path / "disk"
+  real = _tmpfs(disk, "3m")
+  if not real:
+    save = ocp.CheckpointManager.save
+
+    def full_at_step_4(self, step, *args, **kwargs):
+      if step == 4:
+        raise OSError(errno.ENOSPC, "No space left on device")
+      return save(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", full_at_step_4)
+  try:
+    with pytest.raises(UserError, match=r"cannot write the checkpoint .*No space left on device.*"
+                                        r"previous checkpoint \(step 2\) is intact") as error:
+      train.train_and_evaluate(small_config(), str(disk / "run"))
+    assert "\n" not in str(error.value)
+    left = os.listdir(disk / "run" / "checkpoints") + os.listdir(disk / "run" / "best")
+    assert not [n for n in left if "tmp" in n], left
+    monkeypatch.undo()
+    assert saved_state(str(disk / "run"), 2)["params"]["conv1"]["kernel"].shape == (2, 5, 5, 3, 16)
+  finally:
+    if real:
+      subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_the_two_checkpoint_managers_never_share_a_barrier_name(tmp_path):
+  # Orbax names its background barriers by step alone: the latest and best managers writing
+  # the same step in two processes met at each other's barriers until each got a prefix.
+  with checkpoint.Checkpoints(str(tmp_path), keep=2) as ckpts:
+    prefixes = [m._multiprocessing_options.barrier_sync_key_prefix
+                for m in (ckpts.latest, ckpts.best)]
+  assert None not in prefixes and len(set(prefixes)) == 2
+
+
+def test_a_checkpoint_restores_with_plain_orbax_in_a_fresh_process(straight_run):
+  workdir, _ = straight_run
+  code = (
+      "import sys, orbax.checkpoint as ocp\n"
+      f"state = ocp.StandardCheckpointer().restore({workdir!r} + '/checkpoints/8/state')\n"
+      "assert not [m for m in sys.modules if m.split('.')[0] == 'alexnet_jax'], 'imported'\n"
+      "print(int(state['step']), state['params']['conv1']['kernel'].shape)\n")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env=os.environ | {"JAX_PLATFORMS": "cpu"}, cwd="/")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.split("\n")[0] == "8 (2, 5, 5, 3, 16)"
+
+
+def test_state_shapes_name_every_array_by_its_path(straight_run):
+  shapes = checkpoint.saved_shapes(os.path.join(straight_run[0], "checkpoints", "8"))
+  assert shapes["params/conv1/kernel"] == (2, 5, 5, 3, 16) and shapes["step"] == ()
+  assert any(p.startswith("opt_state/") for p in shapes)

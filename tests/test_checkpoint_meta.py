@@ -1,0 +1,100 @@
+"""A checkpoint's metadata (`checkpoint_meta.py`): a resume that does not fit is refused before
+anything is touched, what a resume takes from where is said, and what earlier versions wrote
+is read as this version writes it."""
+
+import glob
+import os
+import shutil
+
+import pytest
+from absl import logging as absl_logging
+
+from alexnet_jax import checkpoint_meta, metrics, models, train
+from alexnet_jax.errors import UserError
+from conftest import load_config, small_config
+
+
+def _copy(straight_run, tmp_path, name="copy"):
+  workdir = str(tmp_path / name)
+  shutil.copytree(straight_run[0], workdir)
+  return workdir
+
+
+def _said(caplog):
+  return " ".join(r.getMessage() for r in caplog.records if r.levelname in ("WARNING", "INFO"))
+
+
+def test_a_checkpoint_of_another_network_is_not_damaged_and_nothing_is_touched(
+    straight_run, tmp_path):
+  workdir = _copy(straight_run, tmp_path)
+  before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+  stats = open(os.path.join(workdir, "data_stats.npz"), "rb").read()
+  config = small_config(epochs=3)
+  config.model.conv_features = (32, 64, 96, 96, 48)
+  with pytest.raises(UserError, match=r"another network: params/conv5/bias is \(2, 32\) there "
+                                      r"and \(2, 24\) in this config.*init_from"):
+    train.train_and_evaluate(config, workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before  # nothing renamed
+  assert not glob.glob(os.path.join(workdir, "checkpoints", "*damaged*"))
+  assert open(os.path.join(workdir, "data_stats.npz"), "rb").read() == stats
+  train.train_and_evaluate(small_config(epochs=3), workdir)  # the original config resumes
+  assert sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints"))
+                if s.isdigit())[-1] == 12
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"synthetic_train_size": 48}, "were trained on synthetic \\(64 training images"),
+    ({"name": "fashion_mnist", "data_dir": "/nonexistent"}, "Fashion-MNIST not found"),
+    ({"batch_size": 32}, "trained with data.batch_size=16, this run has 32"),
+])
+def test_other_data_or_batch_size_on_resume_is_refused_before_anything_is_written(
+    straight_run, tmp_path, change, message):
+  workdir = _copy(straight_run, tmp_path)
+  stats = open(os.path.join(workdir, "data_stats.npz"), "rb").read()
+  config = small_config(epochs=3)
+  config.data.update(change)
+  with pytest.raises(UserError, match=message):
+    train.train_and_evaluate(config, workdir)
+  assert open(os.path.join(workdir, "data_stats.npz"), "rb").read() == stats
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["6", "8"]
+
+
+def test_a_learning_rate_given_on_resume_is_honoured_and_said(straight_run, tmp_path, caplog):
+  workdir = _copy(straight_run, tmp_path)
+  config = small_config(epochs=3)
+  config.optimizer.learning_rate = 0.002
+  with caplog.at_level("INFO"):
+    absl_logging.use_python_logging()
+    train.train_and_evaluate(config, workdir)
+  said = _said(caplog)
+  assert "optimizer.learning_rate is 0.002, the checkpoint's was 0.01: honoured" in said
+  assert "num_epochs: 2.0 → 3.0" in said and "come from the checkpoint" in said
+  rows = [r for r in metrics.read_metrics(os.path.join(workdir, "metrics.jsonl"))
+          if r["split"] == "train" and r["step"] > 8]
+  assert rows and all(r["lr"] == pytest.approx(0.002) for r in rows)
+
+
+def test_checkpoints_of_earlier_versions_are_read_as_this_version_writes_them():
+  """Checkpoints written before `model.dropout_form` existed were trained with inverted
+  dropout and rebuild with it; fields since removed are dropped; the data a checkpoint
+  without `data` was trained on comes from its config; ones with the old contrast norm cannot
+  be rebuilt: one line."""
+  old = load_config("tiny").to_dict()
+  for name in ("dropout_form", "response_norm", "response_norm_size", "response_norm_alpha",
+               "response_norm_beta"):
+    del old["model"][name]
+  del old["data"]["resize"]
+  old["model"].update(contrast_norm=False, contrast_norm_size=5, contrast_norm_k=1.0,
+                      name="alexnet")
+  meta = checkpoint_meta.upgrade({"config": old, "step": 8}, "W/checkpoints/8")
+  config = checkpoint_meta.config_of(meta)
+  assert config.model.dropout_form == "inverted" and config.model.response_norm is False
+  assert config.data.resize == "shorter_side"
+  assert "contrast_norm" not in config.model and "name" not in config.model
+  assert meta["data"]["name"] == old["data"]["name"]
+  models.AlexNetSpec.from_config(config.model)
+  current = checkpoint_meta.upgrade({"config": load_config("tiny").to_dict()}, "W")
+  assert checkpoint_meta.config_of(current).model.dropout_form == "paper"
+  old["model"]["contrast_norm"] = True
+  with pytest.raises(UserError, match="contrast norm of earlier versions.*retrain"):
+    checkpoint_meta.upgrade({"config": old}, "W/checkpoints/8")

@@ -1,0 +1,67 @@
+"""Configs (`configuration.py`): the one loader, the one validation pass at load (each section
+by its owner), and the variants."""
+
+import os
+
+import pytest
+
+from alexnet_jax import configuration, train
+from alexnet_jax.errors import UserError
+from conftest import ROOT, load_config, small_config
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("checkpoint.keep", 0, "checkpoint.keep must be >= 1, got 0 .0 would delete every"),
+    ("checkpoint.every_steps", 0, "checkpoint.every_steps must be >= 1"),
+    ("log_every_steps", 0, "log_every_steps must be >= 1"),
+    ("stats_every_steps", 0, "stats_every_steps must be >= 1"),
+    ("optimizer.momentum", -0.9, "optimizer.momentum .-0.9. and optimizer.weight_decay"),
+    ("optimizer.weight_decay", -5e-4, "must be >= 0"),
+    ("optimizer.decay_on", "kernals", "optimizer.decay_on must be one of all, kernels, got "
+                                      "'kernals'"),
+    ("optimizer.learning_rate", float("nan"), "learning_rate must be positive"),
+    ("eval_every_epochs", 0.0, "eval_every_epochs must be positive"),
+    ("num_epochs", float("nan"), "num_epochs must be positive"),
+    ("divergence.factor", 0.5, "divergence.factor must be 0 .off. or a finite number > 1"),
+    ("divergence.factor", float("nan"), "divergence.factor must be 0 .off. or a finite"),
+    ("seed", -1, "seed must be an integer >= 0"),
+    ("mesh.model", 0, "mesh.model must be -1"),
+    ("schedule.kind", "cosine", "schedule.kind must be one of"),
+    ("schedule.min_delta", -0.1, "schedule.min_delta must be >= 0"),
+    ("init_from.new_layers", ("fc9",), "unknown layers"),
+    ("model.columns", 3, "columns must be 2"),
+    ("data.name", "imagenet", "unknown dataset 'imagenet'; known: imagenet2012, image_folder"),
+    ("data.pca_lighting", -0.1, "pca_lighting is the std"),
+    ("data.read_threads", -1, "data.read_threads must be >= 0"),
+    ("data.workers", -1, "data.workers must be >= 0"),
+    ("data.mean", "median", "data.mean must be"),
+    ("data.crop_chunk", 3, "crop_chunk .3. must be >= 1 and divide"),
+    ("data.crop_chunk", 0, "crop_chunk .0. must be >= 1"),
+    ("data.pixel_scale", float("nan"), "data.pixel_scale must be a positive number"),
+])
+def test_settings_that_cannot_work_are_refused_before_anything_runs(tmp_path, field, value,
+                                                                     message):
+  config = small_config()
+  section, _, name = field.rpartition(".")
+  (config[section] if section else config)[name] = value
+  with pytest.raises(UserError, match=message):
+    configuration.validate(config)
+  with pytest.raises(UserError, match=message):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run")
+
+
+def test_every_shipped_config_and_variant_validates():
+  for name in sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "configs"))
+                     if f.endswith(".py") and not f.startswith("_")):
+    for variant in ("", *configuration.VARIANTS):
+      configuration.validate(load_config(name, variant))
+
+
+def test_a_config_that_does_not_load_or_a_bad_override_is_one_line():
+  with pytest.raises(UserError, match="cannot load the config|No such file"):
+    configuration.load(os.path.join(ROOT, "configs", "tinny.py"))
+  with pytest.raises(UserError, match="Did you mean"):
+    load_config("tiny", overrides=["optimizer.learning_rat=0.1"])
+  with pytest.raises(UserError, match="model.columns=x: invalid literal"):
+    load_config("tiny", overrides=["model.columns=x"])

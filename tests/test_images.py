@@ -1,0 +1,66 @@
+"""Image files to §2's stored form: the shorter side rescaled, the central square, every
+format, and the limits on what a file may cost."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alexnet_jax.data import images
+
+
+def test_stored_form_is_shorter_side_256_then_the_central_square():
+  from PIL import Image
+
+  rng = np.random.default_rng(3)
+  wide = rng.integers(0, 255, (256, 512, 3), dtype=np.uint8)  # shorter side already 256
+  np.testing.assert_array_equal(images.to_stored(Image.fromarray(wide), 256), wide[:, 128:384])
+  tall = rng.integers(0, 255, (64, 32, 3), dtype=np.uint8)  # x8: 512 x 256, rows 128..384
+  big = np.asarray(Image.fromarray(tall).resize((256, 512), Image.BILINEAR))
+  np.testing.assert_array_equal(images.to_stored(Image.fromarray(tall), 256), big[128:384])
+  grey = images.to_stored(Image.fromarray(wide[..., 0]), 256)
+  assert grey.shape == (256, 256, 3) and (grey[..., 0] == grey[..., 2]).all()
+
+@pytest.mark.parametrize("size", [(256, 256), (300, 256), (500, 375), (1024, 700), (600, 513),
+                                  (2000, 1500)])
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_jpegs_decode_to_the_same_pixels_as_pillow(size, mode):
+  import io
+
+  from PIL import Image
+
+  small = np.random.default_rng(size[0]).integers(0, 256, (24, 24, 3), dtype=np.uint8)
+  buffer = io.BytesIO()
+  Image.fromarray(small).resize(size, Image.BICUBIC).convert(mode).save(buffer, "JPEG")
+  channels = 3 if mode == "RGB" else 1
+  fast = images.decode(buffer.getvalue(), 256, channels)
+  assert fast.shape == (256, 256, channels) and fast.dtype == np.uint8
+  np.testing.assert_array_equal(fast, images._decode_with_pillow(buffer.getvalue(), 256, channels))
+
+
+# ----------------------------------------------------------------------------- 9: images
+
+def test_16_bit_greyscale_pngs_scale_to_8_bits():
+  ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+  buf = io.BytesIO()
+  Image.fromarray(ramp).save(buf, "PNG")
+  grey = images.decode(buf.getvalue(), 64, 1)[..., 0]
+  np.testing.assert_allclose(grey, np.round(ramp / 257.0), atol=1)  # 0..65535 -> 0..255
+  assert grey.min() == 0 and grey.max() == 255 and abs(grey.mean() - 127.5) < 1
+  rgb = images.decode(buf.getvalue(), 64, 3)
+  assert abs(float(rgb.mean()) - 127.5) < 1  # was 251 with Pillow's clipping
+
+
+def test_every_decoder_applies_the_decompression_bomb_limit(monkeypatch):
+  buf = io.BytesIO()
+  Image.fromarray(np.full((300, 300, 3), 128, np.uint8)).save(buf, "JPEG", progressive=True)
+  jpeg = buf.getvalue()
+  assert images.decode(jpeg, 256).shape == (256, 256, 3)  # under the limit: simplejpeg decodes
+  monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20_000)  # 2 x 20,000 < 300 x 300
+  with pytest.raises(images.UnreadableImage, match="decompression-bomb limit of 40000"):
+    images.decode(jpeg, 256)
+  png = io.BytesIO()
+  Image.fromarray(np.zeros((300, 300, 3), np.uint8)).save(png, "PNG")
+  with pytest.raises(images.UnreadableImage, match="DecompressionBomb"):
+    images.decode(png.getvalue(), 256)

@@ -1,0 +1,106 @@
+"""The datasets: Fashion-MNIST's IDX files, ImageFolder trees, ImageNet through TFDS."""
+
+import gzip
+import io
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+from absl import logging as absl_logging
+
+from alexnet_jax.data import images, sources
+from alexnet_jax.errors import UserError
+from conftest import (FASHION, build_input, image_folder_tree, load_config)
+
+
+def test_a_corrupt_idx_file_is_a_one_line_error(tmp_path):
+  for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+    with gzip.open(tmp_path / name, "wb") as f:
+      f.write(b"\x00\x00\x08\x03" + (5).to_bytes(4, "big") + b"\x00" * 20)
+  with pytest.raises(UserError, match="truncated"):
+    sources.fashion_mnist(str(tmp_path), "train", size=32)
+  with pytest.raises(UserError, match="apt-get install dataset-fashion-mnist"):
+    sources.fashion_mnist(str(tmp_path / "nope"), "train", size=32)
+
+@pytest.mark.skipif(not os.path.exists(FASHION), reason="needs Debian's dataset-fashion-mnist")
+def test_fashion_mnist_from_the_debian_package():
+  train = sources.fashion_mnist(FASHION, "train", size=32)
+  test = sources.fashion_mnist(FASHION, "test", size=32)
+  assert train.images.shape == (60000, 32, 32, 1) and test.images.shape == (10000, 32, 32, 1)
+  assert train.images[:, :2].max() == 0 and train.images.max() == 255
+  assert np.bincount(train.labels).tolist() == [6000] * 10
+  with pytest.raises(UserError, match="even padding"):
+    sources.fashion_mnist(FASHION, "test", size=31)
+
+def test_image_folder_decodes_every_format_and_counts_the_unreadable(tmp_path):
+  listed, _ = image_folder_tree(tmp_path)
+  train, names = sources.image_folder(str(tmp_path), "train")
+  assert names == ("n01", "n02", "n03") and len(train) == listed
+  assert not any(p.endswith(".txt") for p in train.paths)
+  decode = images.Decode(36)
+  before = images.SKIPPED.count
+  out = [decode.map(train[i]) for i in range(len(train))]
+  assert images.SKIPPED.count - before == 3
+  good = [o for o in out if o is not None]
+  assert len(good) == listed - 3
+  assert all(o["image"].shape == (36, 36, 3) and o["image"].dtype == np.uint8 for o in good)
+  assert [int(o["label"]) for o in good] == sorted(int(o["label"]) for o in good)
+  # The file list is cached: a second listing reads it back.
+  again, _ = sources.image_folder(str(tmp_path), "train")
+  assert again.paths == train.paths
+
+def test_imagenet_through_tfds_data_source(tmp_path):
+
+  import tensorflow_datasets as tfds
+  from PIL import Image
+
+  rng = np.random.default_rng(4)
+
+  def jpeg(h, w):
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+  records = {split: [{"image": jpeg(280 + i, 300), "label": (7 * i) % 1000,
+                      "file_name": f"{split}_{i}.JPEG"} for i in range(n)]
+             for split, n in (("train", 10), ("validation", 5))}
+  records["validation"][2]["image"] = b"\xff\xd8 broken"
+
+  def as_data_source(builder, split, decoders=None, **kwargs):
+    assert "image" in decoders  # read encoded: decoded in the input workers
+    return records[split]
+
+  config = load_config("tiny")
+  config.model.update(dict(num_classes=1000, input_size=32))
+  config.data.update(dict(name="imagenet2012", data_dir=str(tmp_path), image_size=36,
+                          batch_size=4, eval_batch_size=4, read_threads=2))
+  with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE,
+                              as_data_source_fn=as_data_source):
+    inp = build_input(config)
+    assert inp.num_train == 10 and inp.num_eval == 5 and len(inp.class_names) == 1000
+    assert inp.class_names[0] == "n01440764"  # WordNet ids, from the TFDS metadata
+    batch = next(inp.train)
+    assert batch["image"].shape == (4, 32, 32, 3) and batch["label"].dtype == np.int32
+    evaluated = sum(int(b["mask"].sum()) for b in inp.eval_batches(False))
+  assert evaluated == 4  # the broken validation image is skipped, the rest count once
+
+def test_missing_imagenet_names_the_preparation_command(tmp_path):
+  config = load_config("paper")
+  config.data.data_dir = str(tmp_path / "none")
+  with pytest.raises(UserError, match="launch/prepare_imagenet.sh MANUAL_DIR DATA_DIR.*"
+                                      "ILSVRC2012_img_train.tar"):
+    build_input(config)
+
+
+def test_symlink_loops_in_an_image_folder_are_skipped(tmp_path, caplog):
+  for split in ("train", "val"):
+    (tmp_path / split / "a").mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / split / "a" / "x.png")
+  os.symlink("loop", tmp_path / "train" / "loop")  # a link to itself
+  os.symlink("self.png", tmp_path / "train" / "a" / "self.png")
+  with caplog.at_level("WARNING"):
+    absl_logging.use_python_logging()
+    split, names = sources.image_folder(str(tmp_path), "train")
+  assert names == ("a",) and len(split) == 1
+  assert sum("skipping" in r.getMessage() for r in caplog.records) == 2

@@ -1,0 +1,35 @@
+"""The step metrics' background fetch: divergence stops a run before it is saved."""
+
+import pytest
+
+from alexnet_jax.errors import UserError
+from alexnet_jax.step_metrics import StepMetrics
+
+
+def test_an_exploding_parameter_norm_or_a_nan_stops_the_run_before_it_is_saved():
+  with StepMetrics(divergence_factor=100.0) as watch:
+    for step in range(1, 5):
+      watch.add(step, {"loss": 2.3, "param_norm": 10.0 + step})
+    watch.fetch(last_saved=None)
+    watch.add(5, {"loss": 2.2, "param_norm": 1e32})
+    with pytest.raises(UserError, match=r"parameter norm exploded at step 5 \(1e\+32, more than "
+                                        r"100 x its running mean .*the last checkpoint \(step 4\) "
+                                        "was written before it"):
+      watch.fetch(last_saved=4)
+  with StepMetrics(divergence_factor=0.0) as nan:
+    nan.add(1, {"loss": float("nan"), "param_norm": 1.0})
+    with pytest.raises(UserError, match="loss became nan at step 1: .*no checkpoint was written"):
+      nan.fetch(last_saved=None)
+  with StepMetrics(divergence_factor=0.0) as calm:  # 0: finiteness only
+    calm.add(1, {"loss": 1.0, "param_norm": 1.0})
+    calm.add(2, {"loss": 1e9, "param_norm": 1e9})
+    calm.fetch(last_saved=None)
+
+
+def test_the_summary_averages_the_scalars_since_the_last_one():
+  with StepMetrics() as metrics:
+    for step, loss in ((1, 1.0), (2, 3.0)):
+      metrics.add(step, {"loss": loss, "param_norm": 1.0, "grad_norm/fc6": float(step)})
+    metrics.wait()
+    assert metrics.summary() == {"loss": 2.0, "param_norm": 1.0, "grad_norm/fc6": 2.0}
+    assert metrics.summary() is None

@@ -1,0 +1,71 @@
+"""The workdir as a place (`workdir.py`): every path checked before anything compiles, and the
+lock that gives a workdir to one run at a time."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from absl import logging as absl_logging
+
+from alexnet_jax import train, workdir as workdir_lib
+from alexnet_jax.errors import UserError
+from conftest import small_config
+
+
+def test_a_second_run_on_a_locked_workdir_is_refused_and_a_stale_lock_taken_over(
+    tmp_path, caplog):
+  workdir = workdir_lib.prepare(str(tmp_path / "run"))
+  with workdir_lib.Lock(workdir):
+    with pytest.raises(UserError, match=rf"in use by pid {os.getpid()} on host \S+ \(since"):
+      train.train_and_evaluate(small_config(epochs=0.5), workdir)
+  # A holder that died (kill -9 leaves its lock file, the kernel drops the lock itself).
+  with open(os.path.join(workdir, workdir_lib.LOCK), "w") as f:
+    json.dump({"pid": 999999, "host": "gone-host", "since": "yesterday"}, f)
+  with caplog.at_level("WARNING"):
+    absl_logging.use_python_logging()
+    train.train_and_evaluate(small_config(epochs=0.5), workdir)
+  assert any("taking over the workdir lock left by pid 999999 on host gone-host" in
+             r.getMessage() for r in caplog.records)
+  with open(os.path.join(workdir, workdir_lib.LOCK)) as f:
+    assert f.read() == ""  # released at the end
+
+
+def test_a_lock_held_by_another_process_names_it(tmp_path):
+  workdir = workdir_lib.prepare(str(tmp_path / "run"))
+  code = ("import sys, time; from alexnet_jax import workdir as w; w.Lock(sys.argv[1]).acquire();"
+          " print('held', flush=True); time.sleep(60)")
+  proc = subprocess.Popen([sys.executable, "-c", code, workdir], stdout=subprocess.PIPE,
+                          text=True)
+  try:
+    assert proc.stdout.readline().strip() == "held"
+    with pytest.raises(UserError, match=rf"in use by pid {proc.pid} on host"):
+      workdir_lib.Lock(workdir).acquire()
+  finally:
+    proc.kill()
+    proc.wait()
+  workdir_lib.Lock(workdir).acquire()  # its holder is gone: free again
+
+
+@pytest.mark.parametrize("make,workdir,message", [
+    (lambda d: None, "", "--workdir is empty"),
+    (lambda d: None, "  ", "--workdir is empty"),
+    (lambda d: (d / "file").write_text("not a directory"), "file/run", "cannot create workdir"),
+    (lambda d: (d / "file").write_text("not a directory"), "file", "is a file, not a directory"),
+    (lambda d: ((d / "run").mkdir(), (d / "run" / "checkpoints").write_text("x")), "run",
+     "checkpoints is in the way: training writes a directory there"),
+    (lambda d: (d / "run" / "metrics.jsonl").mkdir(parents=True), "run",
+     "metrics.jsonl is in the way: training writes a file there"),
+])
+def test_an_unusable_workdir_is_one_line_before_anything_compiles(tmp_path, monkeypatch, make,
+                                                                  workdir, message):
+  monkeypatch.chdir(tmp_path)
+  make(tmp_path)
+  before = sorted(os.listdir(tmp_path))
+  start = time.monotonic()
+  with pytest.raises(UserError, match=message):
+    train.train_and_evaluate(small_config(), workdir)
+  print(f"refused after {time.monotonic() - start:.1f} s")  # the old code hung 300 s at a save
+  assert sorted(os.listdir(tmp_path)) == before
