@@ -38,14 +38,19 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import json
 import os
 from typing import Sequence
 
+import ml_collections
 import numpy as np
 from absl import flags, logging
 
 from alexnet_jax import cli, configuration, train
+from alexnet_jax.data import identity as identity_lib
+from alexnet_jax.data import sources
+from alexnet_jax.data.identity import Identity
 from alexnet_jax.configuration import ABLATIONS, VARIANTS
 from alexnet_jax.errors import UserError
 
@@ -58,19 +63,60 @@ def load_config(path: str, variant: str, overrides: Sequence[str]):
 
 def run_one(config_path: str, variant: str, seed: int, workdir: str,
             overrides: Sequence[str]) -> dict:
-  """The final evaluation of one (variant, seed), trained unless already finished."""
-  done = os.path.join(workdir, "result.json")
-  if os.path.exists(done):
-    with open(done, encoding="utf-8") as f:
-      return json.load(f)
+  """The final evaluation of one (variant, seed), trained unless already finished. A run's
+  `result.json` is written only when it reached its end (a run stopped by SIGTERM/SIGINT stops
+  the study, which the same command continues), with the identity of its data: a finished run
+  of other data than the study reads now is refused."""
   config = load_config(config_path, variant, overrides)
   config.seed = seed
+  done = os.path.join(workdir, "result.json")
+  saved = _read_result(done)
+  if saved is not None:
+    if saved.get("data"):
+      differ = identity_lib.differences(Identity.from_dict(saved["data"]), _identity(config),
+                                        keys=identity_lib.DATA + ("form",))
+      if differ:
+        raise UserError(f"{workdir} was trained on other data than this study reads "
+                        f"({'; '.join(differ)}): use a new --workdir for the study")
+    return saved["evaluation"]
   logging.info("training %s seed %d in %s", variant or "baseline", seed, workdir)
-  result = train.train_and_evaluate(config, workdir)
+  result = train.train_and_evaluate(config, workdir,
+                                    overridden=[o.split("=", 1)[0] for o in overrides])
+  if not result.complete or not result.evaluation:
+    raise UserError(f"the study stopped: the run in {workdir} was interrupted at step "
+                    f"{result.step}; run the same command to continue it")
   with open(done + ".tmp", "w", encoding="utf-8") as f:
-    json.dump(result, f)
+    json.dump({"evaluation": result.evaluation, "step": result.step, "data": result.data}, f)
   os.replace(done + ".tmp", done)
-  return result
+  return result.evaluation
+
+
+def _read_result(path: str) -> dict | None:
+  """A finished run's result ({'evaluation', 'step', 'data'}); an earlier version's (the
+  evaluation alone) without its data; None when there is none or it holds no evaluation (an
+  interrupted run of an earlier version wrote one: it is run again)."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      saved = json.load(f)
+  except (OSError, ValueError):
+    return None
+  if isinstance(saved, dict) and "evaluation" in saved and saved["evaluation"]:
+    return saved
+  if isinstance(saved, dict) and "eval" in saved:
+    return {"evaluation": saved}
+  return None
+
+
+@functools.lru_cache(maxsize=None)
+def _identity_of(data_json: str, channels: int, num_classes: int) -> Identity:
+  data = ml_collections.ConfigDict(json.loads(data_json))
+  return sources.load(data, channels=channels, num_classes=num_classes).identity
+
+
+def _identity(config) -> Identity:
+  """The identity of the data `config` reads (once per data section in a study)."""
+  return _identity_of(json.dumps(config.data.to_dict(), sort_keys=True),
+                      int(config.model.in_channels), int(config.model.num_classes))
 
 
 def _write_lines(path: str, lines: list[str]) -> None:

@@ -136,15 +136,15 @@ def generate_imagenet_like(root: str, count: int, classes: int = 8, seed: int = 
           "mean_pixels": int(pixels / count)}
 
 
-def _input_data_config(workers: int, threads: int):
-  """The `data` fields the training pipeline reads, as configs/paper.py sets them (§4.1 crops
-  of 256-pixel stored images, flips, PCA lighting), with these threads and workers."""
-  import ml_collections
+def _input_data(root: str, store: str, quality: int, chroma: str):
+  """configs/paper.py's `data` section (§4.1 crops of 256-pixel stored images, flips, PCA
+  lighting) for the ImageFolder tree at `root`, its store in `store`."""
+  from alexnet_jax.configs import paper
 
-  return ml_collections.ConfigDict(dict(
-      name="image_folder", image_size=256, batch_size=128, flip=True, pca_lighting=0.1,
-      crop_chunk=1, resize="shorter_side", workers=workers, read_threads=threads,
-      prefetch=max(threads, 2)))
+  data = paper.get_config().data
+  data.update(dict(name="image_folder", data_dir=root, prepared_dir=store,
+                   prepared_quality=quality, prepared_chroma=chroma))
+  return data
 
 
 def _cpu_seconds() -> float:
@@ -177,23 +177,28 @@ def _time_batches(batches, seconds: float, batch_size: int) -> tuple[float, floa
   return n * batch_size / elapsed, n * batch_size / cpu
 
 
-def plain_pil_loop(paths, seconds: float, size: int = 256, crop: int = 224) -> float:
+def plain_pil_loop(paths, seconds: float, size: int = 256,
+                   crop: int = 224) -> tuple[float, int]:
   """The same work written the obvious way: open, RGB, resize, centre crop, random crop, flip,
-  lighting; images/s on one core."""
+  lighting; (images/s on one core, files it could not read: skipped and counted)."""
   from PIL import Image
 
   rng = np.random.default_rng(0)
   scale = np.eye(3, dtype=np.float32)
-  start, n = time.perf_counter(), 0
-  while time.perf_counter() - start < seconds:
-    with Image.open(paths[n % len(paths)]) as image:
-      image = image.convert("RGB")
-      w, h = image.size
-      s = size / min(w, h)
-      image = image.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BILINEAR)
-      w, h = image.size
-      image = image.crop(((w - size) // 2, (h - size) // 2, (w + size) // 2, (h + size) // 2))
-      array = np.asarray(image)
+  start, n, unreadable = time.perf_counter(), 0, 0
+  while time.perf_counter() - start < seconds and unreadable < len(paths):
+    try:
+      with Image.open(paths[(n + unreadable) % len(paths)]) as image:
+        image = image.convert("RGB")
+        w, h = image.size
+        s = size / min(w, h)
+        image = image.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BILINEAR)
+        w, h = image.size
+        image = image.crop(((w - size) // 2, (h - size) // 2, (w + size) // 2, (h + size) // 2))
+        array = np.asarray(image)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+      unreadable += 1
+      continue
     top, left = rng.integers(0, size - crop + 1, 2)
     patch = array[top:top + crop, left:left + crop]
     if rng.random() < 0.5:
@@ -201,7 +206,7 @@ def plain_pil_loop(paths, seconds: float, size: int = 256, crop: int = 224) -> f
     np.ascontiguousarray(patch)
     scale @ rng.normal(0, 0.1, 3)
     n += 1
-  return n / (time.perf_counter() - start)
+  return n / (time.perf_counter() - start), unreadable
 
 
 class _Repeated:
@@ -224,8 +229,6 @@ def bench_input(*, root: str, generate: int, workers: int, seconds: float,
   ImageFolder tree at `root`): a plain PIL loop on the originals; the training pipeline on the
   originals; the pipeline on the prepared §2 store (`data.prepare`, at `quality`); images/s
   and images per CPU-second of this process and its workers."""
-  import ml_collections
-
   from alexnet_jax.data import pipeline, prepare, sources
   from alexnet_jax.data.stats import Stats
 
@@ -241,29 +244,28 @@ def bench_input(*, root: str, generate: int, workers: int, seconds: float,
       made = generate_imagenet_like(root, generate)
       generate_imagenet_like(root, 8, seed=1, split="val")
       emit({"bench": "input", "what": "generated ImageNet-like JPEGs", **made})
-    files, names = sources.image_folder(root, "train")
-    data = ml_collections.ConfigDict(dict(name="image_folder", data_dir=root, image_size=256,
-                                          resize="shorter_side",
-                                          prepared_dir=os.path.join(tmp, "store")))
+    files, names, _ = sources.image_folder(root, "train")
+    data = _input_data(root, os.path.join(tmp, "store"), quality, chroma)
     start = time.perf_counter()
-    prepare.prepare(data, channels=3, num_classes=len(names), quality=quality, chroma=chroma,
-                    progress=False)
+    prepare.prepare(data, channels=3, num_classes=len(names), progress=False)
     emit({"bench": "input", "what": f"prepare (§2 form, JPEG quality {quality}, {chroma})",
           "img_per_s": round(len(files) / (time.perf_counter() - start), 1),
           "cpu_cores": os.cpu_count()})
-    stored, _, _ = sources.prepared_splits(data, 3)
+    stored = sources.load(data, channels=3, num_classes=len(names)).train
     stats = Stats.imagenet_defaults(256)
     cores = os.cpu_count() or 1
     workers = workers or cores
+    rate, unreadable = plain_pil_loop(files.paths, seconds)
     emit({"bench": "input", "what": "plain PIL loop on the originals, 1 core",
-          "img_per_s": round(plain_pil_loop(files.paths, seconds), 1)})
+          "img_per_s": round(rate, 1), "unreadable_skipped": unreadable})
     rates = {}
     for form, split in (("originals", files), ("prepared", stored)):
       repeated = _Repeated(split, IMAGENET_TRAIN_SIZE)
       for label, w, threads in ((f"pipeline on the {form}, 1 reader thread", 0, 1),
                                 (f"pipeline on the {form}, {workers} reader threads", 0, workers)):
-        batches = pipeline.train_dataset(_input_data_config(w, threads), repeated, stats,
-                                         crop=224, channels=3, seed=0, local_batch=128)
+        data.update(workers=w, read_threads=threads, prefetch=max(threads, 2))
+        batches = pipeline.train_dataset(data, repeated, stats, crop=224, channels=3, seed=0,
+                                         local_batch=128)
         rate, per_cpu_s = _time_batches(batches, seconds, 128)
         rates.setdefault(form, per_cpu_s)
         emit({"bench": "input", "what": label, "img_per_s": round(rate, 1),

@@ -227,6 +227,11 @@ def _complete_steps(root: str) -> list[int]:
   return [int(n) for n in os.listdir(root) if n.isdigit()] if os.path.isdir(root) else []
 
 
+def saved_steps(workdir: str) -> list[int]:
+  """The steps of `workdir`'s `checkpoints/` (nothing is created)."""
+  return sorted(_complete_steps(os.path.join(os.path.abspath(workdir), LATEST)))
+
+
 def saved_shapes(step_dir: str) -> dict[str, tuple[int, ...]]:
   """{'params/conv1/kernel': shape, ...} of a checkpoint's state, from Orbax's metadata (no
   array is read)."""
@@ -300,6 +305,15 @@ def write_converted(workdir: str, params: dict, meta: dict, step: int = 0) -> st
   finally:
     manager.close()
   return os.path.join(root, str(step))
+
+
+def newest_meta(workdir: str, *, step: int | None = None, best: bool = False
+                ) -> tuple[str, dict]:
+  """(step dir, meta) of the newest checkpoint of `workdir` whose meta reads (`step`, `best`
+  as in `step_dirs`)."""
+  candidates = step_dirs(workdir, step=step, best=best)
+  return _newest_that_restores(candidates, read_meta, none_left=f"no checkpoint of {workdir} "
+                               f"can be read ({', '.join(candidates)})")
 
 
 def restore_params(step_dir: str, abstract_params) -> dict:

@@ -5,19 +5,27 @@ version writes it (`upgrade`, the one place that knows how they differ) and chec
 the run about to resume (`check_resume`, `report_resume`). Its fields:
 
 * `step`, `epoch`; `schedule`: the ε schedule's state (`schedule.LearningRateSchedule`);
-* `config`: the run's whole config, what inference and fine-tuning rebuild the network from;
-* `class_names`; `data`: what the run was trained on (a resume on other data is refused);
+* `config`: the run's whole config (its paths absolute), what inference and fine-tuning
+  rebuild the network from;
+* `data`: the identity of the data the run was trained on (`data.identity`: dataset, the
+  originals' fingerprint, sizes, class names, stored form, the statistics' fingerprint), and
+  `class_names`, the same names for readers of the plain JSON;
 * `processes`: how many processes wrote the input position;
-* `evaluation`: the last evaluation's figures when the step was evaluated (best/ always);
+* `evaluation`: the figures of the evaluation at this step, when it was evaluated (the last
+  checkpoint of a run and every `best/` one);
 * `converted_from`: the weights' origin, in a workdir written by `convert`.
 """
 
 from __future__ import annotations
 
+import os
+
 import ml_collections
 from absl import logging
 
 from alexnet_jax import configuration
+from alexnet_jax.data import identity as identity_lib
+from alexnet_jax.data.identity import Identity
 from alexnet_jax.errors import UserError
 
 # Config fields added after checkpoints were first written, with the value every checkpoint
@@ -26,34 +34,37 @@ _ADDED = {
     "model": {"dropout_form": "inverted", "response_norm": False, "response_norm_size": 5,
               "response_norm_alpha": 1e-3, "response_norm_beta": 0.75,
               "lrn_across_columns": False},
-    "data": {"resize": "shorter_side", "lighting_shrink": False, "crop_chunk": 1},
+    "data": {"resize": "shorter_side", "lighting_shrink": False, "crop_chunk": 1,
+             "prepared_quality": 90, "prepared_chroma": "420"},
+    "init_from": {"accept_input_change": False},
 }
 # Config fields earlier versions wrote that this one no longer has.
 _REMOVED = {"model": ("name",)}
+# Paths of the config, stored absolute: inference from another directory reads the same files.
+_PATHS = ("data.data_dir", "data.stats_file", "data.prepared_dir", "init_from.workdir")
 
 
-def build(step: int, *, epoch: float, schedule_state: dict, config, class_names, data: dict,
+def build(step: int, *, epoch: float, schedule_state: dict, config, data: Identity,
           processes: int, evaluation: dict | None = None) -> dict:
   """The meta of the checkpoint of `step` (`evaluation`: the figures of an evaluation at it)."""
-  meta = {"step": step, "epoch": epoch, "schedule": schedule_state, "config": config.to_dict(),
-          "class_names": list(class_names), "processes": processes, "data": data}
+  config = config.to_dict()
+  for path in _PATHS:
+    section, name = path.split(".")
+    if config[section][name]:
+      config[section][name] = os.path.abspath(config[section][name])
+  meta = {"step": step, "epoch": epoch, "schedule": schedule_state, "config": config,
+          "data": data.to_dict(), "class_names": list(data.class_names), "processes": processes}
   if evaluation is not None:
     meta["evaluation"] = evaluation
   return meta
 
 
-def trained_on(config, input_) -> dict:
-  """The `data` entry: the dataset a run reads, as a resume compares it."""
-  data = config.data
-  return {"name": data.name, "data_dir": data.data_dir, "num_train": input_.num_train,
-          "image_size": int(data.image_size), "batch_size": int(data.batch_size)}
-
-
 def upgrade(meta: dict, where: str) -> dict:
   """`meta` as this version writes it, whatever version wrote it (`where`: its step directory,
   for messages): config fields added since filled with the values the checkpoint was trained
-  with, removed ones dropped, `data` derived from the config when the meta predates it. A
-  checkpoint this version cannot rebuild is a one-line `UserError`."""
+  with, removed ones dropped, `data` as an identity (one of an earlier version records what it
+  knew: the dataset, its training-set size, class names and stored size). A checkpoint this
+  version cannot rebuild is a one-line `UserError`."""
   meta = dict(meta)
   config = {section: dict(values) if isinstance(values, dict) else values
             for section, values in meta["config"].items()}
@@ -71,12 +82,17 @@ def upgrade(meta: dict, where: str) -> dict:
     logging.info("%s predates model.dropout_form: restored with the inverted dropout it was "
                  "trained with", where)
   for section, added in _ADDED.items():
-    config[section] = {**added, **config[section]}
+    config[section] = {**added, **config.get(section, {})}
   meta["config"] = config
-  if not meta.get("data"):
-    data = config["data"]
-    meta["data"] = {"name": data["name"], "data_dir": data.get("data_dir", ""),
-                    "image_size": data.get("image_size"), "batch_size": data.get("batch_size")}
+  data = meta.get("data") or {}
+  if "listing" not in data:  # before identities: what the meta or its config said
+    c = config["data"]
+    meta["data"] = Identity.make(
+        name=data.get("name", c["name"]), source=data.get("data_dir", c.get("data_dir", "")),
+        listing="", num_train=data.get("num_train", -1), num_eval=-1,
+        class_names=meta.get("class_names", ()),
+        form={"image_size": data.get("image_size", c["image_size"])}).to_dict()
+  meta.setdefault("class_names", meta["data"]["class_names"])
   return meta
 
 
@@ -85,11 +101,17 @@ def config_of(meta: dict) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(meta["config"])
 
 
-def check_resume(meta: dict, saved_shapes: dict, *, shapes: dict, config, input_,
+def identity_of(meta: dict) -> Identity:
+  """The identity of the data an upgraded meta's run was trained on."""
+  return Identity.from_dict(meta["data"])
+
+
+def check_resume(meta: dict, saved_shapes: dict, *, shapes: dict, config, identity: Identity,
                  workdir: str) -> None:
   """Raises `UserError` (one line, nothing touched) when a checkpoint does not fit this run:
   another network (`saved_shapes` against this run's state `shapes`, {path: shape}; the first
-  array that differs is named), another dataset, another batch size."""
+  array that differs is named), other data (every difference of `identity` named, the
+  statistics this run would use included), another batch size."""
   differ = [p for p in sorted(set(shapes) | set(saved_shapes))
             if shapes.get(p) != saved_shapes.get(p)]
   if differ:
@@ -100,27 +122,28 @@ def check_resume(meta: dict, saved_shapes: dict, *, shapes: dict, config, input_
         f"there and {shape(shapes)} in this config ({len(differ)} arrays differ); run the config "
         f"they were trained with, or a new --workdir (--config.init_from.workdir={workdir} to "
         "fine-tune from them)")
-  saved_data, now = meta["data"], trained_on(config, input_)
-  names_now = list(input_.class_names)
-  same = (saved_data["name"] == now["name"] and saved_data.get("image_size") == now["image_size"]
-          and meta.get("class_names", names_now) == names_now
-          and saved_data.get("num_train", now["num_train"]) == now["num_train"])
-  if not same:
-    describe = lambda d, n: (f"{d['name']} ({d.get('num_train', '?')} training images, {n} "
-                             f"classes, stored at {d.get('image_size', '?')} px)")
-    raise UserError(f"the checkpoints in {workdir} were trained on "
-                    f"{describe(saved_data, len(meta.get('class_names', [])))}, this run reads "
-                    f"{describe(now, len(names_now))}: use the data they were trained on, or a "
-                    "new --workdir")
-  if saved_data.get("batch_size", now["batch_size"]) != now["batch_size"]:
-    raise UserError(f"the checkpoints in {workdir} were trained with data.batch_size="
-                    f"{saved_data['batch_size']}, this run has {now['batch_size']}: the steps, "
-                    "epochs and input position would not line up; resume with "
-                    f"--config.data.batch_size={saved_data['batch_size']}, or use a new --workdir")
-  if saved_data.get("data_dir", now["data_dir"]) != now["data_dir"]:
-    logging.warning("data.data_dir is %s, the checkpoint's was %s: the same dataset (name, "
-                    "classes and size agree), read from its new place", now["data_dir"],
-                    saved_data["data_dir"])
+  saved = identity_of(meta)
+  moved = identity_lib.differences(saved, identity, keys=("source",))
+  other = identity_lib.differences(saved, identity, keys=[
+      k for k in identity_lib.DATA + ("form",) if k != "source"])
+  if other:
+    raise UserError(f"the checkpoints in {workdir} were trained on other data than this run "
+                    f"reads ({'; '.join(other)}): use the data they were trained on, or a new "
+                    "--workdir")
+  if identity_lib.differences(saved, identity, keys=("stats",)):
+    raise UserError(f"the statistics this run would subtract and shift by ({workdir}/"
+                    "data_stats.npz, or the dataset's where that file is missing) are not those "
+                    "its checkpoints were trained with: put the run's data_stats.npz back, or "
+                    "use a new --workdir")
+  batch = meta["config"]["data"]["batch_size"]
+  if batch != config.data.batch_size:
+    raise UserError(f"the checkpoints in {workdir} were trained with data.batch_size={batch}, "
+                    f"this run has {config.data.batch_size}: the steps, epochs and input "
+                    f"position would not line up; resume with --config.data.batch_size={batch}, "
+                    "or use a new --workdir")
+  if moved:
+    logging.warning("%s: the same data (files, classes and form agree), read from its new "
+                    "place", moved[0])
 
 
 def report_resume(meta: dict, config, schedule) -> None:
@@ -128,7 +151,7 @@ def report_resume(meta: dict, config, schedule) -> None:
   learning rate given now that differs from the checkpoint's is honoured (`schedule.rebase`)."""
   saved, now = configuration.flat(meta["config"]), configuration.flat(config.to_dict())
   changed = {k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now))
-             if saved.get(k) != now.get(k)}
+             if saved.get(k) != now.get(k) and k not in _PATHS}
   lr = changed.pop("optimizer.learning_rate", None)
   if lr is not None:
     schedule.rebase(float(config.optimizer.learning_rate))
@@ -136,9 +159,9 @@ def report_resume(meta: dict, config, schedule) -> None:
                     "ε is now %g (after %d drop(s))", lr[1], lr[0], schedule.learning_rate,
                     schedule.state.drops)
   logging.info("resumed from step %d (epoch %.2f): parameters, optimizer state, ε schedule "
-               "(ε %g, %d drop(s), best error %s) and input position come from the checkpoint",
-               int(meta["step"]), meta["epoch"], schedule.learning_rate, schedule.state.drops,
-               meta["schedule"].get("best_error"))
+               "(ε %g, %d drop(s), best error %s), input position and statistics come from the "
+               "checkpoint", int(meta["step"]), meta["epoch"], schedule.learning_rate,
+               schedule.state.drops, meta["schedule"].get("best_error"))
   if changed:
     logging.info("resume: this run's config differs from the checkpoint's in %s",
                  "; ".join(f"{k}: {a!r} → {b!r}" for k, (a, b) in changed.items()))

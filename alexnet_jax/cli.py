@@ -7,6 +7,7 @@ import sys
 from typing import Callable
 
 from absl import app, flags, logging
+from ml_collections import config_flags
 
 from alexnet_jax import configuration, xla_flags
 from alexnet_jax.errors import UserError
@@ -20,6 +21,7 @@ def run(main: Callable[[list[str]], None], *, required_flags: tuple[str, ...] = 
   (`configuration.validate`), then `main(argv)`. Bad flags, a config that does not load or
   validate, a `UserError` and Ctrl-C each end in one line (status 2; 130 for Ctrl-C)."""
   xla_flags.configure()
+  sys.argv = [_resolved(a, before) for before, a in zip([""] + sys.argv, sys.argv)]
   for name in required_flags:
     flags.mark_flag_as_required(name)
 
@@ -42,6 +44,13 @@ def run(main: Callable[[list[str]], None], *, required_flags: tuple[str, ...] = 
       _fail(message)
 
   app.run(guarded, flags_parser=_parse_flags)
+
+
+def _resolved(arg: str, before: str) -> str:
+  """A `--config=` value (or the one after `--config`) as `configuration.resolve` finds it."""
+  if arg.startswith("--config="):
+    return "--config=" + configuration.resolve(arg[len("--config="):])
+  return configuration.resolve(arg) if before == "--config" else arg
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -70,6 +79,18 @@ def _log_our_info() -> None:
   """INFO logging for alexnet_jax's own lines, WARNING and above for the libraries'."""
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_OnlyOurInfo())
+
+
+def config_overrides() -> tuple[str, ...]:
+  """The config fields this command line sets: `--config.a.b=...` flags and those the named
+  variants after the config file's colon set (`configuration.VARIANTS`)."""
+  given = configuration.flat(config_flags.get_override_values(flags.FLAGS["config"]))
+  spec = flags.FLAGS["config"].config_filename if hasattr(flags.FLAGS["config"],
+                                                          "config_filename") else ""
+  variants = [v.strip() for v in spec.partition(":")[2].split(",") if v.strip()]
+  named = [path for v in variants if v in configuration.VARIANTS
+           for path in configuration.VARIANTS[v].overrides]
+  return tuple(given) + tuple(named)
 
 
 def define_restore_flags() -> None:

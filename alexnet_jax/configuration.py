@@ -13,6 +13,7 @@ validator of the module that owns it; `cli.run` and `train.train_and_evaluate` c
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Sequence
 
 import ml_collections
@@ -46,6 +47,9 @@ VARIANTS = {
     # Table 2's "*" models: trained with a sixth convolutional layer over pool5, then
     # fine-tuned with it (configs/finetune.py:conv6).
     "conv6": Variant("Table 2", {"model.extra_conv6": True}),
+    # Fine-tuning only, not the paper's route: a fresh conv6 over a source trained without one.
+    "new_conv6": Variant("Table 2 (not the paper's route)",
+                         {"model.extra_conv6": True, "init_from.new_layers": ("fc8", "conv6")}),
 }
 
 # ingredient (`python -m alexnet_jax.ablate --ablations=lrn,...`) -> the variant removing it
@@ -71,24 +75,35 @@ def set_field(config: ml_collections.ConfigDict, path: str, value) -> None:
   config[field] = tuple(value) if isinstance(value, list) else value
 
 
-def apply_variants(config: ml_collections.ConfigDict, names: str,
-                   extra: dict[str, Variant] | None = None) -> ml_collections.ConfigDict:
-  """`config` with the comma-separated variants `names` ('' for none) applied, from `VARIANTS`
-  and a config file's own `extra` table."""
-  table = {**VARIANTS, **(extra or {})}
+def apply_variants(config: ml_collections.ConfigDict, names: str) -> ml_collections.ConfigDict:
+  """`config` with the comma-separated variants `names` ('' for none) of `VARIANTS` applied."""
   for name in filter(None, (n.strip() for n in names.split(","))):
-    if name not in table:
-      raise ValueError(f"unknown variant {name!r}; known: {', '.join(table)}")
-    for path, value in table[name].overrides.items():
+    if name not in VARIANTS:
+      raise ValueError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
+    for path, value in VARIANTS[name].overrides.items():
       set_field(config, path, value)
   return config
+
+
+PACKAGED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+
+def resolve(spec: str) -> str:
+  """`spec` ('path/to/config.py[:variants]'), or, when its file does not exist and it names
+  one of the configs shipped with the package (`configs/<name>.py` or `<name>.py`), that one:
+  the README's `--config=configs/paper.py` works from any directory."""
+  path, colon, variants = spec.partition(":")
+  if os.path.exists(path) or os.path.dirname(path) not in ("", "configs"):
+    return spec
+  packaged = os.path.join(PACKAGED, os.path.basename(path))
+  return packaged + colon + variants if os.path.isfile(packaged) else spec
 
 
 def load(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
   """The config `--config=spec --config.<override> ...` gives on the command line: `spec` is
   'path/to/config.py[:variants]', each override 'a.b=value' (parsed by the field's type; a
   later one wins). A file that does not load, an unknown field or a bad value: `UserError`."""
-  argv = ["load", f"--config={spec}", *(f"--config.{o}" for o in overrides)]
+  argv = ["load", f"--config={resolve(spec)}", *(f"--config.{o}" for o in overrides)]
   values = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, "training configuration file",
                                   flag_values=values, lock_config=True, sys_argv=argv)

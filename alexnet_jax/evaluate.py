@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 
+import ml_collections
 import numpy as np
 from absl import flags
 
@@ -24,15 +25,24 @@ def errors(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 
 
 def evaluate(workdirs: list[str], *, best: bool = False, ten_crop: bool = False) -> list[dict]:
-  """Per-model and ensemble errors over the readable validation images."""
+  """Per-model and ensemble errors over the readable validation images of the first workdir's
+  dataset, each model reading them in its own stored form (size, resize rule) and with its
+  own mean image."""
   models = [inference.load(w, best=best) for w in workdirs]
   for w, m in zip(workdirs[1:], models[1:]):
     if m.class_names != models[0].class_names:
       raise UserError(f"{w} predicts other classes than {workdirs[0]}: cannot ensemble")
-  split, image_at = inference.split_images(models[0], "eval")
-  labels = np.asarray(split.labels if hasattr(split, "labels") else  # TFDS: read the records
-                      [int(split[i]["label"]) for i in range(len(split))])
-  outputs = [inference.predict_all(m, len(split), image_at, ten_crop=ten_crop) for m in models]
+  labels, outputs = None, []
+  for m in models:
+    data = ml_collections.ConfigDict(models[0].config.data.to_dict())
+    data.update(image_size=m.config.data.image_size, resize=m.config.data.resize)
+    split, image_at = inference.split_images(m, "eval", data=data)
+    own = np.asarray(split.labels if hasattr(split, "labels") else  # TFDS: read the records
+                     [int(split[i]["label"]) for i in range(len(split))])
+    if labels is not None and not np.array_equal(own, labels):
+      raise UserError("the models read the validation images in another order: cannot ensemble")
+    labels = own
+    outputs.append(inference.predict_all(m, len(split), image_at, ten_crop=ten_crop))
   valid = np.logical_and.reduce([o["valid"] for o in outputs])
   rows = []
   for w, m, o in zip(workdirs, models, outputs):

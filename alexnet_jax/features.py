@@ -24,6 +24,7 @@ import numpy as np
 from absl import flags, logging
 
 from alexnet_jax import cli, inference
+from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.data import images as image_files
 from alexnet_jax.data import sources
 from alexnet_jax.errors import UserError
@@ -91,10 +92,10 @@ def extract_and_search(workdir: str, *, step: int | None = None, best: bool = Fa
   `query_paths`), printed and drawn into `grid` (Figure 4, right)."""
   if not (split or folder or neighbors > 0):
     raise UserError("nothing to do: give --split or --folder (with --output), or --neighbors")
-  for path in (output, grid if neighbors > 0 else ""):
-    folder_of = os.path.dirname(os.path.abspath(path)) if path else ""
-    if path and not os.path.isdir(folder_of):
-      raise UserError(f"cannot write {path}: the directory {folder_of} does not exist")
+  if output:
+    workdir_lib.check_output(output, (".npy",))
+  if neighbors > 0:
+    workdir_lib.check_output(grid, (".png", ".pdf", ".svg", ".jpg"))
   rows_db = _read_database(database) if database and neighbors > 0 else None
   trained = inference.load(workdir, step=step, best=best)
   if split or folder:
@@ -136,6 +137,10 @@ def extract_and_search(workdir: str, *, step: int | None = None, best: bool = Fa
                 if (im := eval_image(i)) is not None]
     names = [f"validation #{i}" for i, _ in readable]
     queries = np.stack([im for _, im in readable])
+  readable = int(np.isfinite(rows_db).all(axis=1).sum())
+  if neighbors > readable:
+    raise UserError(f"--neighbors={neighbors} is more than the {readable} readable training "
+                    "images")
   query_feats = trained.predict(queries)["fc7"]
   dist, index = jax.device_get(nearest(jnp.asarray(query_feats), jnp.asarray(rows_db),
                                        k=neighbors))

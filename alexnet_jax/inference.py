@@ -16,12 +16,15 @@ import grain
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from alexnet_jax import checkpoint
+from alexnet_jax import checkpoint, checkpoint_meta
+from alexnet_jax.data import identity as identity_lib
 from alexnet_jax.data import images as image_files
 from alexnet_jax.data import pipeline, sources
+from alexnet_jax.data.identity import Identity
 from alexnet_jax.data.stats import Stats
 from alexnet_jax.errors import UserError
 from alexnet_jax.sharding import DATA, mesh_for
@@ -38,6 +41,7 @@ class Trained:
   stats: Stats
   class_names: tuple[str, ...]
   path: str  # the checkpoint step directory
+  identity: Identity  # of the data it was trained on (`data.identity`)
 
   def __post_init__(self):
     replicated = NamedSharding(self.mesh, P())
@@ -95,7 +99,8 @@ class Trained:
 
 
 def load(workdir: str, *, step: int | None = None, best: bool = False) -> Trained:
-  """The trained network of `workdir` on this process's devices."""
+  """The trained network of `workdir` on this process's devices, with the statistics it was
+  trained with (`data_stats.npz`, checked against the checkpoint's record of them)."""
   stats_path = os.path.join(workdir, "data_stats.npz")
   checkpoint.step_dirs(workdir, step=step, best=best)  # no checkpoints: that error first
   if not os.path.exists(stats_path):
@@ -103,22 +108,35 @@ def load(workdir: str, *, step: int | None = None, best: bool = False) -> Traine
   stats = Stats.load(stats_path)
   step_dir, meta, config, graphdef, params = checkpoint.restore_trained(
       workdir, step=step, best=best, mesh_for=mesh_for)
+  identity = checkpoint_meta.identity_of(meta)
+  if identity.stats and identity.stats != stats.fingerprint:
+    raise UserError(f"{stats_path} holds other statistics than {step_dir} was trained with (the "
+                    "file was written again since): its predictions would be centred wrongly; "
+                    "put the run's own back")
   mesh = jax.tree.leaves(params)[0].sharding.mesh
-  names = tuple(meta.get("class_names") or (str(i) for i in range(config.model.num_classes)))
-  return Trained(config, graphdef, params, mesh, int(meta["step"]), stats, names, step_dir)
+  names = tuple(meta["class_names"] or (str(i) for i in range(config.model.num_classes)))
+  return Trained(config, graphdef, params, mesh, int(meta["step"]), stats, names, step_dir,
+                 identity)
 
 
-def split_images(trained: Trained, which: str):
-  """(the 'train' or 'eval' split of the workdir's dataset, index -> uint8 stored image or
-  None when unreadable)."""
-  train, test, _ = sources.load_splits(trained.config.data,
-                                       channels=int(trained.config.model.in_channels),
-                                       num_classes=int(trained.config.model.num_classes))
-  split = train if which == "train" else test
+def split_images(trained: Trained, which: str, data=None):
+  """(the 'train' or 'eval' split of the dataset `data` names (default: the one `trained` was
+  trained on), index -> uint8 image in `trained`'s stored form, or None when unreadable).
+  The labels are `trained`'s classes: a dataset with other classes, or in another order, is a
+  one-line error; any other difference from the data it was trained on is said."""
+  data = trained.config.data if data is None else data
+  model = trained.config.model
+  dataset = sources.load(data, channels=int(model.in_channels), num_classes=int(model.num_classes),
+                         class_names=trained.class_names)
+  differ = identity_lib.differences(trained.identity, dataset.identity,
+                                    keys=("name", "source", "listing", "num_train"))
+  if differ:
+    logging.warning("%s is read on other data than it was trained on: %s", trained.path,
+                    "; ".join(differ))
+  split = dataset.train if which == "train" else dataset.val
   if not split.encoded:
     return split, lambda i: split.images[i]
-  decode = image_files.Decode(trained.config.data.image_size, trained.config.model.in_channels,
-                              trained.config.data.resize)
+  decode = image_files.Decode(data.image_size, int(model.in_channels), data.resize)
 
   def image_at(i):
     record = decode.map(split[i])

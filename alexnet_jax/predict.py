@@ -17,9 +17,14 @@ import numpy as np
 from absl import flags
 
 from alexnet_jax import cli, inference
+from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.errors import UserError
 
+FIGURES = (".png", ".pdf", ".svg", ".jpg")  # what matplotlib writes
+
+
 def top5(probs: np.ndarray, class_names) -> list[list[tuple[str, float]]]:
+  """Each row's five most probable classes (all of them when there are fewer)."""
   order = np.argsort(-probs, axis=-1, kind="stable")[:, :5]
   return [[(class_names[j], float(p[j])) for j in row] for p, row in zip(probs, order)]
 
@@ -51,8 +56,9 @@ def draw_figure4(path: str, stored: np.ndarray, names: list[str], rows, class_na
     top.set_title(truth or os.path.basename(name), fontsize=9)
     labels, values = [c for c, _ in row][::-1], [p for _, p in row][::-1]
     bottom.axis("on")
-    bottom.barh(range(5), values, color=["red" if c == truth else "tab:blue" for c in labels])
-    bottom.set_yticks(range(5), labels, fontsize=7)
+    bottom.barh(range(len(values)), values,
+                color=["red" if c == truth else "tab:blue" for c in labels])
+    bottom.set_yticks(range(len(values)), labels, fontsize=7)
     bottom.set_xlim(0, 1)
     bottom.tick_params(axis="x", labelsize=6)
   fig.tight_layout()
@@ -66,6 +72,8 @@ def predict_files(workdir: str, paths: list[str], *, step: int | None = None,
   (left) into `output`; returns the exit status (1 when no image could be read)."""
   if not paths:
     raise UserError("give one or more image files after the flags")
+  if output:
+    workdir_lib.check_output(output, FIGURES)
   trained = inference.load(workdir, step=step, best=best)
   good, stored, bad = trained.read_images(paths)
   for message in bad:

@@ -11,9 +11,10 @@ that holds the input position (`prefetch`), the stop request (`signals`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
-from typing import Callable
+from typing import Callable, Iterable
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +24,7 @@ from absl import logging
 from alexnet_jax import checkpoint, checkpoint_meta, configuration, finetune, metrics
 from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.data.pipeline import build_input, position_train_iterator
+from alexnet_jax.data.stats import Stats
 from alexnet_jax.errors import UserError
 from alexnet_jax.prefetch import DevicePrefetch
 from alexnet_jax.progress import Progress
@@ -31,6 +33,21 @@ from alexnet_jax.sharding import DATA, MODEL, mesh_for
 from alexnet_jax.signals import StopRequest
 from alexnet_jax.step_metrics import StepMetrics
 from alexnet_jax.train_setup import setup_train
+
+
+STATS = "data_stats.npz"  # the run's own mean image and RGB PCA, in its workdir
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+  """What `train_and_evaluate` did: the last evaluation ({'eval': ..., 'eval_10crop': ...};
+  {} when there was none), the step reached, whether the run reached the config's end (not
+  stopped by SIGTERM/SIGINT), and the identity of the data it was trained on."""
+
+  evaluation: dict
+  step: int
+  complete: bool
+  data: dict
 
 
 def itstime(step: int, every: int, total: int) -> bool:
@@ -63,39 +80,53 @@ def evaluate(eval_step, params, mean, input_, sharding, *, ten_crop: bool) -> di
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   results = {}
   for split, split_sums in jax.device_get(totals).items():
-    count = max(float(split_sums.pop("count")), 1.0)
+    count = float(split_sums.pop("count"))
+    if count == 0:
+      raise UserError(f"no evaluation image could be read ({skipped} unreadable)")
     results[split] = {k: float(v) / count for k, v in split_sums.items()}
     results[split]["skipped_images"] = skipped
   return results
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       setup: Callable = setup_train) -> dict:
-  """Trains `config` in `workdir` (resuming from its checkpoints); returns the last evaluation
-  ({} when this call evaluated nothing). The workdir is locked for the run (process 0 holds the
-  lock of a multi-process run). `setup` builds the state and steps (`train_setup.setup_train`;
-  the loop benchmark passes one with a trivial step)."""
+                       setup: Callable = setup_train,
+                       overridden: Iterable[str] | None = None) -> RunResult:
+  """Trains `config` in `workdir` (resuming from its checkpoints). The workdir is locked for
+  the run (process 0 holds the lock of a multi-process run). `setup` builds the state and
+  steps (`train_setup.setup_train`; the loop benchmark passes one with a trivial step).
+  `overridden`: the config fields given on the command line, which fine-tuning keeps
+  (`finetune.inherit`; None: none)."""
   configuration.validate(config)
   workdir = workdir_lib.prepare(workdir)
   lock = workdir_lib.Lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
   with lock:
-    return _train_and_evaluate(config, workdir, setup)
+    return _train_and_evaluate(config, workdir, setup, overridden)
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, setup_fn) -> dict:
-  # --- mesh -----------------------------------------------------------------------------------
-  mesh = mesh_for(config)
-  _check_batch_sizes(config, mesh)
-  logging.info("mesh: %s over %d %s device(s)", dict(mesh.shape), jax.device_count(),
-               jax.devices()[0].platform)
-
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, setup_fn,
+                        overridden) -> RunResult:
+  resuming = bool(checkpoint.saved_steps(workdir))
+  if config.init_from.workdir:  # the source's network and input, or the run's own
+    config = finetune.inherit(config, workdir if resuming else config.init_from.workdir,
+                              overridden)
   with contextlib.ExitStack() as resources:
+    ckpts = resources.enter_context(checkpoint.Checkpoints(workdir, keep=config.checkpoint.keep))
+
+    # --- mesh ---------------------------------------------------------------------------------
+    mesh = mesh_for(config)
+    _check_batch_sizes(config, mesh)
+    logging.info("mesh: %s over %d %s device(s)", dict(mesh.shape), jax.device_count(),
+                 jax.devices()[0].platform)
+
     # --- input --------------------------------------------------------------------------------
+    # A resumed run keeps its own statistics: the data's may have been computed again since.
+    stats_path = os.path.join(workdir, STATS)
+    own_stats = Stats.load(stats_path) if resuming and os.path.exists(stats_path) else None
     model_config = config.model
     input_ = build_input(config.data, crop=model_config.input_size,
                          channels=model_config.in_channels, num_classes=model_config.num_classes,
                          seed=config.seed, process_index=jax.process_index(),
-                         process_count=jax.process_count())
+                         process_count=jax.process_count(), stats=own_stats)
     if hasattr(input_.train, "close"):
       resources.callback(input_.train.close)
     batch_size = config.data.batch_size
@@ -103,13 +134,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, setup_f
     total_steps = math.ceil(config.num_epochs * steps_per_epoch)
     eval_every = max(1, round(config.eval_every_epochs * steps_per_epoch))
     logging.info("data: %s, %d train / %d eval examples, %d classes, %.1f steps per epoch",
-                 config.data.name, input_.num_train, input_.num_eval, input_.num_classes,
-                 steps_per_epoch)
-    ckpts = resources.enter_context(checkpoint.Checkpoints(workdir, keep=config.checkpoint.keep))
+                 input_.identity.describe(), input_.num_train, input_.num_eval,
+                 input_.num_classes, steps_per_epoch)
 
     # --- model, optimizer, shardings, steps ---------------------------------------------------
     fine_tune = None
-    if config.init_from.workdir and not ckpts.latest.all_steps():
+    if config.init_from.workdir and not resuming:
       fine_tune = lambda params: finetune.transfer(params, config.init_from, mesh)
     setup = setup_fn(config, mesh, init_params=fine_tune)
     schedule = LearningRateSchedule(config.schedule, config.optimizer.learning_rate)
@@ -124,24 +154,30 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, setup_f
     state = setup.state
     def check(meta, saved_shapes):
       checkpoint_meta.check_resume(meta, saved_shapes, shapes=checkpoint.state_shapes(state),
-                                   config=config, input_=input_, workdir=workdir)
+                                   config=config, identity=input_.identity, workdir=workdir)
 
     restored = ckpts.restore_latest(checkpoint.abstract_like(state), batches,
                                     lambda step: position_train_iterator(batches, step), check)
+    saved = {}
     if restored is not None:
       state, saved = restored
       schedule.load_state_dict(saved["schedule"])
       checkpoint_meta.report_resume(saved, config, schedule)
+      if input_.dataset_stats.fingerprint != input_.stats.fingerprint:
+        logging.warning("the dataset's statistics differ from this run's (computed again since it "
+                        "started?): the run keeps its own, %s", stats_path)
     start_step = int(state["step"])
-    if jax.process_index() == 0:  # the mean image and RGB PCA, for inference from this workdir
-      input_.stats.save(os.path.join(workdir, "data_stats.npz"))
+    if jax.process_index() == 0 and (own_stats is None or restored is None):
+      input_.stats.save(stats_path)  # the run's statistics, for its resumes and inference
+    result = lambda evaluation, step, complete: RunResult(evaluation, step, complete,
+                                                          input_.identity.to_dict())
     if start_step >= total_steps:
       logging.warning(
           "the run in %s is complete: its checkpoint is at step %d and this config ends at step "
           "%d (num_epochs=%g); results: metrics.jsonl, curves.png, best/ and checkpoints/ there "
           "(raise --config.num_epochs to train further)", workdir, start_step, total_steps,
           config.num_epochs)
-      return saved.get("evaluation", {})
+      return result(saved.get("evaluation", {}), start_step, True)
 
     # --- loop ---------------------------------------------------------------------------------
     writer = resources.enter_context(metrics.MetricWriter(workdir))
@@ -151,13 +187,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, setup_f
     evaluation = {}
     stall_checked = start_step >= config.stall.check_steps
     skipped_images = 0  # unreadable training images this run has skipped (logged by the reader)
+    step = start_step
 
     def meta(step: int, **evaluated) -> dict:
       return checkpoint_meta.build(
           step, epoch=step / steps_per_epoch, schedule_state=schedule.state_dict(),
-          config=config, class_names=input_.class_names,
-          data=checkpoint_meta.trained_on(config, input_), processes=jax.process_count(),
-          **evaluated)
+          config=config, data=input_.identity, processes=jax.process_count(), **evaluated)
 
     def write(step: int, split: str, values: dict) -> None:
       try:
@@ -171,12 +206,26 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, setup_f
         step_metrics.fetch(ckpts.last_saved)  # divergence stops here, before the state is saved
         ckpts.save(step, state, meta(step, **evaluated), batches)
 
+    @contextlib.contextmanager
+    def saved_if_input_fails(step: int):
+      """Input that cannot be read any more stops the run with `step` saved (the input
+      position included: nothing is lost)."""
+      try:
+        yield
+      except UserError as e:
+        if step > start_step and ckpts.last_saved != step:
+          save(step)
+          ckpts.wait()
+        kept = ckpts.last_saved if ckpts.last_saved is not None else "none"
+        raise UserError(f"{e}; step {kept} is saved: run the same command to continue once the "
+                        "data can be read") from None
+
     for step in range(start_step + 1, total_steps + 1):
-      schedule.advance((step - 1) / steps_per_epoch)
-      state["opt_state"] = schedule.apply(state["opt_state"])
-      with progress.timing("input_wait"):
+      with progress.timing("input_wait"), saved_if_input_fails(step - 1):
         batch, skipped = next(batches)
       skipped_images += skipped
+      schedule.advance((step - 1) / steps_per_epoch)
+      state["opt_state"] = schedule.apply(state["opt_state"])
       step_fn = (setup.train_step_with_stats if step % config.stats_every_steps == 0
                  else setup.train_step)
       with progress.timing("dispatch"):
@@ -203,8 +252,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, setup_f
         step_metrics.fetch(ckpts.last_saved)
         ten_crop = config.eval.ten_crop_every_eval or (
             step == total_steps and config.eval.ten_crop_final)
-        evaluation = evaluate(setup.eval_step, state["params"], mean, input_,
-                              setup.batch_sharding, ten_crop=ten_crop)
+        with saved_if_input_fails(step):
+          evaluation = evaluate(setup.eval_step, state["params"], mean, input_,
+                                setup.batch_sharding, ten_crop=ten_crop)
         for split, values in evaluation.items():
           write(step, split, values)
         progress.log_eval(step, evaluation)
@@ -218,6 +268,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, setup_f
         progress.interval(step, batches.take_transfer())  # the next interval leaves eval out
         if outcome.stop:
           logging.info("validation error stalled after the last drop: stopping at step %d", step)
+          total_steps = step  # the run's end
           break
       elif step % config.checkpoint.every_steps == 0:
         save(step)
@@ -231,7 +282,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, setup_f
 
   if jax.process_index() == 0 and os.path.exists(writer.path):
     metrics.plot_curves(writer.path, os.path.join(workdir, "curves.png"))
-  return evaluation
+  return result(evaluation, step, step >= total_steps)
 
 
 def _warn_if_stalled(loss: float, num_classes: int, config) -> None:

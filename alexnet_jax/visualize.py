@@ -17,6 +17,7 @@ import numpy as np
 from absl import flags
 
 from alexnet_jax import cli, inference
+from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.errors import UserError
 
 def normalised_kernels(kernel: np.ndarray) -> np.ndarray:
@@ -62,6 +63,7 @@ def draw_kernels(path: str, kernel: np.ndarray, per_row: int = 8) -> tuple[int, 
 def kernels_figure(workdir: str, *, step: int | None = None, best: bool = False,
                    output: str = "kernels.png") -> None:
   """Draws Figure 3 (conv1's kernels) into `output` and prints each column's mean chroma."""
+  workdir_lib.check_output(output, (".png", ".jpg"))
   trained = inference.load(workdir, step=step, best=best)
   kernel = np.asarray(jax.device_get(trained.params["conv1"]["kernel"]))
   size = draw_kernels(output, kernel)

@@ -52,6 +52,20 @@ def prepare(workdir: str) -> str:
   return path
 
 
+def check_output(path: str, extensions: tuple[str, ...]) -> str:
+  """A file a tool will write, checked before any work: its folder exists and is writable and
+  its extension is one of `extensions` (one line otherwise); returns the absolute path."""
+  full = os.path.abspath(path)
+  folder = os.path.dirname(full)
+  if not path.lower().endswith(extensions):
+    raise UserError(f"cannot write {path}: give a file name ending in {' or '.join(extensions)}")
+  if not os.path.isdir(folder):
+    raise UserError(f"cannot write {path}: the directory {folder} does not exist")
+  if not os.access(folder, os.W_OK | os.X_OK) or os.path.isdir(full):
+    raise UserError(f"cannot write {path}: not writable")
+  return full
+
+
 class Lock:
   """The workdir's lock; `acquire` (or entering the `with` block) raises a one-line error when
   a live run holds it."""

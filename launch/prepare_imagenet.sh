@@ -8,7 +8,7 @@
 # MANUAL_DIR holds the two archives from image-net.org (they cannot be downloaded for you):
 #   ILSVRC2012_img_train.tar  (138 GB)   ILSVRC2012_img_val.tar  (6.3 GB)
 # DATA_DIR receives imagenet2012/<version>/*.array_record (the originals) and
-# alexnet_jax_prepared/imagenet2012-256/ (the §2 form, its statistics and a report of unreadable
+# alexnet_jax_prepared/imagenet2012-256-shorter_side-q90-420/ (the §2 form, its statistics and a report of unreadable
 # files). Building needs TensorFlow: installs the `imagenet-build` extra. Both steps resume
 # where they stopped when run again. An ImageFolder tree (ROOT/{train,val}/<class>/*) needs only
 # the second: python -m alexnet_jax.data.prepare --config=configs/paper.py \

@@ -59,7 +59,7 @@ def straight_run(tmp_path_factory):
 
   workdir = str(tmp_path_factory.mktemp("straight"))
   result = train.train_and_evaluate(small_config(), workdir)
-  return workdir, result
+  return workdir, result.evaluation
 
 
 def saved_state(workdir, step):

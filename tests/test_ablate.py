@@ -22,11 +22,11 @@ def test_two_ablations_one_seed_give_a_table_a_plot_and_resume_after_an_interrup
   trained = []
   real = train.train_and_evaluate
 
-  def interrupted_on_the_third_run(config, run_dir):
+  def interrupted_on_the_third_run(config, run_dir, **kwargs):
     trained.append(run_dir)
     if len(trained) == 3:
       raise KeyboardInterrupt
-    return real(config, run_dir)
+    return real(config, run_dir, **kwargs)
 
   monkeypatch.setattr(train, "train_and_evaluate", interrupted_on_the_third_run)
   with pytest.raises(KeyboardInterrupt):
@@ -45,6 +45,46 @@ def test_two_ablations_one_seed_give_a_table_a_plot_and_resume_after_an_interrup
     assert png.format == "PNG" and png.size[0] > 300
 
 
+def test_a_study_stops_at_an_interrupted_run_and_continues_it_and_refuses_other_data(
+    tmp_path, monkeypatch):
+  """SIGTERM (SLURM's preemption) ends a run normally with its checkpoint: the study used to
+  write that mid-training evaluation (or {}) as the run's result and go on; a {} then failed
+  every rerun with KeyError: 'eval'."""
+  import signal
+
+  from alexnet_jax import progress
+  from alexnet_jax.errors import UserError
+
+  workdir = str(tmp_path)
+  update = progress.Progress.update
+
+  def preempted_at_step_1(self, step):
+    update(self, step)
+    if step == 1:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  monkeypatch.setattr(progress.Progress, "update", preempted_at_step_1)
+  with pytest.raises(UserError, match=r"the study stopped: the run in .*baseline/seed0 was "
+                                      r"interrupted at step 1; run the same command"):
+    ablate.study("configs/tiny.py", ["lrn"], 1, workdir, OVERRIDES)
+  assert not os.path.exists(tmp_path / "baseline" / "seed0" / "result.json")
+  monkeypatch.setattr(progress.Progress, "update", update)
+  (tmp_path / "lrn" / "seed0").mkdir(parents=True)
+  (tmp_path / "lrn" / "seed0" / "result.json").write_text("{}")  # an earlier version's
+  table = ablate.study("configs/tiny.py", ["lrn"], 1, workdir, OVERRIDES)
+  assert "| lrn | §3.3 | 1 |" in table
+  with open(tmp_path / "baseline" / "seed0" / "result.json") as f:
+    import json
+
+    saved = json.load(f)
+  assert saved["step"] == 2 and saved["data"]["name"] == "synthetic" and "eval" in saved[
+      "evaluation"]
+  with pytest.raises(UserError, match=r"baseline/seed0 was trained on other data than this "
+                                      r"study reads \(.*training images 32 → 48"):
+    ablate.study("configs/tiny.py", ["lrn"], 1, workdir,
+                 [*OVERRIDES, "data.synthetic_train_size=48"])
+
+
 def test_figure1_picks_each_activations_best_rate_and_reports_the_ratio(tmp_path, monkeypatch):
   """Scripted training curves: ReLU at ε 0.02 reaches 25 % at step 40, tanh at best (ε 0.01)
   at step 160; tanh at ε 0.02 never does."""
@@ -53,7 +93,7 @@ def test_figure1_picks_each_activations_best_rate_and_reports_the_ratio(tmp_path
   reached = {("relu", 0.01): 80, ("relu", 0.02): 40, ("tanh", 0.01): 160, ("tanh", 0.02): None}
   trained = []
 
-  def scripted(config, run_dir):
+  def scripted(config, run_dir, **kwargs):
     key = (config.model.activation, config.optimizer.learning_rate)
     assert config.model.dropout == 0.0 and config.optimizer.weight_decay == 0.0
     trained.append(key)
@@ -63,7 +103,7 @@ def test_figure1_picks_each_activations_best_rate_and_reports_the_ratio(tmp_path
         below = reached[key] is not None and step >= reached[key]
         f.write(json.dumps({"step": step, "split": "train",
                             "top1_error": 0.2 if below else 0.5 - step / 1000}) + "\n")
-    return {"eval": {"top1_error": 0.3, "top5_error": 0.1}}
+    return train.RunResult({"eval": {"top1_error": 0.3, "top5_error": 0.1}}, 200, True, {})
 
   monkeypatch.setattr(train, "train_and_evaluate", scripted)
   summary = ablate.figure1("configs/tiny.py", [0.01, 0.02], 0.25, str(tmp_path), [], 20)

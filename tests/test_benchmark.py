@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from alexnet_jax import benchmark, models
-from configs import tiny
+from alexnet_jax.configs import tiny
 
 
 def test_top_device_ops_ranks_device_events_per_step():
@@ -29,7 +29,7 @@ def test_collective_bytes_reads_result_shapes():
 
 
 def test_forward_flops_of_the_paper_network():
-  from configs import paper
+  from alexnet_jax.configs import paper
 
   spec = models.AlexNetSpec.from_config(paper.get_config().model)
   # conv1 55²·11²·3·96 + conv2 27²·5²·48·256 + conv3 13²·3²·256·384 + conv4 13²·3²·192·384
@@ -191,3 +191,15 @@ def test_the_null_model_loop_reports_host_time_by_part(source, prepared, capsys)
   assert set(record["host_ms_per_step"]) == {"checkpoint", "device_wait", "dispatch",
                                              "input_wait", "metrics", "other", "transfer"}
   assert all(v >= 0 for v in record["host_ms_per_step"].values())
+
+
+def test_the_plain_pil_loop_skips_and_counts_an_unreadable_file(tmp_path):
+  """`benchmark input --root` died on one corrupt file with a traceback."""
+  from PIL import Image
+
+  good = tmp_path / "good.jpg"
+  Image.new("RGB", (300, 280), (10, 20, 30)).save(good)
+  bad = tmp_path / "bad.jpg"
+  bad.write_bytes(b"not a jpeg")
+  rate, unreadable = benchmark.plain_pil_loop([str(bad), str(good)], seconds=0.2)
+  assert rate > 0 and unreadable >= 1

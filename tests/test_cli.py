@@ -37,3 +37,53 @@ def test_main_reports_config_errors_in_one_line(tmp_path, args, message):
   config = [] if any(a.startswith("--config=") for a in args) else [
       "--config=configs/fashion_mnist.py"]
   _one_error_line(_run("alexnet_jax.main", *config, f"--workdir={tmp_path}", *args), message)
+
+
+def test_a_config_given_by_its_path_from_another_directory_loads(tmp_path):
+  """`--config` as an absolute path from another directory ended in `No module named
+  'configs'`; `configs/<name>.py` finds the configs shipped with the package from anywhere."""
+  for spec in (os.path.join(ROOT, "configs", "tiny.py:no_lrn"), "configs/tiny.py"):
+    proc = _run("alexnet_jax.layer_shapes", f"--config={spec}", cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "total params:" in proc.stdout
+  _one_error_line(_run("alexnet_jax.layer_shapes", "--config=nowhere/tiny.py", cwd=str(tmp_path)),
+                  "cannot load the config: .*nowhere/tiny.py")
+
+
+def test_ctrl_c_is_one_line(tmp_path):
+  code = ("from alexnet_jax import cli\n"
+          "def main(argv):\n  raise KeyboardInterrupt\n"
+          "cli.run(main)\n")
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        timeout=120, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  _one_error_line(proc, "interrupted", status=130)
+
+
+def test_tools_refuse_outputs_they_cannot_write_before_any_work(straight_run, tmp_path):
+  workdir, _ = straight_run
+  image = os.path.join(ROOT, "tests", "conftest.py")  # never read: the output is checked first
+  _one_error_line(_run("alexnet_jax.predict", f"--workdir={workdir}",
+                       f"--output={tmp_path}/missing/p.png", image),
+                  "the directory .*missing does not exist")
+  _one_error_line(_run("alexnet_jax.predict", f"--workdir={workdir}",
+                       f"--output={tmp_path}/p.txt", image), "ending in .png")
+  _one_error_line(_run("alexnet_jax.visualize", "kernels", f"--workdir={workdir}",
+                       f"--output={tmp_path}/k.gif"), "ending in .png")
+
+
+def test_a_damaged_best_checkpoint_is_one_line(straight_run, tmp_path):
+  import shutil
+
+  workdir = str(tmp_path / "copy")
+  shutil.copytree(straight_run[0], workdir)
+  for dirpath, _, files in os.walk(os.path.join(workdir, "best")):
+    for name in files:
+      if "ocdbt.process" in dirpath:
+        os.remove(os.path.join(dirpath, name))
+  image = os.path.join(tmp_path, "x.png")
+  from PIL import Image
+
+  Image.new("RGB", (40, 40)).save(image)
+  proc = _run("alexnet_jax.predict", f"--workdir={workdir}", "--best", image)
+  _one_error_line(proc, "no checkpoint of .* can be restored")
+  assert "Event loop is closed" not in proc.stderr

@@ -55,8 +55,8 @@ def test_features_writes_fc7_and_a_neighbour_grid(straight_run, tmp_path, capsys
 
 def _train_images(trained):
   m = trained.config.model
-  return sources.load_splits(trained.config.data, channels=m.in_channels,
-                             num_classes=m.num_classes)[0].images
+  return sources.load(trained.config.data, channels=m.in_channels,
+                      num_classes=m.num_classes).train.images
 
 
 def test_features_paths_that_cannot_work_are_one_line(straight_run, tmp_path):
@@ -73,3 +73,11 @@ def test_features_paths_that_cannot_work_are_one_line(straight_run, tmp_path):
   with pytest.raises(UserError, match="is not a feature matrix"):
     features.extract_and_search(workdir, neighbors=2, database=str(tmp_path / "vector.npy"),
                                 grid=str(tmp_path / "g.png"))
+
+
+def test_more_neighbours_than_readable_training_images_is_one_line(straight_run, tmp_path):
+  """It drew fake 'inf' neighbours."""
+  from alexnet_jax import features
+
+  with pytest.raises(UserError, match="--neighbors=65 is more than the 64 readable training"):
+    features.extract_and_search(straight_run[0], neighbors=65, grid=str(tmp_path / "g.png"))

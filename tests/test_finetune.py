@@ -1,30 +1,26 @@
-"""Fine-tuning (`finetune.py`, Table 2 "*"): the backbone copied under a new head, and the
-paper's conv6 route."""
+"""Fine-tuning (`finetune.py`, Table 2 "*"): the source's network and input settings, the
+backbone copied under a new head, the paper's conv6 route, and every mismatch named at once."""
 
-
+import jax
 import numpy as np
 import pytest
 
-from alexnet_jax import inference
+from alexnet_jax import checkpoint_meta, checkpoint, inference, train
+from alexnet_jax.configuration import apply_variants
 from alexnet_jax.errors import UserError
+from conftest import load_config, small_config
 
 
 def test_fine_tuning_restores_the_backbone_under_a_new_head(straight_run, tmp_path):
-  import jax
-
-  from alexnet_jax import train
-  from configs import finetune, paper
-  from conftest import small_config
-
   workdir, _ = straight_run
   source = inference.load(workdir)
   config = small_config(epochs=0.25)  # one step
   config.model.num_classes = 4
-  paper.apply_variants(config, "new_conv6", extra=finetune.VARIANTS)  # a fresh conv6
+  apply_variants(config, "new_conv6")  # a fresh conv6
   config.init_from.workdir = workdir
   config.optimizer.learning_rate = 1e-9  # the step barely moves the copied layers
   new = str(tmp_path / "new")
-  train.train_and_evaluate(config, new)
+  train.train_and_evaluate(config, new, overridden=["model.extra_conv6"])
   tuned = inference.load(new)
   assert tuned.class_names == ("0", "1", "2", "3")
   assert tuned.params["fc8"]["kernel"].shape == (2, 128, 4)
@@ -32,9 +28,50 @@ def test_fine_tuning_restores_the_backbone_under_a_new_head(straight_run, tmp_pa
   for name in ("conv1", "conv5", "fc6", "fc7"):
     np.testing.assert_allclose(jax.device_get(tuned.params[name]["kernel"]),
                                jax.device_get(source.params[name]["kernel"]), atol=1e-6)
-  config.model.conv_features = (32, 64, 96, 96, 48)
-  with pytest.raises(UserError, match=r"conv5\.(bias|kernel) has shape"):
-    train.train_and_evaluate(config, str(tmp_path / "mismatch"))
+  config.model.conv_features = (32, 64, 96, 96, 48)  # given: kept, and every mismatch named
+  config.model.fc_features = (128, 128)
+  with pytest.raises(UserError, match=r"conv5\.bias has shape .*conv5\.kernel has shape .*"
+                                      r"fc6\.kernel has shape .*fc7\.kernel has shape"):
+    train.train_and_evaluate(config, str(tmp_path / "mismatch"), overridden=[
+        "model.extra_conv6", "model.conv_features", "model.fc_features"])
+
+
+def _source(tmp_path):
+  """A source like the embedded default's: grey images, ÷64 pixel scale, its own network."""
+  config = small_config(epochs=0.5)
+  config.model.in_channels = 1
+  config.model.fc_features = (128, 128)
+  workdir = str(tmp_path / "source")
+  train.train_and_evaluate(config, workdir)
+  return workdir
+
+
+def test_fine_tuning_takes_the_sources_network_and_input_and_refuses_another_input(tmp_path):
+  """configs/finetune.py is the paper's network on raw pixels; fine-tuned from a ÷64 grey
+  network it used to train with pixel_scale 1 (|g| 10.4, 66.7 % error) after eight one-at-a-
+  time mismatch errors."""
+  source = _source(tmp_path)
+  config = load_config("finetune", overrides=["data.name=synthetic", "data.image_size=36",
+                                              "data.batch_size=16", "data.eval_batch_size=16",
+                                              "data.synthetic_train_size=32",
+                                              "data.synthetic_eval_size=16", "num_epochs=0.5",
+                                              "model.num_classes=3", "checkpoint.every_steps=1"])
+  config.init_from.workdir = source
+  tuned = str(tmp_path / "tuned")
+  train.train_and_evaluate(config, tuned, overridden=["model.num_classes"])
+  _, meta = checkpoint.newest_meta(tuned)
+  used = checkpoint_meta.config_of(meta)
+  assert used.data.pixel_scale == 1 / 64 and used.model.in_channels == 1
+  assert used.model.input_size == 32 and tuple(used.model.fc_features) == (128, 128)
+  assert used.model.num_classes == 3
+  config.data.pixel_scale = 1.0  # given on the command line: refused, naming every one
+  config.model.in_channels = 3
+  with pytest.raises(UserError, match=r"trained on other input \(model\.in_channels is 3 here "
+                                      r"and 1 there; data\.pixel_scale is 1\.0 here and 0\.015625 "
+                                      r"there\).*accept_input_change"):
+    train.train_and_evaluate(config, str(tmp_path / "other"),
+                             overridden=["data.pixel_scale", "model.in_channels"])
+  assert not (tmp_path / "other" / "checkpoints").exists()
 
 
 def test_table_2_route_pretrains_with_conv6_and_fine_tunes_it_on_another_dataset(
@@ -42,21 +79,15 @@ def test_table_2_route_pretrains_with_conv6_and_fine_tunes_it_on_another_dataset
   """The paper's "*" models: conv6 is trained on the first dataset (configs/paper.py:conv6),
   then fine-tuning on the second copies it with every other layer but fc8
   (configs/finetune.py:conv6)."""
-  import jax
-
-  from alexnet_jax import train
-  from configs import finetune, paper
-  from conftest import load_config, small_config
-
   assert load_config("paper", "conv6").model.extra_conv6
   assert load_config("finetune", "conv6").init_from.new_layers == ("fc8",)
-  pretrain = paper.apply_variants(small_config(epochs=1.0), "conv6")
+  pretrain = apply_variants(small_config(epochs=1.0), "conv6")
   first = str(tmp_path / "first")
   train.train_and_evaluate(pretrain, first)
   source = inference.load(first)
   assert source.params["conv6"]["kernel"].shape == (2, 3, 3, 32, 32)
 
-  tune = paper.apply_variants(small_config(epochs=0.25), "conv6", extra=finetune.VARIANTS)
+  tune = apply_variants(small_config(epochs=0.25), "conv6")
   tune.model.num_classes = 3  # the second dataset: other images, other classes
   tune.data.update(dict(synthetic_train_size=48, synthetic_eval_size=24))
   tune.init_from.workdir = first
@@ -69,10 +100,11 @@ def test_table_2_route_pretrains_with_conv6_and_fine_tunes_it_on_another_dataset
                                jax.device_get(source.params[name]["kernel"]), atol=1e-6)
   assert tuned.params["fc8"]["kernel"].shape == (2, 128, 3)
 
-  without = small_config(epochs=0.25)  # a conv6 source into a network without it
+  without = small_config(epochs=0.25)  # a conv6 source, conv6 switched off on the command line
   without.init_from.workdir = first
   with pytest.raises(UserError, match="it has a conv6 layer and this config does not"):
-    train.train_and_evaluate(without, str(tmp_path / "without"))
+    train.train_and_evaluate(without, str(tmp_path / "without"),
+                             overridden=["model.extra_conv6"])
   tune.init_from.workdir = straight_run[0]  # the paper's route from a source without conv6
   with pytest.raises(UserError, match="no conv6 layer to copy.*new_conv6"):
-    train.train_and_evaluate(tune, str(tmp_path / "no_conv6"))
+    train.train_and_evaluate(tune, str(tmp_path / "no_conv6"), overridden=["model.extra_conv6"])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_jax.data import images
+from alexnet_jax.data import images, sources
 
 
 def test_stored_form_is_shorter_side_256_then_the_central_square():
@@ -64,3 +64,34 @@ def test_every_decoder_applies_the_decompression_bomb_limit(monkeypatch):
   Image.fromarray(np.zeros((300, 300, 3), np.uint8)).save(png, "PNG")
   with pytest.raises(images.UnreadableImage, match="DecompressionBomb"):
     images.decode(png.getvalue(), 256)
+
+
+def test_what_one_image_may_cost_is_bounded(monkeypatch, tmp_path):
+  """A 104-byte 1x8000 PNG was rescaled to 256 x 2,048,000 (5.7 GB, 12 s), and a 4 GiB file
+  named .jpg was read whole before being rejected."""
+  line = io.BytesIO()
+  Image.fromarray(np.arange(8000, dtype=np.uint8)[None].repeat(1, 0)).save(line, "PNG")
+  assert len(line.getvalue()) < 2000
+  sizes = []
+  resize = Image.Image.resize
+
+  def recording(self, size, *args, **kwargs):
+    sizes.append(size)
+    return resize(self, size, *args, **kwargs)
+
+  monkeypatch.setattr(Image.Image, "resize", recording)
+  stored = images.decode(line.getvalue(), 256, 3)
+  assert stored.shape == (256, 256, 3)
+  assert max(w * h for w, h in sizes) <= images.MAX_ASPECT * 256 * 256
+  monkeypatch.undo()
+  wide = np.random.default_rng(0).integers(0, 255, (64, 64 * 20, 3), dtype=np.uint8)
+  cut = images.to_stored(Image.fromarray(wide), 64)  # 20:1 is cut to its central 8:1 first
+  np.testing.assert_array_equal(cut, images.to_stored(Image.fromarray(wide[:, 6 * 64:14 * 64]),
+                                                      64))
+  monkeypatch.setattr(images, "MAX_FILE_BYTES", 1000)
+  big = tmp_path / "big.jpg"
+  big.write_bytes(b"\xff\xd8" + bytes(5000))
+  record = sources.FileSplit((str(big),), np.zeros(1, np.int32))[0]
+  assert len(record["encoded"]) == 1001  # read no further than the limit
+  with pytest.raises(images.UnreadableImage, match="more than 1000 bytes"):
+    images.decode(record["encoded"], 256)

@@ -3,6 +3,7 @@ originals, a killed prepare resumed, and training on the store."""
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -11,12 +12,13 @@ from absl import logging as absl_logging
 from alexnet_jax import train
 from alexnet_jax.data import images, prepare, sources
 from alexnet_jax.data.stats import compute
-from conftest import build_input, folder_config, image_folder_tree
+from alexnet_jax.errors import UserError
+from conftest import build_input, folder_config, image_folder_tree, save_image
 
 
 def _originals(root, split):
   """(label, §2 stored image) of every readable original of `split`, in listing order."""
-  files, _ = sources.image_folder(str(root), split, class_names=("n01", "n02", "n03"))
+  files, _, _ = sources.image_folder(str(root), split, class_names=("n01", "n02", "n03"))
   out = []
   for i in range(len(files)):
     record = files[i]
@@ -36,15 +38,17 @@ def test_the_store_holds_the_section_2_form_labels_statistics_and_a_report(tmp_p
   image_folder_tree(tmp_path / "src")
   config = folder_config(tmp_path / "src")
   config.data.prepared_dir = str(tmp_path / "store")
+  config.data.prepared_chroma = "444"
   manifest = prepare.prepare(config.data, channels=3, num_classes=3, shard_size=4, workers=2,
-                             chroma="444", progress=False)
-  assert manifest["class_names"] == ["n01", "n02", "n03"] and manifest["quality"] == 90
+                             progress=False)
+  assert manifest["class_names"] == ["n01", "n02", "n03"] and manifest["form"]["quality"] == 90
   assert manifest["records"] == {"train": 12, "val": 6}
   assert manifest["unreadable"] == {"train": 3, "val": 1}
   report = json.loads((tmp_path / "store" / "report.json").read_text())
   assert sorted(os.path.basename(f["name"]) for f in report["files"]) == [
       "broken.jpg", "empty.jpg", "text.JPEG", "truncated.JPEG"]
-  train_split, val_split, names = sources.load_splits(config.data, channels=3, num_classes=3)
+  loaded = sources.load(config.data, channels=3, num_classes=3)
+  train_split, val_split, names = loaded.train, loaded.val, loaded.class_names
   assert isinstance(train_split, sources.PreparedSplit) and names == ("n01", "n02", "n03")
   for split, originals in ((train_split, _originals(tmp_path / "src", "train")),
                            (val_split, _originals(tmp_path / "src", "val"))):
@@ -56,10 +60,10 @@ def test_the_store_holds_the_section_2_form_labels_statistics_and_a_report(tmp_p
       # JPEG quality 90, 4:4:4, of random-noise images: the worst case for JPEG.
       assert np.abs(again.astype(int) - stored).mean() < 8, i
   # The default, 4:2:0 chroma: each stored image is still nearest its own original.
-  config.data.prepared_dir = str(tmp_path / "store420")
+  config.data.update(prepared_dir=str(tmp_path / "store420"), prepared_chroma="420")
   prepare.prepare(config.data, channels=3, num_classes=3, shard_size=4, workers=1,
                   progress=False)
-  store420 = sources.load_splits(config.data, channels=3, num_classes=3)[0]
+  store420 = sources.load(config.data, channels=3, num_classes=3).train
   originals = np.stack([s for _, s in _originals(tmp_path / "src", "train")]).astype(int)
   for i in range(len(store420)):
     again = images.decode(store420[i]["encoded"], 36, 3).astype(int)
@@ -121,7 +125,145 @@ def test_training_reads_the_store_when_it_exists_and_says_which_form(tmp_path, c
   said = [r.getMessage() for r in caplog.records]
   assert any("reading the original images of image_folder" in m for m in said)
   assert any("reading the prepared §2 form of image_folder" in m for m in said)
-  assert 0.0 <= result["eval"]["top1_error"] <= 1.0
+  assert 0.0 <= result.evaluation["eval"]["top1_error"] <= 1.0 and result.complete
   config.data.use_prepared = False
-  assert not isinstance(sources.load_splits(config.data, channels=3, num_classes=3)[0],
+  assert not isinstance(sources.load(config.data, channels=3, num_classes=3).train,
                         sources.PreparedSplit)
+
+
+# ----------------------------------------------------------------------------- the store's identity
+
+def _prepared(root, store=None, **data):
+  config = folder_config(root)
+  config.data.update(data)
+  if store:
+    config.data.prepared_dir = str(store)
+  prepare.prepare(config.data, channels=3, num_classes=3, shard_size=4, workers=1,
+                  progress=False)
+  return config
+
+
+def test_a_store_of_changed_originals_is_refused_by_training_and_prepared_again(tmp_path,
+                                                                                caplog):
+  """Prepare a tree, swap two class folders and add files: training must not read the old
+  images under the old labels, and prepare must not say 'nothing to do'."""
+  image_folder_tree(tmp_path / "src")
+  config = _prepared(tmp_path / "src", tmp_path / "store")
+  for split in ("train", "val"):  # n01 <-> n02, then one more image in n03
+    os.rename(tmp_path / "src" / split / "n01", tmp_path / "src" / split / "tmp")
+    os.rename(tmp_path / "src" / split / "n02", tmp_path / "src" / split / "n01")
+    os.rename(tmp_path / "src" / split / "tmp", tmp_path / "src" / split / "n02")
+  save_image(str(tmp_path / "src" / "train" / "n03" / "new.png"),
+             np.zeros((40, 40, 3), np.uint8), "PNG")
+  with pytest.raises(UserError, match=r"store .* does not hold these originals: the original "
+                                      r"files changed.*training images 15 → 16.*prepare"):
+    build_input(config)
+  with caplog.at_level("WARNING"):
+    absl_logging.use_python_logging()
+    manifest = prepare.prepare(config.data, channels=3, num_classes=3, shard_size=4, workers=1,
+                               progress=False)
+  assert any("was prepared from other originals" in r.getMessage() for r in caplog.records)
+  assert manifest["records"]["train"] == 13
+  inp = build_input(config)  # the new store: labels as the folders say now
+  first = sources.load(config.data, channels=3, num_classes=3).train
+  originals = _originals(tmp_path / "src", "train")
+  assert [int(first[i]["label"]) for i in range(len(first))] == [l for l, _ in originals]
+  assert inp.num_train == 13
+
+
+def test_each_stored_form_has_its_own_store_and_a_dir_shared_by_forms_or_trees_is_refused(
+    tmp_path):
+  image_folder_tree(tmp_path / "src")
+  shorter = _prepared(tmp_path / "src")
+  squash = _prepared(tmp_path / "src", resize="squash")
+  assert sources.store_dir(shorter.data) != sources.store_dir(squash.data)
+  stored = sources.load(squash.data, channels=3, num_classes=3)
+  assert stored.store == sources.store_dir(squash.data) and stored.identity.stored["resize"] \
+      == "squash"
+  other = folder_config(tmp_path / "src")  # quality 80 into the squash store's folder
+  other.data.update(prepared_dir=sources.store_dir(squash.data), prepared_quality=80,
+                    resize="squash")
+  with pytest.raises(UserError, match=r"holds a prepared store of another form \(quality 90 → 80"):
+    prepare.prepare(other.data, channels=3, num_classes=3, workers=1, progress=False)
+  with pytest.raises(UserError, match=r"holds another form \(quality 90 → 80"):
+    build_input(other)
+  image_folder_tree(tmp_path / "elsewhere", seed=1)  # another tree, the same store folder
+  tree = folder_config(tmp_path / "elsewhere")
+  tree.data.update(prepared_dir=sources.store_dir(shorter.data))
+  with pytest.raises(UserError, match=r"holds the prepared store of .*src, not of .*elsewhere"):
+    prepare.prepare(tree.data, channels=3, num_classes=3, workers=1, progress=False)
+  with pytest.raises(UserError, match=r"does not hold these originals: originals at .*src → "
+                                      r".*elsewhere"):
+    build_input(tree)
+
+
+def test_a_damaged_store_is_one_line_at_the_start_and_prepare_writes_the_shard_again(tmp_path):
+  image_folder_tree(tmp_path / "src")
+  config = _prepared(tmp_path / "src", tmp_path / "store")
+  shard = sources.shard_path(str(tmp_path / "store"), "train", 1, 4)
+  whole = open(shard, "rb").read()
+  with open(shard, "r+b") as f:
+    f.truncate(len(whole) // 2)
+  with pytest.raises(UserError, match=r"the prepared store .* is damaged \(train-00001-of-00004"
+                                      r".array_record.*run prepare again"):
+    build_input(config)
+  prepare.prepare(config.data, channels=3, num_classes=3, shard_size=4, workers=1,
+                  progress=False)
+  assert open(shard, "rb").read() == whole
+
+
+def test_a_record_that_cannot_be_read_is_an_unreadable_image_skipped_and_counted(tmp_path):
+  """A corrupt chunk in a val shard crashed the first evaluation (the evaluated step lost)."""
+  image_folder_tree(tmp_path / "src")
+  config = _prepared(tmp_path / "src", tmp_path / "store")
+  config.num_epochs = 1.0
+  shard = sources.shard_path(str(tmp_path / "store"), "val", 0, 2)
+  raw = bytearray(open(shard, "rb").read())
+  raw[100:164] = bytes(64)  # in the first record's chunk; the footer (the count) stays whole
+  open(shard, "wb").write(bytes(raw))
+  result = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert result.complete and result.evaluation["eval"]["skipped_images"] >= 1
+
+
+def test_a_store_removed_mid_run_stops_in_one_line_with_the_evaluated_step_saved(tmp_path,
+                                                                                monkeypatch):
+  from alexnet_jax import progress
+
+  image_folder_tree(tmp_path / "src")
+  config = _prepared(tmp_path / "src", tmp_path / "store")
+  config.num_epochs = 2.0  # 3 steps an epoch: an evaluation at step 3
+  config.checkpoint.every_steps = 100
+  update = progress.Progress.update
+
+  def remove_the_store_at_step_2(self, step):
+    update(self, step)
+    if step == 2:
+      shutil.rmtree(tmp_path / "store")
+
+  monkeypatch.setattr(progress.Progress, "update", remove_the_store_at_step_2)
+  with pytest.raises(UserError, match=r"no evaluation image could be read .*step 3 is saved"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert [s for s in os.listdir(tmp_path / "run" / "checkpoints") if s.isdigit()] == ["3"]
+
+
+def test_prepare_starts_no_forked_worker_and_a_full_disk_is_one_line(tmp_path, monkeypatch,
+                                                                      recwarn):
+  image_folder_tree(tmp_path / "src")
+  config = folder_config(tmp_path / "src")
+  config.data.prepared_dir = str(tmp_path / "store")
+  prepare.prepare(config.data, channels=3, num_classes=3, shard_size=4, workers=2,
+                  progress=False)
+  assert not [w for w in recwarn if "fork" in str(w.message)]
+  import errno
+
+  def full(task):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  config.data.prepared_dir = str(tmp_path / "full")
+  monkeypatch.setattr(prepare, "_write_shard", full)
+  with pytest.raises(UserError, match=r"cannot write the prepared store .*No space left on "
+                                      r"device.*run the same command again"):
+    prepare.prepare(config.data, channels=3, num_classes=3, shard_size=4, workers=1,
+                    progress=False)
+  with pytest.raises(UserError, match=r"--shard_size must be >= 1 and --workers >= 0"):
+    prepare.prepare(config.data, channels=3, num_classes=3, shard_size=0, progress=False)

@@ -104,7 +104,7 @@ def test_resuming_a_finished_run_says_so_and_returns_its_last_evaluation(straigh
   shutil.copytree(straight_run[0], workdir)
   with caplog.at_level("WARNING"):
     absl_logging.use_python_logging()
-    assert train.train_and_evaluate(small_config(), workdir) == straight_run[1]
+    assert train.train_and_evaluate(small_config(), workdir).evaluation == straight_run[1]
     train.train_and_evaluate(small_config(epochs=1), workdir)  # fewer epochs
   said = [r.getMessage() for r in caplog.records if "is complete" in r.getMessage()]
   assert len(said) == 2 and "step 8" in said[0] and "ends at step 8" in said[0]
@@ -122,3 +122,39 @@ def test_nothing_in_a_workdir_is_a_pickle(straight_run):
     assert not (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")), path
   with np.load(os.path.join(workdir, "data_stats.npz"), allow_pickle=False) as stats:
     assert stats["mean"].shape == (36, 36, 3)
+
+
+def test_a_resume_keeps_the_runs_statistics_and_inference_refuses_others(tmp_path, caplog):
+  """Computing the statistics between a run and its resume used to shift the input by ≈ 30
+  grey levels mid-training (the new mean copied over the run's), and predict/evaluate on the
+  earlier best/ used the new mean."""
+  from alexnet_jax import inference
+  from alexnet_jax.data import stats
+  from conftest import folder_config, image_folder_tree
+
+  image_folder_tree(tmp_path / "src")
+  config = folder_config(tmp_path / "src")  # no statistics yet: ImageNet's published values
+  config.num_epochs = 2.0  # 15 files, batches of 4: 8 steps
+  train.train_and_evaluate(config, str(tmp_path / "straight"))
+  config.num_epochs = 1.0
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir)
+  own = open(os.path.join(workdir, "data_stats.npz"), "rb").read()
+  stats.write_statistics(config.data, 3, 3)  # the dataset's own statistics, between the two
+  config.num_epochs = 2.0
+  with caplog.at_level("WARNING"):
+    absl_logging.use_python_logging()
+    train.train_and_evaluate(config, workdir)
+  assert any("the run keeps its own" in r.getMessage() for r in caplog.records)
+  assert open(os.path.join(workdir, "data_stats.npz"), "rb").read() == own
+  assert_same_params(workdir, str(tmp_path / "straight"), step=8)  # bitwise the straight run
+  inference.load(workdir, best=True)
+  computed = os.path.join(str(tmp_path / "src"), "alexnet_jax_stats", "image_folder-36.npz")
+  shutil.copy(computed, os.path.join(workdir, "data_stats.npz"))  # an earlier version did this
+  with pytest.raises(UserError, match=r"data_stats.npz holds other statistics than .*best/\d+ "
+                                      r"was trained with"):
+    inference.load(workdir, best=True)
+  config.num_epochs = 3.0
+  with pytest.raises(UserError, match=r"statistics this run would subtract .* are not those its "
+                                      r"checkpoints were trained with"):
+    train.train_and_evaluate(config, workdir)

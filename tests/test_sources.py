@@ -11,7 +11,7 @@ from absl import logging as absl_logging
 
 from alexnet_jax.data import images, sources
 from alexnet_jax.errors import UserError
-from conftest import (FASHION, build_input, image_folder_tree, load_config)
+from conftest import FASHION, build_input, image_folder_tree, load_config, save_image
 
 
 def test_a_corrupt_idx_file_is_a_one_line_error(tmp_path):
@@ -35,7 +35,7 @@ def test_fashion_mnist_from_the_debian_package():
 
 def test_image_folder_decodes_every_format_and_counts_the_unreadable(tmp_path):
   listed, _ = image_folder_tree(tmp_path)
-  train, names = sources.image_folder(str(tmp_path), "train")
+  train, names, _ = sources.image_folder(str(tmp_path), "train")
   assert names == ("n01", "n02", "n03") and len(train) == listed
   assert not any(p.endswith(".txt") for p in train.paths)
   decode = images.Decode(36)
@@ -47,7 +47,7 @@ def test_image_folder_decodes_every_format_and_counts_the_unreadable(tmp_path):
   assert all(o["image"].shape == (36, 36, 3) and o["image"].dtype == np.uint8 for o in good)
   assert [int(o["label"]) for o in good] == sorted(int(o["label"]) for o in good)
   # The file list is cached: a second listing reads it back.
-  again, _ = sources.image_folder(str(tmp_path), "train")
+  again, _, _ = sources.image_folder(str(tmp_path), "train")
   assert again.paths == train.paths
 
 def test_imagenet_through_tfds_data_source(tmp_path):
@@ -101,6 +101,23 @@ def test_symlink_loops_in_an_image_folder_are_skipped(tmp_path, caplog):
   os.symlink("self.png", tmp_path / "train" / "a" / "self.png")
   with caplog.at_level("WARNING"):
     absl_logging.use_python_logging()
-    split, names = sources.image_folder(str(tmp_path), "train")
+    split, names, _ = sources.image_folder(str(tmp_path), "train")
   assert names == ("a",) and len(split) == 1
   assert sum("skipping" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_empty_class_folders_and_images_below_the_class_folders_are_said(tmp_path, caplog):
+  """They used to train silently: an empty class folder is a class without examples, and
+  images one level down are never read."""
+  for split in ("train", "val"):
+    save_image(str(tmp_path / split / "a" / "x.png"), np.zeros((8, 8, 3), np.uint8), "PNG")
+    (tmp_path / split / "b").mkdir()
+  save_image(str(tmp_path / "train" / "a" / "more" / "y.png"), np.zeros((8, 8, 3), np.uint8),
+             "PNG")
+  with caplog.at_level("WARNING"):
+    absl_logging.use_python_logging()
+    split, names, _ = sources.image_folder(str(tmp_path), "train")
+  said = " ".join(r.getMessage() for r in caplog.records)
+  assert names == ("a", "b") and len(split) == 1
+  assert "1 class folder(s) without images (b)" in said
+  assert "1 image(s) in folders below the class folders are not read" in said

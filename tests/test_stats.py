@@ -9,7 +9,7 @@ from PIL import Image
 
 from alexnet_jax.data.stats import Stats, compute
 from alexnet_jax.errors import UserError
-from conftest import (build_input, folder_config, image_folder_tree)
+from conftest import build_input, folder_config, image_folder_tree
 
 
 def test_the_published_pca_fallback_has_the_scale_of_a_real_photographs_statistics():

@@ -5,6 +5,12 @@ Pillow on 256x256-ish JPEGs, the same pixels); whatever it declines is decoded b
 content rather than file name, so the ImageNet oddities decode like any JPEG: a PNG saved as
 .JPEG, CMYK JPEGs (converted to RGB), greyscale and palette images (expanded to RGB). A file
 that cannot be decoded is a logged, counted skip, never an exception in the input workers.
+
+What one file may cost is bounded: at most `MAX_FILE_BYTES` are read, an image of more pixels
+than Pillow's decompression-bomb limit is refused before it is decoded, and an image more than
+`MAX_ASPECT` times wider than high (or higher than wide) is cut to its central `MAX_ASPECT`:1
+part before it is rescaled, so that the rescaled image stays under `MAX_ASPECT` x 256 x 256
+pixels (§2 keeps only its central square; the cut is far from it).
 """
 
 from __future__ import annotations
@@ -19,8 +25,24 @@ from absl import logging
 from PIL import Image
 
 
+MAX_FILE_BYTES = 64 * 2**20  # the bytes one image file may have
+MAX_ASPECT = 8  # longer over shorter side beyond which an image is cut (see above)
+
+
 class UnreadableImage(ValueError):
   pass
+
+
+def _within_aspect(image: Image.Image) -> Image.Image:
+  """`image`, or its central part of aspect `MAX_ASPECT`:1 when it is more elongated."""
+  width, height = image.size
+  if width > MAX_ASPECT * height:
+    keep = MAX_ASPECT * height
+    return image.crop(((width - keep) // 2, 0, (width - keep) // 2 + keep, height))
+  if height > MAX_ASPECT * width:
+    keep = MAX_ASPECT * width
+    return image.crop((0, (height - keep) // 2, width, (height - keep) // 2 + keep))
+  return image
 
 
 def _rescaled_size(width: int, height: int, size: int) -> tuple[int, int]:
@@ -66,6 +88,7 @@ def to_stored(image: Image.Image, size: int, channels: int = 3,
     if image.size != (size, size):
       image = image.resize((size, size), Image.BILINEAR, reducing_gap=3.0)
     return np.asarray(image).reshape(size, size, channels)
+  image = _within_aspect(image)
   width, height = image.size
   new_w, new_h = _rescaled_size(width, height, size)
   if (new_w, new_h) != (width, height):
@@ -79,6 +102,8 @@ def decode(data: bytes, size: int, channels: int = 3, resize: str = "shorter_sid
 
   JPEGs are decoded at the smallest DCT scale (1/2, 1/4, 1/8) that keeps the shorter side
   >= size: the same image as a full decode then downscale, at a fraction of the cost."""
+  if len(data) > MAX_FILE_BYTES:
+    raise UnreadableImage(f"a file of more than {MAX_FILE_BYTES} bytes (the limit on one image)")
   try:
     height, width = simplejpeg.decode_jpeg_header(data)[:2]
   except ValueError:  # not a JPEG, or damaged: Pillow decides
@@ -93,7 +118,8 @@ def decode(data: bytes, size: int, channels: int = 3, resize: str = "shorter_sid
   except ValueError:  # CMYK, or damaged: Pillow decides
     return _decode_with_pillow(data, size, channels, resize)
   height, width = array.shape[:2]
-  if min(height, width) != size or (resize == "squash" and height != width):
+  if (min(height, width) != size or (resize == "squash" and height != width)
+      or max(height, width) > MAX_ASPECT * min(height, width)):
     return to_stored(Image.fromarray(array[..., 0] if channels == 1 else array), size, channels,
                      resize)
   return _centre(array.reshape(height, width, channels), size)

@@ -25,6 +25,7 @@ import grain
 import numpy as np
 
 from alexnet_jax.data import images, sources
+from alexnet_jax.data.identity import Identity
 from alexnet_jax.data.stats import MEANS, Stats, dataset_stats
 from alexnet_jax.errors import UserError
 
@@ -39,7 +40,12 @@ class Input:
   num_eval: int
   num_classes: int
   class_names: tuple[str, ...]
-  stats: Stats
+  stats: Stats  # what the run subtracts and shifts by
+  dataset_stats: Stats  # the dataset's (the same unless a resumed run keeps its own)
+  identity: Identity  # of the data read, `stats` included
+
+
+CHROMAS = ("444", "422", "420")  # JPEG chroma subsampling of a prepared store
 
 
 def validate(data) -> None:
@@ -65,6 +71,11 @@ def validate(data) -> None:
   for name in ("read_threads", "prefetch", "workers"):
     if data[name] < 0:
       raise UserError(f"data.{name} must be >= 0, got {data[name]}")
+  if not 1 <= data.prepared_quality <= 100:
+    raise UserError(f"data.prepared_quality must be in 1..100, got {data.prepared_quality}")
+  if data.prepared_chroma not in CHROMAS:
+    raise UserError(f"data.prepared_chroma must be one of {', '.join(CHROMAS)}, got "
+                    f"{data.prepared_chroma!r}")
 
 
 def crop_boxes(size: int, crop: int) -> list[tuple[int, int]]:
@@ -320,11 +331,13 @@ def train_dataset(data, split, stats: Stats, *, crop: int, channels: int, seed: 
 
 
 def build_input(data, *, crop: int, channels: int, num_classes: int, seed: int,
-                process_index: int = 0, process_count: int = 1) -> Input:
+                process_index: int = 0, process_count: int = 1,
+                stats: Stats | None = None) -> Input:
   """The training iterator and evaluation batches of the config's `data` section, this
-  process's shard, for crops of `crop` pixels with `channels` channels."""
-  train, test, class_names = sources.load_splits(data, channels=channels,
-                                                 num_classes=num_classes)
+  process's shard, for crops of `crop` pixels with `channels` channels. `stats`: the mean image
+  and RGB PCA to use (a resumed run's own), else the dataset's (`stats.dataset_stats`)."""
+  dataset = sources.load(data, channels=channels, num_classes=num_classes)
+  train, test, class_names = dataset.train, dataset.val, dataset.class_names
   if len(train) == 0 or len(test) == 0:
     raise UserError(f"dataset {data.name!r} has an empty split ({len(train)} train, "
                     f"{len(test)} eval examples)")
@@ -344,7 +357,11 @@ def build_input(data, *, crop: int, channels: int, num_classes: int, seed: int,
                     f"evenly over {process_count} processes")
   local_batch, local_eval_batch = (data.batch_size // process_count,
                                    data.eval_batch_size // process_count)
-  stats = dataset_stats(data, train, channels)
+  data_stats = dataset_stats(data, train, channels)
+  stats = data_stats if stats is None else stats
+  if stats.mean.shape != (sources.stored_size(data, train),) * 2 + (channels,):
+    raise UserError(f"the statistics are of images {stats.mean.shape}, not of the "
+                    f"{sources.stored_size(data, train)}px, {channels}-channel images read")
   read = _read_options(data)
 
   train_ds = train_dataset(data, train, stats, crop=crop, channels=channels, seed=seed,
@@ -376,4 +393,5 @@ def build_input(data, *, crop: int, channels: int, num_classes: int, seed: int,
 
   return Input(train=iter(train_ds), eval_batches=eval_batches, num_train=len(train),
                num_eval=len(test), num_classes=num_classes, class_names=class_names,
-               stats=stats)
+               stats=stats, dataset_stats=data_stats,
+               identity=dataset.identity.replace(stats=stats.fingerprint))

@@ -1,23 +1,28 @@
 """§2's stored form, prepared once: every image rescaled (shorter side 256) and centre-cropped
-to 256 x 256, re-encoded as a JPEG of that size (quality 90, 4:2:0 chroma by default), written with its label into array_record
+to 256 x 256 (or squashed: `data.resize`), re-encoded as a JPEG of that size
+(`data.prepared_quality`, `data.prepared_chroma`), written with its label into array_record
 shards, with the training set's mean image and RGB PCA computed in the same pass.
 
     python -m alexnet_jax.data.prepare --config=configs/paper.py --config.data.data_dir=DIR
 
 reads the dataset `data` names from its originals (TFDS ImageNet or an ImageFolder tree) and
-writes `<store>/` (`store_dir`: next to the data unless `data.prepared_dir` says where):
+writes `<store>/` (`sources.store_dir`: next to the data, in a folder named by the stored form,
+unless `data.prepared_dir` says where):
 
     train-00000-of-00042.array_record ...   records: 4-byte little-endian label + JPEG bytes
     val-00000-of-00002.array_record ...
     train-00000-of-00042.json ...           each shard's count, unreadable files, statistics
     stats.npz                               the mean image and RGB PCA (`stats.Stats`)
     report.json                             every unreadable original, with the reason
-    manifest.json                           classes, counts, quality: written last
+    manifest.json                           the originals' identity, the form, classes, counts:
+                                            written last
 
-Training reads the store when its manifest is there (`sources.load_splits` says which form it
-reads), the originals otherwise. Shards are written under temporary names and renamed when
-complete, each with its own sidecar: a killed prepare continues with the shards that are
-missing, and a prepared store is left as it is (run it again: nothing to do).
+Training reads the store when its manifest is there and it holds the config's form of the
+originals as they are now (`sources.load` says which form it reads, and refuses a stale or
+damaged store). Shards are written under temporary names and renamed when complete, each with
+its own sidecar: a killed prepare continues with the shards that are missing, a damaged shard
+is written again, a store whose originals changed is prepared again, and a current one is left
+as it is (run it again: nothing to do).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import json
 import math
 import multiprocessing
 import os
+import signal
 import sys
 import time
 
@@ -33,14 +39,14 @@ import numpy as np
 import simplejpeg
 from absl import logging
 
-from alexnet_jax import cli
+from alexnet_jax.data import identity as identity_lib
 from alexnet_jax.data import images, sources
+from alexnet_jax.data.identity import Identity
 from alexnet_jax.data.stats import Accumulator
 from alexnet_jax.errors import UserError
 
 SPLITS = sources.SPLIT_NAMES
-DEFAULT_QUALITY = 90  # docs/performance.md: pixel error against decode cost
-DEFAULT_CHROMA = "420"  # 4:2:0 chroma: 27 % less decoding than 4:4:4 at +0.4 grey levels
+PENDING = "pending.json"  # what a prepare in progress is writing: its originals and form
 
 
 # ----------------------------------------------------------------------------- one shard
@@ -50,144 +56,213 @@ def _beside(shard: str, suffix: str) -> str:
   return shard[:-len(".array_record")] + suffix
 
 
-_SOURCE = {}  # split name -> the originals, inherited by the worker processes (fork)
+_SOURCE = {}  # split name -> (the originals, channels), in each worker process
 
 
-def _write_shard(task: tuple[str, int, int, int, int, int, int, str]) -> dict:
+def _start_worker(splits: dict) -> None:
+  """A worker process's originals; Ctrl-C is the parent's to handle (no worker tracebacks)."""
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  _SOURCE.update(splits)
+
+
+def _write_shard(task: tuple) -> dict:
   """Reads, prepares and writes one shard; returns its sidecar."""
   from array_record.python.array_record_module import ArrayRecordWriter
 
-  split_name, index, count, start, stop, size, quality, chroma, resize, store = task
+  split_name, index, count, start, stop, form, store = task
   split, channels = _SOURCE[split_name]
+  size = form["image_size"]
   final = sources.shard_path(store, split_name, index, count)
   tmp = f"{final}.tmp-{os.getpid()}"
   acc = Accumulator() if split_name == "train" else None
   bad, written = [], 0
-  writer = ArrayRecordWriter(tmp, "group_size:1")
   try:
-    for i in range(start, stop):
-      record = split[i]
-      try:
-        stored = images.decode(record["encoded"], size, channels, resize)
-      except images.UnreadableImage as e:
-        bad.append({"name": str(record.get("name", i)), "why": str(e)})
-        continue
-      jpeg = simplejpeg.encode_jpeg(
-          stored if channels == 3 else stored.reshape(size, size, 1), quality=quality,
-          colorspace="RGB" if channels == 3 else "GRAY",
-          colorsubsampling=chroma if channels == 3 else "Gray")
-      writer.write(sources.encode_record(int(record["label"]), jpeg))
-      written += 1
-      if acc is not None:
-        acc.add(stored[None])
-  finally:
-    writer.close()
-  sidecar = {"split": split_name, "index": index, "records": written, "bad": bad}
-  if acc is not None and acc.count:
-    np.savez(_beside(final, ".stats.npz"), image_sum=acc.image_sum,
-             pixel_sum=acc.pixel_sum, outer_sum=acc.outer_sum, count=acc.count,
-             pixels=acc.pixels)
-  with open(_beside(final, ".json"), "w", encoding="utf-8") as f:
-    json.dump(sidecar, f)
-  os.replace(tmp, final)  # the shard is complete: its name appears last
+    writer = ArrayRecordWriter(tmp, "group_size:1")
+    try:
+      for i in range(start, stop):
+        record = split[i]
+        try:
+          stored = images.decode(record["encoded"], size, channels, form["resize"])
+        except images.UnreadableImage as e:
+          bad.append({"name": str(record.get("name", i)), "why": str(e)})
+          continue
+        jpeg = simplejpeg.encode_jpeg(
+            stored if channels == 3 else stored.reshape(size, size, 1), quality=form["quality"],
+            colorspace="RGB" if channels == 3 else "GRAY",
+            colorsubsampling=form["chroma"] if channels == 3 else "Gray")
+        writer.write(sources.encode_record(int(record["label"]), jpeg))
+        written += 1
+        if acc is not None:
+          acc.add(stored[None])
+    finally:
+      writer.close()
+    sidecar = {"split": split_name, "index": index, "records": written, "bad": bad}
+    if acc is not None and acc.count:
+      np.savez(_beside(final, ".stats.npz"), image_sum=acc.image_sum,
+               pixel_sum=acc.pixel_sum, outer_sum=acc.outer_sum, count=acc.count,
+               pixels=acc.pixels)
+    with open(_beside(final, ".json"), "w", encoding="utf-8") as f:
+      json.dump(sidecar, f)
+    os.replace(tmp, final)  # the shard is complete: its name appears last
+  except (OSError, RuntimeError) as e:  # a full disk: no partial shard is left
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise OSError(getattr(e, "errno", None), getattr(e, "strerror", None) or str(e)) from None
   return sidecar
 
 
-def _sidecar(store: str, split: str, index: int, count: int) -> dict | None:
+def _complete_sidecar(store: str, split: str, index: int, count: int) -> dict | None:
+  """The sidecar of a shard already written and readable with its records, else None (the
+  shard is written again: missing, damaged, or without its sidecar)."""
   final = sources.shard_path(store, split, index, count)
   if not os.path.exists(final):
     return None
   try:
     with open(_beside(final, ".json"), encoding="utf-8") as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
+      sidecar = json.load(f)
+    if sources.shard_records(final) == sidecar["records"]:
+      return sidecar
+  except Exception:  # noqa: BLE001 -- unreadable sidecar or shard: written again
+    pass
+  logging.warning("%s is damaged: writing it again", final)
+  return None
 
 
 # ----------------------------------------------------------------------------- the store
 
-def prepare(data, *, channels: int, num_classes: int, quality: int = DEFAULT_QUALITY,
-            chroma: str = DEFAULT_CHROMA, shard_size: int = 1024, workers: int = 0,
-            progress: bool = True) -> dict:
-  """Prepares the store of the dataset `data` names (see the module docstring); returns its
-  manifest. `workers` processes (0: one per core; 1: in this process)."""
-  if data.name not in ("imagenet2012", "image_folder"):
-    raise UserError(f"data.name={data.name!r} is held in memory already: only imagenet2012 and "
-                    "image_folder are prepared")
-  if not 1 <= quality <= 100:
-    raise UserError(f"--quality must be in 1..100, got {quality}")
-  if chroma not in ("444", "422", "420"):
-    raise UserError(f"--chroma must be 444, 422 or 420, got {chroma!r}")
-  store = sources.store_dir(data)
-  done = sources.read_manifest(store)
-  if done is not None and (done["quality"], done.get("chroma"), done["image_size"],
-                           done.get("resize")) == (quality, chroma, data.image_size, data.resize):
-    logging.info("%s is prepared already (%d train, %d val images): nothing to do", store,
-                 done["records"]["train"], done["records"]["val"])
-    return done
-  train, val, class_names = sources.load_splits(data, channels=channels, num_classes=num_classes,
-                                                prepared=False)
+def _clear(store: str) -> None:
+  """Removes what a store holds (its shards, sidecars, statistics, report and manifest)."""
+  for name in os.listdir(store):
+    if name.endswith((".array_record", ".json", ".npz")) or ".array_record.tmp-" in name:
+      os.remove(os.path.join(store, name))
+
+
+def _claim(store: str, originals: Identity, form: dict, shard_size: int) -> None:
+  """Makes `store` this preparation's: a store of another form or of other originals is
+  refused (`data.prepared_dir` shared between configs or trees), a stale one (its originals
+  changed since) or a prepare in progress with other settings is cleared."""
   try:
     os.makedirs(store, exist_ok=True)
   except OSError as e:
     raise UserError(f"cannot create {store}: {e.strerror}") from None
+  done = sources.read_manifest(store)
+  if done is not None:
+    recorded = Identity.from_dict(done["originals"])
+    if done["form"] != form:
+      raise UserError(f"{store} holds a prepared store of another form "
+                      f"({sources.form_difference(done['form'], form)}): set "
+                      "another --config.data.prepared_dir (or leave it empty: each form gets "
+                      "its own folder), or remove it")
+    if recorded.source and originals.source and recorded.source != originals.source:
+      raise UserError(f"{store} holds the prepared store of {recorded.source}, not of "
+                      f"{originals.source}: set another --config.data.prepared_dir, or remove it")
+    stale = identity_lib.differences(recorded, originals, keys=identity_lib.DATA)
+    if stale:
+      logging.warning("%s was prepared from other originals (%s): preparing it again", store,
+                      "; ".join(stale))
+      _clear(store)
+  pending = {"originals": originals.to_dict(), "form": form, "shard_size": shard_size}
+  path = os.path.join(store, PENDING)
+  try:
+    with open(path, encoding="utf-8") as f:
+      before = json.load(f)
+  except (OSError, ValueError):
+    before = None
+  if before is not None and before != pending:
+    logging.warning("%s: the prepare in progress there had other originals or settings: "
+                    "starting afresh", store)
+    _clear(store)
   for name in os.listdir(store):  # shards a killed prepare was writing
     if ".array_record.tmp-" in name:
       os.remove(os.path.join(store, name))
-  size = int(data.image_size)
-  _SOURCE.update(train=(train, channels), val=(val, channels))
-  counts = {name: max(1, math.ceil(len(split) / shard_size))
-            for name, split in (("train", train), ("val", val))}
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(pending, f)
+
+
+def prepare(data, *, channels: int, num_classes: int, shard_size: int = 1024, workers: int = 0,
+            progress: bool = True) -> dict:
+  """Prepares the store of the dataset `data` names (see the module docstring); returns its
+  manifest. `workers` processes (0: one per core; 1: in this process)."""
+  if data.name not in sources.PREPARABLE:
+    raise UserError(f"data.name={data.name!r} is held in memory already: only "
+                    f"{' and '.join(sources.PREPARABLE)} are prepared")
+  if shard_size < 1 or workers < 0:
+    raise UserError(f"--shard_size must be >= 1 and --workers >= 0, got {shard_size} and "
+                    f"{workers}")
+  store, form = sources.store_dir(data), sources.store_form(data, channels)
+  dataset = sources.originals(data, channels=channels, num_classes=num_classes)
+  done = sources.read_manifest(store)
+  if done is not None and done["form"] == form and not identity_lib.differences(
+      Identity.from_dict(done["originals"]), dataset.identity, keys=identity_lib.DATA):
+    try:
+      sources.check_store(store, done)
+      logging.info("%s is prepared already (%d train, %d val images): nothing to do", store,
+                   done["records"]["train"], done["records"]["val"])
+      return done
+    except UserError as e:
+      logging.warning("%s: writing the damaged shards again", e)
+  try:
+    _claim(store, dataset.identity, form, shard_size)
+    return _write(store, dataset, form, shard_size, workers, progress)
+  except OSError as e:
+    raise UserError(f"cannot write the prepared store in {store} ({e.strerror or e}); the "
+                    "complete shards are kept: run the same command again to continue") from None
+
+
+def _write(store, dataset, form, shard_size, workers, progress) -> dict:
+  splits = {"train": dataset.train, "val": dataset.val}
+  counts = {name: max(1, math.ceil(len(split) / shard_size)) for name, split in splits.items()}
   tasks, sidecars = [], {name: [None] * counts[name] for name in SPLITS}
-  for name, split in (("train", train), ("val", val)):
+  for name, split in splits.items():
     for i in range(counts[name]):
-      found = _sidecar(store, name, i, counts[name])
+      found = _complete_sidecar(store, name, i, counts[name])
       if found is not None:
         sidecars[name][i] = found
         continue
       tasks.append((name, i, counts[name], i * shard_size, min(len(split), (i + 1) * shard_size),
-                    size, quality, chroma, data.resize, store))
+                    form, store))
   total = sum(t[4] - t[3] for t in tasks)
-  skipped = len(train) + len(val) - total
+  skipped = len(dataset.train) + len(dataset.val) - total
   logging.info("preparing %s: %d images in %d shards to write%s", store, total, len(tasks),
                f" ({skipped} already written)" if skipped else "")
+  channels = form["channels"]
+  shared = {name: (split, channels) for name, split in splits.items()}
+  start = time.perf_counter()
+  workers = min(workers or os.cpu_count() or 1, max(len(tasks), 1))
   bar = None
   if progress:
     from tqdm import tqdm
 
     bar = tqdm(total=total, unit="img", dynamic_ncols=True, smoothing=0.05,
                disable=not sys.stderr.isatty())
-  start = time.perf_counter()
-  workers = workers or os.cpu_count() or 1
+  pool = None
   try:
-    if workers == 1 or len(tasks) <= 1:
+    if workers == 1:
+      _SOURCE.update(shared)
       results = map(_write_shard, tasks)
-      pool = None
-    else:
-      pool = multiprocessing.get_context("fork").Pool(workers)
+    else:  # spawned, not forked: nothing of this process's threads (jax's) is copied
+      pool = multiprocessing.get_context("spawn").Pool(workers, _start_worker, (shared,))
       results = pool.imap_unordered(_write_shard, tasks)
     for sidecar in results:
       sidecars[sidecar["split"]][sidecar["index"]] = sidecar
-      n = sidecar["records"] + len(sidecar["bad"])
       if bar is not None:
-        bar.update(n)
+        bar.update(sidecar["records"] + len(sidecar["bad"]))
     if pool is not None:
       pool.close()
       pool.join()
-  except OSError as e:
-    raise UserError(f"cannot write the prepared store in {store} ({e.strerror or e}); the "
-                    "complete shards are kept: run the same command again to continue") from None
   finally:
+    if pool is not None:
+      pool.terminate()
     if bar is not None:
       bar.close()
     _SOURCE.clear()
   elapsed = time.perf_counter() - start
   if total:
     logging.info("prepared %d images in %.1f s (%.0f images/s)", total, elapsed, total / elapsed)
-  return _finish(store, sidecars, counts, class_names, data, quality, chroma, channels)
+  return _finish(store, sidecars, counts, dataset, form)
 
 
-def _finish(store, sidecars, counts, class_names, data, quality, chroma, channels) -> dict:
+def _finish(store, sidecars, counts, dataset, form) -> dict:
   """Statistics, report and manifest from the shards' sidecars (the manifest last)."""
   acc = Accumulator()
   for i in range(counts["train"]):
@@ -211,16 +286,17 @@ def _finish(store, sidecars, counts, class_names, data, quality, chroma, channel
     json.dump({"unreadable": len(bad), "files": bad}, f, indent=1)
   for b in bad:
     logging.warning("unreadable (%s): %s: %s", b["split"], b["name"], b["why"])
-  manifest = {"format": sources.PREPARED_FORMAT, "dataset": data.name, "source": data.data_dir,
-              "image_size": int(data.image_size), "channels": channels, "quality": quality,
-              "chroma": chroma, "resize": data.resize,
-              "class_names": list(class_names), "shards": counts,
+  manifest = {"format": sources.PREPARED_FORMAT, "dataset": dataset.identity.name,
+              "originals": dataset.identity.to_dict(), "form": form,
+              "class_names": list(dataset.class_names), "shards": counts,
+              "shard_records": {name: [s["records"] for s in sidecars[name]] for name in SPLITS},
               "records": {name: sum(s["records"] for s in sidecars[name]) for name in SPLITS},
               "unreadable": {name: sum(len(s["bad"]) for s in sidecars[name]) for name in SPLITS}}
   tmp = os.path.join(store, "manifest.json.tmp")
   with open(tmp, "w", encoding="utf-8") as f:
     json.dump(manifest, f, indent=1)
   os.replace(tmp, os.path.join(store, "manifest.json"))
+  os.remove(os.path.join(store, PENDING))
   logging.info("%s: %d train and %d val images, %d unreadable (report.json)", store,
                manifest["records"]["train"], manifest["records"]["val"], len(bad))
   return manifest
@@ -229,24 +305,25 @@ def _finish(store, sidecars, counts, class_names, data, quality, chroma, channel
 def main(argv):
   from absl import flags
 
-  FLAGS = flags.FLAGS
   del argv
+  FLAGS = flags.FLAGS
   config = FLAGS.config
   manifest = prepare(config.data, channels=config.model.in_channels,
-                     num_classes=config.model.num_classes, quality=FLAGS.quality,
-                     chroma=FLAGS.chroma, shard_size=FLAGS.shard_size, workers=FLAGS.workers)
+                     num_classes=config.model.num_classes, shard_size=FLAGS.shard_size,
+                     workers=FLAGS.workers)
   print(json.dumps({"store": sources.store_dir(config.data), **{k: manifest[k] for k in
-                                                         ("records", "unreadable", "quality")}}))
+                                                                 ("records", "unreadable", "form")}}))
 
 
 if __name__ == "__main__":
   from absl import flags
   from ml_collections import config_flags
 
-  config_flags.DEFINE_config_file("config", None, "training configuration file", lock_config=True)
-  flags.DEFINE_integer("quality", DEFAULT_QUALITY, "JPEG quality of the stored 256x256 images")
-  flags.DEFINE_enum("chroma", DEFAULT_CHROMA, ["444", "422", "420"],
-                    "chroma subsampling of the stored JPEGs")
+  from alexnet_jax import cli
+
+  config_flags.DEFINE_config_file("config", None, "training configuration file (its data "
+                                  "section: the dataset, the stored form, prepared_quality and "
+                                  "prepared_chroma)", lock_config=True)
   flags.DEFINE_integer("shard_size", 1024, "images per array_record shard")
   flags.DEFINE_integer("workers", 0, "processes (0: one per CPU core; 1: this process only)")
   cli.run(main, required_flags=["config"])

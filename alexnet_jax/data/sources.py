@@ -1,9 +1,11 @@
-"""The datasets, behind one interface: a split is a random-access sequence of records.
+"""The datasets, behind one interface: `load` gives a split pair, the class names and the
+data's identity (`data.identity`). A split is a random-access sequence of records.
 
 In memory, uint8 images at the stored size: Fashion-MNIST (IDX files of the Debian package)
 and synthetic images. Encoded image files, decoded in the input workers (`images.Decode`):
 ImageNet from TFDS (array_record, read with `tfds.data_source`, no TensorFlow needed) and an
-ImageFolder tree (`root/train/<class>/*`, `root/val/<class>/*`).
+ImageFolder tree (`root/train/<class>/*`, `root/val/<class>/*`), each read from its prepared
+§2 store (`data.prepare`) when there is a current one, from the originals otherwise.
 """
 
 from __future__ import annotations
@@ -19,11 +21,28 @@ import numpy as np
 from absl import logging
 
 from alexnet_jax.data import images
-from alexnet_jax.errors import UserError
+from alexnet_jax.data.identity import Identity, differences, files_fingerprint, fingerprint
+from alexnet_jax.data import identity as identity_lib
+from alexnet_jax.errors import UserError, first_line
 
+DATASETS = ("imagenet2012", "image_folder", "fashion_mnist", "synthetic")
+PREPARABLE = ("imagenet2012", "image_folder")
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
                          "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+
+@dataclasses.dataclass
+class Dataset:
+  """A dataset as a run reads it: its training and evaluation splits, class names, identity
+  (`identity.stats` is left to whoever picks the statistics), and the prepared store it is
+  read from ('' for the originals)."""
+
+  train: object
+  val: object
+  class_names: tuple[str, ...]
+  identity: Identity
+  store: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,8 +62,11 @@ class Split:
 
 def _read_idx(path: str) -> np.ndarray:
   """An IDX file (gzip'd): big-endian magic 0x0000 08 NDIM, NDIM uint32 sizes, uint8 data."""
-  with gzip.open(path, "rb") as f:
-    raw = f.read()
+  try:
+    with gzip.open(path, "rb") as f:
+      raw = f.read()
+  except (OSError, EOFError) as e:
+    raise UserError(f"{path} is not a readable gzip'd IDX file ({e})") from None
   if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
     raise UserError(f"{path} is not an IDX file of unsigned bytes")
   ndim = raw[3]
@@ -55,22 +77,26 @@ def _read_idx(path: str) -> np.ndarray:
   return data.reshape(dims)
 
 
+def _fashion_paths(data_dir: str, split: str) -> list[str]:
+  prefix = {"train": "train", "test": "t10k"}[split]
+  return [os.path.join(data_dir, f"{prefix}-{kind}-ubyte.gz")
+          for kind in ("images-idx3", "labels-idx1")]
+
+
 def fashion_mnist(data_dir: str, split: str, *, size: int) -> Split:
   """Fashion-MNIST `train` (60k) or `test` (10k) at `size` x `size` (`fashion_mnist_stored`)."""
-  data_dir = data_dir or FASHION_MNIST_DIR
-  prefix = {"train": "train", "test": "t10k"}[split]
-  paths = [os.path.join(data_dir, f"{prefix}-{kind}-ubyte.gz") for kind in ("images-idx3", "labels-idx1")]
+  paths = _fashion_paths(data_dir or FASHION_MNIST_DIR, split)
   missing = [p for p in paths if not os.path.isfile(p)]
   if missing:
     raise UserError(f"Fashion-MNIST not found ({missing[0]} is missing): install it with "
                     "`sudo apt-get install dataset-fashion-mnist` or set --config.data.data_dir")
-  images, labels = (_read_idx(p) for p in paths)
-  if len(images) != len(labels):
-    raise UserError(f"Fashion-MNIST {split}: {len(images)} images but {len(labels)} labels")
-  return Split(fashion_mnist_stored(images, size), labels.astype(np.int32))
+  images_, labels = (_read_idx(p) for p in paths)
+  if len(images_) != len(labels):
+    raise UserError(f"Fashion-MNIST {split}: {len(images_)} images but {len(labels)} labels")
+  return Split(fashion_mnist_stored(images_, size), labels.astype(np.int32))
 
 
-def fashion_mnist_stored(images: np.ndarray, size: int) -> np.ndarray:
+def fashion_mnist_stored(images_: np.ndarray, size: int) -> np.ndarray:
   """uint8 [N, 28, 28] -> [N, size, size, 1]: zero-padded (evenly) up to 32, bilinear upscales
   above (the full paper network's 256, from which it takes 224 crops)."""
   if size <= 32:
@@ -78,18 +104,18 @@ def fashion_mnist_stored(images: np.ndarray, size: int) -> np.ndarray:
     if pad < 0 or 28 + 2 * pad != size:
       raise UserError(f"Fashion-MNIST image_size must be 28 + an even padding up to 32, or an "
                       f"upscale above 32; got {size}")
-    return np.pad(images, ((0, 0), (pad, pad), (pad, pad)))[..., None]
+    return np.pad(images_, ((0, 0), (pad, pad), (pad, pad)))[..., None]
   from PIL import Image
 
   return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR))
-                   for im in images])[..., None]
+                   for im in images_])[..., None]
 
 
 def synthetic(num_examples: int, size: int, channels: int, num_classes: int, seed: int) -> Split:
   """Random uint8 images with random labels (for benchmarks and tests: nothing to learn)."""
   rng = np.random.default_rng(seed)
-  images = rng.integers(0, 256, (num_examples, size, size, channels), dtype=np.uint8)
-  return Split(images, rng.integers(0, num_classes, num_examples).astype(np.int32))
+  images_ = rng.integers(0, 256, (num_examples, size, size, channels), dtype=np.uint8)
+  return Split(images_, rng.integers(0, num_classes, num_examples).astype(np.int32))
 
 
 # ----------------------------------------------------------------------------- image files
@@ -100,7 +126,8 @@ PREPARE_IMAGENET = "bash launch/prepare_imagenet.sh MANUAL_DIR DATA_DIR"
 
 @dataclasses.dataclass(frozen=True)
 class FileSplit:
-  """Image files and their labels; records carry the encoded bytes (`images.Decode` decodes)."""
+  """Image files and their labels; records carry the encoded bytes (`images.Decode` decodes).
+  At most `images.MAX_FILE_BYTES` + 1 bytes of a file are read: a larger one is unreadable."""
 
   paths: tuple[str, ...]
   labels: np.ndarray
@@ -113,7 +140,7 @@ class FileSplit:
     path = self.paths[index]
     try:
       with open(path, "rb") as f:
-        data = f.read()
+        data = f.read(images.MAX_FILE_BYTES + 1)
     except OSError as e:  # counted as unreadable by the decoder
       data = b""
       logging.warning("cannot read %s: %s", path, e)
@@ -125,58 +152,82 @@ def _cache_dir() -> str:
                       "alexnet_jax")
 
 
-def _entries(folder: str, want_dir: bool) -> list[str]:
-  """Names of the folders (or files) in `folder`; an entry that cannot be followed (a symlink
-  loop, a dangling link) is skipped with a warning."""
-  names = []
+def _entries(folder: str) -> tuple[list[str], list[str]]:
+  """(folders, files) in `folder`, sorted, hidden ones left out; an entry that cannot be
+  followed (a symlink loop, a dangling link) is skipped with a warning."""
+  dirs, files = [], []
   for entry in os.scandir(folder):
+    if entry.name.startswith("."):
+      continue
     try:
-      if (entry.is_dir() if want_dir else entry.is_file()) and not entry.name.startswith("."):
-        names.append(entry.name)
+      if entry.is_dir():
+        dirs.append(entry.name)
+      elif entry.is_file():
+        files.append(entry.name)
     except OSError as e:
       logging.warning("skipping %s: %s", entry.path, e.strerror or e)
-  return sorted(names)
+  return sorted(dirs), sorted(files)
 
 
-def _list_class_dirs(split_dir: str) -> list[str]:
-  return _entries(split_dir, want_dir=True)
+def _list_split(split_dir: str, names: tuple[str, ...]) -> dict:
+  """The image files of each class folder, with their fingerprint (relative path, label, size,
+  modification time) and what training would silently miss: class folders without images,
+  images in folders below a class folder."""
+  listing = {"paths": [], "labels": [], "empty": [], "nested": 0}
+  entries = []
+  for label, name in enumerate(names):
+    folder = os.path.join(split_dir, name)
+    if not os.path.isdir(folder):
+      listing["empty"].append(name)
+      continue
+    subfolders, files = _entries(folder)
+    files = [f for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
+    if not files:
+      listing["empty"].append(name)
+    for sub in subfolders:
+      listing["nested"] += sum(f.lower().endswith(IMAGE_EXTENSIONS)
+                               for _, _, fs in os.walk(os.path.join(folder, sub)) for f in fs)
+    for f in files:
+      path = os.path.join(folder, f)
+      try:
+        st = os.stat(path)
+        entries.append((f"{name}/{f}", label, st.st_size, st.st_mtime_ns))
+      except OSError:
+        entries.append((f"{name}/{f}", label, None, None))
+      listing["paths"].append(path)
+      listing["labels"].append(label)
+  listing["fingerprint"] = fingerprint(entries)
+  return listing
 
 
 def image_folder(root: str, split: str, class_names: tuple[str, ...] | None = None
-                 ) -> tuple[FileSplit, tuple[str, ...]]:
-  """`root/<split>/<class>/<image>`: classes sorted by name (those of the training split when
-  `class_names` is given). The file list is built once and cached as JSON under
-  ~/.cache/alexnet_jax, keyed by the directory and checked against the class folders' mtimes."""
+                 ) -> tuple[FileSplit, tuple[str, ...], str]:
+  """`root/<split>/<class>/<image>`: (files, classes sorted by name (`class_names` when given:
+  those of the training split, or a model's), the listing's fingerprint). The file list is
+  built once and cached as JSON under ~/.cache/alexnet_jax, keyed by the directory and the
+  folders' modification times (a file added, removed or renamed changes them)."""
   split_dir = os.path.join(root, split)
   if not os.path.isdir(split_dir):
     raise UserError(f"image folder split not found: {split_dir} (expected "
                     f"{root}/train/<class>/*.JPEG and {root}/val/<class>/*)")
-  found = _list_class_dirs(split_dir)
+  found = _entries(split_dir)[0]
   names = tuple(class_names) if class_names is not None else tuple(found)
   unknown = sorted(set(found) - set(names))
   if unknown:
-    raise UserError(f"{split_dir} has class folders not in the training split: "
-                    f"{', '.join(unknown[:5])}")
+    raise UserError(f"{split_dir} has class folders that are not among the classes it is read "
+                    f"with (the training split's, or the model's): {', '.join(unknown[:5])}")
   if not names:
     raise UserError(f"{split_dir} has no class folders")
   signature = [(n, os.stat(os.path.join(split_dir, n)).st_mtime_ns) for n in found]
-  key = hashlib.sha256(json.dumps([os.path.abspath(split_dir), names, signature]).encode())
+  key = hashlib.sha256(json.dumps([os.path.abspath(split_dir), names, signature,
+                                   os.stat(split_dir).st_mtime_ns]).encode())
   cache = os.path.join(_cache_dir(), f"filelist-{key.hexdigest()[:20]}.json")
   try:
     with open(cache, encoding="utf-8") as f:
       listing = json.load(f)
-  except (OSError, ValueError):
-    listing = None
-  if listing is None:
-    listing = {"paths": [], "labels": []}
-    for label, name in enumerate(names):
-      folder = os.path.join(split_dir, name)
-      if not os.path.isdir(folder):
-        continue
-      files = [f for f in _entries(folder, want_dir=False)
-               if f.lower().endswith(IMAGE_EXTENSIONS)]
-      listing["paths"] += [os.path.join(folder, f) for f in files]
-      listing["labels"] += [label] * len(files)
+    listing["fingerprint"]  # a cache of an earlier version has none: list again
+  except (OSError, ValueError, KeyError, TypeError):
+    listing = _list_split(split_dir, names)
     try:
       os.makedirs(os.path.dirname(cache), exist_ok=True)
       with open(cache + ".tmp", "w", encoding="utf-8") as f:
@@ -185,7 +236,15 @@ def image_folder(root: str, split: str, class_names: tuple[str, ...] | None = No
     except OSError as e:
       logging.warning("could not cache the file list of %s: %s", split_dir, e)
   logging.info("%s: %d images in %d classes", split_dir, len(listing["paths"]), len(names))
-  return FileSplit(tuple(listing["paths"]), np.asarray(listing["labels"], np.int32)), names
+  if listing["empty"]:
+    logging.warning("%s: %d class folder(s) without images (%s): they count as classes with no "
+                    "examples", split_dir, len(listing["empty"]),
+                    ", ".join(listing["empty"][:5]))
+  if listing["nested"]:
+    logging.warning("%s: %d image(s) in folders below the class folders are not read (only "
+                    "<class>/<image> is)", split_dir, listing["nested"])
+  return (FileSplit(tuple(listing["paths"]), np.asarray(listing["labels"], np.int32)), names,
+          listing["fingerprint"])
 
 
 class _RandomAccessFiles:
@@ -235,8 +294,10 @@ class TfdsSplit(_RandomAccessFiles):
             "name": name.decode() if isinstance(name, bytes) else str(name)}
 
 
-def tfds_imagenet(name: str, data_dir: str) -> tuple[TfdsSplit, TfdsSplit, tuple[str, ...]]:
-  """ImageNet (or another TFDS image classification set) prepared as array_record."""
+def tfds_imagenet(name: str, data_dir: str
+                  ) -> tuple[TfdsSplit, TfdsSplit, tuple[str, ...], str]:
+  """ImageNet (or another TFDS image classification set) prepared as array_record: (train,
+  validation, class names, the fingerprint of the build's files)."""
   import tensorflow_datasets as tfds
 
   try:
@@ -249,22 +310,39 @@ def tfds_imagenet(name: str, data_dir: str) -> tuple[TfdsSplit, TfdsSplit, tuple
         f"{name} is not prepared as array_record in {where} ({type(e).__name__}): run "
         f"`{PREPARE_IMAGENET}` with ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in "
         "MANUAL_DIR, or use --config.data.name=image_folder") from None
-  return splits[0], splits[1], names
+  folder = str(builder.data_dir)
+  files = [os.path.join(folder, f) for f in sorted(os.listdir(folder))] if os.path.isdir(
+      folder) else []
+  return splits[0], splits[1], names, files_fingerprint(files, folder)
 
 
 # ----------------------------------------------------------------------------- the §2 store
 
-PREPARED_FORMAT = 1
+PREPARED_FORMAT = 2
 SPLIT_NAMES = ("train", "val")
+
+
+def store_form(data, channels: int) -> dict:
+  """The stored form of a prepared store: what it holds and how it was encoded."""
+  return {"image_size": int(data.image_size), "resize": data.resize, "channels": int(channels),
+          "quality": int(data.prepared_quality), "chroma": str(data.prepared_chroma)}
+
+
+def form_difference(stored: dict, wanted: dict) -> str:
+  """How the form a store holds differs from the one wanted: 'quality 90 → 80, ...'."""
+  return ", ".join(f"{k} {stored.get(k)} → {v}" for k, v in wanted.items() if stored.get(k) != v)
 
 
 def store_dir(data) -> str:
   """Where the prepared §2 form of the dataset `data` names lives (`python -m
-  alexnet_jax.data.prepare`): `data.prepared_dir`, or next to the data."""
+  alexnet_jax.data.prepare`): `data.prepared_dir`, or next to the data, in a folder named by
+  its settings (two configs that store differently never share shards)."""
   if data.get("prepared_dir"):
     return data.prepared_dir
   root = data.data_dir or os.path.expanduser("~/tensorflow_datasets")
-  return os.path.join(root, "alexnet_jax_prepared", f"{data.name}-{data.image_size}")
+  return os.path.join(root, "alexnet_jax_prepared",
+                      f"{data.name}-{data.image_size}-{data.resize}-q{data.prepared_quality}-"
+                      f"{data.prepared_chroma}")
 
 
 def shard_path(store: str, split: str, index: int, count: int) -> str:
@@ -272,7 +350,8 @@ def shard_path(store: str, split: str, index: int, count: int) -> str:
 
 
 def read_manifest(store: str) -> dict | None:
-  """The manifest of a complete store, or None (no store, or one still being written)."""
+  """The manifest of a complete store, or None (no store, one still being written, or one of
+  an earlier version: prepare writes it again)."""
   try:
     with open(os.path.join(store, "manifest.json"), encoding="utf-8") as f:
       manifest = json.load(f)
@@ -280,11 +359,38 @@ def read_manifest(store: str) -> dict | None:
     return None
   if not isinstance(manifest, dict) or manifest.get("format") != PREPARED_FORMAT:
     return None
+  return manifest
+
+
+def shard_records(path: str) -> int:
+  """The number of records an array_record shard holds; raises OSError or RuntimeError when
+  it cannot be read (missing, truncated, not an array_record file)."""
+  from array_record.python.array_record_module import ArrayRecordReader
+
+  reader = ArrayRecordReader(path)
+  try:
+    return reader.num_records()
+  finally:
+    reader.close()
+
+
+def check_store(store: str, manifest: dict) -> None:
+  """Every shard of a store there and readable, with the records its manifest says: a
+  one-line `UserError` naming the first damaged one otherwise."""
   for split in SPLIT_NAMES:
     count = manifest["shards"][split]
-    if not all(os.path.exists(shard_path(store, split, i, count)) for i in range(count)):
-      return None
-  return manifest
+    for i in range(count):
+      path = shard_path(store, split, i, count)
+      try:
+        records = shard_records(path)
+      except Exception as e:  # noqa: BLE001 -- the reader raises several kinds
+        raise UserError(f"the prepared store {store} is damaged ({os.path.basename(path)}: "
+                        f"{first_line(e) or type(e).__name__}): run prepare again, it rewrites "
+                        "the damaged shards") from None
+      if records != manifest["shard_records"][split][i]:
+        raise UserError(f"the prepared store {store} is damaged ({os.path.basename(path)} holds "
+                        f"{records} records, not {manifest['shard_records'][split][i]}): run "
+                        "prepare again, it rewrites the damaged shards")
 
 
 def encode_record(label: int, jpeg: bytes) -> bytes:
@@ -295,7 +401,9 @@ def encode_record(label: int, jpeg: bytes) -> bytes:
 @dataclasses.dataclass
 class PreparedSplit(_RandomAccessFiles):
   """One split of a prepared store: 256x256 JPEGs and labels in array_record shards, read with
-  grain's `ArrayRecordDataSource` (random access, no TensorFlow)."""
+  grain's `ArrayRecordDataSource` (random access, no TensorFlow). A record that cannot be read
+  (a shard damaged or removed while a run reads it) is an unreadable image: logged, counted,
+  replaced in training and left out of evaluation, as an unreadable original is."""
 
   paths: tuple[str, ...]
   split: str
@@ -307,68 +415,121 @@ class PreparedSplit(_RandomAccessFiles):
     return grain.sources.ArrayRecordDataSource(list(self.paths))
 
   def __getitem__(self, index: int) -> dict:
-    record = self._open()[index]
-    return {"encoded": record[4:], "label": np.int32(struct.unpack_from("<i", record)[0]),
-            "name": f"{self.split}#{index}"}
+    name = f"{self.split}#{index}"
+    try:
+      record = self._open()[index]
+      return {"encoded": record[4:], "label": np.int32(struct.unpack_from("<i", record)[0]),
+              "name": name}
+    except Exception as e:  # noqa: BLE001 -- the reader raises several kinds
+      logging.warning("cannot read record %s of the prepared store: %s", name,
+                      first_line(e) or type(e).__name__)
+      return {"encoded": b"", "label": np.int32(0), "name": name}
 
 
-def prepared_splits(data, channels: int):
-  """(train, val, class names) of the prepared store of `data`, or None when there is none."""
+# ----------------------------------------------------------------------------- the registry
+
+def _form(data, channels: int) -> dict:
+  if data.name in PREPARABLE:
+    return {"image_size": int(data.image_size), "resize": data.resize, "channels": int(channels)}
+  return {"image_size": int(data.image_size), "channels": int(channels)}
+
+
+def originals(data, *, channels: int, num_classes: int,
+              class_names: tuple[str, ...] | None = None) -> Dataset:
+  """The dataset the config's `data` section names, from its original files (never the
+  prepared store); `channels` and `num_classes` shape the synthetic one. `class_names` (a
+  model's) fixes the label order of an image tree; other datasets must have them."""
+  source, listing = data.data_dir, ""
+  if data.name == "fashion_mnist":
+    source = data.data_dir or FASHION_MNIST_DIR
+    size = data.image_size
+    train, val = (fashion_mnist(source, s, size=size) for s in ("train", "test"))
+    names = FASHION_MNIST_CLASSES
+    listing = files_fingerprint(_fashion_paths(source, "train") + _fashion_paths(source, "test"))
+  elif data.name == "synthetic":
+    source = ""
+    make = lambda n, seed: synthetic(n, data.image_size, channels, num_classes, seed)
+    train, val = make(data.synthetic_train_size, 0), make(data.synthetic_eval_size, 1)
+    names = tuple(str(i) for i in range(num_classes))
+    listing = fingerprint("synthetic", data.synthetic_train_size, data.synthetic_eval_size,
+                          num_classes)
+  elif data.name == "image_folder":
+    if not data.data_dir:
+      raise UserError("data.name=image_folder needs --config.data.data_dir=ROOT "
+                      "(ROOT/train/<class>/*, ROOT/val/<class>/*)")
+    train, names, train_listing = image_folder(data.data_dir, "train", class_names)
+    val, _, val_listing = image_folder(data.data_dir, "val", class_names=names)
+    listing = fingerprint(train_listing, val_listing)
+  elif data.name == "imagenet2012":
+    train, val, names, listing = tfds_imagenet(data.name, data.data_dir)
+    source = data.data_dir or os.path.expanduser("~/tensorflow_datasets")
+  else:
+    raise UserError(f"unknown dataset {data.name!r}; known: {', '.join(DATASETS)}")
+  if class_names is not None and tuple(class_names) != tuple(names):
+    raise UserError(f"{data.name} does not have the classes given: "
+                    f"{identity_lib.class_difference(tuple(class_names), tuple(names))}")
+  identity = Identity.make(name=data.name, source=source, listing=listing,
+                           num_train=len(train), num_eval=len(val), class_names=names,
+                           form=_form(data, channels))
+  return Dataset(train, val, tuple(names), identity)
+
+
+def load(data, *, channels: int, num_classes: int, prepared: bool = True,
+         class_names: tuple[str, ...] | None = None) -> Dataset:
+  """The dataset the config's `data` section names: ImageNet and ImageFolder trees from their
+  prepared §2 store when there is a current one (`data.use_prepared`; one log line says which
+  form is read), from the original files otherwise (`originals`)."""
+  if data.name in PREPARABLE and prepared and data.use_prepared:
+    found = _current_store(data, channels, num_classes, class_names)
+    if found is not None:
+      return found
+    logging.info("reading the original images of %s (no prepared store at %s: `python -m "
+                 "alexnet_jax.data.prepare --config=...` makes one)", data.name, store_dir(data))
+  return originals(data, channels=channels, num_classes=num_classes, class_names=class_names)
+
+
+def _current_store(data, channels: int, num_classes: int, class_names) -> Dataset | None:
+  """The prepared store of `data` when there is one, checked: its form is this config's, it
+  was prepared from these originals as they are now (when they can be listed), and it is not
+  damaged; a one-line `UserError` otherwise."""
   store = store_dir(data)
   manifest = read_manifest(store)
   if manifest is None:
     return None
-  if manifest.get("resize", "shorter_side") != data.get("resize", "shorter_side"):
-    raise UserError(f"the prepared store {store} was made with data.resize="
-                    f"{manifest.get('resize', 'shorter_side')}, this config has {data.resize}")
-  if manifest["image_size"] != data.image_size or manifest["channels"] != channels:
-    raise UserError(f"the prepared store {store} holds {manifest['image_size']}px images with "
-                    f"{manifest['channels']} channel(s), not {data.image_size}px with {channels}")
+  recorded = Identity.from_dict(manifest["originals"])
+  form = store_form(data, channels)
+  if manifest["form"] != form:
+    raise UserError(f"the prepared store {store} holds another form "
+                    f"({form_difference(manifest['form'], form)}): prepare this "
+                    "config's into another --config.data.prepared_dir (or leave it empty: each "
+                    "form gets its own folder)")
+  try:
+    now = originals(data, channels=channels, num_classes=num_classes).identity
+  except UserError as e:
+    now = None
+    logging.info("the originals of the prepared store %s cannot be listed (%s): reading the "
+                 "store prepared from %s", store, e, recorded.source or "them")
+  if now is not None:
+    stale = differences(recorded, now, keys=identity_lib.DATA)
+    if stale:
+      raise UserError(f"the prepared store {store} does not hold these originals: "
+                      f"{'; '.join(stale)}: run `python -m alexnet_jax.data.prepare` with this "
+                      "config again (it rebuilds the store), or read the originals with "
+                      "--config.data.use_prepared=False")
+  names = tuple(manifest["class_names"])
+  if class_names is not None and tuple(class_names) != names:
+    raise UserError(f"the prepared store {store} labels other classes than the ones given: "
+                    f"{identity_lib.class_difference(tuple(class_names), names)}")
+  check_store(store, manifest)
   splits = [PreparedSplit(tuple(shard_path(store, name, i, manifest["shards"][name])
                                 for i in range(manifest["shards"][name])), name,
                           os.path.join(store, "stats.npz"))
             for name in SPLIT_NAMES]
   logging.info("reading the prepared §2 form of %s from %s (%d train / %d val images, JPEG "
-               "quality %d)", data.name, store, len(splits[0]), len(splits[1]),
-               manifest["quality"])
-  return splits[0], splits[1], tuple(manifest["class_names"])
-
-
-# ----------------------------------------------------------------------------- the registry
-
-DATASETS = ("imagenet2012", "image_folder", "fashion_mnist", "synthetic")
-PREPARABLE = ("imagenet2012", "image_folder")
-
-
-def load_splits(data, *, channels: int, num_classes: int, prepared: bool = True):
-  """(train, eval, class names) of the dataset that the config's `data` section names;
-  `channels` and `num_classes` shape the synthetic one. ImageNet and ImageFolder trees are read
-  from their prepared §2 store when it exists (`data.use_prepared`; one log line says which
-  form is read), from the original files otherwise."""
-  if data.name in PREPARABLE and prepared and data.get("use_prepared", True):
-    found = prepared_splits(data, channels)
-    if found is not None:
-      return found
-    logging.info("reading the original images of %s (no prepared store at %s: `python -m "
-                 "alexnet_jax.data.prepare --config=...` makes one)", data.name, store_dir(data))
-  if data.name == "fashion_mnist":
-    size = data.image_size
-    return (fashion_mnist(data.data_dir, "train", size=size),
-            fashion_mnist(data.data_dir, "test", size=size), FASHION_MNIST_CLASSES)
-  if data.name == "synthetic":
-    make = lambda n, seed: synthetic(n, data.image_size, channels, num_classes, seed)
-    return (make(data.synthetic_train_size, 0), make(data.synthetic_eval_size, 1),
-            tuple(str(i) for i in range(num_classes)))
-  if data.name == "image_folder":
-    if not data.data_dir:
-      raise UserError("data.name=image_folder needs --config.data.data_dir=ROOT "
-                      "(ROOT/train/<class>/*, ROOT/val/<class>/*)")
-    train, names = image_folder(data.data_dir, "train")
-    val, _ = image_folder(data.data_dir, "val", class_names=names)
-    return train, val, names
-  if data.name == "imagenet2012":
-    return tfds_imagenet(data.name, data.data_dir)
-  raise UserError(f"unknown dataset {data.name!r}; known: {', '.join(DATASETS)}")
+               "quality %d, chroma %s)", data.name, store, len(splits[0]), len(splits[1]),
+               form["quality"], form["chroma"])
+  identity = recorded.replace(num_train=len(splits[0]), num_eval=len(splits[1]), form=form)
+  return Dataset(splits[0], splits[1], names, identity, store)
 
 
 def stored_decoder(data, channels: int):
@@ -378,8 +539,7 @@ def stored_decoder(data, channels: int):
     size = data.image_size
     return lambda encoded: fashion_mnist_stored(images.decode(encoded, 28, 1)[None, ..., 0],
                                                 size)[0]
-  resize = data.get("resize", "shorter_side")
-  return lambda encoded: images.decode(encoded, data.image_size, channels, resize)
+  return lambda encoded: images.decode(encoded, data.image_size, channels, data.resize)
 
 
 def stored_size(data, split) -> int:

@@ -27,6 +27,7 @@ from absl import flags, logging
 
 from alexnet_jax import cli
 from alexnet_jax.data import images, sources
+from alexnet_jax.data.identity import stats_fingerprint
 from alexnet_jax.errors import UserError
 
 # Defaults until `python -m alexnet_jax.data.stats` has run: the usual ImageNet per-channel mean
@@ -86,6 +87,11 @@ class Stats:
     eigval = np.square(np.asarray(IMAGENET_RGB_STD, np.float32))
     mean = np.broadcast_to(np.asarray(IMAGENET_CHANNEL_MEAN, np.float32), (size, size, 3))
     return cls(np.array(mean), eigval, eigvec, 0)
+
+  @property
+  def fingerprint(self) -> str:
+    """The statistics' fingerprint (`identity.stats`): what a run's input was centred with."""
+    return stats_fingerprint(self.mean, self.eigval, self.eigvec)
 
   def channel_mean(self) -> "Stats":
     """The same statistics with the mean image replaced by its per-channel mean."""
@@ -202,7 +208,7 @@ def write_statistics(data, channels: int, num_classes: int, *, output: str = "",
   """Computes the statistics of the training split of `data` (the first `max_images` when > 0),
   writes them to `output` (default: `default_path`) and prints a summary."""
   path = output or default_path(data)
-  train, _, _ = sources.load_splits(data, channels=channels, num_classes=num_classes)
+  train = sources.load(data, channels=channels, num_classes=num_classes).train
   limit = len(train) if max_images <= 0 else min(max_images, len(train))
   logging.info("computing statistics of %d %s training images at %d x %d", limit, data.name,
                data.image_size, data.image_size)

@@ -4,7 +4,7 @@ flips, bf16 compute. ε 0.01 ÷10 three times (§5) at fixed epochs, so that a r
 time (the plateau rule: --config.schedule.kind=plateau)."""
 
 from alexnet_jax.configuration import apply_variants
-from configs import paper
+from alexnet_jax.configs import paper
 
 
 def get_config(variant: str = ""):

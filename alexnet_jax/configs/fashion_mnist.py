@@ -9,7 +9,7 @@ why: docs/fidelity.md, "Deliberate departures of the smaller configs".
 """
 
 from alexnet_jax.configuration import apply_variants
-from configs import tiny
+from alexnet_jax.configs import tiny
 
 
 def get_config(variant: str = ""):

@@ -5,7 +5,7 @@
 """
 
 from alexnet_jax.configuration import apply_variants
-from configs import paper
+from alexnet_jax.configs import paper
 
 
 def get_config(variant: str = ""):

@@ -15,7 +15,7 @@ Where Caffe's AlexNet differs from the paper's (docs/fidelity.md):
 """
 
 from alexnet_jax.configuration import apply_variants
-from configs import paper
+from alexnet_jax.configs import paper
 
 
 def get_config(variant: str = ""):

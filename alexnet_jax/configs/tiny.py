@@ -3,7 +3,7 @@ on 32x32 inputs (conv1 5x5 stride 1). Used by the fast tests and as the base of 
 Fashion-MNIST default."""
 
 from alexnet_jax.configuration import apply_variants
-from configs import paper
+from alexnet_jax.configs import paper
 
 
 def get_config(variant: str = ""):

@@ -15,13 +15,8 @@ Table 2's sixth convolutional layer, two ways:
   pool5 and its fc6 (a source trained without conv6), learned during fine-tuning only.
 """
 
-from alexnet_jax.configuration import Variant, apply_variants
-from configs import paper
-
-VARIANTS = {
-    "new_conv6": Variant("Table 2 (not the paper's route)",
-                         {"model.extra_conv6": True, "init_from.new_layers": ("fc8", "conv6")}),
-}
+from alexnet_jax.configuration import apply_variants
+from alexnet_jax.configs import paper
 
 
 def get_config(variant: str = ""):
@@ -29,4 +24,4 @@ def get_config(variant: str = ""):
   config.optimizer.learning_rate = 0.001
   config.schedule.update(dict(kind="steps", drop_epochs=(10.0,)))
   config.num_epochs = 15.0
-  return apply_variants(config, variant, extra=VARIANTS)
+  return apply_variants(config, variant)
