@@ -329,7 +329,7 @@ def _timed_step(config, batch_size: int, steps: int, mesh=None, profile_steps: i
   import jax
   import jax.numpy as jnp
 
-  from alexnet_jax import models
+  from alexnet_jax import models, optim
   from alexnet_jax.sharding import mesh_for
   from alexnet_jax.train_setup import setup_train
 
@@ -342,18 +342,22 @@ def _timed_step(config, batch_size: int, steps: int, mesh=None, profile_steps: i
       "crop": jnp.zeros((batch_size, 3), jnp.int32),
       "lighting": jnp.zeros((batch_size, c), jnp.float32)}, setup.batch_sharding)
   mean = jax.device_put(jnp.full((size, size, c), 120.0, jnp.float32), setup.replicated)
+  rates = jax.device_put({optim.rate_key(p): jnp.float32(config.optimizer.learning_rate)
+                          for p, _ in jax.tree_util.tree_flatten_with_path(
+                              setup.state["params"])[0]}, setup.replicated)
   state = setup.state
-  compiled = setup.train_step.lower(state, batch, key, mean).compile()
+  args = (batch, key, mean, rates)
+  compiled = setup.train_step.lower(state, *args).compile()
   flops = 3.0 * models.AlexNetSpec.from_config(config.model).forward_flops() * batch_size
   for _ in range(3):
-    state, metrics = compiled(state, batch, key, mean)
+    state, metrics = compiled(state, *args)
   jax.block_until_ready(metrics)
   start = time.perf_counter()
   for _ in range(steps):
-    state, metrics = compiled(state, batch, key, mean)
+    state, metrics = compiled(state, *args)
   jax.block_until_ready(metrics)
   seconds = (time.perf_counter() - start) / steps
-  ops = _profile(compiled, (state, batch, key, mean), profile_steps) if profile_steps else []
+  ops = _profile(compiled, (state, *args), profile_steps) if profile_steps else []
   return seconds, flops, compiled.as_text(), ops
 
 
@@ -424,11 +428,11 @@ def null_setup(config, mesh, **kwargs):
 
   setup = setup_train(config, mesh, **kwargs)
 
-  def step(state, batch, rng, mean):
-    del rng, mean
+  def step(state, batch, rng, mean, rates):
+    del rng, mean, rates
     touched = jnp.mean(batch["image"].astype(jnp.float32)) * 0.0
     one = jnp.float32(1.0) + touched
-    names = ("loss", "top1_error", "top5_error", "lr", "grad_norm", "param_norm")
+    names = ("loss", "top1_error", "top5_error", "grad_norm", "param_norm")
     return {**state, "step": state["step"] + 1}, dict.fromkeys(names, one)
 
   def eval_step(params, batch, mean):
@@ -438,7 +442,7 @@ def null_setup(config, mesh, **kwargs):
     return {"eval": sums} | ({"eval_10crop": sums} if batch["image"].ndim == 5 else {})
 
   jitted = jax.jit(step, in_shardings=(setup.state_shardings, setup.batch_sharding,
-                                       setup.replicated, setup.replicated),
+                                       setup.replicated, setup.replicated, setup.replicated),
                    out_shardings=(setup.state_shardings, setup.replicated), donate_argnums=0)
   setup.train_step = setup.train_step_with_stats = jitted
   setup.eval_step = jax.jit(eval_step)

@@ -33,11 +33,13 @@ from alexnet_jax.errors import UserError
 _ADDED = {
     "model": {"dropout_form": "inverted", "response_norm": False, "response_norm_size": 5,
               "response_norm_alpha": 1e-3, "response_norm_beta": 0.75,
-              "lrn_across_columns": False},
+              "lrn_across_columns": False, "conv6_across_columns": False},
     "data": {"resize": "shorter_side", "lighting_shrink": False, "crop_chunk": 1,
-             "prepared_quality": 90, "prepared_chroma": "420"},
+             "prepared_quality": 90, "prepared_chroma": "420", "mean_patch": "crop"},
     "init_from": {"accept_input_change": False},
+    "schedule": {"events": ()},
 }
+_ADDED_TOP = {"num_steps": 0}
 # Config fields earlier versions wrote that this one no longer has.
 _REMOVED = {"model": ("name",)}
 # Paths of the config, stored absolute: inference from another directory reads the same files.
@@ -83,6 +85,7 @@ def upgrade(meta: dict, where: str) -> dict:
                  "trained with", where)
   for section, added in _ADDED.items():
     config[section] = {**added, **config.get(section, {})}
+  config = {**_ADDED_TOP, **config}
   meta["config"] = config
   data = meta.get("data") or {}
   if "listing" not in data:  # before identities: what the meta or its config said
@@ -114,6 +117,11 @@ def check_resume(meta: dict, saved_shapes: dict, *, shapes: dict, config, identi
   statistics this run would use included), another batch size."""
   differ = [p for p in sorted(set(shapes) | set(saved_shapes))
             if shapes.get(p) != saved_shapes.get(p)]
+  if differ and all(p.startswith("opt_state/") for p in differ):
+    raise UserError(f"the checkpoints in {workdir} hold the optimizer state of an earlier version "
+                    f"({differ[0]} and {len(differ) - 1} more): they restore for inference and "
+                    f"fine-tuning (--config.init_from.workdir={workdir}), not for a resume; train "
+                    "in a new --workdir")
   if differ:
     first = next((p for p in differ if p.startswith("params/")), differ[0])
     shape = lambda d: "absent" if d.get(first) is None else str(d[first])

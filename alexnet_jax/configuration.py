@@ -151,7 +151,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   sharding.validate(config.mesh)
   pipeline.validate(config.data)
   optim.validate(config.optimizer)
-  schedule.validate(config.schedule)
+  schedule.validate(config.schedule, config.optimizer)
   finetune.validate(config.init_from)
   checkpoint.validate(config.checkpoint)
   step_metrics.validate(config.divergence)
@@ -165,6 +165,9 @@ def _validate_run(config) -> None:
   for name in ("num_epochs", "eval_every_epochs"):
     if not config[name] > 0:  # NaN fails too
       raise UserError(f"{name} must be positive, got {config[name]}")
+  if not isinstance(config.num_steps, int) or config.num_steps < 0:
+    raise UserError(f"num_steps must be an integer >= 0 (0: num_epochs decides), got "
+                    f"{config.num_steps}")
   for name in ("log_every_steps", "stats_every_steps"):
     if config[name] < 1:
       raise UserError(f"{name} must be >= 1, got {config[name]}")

@@ -21,7 +21,7 @@ def _connectivity(spec: models.AlexNetSpec, layer: str) -> str:
     return "one column"
   if layer == "fc8":
     return "both columns: psum of the columns' partial logits"
-  if layer in models.MEETS:
+  if layer in spec.meets:
     return f"both columns: all-gather over 'model' ({spec.columns} x {spec.widths[layer]})"
   return f"own column ({spec.columns} x {spec.widths[layer]})"
 

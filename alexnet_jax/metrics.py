@@ -88,29 +88,71 @@ def read_metrics(path: str) -> list[dict]:
   return rows
 
 
+SPLITS = {"train": "training (random crops, dropout)", "eval": "validation, centre crop",
+          "eval_10crop": "validation, ten crops (§4.1)"}
+
+
 def plot_curves(metrics_path: str, png_path: str) -> None:
-  """Loss, top-1/top-5 error (train and eval) and ε against steps, one panel each."""
+  """The run's curves against epochs: loss; top-1 and top-5 error in % (each on its own
+  scale, the last validation figures written on the panel); every parameter's ε as the steps
+  it is (one line per group of parameters that share their ε when they differ)."""
   import matplotlib
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   rows = read_metrics(metrics_path)
-  fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-  panels = [("loss", ["loss"]), ("error", ["top1_error", "top5_error"]), ("learning rate", ["lr"])]
-  for ax, (title, keys) in zip(axes, panels):
-    for split in ("train", "eval", "eval_10crop"):
-      for key in keys:
-        points = [(r["step"], r[key]) for r in rows if r["split"] == split and key in r]
-        if points:
-          xs, ys = zip(*points)
-          ax.plot(xs, ys, marker="o" if split != "train" else None, markersize=3,
-                  label=f"{split} {key}")
+  train = [r for r in rows if r["split"] == "train" and "epoch" in r]
+  per_step = train[-1]["epoch"] / train[-1]["step"] if train else None
+  epoch = lambda r: r["epoch"] if "epoch" in r else (r["step"] * per_step if per_step else
+                                                      r["step"])
+  fig, axes = plt.subplots(1, 4, figsize=(20, 4.2))
+  panels = (("loss", "loss", 1.0), ("top-1 error (%)", "top1_error", 100.0),
+            ("top-5 error (%)", "top5_error", 100.0))
+  for ax, (title, key, scale) in zip(axes, panels):
+    for split, label in SPLITS.items():
+      points = [(epoch(r), scale * r[key]) for r in rows if r["split"] == split and key in r]
+      if not points:
+        continue
+      xs, ys = zip(*points)
+      ax.plot(xs, ys, marker="o" if split != "train" else ".", markersize=4 if split != "train"
+              else 2, label=label)
+      if split != "train" and scale != 1.0:
+        ax.annotate(f"{ys[-1]:.2f} %", (xs[-1], ys[-1]), textcoords="offset points",
+                    xytext=(-30, 8 if split == "eval" else -14), fontsize=8)
     ax.set_title(title)
-    ax.set_xlabel("step")
-    if title == "learning rate":
-      ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
+  _plot_rates(axes[3], train, epoch)
   fig.tight_layout()
   fig.savefig(png_path, dpi=100)
   plt.close(fig)
+
+
+def _plot_rates(ax, train: list[dict], epoch) -> None:
+  """ε against epochs as steps (the value at each logged step holds until the next); the
+  parameters whose rates differ (`lr/<layer>/<kind>` keys) grouped by identical curves."""
+  curves = {}
+  for r in train:
+    for key, value in r.items():
+      if key == "lr" or key.startswith("lr/"):
+        curves.setdefault(key, []).append((epoch(r), value))
+  groups = {}
+  for key, points in curves.items():
+    if key != "lr":
+      groups.setdefault(tuple(v for _, v in points), []).append(key[3:])
+  lines = [("ε", curves["lr"])] if not groups and "lr" in curves else [
+      (", ".join(names) if len(names) <= 3 else f"{names[0]} and {len(names) - 1} more",
+       curves[f"lr/{names[0]}"]) for names in groups.values()]
+  for i, (label, points) in enumerate(lines):  # dashed, thinner lines stay visible on top
+    positive = [(x, y) for x, y in points if y > 0]
+    if positive:
+      ax.plot(*zip(*positive), drawstyle="steps-post", label=label,
+              linestyle=("-", "--", ":", "-.")[i % 4], linewidth=max(2.5 - 0.5 * i, 1.0))
+  ax.set_yscale("log")
+  ax.set_title("learning rate ε (0: frozen, not drawn)" if groups else "learning rate ε")
+  ax.set_xlabel("epoch")
+  ax.grid(alpha=0.3)
+  if lines:
+    ax.legend(fontsize=7)

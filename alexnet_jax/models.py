@@ -31,12 +31,14 @@ from alexnet_jax.sharding import DATA, MODEL, make_mesh
 CONV_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 FC_LAYERS = ("fc6", "fc7", "fc8")
 LAYERS = CONV_LAYERS + FC_LAYERS
-# Layers whose input is every column's output (§3.5): the columns meet in front of them.
+# Layers whose input is every column's output (§3.5): the columns meet in front of them (and in
+# front of conv6 when `conv6_across_columns`: `AlexNetSpec.meets`).
 MEETS = ("conv3", "fc6", "fc7", "fc8")
 # What `AlexNet.__call__(..., capture=True)` returns besides the logits, in order.
 CAPTURED = ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7")
-# Table 2's "extra sixth convolutional layer over the last pooling layer" (3x3, own column,
-# as wide as conv5), present when `extra_conv6` is set: between pool5 and fc6.
+# Table 2's "extra sixth convolutional layer over the last pooling layer" (3x3, as wide as conv5),
+# present when `extra_conv6` is set: between pool5 and fc6; over its own column's pool5 maps, or
+# over both columns' (`conv6_across_columns`: the 2012 code's conv6a/conv6b, inputs=pool3a,pool3b).
 CONV6 = "conv6"
 # §4.2's dropout: 'paper' zeroes units with probability p in training and multiplies every
 # output by 1 - p at test time (the paper, the 2012 code); 'inverted' divides the kept units by
@@ -59,6 +61,7 @@ class AlexNetSpec:
   conv1_stride: int
   fc_features: tuple[int, ...]
   extra_conv6: bool
+  conv6_across_columns: bool
   activation: str
   lrn: bool
   lrn_size: int
@@ -139,6 +142,12 @@ class AlexNetSpec:
     return CONV_LAYERS + ((CONV6,) if self.extra_conv6 else ()) + FC_LAYERS
 
   @property
+  def meets(self) -> tuple[str, ...]:
+    """The layers in front of which the columns meet."""
+    return MEETS[:1] + ((CONV6,) if self.extra_conv6 and self.conv6_across_columns else ()) + \
+        MEETS[1:]
+
+  @property
   def captured(self) -> tuple[str, ...]:
     return CAPTURED[:8] + ((CONV6,) if self.extra_conv6 else ()) + CAPTURED[8:]
 
@@ -180,7 +189,7 @@ class AlexNetSpec:
         "conv3": c * w["conv2"],
         "conv4": w["conv3"],
         "conv5": w["conv4"],
-        CONV6: w["conv5"],
+        CONV6: (c if self.conv6_across_columns else 1) * w["conv5"],
         "fc6": c * w["conv5"] * self.pool5_size ** 2,
         "fc7": c * w["fc6"],
         "fc8": w["fc7"],
@@ -393,7 +402,8 @@ def _column_forward(spec: AlexNetSpec, x, params, masks, capture: bool):
   h = record("conv5", act(conv("conv5", h, own_column=True)))
   h = record("pool5", pool(h))
   if spec.extra_conv6:
-    h = record(CONV6, act(conv(CONV6, h, own_column=True)))
+    across = spec.conv6_across_columns
+    h = record(CONV6, act(conv(CONV6, meet(h) if across else h, own_column=not across)))
   full = meet(h)
   h = dropout("fc6", record("fc6", act(dense("fc6", full.reshape(full.shape[0], -1)))))
   h = dropout("fc7", record("fc7", act(dense("fc7", meet(h)))))

@@ -1,4 +1,4 @@
-"""The paper's SGD update (§5) as an Optax chain, with ε settable from the host.
+"""The paper's SGD update (§5) as an Optax chain, with each parameter's ε settable from the host.
 
     v ← 0.9·v − 0.0005·ε·w − ε·∂L/∂w
     w ← w + v
@@ -6,12 +6,18 @@
 The learning rate sits inside the momentum: after ε is divided by 10 the velocity built at the
 old rate still decays at 0.9 per step. `optax.sgd(lr, momentum)` computes v ← 0.9·v + g,
 w ← w − ε·v instead, which rescales the whole velocity at once when ε changes.
+
+Each parameter array has its own ε, held in the optimizer state and set by the host without
+recompiling (`set_learning_rates`): the same for all in the paper's text, ε for weights and
+another for biases in the 2012 code's runs and Caffe's solver, per layer in the 2012 code's
+recorded schedules. A parameter whose ε is 0 is frozen as cuda-convnet freezes it (its update
+is skipped, `Weights::update` with `epsW = 0`): neither it nor its velocity changes.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,71 +43,56 @@ def validate(optimizer_config) -> None:
     raise UserError(f"optimizer.bias_lr_multiplier must be >= 0, got {opt.bias_lr_multiplier}")
 
 
-def paper_sgd(
-    learning_rate: float,
-    *,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    decay_mask: Any = None,
-    lr_multipliers: Any = None,
-) -> optax.GradientTransformation:
+def rate_key(path) -> str:
+  """'conv1/kernel': the name of a parameter's ε in the state (a flat dict, not params-shaped,
+  so that it stays replicated beside the sharded velocity)."""
+  return jax.tree_util.keystr(path, simple=True, separator="/")
+
+
+class MomentumState(NamedTuple):
+  velocity: Any  # like params
+
+
+def paper_sgd(*, momentum: float = 0.9, weight_decay: float = 5e-4,
+              decay_mask: Any = None) -> optax.GradientTransformationExtraArgs:
   """v ← momentum·v − ε·(weight_decay·w + g) per parameter; apply with `optax.apply_updates`.
+  Its `update` takes the parameters' ε as `learning_rates={'layer/kernel': ε, ...}` (`rate_key`;
+  arrays, so that a change recompiles nothing).
 
   Args:
-    learning_rate: initial ε; change it with `set_learning_rate` (no recompilation).
-    decay_mask: pytree of bools (or a callable params -> pytree) selecting the parameters that
-      decay; None decays all of them.
-    lr_multipliers: pytree of floats (or a callable params -> pytree) scaling ε per parameter,
-      e.g. the 2012 code's 2x for biases; None means 1 everywhere.
+    decay_mask: pytree of bools selecting the parameters that decay; None decays all of them.
   """
-  steps = [optax.add_decayed_weights(weight_decay, mask=decay_mask)]
-  if lr_multipliers is not None:
-    steps.append(_scale_per_parameter(lr_multipliers))
-  steps += [
-      optax.inject_hyperparams(optax.scale_by_learning_rate)(
-          learning_rate=jnp.asarray(learning_rate, jnp.float32)),  # strong dtype: no retrace
-      optax.trace(decay=momentum, nesterov=False),
-  ]
-  return optax.chain(*steps)
+  return optax.chain(optax.add_decayed_weights(weight_decay, mask=decay_mask),
+                     _momentum(momentum))
 
 
-def _scale_per_parameter(multipliers) -> optax.GradientTransformation:
-  """Multiplies each parameter's update by a constant from a pytree (or params -> pytree)."""
+def _momentum(momentum: float) -> optax.GradientTransformationExtraArgs:
+  def init(params):
+    return MomentumState(jax.tree.map(jnp.zeros_like, params))
 
-  def scale(updates, params):
-    tree = multipliers(params) if callable(multipliers) else multipliers
-    return jax.tree.map(lambda u, m: u * jnp.asarray(m, u.dtype), updates, tree)
+  def update(updates, state, params=None, *, learning_rates):
+    del params
+    paths, treedef = jax.tree_util.tree_flatten_with_path(updates)
+    velocity = treedef.flatten_up_to(state.velocity)
+    new_updates, new_velocity = [], []
+    for (path, g), v in zip(paths, velocity):
+      rate = jnp.asarray(learning_rates[rate_key(path)]).astype(g.dtype)
+      step = momentum * v + -rate * g  # optax.trace of optax.scale(-ε): the same arithmetic
+      frozen = rate == 0
+      new_updates.append(jnp.where(frozen, jnp.zeros_like(g), step))
+      new_velocity.append(jnp.where(frozen, v, step))
+    return treedef.unflatten(new_updates), MomentumState(treedef.unflatten(new_velocity))
 
-  return optax.stateless(scale)
-
-
-def set_learning_rate(opt_state, learning_rate: float):
-  """A copy of `opt_state` whose ε is `learning_rate` (same dtype and sharding: no recompile)."""
-  old = optax.tree_utils.tree_get(opt_state, "learning_rate")
-  new = jnp.asarray(learning_rate, dtype=old.dtype)
-  if isinstance(old, jax.Array):
-    new = jax.device_put(new, old.sharding)
-  return optax.tree_utils.tree_set(opt_state, learning_rate=new)
-
-
-def get_learning_rate(opt_state) -> float:
-  return float(optax.tree_utils.tree_get(opt_state, "learning_rate"))
+  return optax.GradientTransformationExtraArgs(init, update)
 
 
-def parameter_masks(params, decay_on: str, bias_lr_multiplier: float
-                    ) -> tuple[Any, Any]:
-  """(decay_mask, lr_multipliers) for a params pytree whose leaves are named kernel / bias.
-
-  decay_on: 'all' (the paper's rule written for every parameter) or 'kernels' (2012 code and
-  Caffe: no decay on biases).
-  """
+def decay_mask(params, decay_on: str):
+  """The parameters that decay: all of them ('all', the paper's rule written for every
+  parameter) or the kernels only ('kernels': the 2012 code and Caffe, no decay on biases)."""
   if decay_on not in DECAY_ON:
     raise UserError(f"optimizer.decay_on must be one of {', '.join(DECAY_ON)}, got "
                     f"{decay_on!r}")
-  is_bias = jax.tree_util.tree_map_with_path(
-      lambda path, _: getattr(path[-1], "key", None) == "bias", params)
-  decay_mask = None if decay_on == "all" else jax.tree.map(lambda b: not b, is_bias)
-  multipliers = None
-  if bias_lr_multiplier != 1.0:
-    multipliers = jax.tree.map(lambda b: bias_lr_multiplier if b else 1.0, is_bias)
-  return decay_mask, multipliers
+  if decay_on == "all":
+    return None
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: getattr(path[-1], "key", None) != "bias", params)

@@ -26,14 +26,16 @@ def topk_errors(scores, labels, k: int = 5):
   return top1, topk
 
 
-def make_train_step(graphdef, tx, *, with_stats: bool, pixel_scale: float):
-  """`(state, batch, rng, mean) -> (state, metrics)`; `with_stats` adds per-layer norms.
+def make_train_step(graphdef, tx, *, with_stats: bool, pixel_scale: float,
+                    centre_mean: bool = False):
+  """`(state, batch, rng, mean, rates) -> (state, metrics)`; `with_stats` adds per-layer norms.
 
-  `batch` is the input pipeline's uint8 crops; `mean` the mean image (`data.normalize`)."""
+  `batch` is the input pipeline's uint8 crops; `mean` the mean image (`data.normalize`);
+  `rates` every parameter's ε ({'layer/kernel': ε}: `schedule.LearningRateSchedule.rates_on`)."""
 
-  def train_step(state, batch, rng, mean):
+  def train_step(state, batch, rng, mean, rates):
     key = jax.random.fold_in(rng, state["step"])
-    images = normalize(batch, mean, pixel_scale)
+    images = normalize(batch, mean, pixel_scale, centre_mean)
 
     def loss_fn(params):
       model = nnx.merge(graphdef, params)
@@ -43,12 +45,12 @@ def make_train_step(graphdef, tx, *, with_stats: bool, pixel_scale: float):
 
     (loss, (logits, captured)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state["params"])
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"],
+                                   learning_rates=rates)
     params = optax.apply_updates(state["params"], updates)
     top1, top5 = topk_errors(logits, batch["label"])
     out = {
         "loss": loss, "top1_error": top1.mean(), "top5_error": top5.mean(),
-        "lr": optax.tree_utils.tree_get(opt_state, "learning_rate"),
         "grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params),
     }
     if with_stats:
@@ -62,14 +64,14 @@ def make_train_step(graphdef, tx, *, with_stats: bool, pixel_scale: float):
   return train_step
 
 
-def make_predict_step(graphdef, *, pixel_scale: float):
+def make_predict_step(graphdef, *, pixel_scale: float, centre_mean: bool = False):
   """`(params, batch, mean) -> {'probs': [b, C], 'view_probs': [b, views, C], 'fc7': [b, F]}`
   for uint8 crops [b, h, w, c] (one view) or [b, views, h, w, c]: `probs` and `fc7` are
   averaged over the views, the softmax over the ten patches of §4.1."""
 
   def predict_step(params, batch, mean):
     model = nnx.merge(graphdef, params)
-    images = normalize(batch, mean, pixel_scale)
+    images = normalize(batch, mean, pixel_scale, centre_mean)
     b = images.shape[0]
     logits, captured = model(images.reshape(-1, *images.shape[-3:]), capture=True)
     probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).reshape(b, -1, logits.shape[-1])
@@ -83,11 +85,11 @@ def make_predict_step(graphdef, *, pixel_scale: float):
 CENTRE_VIEW = 4  # the centre patch among §4.1's ten (`data.pipeline.crop_boxes`)
 
 
-def make_eval_step(graphdef, *, pixel_scale: float):
+def make_eval_step(graphdef, *, pixel_scale: float, centre_mean: bool = False):
   """`(params, batch, mean) -> {split: sums}` of (loss, top-1 errors, top-5 errors, examples)
   over the unmasked examples: {'eval': ...} for centre crops; for ten-crop batches
   ([b, 10, h, w, c]) {'eval_10crop': the softmax averaged (§4.1), 'eval': the centre view}."""
-  predict = make_predict_step(graphdef, pixel_scale=pixel_scale)
+  predict = make_predict_step(graphdef, pixel_scale=pixel_scale, centre_mean=centre_mean)
 
   def sums(probs, labels, mask):
     loss = -jnp.log(jnp.take_along_axis(probs, labels[:, None], axis=-1)[:, 0] + 1e-12)

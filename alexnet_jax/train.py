@@ -28,7 +28,7 @@ from alexnet_jax.data.stats import Stats
 from alexnet_jax.errors import UserError
 from alexnet_jax.prefetch import DevicePrefetch
 from alexnet_jax.progress import Progress
-from alexnet_jax.schedule import LearningRateSchedule
+from alexnet_jax.schedule import LearningRateSchedule, log_events
 from alexnet_jax.sharding import DATA, MODEL, mesh_for
 from alexnet_jax.signals import StopRequest
 from alexnet_jax.step_metrics import StepMetrics
@@ -126,12 +126,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, setup_f
     input_ = build_input(config.data, crop=model_config.input_size,
                          channels=model_config.in_channels, num_classes=model_config.num_classes,
                          seed=config.seed, process_index=jax.process_index(),
-                         process_count=jax.process_count(), stats=own_stats)
+                         process_count=jax.process_count(), stats=own_stats,
+                         events=config.schedule.events if config.schedule.kind == "recorded"
+                         else ())
     if hasattr(input_.train, "close"):
       resources.callback(input_.train.close)
     batch_size = config.data.batch_size
     steps_per_epoch = input_.num_train / batch_size
-    total_steps = math.ceil(config.num_epochs * steps_per_epoch)
+    total_steps = config.num_steps or math.ceil(config.num_epochs * steps_per_epoch)
     eval_every = max(1, round(config.eval_every_epochs * steps_per_epoch))
     logging.info("data: %s, %d train / %d eval examples, %d classes, %.1f steps per epoch",
                  input_.identity.describe(), input_.num_train, input_.num_eval,
@@ -142,7 +144,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, setup_f
     if config.init_from.workdir and not resuming:
       fine_tune = lambda params: finetune.transfer(params, config.init_from, mesh)
     setup = setup_fn(config, mesh, init_params=fine_tune)
-    schedule = LearningRateSchedule(config.schedule, config.optimizer.learning_rate)
+    schedule = LearningRateSchedule(config.schedule, config.optimizer, setup.state["params"],
+                                    num_train=input_.num_train, batch_size=batch_size)
     mean = jax.device_put(input_.stats.mean, setup.replicated)
     rng = jax.random.key(config.seed)
     # Batches cross to the devices in a background thread, two ahead of the step; the
@@ -224,12 +227,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, setup_f
       with progress.timing("input_wait"), saved_if_input_fails(step - 1):
         batch, skipped = next(batches)
       skipped_images += skipped
-      schedule.advance((step - 1) / steps_per_epoch)
-      state["opt_state"] = schedule.apply(state["opt_state"])
+      log_events(schedule.advance(step - 1), step, (step - 1) / steps_per_epoch, schedule)
       step_fn = (setup.train_step_with_stats if step % config.stats_every_steps == 0
                  else setup.train_step)
       with progress.timing("dispatch"):
-        state, values = step_fn(state, batch, rng, mean)
+        state, values = step_fn(state, batch, rng, mean, schedule.rates_on(setup.replicated))
       step_metrics.add(step, values)
       progress.update(step)
 
@@ -241,6 +243,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, setup_f
           summary = step_metrics.summary()
         if summary:
           summary.update(epoch=step / steps_per_epoch, skipped_images=skipped_images,
+                         lr=schedule.learning_rate, **_per_layer_rates(schedule.rates()),
                          **progress.interval(step, batches.take_transfer()))
           write(step, "train", summary)
           progress.log(step, summary)
@@ -283,6 +286,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, setup_f
   if jax.process_index() == 0 and os.path.exists(writer.path):
     metrics.plot_curves(writer.path, os.path.join(workdir, "curves.png"))
   return result(evaluation, step, step >= total_steps)
+
+
+def _per_layer_rates(rates: dict[str, float]) -> dict[str, float]:
+  """{'lr/conv1/kernel': ε, ...} when the parameters' rates differ, else nothing (`lr` says it)."""
+  return {f"lr/{k}": v for k, v in rates.items()} if len(set(rates.values())) > 1 else {}
 
 
 def _warn_if_stalled(loss: float, num_classes: int, config) -> None:

@@ -19,7 +19,6 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from alexnet_jax import models, optim
-from alexnet_jax.data.normalize import train_pixel_scale
 from alexnet_jax.sharding import DATA
 from alexnet_jax.steps import make_eval_step, make_train_step
 
@@ -33,19 +32,19 @@ class TrainSetup:
   state_shardings: dict
   batch_sharding: NamedSharding  # the batch axis over 'data'
   replicated: NamedSharding
-  # (state, batch, rng, mean) -> (state, metrics); state donated
+  # (state, batch, rng, mean, rates) -> (state, metrics); state donated
   train_step: Callable
   train_step_with_stats: Callable  # the same, with per-layer norms in the metrics
   eval_step: Callable  # (params, batch, mean) -> {split: sums}
 
 
 def make_optimizer(optimizer_config, params) -> optax.GradientTransformation:
-  """§5's SGD (`optim.paper_sgd`) with the config's momentum, weight decay, decay mask and
-  bias learning-rate multiplier."""
+  """§5's SGD (`optim.paper_sgd`) with the config's momentum, weight decay and decay mask;
+  every parameter's ε is the schedule's, an argument of each step
+  (`schedule.LearningRateSchedule.rates_on`)."""
   opt = optimizer_config
-  decay_mask, lr_multipliers = optim.parameter_masks(params, opt.decay_on, opt.bias_lr_multiplier)
-  return optim.paper_sgd(opt.learning_rate, momentum=opt.momentum, weight_decay=opt.weight_decay,
-                         decay_mask=decay_mask, lr_multipliers=lr_multipliers)
+  return optim.paper_sgd(momentum=opt.momentum, weight_decay=opt.weight_decay,
+                         decay_mask=optim.decay_mask(params, opt.decay_on))
 
 
 def setup_train(config, mesh: jax.sharding.Mesh, *,
@@ -70,13 +69,17 @@ def setup_train(config, mesh: jax.sharding.Mesh, *,
   state = jax.jit(lambda p: {"step": jnp.zeros((), jnp.int32), "params": p,
                              "opt_state": tx.init(p)}, out_shardings=state_shardings)(params)
 
+  centre_mean = config.data.mean_patch == "centre"
+
   def jit_train(with_stats: bool):
     step = make_train_step(graphdef, tx, with_stats=with_stats,
-                           pixel_scale=train_pixel_scale(config.data))
-    return jax.jit(step, in_shardings=(state_shardings, batch_sharding, replicated, replicated),
+                           pixel_scale=float(config.data.pixel_scale), centre_mean=centre_mean)
+    return jax.jit(step, in_shardings=(state_shardings, batch_sharding, replicated, replicated,
+                                       replicated),
                    out_shardings=(state_shardings, replicated), donate_argnums=0)
 
-  eval_step = jax.jit(make_eval_step(graphdef, pixel_scale=float(config.data.pixel_scale)),
+  eval_step = jax.jit(make_eval_step(graphdef, pixel_scale=float(config.data.pixel_scale),
+                                     centre_mean=centre_mean),
                       in_shardings=(param_shardings, batch_sharding, replicated),
                       out_shardings=replicated)
   return TrainSetup(mesh, graphdef, tx, state, state_shardings, batch_sharding, replicated,

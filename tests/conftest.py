@@ -83,8 +83,9 @@ def build_input(config):
   from alexnet_jax.data import pipeline
 
   m = config.model
+  recorded = config.schedule.events if config.schedule.kind == "recorded" else ()
   return pipeline.build_input(config.data, crop=m.input_size, channels=m.in_channels,
-                              num_classes=m.num_classes, seed=config.seed)
+                              num_classes=m.num_classes, seed=config.seed, events=recorded)
 
 
 def synthetic_config():

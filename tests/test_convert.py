@@ -233,6 +233,7 @@ def test_a_converted_workdir_predicts_and_fine_tunes_like_a_trained_one(tmp_path
                                            "data.batch_size=16", "data.eval_batch_size=16",
                                            "data.synthetic_train_size=32",
                                            "data.synthetic_eval_size=16", "num_epochs=0.5",
+                                           "num_steps=0", "schedule.kind=constant",
                                            "optimizer.learning_rate=1e-9",
                                            f"init_from.workdir={workdir}"])
   train.train_and_evaluate(tune, str(tmp_path / "tuned"))

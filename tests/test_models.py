@@ -33,6 +33,17 @@ def test_paper_layer_shapes_and_exact_parameter_count():
   assert layer_shapes.format_table(rows).splitlines()[-1] == "total params: 60965224"
 
 
+def test_the_2012_codes_conv6_sees_both_columns_and_the_texts_its_own():
+  """layers-146: conv6a/conv6b take pool3a and pool3b, 128 filters each over 256 maps (+590,080
+  parameters); configs/paper.py:conv6 follows the text's pattern, own column (+295,168)."""
+  assert param_count(load_config("paper_code", "conv6").model) == 60_965_224 + 590_080
+  assert param_count(load_config("paper", "conv6").model) == 60_965_224 + 295_168
+  code = models.AlexNetSpec.from_config(load_config("paper_code", "conv6").model)
+  assert code.meets == ("conv3", "conv6", "fc6", "fc7", "fc8")
+  assert code.kernel_shape("conv6") == (3, 3, 256, 128)
+  assert dict(code.init_std)["conv6"] == 0.03 and dict(code.init_bias)["conv6"] == 1.0
+
+
 def test_one_column_net_of_section_3_2():
   # Half the kernels in conv1-conv4; conv5 and the fully-connected layers not halved.
   expected = (11 * 11 * 3 * 48 + 48) + (5 * 5 * 48 * 128 + 128) + (3 * 3 * 128 * 192 + 192) + \
@@ -108,8 +119,11 @@ def test_each_columns_parameters_live_only_on_its_model_shard(tiny_config):
   assert model.fc8.bias[...].sharding.is_fully_replicated
 
 
-def test_compiled_forward_communicates_only_where_the_columns_meet():
-  config = load_config("paper")
+@pytest.mark.parametrize("variant,gathers", [
+    ("", ["2,13,13,256", "2,4096", "2,6,6,256"]),
+    ("conv6", ["2,13,13,256", "2,4096", "2,6,6,256", "2,6,6,256"])])
+def test_compiled_forward_communicates_only_where_the_columns_meet(variant, gathers):
+  config = load_config("paper_code" if variant else "paper", variant)
   mesh = make_mesh(data=4, model=2)
   abstract = nnx.eval_shape(lambda: models.AlexNet(
       models.AlexNetSpec.from_config(config.model), mesh=mesh, rngs=nnx.Rngs(0)))
@@ -125,11 +139,12 @@ def test_compiled_forward_communicates_only_where_the_columns_meet():
                               r"collective-permute)(-start)?\(", line)]
   kinds = [re.search(r"(all-gather|all-reduce|reduce-scatter|all-to-all|collective-permute)",
                      line).group(1) for line in collectives]
-  # conv3's input (13x13x256), fc6's input (6x6x256), fc7's input (4096); fc8's partial logits.
-  assert sorted(kinds) == ["all-gather"] * 3 + ["all-reduce"], collectives
+  # conv3's input (13x13x256), (the 2012 code's conv6's, 6x6x256,) fc6's input (6x6x256),
+  # fc7's input (4096); fc8's partial logits.
+  assert sorted(kinds) == ["all-gather"] * len(gathers) + ["all-reduce"], collectives
   gathered = sorted(re.search(r"= f32\[([\d,]+)\]", line).group(1) for line in collectives
                     if "all-gather" in line)
-  assert gathered == ["2,13,13,256", "2,4096", "2,6,6,256"]
+  assert gathered == gathers
   model_groups = "{" + ",".join("{" + ",".join(map(str, row)) + "}"
                                 for row in mesh.device_ids.tolist()) + "}"
   for line in collectives:

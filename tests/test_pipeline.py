@@ -90,7 +90,7 @@ def test_pca_lighting_adds_p_alpha_sqrt_lambda_with_alpha_of_std_0_1():
                 eigvec.astype(np.float32), 1)
   np.testing.assert_allclose(stats.lighting_scale, eigvec * np.array([20.0, 5.0, 2.0]), rtol=1e-5)
   aug = pipeline.Augmentation(4, 4, False, 0.1, stats.lighting_scale, seed=0)
-  _, shifts = aug.draws(np.arange(4000))
+  _, shifts, _ = aug.draws(np.arange(4000))
   alphas = shifts @ eigvec / np.array([20.0, 5.0, 2.0])  # p_i are orthonormal
   np.testing.assert_allclose(alphas.std(axis=0), [0.1] * 3, rtol=0.06)
   np.testing.assert_allclose(alphas.mean(axis=0), [0.0] * 3, atol=0.006)
@@ -98,12 +98,13 @@ def test_pca_lighting_adds_p_alpha_sqrt_lambda_with_alpha_of_std_0_1():
   off = pipeline.Augmentation(4, 4, False, 0.0, stats.lighting_scale, seed=0)
   assert not off.draws(np.arange(10))[1].any()
 
+
 def test_crop_chunk_shares_one_crop_and_mirror_among_consecutive_images():
   scale = np.eye(3, dtype=np.float32) * 10
   own = pipeline.Augmentation(40, 32, True, 0.1, scale, seed=3)
   chunked = pipeline.Augmentation(40, 32, True, 0.1, scale, seed=3, crop_chunk=32)
   positions = np.arange(256, 384)
-  (boxes, light), (own_boxes, own_light) = chunked.draws(positions), own.draws(positions)
+  (boxes, light, _), (own_boxes, own_light, _) = chunked.draws(positions), own.draws(positions)
   chunks = boxes.reshape(4, 32, 3)
   assert all((chunk == chunk[0]).all() for chunk in chunks)  # one box and mirror per chunk
   np.testing.assert_array_equal(chunks[:, 0], own_boxes[::32])  # the chunk's first image's draws
@@ -116,23 +117,55 @@ def test_crop_chunk_shares_one_crop_and_mirror_among_consecutive_images():
   batch = next(build_input(config).train)
   assert all((c == c[0]).all() for c in batch["crop"].reshape(2, 4, 3))
 
-def test_the_2012_code_divides_training_crops_by_1_plus_the_lighting_coefficient():
-  from alexnet_jax.data.normalize import train_pixel_scale
 
+def test_the_2012_code_divides_training_crops_by_1_plus_the_lighting_coefficient():
   paper, code = load_config("paper").data, load_config("paper_code").data
   assert (paper.lighting_shrink, paper.crop_chunk) == (False, 1)
   assert (code.lighting_shrink, code.crop_chunk) == (True, 32)
-  assert train_pixel_scale(paper) == 1.0 and train_pixel_scale(code) == pytest.approx(1 / 1.1)
   rng = np.random.default_rng(4)
   image = rng.integers(0, 255, (1, 5, 5, 3), dtype=np.uint8)
   mean = rng.normal(100, 5, size=(5, 5, 3)).astype(np.float32)
-  noise = rng.normal(0, 10, size=(1, 3)).astype(np.float32)
-  batch = {"image": image, "crop": np.zeros((1, 3), np.int32), "lighting": noise}
-  got = np.asarray(normalize(batch, jnp.asarray(mean), train_pixel_scale(code)))
+  scale = np.eye(3, dtype=np.float32) * 10
+  aug = pipeline.Augmentation(5, 5, False, 0.1, scale, seed=0, shrink=True)
+  _, noise, shrink = aug.draws(np.arange(1))
+  assert shrink.tolist() == [pytest.approx(1 / 1.1)]
+  batch = {"image": image, "crop": np.zeros((1, 3), np.int32), "lighting": noise,
+           "shrink": shrink}
+  got = np.asarray(normalize(batch, jnp.asarray(mean), 1.0))
   # convdata_jpeg.py: cropped -= mean; cropped += noise * coeff (coeff folded into noise);
   # cropped /= 1 + coeff.
   want = (image[0].astype(np.float64) - mean + noise[0]) / (1 + code.pca_lighting)
   np.testing.assert_allclose(got[0], want, rtol=1e-5, atol=1e-4)
+
+
+def test_a_recorded_lighting_change_takes_effect_at_its_step_with_its_shrink():
+  """Run #145's "epoch 67: set color noise to 0": no lighting from that step on, and no
+  division by 1 + coeff either (the 2012 code divides only while the noise is on)."""
+  scale = np.eye(3, dtype=np.float32) * 10
+  aug = pipeline.Augmentation(5, 5, False, 0.1, scale, seed=0, lighting_changes=((3, 0.0),),
+                              batch_size=4, shrink=True)
+  _, lighting, shrink = aug.draws(np.arange(20))  # batches of 4: positions 12.. are step 4..
+  assert np.abs(lighting[:12]).min() > 0 and not lighting[12:].any()
+  np.testing.assert_allclose(shrink, [1 / 1.1] * 12 + [1.0] * 8, rtol=1e-6)
+
+
+def test_the_2012_codes_mean_patch_is_the_centre_of_the_mean_image_for_every_crop():
+  """convdata_jpeg.py subtracts `data_mean_crop`, the mean image's centre patch, from every
+  training crop and every test view, whatever its position and mirror; Caffe (and 'crop')
+  subtracts the patch at the crop's own position."""
+  rng = np.random.default_rng(6)
+  image = rng.integers(0, 255, (2, 4, 4, 1), dtype=np.uint8)
+  mean = rng.normal(100, 20, size=(8, 8, 1)).astype(np.float32)
+  batch = {"image": image, "crop": np.array([[0, 4, 0], [4, 0, 1]], np.int32)}
+  centre = np.asarray(normalize(batch, jnp.asarray(mean), 1.0, centre_mean=True))
+  own = np.asarray(normalize(batch, jnp.asarray(mean), 1.0))
+  np.testing.assert_allclose(centre[0], image[0] - mean[2:6, 2:6], rtol=1e-6)
+  np.testing.assert_allclose(centre[1], image[1][:, ::-1] - mean[2:6, 2:6], rtol=1e-6)
+  np.testing.assert_allclose(own[0], image[0] - mean[0:4, 4:8], rtol=1e-6)
+  np.testing.assert_allclose(own[1], (image[1] - mean[4:8, 0:4])[:, ::-1], rtol=1e-6)
+  assert load_config("paper_code").data.mean_patch == "centre"
+  assert load_config("paper").data.mean_patch == "crop"
+
 
 def test_evaluation_counts_every_example_once_and_batches_are_full():
   inp = build_input(synthetic_config())

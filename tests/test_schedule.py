@@ -1,23 +1,35 @@
-"""The plateau ÷10 controller (§5) on scripted validation errors."""
+"""The ε schedules (§5's plateau ÷10 on scripted validation errors, fixed drops, the 2012
+code's recorded runs) and the rates they give every parameter."""
 
 import math
+import os
 
 import ml_collections
+import numpy as np
 import pytest
 
+from alexnet_jax import events
 from alexnet_jax.errors import UserError
 from alexnet_jax.schedule import LearningRateSchedule
+
+LAYERS = {name: ("kernel", "bias") for name in ("conv1", "conv2", "fc8")}
 
 
 def _config(**kw):
   base = dict(kind="plateau", factor=0.1, patience=2, min_delta=0.01, max_drops=3,
-              stop_after_last_drop=True, drop_epochs=(2.0, 4.0))
+              stop_after_last_drop=True, drop_epochs=(2.0, 4.0), events=())
   base.update(kw)
   return ml_collections.ConfigDict(base)
 
 
+def _schedule(lr=0.01, bias=1.0, num_train=40, batch_size=10, **kw):
+  optimizer = ml_collections.ConfigDict(dict(learning_rate=lr, bias_lr_multiplier=bias))
+  return LearningRateSchedule(_config(**kw), optimizer, LAYERS, num_train=num_train,
+                              batch_size=batch_size)
+
+
 def test_plateau_divides_by_ten_after_patience_evaluations_without_improvement():
-  s = LearningRateSchedule(_config(), 0.01)
+  s = _schedule()
   errors = [0.9, 0.8, 0.795, 0.79,  # 0.795 and 0.79 improve by < min_delta: drop
             0.7, 0.6, 0.6, 0.6,      # drop 2
             0.5, 0.55, 0.5,          # drop 3
@@ -34,7 +46,7 @@ def test_plateau_divides_by_ten_after_patience_evaluations_without_improvement()
 
 
 def test_at_most_max_drops_and_no_stop_unless_asked():
-  s = LearningRateSchedule(_config(max_drops=1, stop_after_last_drop=False, patience=1), 0.1)
+  s = _schedule(lr=0.1, max_drops=1, stop_after_last_drop=False, patience=1)
   outcomes = [s.after_eval(e) for e in (0.5, 0.5, 0.5, 0.5)]
   assert [o.dropped for o in outcomes] == [False, True, False, False]
   assert not any(o.stop for o in outcomes)
@@ -42,53 +54,148 @@ def test_at_most_max_drops_and_no_stop_unless_asked():
 
 
 def test_state_round_trips_through_json_dict():
-  s = LearningRateSchedule(_config(), 0.01)
+  s = _schedule()
   for e in (0.9, 0.9, 0.9):
     s.after_eval(e)
-  t = LearningRateSchedule(_config(), 0.01)
+  t = _schedule()
   t.load_state_dict(s.state_dict())
   assert t.state == s.state
-  fresh = LearningRateSchedule(_config(), 0.01)
-  fresh.load_state_dict(LearningRateSchedule(_config(), 0.01).state_dict())
+  fresh = _schedule()
+  fresh.load_state_dict(_schedule().state_dict())
   assert math.isinf(fresh.state.best_error)
   old = {"learning_rate": 0.001, "best_error": 0.5, "bad_evals": 1, "drops": 1, "stop": False}
   fresh.load_state_dict(old)  # a checkpoint of an earlier version
   assert fresh.learning_rate == 0.001 and fresh.state.drops == 1
 
 
-def test_fixed_step_drops_and_constant():
-  s = LearningRateSchedule(_config(kind="steps"), 1.0)
+def test_fixed_step_drops_and_constant_give_every_parameter_its_rate():
+  s = _schedule(lr=1.0, bias=2.0, kind="steps")  # 4 steps an epoch: drops after 8 and 16
 
-  def at(schedule, epoch):
-    schedule.advance(epoch)
-    return schedule.learning_rate
+  def at(schedule, steps_done):
+    schedule.advance(steps_done)
+    return schedule.rates()
 
-  assert [at(s, e) for e in (0.0, 1.99, 2.0, 3.0, 4.5)] == pytest.approx(
+  assert [at(s, d)["conv1/kernel"] for d in (0, 7, 8, 12, 17)] == pytest.approx(
       [1.0, 1.0, 0.1, 0.1, 0.01])
+  assert s.rates()["fc8/bias"] == pytest.approx(0.02)  # × optimizer.bias_lr_multiplier
   assert not s.after_eval(0.9).dropped and not s.after_eval(0.9).dropped  # evaluations do not drop
-  c = LearningRateSchedule(_config(kind="constant"), 0.3)
-  assert not any(c.after_eval(0.5).dropped for _ in range(5)) and at(c, 10.0) == 0.3
+  c = _schedule(lr=0.3, kind="constant")
+  assert not any(c.after_eval(0.5).dropped for _ in range(5))
+  assert set(at(c, 100).values()) == {0.3}
 
 
-def test_the_schedule_is_the_one_owner_of_the_learning_rate():
-  from alexnet_jax import optim
+def test_the_device_rates_change_only_when_a_rate_does():
+  import jax
 
-  import jax.numpy as jnp
-
-  s = LearningRateSchedule(_config(kind="steps"), 1.0)
-  tx = optim.paper_sgd(0.5)
-  opt_state = tx.init({"w": jnp.zeros(3)})
-  opt_state = s.apply(opt_state)
-  assert optim.get_learning_rate(opt_state) == 1.0  # the schedule's, not the optimizer's
-  assert s.apply(opt_state) is opt_state  # unchanged: nothing is copied
-  s.advance(2.0)
-  opt_state = s.apply(opt_state)
-  assert optim.get_learning_rate(opt_state) == pytest.approx(0.1)
-  restored = tx.init({"w": jnp.zeros(3)})  # e.g. from a checkpoint: ε 0.5 inside
-  s.forget_applied()
-  assert optim.get_learning_rate(s.apply(restored)) == pytest.approx(0.1)
+  s = _schedule(lr=1.0, kind="steps")
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  first = s.rates_on(device)
+  assert s.rates_on(device) is first  # unchanged: nothing is copied to the device again
+  s.advance(8)
+  second = s.rates_on(device)
+  assert second is not first and float(second["conv2/kernel"]) == pytest.approx(0.1)
 
 
-def test_invalid_schedule_is_a_one_line_error():
-  with pytest.raises(UserError, match="schedule.kind"):
-    LearningRateSchedule(_config(kind="cosine"), 0.01)
+RECORDED = ("epoch 0: epsW=0.01 epsB=0.02", "step 3: fc8.epsW=0.05",
+            "epoch 1.5: conv1.epsW=0 conv1.epsB=0 pca_lighting=0", "epoch 2: epsW=0.001")
+
+
+def test_a_recorded_schedule_replays_its_events_at_their_steps():
+  s = _schedule(kind="recorded", events=RECORDED)  # 4 steps an epoch
+  assert s.rates() == {"conv1/kernel": 0.01, "conv1/bias": 0.02, "conv2/kernel": 0.01,
+                       "conv2/bias": 0.02, "fc8/kernel": 0.01, "fc8/bias": 0.02}
+  assert s.advance(2) == [] and s.advance(3) == ["step 3: fc8.epsW=0.05"]
+  assert s.rates()["fc8/kernel"] == 0.05 and s.rates()["conv2/kernel"] == 0.01
+  assert s.advance(6) == ["epoch 1.5: conv1.epsW=0 conv1.epsB=0 pca_lighting=0"]
+  s.advance(8)
+  rates = s.rates()
+  # "epsW=0.001" reaches every layer that is not frozen: conv1 stays 0 (the 2012 notes'
+  # "set epsw to 0.00001 from 0.0001" leaves the frozen conv1 alone); epsB is untouched.
+  assert rates["conv1/kernel"] == 0.0 and rates["conv1/bias"] == 0.0
+  assert rates["conv2/kernel"] == rates["fc8/kernel"] == 0.001 and rates["fc8/bias"] == 0.02
+  assert s.learning_rate == 0.001
+  again = _schedule(kind="recorded", events=RECORDED)  # a resume: the step decides
+  again.load_state_dict(s.state_dict())
+  again.advance(8)
+  assert again.rates() == rates
+  assert events.input_changes(RECORDED, 40, 10) == {"pca_lighting": [(6, 0.0)]}
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(kind="cosine"), "schedule.kind"),
+    (dict(kind="recorded", events=()), "must start with an event at 0"),
+    (dict(kind="recorded", events=("epoch 0: epsW=0.01",)), "must give epsW= and epsB="),
+    (dict(kind="recorded", events=("epoch 0: epsw=0.01 epsB=0.02",)), "unknown setting 'epsw'"),
+    (dict(kind="recorded", events=("epoch 0: epsW=0.01 epsB=0.02", "epoch 3: conv9.epsW=0")),
+     "unknown setting 'conv9.epsW'"),
+    (dict(kind="recorded", events=("at 0: epsW=0.01 epsB=0.02",)), "is not 'epoch E"),
+])
+def test_an_invalid_schedule_is_a_one_line_error(kw, message):
+  with pytest.raises(UserError, match=message):
+    _schedule(**kw)
+  with pytest.raises(UserError, match="bias_lr_multiplier must be 1"):
+    _schedule(bias=2.0, kind="recorded", events=RECORDED)
+
+
+def _run_145(epochs=90.0):
+  """Run #145's recorded schedule on the tiny network, one step an epoch."""
+  from alexnet_jax.configs import paper_code
+  from conftest import small_config
+
+  config = small_config(epochs=epochs)
+  config.data.update(dict(synthetic_train_size=16, batch_size=16, lighting_shrink=True))
+  config.optimizer.decay_on = "kernels"
+  config.schedule.update(dict(kind="recorded", events=paper_code.RUN_145))
+  config.update(dict(eval_every_epochs=45.0, log_every_steps=6, stats_every_steps=1000))
+  config.eval.ten_crop_final = False
+  config.checkpoint.update(dict(every_steps=72, keep=4))
+  return config
+
+
+def test_run_145_replayed_end_to_end_on_the_tiny_network(tmp_path, monkeypatch, caplog):
+  """conv1 frozen after epoch 72, biases still moving at 0.02 after the last drop, the colour
+  noise off after epoch 67, every event logged, and a kill between two events resumes bitwise."""
+  from absl import logging as absl_logging
+
+  from alexnet_jax import metrics, progress, train
+  from conftest import assert_same_params, build_input, saved_state
+
+  straight = str(tmp_path / "straight")
+  with caplog.at_level("INFO"):
+    absl_logging.use_python_logging()
+    train.train_and_evaluate(_run_145(), straight)
+  fired = [r.getMessage() for r in caplog.records if "recorded event" in r.getMessage()]
+  assert len(fired) == 5 and "step 25 (epoch 24.00)" in fired[0] and "conv1.epsW=0 " in fired[3]
+  at = lambda step: saved_state(straight, step)["params"]
+  for key in ("kernel", "bias"):  # frozen: not a bit moves from step 72 on
+    np.testing.assert_array_equal(at(72)["conv1"][key], at(90)["conv1"][key])
+  moved = lambda layer, key: float(np.abs(at(90)[layer][key] - at(72)[layer][key]).max())
+  # epsB 0.02 to the end: fc8's bias moves by ≈ 0.03 over these 18 steps; at a bias rate that
+  # had followed the weights' down to 2e-5 it would move by ≈ 1e-4.
+  assert moved("fc8", "bias") > 0.005 and moved("fc7", "bias") > 0.001
+  assert moved("fc8", "bias") > 20 * moved("fc8", "kernel") > 0
+  rows = {r["step"]: r for r in metrics.read_metrics(os.path.join(straight, "metrics.jsonl"))
+          if r["split"] == "train"}
+  assert rows[90]["lr/conv2/bias"] == 0.02 and rows[90]["lr/conv2/kernel"] == pytest.approx(1e-5)
+  assert rows[90]["lr/conv1/kernel"] == 0.0 and rows[90]["lr"] == pytest.approx(1e-5)
+  assert rows[24]["lr"] == 0.01 and rows[30]["lr"] == pytest.approx(0.001)
+  batches = build_input(_run_145()).train  # the colour noise: on up to step 66, off from 67
+  batches.set_state({**batches.get_state(), "next_index": 64})
+  lighting = [next(batches)["lighting"] for _ in range(4)]  # steps 65 to 68
+  assert np.abs(lighting[1]).min() > 0 and not lighting[2].any() and not lighting[3].any()
+  # A kill (SIGTERM) at step 60, between the events of epochs 50 and 66, then the same run.
+  import signal
+
+  update = progress.Progress.update
+
+  def preempted(self, step):
+    update(self, step)
+    if step == 60:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  monkeypatch.setattr(progress.Progress, "update", preempted)
+  resumed = str(tmp_path / "resumed")
+  assert not train.train_and_evaluate(_run_145(), resumed).complete
+  monkeypatch.setattr(progress.Progress, "update", update)
+  train.train_and_evaluate(_run_145(), resumed)
+  assert_same_params(resumed, straight, step=90)

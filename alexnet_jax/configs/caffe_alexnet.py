@@ -1,5 +1,6 @@
-"""The network BVLC Caffe trained (`models/bvlc_alexnet`), as a variant of the paper's, for its
-converted weights (`python -m alexnet_jax.convert caffe ...`) and for training it afresh.
+"""The network and recipe BVLC Caffe trained (`models/bvlc_alexnet`: train_val.prototxt and
+solver.prototxt), as a variant of the paper's, for its converted weights (`python -m
+alexnet_jax.convert caffe ...`) and for training Caffe's recipe with this stack.
 
 Where Caffe's AlexNet differs from the paper's (docs/fidelity.md):
 * 227x227 crops, so conv1 needs no extra padding to give 55x55 maps;
@@ -11,11 +12,20 @@ Where Caffe's AlexNet differs from the paper's (docs/fidelity.md):
 * Caffe's pre-processing: images resized to 256x256 ignoring the aspect ratio (its
   `convert_imageset --resize_height=256 --resize_width=256` database), the 256x256 mean image,
   pixel values 0-255, 227 centre crop / ten crops. Caffe's BGR order is handled by the
-  converter, which turns conv1's input channels (and the mean image) to RGB.
+  converter, which turns conv1's input channels (and the mean image) to RGB;
+* the solver: batch 256; weights ~ N(0, 0.01²) but fc6 and fc7 N(0, 0.005²); biases 0 in conv1,
+  conv3, fc8 and 0.1 elsewhere; lr 0.01 for weights and 0.02 for biases (lr_mult 2), both ÷10
+  every 100,000 iterations (`lr_policy: "step"`), 450,000 iterations; momentum 0.9; weight
+  decay 0.0005 on weights only (decay_mult 0 on biases).
 """
 
 from alexnet_jax.configuration import apply_variants
 from alexnet_jax.configs import paper
+
+# solver.prototxt: base_lr 0.01, lr_policy "step", gamma 0.1, stepsize 100000, max_iter 450000;
+# every layer's bias has lr_mult 2.
+SOLVER = tuple(f"step {k * 100_000}: epsW={0.01 * 0.1 ** k:.0e} epsB={0.02 * 0.1 ** k:.0e}"
+               for k in range(5))
 
 
 def get_config(variant: str = ""):
@@ -23,10 +33,13 @@ def get_config(variant: str = ""):
   config.model.update(dict(input_size=227, lrn_k=1.0, lrn_alpha=1e-4, lrn_alpha_over_size=True,
                            lrn_beta=0.75, lrn_size=5, lrn_across_columns=True,
                            dropout_form="inverted"))
-  # bvlc_alexnet's solver: biases of 0.1 where the paper has 1, no decay and 2x ε on biases.
+  config.model.init_std.update(dict(fc6=0.005, fc7=0.005))
   config.model.init_bias.update(dict(conv2=0.1, conv4=0.1, conv5=0.1, fc6=0.1, fc7=0.1))
-  config.optimizer.update(dict(decay_on="kernels", bias_lr_multiplier=2.0))
   config.mesh.model = 1
   # No PCA lighting: bvlc_alexnet was trained "not ... with the relighting data-augmentation".
-  config.data.update(dict(resize="squash", image_size=256, mean="pixel", pca_lighting=0.0))
+  config.data.update(dict(resize="squash", image_size=256, mean="pixel", pca_lighting=0.0,
+                          batch_size=256))
+  config.optimizer.update(dict(decay_on="kernels", momentum=0.9, weight_decay=5e-4))
+  config.schedule.update(dict(kind="recorded", events=SOLVER))
+  config.num_steps = 450_000
   return apply_variants(config, variant)

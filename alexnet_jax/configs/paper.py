@@ -23,6 +23,9 @@ def model_config() -> ml_collections.ConfigDict:
       conv1_stride=4,
       fc_features=(4096, 4096),
       extra_conv6=False,  # Table 2: a sixth conv layer over pool5 (variant :conv6)
+      # conv6 over its own column's pool5 maps (the text's pattern: only conv3 and the fc layers
+      # see both columns), or over both (the 2012 code: configs/paper_code.py).
+      conv6_across_columns=False,
       activation="relu",
       lrn=True,
       lrn_size=5,
@@ -78,6 +81,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       # to image_size x image_size ignoring the aspect ratio, as Caffe's convert_imageset).
       resize="shorter_side",
       flip=True,  # §4.1
+      # §2's mean at the crop's own position ('crop'), or its centre patch for every crop and
+      # mirror ('centre': the 2012 code, configs/paper_code.py).
+      mean_patch="crop",
       # The 2012 code (configs/paper_code.py): divide every training crop by
       # 1 + pca_lighting after the lighting shift; 32 consecutive images share one crop and
       # mirror (crop_chunk 1: every image its own, the paper's text).
@@ -104,6 +110,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       max_drops=3,  # §5: "reduced three times prior to termination"
       stop_after_last_drop=False,
       drop_epochs=(30.0, 60.0, 80.0),
+      # 'recorded': a run's log of per-layer rates and input changes replayed (alexnet_jax/events.py;
+      # configs/paper_code.py: run #145), e.g. ('epoch 0: epsW=0.01 epsB=0.02', 'epoch 24: epsW=0.001').
+      events=(),
   ))
   # Fine-tuning (Table 2, "*"): start from a trained workdir's layers, new ones in new_layers.
   # The network and its input settings are the source's (finetune.inherit); a pixel scale, mean
@@ -112,6 +121,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
                                                     new_layers=("fc8",),
                                                     accept_input_change=False))
   config.num_epochs = 90.0  # §5: "roughly 90 cycles through the training set"
+  config.num_steps = 0  # > 0: the run's length in steps instead (Caffe's solver counts them)
   config.eval_every_epochs = 1.0
   config.eval = ml_collections.ConfigDict(dict(ten_crop_every_eval=False, ten_crop_final=True))
   config.log_every_steps = 100

@@ -25,7 +25,9 @@ import grain
 import numpy as np
 
 from alexnet_jax.data import images, sources
+from alexnet_jax import events as events_lib
 from alexnet_jax.data.identity import Identity
+from alexnet_jax.data.normalize import MEAN_PATCHES
 from alexnet_jax.data.stats import MEANS, Stats, dataset_stats
 from alexnet_jax.errors import UserError
 
@@ -73,6 +75,9 @@ def validate(data) -> None:
       raise UserError(f"data.{name} must be >= 0, got {data[name]}")
   if not 1 <= data.prepared_quality <= 100:
     raise UserError(f"data.prepared_quality must be in 1..100, got {data.prepared_quality}")
+  if data.mean_patch not in MEAN_PATCHES:
+    raise UserError(f"data.mean_patch must be one of {', '.join(MEAN_PATCHES)}, got "
+                    f"{data.mean_patch!r}")
   if data.prepared_chroma not in CHROMAS:
     raise UserError(f"data.prepared_chroma must be one of {', '.join(CHROMAS)}, got "
                     f"{data.prepared_chroma!r}")
@@ -102,7 +107,10 @@ class Augmentation:
   crop box, a horizontal mirror with probability 1/2, and the PCA lighting shift
   p·(α ⊙ scale) with α ~ N(0, σ) drawn once per image each time it is used. With
   `crop_chunk` = n > 1 (the 2012 code: 32) the n consecutive positions of each chunk share the
-  crop box and mirror drawn for the chunk's first position; lighting stays per image.
+  crop box and mirror drawn for the chunk's first position; lighting stays per image. σ may
+  change during the run (`lighting_changes`: (steps done, σ) of a recorded schedule; a position
+  belongs to step position // `batch_size` + 1), and with `shrink` every crop is divided by
+  1 + its σ (the 2012 code's `cropped /= 1 + color_noise_coeff`, only while the noise is on).
 
   The draws are a hash of (seed, position): a record's augmentation depends on nothing else,
   so it is the same whatever the batching, the reader threads, the worker processes or the
@@ -116,9 +124,21 @@ class Augmentation:
   lighting_scale: np.ndarray  # [c, c]: eigenvectors times √eigenvalues (`Stats`)
   seed: int
   crop_chunk: int = 1
+  lighting_changes: tuple[tuple[int, float], ...] = ()
+  batch_size: int = 1
+  shrink: bool = False
 
-  def draws(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(crop [n, 3] int32: top, left, mirrored; lighting [n, c] float32)."""
+  def lighting_stds(self, positions: np.ndarray) -> np.ndarray:
+    """σ of the lighting coefficients at each position (float64 [n])."""
+    stds = np.full(len(positions), self.lighting_std, np.float64)
+    steps_done = positions // self.batch_size
+    for done, std in self.lighting_changes:
+      stds[steps_done >= done] = std
+    return stds
+
+  def draws(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(crop [n, 3] int32: top, left, mirrored; lighting [n, c] float32; shrink [n] float32:
+    each crop's scale)."""
     positions = np.asarray(positions).reshape(-1)
     channels = self.lighting_scale.shape[0]
     u = _uniforms(self.seed, positions, self._draw_streams)
@@ -127,12 +147,14 @@ class Augmentation:
     span = self.stored - self.crop + 1
     top, left = (np.minimum(u[:, k] * span, span - 1).astype(np.int32) for k in (0, 1))
     mirrored = (self.flip & (u[:, 2] < 0.5)).astype(np.int32)
+    stds = self.lighting_stds(positions)
     lighting = np.zeros((len(positions), channels), np.float32)
-    if self.lighting_std > 0:  # Box-Muller: two uniforms per normal
+    if stds.any():  # Box-Muller: two uniforms per normal
       u1, u2 = u[:, 3:3 + channels], u[:, 3 + channels:]
-      alpha = self.lighting_std * np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2 * np.pi * u2)
+      alpha = stds[:, None] * np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2 * np.pi * u2)
       lighting = (alpha @ self.lighting_scale.T).astype(np.float32)
-    return np.stack([top, left, mirrored], -1), lighting
+    shrink = (1.0 / (1.0 + stds) if self.shrink else np.ones(len(positions))).astype(np.float32)
+    return np.stack([top, left, mirrored], -1), lighting, shrink
 
   @property
   def _draw_streams(self) -> int:
@@ -145,7 +167,6 @@ class Augmentation:
     first = self._draw_streams
     u = _uniforms(self.seed, np.array([position]), first + attempts)[0, first:]
     return np.minimum(u * count, count - 1).astype(np.int64)
-
 
 class TrainBatch(grain.transforms.Map):
   """A batch {'index': [b], 'position': [b]} of the training sequence -> its §4.1 crops, cut
@@ -176,7 +197,7 @@ class TrainBatch(grain.transforms.Map):
 
   def map(self, batch):
     index, positions = np.asarray(batch["index"]), np.asarray(batch["position"])
-    boxes, lighting = self.augmentation.draws(positions)
+    boxes, lighting, shrink = self.augmentation.draws(positions)
     c = self.augmentation.crop
     out = np.empty((len(index), c, c, self.channels), np.uint8)
     skipped = np.zeros(len(index), np.int32)
@@ -194,7 +215,7 @@ class TrainBatch(grain.transforms.Map):
         image, labels[i], skipped[i] = self._decoded(row, position)
         out[i] = image[top:top + c, left:left + c]
     return {"image": out, "label": labels, "crop": boxes, "lighting": lighting,
-            "skipped": skipped}
+            "shrink": shrink, "skipped": skipped}
 
 
 def _with_position(position: int, index: int) -> dict:
@@ -310,14 +331,17 @@ def position_train_iterator(iterator: grain.DatasetIterator, step: int) -> None:
 
 
 def train_dataset(data, split, stats: Stats, *, crop: int, channels: int, seed: int,
-                  local_batch: int, process_index: int = 0,
-                  process_count: int = 1) -> grain.IterDataset:
+                  local_batch: int, process_index: int = 0, process_count: int = 1,
+                  events: tuple[str, ...] = ()) -> grain.IterDataset:
   """Endless shuffled training batches, this process's share of each global batch: grain
   shuffles record indices, batches them, and `TrainBatch` reads, decodes and crops a whole
-  batch per task (in `data.read_threads` threads, and `data.workers` processes when > 0)."""
+  batch per task (in `data.read_threads` threads, and `data.workers` processes when > 0).
+  `events`: a recorded schedule's, whose `pca_lighting` changes σ from their step on."""
+  changes = events_lib.input_changes(events, len(split), data.batch_size).get("pca_lighting", [])
   augmentation = Augmentation(sources.stored_size(data, split), crop, bool(data.flip),
                               float(data.pca_lighting), stats.lighting_scale, int(seed),
-                              int(data.crop_chunk))
+                              int(data.crop_chunk), tuple(changes), int(data.batch_size),
+                              bool(data.lighting_shrink))
   records = (grain.MapDataset.range(len(split)).seed(seed).shuffle().repeat()
              .map_with_index(_with_position))
   if process_count > 1:
@@ -332,10 +356,11 @@ def train_dataset(data, split, stats: Stats, *, crop: int, channels: int, seed: 
 
 def build_input(data, *, crop: int, channels: int, num_classes: int, seed: int,
                 process_index: int = 0, process_count: int = 1,
-                stats: Stats | None = None) -> Input:
+                stats: Stats | None = None, events: tuple[str, ...] = ()) -> Input:
   """The training iterator and evaluation batches of the config's `data` section, this
   process's shard, for crops of `crop` pixels with `channels` channels. `stats`: the mean image
-  and RGB PCA to use (a resumed run's own), else the dataset's (`stats.dataset_stats`)."""
+  and RGB PCA to use (a resumed run's own), else the dataset's (`stats.dataset_stats`);
+  `events`: a recorded schedule's, for its input changes (`train_dataset`)."""
   dataset = sources.load(data, channels=channels, num_classes=num_classes)
   train, test, class_names = dataset.train, dataset.val, dataset.class_names
   if len(train) == 0 or len(test) == 0:
@@ -366,7 +391,7 @@ def build_input(data, *, crop: int, channels: int, num_classes: int, seed: int,
 
   train_ds = train_dataset(data, train, stats, crop=crop, channels=channels, seed=seed,
                            local_batch=local_batch, process_index=process_index,
-                           process_count=process_count)
+                           process_count=process_count, events=events)
 
   local_test = _records(test, data.image_size, channels, process_index, process_count,
                         data.resize)

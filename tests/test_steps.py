@@ -1,0 +1,44 @@
+"""The device steps (`steps.py`): §3.5's objective, the multinomial logistic regression, as the
+training step computes and minimises it."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from alexnet_jax import models, optim, steps
+from alexnet_jax.data.normalize import normalize
+
+
+def _numpy_cross_entropy(logits, labels):
+  """−log softmax(logits)[label] in float64, the log-sum-exp taken stably."""
+  z = np.asarray(logits, np.float64)
+  z = z - z.max(axis=-1, keepdims=True)
+  log_probs = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+  return -log_probs[np.arange(len(labels)), labels]
+
+
+def test_the_training_loss_is_the_mean_negative_log_probability_of_the_label(tiny_config):
+  rng = np.random.default_rng(0)
+  logits = rng.normal(scale=5.0, size=(6, 10)).astype(np.float32)
+  labels = rng.integers(0, 10, 6)
+  np.testing.assert_allclose(steps.cross_entropy(jnp.asarray(logits), jnp.asarray(labels)),
+                             _numpy_cross_entropy(logits, labels), rtol=1e-5, atol=1e-5)
+  model = models.create_model(tiny_config.model)
+  graphdef, state = nnx.split(model)
+  params = nnx.to_pure_dict(state)
+  tx = optim.paper_sgd()
+  batch = {"image": jnp.asarray(rng.integers(0, 256, (4, 32, 32, 3)), jnp.uint8),
+           "label": jnp.asarray([1, 4, 7, 9]), "crop": jnp.zeros((4, 3), jnp.int32)}
+  mean = jnp.full((32, 32, 3), 120.0)
+  key = jax.random.key(3)
+  rates = {optim.rate_key(p): jnp.float32(0.0)
+           for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
+  state = {"step": jnp.int32(0), "params": params, "opt_state": tx.init(params)}
+  step = jax.jit(steps.make_train_step(graphdef, tx, with_stats=False, pixel_scale=1 / 64))
+  _, metrics = step(state, batch, key, mean, rates)
+  # The same forward pass (the step's dropout key) and the loss computed in NumPy.
+  logits = nnx.merge(graphdef, params)(normalize(batch, mean, 1 / 64),
+                                       dropout_key=jax.random.fold_in(key, 0))
+  want = _numpy_cross_entropy(np.asarray(logits), np.asarray(batch["label"])).mean()
+  np.testing.assert_allclose(float(metrics["loss"]), want, rtol=1e-5)
