@@ -450,13 +450,15 @@ def null_setup(config, mesh, **kwargs):
 
 
 def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, workers: int,
-                  steps: int, null_model: bool = False, prepared: bool = False) -> dict:
+                  steps: int, null_model: bool = False, prepared: bool = False,
+                  store: str = "") -> dict:
   """The real training loop (`train.train_and_evaluate`) for `steps` steps on the synthetic
   source or on generated JPEGs (`prepared`: read through the prepared §2 store): steady-state
   images/s, the fraction of the loop's time spent waiting for input and the host's
   milliseconds per step by part, from the loop's own metrics after the first (compiling)
   interval. `null_model`: a trivial step in place of the network (`null_setup`), so the
-  figures are the loop's own ceiling. Prints and returns the record."""
+  figures are the loop's own ceiling. `store`: the prepared store's folder, kept (prepared once
+  and reused by later runs). Prints and returns the record."""
   from alexnet_jax import metrics, train
   from alexnet_jax.data import prepare, sources
 
@@ -470,7 +472,8 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
         generate_jpegs(root, generate, classes=config.model.num_classes)
         generate_jpegs(root, batch, classes=config.model.num_classes, seed=1, split="val")
       config.data.update(dict(name="image_folder", data_dir=root,
-                              prepared_dir=os.path.join(tmp, "store"), use_prepared=prepared))
+                              prepared_dir=store or os.path.join(tmp, "store"),
+                              use_prepared=prepared))
       size = len(sources.image_folder(root, "train")[0])
       if prepared:
         prepare.prepare(config.data, channels=config.model.in_channels,
@@ -483,6 +486,7 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
     if workers:
       config.data.workers = workers
     config.num_epochs = steps * batch / size
+    config.eval_every_epochs = config.num_epochs  # one evaluation, after the timed steps
     config.log_every_steps = steps // 4
     config.stats_every_steps = 10 * steps
     config.eval.ten_crop_final = False
@@ -569,8 +573,8 @@ def main(argv):
                compare_torch=FLAGS.compare_torch)
   elif argv[1] == "end2end":
     bench_end2end(config, source=FLAGS.source, root=FLAGS.root, generate=FLAGS.generate,
-                  batch=FLAGS.batch, workers=FLAGS.workers, steps=max(FLAGS.steps, 40),
-                  null_model=FLAGS.null_model, prepared=FLAGS.prepared)
+                  batch=FLAGS.batch, workers=FLAGS.workers, steps=FLAGS.steps,
+                  null_model=FLAGS.null_model, prepared=FLAGS.prepared, store=FLAGS.store)
   else:
     bench_scaling(config, devices=FLAGS.devices, per_device_batch=FLAGS.batch or 16,
                   steps=FLAGS.steps, argv=sys.argv[2:])
@@ -591,7 +595,9 @@ if __name__ == "__main__":
   flags.DEFINE_integer("batch", 0, "batch size (0: the config's)")
   flags.DEFINE_enum("dtype", "", ["", "bfloat16", "float32"],
                     "step, end2end: compute dtype (default: config)")
-  flags.DEFINE_integer("steps", 50, "step, scaling: timed steps after warm-up")
+  flags.DEFINE_integer("steps", 50, "step, scaling: timed steps after warm-up; end2end: "
+                       "the loop's steps (at least 8; the first quarter, compiling, is not "
+                       "counted)")
   flags.DEFINE_integer("devices", 0, "scaling: measure this device count only (a child run)")
   flags.DEFINE_bool("profile", False, "step: trace 10 more steps with jax.profiler and print "
                     "the device ops that take the most time (GPU/TPU)")
@@ -601,6 +607,8 @@ if __name__ == "__main__":
                     "the loop's own ceiling and host time per step")
   flags.DEFINE_bool("prepared", False, "end2end --source=jpeg: read the JPEGs through the "
                     "prepared §2 store")
+  flags.DEFINE_string("store", "", "end2end --prepared: the store's folder, kept and reused "
+                      "(default: a temporary one)")
   flags.DEFINE_enum("source", "synthetic", ["synthetic", "jpeg"],
                     "end2end: in-memory synthetic images, or JPEGs (--root, or --generate of them)")
 

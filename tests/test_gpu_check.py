@@ -1,0 +1,83 @@
+"""launch/gpu_check.sh: the whole check in its --smoke mode (so the script never rots), and the
+goals and projection it reads off a report."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from alexnet_jax import gpu_check
+from tests.conftest import FASHION
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _report(step_img_per_s=36000.0, compile_img_per_s=18000.0, loop_img_per_s=4500.0):
+  return {"loop_batch": 128, "phases": {
+      "step": {"records": [
+          {"framework": "jax 0.11.2", "dtype": "bfloat16", "batch": 512, "img_per_s": 1.0},
+          {"framework": "jax 0.11.2", "dtype": "bfloat16", "batch": 128,
+           "img_per_s": step_img_per_s},
+          {"framework": "torch 2.11 eager", "dtype": "bfloat16", "batch": 128,
+           "img_per_s": 9000.0, "jax_speedup": step_img_per_s / 9000.0},
+          {"framework": "torch 2.11 compile", "dtype": "bfloat16", "batch": 128,
+           "img_per_s": compile_img_per_s, "jax_speedup": step_img_per_s / compile_img_per_s}]},
+      "input": {"records": [
+          {"bench": "end2end", "model": "alexnet", "img_per_s": loop_img_per_s},
+          {"bench": "end2end", "model": "null", "img_per_s": 99999.0}]},
+      "train": {"accuracy_by_epoch": [{"epoch": 1.0, "accuracy": 70.0},
+                                      {"epoch": 2.0, "accuracy": 80.0}]}}}
+
+
+def test_goals_read_the_batch_128_bf16_step_against_torch_compile_and_the_loop():
+  speedup, loop, fashion = gpu_check.goals(_report())
+  assert (speedup["measured"], speedup["met"]) == (2.0, True)
+  assert (loop["measured"], loop["met"]) == (0.125, False)
+  assert (fashion["measured"], fashion["met"]) == (80.0, None)
+  speedup, loop, _ = gpu_check.goals(_report(compile_img_per_s=20000.0, loop_img_per_s=33000.0))
+  assert (speedup["met"], loop["met"]) == (False, True)
+
+
+def test_projection_is_90_imagenet_epochs_at_each_rate():
+  projection = gpu_check.projection(_report(step_img_per_s=36000.0, loop_img_per_s=4500.0))
+  assert projection["hours_at_step_speed"] == round(90 * 1_281_167 / 36000 / 3600, 2)
+  assert projection["hours_at_loop_speed"] == round(90 * 1_281_167 / 4500 / 3600, 2)
+  empty = gpu_check.projection({"loop_batch": 128, "phases": {}})
+  assert empty["hours_at_step_speed"] is None
+
+
+@pytest.mark.slow
+def test_smoke_mode_runs_every_phase_and_writes_the_report(tmp_path):
+  out = tmp_path / "report"
+  result = subprocess.run(["bash", os.path.join(ROOT, "launch", "gpu_check.sh"), "--smoke",
+                           "--minutes", "4", "--out", str(out), "--fashion_mnist", FASHION],
+                          env=dict(os.environ, PYTHON=sys.executable), capture_output=True,
+                          text=True, cwd=tmp_path)
+  assert result.returncode == 0, result.stderr[-2000:]
+  report = json.loads((out / "report.json").read_text())
+  phases = report["phases"]
+  assert [e for phase in phases.values() for e in phase.get("errors", [])] == []
+  assert {r["framework"].split()[0] for r in phases["step"]["records"]} == {"jax"}
+  assert {r["model"] for r in phases["input"]["records"]} == {"alexnet", "null"}
+  assert phases["input"]["prepare"]["records"]["train"] == gpu_check.SMOKE.images
+  if os.path.isdir(FASHION):
+    assert phases["train"]["img_per_s"] > 0 and phases["train"]["accuracy_by_epoch"]
+  assert phases["projection"]["hours_at_loop_speed"] > 0
+  assert [g["goal"].split()[1] for g in report["goals"]] == ["step", "loop", "full"]
+  markdown = (out / "report.md").read_text()
+  for heading in ("(a) The training step", "(b) The store and the loop",
+                  "(c) A short training run", "(d) 90 epochs", "## Goals"):
+    assert heading in markdown
+  assert sorted(os.listdir(out)) == ["report.json", "report.md"]
+
+
+def test_a_bad_argument_is_one_line(tmp_path):
+  result = subprocess.run(["bash", os.path.join(ROOT, "launch", "gpu_check.sh"), "--nope"],
+                          capture_output=True, text=True, cwd=tmp_path)
+  assert result.returncode == 2 and result.stderr.count("\n") == 1
+  result = subprocess.run(["bash", os.path.join(ROOT, "launch", "gpu_check.sh"),
+                           "--wheelhouse", str(tmp_path), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, cwd=tmp_path)
+  assert result.returncode == 2 and "launch/wheelhouse.sh" in result.stderr
