@@ -1,4 +1,4 @@
-"""The paper's claims, trained side by side: single-change ablations (§3.1-§4.2), Figure 1
+r"""The paper's claims, trained side by side: single-change ablations (§3.1-§4.2), Figure 1
 (ReLU against tanh) and the columns' specialisation (§6.1, Figure 3).
 
   python -m alexnet_jax.ablate --config=configs/fashion_mnist.py \
@@ -41,6 +41,7 @@ import csv
 import functools
 import json
 import os
+import time
 from typing import Sequence
 
 import ml_collections
@@ -61,8 +62,28 @@ def load_config(path: str, variant: str, overrides: Sequence[str]):
   return configuration.load(f"{path}:{variant}" if variant else path, overrides)
 
 
+class Runs:
+  """A study's progress: before each run, its place among the study's runs and, once one has
+  trained, the time left at the pace so far."""
+
+  def __init__(self, total: int):
+    self.total, self.index, self.trained, self.seconds = total, 0, 0, 0.0
+
+  def begin(self, label: str, workdir: str, finished: bool) -> None:
+    self.index += 1
+    left = self.total - self.index + 1
+    eta = (f"; about {self.seconds / self.trained * left / 60:.1f} min left"
+           if self.trained and not finished else "")
+    logging.info("study run %d of %d: %s in %s%s%s", self.index, self.total, label, workdir,
+                 " (finished earlier: its result is read)" if finished else "", eta)
+
+  def trained_for(self, seconds: float) -> None:
+    self.trained += 1
+    self.seconds += seconds
+
+
 def run_one(config_path: str, variant: str, seed: int, workdir: str,
-            overrides: Sequence[str]) -> dict:
+            overrides: Sequence[str], runs: Runs) -> dict:
   """The final evaluation of one (variant, seed), trained unless already finished. A run's
   `result.json` is written only when it reached its end (a run stopped by SIGTERM/SIGINT stops
   the study, which the same command continues), with the identity of its data: a finished run
@@ -71,6 +92,7 @@ def run_one(config_path: str, variant: str, seed: int, workdir: str,
   config.seed = seed
   done = os.path.join(workdir, "result.json")
   saved = _read_result(done)
+  runs.begin(f"{variant or 'baseline'} seed {seed}", workdir, finished=saved is not None)
   if saved is not None:
     if saved.get("data"):
       differ = identity_lib.differences(Identity.from_dict(saved["data"]), _identity(config),
@@ -79,9 +101,10 @@ def run_one(config_path: str, variant: str, seed: int, workdir: str,
         raise UserError(f"{workdir} was trained on other data than this study reads "
                         f"({'; '.join(differ)}): use a new --workdir for the study")
     return saved["evaluation"]
-  logging.info("training %s seed %d in %s", variant or "baseline", seed, workdir)
+  start = time.time()
   result = train.train_and_evaluate(config, workdir,
                                     overridden=[o.split("=", 1)[0] for o in overrides])
+  runs.trained_for(time.time() - start)
   if not result.complete or not result.evaluation:
     raise UserError(f"the study stopped: the run in {workdir} was interrupted at step "
                     f"{result.step}; run the same command to continue it")
@@ -141,6 +164,12 @@ def _figure(path: str, figsize: tuple[float, float] = (6, 4)):
     plt.close(fig)
 
 
+# The bars' labels: what each variant removes.
+LABELS = {"baseline": "baseline", "lrn": "no LRN", "overlap_pool": "no overlapping pooling",
+          "columns": "one column", "pca_lighting": "no PCA lighting", "dropout": "no dropout",
+          "relu": "tanh instead of ReLU"}
+
+
 def summarize(results: dict[str, list[dict]], split: str) -> list[dict]:
   """Rows of mean ± std test errors (in %) per variant, with deltas against the baseline."""
   def stats(name, key):
@@ -183,13 +212,22 @@ def write_report(rows: list[dict], workdir: str, split: str) -> None:
                  f"{_fmt(r['paper_delta_top1'], True)} | {_fmt(r['paper_delta_top5'], True)} |")
   _write_lines(os.path.join(workdir, "ablations.md"), lines)
 
-  with _figure(os.path.join(workdir, "ablations.png"), (1.2 * len(rows) + 2, 3.5)) as ax:
-    ax.bar(range(len(rows)), [r["top1"] for r in rows], yerr=[r["top1_std"] for r in rows],
-           color=["tab:gray"] + ["tab:blue"] * (len(rows) - 1), capsize=4)
-    ax.set_xticks(range(len(rows)), [r["variant"] for r in rows], rotation=20)
+  with _figure(os.path.join(workdir, "ablations.png"), (1.4 * len(rows) + 2, 4.0)) as ax:
+    bars = ax.bar(range(len(rows)), [r["top1"] for r in rows],
+                  yerr=[r["top1_std"] for r in rows],
+                  color=["tab:gray"] + ["tab:blue"] * (len(rows) - 1), capsize=4)
+    ax.set_xticks(range(len(rows)), [LABELS.get(r["variant"], r["variant"]) for r in rows],
+                  rotation=20)
+    for bar, r in zip(bars, rows):  # this study's Δ and the paper's, above each bar
+      if r["variant"] == "baseline":
+        continue
+      note = f"Δ {r['delta_top1']:+.2f}\npaper {_fmt(r['paper_delta_top1'], True)}"
+      ax.annotate(note, (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                  textcoords="offset points", xytext=(0, 4), ha="center", fontsize=7)
     ax.set_ylabel(f"test top-1 error (%), {split}")
-    low = min(r["top1"] - r["top1_std"] for r in rows)
-    ax.set_ylim(max(0.0, low - 2), None)
+    ax.set_ylim(0, max(r["top1"] + r["top1_std"] for r in rows) * 1.25)
+    ax.set_title("each ingredient removed (Δ: error change in points; paper: its reported Δ, "
+                 "n/r: not reported)", fontsize=8)
 
 
 # ----------------------------------------------------------------------------- Figure 1
@@ -218,13 +256,13 @@ def first_step_below(curve: list[tuple[int, float]], threshold: float) -> int | 
 def figure1(config_path: str, lrs: list[float], threshold: float, workdir: str,
             overrides: Sequence[str], log_every: int) -> dict:
   """ReLU and tanh, each over `lrs`; returns the summary (also written as md/csv/png)."""
-  runs = []
+  runs, progress = [], Runs(2 * len(lrs))
   for activation, variant in (("relu", ""), ("tanh", "tanh")):
     for lr in lrs:
       run_dir = os.path.join(workdir, "figure1", activation, f"lr{lr:g}")
       settings = [*FIGURE1_OVERRIDES, f"optimizer.learning_rate={lr!r}",
                   f"log_every_steps={log_every}", *overrides]
-      run_one(config_path, variant, 0, run_dir, settings)
+      run_one(config_path, variant, 0, run_dir, settings, progress)
       curve = train_curve(run_dir, "top1_error")
       runs.append({"activation": activation, "lr": lr, "curve": curve,
                    "steps_to_threshold": first_step_below(curve, threshold),
@@ -288,13 +326,14 @@ def precision(config_path: str, seeds: int, workdir: str, overrides: Sequence[st
   """float32 and bfloat16 compute (float32 parameters and optimizer state either way), each
   seed: the training loss curves, bfloat16's gap to float32 against float32's seed-to-seed
   spread, and the final test errors. Written to DIR/precision/precision.{md,csv,png}."""
-  curves, finals = {}, {}
+  curves, finals, progress = {}, {}, Runs(2 * seeds)
   for dtype in ("float32", "bfloat16"):
     curves[dtype], finals[dtype] = [], []
     for seed in range(seeds):
       run_dir = os.path.join(workdir, "precision", dtype, f"seed{seed}")
       result = run_one(config_path, "", seed, run_dir,
-                       [*overrides, f"model.dtype={dtype}", f"log_every_steps={log_every}"])
+                       [*overrides, f"model.dtype={dtype}", f"log_every_steps={log_every}"],
+                       progress)
       curves[dtype].append(dict(train_curve(run_dir, "loss")))
       split = "eval_10crop" if "eval_10crop" in result else "eval"
       finals[dtype].append(100 * result[split]["top1_error"])
@@ -367,10 +406,10 @@ def column_specialisation(config_path: str, seeds: int, workdir: str,
         "column specialisation needs the two-column network on a colour dataset; "
         f"{config_path} has {config.model.in_channels} input channel(s) and "
         f"{config.model.columns} column(s): greyscale conv1 kernels have no colour to show")
-  per_seed = []
+  per_seed, progress = [], Runs(seeds)
   for seed in range(seeds):
     run_dir = os.path.join(workdir, "baseline", f"seed{seed}")
-    run_one(config_path, "", seed, run_dir, overrides)
+    run_one(config_path, "", seed, run_dir, overrides, progress)
     kernel = np.asarray(inference.load(run_dir).params["conv1"]["kernel"])
     scores = visualize.colour_specificity(kernel)
     high, low = max(scores), min(scores)
@@ -436,11 +475,11 @@ def main(argv):
 def study(config_path: str, names: list[str], seeds: int, workdir: str,
           overrides: Sequence[str]) -> str:
   """Trains what is missing of baseline + `names` x `seeds`; writes and returns the table."""
-  results = {}
+  results, progress = {}, Runs((1 + len(names)) * seeds)
   for name in ["baseline"] + names:
     variant = "" if name == "baseline" else ABLATIONS[name]
     results[name] = [run_one(config_path, variant, seed,
-                             os.path.join(workdir, name, f"seed{seed}"), overrides)
+                             os.path.join(workdir, name, f"seed{seed}"), overrides, progress)
                      for seed in range(seeds)]
   ten = all("eval_10crop" in r for runs in results.values() for r in runs)
   split = "eval_10crop" if ten else "eval"

@@ -33,6 +33,7 @@ from alexnet_jax.errors import UserError, first_line
 
 LATEST, BEST = "checkpoints", "best"  # step directories under the workdir
 STATE, META, DATA = "state", "meta", "data"  # items of a step directory
+_REMOVE_ATTEMPTS = 50  # 0.1 s apart: removing the partial directories of a failed write
 
 
 def validate(checkpoint_config) -> None:
@@ -107,14 +108,25 @@ class Checkpoints:
                       ) from None
 
   def _remove_partial(self) -> None:
-    """Removes the temporary step directories of writes that failed."""
+    """Removes the temporary step directories of writes that failed. Writes of the failed step
+    still in flight (the other manager's, or TensorStore's own after Orbax gave up) recreate
+    their directories once space is freed, so removal is repeated until nothing comes back."""
+    self._on_each(lambda manager: manager.wait_until_finished())
     if jax.process_index() != 0:
       return
-    for manager in (self.latest, self.best):
-      root = str(manager.directory)
-      for name in os.listdir(root) if os.path.isdir(root) else ():
-        if ".orbax-checkpoint-tmp" in name:
-          shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+    def partial() -> list[str]:
+      roots = [str(manager.directory) for manager in (self.latest, self.best)]
+      return [os.path.join(root, name) for root in roots if os.path.isdir(root)
+              for name in os.listdir(root) if ".orbax-checkpoint-tmp" in name]
+
+    for _ in range(_REMOVE_ATTEMPTS):
+      for path in partial():
+        shutil.rmtree(path, ignore_errors=True)
+      time.sleep(0.1)
+      if not partial():
+        return
+    logging.warning("could not remove the partial checkpoints %s", partial())
 
   def restore_latest(self, abstract_state, iterator: grain.DatasetIterator,
                      reposition: Callable[[int], None],
@@ -186,11 +198,14 @@ class Checkpoints:
       self.best.wait_until_finished()
 
   def close(self) -> None:
-    """Closes both managers; a write that failed for want of space was reported by `save` or
-    `wait` already (or is by the error in flight) and does not fail the close again."""
+    self._on_each(lambda manager: manager.close())
+
+  def _on_each(self, action: Callable) -> None:
+    """`action(manager)` for both managers; a write that failed for want of space was reported
+    by `save` or `wait` already (or is by the error in flight) and does not fail it again."""
     for manager in (self.latest, self.best):
       try:
-        manager.close()
+        action(manager)
       except Exception as e:  # noqa: BLE001 -- Orbax's async writer re-raises as ValueError
         if _write_failure(e) is None:
           raise

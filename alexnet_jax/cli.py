@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging as std_logging
+import os
 import sys
+import traceback
 from typing import Callable
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from alexnet_jax import configuration, xla_flags
-from alexnet_jax.errors import UserError
+from alexnet_jax.errors import UserError, first_line
 
 
 def run(main: Callable[[list[str]], None], *, required_flags: tuple[str, ...] = (),
@@ -21,6 +23,7 @@ def run(main: Callable[[list[str]], None], *, required_flags: tuple[str, ...] = 
   (`configuration.validate`), then `main(argv)`. Bad flags, a config that does not load or
   validate, a `UserError` and Ctrl-C each end in one line (status 2; 130 for Ctrl-C)."""
   xla_flags.configure()
+  sys.unraisablehook = _unraisable
   sys.argv = [_resolved(a, before) for before, a in zip([""] + sys.argv, sys.argv)]
   for name in required_flags:
     flags.mark_flag_as_required(name)
@@ -46,6 +49,18 @@ def run(main: Callable[[list[str]], None], *, required_flags: tuple[str, ...] = 
   app.run(guarded, flags_parser=_parse_flags)
 
 
+def _unraisable(unraisable, default=sys.unraisablehook) -> None:
+  """A damaged checkpoint's failed read (reported already) leaves Orbax coroutines that raise
+  when collected and TensorStore callbacks that find Orbax's asyncio loop closed; Python would
+  print each as a traceback. Those are logged at debug level; any other goes to `default`."""
+  error, frames = unraisable.exc_value, traceback.extract_tb(unraisable.exc_traceback)
+  if (isinstance(error, RuntimeError) and "Event loop is closed" in str(error)) or (
+      frames and f"{os.sep}orbax{os.sep}" in frames[-1].filename):
+    logging.debug("after a failed checkpoint read: %s", first_line(error))
+    return
+  default(unraisable)
+
+
 def _resolved(arg: str, before: str) -> str:
   """A `--config=` value (or the one after `--config`) as `configuration.resolve` finds it."""
   if arg.startswith("--config="):
@@ -69,9 +84,13 @@ def _fail(message: str, status: int = 2) -> None:
 
 
 class _OnlyOurInfo(std_logging.Filter):
-  """Keeps INFO lines from alexnet_jax; libraries (Orbax logs every save) only warn."""
+  """Keeps INFO lines from alexnet_jax; libraries (Orbax logs every save) only warn. Orbax's
+  futures of a failed checkpoint read, reported already, are not reported again by asyncio
+  when collected ("exception was never retrieved", with a traceback each)."""
 
   def filter(self, record):
+    if record.name == "asyncio" and "never retrieved" in str(record.msg):
+      return False
     return record.levelno >= std_logging.WARNING or "alexnet_jax" in record.pathname
 
 
@@ -94,7 +113,9 @@ def config_overrides() -> tuple[str, ...]:
 
 
 def define_restore_flags() -> None:
-  """--workdir, --step, --best: which checkpoint an inference tool restores."""
-  flags.DEFINE_string("workdir", None, "training workdir to restore")
-  flags.DEFINE_integer("step", None, "checkpoint step (default: the newest that restores)")
-  flags.DEFINE_bool("best", False, "restore the best (lowest validation error) checkpoint")
+  """--workdir, --step, --best: which checkpoint an inference tool restores; listed by the
+  tool's --help as its own (absl lists the main module's flags)."""
+  main = {"module_name": sys.argv[0]}
+  flags.DEFINE_string("workdir", None, "training workdir to restore", **main)
+  flags.DEFINE_integer("step", None, "checkpoint step (default: the newest that restores)", **main)
+  flags.DEFINE_bool("best", False, "restore the best (lowest validation error) checkpoint", **main)

@@ -1,4 +1,4 @@
-"""Trained weights from elsewhere: BVLC Caffe's `bvlc_alexnet.caffemodel`, the one public
+r"""Trained weights from elsewhere: BVLC Caffe's `bvlc_alexnet.caffemodel`, the one public
 AlexNet with the paper's two columns, as a workdir of this project.
 
     python -m alexnet_jax.convert caffe --caffemodel=bvlc_alexnet.caffemodel \
@@ -264,15 +264,26 @@ def convert_caffe(caffemodel: str, workdir: str, config, *, mean: str = "") -> s
   else:
     rgb = np.asarray(CAFFE_CHANNEL_MEAN_BGR[::-1], np.float32)
     mean_image = np.broadcast_to(rgb, (size, size, 3)).copy()
-  defaults = Stats.imagenet_defaults(size)
+  step_dir = write_workdir(workdir, config, params, mean_image, converted_from=caffemodel)
+  logging.info("converted %s into %s", caffemodel, step_dir)
+  return step_dir
+
+
+def write_workdir(workdir: str, config, params: dict, mean_image: np.ndarray, *,
+                  converted_from: str) -> str:
+  """A workdir that inference, export and fine-tuning restore, from the network `config`
+  describes with weights made elsewhere (`params` as the model's, each layer's kernel and bias
+  stacked over the columns) and the mean image they expect; ImageNet's PCA lighting. Returns
+  the checkpoint's directory."""
+  spec = models.AlexNetSpec.from_config(config.model)
+  defaults = Stats.imagenet_defaults(int(config.data.image_size))
   stats = Stats(mean_image, defaults.eigval, defaults.eigvec, 0)
   names = (imagenet_class_names(spec.num_classes) if config.data.name == "imagenet2012"
            else tuple(str(i) for i in range(spec.num_classes)))
   meta = {"step": 0, "epoch": 0.0, "config": config.to_dict(), "class_names": list(names),
-          "converted_from": os.path.abspath(caffemodel), "processes": 1}
+          "converted_from": os.path.abspath(converted_from), "processes": 1}
   step_dir = checkpoint.write_converted(workdir, params, meta)
   stats.save(os.path.join(os.path.abspath(workdir), "data_stats.npz"))
-  logging.info("converted %s into %s", caffemodel, step_dir)
   return step_dir
 
 

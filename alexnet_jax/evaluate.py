@@ -1,14 +1,19 @@
-"""Validation error of trained workdirs and of their average (Table 2's ensembles, §6).
+r"""Validation accuracy of trained workdirs and of their average (Table 2's ensembles, §6).
 
-  python -m alexnet_jax.evaluate --workdir=A --workdir=B ... [--ten_crop] [--best]
+  python -m alexnet_jax.evaluate --workdir=A [--workdir=B ...] [--ten_crop] [--best] \
+      [--output=results.json]
 
-Each model is evaluated on the validation split of the first workdir's dataset with its own
-mean image; the ensemble averages the models' softmax outputs ("averaging the predictions of
-five similar CNNs"). Prints one JSON line per model and one for the average.
+Each model is evaluated on the validation split of the first workdir's dataset, with its own
+stored form and mean image and the labels of its own classes; the ensemble averages the
+models' softmax outputs ("averaging the predictions of five similar CNNs"). Prints one JSON line
+per model (top-1 and top-5 accuracy and error in %) and, for several models, one for their
+average. `--output=FILE.json` also writes the per-class accuracy (FILE_per_class.csv) and the
+confusion matrix (FILE_confusion.csv, FILE_confusion.png) of the model, or of the ensemble.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 
 import ml_collections
@@ -16,18 +21,25 @@ import numpy as np
 from absl import flags
 
 from alexnet_jax import cli, inference
-from alexnet_jax.steps import topk_errors
+from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.errors import UserError
-
-def errors(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-  top1, top5 = topk_errors(probs, labels)
-  return {"top1_error": float(top1.mean()), "top5_error": float(top5.mean())}
+from alexnet_jax.steps import topk_errors
 
 
-def evaluate(workdirs: list[str], *, best: bool = False, ten_crop: bool = False) -> list[dict]:
-  """Per-model and ensemble errors over the readable validation images of the first workdir's
-  dataset, each model reading them in its own stored form (size, resize rule) and with its
-  own mean image."""
+def scores(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+  """Top-1 and top-5 accuracy and error, in %, rounded to 0.01."""
+  top1, top5 = (float(e.mean()) for e in topk_errors(probs, labels))
+  return {"top1_accuracy": round(100 * (1 - top1), 2), "top5_accuracy": round(100 * (1 - top5), 2),
+          "top1_error": round(100 * top1, 2), "top5_error": round(100 * top5, 2)}
+
+
+def evaluate(workdirs: list[str], *, best: bool = False, ten_crop: bool = False,
+             output: str = "") -> dict:
+  """{'models': [per model], 'ensemble': the average's or None, 'examples', 'ten_crop',
+  'per_class': [{'class', 'examples', 'accuracy'}], 'confusion': [[count]]} over the readable
+  validation images (see the module docstring); `output`: where to write it all."""
+  if output:
+    workdir_lib.check_output(output, (".json",))
   models = [inference.load(w, best=best) for w in workdirs]
   for w, m in zip(workdirs[1:], models[1:]):
     if m.class_names != models[0].class_names:
@@ -42,26 +54,89 @@ def evaluate(workdirs: list[str], *, best: bool = False, ten_crop: bool = False)
     if labels is not None and not np.array_equal(own, labels):
       raise UserError("the models read the validation images in another order: cannot ensemble")
     labels = own
-    outputs.append(inference.predict_all(m, len(split), image_at, ten_crop=ten_crop))
+    outputs.append(inference.predict_all(m, len(split), image_at, ten_crop=ten_crop,
+                                         what=f"evaluating {m.path}"))
   valid = np.logical_and.reduce([o["valid"] for o in outputs])
-  rows = []
-  for w, m, o in zip(workdirs, models, outputs):
-    rows.append({"model": w, "step": m.step, **errors(o["probs"][valid], labels[valid])})
-  average = np.mean([o["probs"][valid] for o in outputs], axis=0)
-  rows.append({"model": f"average of {len(models)}", **errors(average, labels[valid]),
-               "examples": int(valid.sum()), "ten_crop": ten_crop})
-  return rows
+  probs = [o["probs"][valid] for o in outputs]
+  labels = labels[valid]
+  average = np.mean(probs, axis=0)
+  result = {"models": [{"model": w, "step": m.step, **scores(p, labels)}
+                       for w, m, p in zip(workdirs, models, probs)],
+            "ensemble": ({"model": f"average of {len(models)}", **scores(average, labels)}
+                         if len(models) > 1 else None),
+            "examples": int(valid.sum()), "unreadable": int((~valid).sum()), "ten_crop": ten_crop}
+  classes = models[0].class_names
+  predicted = average.argmax(axis=-1)
+  confusion = np.zeros((len(classes), len(classes)), np.int64)
+  np.add.at(confusion, (labels, predicted), 1)
+  result["per_class"] = [{"class": name, "examples": int(row.sum()),
+                          "accuracy": round(100 * row[i] / row.sum(), 2) if row.sum() else None}
+                         for i, (name, row) in enumerate(zip(classes, confusion))]
+  result["confusion"] = confusion.tolist()
+  if output:
+    _write(output, result, classes)
+  return result
+
+
+def _write(output: str, result: dict, classes) -> None:
+  stem = output[:-len(".json")]
+  try:
+    with open(output, "w", encoding="utf-8") as f:
+      json.dump(result, f, indent=1)
+    with open(stem + "_per_class.csv", "w", newline="", encoding="utf-8") as f:
+      writer = csv.DictWriter(f, fieldnames=["class", "examples", "accuracy"])
+      writer.writeheader()
+      writer.writerows(result["per_class"])
+    with open(stem + "_confusion.csv", "w", newline="", encoding="utf-8") as f:
+      writer = csv.writer(f)
+      writer.writerow(["true \\ predicted", *classes])
+      writer.writerows([name, *row] for name, row in zip(classes, result["confusion"]))
+  except OSError as e:
+    raise UserError(f"cannot write {output} ({e.strerror or e})") from None
+  _draw_confusion(stem + "_confusion.png", np.asarray(result["confusion"]), classes)
+
+
+def _draw_confusion(path: str, confusion: np.ndarray, classes) -> None:
+  """Rows (true classes) normalised to 1; names on the axes when there are few classes."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+  side = min(4 + 0.35 * len(classes), 20)
+  fig, ax = plt.subplots(figsize=(side, side))
+  image = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+  if len(classes) <= 30:
+    ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(classes)), classes, fontsize=7)
+  ax.set_xlabel("predicted class")
+  ax.set_ylabel("true class")
+  ax.set_title("confusion matrix (each row: the fraction of that class's images)")
+  fig.colorbar(image, ax=ax, fraction=0.046)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
 
 
 def main(argv):
-  FLAGS = flags.FLAGS
   del argv
-  for row in evaluate(FLAGS.workdir, best=FLAGS.best, ten_crop=FLAGS.ten_crop):
-    print(json.dumps(row))
+  FLAGS = flags.FLAGS
+  result = evaluate(FLAGS.workdir, best=FLAGS.best, ten_crop=FLAGS.ten_crop, output=FLAGS.output)
+  for row in result["models"] + ([result["ensemble"]] if result["ensemble"] else []):
+    print(json.dumps({**row, "examples": result["examples"], "ten_crop": result["ten_crop"]}))
+  if FLAGS.output:
+    stem = FLAGS.output[:-len(".json")]
+    print(f"written: {FLAGS.output}, {stem}_per_class.csv, {stem}_confusion.csv, "
+          f"{stem}_confusion.png")
+  elif result["unreadable"]:
+    print(f"{result['unreadable']} unreadable images left out")
 
 
 if __name__ == "__main__":
-  flags.DEFINE_multi_string("workdir", None, "a trained workdir (repeat for more)")
+  flags.DEFINE_multi_string("workdir", None, "a trained workdir (repeat for an ensemble)")
   flags.DEFINE_bool("best", False, "restore each workdir's best checkpoint")
   flags.DEFINE_bool("ten_crop", False, "average the softmax over the ten §4.1 crops")
+  flags.DEFINE_string("output", "", "FILE.json: all the figures, the per-class accuracy and the "
+                      "confusion matrix (CSV and PNG beside it)")
   cli.run(main, required_flags=("workdir",))

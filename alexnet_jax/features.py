@@ -1,15 +1,17 @@
-"""The last hidden layer as an image descriptor, and nearest neighbours by it (§6.1, Figure 4 right).
+r"""The last hidden layer as an image descriptor, and nearest neighbours by it (§6.1, Figure 4 right).
 
-  python -m alexnet_jax.features --workdir=DIR --split=train --output=train_fc7.npy
-  python -m alexnet_jax.features --workdir=DIR --folder=PATH --output=folder_fc7.npy
+  python -m alexnet_jax.features --workdir=DIR --split=train --output=train_fc7.npz
+  python -m alexnet_jax.features --workdir=DIR --folder=PATH --output=folder_fc7.npz
   python -m alexnet_jax.features --workdir=DIR --neighbors=6 --num_queries=5 \
-      --grid=neighbors.png [--database=train_fc7.npy] [IMAGE ...]
+      --grid=neighbors.png [--database=train_fc7.npz] [IMAGE ...]
 
 Features are fc7's 4096 post-ReLU activations (the tiny configs: their fc7 width) of the centre
-crop, float32 [N, F] in a .npy file; rows of unreadable images are NaN. `--neighbors=K` shows,
-for each query (the image files given, else the first `--num_queries` validation images), the K
-training images whose features are nearest in Euclidean distance: a batched search on the
-accelerator (`nearest`), drawn as a PNG grid with the query in the first column.
+crop, in one .npz: `features` float32 [N, F] (rows of unreadable images are NaN), `names` (each
+image's path, or split#index), `labels` (int, -1 where unknown) and `class_names`.
+`--neighbors=K` shows, for each query (the image files given, else the first `--num_queries`
+validation images), the K training images whose features are nearest in Euclidean distance: a
+batched search on the accelerator (`nearest`), printed with their classes and drawn as a PNG
+grid, the query apart in the first column, each neighbour under its class and distance.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import zipfile
 
 import jax
 import jax.numpy as jnp
@@ -62,45 +65,79 @@ def _folder_paths(folder: str) -> list[str]:
   return sorted(paths)
 
 
-def draw_grid(path: str, rows: list[list[np.ndarray]], titles: list[str]) -> None:
-  """One row per query: the query, then its neighbours nearest first."""
+def draw_grid(path: str, rows: list[list[np.ndarray]], titles: list[list[str]]) -> None:
+  """One row per query: the query, a gap, then its neighbours nearest first; `titles` name
+  every image of a row."""
   import matplotlib
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   cols = max(len(r) for r in rows)
-  fig, axes = plt.subplots(len(rows), cols, figsize=(1.6 * cols, 1.6 * len(rows)), squeeze=False)
+  fig, axes = plt.subplots(len(rows), cols, figsize=(1.6 * cols, 1.75 * len(rows)),
+                           squeeze=False, gridspec_kw={"wspace": 0.15})
   for ax in axes.ravel():
     ax.axis("off")
   for r, images in enumerate(rows):
     for col, image in enumerate(images):
       grey = image.shape[-1] == 1
-      axes[r, col].imshow(image[..., 0] if grey else image, cmap="gray" if grey else None)
-    axes[r, 0].set_title(titles[r], fontsize=7)
+      ax = axes[r, col]
+      ax.imshow(image[..., 0] if grey else image, cmap="gray" if grey else None)
+      ax.set_title(titles[r][col], fontsize=6, color="tab:red" if col == 0 else "black")
+      if col == 0:  # the query, framed and set apart
+        ax.axis("on")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+          spine.set_edgecolor("tab:red")
+          spine.set_linewidth(2)
+  fig.suptitle("each row: a query (red), then its nearest training images by fc7 distance",
+               fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
+
+
+def _names_and_labels(split, which: str) -> tuple[list[str], np.ndarray]:
+  """Each record's name (a file's path, or split#index) and label."""
+  if hasattr(split, "paths") and len(getattr(split, "paths")) == len(split) and not hasattr(
+      split, "split"):
+    names = list(split.paths)
+  else:
+    names = [f"{which}#{i}" for i in range(len(split))]
+  labels = (np.asarray(split.labels, np.int64) if hasattr(split, "labels") else
+            np.asarray([int(split[i]["label"]) for i in range(len(split))], np.int64))
+  return names, labels
+
+
+def _save(output: str, features: np.ndarray, names, labels, class_names) -> None:
+  try:
+    with open(output, "wb") as f:  # the name given, not np.savez's (it appends .npz)
+      np.savez(f, features=features.astype(np.float32), names=np.asarray(names, str),
+               labels=np.asarray(labels, np.int64), class_names=np.asarray(class_names, str))
+  except OSError as e:
+    raise UserError(f"cannot write {output} ({e.strerror or e})") from None
 
 
 def extract_and_search(workdir: str, *, step: int | None = None, best: bool = False,
                        split: str | None = None, folder: str = "", output: str = "",
                        neighbors: int = 0, num_queries: int = 5, database: str = "",
                        grid: str = "neighbors.png", query_paths: tuple[str, ...] = ()) -> None:
-  """fc7 features of a split or a folder into `output` (.npy); with `neighbors` > 0, each
+  """fc7 features of a split or a folder into `output` (.npz); with `neighbors` > 0, each
   query's nearest training images (the validation split's first `num_queries`, or
   `query_paths`), printed and drawn into `grid` (Figure 4, right)."""
   if not (split or folder or neighbors > 0):
     raise UserError("nothing to do: give --split or --folder (with --output), or --neighbors")
+  if (split or folder) and not output:
+    raise UserError("--output=FILE.npz is needed with --split or --folder")
   if output:
-    workdir_lib.check_output(output, (".npy",))
+    workdir_lib.check_output(output, (".npz",))
   if neighbors > 0:
     workdir_lib.check_output(grid, (".png", ".pdf", ".svg", ".jpg"))
-  rows_db = _read_database(database) if database and neighbors > 0 else None
+  saved_db = _read_database(database) if database and neighbors > 0 else None
   trained = inference.load(workdir, step=step, best=best)
+  classes = trained.class_names
   if split or folder:
-    if not output:
-      raise UserError("--output=FILE.npy is needed with --split or --folder")
     if folder:
       paths = _folder_paths(folder)
 
@@ -111,31 +148,43 @@ def extract_and_search(workdir: str, *, step: int | None = None, best: bool = Fa
           logging.warning("skipping unreadable image %s (%s)", paths[i], e)
           return None
 
-      feats = inference.predict_all(trained, len(paths), image_at)["fc7"]
+      feats = inference.predict_all(trained, len(paths), image_at,
+                                    what=f"features of {folder}")["fc7"]
+      names = paths
+      labels = [classes.index(c) if (c := os.path.basename(os.path.dirname(p))) in classes
+                else -1 for p in paths]
     else:
       split_data, image_at = inference.split_images(trained, split)
-      feats = inference.predict_all(trained, len(split_data), image_at)["fc7"]
-    np.save(output, feats.astype(np.float32))
-    print(f"features {feats.shape} written: {output}")
+      feats = inference.predict_all(trained, len(split_data), image_at,
+                                    what=f"features of the {split} split")["fc7"]
+      names, labels = _names_and_labels(split_data, split)
+    _save(output, feats, names, labels, classes)
+    print(f"features {feats.shape} of {len(names)} images written: {output}")
   if neighbors <= 0:
     return
   train_split, train_image = inference.split_images(trained, "train")
-  if rows_db is not None:
-    if rows_db.shape[0] != len(train_split):
-      raise UserError(f"{database} has {rows_db.shape[0]} rows, the training split "
-                      f"{len(train_split)}")
+  train_names, train_labels = _names_and_labels(train_split, "train")
+  if saved_db is not None:
+    rows_db = saved_db["features"]
+    if len(rows_db) != len(train_split) or list(saved_db["names"]) != train_names:
+      raise UserError(f"--database {database} holds the features of other images than this "
+                      f"training split ({len(rows_db)} rows, {len(train_split)} images)")
   else:
-    logging.info("extracting features of %d training images", len(train_split))
-    rows_db = inference.predict_all(trained, len(train_split), train_image)["fc7"]
+    rows_db = inference.predict_all(trained, len(train_split), train_image,
+                                    what="features of the training split")["fc7"]
   if query_paths:
     names, queries, bad = trained.read_images(query_paths)
     for message in bad:
       print(message, file=sys.stderr)
+    query_classes = [c if (c := os.path.basename(os.path.dirname(n))) in classes else None
+                     for n in names]
   else:
     eval_split, eval_image = inference.split_images(trained, "eval")
+    _, eval_labels = _names_and_labels(eval_split, "eval")
     readable = [(i, im) for i in range(min(num_queries, len(eval_split)))
                 if (im := eval_image(i)) is not None]
     names = [f"validation #{i}" for i, _ in readable]
+    query_classes = [classes[eval_labels[i]] for i, _ in readable]
     queries = np.stack([im for _, im in readable])
   readable = int(np.isfinite(rows_db).all(axis=1).sum())
   if neighbors > readable:
@@ -144,24 +193,30 @@ def extract_and_search(workdir: str, *, step: int | None = None, best: bool = Fa
   query_feats = trained.predict(queries)["fc7"]
   dist, index = jax.device_get(nearest(jnp.asarray(query_feats), jnp.asarray(rows_db),
                                        k=neighbors))
-  rows = []
-  for name, query, d, idx in zip(names, queries, dist, index):
-    print(name + ": " + " ".join(f"{int(i)} ({np.sqrt(v):.3g})" for i, v in zip(idx, d)))
-    rows.append([query] + [train_image(int(i)) for i in idx])
-  draw_grid(grid, rows, [os.path.basename(n) for n in names])
+  rows, titles = [], []
+  for name, cls, query, d, idx in zip(names, query_classes, queries, dist, index):
+    found = [(int(i), classes[train_labels[i]], float(np.sqrt(v))) for i, v in zip(idx, d)]
+    print(f"{name}" + (f" ({cls})" if cls else "") + ": "
+          + ", ".join(f"#{i} {c} ({dd:.3g})" for i, c, dd in found))
+    rows.append([query] + [train_image(i) for i, _, _ in found])
+    titles.append([f"query: {os.path.basename(name)}" + (f"\n{cls}" if cls else "")]
+                  + [f"{c}\n{dd:.3g}" for _, c, dd in found])
+  draw_grid(grid, rows, titles)
   print(f"written: {grid}")
 
 
-def _read_database(path: str) -> np.ndarray:
+def _read_database(path: str) -> dict:
   """The training split's features written by an earlier `--split=train --output=...`."""
   try:
-    rows = np.load(path, allow_pickle=False)
-  except (OSError, ValueError, EOFError) as e:
-    raise UserError(f"cannot read --database {path}: {e}") from None
-  if not isinstance(rows, np.ndarray) or rows.ndim != 2:
+    with np.load(path, allow_pickle=False) as f:
+      saved = {k: f[k] for k in ("features", "names")}
+  except (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as e:
+    raise UserError(f"cannot read --database {path}: {e} (write one with --split=train "
+                    "--output=FILE.npz)") from None
+  if saved["features"].ndim != 2:
     raise UserError(f"--database {path} is not a feature matrix [images, features] "
-                    "(write one with --split=train --output=FILE.npy)")
-  return rows
+                    "(write one with --split=train --output=FILE.npz)")
+  return saved
 
 
 def main(argv):
@@ -176,9 +231,9 @@ if __name__ == "__main__":
   cli.define_restore_flags()
   flags.DEFINE_enum("split", None, ["train", "eval"], "extract features of this split")
   flags.DEFINE_string("folder", "", "extract features of every image under this folder")
-  flags.DEFINE_string("output", "", "where to write the features (.npy)")
+  flags.DEFINE_string("output", "", "where to write the features (FILE.npz)")
   flags.DEFINE_integer("neighbors", 0, "K nearest training images per query")
   flags.DEFINE_integer("num_queries", 5, "validation images used as queries")
-  flags.DEFINE_string("database", "", "training-split features (.npy) to search")
+  flags.DEFINE_string("database", "", "training-split features (.npz of --split=train) to search")
   flags.DEFINE_string("grid", "neighbors.png", "PNG for the neighbour grid")
   cli.run(main, required_flags=("workdir",), positional=True)

@@ -27,6 +27,7 @@ from alexnet_jax.data import pipeline, sources
 from alexnet_jax.data.identity import Identity
 from alexnet_jax.data.stats import Stats
 from alexnet_jax.errors import UserError
+from alexnet_jax.progress import track
 from alexnet_jax.sharding import DATA, mesh_for
 from alexnet_jax.steps import make_predict_step
 
@@ -146,9 +147,10 @@ def split_images(trained: Trained, which: str, data=None):
 
 
 def predict_all(trained: Trained, count: int, image_at, *, ten_crop: bool = False,
-                batch: int = 256) -> dict[str, np.ndarray]:
+                batch: int = 256, what: str = "predicting") -> dict[str, np.ndarray]:
   """`Trained.predict` over image_at(0..count-1), read in threads: {'probs', 'fc7'} with NaN
-  rows and `valid` False where image_at returned None (an unreadable image)."""
+  rows and `valid` False where image_at returned None (an unreadable image); progress shown as
+  `what` (`progress.track`)."""
   size, c = trained.stored_size, int(trained.config.model.in_channels)
   records = (grain.MapDataset.range(count).map(image_at)
              .to_iter_dataset(grain.ReadOptions(num_threads=8, prefetch_buffer_size=16),
@@ -165,7 +167,7 @@ def predict_all(trained: Trained, count: int, image_at, *, ten_crop: bool = Fals
     parts.append(out | {"valid": valid})
     pending.clear()
 
-  for image in records:
+  for image in track(records, count, what, unit="image"):
     pending.append(image)
     if len(pending) == batch:
       flush()

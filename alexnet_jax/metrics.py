@@ -88,8 +88,9 @@ def read_metrics(path: str) -> list[dict]:
   return rows
 
 
-SPLITS = {"train": "training (random crops, dropout)", "eval": "validation, centre crop",
-          "eval_10crop": "validation, ten crops (§4.1)"}
+EVALUATIONS = {"eval": "centre crop", "eval_10crop": "ten crops (§4.1)"}  # split: its name
+SPLITS = {"train": "training (random crops, dropout)",
+          **{split: f"validation, {name}" for split, name in EVALUATIONS.items()}}
 
 
 def plot_curves(metrics_path: str, png_path: str) -> None:
@@ -123,7 +124,8 @@ def plot_curves(metrics_path: str, png_path: str) -> None:
     ax.set_title(title)
     ax.set_xlabel("epoch")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.lines:
+      ax.legend(fontsize=7)
   _plot_rates(axes[3], train, epoch)
   fig.tight_layout()
   fig.savefig(png_path, dpi=100)

@@ -303,7 +303,19 @@ def _forward(spec: AlexNetSpec, mesh: jax.sharding.Mesh, capture: bool, images, 
   )(images, params, masks)
 
 
-def _column_forward(spec: AlexNetSpec, x, params, masks, capture: bool):
+def single_device_forward(spec: AlexNetSpec, params: dict, images, *, portable: bool = False):
+  """(logits, {name: activation}) of the test-time forward with every column on the calling
+  device and no mesh: the columns' meetings (`all_gather`, `psum` over 'model') run as a size-1
+  `vmap` axis, so the computation is standard ops only (what `export` traces for ONNX and
+  StableHLO). `params`: {layer: {'kernel', 'bias'}}; `portable`: max-pooling as strided slices
+  (`ops.max_pool`)."""
+  p = {n: (params[n]["kernel"], params[n]["bias"]) for n in spec.layers}
+  out = jax.vmap(lambda _: _column_forward(spec, images, p, None, True, portable),
+                 axis_name=MODEL)(jnp.zeros(1))
+  return jax.tree.map(lambda a: a[0], out)
+
+
+def _column_forward(spec: AlexNetSpec, x, params, masks, capture: bool, portable: bool = False):
   """Runs the columns this device holds; the body of the `shard_map`.
 
   The local columns' maps are kept side by side on the channel axis (column 0's first), so
@@ -338,7 +350,7 @@ def _column_forward(spec: AlexNetSpec, x, params, masks, capture: bool):
                              beta=spec.response_norm_beta)
 
   def pool(h):
-    return ops.max_pool(h, window=spec.pool_window, stride=spec.pool_stride)
+    return ops.max_pool(h, window=spec.pool_window, stride=spec.pool_stride, portable=portable)
 
   def joined(kernel):
     """[columns, ..., cin, cout] -> [..., cin, columns * cout]: the columns side by side."""

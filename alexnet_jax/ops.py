@@ -97,8 +97,9 @@ def _lrn_bwd(size, k, scale, beta, x, g):
 _lrn.defvjp(_lrn_fwd, _lrn_bwd)
 
 
-@functools.partial(jax.jit, static_argnames=("window", "stride"))
-def max_pool(x: jax.Array, *, window: int = 3, stride: int = 2) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("window", "stride", "portable"))
+def max_pool(x: jax.Array, *, window: int = 3, stride: int = 2,
+             portable: bool = False) -> jax.Array:
   """Max-pooling over the spatial axes of an NHWC array, no padding, paper §3.4.
 
   window=3, stride=2 is the paper's overlapping pooling; window=2, stride=2 the traditional
@@ -106,10 +107,27 @@ def max_pool(x: jax.Array, *, window: int = 3, stride: int = 2) -> jax.Array:
   first maximum of each window in row-major order, as XLA's select-and-scatter sends it, but
   is computed from window² strided slices summed per stride phase (`_max_pool_bwd`), which is
   faster than select-and-scatter on CPU and on the GPU (docs/performance.md).
+  `portable=True` takes the same maximum over window² strided slices instead of a
+  `reduce_window` (for exporters: ONNX runtimes pool NCHW arrays only); forward only.
   """
   if x.ndim != 4:
     raise ValueError(f"max_pool takes NHWC arrays, got shape {x.shape}")
+  if portable:
+    return _max_of_slices(x, window, stride)
   return _max_pool(x, window, stride)
+
+
+def _max_of_slices(x, window, stride):
+  n, h, w, c = x.shape
+  oh, ow = (h - window) // stride + 1, (w - window) // stride + 1
+  out = None
+  for di in range(window):
+    for dj in range(window):
+      seen = jax.lax.slice(x, (0, di, dj, 0),
+                           (n, di + (oh - 1) * stride + 1, dj + (ow - 1) * stride + 1, c),
+                           (1, stride, stride, 1))
+      out = seen if out is None else jnp.maximum(out, seen)
+  return out
 
 
 def _reduce_max(x, window, stride):

@@ -1,14 +1,38 @@
-"""Progress of the training loop: a tqdm bar on a terminal, periodic log lines (images/s, ETA)
-otherwise, and the host's time per step by part."""
+"""Progress of long jobs: the training loop's (a tqdm bar on a terminal, periodic log lines with
+images/s and ETA otherwise, the host's time per step by part), and any loop's (`track`:
+evaluations, `evaluate`, `features`, `ablate`)."""
 
 from __future__ import annotations
 
 import contextlib
 import sys
 import time
+from typing import Iterable, Iterator
 
 import jax
 from absl import logging
+
+from alexnet_jax.metrics import EVALUATIONS
+
+
+def track(iterable: Iterable, total: int | None, what: str, unit: str = "batch") -> Iterator:
+  """The items of `iterable`, with progress: a tqdm bar on a terminal; otherwise a log line
+  with the count, rate and ETA every 30 s (none for work done within 10 s)."""
+  if sys.stderr.isatty() and jax.process_index() == 0:
+    from tqdm import tqdm
+
+    yield from tqdm(iterable, total=total, desc=what, unit=unit, dynamic_ncols=True, leave=False)
+    return
+  start = last = time.time()
+  for done, item in enumerate(iterable, 1):
+    yield item
+    now = time.time()
+    if now - last >= 30 and now - start >= 10:
+      last = now
+      rate = done / (now - start)
+      eta = f", ETA {(total - done) / rate / 60:.1f} min" if total else ""
+      logging.info("%s: %d%s %s(s), %.2f %s/s%s", what, done, f"/{total}" if total else "",
+                   unit, rate, unit, eta)
 
 
 class Progress:
@@ -74,9 +98,9 @@ class Progress:
     overall, rate = self.rate(), summary["img_per_s"]
     eta = (self.total - step) * self.batch_size / overall if overall else float("nan")
     text = (f"step {step}/{self.total} epoch {summary['epoch']:.2f} loss {summary['loss']:.4f} "
-            f"top1 {summary['top1_error']:.4f} lr {summary['lr']:.3g} "
+            f"training top-1 error {100 * summary['top1_error']:.2f} % ε {summary['lr']:.3g} "
             f"|g| {summary['grad_norm']:.3g} {rate:.0f} img/s (input wait "
-            f"{100 * summary['input_wait_fraction']:.0f}%) ETA {eta / 60:.1f} min")
+            f"{100 * summary['input_wait_fraction']:.0f} %) ETA {eta / 60:.1f} min")
     if summary.get("skipped_images"):
       text += f" ({summary['skipped_images']} unreadable images skipped)"
     if self.bar:
@@ -84,12 +108,13 @@ class Progress:
     else:
       logging.info(text)
 
-  def log_eval(self, step: int, evaluation: dict) -> None:
-    parts = [f"{split}: top-1 {r['top1_error']:.4f} top-5 {r['top5_error']:.4f} loss "
-             f"{r['loss']:.4f}" + (f" ({r['skipped_images']} unreadable skipped)"
-                                   if r.get("skipped_images") else "")
+  def log_eval(self, step: int, epoch: float, evaluation: dict) -> None:
+    parts = [f"{EVALUATIONS.get(split, split)}: top-1 error {100 * r['top1_error']:.2f} % "
+             f"(accuracy {100 * (1 - r['top1_error']):.2f} %), top-5 error "
+             f"{100 * r['top5_error']:.2f} %, loss {r['loss']:.4f}"
+             + (f" ({r['skipped_images']} unreadable skipped)" if r.get("skipped_images") else "")
              for split, r in evaluation.items()]
-    message = f"eval at step {step}: " + "; ".join(parts)
+    message = f"validation at step {step} (epoch {epoch:.2f}): " + "; ".join(parts)
     if self.bar:
       self.bar.write(message)
     logging.info(message)

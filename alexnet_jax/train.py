@@ -27,7 +27,8 @@ from alexnet_jax.data.pipeline import build_input, position_train_iterator
 from alexnet_jax.data.stats import Stats
 from alexnet_jax.errors import UserError
 from alexnet_jax.prefetch import DevicePrefetch
-from alexnet_jax.progress import Progress
+from alexnet_jax.progress import Progress, track
+from alexnet_jax.run_summary import closing_summary
 from alexnet_jax.schedule import LearningRateSchedule, log_events
 from alexnet_jax.sharding import DATA, MODEL, mesh_for
 from alexnet_jax.signals import StopRequest
@@ -74,7 +75,8 @@ def to_global(batch: dict, sharding) -> dict:
 def evaluate(eval_step, params, mean, input_, sharding, *, ten_crop: bool) -> dict:
   """{'eval': centre-crop metrics} (+ 'eval_10crop' from the same pass when `ten_crop`)."""
   totals, skipped = None, 0
-  for batch in input_.eval_batches(ten_crop):
+  what = "validation, ten crops" if ten_crop else "validation"
+  for batch in track(input_.eval_batches(ten_crop), input_.eval_steps, what):
     skipped += int(batch.pop("skipped").sum())
     sums = eval_step(params, to_global(batch, sharding), mean)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
@@ -172,15 +174,21 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, setup_f
     start_step = int(state["step"])
     if jax.process_index() == 0 and (own_stats is None or restored is None):
       input_.stats.save(stats_path)  # the run's statistics, for its resumes and inference
-    result = lambda evaluation, step, complete: RunResult(evaluation, step, complete,
-                                                          input_.identity.to_dict())
+    def result(evaluation: dict, step: int, stopped_by: str | None) -> RunResult:
+      if jax.process_index() == 0:
+        best = ckpts.best.all_steps()
+        print(closing_summary(workdir, evaluation=evaluation, step=step,
+                              total_steps=total_steps, stopped_by=stopped_by,
+                              best_step=max(best) if best else None), flush=True)
+      return RunResult(evaluation, step, step >= total_steps, input_.identity.to_dict())
+
     if start_step >= total_steps:
       logging.warning(
           "the run in %s is complete: its checkpoint is at step %d and this config ends at step "
           "%d (num_epochs=%g); results: metrics.jsonl, curves.png, best/ and checkpoints/ there "
           "(raise --config.num_epochs to train further)", workdir, start_step, total_steps,
           config.num_epochs)
-      return result(saved.get("evaluation", {}), start_step, True)
+      return result(saved.get("evaluation", {}), start_step, None)
 
     # --- loop ---------------------------------------------------------------------------------
     writer = resources.enter_context(metrics.MetricWriter(workdir))
@@ -223,6 +231,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, setup_f
         raise UserError(f"{e}; step {kept} is saved: run the same command to continue once the "
                         "data can be read") from None
 
+    logging.info("compiling the training step (the first step waits for it)")
     for step in range(start_step + 1, total_steps + 1):
       with progress.timing("input_wait"), saved_if_input_fails(step - 1):
         batch, skipped = next(batches)
@@ -260,7 +269,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, setup_f
                                 setup.batch_sharding, ten_crop=ten_crop)
         for split, values in evaluation.items():
           write(step, split, values)
-        progress.log_eval(step, evaluation)
+        progress.log_eval(step, step / steps_per_epoch, evaluation)
         outcome = schedule.after_eval(evaluation["eval"]["top1_error"])
         if outcome.improved:
           ckpts.save_best(step, state, meta(step, evaluation=evaluation))
@@ -277,15 +286,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, setup_f
         save(step)
 
       if stop.signal:
-        logging.warning("%s received: saving step %d and exiting", stop.signal, step)
+        logging.warning("%s received: saving step %d and exiting (the same command resumes)",
+                        stop.signal, step)
         if ckpts.last_saved != step:  # an evaluation step has just been saved
           save(step)
         break
     ckpts.wait()
-
-  if jax.process_index() == 0 and os.path.exists(writer.path):
-    metrics.plot_curves(writer.path, os.path.join(workdir, "curves.png"))
-  return result(evaluation, step, step >= total_steps)
+    if jax.process_index() == 0 and os.path.exists(writer.path):
+      metrics.plot_curves(writer.path, os.path.join(workdir, "curves.png"))
+    return result(evaluation, step, stop.signal if step < total_steps else None)
 
 
 def _per_layer_rates(rates: dict[str, float]) -> dict[str, float]:

@@ -1,4 +1,5 @@
-"""Figure 3: the conv1 kernels, one block of rows per column, and how colour-specific each is.
+"""Figure 3: the conv1 kernels, one block of rows per column under its title and mean chroma, and
+how colour-specific each column is.
 
   python -m alexnet_jax.visualize kernels --workdir=DIR [--output=kernels.png] [--best]
 
@@ -38,9 +39,11 @@ def colour_specificity(kernel: np.ndarray) -> list[float]:
   return [float(c) for c in chroma.mean(axis=(1, 2, 3))]
 
 
-def draw_kernels(path: str, kernel: np.ndarray, per_row: int = 8) -> tuple[int, int]:
-  """Kernels as tiles, column blocks one above the other with a gap; returns the PNG size."""
-  from PIL import Image
+def draw_kernels(path: str, kernel: np.ndarray, per_row: int = 8,
+                 chroma: list[float | None] | None = None) -> tuple[int, int]:
+  """Kernels as tiles, one block per column under a title naming the column (the paper's GPU)
+  and its mean chroma; returns the PNG size."""
+  from PIL import Image, ImageDraw
 
   k = normalised_kernels(kernel)
   columns, count, size = k.shape[0], k.shape[1], k.shape[2]
@@ -54,8 +57,19 @@ def draw_kernels(path: str, kernel: np.ndarray, per_row: int = 8) -> tuple[int, 
       x = (i % per_row) * tile
       canvas[y:y + size, x:x + size] = k[c, i] if k.shape[-1] == 3 else k[c, i][..., :1]
   scale = max(1, 256 // size)
-  image = Image.fromarray((canvas * 255).round().astype(np.uint8))
-  image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+  tiles = Image.fromarray((canvas * 255).round().astype(np.uint8))
+  tiles = tiles.resize((tiles.width * scale, tiles.height * scale), Image.NEAREST)
+  header = 16  # a line of text above each block
+  image = Image.new("RGB", (tiles.width, tiles.height + columns * header), "white")
+  draw = ImageDraw.Draw(image)
+  block = (rows * tile + gap) * scale
+  for c in range(columns):
+    top = c * (block + header)
+    image.paste(tiles.crop((0, c * block, tiles.width, min(c * block + rows * tile * scale,
+                                                            tiles.height))), (0, top + header))
+    score = chroma[c] if chroma else None
+    draw.text((2, top + 2), f"column {c} (GPU {c + 1}): {count} kernels"
+              + (f", mean chroma {score:.3f}" if score is not None else ""), fill="black")
   image.save(path)
   return image.size
 
@@ -66,8 +80,8 @@ def kernels_figure(workdir: str, *, step: int | None = None, best: bool = False,
   workdir_lib.check_output(output, (".png", ".jpg"))
   trained = inference.load(workdir, step=step, best=best)
   kernel = np.asarray(jax.device_get(trained.params["conv1"]["kernel"]))
-  size = draw_kernels(output, kernel)
   scores = colour_specificity(kernel) if kernel.shape[-2] == 3 else [None] * kernel.shape[0]
+  size = draw_kernels(output, kernel, chroma=scores)
   for column, score in enumerate(scores):
     print(json.dumps({"column": column, "kernels": kernel.shape[-1], "mean_chroma": score}))
   print(f"written: {output} ({size[0]}x{size[1]})")

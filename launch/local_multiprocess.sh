@@ -5,7 +5,8 @@
 #   bash launch/local_multiprocess.sh N [--devices=D] -- --config=configs/tiny.py --workdir=DIR ...
 #
 # Each process gets D CPU devices (default 4); arguments after -- go to alexnet_jax.main. Logs go
-# to DIR/process_<i>.log when --workdir is given. Exits with the first failing process's status.
+# to DIR/process_<i>.log when --workdir is given, process 0's shown on the terminal as well (it
+# logs progress and the closing summary). Exits with the first failing process's status.
 set -euo pipefail
 N="${1:?usage: bash launch/local_multiprocess.sh N [--devices=D] -- MAIN_ARGS...}"
 shift
@@ -31,9 +32,14 @@ pids=()
 for ((i = 0; i < N; i++)); do
   log=/dev/stderr
   [ -n "$LOGDIR" ] && log="$LOGDIR/process_$i.log"
-  JAX_PLATFORMS=cpu XLA_FLAGS="--xla_force_host_platform_device_count=$DEVICES" \
-    "$PY" -m alexnet_jax.main --coordinator_address="127.0.0.1:$PORT" --num_processes="$N" \
-    --process_id="$i" "$@" >"$log" 2>&1 &
+  run=(env JAX_PLATFORMS=cpu XLA_FLAGS="--xla_force_host_platform_device_count=$DEVICES"
+       "$PY" -m alexnet_jax.main --coordinator_address="127.0.0.1:$PORT" --num_processes="$N"
+       --process_id="$i" "$@")
+  if [ "$i" = 0 ] && [ -n "$LOGDIR" ]; then
+    "${run[@]}" > >(tee "$log") 2>&1 &
+  else
+    "${run[@]}" >"$log" 2>&1 &
+  fi
   pids+=($!)
 done
 status=0

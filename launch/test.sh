@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs the package with its test extras into a virtualenv and runs the test suite on CPU.
+# Installs the package with its test and export extras into a virtualenv and runs the test suite
+# on CPU (the PyTorch export test runs where torch is installed, and skips otherwise).
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/setup.sh" test
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh" test,export
 cd "$ROOT"
 # The multi-device tests need 8 CPU devices; tests/conftest.py sets this before jax starts.
 export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"

@@ -1,9 +1,22 @@
 """Test set-up (8 CPU devices for the multi-device tests, forced before jax starts) and the
 helpers several test files share: configs, the small training run, image trees."""
 
+import atexit
+import contextlib
 import os
+import shutil
+import signal
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The tests train the same small networks many times over, in this process and in the ones it
+# starts: one XLA compilation cache for the session compiles each program once (a cold suite
+# spent most of its time compiling).
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _xla_cache = tempfile.mkdtemp(prefix="alexnet_jax_tests_xla_")
+  atexit.register(shutil.rmtree, _xla_cache, ignore_errors=True)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _xla_cache
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                              " --xla_force_host_platform_device_count=8").strip()
@@ -31,9 +44,11 @@ def tiny_config():
   return load_config("tiny")
 
 
-def small_config(epochs=2.0):
-  """The tiny network on 64 synthetic 36x36 images: 4 steps of 16 per epoch."""
+def small_config(epochs=2.0, ten_crop=False):
+  """The tiny network on 64 synthetic 36x36 images: 4 steps of 16 per epoch; the final ten-crop
+  evaluation (one more compilation) only when asked."""
   config = load_config("tiny")
+  config.eval.ten_crop_final = ten_crop
   config.data.update(dict(name="synthetic", image_size=36, batch_size=16, eval_batch_size=16,
                           synthetic_train_size=64, synthetic_eval_size=40, pixel_scale=1 / 64))
   config.schedule.kind = "constant"
@@ -58,8 +73,28 @@ def straight_run(tmp_path_factory):
   from alexnet_jax import train
 
   workdir = str(tmp_path_factory.mktemp("straight"))
-  result = train.train_and_evaluate(small_config(), workdir)
+  result = train.train_and_evaluate(small_config(ten_crop=True), workdir)
   return workdir, result.evaluation
+
+
+@contextlib.contextmanager
+def sigterm_at_step(step: int):
+  """Within the block, SIGTERM (a preemption) is sent to this process as the training loop
+  reaches `step`."""
+  from alexnet_jax import progress
+
+  update = progress.Progress.update
+
+  def preempted(self, at):
+    update(self, at)
+    if at == step:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  progress.Progress.update = preempted
+  try:
+    yield
+  finally:
+    progress.Progress.update = update
 
 
 def saved_state(workdir, step):

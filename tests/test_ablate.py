@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from alexnet_jax import ablate, inference, train, visualize
+from conftest import sigterm_at_step
 
 OVERRIDES = [  # the small synthetic set-up of conftest.small_config, one epoch
     "data.name=synthetic", "data.image_size=36", "data.batch_size=16",
@@ -16,24 +17,31 @@ OVERRIDES = [  # the small synthetic set-up of conftest.small_config, one epoch
     "log_every_steps=2", "checkpoint.every_steps=2", "eval.ten_crop_final=False"]
 
 
-def test_two_ablations_one_seed_give_a_table_a_plot_and_resume_after_an_interruption(
-    tmp_path, monkeypatch):
+def test_a_study_gives_a_table_and_a_plot_stops_at_an_interrupted_run_and_refuses_other_data(
+    tmp_path, monkeypatch, caplog):
+  """SIGTERM (SLURM's preemption) ends a run normally with its checkpoint: the study used to
+  write that mid-training evaluation (or {}) as the run's result and go on; a {} then failed
+  every rerun with KeyError: 'eval'. The same command continues the study."""
+  import json
+  import logging
+
+  from alexnet_jax.errors import UserError
+
   workdir = str(tmp_path)
-  trained = []
-  real = train.train_and_evaluate
-
-  def interrupted_on_the_third_run(config, run_dir, **kwargs):
-    trained.append(run_dir)
-    if len(trained) == 3:
-      raise KeyboardInterrupt
-    return real(config, run_dir, **kwargs)
-
-  monkeypatch.setattr(train, "train_and_evaluate", interrupted_on_the_third_run)
-  with pytest.raises(KeyboardInterrupt):
+  with sigterm_at_step(1), pytest.raises(
+      UserError, match=r"the study stopped: the run in .*baseline/seed0 was interrupted at step "
+                       r"1; run the same command"):
     ablate.study("configs/tiny.py", ["lrn", "pca_lighting"], 1, workdir, OVERRIDES)
-  trained.clear()
+  assert not os.path.exists(tmp_path / "baseline" / "seed0" / "result.json")
+  (tmp_path / "lrn" / "seed0").mkdir(parents=True)
+  (tmp_path / "lrn" / "seed0" / "result.json").write_text("{}")  # an earlier version's
+  caplog.set_level(logging.INFO, logger="absl")
+  caplog.clear()
   table = ablate.study("configs/tiny.py", ["lrn", "pca_lighting"], 1, workdir, OVERRIDES)
-  assert [os.path.relpath(d, workdir) for d in trained] == [os.path.join("pca_lighting", "seed0")]
+  runs = [line for line in caplog.messages if line.startswith("study run")]
+  assert [line.split(":")[0] for line in runs] == [f"study run {i} of 3" for i in (1, 2, 3)]
+  assert "min left" not in runs[0] and "min left" in runs[1] and "min left" in runs[2]
+  assert "lrn seed 0 in " in runs[1]
   lines = table.splitlines()
   assert lines[2].startswith("| variant |") and len(lines) == 7
   assert "| lrn | §3.3 | 1 |" in table and "+1.40" in table  # the paper's LRN delta
@@ -43,42 +51,18 @@ def test_two_ablations_one_seed_give_a_table_a_plot_and_resume_after_an_interrup
   assert float(rows[0]["delta_top1"]) == 0.0
   with Image.open(os.path.join(workdir, "ablations.png")) as png:
     assert png.format == "PNG" and png.size[0] > 300
-
-
-def test_a_study_stops_at_an_interrupted_run_and_continues_it_and_refuses_other_data(
-    tmp_path, monkeypatch):
-  """SIGTERM (SLURM's preemption) ends a run normally with its checkpoint: the study used to
-  write that mid-training evaluation (or {}) as the run's result and go on; a {} then failed
-  every rerun with KeyError: 'eval'."""
-  import signal
-
-  from alexnet_jax import progress
-  from alexnet_jax.errors import UserError
-
-  workdir = str(tmp_path)
-  update = progress.Progress.update
-
-  def preempted_at_step_1(self, step):
-    update(self, step)
-    if step == 1:
-      os.kill(os.getpid(), signal.SIGTERM)
-
-  monkeypatch.setattr(progress.Progress, "update", preempted_at_step_1)
-  with pytest.raises(UserError, match=r"the study stopped: the run in .*baseline/seed0 was "
-                                      r"interrupted at step 1; run the same command"):
-    ablate.study("configs/tiny.py", ["lrn"], 1, workdir, OVERRIDES)
-  assert not os.path.exists(tmp_path / "baseline" / "seed0" / "result.json")
-  monkeypatch.setattr(progress.Progress, "update", update)
-  (tmp_path / "lrn" / "seed0").mkdir(parents=True)
-  (tmp_path / "lrn" / "seed0" / "result.json").write_text("{}")  # an earlier version's
-  table = ablate.study("configs/tiny.py", ["lrn"], 1, workdir, OVERRIDES)
-  assert "| lrn | §3.3 | 1 |" in table
   with open(tmp_path / "baseline" / "seed0" / "result.json") as f:
-    import json
-
     saved = json.load(f)
   assert saved["step"] == 2 and saved["data"]["name"] == "synthetic" and "eval" in saved[
       "evaluation"]
+  trained = []
+  real = train.train_and_evaluate
+  monkeypatch.setattr(train, "train_and_evaluate",
+                      lambda *a, **k: trained.append(a[1]) or real(*a, **k))
+  caplog.clear()
+  ablate.study("configs/tiny.py", ["lrn", "pca_lighting"], 1, workdir, OVERRIDES)
+  assert trained == []  # finished runs are kept
+  assert sum("(finished earlier: its result is read)" in line for line in caplog.messages) == 3
   with pytest.raises(UserError, match=r"baseline/seed0 was trained on other data than this "
                                       r"study reads \(.*training images 32 → 48"):
     ablate.study("configs/tiny.py", ["lrn"], 1, workdir,

@@ -21,12 +21,12 @@ class _Killed(BaseException):
   """Stands for kill -9: nothing after it runs but the writes already handed to Orbax."""
 
 
-@pytest.mark.parametrize("point", ["before best/4", "between best/4 and checkpoints/4",
-                                   "after checkpoints/4"])
+@pytest.mark.parametrize("point", ["before best/4", "between best/4 and checkpoints/4"])
 def test_a_kill_at_any_point_of_the_save_sequence_resumes_to_the_straight_run(
     straight_run, tmp_path, monkeypatch, point):
   """Step 4 is an evaluation that improves: best/4, then checkpoints/4. A run killed between
-  the two used to leave best/4 in the way of every rerun (StepAlreadyExistsError at step 4)."""
+  the two used to leave best/4 in the way of every rerun (StepAlreadyExistsError at step 4).
+  (A kill after checkpoints/4 is a plain resume: test_reliability.py's SIGTERM and kill -9.)"""
   workdir = str(tmp_path / "run")
   save, save_best = checkpoint.Checkpoints.save, checkpoint.Checkpoints.save_best
 
@@ -34,9 +34,6 @@ def test_a_kill_at_any_point_of_the_save_sequence_resumes_to_the_straight_run(
     if step == 4 and point == "between best/4 and checkpoints/4":
       raise _Killed
     save(self, step, *args, **kwargs)
-    if step == 4 and point == "after checkpoints/4":
-      self.wait()
-      raise _Killed
 
   def killing_save_best(self, step, *args, **kwargs):
     if step == 4 and point == "before best/4":

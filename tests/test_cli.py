@@ -63,10 +63,12 @@ def test_tools_refuse_outputs_they_cannot_write_before_any_work(straight_run, tm
   workdir, _ = straight_run
   image = os.path.join(ROOT, "tests", "conftest.py")  # never read: the output is checked first
   _one_error_line(_run("alexnet_jax.predict", f"--workdir={workdir}",
-                       f"--output={tmp_path}/missing/p.png", image),
+                       f"--output={tmp_path}/missing/p.json", image),
                   "the directory .*missing does not exist")
   _one_error_line(_run("alexnet_jax.predict", f"--workdir={workdir}",
-                       f"--output={tmp_path}/p.txt", image), "ending in .png")
+                       f"--output={tmp_path}/p.txt", image), "ending in .json or .csv")
+  _one_error_line(_run("alexnet_jax.predict", f"--workdir={workdir}",
+                       f"--figure={tmp_path}/p.txt", image), "ending in .png")
   _one_error_line(_run("alexnet_jax.visualize", "kernels", f"--workdir={workdir}",
                        f"--output={tmp_path}/k.gif"), "ending in .png")
 

@@ -24,6 +24,7 @@ def two_processes(workdir, epochs):
   logs = [open(os.path.join(workdir, f"process_{i}.log")).read() for i in (0, 1)]
   assert result.returncode == 0, ("\n".join(_why(i, log) for i, log in enumerate(logs))
                                   + "\n" + result.stderr[-500:])
+  assert result.stdout == logs[0]  # process 0 on the terminal as well as in its log
   return logs[0]
 
 

@@ -28,35 +28,48 @@ def test_nearest_neighbours_match_a_brute_force_search():
   assert int(index[0, 0]) == 123
 
 
-def test_features_writes_fc7_and_a_neighbour_grid(straight_run, tmp_path, capsys):
+def test_features_writes_fc7_with_names_and_labels_and_a_labelled_neighbour_grid(
+    straight_run, tmp_path, capsys):
   from alexnet_jax import features
 
   workdir, _ = straight_run
-  feats = tmp_path / "train_fc7.npy"
+  feats = tmp_path / "train_fc7.npz"
   grid = tmp_path / "nn.png"
   features.extract_and_search(workdir, split="train", output=str(feats), neighbors=4,
                               num_queries=3, grid=str(grid))
-  array = np.load(feats, allow_pickle=False)
+  with np.load(feats, allow_pickle=False) as saved:
+    array, names, labels = saved["features"], saved["names"], saved["labels"]
+    assert list(saved["class_names"]) == [str(i) for i in range(10)]
   assert array.shape == (64, 256) and array.dtype == np.float32 and (array >= 0).all()
-  assert capsys.readouterr().out.count("validation #") == 3
-  with Image.open(grid) as png:
-    assert png.size == (800, 480)  # 5 columns x 3 rows of 1.6 in at 100 dpi
+  assert list(names[:2]) == ["train#0", "train#1"]
   trained = inference.load(workdir)
-  np.testing.assert_allclose(array[:4], trained.predict(_train_images(trained)[:4])["fc7"],
+  train = sources.load(trained.config.data, channels=3, num_classes=10).train
+  np.testing.assert_array_equal(labels, train.labels)
+  out = capsys.readouterr().out
+  query_lines = [l for l in out.splitlines() if l.startswith("validation #")]
+  assert len(query_lines) == 3
+  # Each neighbour printed with its class: the class of the training image it names.
+  first = query_lines[0].split(": ", 1)[1].split(", ")
+  for entry in first:
+    index, cls = entry.split()[:2]
+    assert cls == str(train.labels[int(index[1:])])
+  with Image.open(grid) as png:
+    assert png.size == (800, 525)  # 5 columns x 3 rows of 1.6 x 1.75 in at 100 dpi
+  np.testing.assert_allclose(array[:4], trained.predict(train.images[:4])["fc7"],
                              rtol=1e-4, atol=1e-5)
+  features.extract_and_search(workdir, neighbors=2, num_queries=1, database=str(feats),
+                              grid=str(grid))  # the saved features searched again
   folder = tmp_path / "folder"
   sample_images(str(folder), n=2)
   (folder / "x" / "broken.png").write_bytes(b"nope")
-  features.extract_and_search(workdir, folder=str(folder), output=str(tmp_path / "folder.npy"))
-  rows = np.load(tmp_path / "folder.npy")
+  features.extract_and_search(workdir, folder=str(folder), output=str(tmp_path / "folder.npz"))
+  with np.load(tmp_path / "folder.npz") as saved:
+    rows = saved["features"]
+    assert [n.split("/")[-2:] for n in saved["names"]] == [["3", "im1.png"], ["x", "broken.png"],
+                                                           ["x", "im0.png"]]
+    assert saved["labels"].tolist() == [3, -1, -1]  # folder '3' is a class name
   assert rows.shape == (3, 256)
   assert np.isnan(rows).all(axis=1).tolist() == [False, True, False]  # sorted: 3/, x/broken, x/
-
-
-def _train_images(trained):
-  m = trained.config.model
-  return sources.load(trained.config.data, channels=m.in_channels,
-                      num_classes=m.num_classes).train.images
 
 
 def test_features_paths_that_cannot_work_are_one_line(straight_run, tmp_path):
@@ -64,14 +77,16 @@ def test_features_paths_that_cannot_work_are_one_line(straight_run, tmp_path):
 
   workdir, _ = straight_run
   with pytest.raises(UserError, match="the directory .*nowhere does not exist"):
-    features.extract_and_search(workdir, split="train", output=str(tmp_path / "nowhere" / "f.npy"))
-  (tmp_path / "bad.npy").write_bytes(b"not numpy")
+    features.extract_and_search(workdir, split="train", output=str(tmp_path / "nowhere" / "f.npz"))
+  with pytest.raises(UserError, match="give a file name ending in .npz"):
+    features.extract_and_search(workdir, split="train", output=str(tmp_path / "feats"))
+  (tmp_path / "bad.npz").write_bytes(b"not numpy")
   with pytest.raises(UserError, match="cannot read --database"):
-    features.extract_and_search(workdir, neighbors=2, database=str(tmp_path / "bad.npy"),
+    features.extract_and_search(workdir, neighbors=2, database=str(tmp_path / "bad.npz"),
                                 grid=str(tmp_path / "g.png"))
-  np.save(tmp_path / "vector.npy", np.zeros(5))
+  np.savez(tmp_path / "vector.npz", features=np.zeros(5), names=np.array(["a"]))
   with pytest.raises(UserError, match="is not a feature matrix"):
-    features.extract_and_search(workdir, neighbors=2, database=str(tmp_path / "vector.npy"),
+    features.extract_and_search(workdir, neighbors=2, database=str(tmp_path / "vector.npz"),
                                 grid=str(tmp_path / "g.png"))
 
 

@@ -1,29 +1,70 @@
-"""`python -m alexnet_jax.predict`: top-5 per image, unreadable ones reported, Figure 4 (left)."""
+"""`python -m alexnet_jax.predict`: the top classes per image and the checkpoint used, folders,
+unreadable images reported, the predictions as JSON or CSV, Figure 4 (left)."""
 
+import csv
+import json
 
+import numpy as np
+import pytest
 from PIL import Image
 
+from alexnet_jax import predict
+from alexnet_jax.errors import UserError
 from conftest import sample_images
 
 
-def test_predict_prints_top5_reports_bad_images_and_draws_figure4(straight_run, tmp_path,
-                                                                  capsys):
-  from alexnet_jax import predict
-
+def test_predict_prints_the_top_classes_reports_bad_images_and_writes_tables_and_figure4(
+    straight_run, tmp_path, capsys):
   workdir, _ = straight_run
-  paths = sample_images(str(tmp_path), n=3)
-  broken = tmp_path / "broken.jpg"
+  paths = sorted(sample_images(str(tmp_path / "images"), n=3))  # a folder is read sorted
+  broken = tmp_path / "images" / "broken.jpg"
   broken.write_bytes(b"not an image")
-  out_png = tmp_path / "preds.png"
-  status = predict.predict_files(workdir, [*paths, str(broken)], ten_crop=True,
-                                 output=str(out_png))
+  out_png, out_json = tmp_path / "preds.png", tmp_path / "preds.json"
+  status = predict.predict_files(workdir, [str(tmp_path / "images")], ten_crop=True,
+                                 output=str(out_json), figure=str(out_png))
   out = capsys.readouterr()
   assert status == 0, out.err[-2000:]
   lines = out.out.splitlines()
-  assert lines[0] == paths[0] and len([l for l in lines if l.startswith("  0.")]) == 15
-  probs = [float(l.split()[0]) for l in lines[1:6]]
+  assert lines[0] == f"checkpoint: {workdir}/checkpoints/8 (step 8)"
+  assert lines[1] == paths[0] and len([l for l in lines if l.startswith("  0.")]) == 15
+  probs = [float(l.split()[0]) for l in lines[2:7]]
   assert probs == sorted(probs, reverse=True)
-  assert f"{broken}: unreadable" in out.err and "1 of 4 images unreadable" in out.err
-  assert predict.predict_files(workdir, [str(broken)]) == 1  # nothing readable: status 1
+  assert f"{broken}: unreadable (not an image file Pillow can read)" in out.err
+  assert "1 of 4 images unreadable" in out.err and "BytesIO" not in out.err
+  table = json.loads(out_json.read_text())
+  assert [r["image"] for r in table] == paths and table[0]["step"] == 8
+  assert [p["probability"] for p in table[0]["predictions"]] == pytest.approx(probs, abs=1e-4)
   with Image.open(out_png) as png:
-    assert png.format == "PNG" and png.size == (900, 420)  # 3 columns x 1 block of 4.2 in, 100 dpi
+    assert png.format == "PNG" and png.size == (900, 420)  # 3 columns x 1 block of 4.2 in
+  assert predict.predict_files(workdir, [str(broken)]) == 1  # nothing readable: status 1
+  out_csv = tmp_path / "preds.csv"
+  predict.predict_files(workdir, paths[:1], topk=2, output=str(out_csv))
+  rows = list(csv.DictReader(out_csv.open()))
+  assert [r["rank"] for r in rows] == ["1", "2"] and rows[0]["image"] == paths[0]
+  with pytest.raises(UserError, match="--topk must be >= 1"):
+    predict.predict_files(workdir, paths, topk=0)
+
+
+def test_fewer_classes_than_bars_are_fewer_bars():
+  probs = np.array([[0.2, 0.5, 0.3]])
+  assert predict.top_k(probs, ("a", "b", "c")) == [[("b", 0.5), ("c", 0.3), ("a", 0.2)]]
+
+
+def test_an_image_the_model_sees_otherwise_than_it_looks_is_said(tmp_path):
+  import types
+
+  import ml_collections
+
+  def model(channels, resize):
+    config = ml_collections.ConfigDict({"model": {"in_channels": channels},
+                                        "data": {"resize": resize}})
+    return types.SimpleNamespace(config=config, stored_size=32)
+
+  wide = tmp_path / "wide.png"
+  Image.new("RGB", (90, 30)).save(wide)
+  square = tmp_path / "square.png"
+  Image.new("L", (40, 40)).save(square)
+  assert "read in grey" in predict._how_it_is_seen(str(wide), model(1, "shorter_side"))
+  assert "90x30 squashed to 32x32" in predict._how_it_is_seen(str(wide), model(3, "squash"))
+  assert predict._how_it_is_seen(str(wide), model(3, "shorter_side")) is None
+  assert predict._how_it_is_seen(str(square), model(1, "squash")) is None

@@ -44,9 +44,12 @@ def test_sigterm_then_kill_9_then_the_same_command_ends_as_an_uninterrupted_run(
   # Preemption: the step in flight completes, a checkpoint is written, exit status 0.
   status = _start_and_signal(command, env, tmp_path / "first.log", signal.SIGTERM, 0.0)
   assert status == 0, (tmp_path / "first.log").read_text()[-2000:]
-  assert "SIGTERM received: saving step" in (tmp_path / "first.log").read_text()
+  first = (tmp_path / "first.log").read_text()
+  assert "SIGTERM received: saving step" in first
   saved = max(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")))
   assert 2 <= saved < 8
+  assert (f"stopped by SIGTERM at step {saved} of 8; step {saved} is saved: run the same "
+          "command to resume") in first
   # kill -9 at a random moment of the resumed run (any step, mid-checkpoint included); the
   # seed is printed (shown when the test fails) and ALEXNET_KILL_SEED replays it.
   seed = int(os.environ.get("ALEXNET_KILL_SEED", time.time_ns() % 2**32))
@@ -56,6 +59,10 @@ def test_sigterm_then_kill_9_then_the_same_command_ends_as_an_uninterrupted_run(
   third = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert third.returncode == 0, third.stderr[-2000:]
   assert_same_params(workdir, straight_run[0])  # bitwise on CPU
+  want = straight_run[1]["eval"]
+  assert (f"validation accuracy, centre crop: top-1 {100 * (1 - want['top1_error']):.2f} %, "
+          f"top-5 {100 * (1 - want['top5_error']):.2f} %") in third.stdout
+  assert f"python -m alexnet_jax.export --workdir={workdir} --best" in third.stdout
 
 
 def test_a_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path,

@@ -152,13 +152,13 @@ def _run_145(epochs=90.0):
   return config
 
 
-def test_run_145_replayed_end_to_end_on_the_tiny_network(tmp_path, monkeypatch, caplog):
+def test_run_145_replayed_end_to_end_on_the_tiny_network(tmp_path, caplog):
   """conv1 frozen after epoch 72, biases still moving at 0.02 after the last drop, the colour
   noise off after epoch 67, every event logged, and a kill between two events resumes bitwise."""
   from absl import logging as absl_logging
 
-  from alexnet_jax import metrics, progress, train
-  from conftest import assert_same_params, build_input, saved_state
+  from alexnet_jax import metrics, train
+  from conftest import assert_same_params, build_input, saved_state, sigterm_at_step
 
   straight = str(tmp_path / "straight")
   with caplog.at_level("INFO"):
@@ -184,18 +184,8 @@ def test_run_145_replayed_end_to_end_on_the_tiny_network(tmp_path, monkeypatch, 
   lighting = [next(batches)["lighting"] for _ in range(4)]  # steps 65 to 68
   assert np.abs(lighting[1]).min() > 0 and not lighting[2].any() and not lighting[3].any()
   # A kill (SIGTERM) at step 60, between the events of epochs 50 and 66, then the same run.
-  import signal
-
-  update = progress.Progress.update
-
-  def preempted(self, step):
-    update(self, step)
-    if step == 60:
-      os.kill(os.getpid(), signal.SIGTERM)
-
-  monkeypatch.setattr(progress.Progress, "update", preempted)
   resumed = str(tmp_path / "resumed")
-  assert not train.train_and_evaluate(_run_145(), resumed).complete
-  monkeypatch.setattr(progress.Progress, "update", update)
+  with sigterm_at_step(60):
+    assert not train.train_and_evaluate(_run_145(), resumed).complete
   train.train_and_evaluate(_run_145(), resumed)
   assert_same_params(resumed, straight, step=90)

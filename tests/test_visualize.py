@@ -19,5 +19,5 @@ def test_kernels_figure_and_colour_specificity(straight_run, tmp_path, capsys):
   visualize.kernels_figure(workdir, output=str(out))
   lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
   assert len(lines) == 2 and '"kernels": 16' in lines[0]
-  with Image.open(out) as png:  # 2 blocks of 2 rows x 8 kernels of 5+1 px, x51
-    assert png.size == (8 * 6 * 51, (2 * 2 * 6 + 5) * 51)
+  with Image.open(out) as png:  # 2 blocks of 2 rows x 8 kernels of 5+1 px and a gap, x51,
+    assert png.size == (8 * 6 * 51, (2 * 2 * 6 + 5) * 51 + 2 * 16)  # each under a 16-px title

@@ -142,6 +142,8 @@ def _decode_with_pillow(data: bytes, size: int, channels: int,
     with Image.open(io.BytesIO(data)) as image:
       image.draft("RGB" if channels == 3 else "L", (size, size))
       return to_stored(image, size, channels, resize)
+  except Image.UnidentifiedImageError:
+    raise UnreadableImage("not an image file Pillow can read") from None
   except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
     raise UnreadableImage(f"{type(e).__name__}: {e}") from None
 

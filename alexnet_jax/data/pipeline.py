@@ -38,6 +38,7 @@ class Input:
   # 'lighting': float32 [b,c], 'skipped': int32 [b] (unreadable images dropped before each)}
   train: grain.DatasetIterator
   eval_batches: Callable[[bool], Iterator[dict]]  # ten_crop -> padded batches with a 'mask'
+  eval_steps: int  # the batches `eval_batches` yields
   num_train: int
   num_eval: int
   num_classes: int
@@ -416,7 +417,8 @@ def build_input(data, *, crop: int, channels: int, num_classes: int, seed: int,
         padded["mask"][:n] = True
       yield padded
 
-  return Input(train=iter(train_ds), eval_batches=eval_batches, num_train=len(train),
+  return Input(train=iter(train_ds), eval_batches=eval_batches, eval_steps=eval_steps,
+               num_train=len(train),
                num_eval=len(test), num_classes=num_classes, class_names=class_names,
                stats=stats, dataset_stats=data_stats,
                identity=dataset.identity.replace(stats=stats.fingerprint))

@@ -1,0 +1,305 @@
+r"""A trained network taken elsewhere: ONNX, StableHLO or a PyTorch program, with a model card.
+
+  python -m alexnet_jax.export --workdir=W [--best | --step=N] --format=onnx|stablehlo|torch \
+      --output=FILE
+
+The exported model takes uint8 crops [N, S, S, C] (any N; S the network's input size, C its
+channels): the centre S x S of an image in the stored form of its training data (§2: the
+shorter side rescaled to the stored size and the central square kept, or the image squashed to
+it: the model card says which), channels last. It subtracts the training set's mean (its centre
+patch) and applies the pixel scale inside, and returns `probs` (the softmax over the classes)
+and `fc7` (the last hidden layer after its ReLU, §6.1's descriptor): the same numbers as
+`python -m alexnet_jax.predict` for the centre crop.
+
+* `onnx`: through jax2onnx (the `export` extra), run with onnxruntime;
+* `stablehlo`: a serialized `jax.export.Exported` (CPU and CUDA), run with
+  `jax.export.deserialize(open(FILE, 'rb').read()).call(crops)` and nothing of alexnet_jax;
+* `torch`: a `torch.export` program (`torch.export.load(FILE).module()(crops)`), the network
+  written with torch's own layers (PyTorch is an optional dependency).
+
+Beside FILE, FILE.md: the model card (network, data, accuracy of the run, the pre-processing a
+caller must do, the class names).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import flags
+
+from alexnet_jax import cli, inference, metrics, models
+from alexnet_jax import workdir as workdir_lib
+from alexnet_jax.errors import UserError
+
+FORMATS = {"onnx": (".onnx",), "stablehlo": (".stablehlo", ".bin"), "torch": (".pt2",)}
+
+
+def export(workdir: str, *, fmt: str, output: str, step: int | None = None,
+           best: bool = False) -> dict:
+  """Writes `workdir`'s network (newest checkpoint; `best`, `step`) to `output` in `fmt` and
+  its model card beside it; returns what was written."""
+  if fmt not in FORMATS:
+    raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+  workdir_lib.check_output(output, FORMATS[fmt])
+  if fmt == "onnx":
+    _need("jax2onnx", "pip install 'alexnet_jax[export]'")
+  elif fmt == "torch":
+    _need("torch", "pip install torch")
+  trained = inference.load(workdir, step=step, best=best)
+  if fmt == "torch":
+    _to_torch(trained, output)
+  else:
+    fn = inference_function(trained)
+    (_to_onnx if fmt == "onnx" else _to_stablehlo)(fn, trained, output)
+  card = output + ".md"
+  with open(card, "w", encoding="utf-8") as f:
+    f.write(model_card(trained, fmt, output))
+  return {"format": fmt, "output": output, "model_card": card, "step": trained.step,
+          "checkpoint": trained.path, "bytes": os.path.getsize(output)}
+
+
+def _need(module: str, install: str) -> None:
+  import importlib.util
+
+  if importlib.util.find_spec(module) is None:
+    raise UserError(f"this --format needs {module}: {install}")
+
+
+def inference_function(trained: inference.Trained):
+  """uint8 crops [N, S, S, C] -> (probs [N, classes], fc7 [N, F]), the parameters, the mean's
+  centre patch and the pixel scale baked in: standard ops only (`models.single_device_forward`)."""
+  spec = models.AlexNetSpec.from_config(trained.config.model)
+  params = jax.tree.map(np.asarray, jax.device_get(trained.params))
+  size = spec.input_size
+  stored = trained.stats.mean.shape[0]
+  top = (stored - size) // 2
+  mean = np.asarray(trained.stats.mean[top:top + size, top:top + size], np.float32)
+  scale = float(trained.config.data.pixel_scale)
+
+  def fn(crops):
+    images = (crops.astype(jnp.float32) - mean) * scale
+    logits, captured = models.single_device_forward(spec, params, images, portable=True)
+    return jax.nn.softmax(logits, axis=-1), captured["fc7"].astype(jnp.float32)
+
+  return fn
+
+
+def _input(trained, batch):
+  c = trained.config.model
+  return jax.ShapeDtypeStruct((batch, c.input_size, c.input_size, c.in_channels), jnp.uint8)
+
+
+def _to_onnx(fn, trained, output: str) -> None:
+  import logging as std_logging
+
+  # jax2onnx reports the plugins it skips (other libraries') and onnx_ir its constant folding
+  # with tracebacks at WARNING: neither concerns this network.
+  for name in ("jax2onnx", "onnx_ir"):
+    std_logging.getLogger(name).setLevel(std_logging.ERROR)
+  from jax2onnx import to_onnx
+
+  batch, = jax.export.symbolic_shape("N")
+  model = to_onnx(fn, [_input(trained, batch)], model_name="alexnet",
+                  input_names=["crops"], output_names=["probs", "fc7"])
+  _write(output, model.SerializeToString())
+
+
+def _to_stablehlo(fn, trained, output: str) -> None:
+  batch, = jax.export.symbolic_shape("N")
+  exported = jax.export.export(jax.jit(fn), platforms=("cpu", "cuda"))(_input(trained, batch))
+  _write(output, exported.serialize())
+
+
+def _write(output: str, data: bytes) -> None:
+  try:
+    with open(output + ".tmp", "wb") as f:
+      f.write(data)
+    os.replace(output + ".tmp", output)
+  except OSError as e:
+    if os.path.exists(output + ".tmp"):
+      os.remove(output + ".tmp")
+    raise UserError(f"cannot write {output} ({e.strerror or e})") from None
+
+
+def _to_torch(trained, output: str) -> None:
+  import torch
+
+  module = torch_module(trained)
+  c = trained.config.model
+  example = torch.zeros((2, c.input_size, c.input_size, c.in_channels), dtype=torch.uint8)
+  batch = torch.export.Dim("N", min=1)
+  with torch.no_grad():
+    program = torch.export.export(module, (example,), dynamic_shapes={"crops": {0: batch}})
+  try:
+    torch.export.save(program, output)
+  except (OSError, RuntimeError) as e:
+    raise UserError(f"cannot write {output} ({e})") from None
+
+
+def torch_module(trained):
+  """The network of `trained` at test time as a `torch.nn.Module` (uint8 crops in, (probs, fc7)
+  out), written with torch's layers: the columns as channel groups (conv2, conv4, conv5, and
+  conv6 over its own column), LRN within each column or across them, the 2012 code's response
+  norm, §4.2's test-time dropout scale."""
+  import torch
+  import torch.nn.functional as F
+  from torch import nn
+
+  spec = models.AlexNetSpec.from_config(trained.config.model)
+  params = jax.tree.map(np.asarray, jax.device_get(trained.params))
+  size, stored = spec.input_size, trained.stats.mean.shape[0]
+  top = (stored - size) // 2
+  mean = torch.tensor(np.asarray(trained.stats.mean[top:top + size, top:top + size],
+                                 np.float32))
+  scale = float(trained.config.data.pixel_scale)
+  columns = spec.columns
+
+  def conv_weight(name):  # [columns, kh, kw, cin, cout] -> [columns * cout, cin, kh, kw]
+    kernel = params[name]["kernel"]
+    return torch.tensor(np.concatenate([k.transpose(3, 2, 0, 1) for k in kernel]))
+
+  def dense_weight(name):  # [columns, in, out] -> [columns * out, in]
+    kernel = params[name]["kernel"]
+    joined = np.concatenate(list(kernel), axis=-1) if name != "fc8" else kernel.reshape(
+        -1, kernel.shape[-1])
+    return torch.tensor(np.ascontiguousarray(joined.T))
+
+  bias = lambda name: torch.tensor(params[name]["bias"].reshape(-1))
+  own = {"conv2", "conv4", "conv5"} | ({"conv6"} if not spec.conv6_across_columns else set())
+  keep = 1.0 - spec.dropout if spec.dropout_form == "paper" else 1.0
+  lrn_alpha = (spec.lrn_alpha / spec.lrn_size if spec.lrn_alpha_over_size else spec.lrn_alpha)
+
+  class AlexNet(nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.register_buffer("mean", mean)
+      for name in spec.layers:
+        weight = conv_weight(name) if name.startswith("conv") else dense_weight(name)
+        self.register_buffer(f"{name}_w", weight)
+        self.register_buffer(f"{name}_b", bias(name))
+
+    def act(self, x):
+      return torch.relu(x) if spec.activation == "relu" else torch.tanh(x)
+
+    def conv(self, name, x):
+      k = spec.conv_kernel(name)
+      groups = columns if name in own else 1
+      weight, b = getattr(self, f"{name}_w"), getattr(self, f"{name}_b")
+      if name == "conv1":
+        x = F.pad(x, (0, spec.conv1_padding, 0, spec.conv1_padding))
+        return F.conv2d(x, weight, b, stride=spec.conv1_stride)
+      return F.conv2d(x, weight, b, padding=k // 2, groups=groups)
+
+    def lrn(self, x):
+      if not spec.lrn:
+        return x
+      norm = lambda v: F.local_response_norm(v, spec.lrn_size, alpha=lrn_alpha * spec.lrn_size,
+                                             beta=spec.lrn_beta, k=spec.lrn_k)
+      if spec.lrn_across_columns:
+        return norm(x)
+      return torch.cat([norm(v) for v in torch.chunk(x, columns, dim=1)], dim=1)
+
+    def response_norm(self, x):
+      if not spec.response_norm:
+        return x
+      n = spec.response_norm_size
+      energy = F.avg_pool2d(x * x, n, stride=1, padding=n // 2, count_include_pad=True) * n * n
+      return x * torch.pow(1.0 + spec.response_norm_alpha / n ** 2 * energy,
+                           -spec.response_norm_beta)
+
+    def pool(self, x):
+      return F.max_pool2d(x, spec.pool_window, spec.pool_stride)
+
+    def forward(self, crops):
+      x = ((crops.to(torch.float32) - self.mean) * scale).permute(0, 3, 1, 2)
+      h = self.conv("conv1", x)
+      if spec.lrn_conv1_pre_relu:
+        h = self.act(self.pool(self.lrn(h)))
+      else:
+        h = self.pool(self.lrn(self.act(h)))
+      h = self.pool(self.response_norm(self.lrn(self.act(self.conv("conv2", h)))))
+      for name in ("conv3", "conv4", "conv5"):
+        h = self.act(self.conv(name, h))
+      h = self.pool(h)
+      if spec.extra_conv6:
+        h = self.act(self.conv("conv6", h))
+      h = torch.flatten(h.permute(0, 2, 3, 1), 1)  # this network flattens H x W x C
+      fc6 = self.act(F.linear(h, self.fc6_w, self.fc6_b))
+      fc7 = self.act(F.linear(fc6 * keep, self.fc7_w, self.fc7_b))
+      logits = F.linear(fc7 * keep, self.fc8_w, self.fc8_b)
+      return torch.softmax(logits, dim=-1), fc7
+
+  return AlexNet().eval()
+
+
+def model_card(trained: inference.Trained, fmt: str, output: str) -> str:
+  """The model card (markdown) of an exported network."""
+  config, identity = trained.config, trained.identity
+  spec = models.AlexNetSpec.from_config(config.model)
+  m, d = config.model, config.data
+  stored = int(d.image_size)
+  resize = ("the shorter side rescaled to {0} and the central {0}x{0} kept".format(stored)
+            if d.resize == "shorter_side" else f"squashed to {stored}x{stored} (aspect ratio "
+            "ignored)")
+  lines = [f"# AlexNet ({os.path.basename(output)}, {fmt})", "",
+           "Krizhevsky, Sutskever & Hinton (2012), trained with alexnet_jax.", "",
+           "## Network", "",
+           f"* {spec.columns} column(s), convolutions {tuple(m.conv_features)}, fully connected "
+           f"{tuple(m.fc_features)}, {m.num_classes} classes"
+           + (", conv6 over pool5" + (" (both columns)" if m.conv6_across_columns else "")
+              if m.extra_conv6 else "") + ".",
+           f"* {sum(int(np.prod(np.shape(x))) for x in jax.tree.leaves(trained.params)):,} "
+           f"parameters; LRN {'on' if m.lrn else 'off'}, {m.activation}, dropout {m.dropout} "
+           f"({m.dropout_form} form).",
+           f"* Checkpoint: {trained.path} (step {trained.step}).",
+           "", "## Data", "",
+           f"* {identity.describe()}.",
+           f"* Mean subtracted: {'the mean image' if d.mean == 'pixel' else 'the per-channel mean'}"
+           f" ({'its centre patch' if d.mean_patch == 'centre' else 'at the crop'}); pixel "
+           f"scale {d.pixel_scale:g}.", "", "## Accuracy (the run's evaluation of this checkpoint)", ""]
+  lines += _accuracy_lines(os.path.dirname(os.path.dirname(trained.path)), trained.step)
+  lines += ["", "## Input a caller must prepare", "",
+            f"1. Decode the image to {'RGB' if m.in_channels == 3 else 'greyscale'}, 8 bits.",
+            f"2. §2's stored form: {resize}.",
+            f"3. Take the central {m.input_size}x{m.input_size} crop (the ten §4.1 crops, "
+            "averaged, for the ten-crop figures).",
+            f"4. Feed uint8 [N, {m.input_size}, {m.input_size}, {m.in_channels}] (channels "
+            "last). The model subtracts the mean and scales; it returns `probs` and `fc7`.",
+            "", "## Classes", "", "Label order (index: name):", ""]
+  lines += [f"{i}: {name}" for i, name in enumerate(trained.class_names)]
+  return "\n".join(lines) + "\n"
+
+
+def _accuracy_lines(workdir: str, step: int) -> list[str]:
+  """The evaluation of the exported checkpoint's step from the run's metrics (the last one,
+  said as such, when that step was not evaluated)."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  rows = metrics.read_metrics(path) if os.path.exists(path) else []
+  out = []
+  for split, said in metrics.EVALUATIONS.items():
+    evaluated = [r for r in rows if r["split"] == split]
+    at_step = [r for r in evaluated if r["step"] == step] or evaluated
+    if at_step:
+      r = at_step[-1]
+      note = "" if r["step"] == step else f"; the exported checkpoint is step {step}"
+      out.append(f"* {said}: top-1 {100 * (1 - r['top1_error']):.2f} %, top-5 "
+                 f"{100 * (1 - r['top5_error']):.2f} % accuracy (step {r['step']}{note}).")
+  return out or ["* not recorded (no metrics.jsonl beside the checkpoints)."]
+
+
+def main(argv):
+  del argv
+  FLAGS = flags.FLAGS
+  print(json.dumps(export(FLAGS.workdir, fmt=FLAGS.format, output=FLAGS.output, step=FLAGS.step,
+                          best=FLAGS.best)))
+
+
+if __name__ == "__main__":
+  cli.define_restore_flags()
+  flags.DEFINE_enum("format", None, list(FORMATS), "onnx, stablehlo or torch")
+  flags.DEFINE_string("output", None, "the file to write (.onnx, .stablehlo, .pt2)")
+  cli.run(main, required_flags=("workdir", "format", "output"))

@@ -1,0 +1,42 @@
+"""The closing summary of a run: what it reached, where its results are, what to run next."""
+
+from __future__ import annotations
+
+import os
+
+from alexnet_jax.metrics import EVALUATIONS
+
+
+def closing_summary(workdir: str, *, evaluation: dict, step: int, total_steps: int,
+                    stopped_by: str | None, best_step: int | None) -> str:
+  """The lines printed when a run ends (the first one included): accuracy in % (centre crop
+  and ten crops), the best step and its path, the run's files, and the next commands; a run
+  stopped by a signal says how to resume it."""
+  lines = ["", f"=== {workdir} ==="]
+  if stopped_by:
+    lines.append(f"stopped by {stopped_by} at step {step} of {total_steps}; step {step} is "
+                 "saved: run the same command to resume")
+  else:
+    lines.append(f"trained to step {step} of {total_steps}")
+  for split, said in EVALUATIONS.items():
+    r = evaluation.get(split)
+    if r:
+      lines.append(f"validation accuracy, {said}: top-1 {100 * (1 - r['top1_error']):.2f} %, "
+                   f"top-5 {100 * (1 - r['top5_error']):.2f} %"
+                   + (f" ({r['skipped_images']} unreadable images left out)"
+                      if r.get("skipped_images") else ""))
+  if best_step is not None:
+    lines.append(f"best checkpoint (lowest validation top-1 error): step {best_step}, "
+                 f"{os.path.join(workdir, 'best', str(best_step))}")
+  lines.append(f"metrics: {os.path.join(workdir, 'metrics.jsonl')}; curves: "
+               f"{os.path.join(workdir, 'curves.png')}; TensorBoard: tensorboard --logdir "
+               f"{os.path.join(workdir, 'tensorboard')}")
+  if not stopped_by:
+    lines += ["next:",
+              f"  python -m alexnet_jax.predict --workdir={workdir} --best IMAGE...",
+              f"  python -m alexnet_jax.evaluate --workdir={workdir} --best --ten_crop",
+              f"  python -m alexnet_jax.features --workdir={workdir} --split=train "
+              "--output=train_fc7.npz",
+              f"  python -m alexnet_jax.export --workdir={workdir} --best --format=onnx "
+              "--output=alexnet.onnx"]
+  return "\n".join(lines)

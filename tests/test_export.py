@@ -1,0 +1,163 @@
+"""export: the ONNX, StableHLO and PyTorch files run in a process that never imports
+alexnet_jax and give `predict`'s numbers, at two batch sizes, for a two-column network of the
+paper's geometry and for a converted Caffe workdir; the model card."""
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from alexnet_jax import convert, export, inference, models
+from alexnet_jax.errors import UserError
+from tests.conftest import load_config
+from tests.test_convert import NARROW, random_caffe_weights, write_caffemodel
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+HAS_ONNX = all(importlib.util.find_spec(m) for m in ("jax2onnx", "onnxruntime"))
+
+# Runs each exported file on the crops with its own runtime only, and says whether anything of
+# alexnet_jax was imported.
+RUNNER = r"""
+import json, sys
+import numpy as np
+jobs = json.load(open(sys.argv[1]))
+for job in jobs:
+  crops = np.load(job["crops"])
+  if job["format"] == "onnx":
+    import onnxruntime
+    session = onnxruntime.InferenceSession(job["file"], providers=["CPUExecutionProvider"])
+    probs, fc7 = session.run(["probs", "fc7"], {"crops": crops})
+  elif job["format"] == "stablehlo":
+    from jax import export
+    exported = export.deserialize(bytearray(open(job["file"], "rb").read()))
+    probs, fc7 = (np.asarray(x) for x in exported.call(crops))
+  else:
+    import torch
+    with torch.no_grad():
+      module = torch.export.load(job["file"]).module()
+      probs, fc7 = (x.numpy() for x in module(torch.from_numpy(crops)))
+  np.save(job["out"] + "_probs.npy", probs)
+  np.save(job["out"] + "_fc7.npy", fc7)
+print(json.dumps({"imported": sorted(m for m in sys.modules if m.startswith("alexnet_jax"))}))
+"""
+
+
+def paper_geometry_workdir(path: str) -> str:
+  """configs/paper.py's geometry (224 crops of 256, 11x11 stride-4 conv1, two columns meeting at
+  conv3 and the fully connected layers) narrowed, with random weights scaled so the softmax is
+  neither uniform nor saturated."""
+  config = load_config("paper", "", ["model.conv_features=(8,16,24,24,16)",
+                                     "model.fc_features=(32,32)", "model.num_classes=10",
+                                     "data.name=synthetic"])
+  _, abstract = models.abstract_model(config.model)
+  rng = np.random.default_rng(0)
+
+  def weight(path_, leaf):
+    if path_[-1].key == "bias":
+      return rng.normal(0, 0.1, leaf.shape).astype(np.float32)
+    fan_in = math.prod(leaf.shape[1:-1])
+    gain = 0.3 if path_[0].key == "fc8" else math.sqrt(2)  # He, and a softmax near 0.75
+    return rng.normal(0, gain / math.sqrt(fan_in), leaf.shape).astype(np.float32)
+
+  import jax
+
+  params = jax.tree_util.tree_map_with_path(weight, abstract)
+  mean = rng.uniform(90, 130, (256, 256, 3)).astype(np.float32)
+  convert.write_workdir(path, config, params, mean, converted_from=path)
+  return path
+
+
+def caffe_workdir(path: str, tmp_path) -> str:
+  config = load_config("caffe_alexnet", "", NARROW)
+  spec = models.AlexNetSpec.from_config(config.model)
+  caffemodel = str(tmp_path / "narrow.caffemodel")
+  write_caffemodel(caffemodel, random_caffe_weights(spec, seed=4), v1=False)
+  convert.convert_caffe(caffemodel, path, config)
+  return path
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory):
+  """The two workdirs, and per batch size the centre crops (saved) and `predict`'s outputs."""
+  tmp = tmp_path_factory.mktemp("export")
+  rng = np.random.default_rng(1)
+  found = {}
+  for name, workdir in (("paper", paper_geometry_workdir(str(tmp / "paper"))),
+                        ("caffe", caffe_workdir(str(tmp / "caffe"), tmp))):
+    trained = inference.load(workdir)
+    size, stored = int(trained.config.model.input_size), trained.stored_size
+    top = (stored - size) // 2
+    batches = []
+    for batch in (1, 3):
+      images = rng.integers(0, 256, (batch, stored, stored, 3), dtype=np.uint8)
+      want = trained.predict(images)
+      assert 0.3 < want["probs"].max() < 0.99  # a softmax neither uniform nor saturated
+      crops = str(tmp / f"{name}_{batch}.npy")
+      np.save(crops, images[:, top:top + size, top:top + size])
+      batches.append((crops, want))
+    found[name] = (workdir, batches)
+  return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["stablehlo", "onnx", "torch"])
+def test_an_export_runs_without_alexnet_jax_and_gives_predicts_numbers(fmt, cases, tmp_path):
+  if fmt == "onnx" and not HAS_ONNX:
+    pytest.skip("needs the export extra (jax2onnx, onnxruntime)")
+  if fmt == "torch" and not HAS_TORCH:
+    pytest.skip("needs PyTorch")
+  jobs, expected = [], {}
+  for name, (workdir, batches) in cases.items():
+    output = str(tmp_path / f"{name}{export.FORMATS[fmt][0]}")
+    export.export(workdir, fmt=fmt, output=output)
+    for crops, want in batches:
+      out = str(tmp_path / os.path.basename(crops)[:-4])
+      jobs.append({"format": fmt, "file": output, "crops": crops, "out": out})
+      expected[out] = want
+  (tmp_path / "jobs.json").write_text(json.dumps(jobs))
+  (tmp_path / "runner.py").write_text(RUNNER)
+  result = subprocess.run([sys.executable, "runner.py", "jobs.json"], cwd=tmp_path,
+                          capture_output=True, text=True,
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert json.loads(result.stdout.strip().splitlines()[-1]) == {"imported": []}
+  for out, want in expected.items():
+    probs, fc7 = np.load(out + "_probs.npy"), np.load(out + "_fc7.npy")
+    assert probs.shape == want["probs"].shape
+    np.testing.assert_allclose(probs, want["probs"], atol=1e-4, err_msg=out)
+    np.testing.assert_allclose(fc7, want["fc7"], rtol=1e-4, atol=1e-4 * np.abs(want["fc7"]).max(),
+                               err_msg=out)
+
+
+def test_the_model_card_says_the_run_the_input_and_the_classes(straight_run, tmp_path):
+  straight_run, _ = straight_run
+  output = str(tmp_path / "model.stablehlo")
+  written = export.export(straight_run, fmt="stablehlo", output=output, best=True)
+  card = open(written["model_card"]).read()
+  trained = inference.load(straight_run, best=True)
+  metrics = [json.loads(line) for line in open(os.path.join(straight_run, "metrics.jsonl"))]
+  at_best = [r for r in metrics if r["split"] == "eval" and r["step"] == trained.step][-1]
+  assert trained.step != metrics[-1]["step"]  # the best is not the last: the card says the best's
+  assert (f"centre crop: top-1 {100 * (1 - at_best['top1_error']):.2f} %, top-5 "
+          f"{100 * (1 - at_best['top5_error']):.2f} % accuracy (step {trained.step})") in card
+  m, d = trained.config.model, trained.config.data
+  assert (f"2. §2's stored form: the shorter side rescaled to {d.image_size} and the central "
+          f"{d.image_size}x{d.image_size} kept") in card
+  assert f"uint8 [N, {m.input_size}, {m.input_size}, {m.in_channels}]" in card
+  assert card.endswith("".join(f"{i}: {n}\n" for i, n in enumerate(trained.class_names)))
+  assert f"(step {written['step']})" in card
+
+
+def test_bad_requests_are_one_line_errors(tmp_path):
+  workdir = paper_geometry_workdir(str(tmp_path / "paper"))
+  with pytest.raises(UserError, match="--format must be one of onnx, stablehlo, torch"):
+    export.export(workdir, fmt="tflite", output=str(tmp_path / "m.tflite"))
+  with pytest.raises(UserError, match=r"\.stablehlo"):
+    export.export(workdir, fmt="stablehlo", output=str(tmp_path / "m.onnx"))
+  with pytest.raises(UserError, match="no checkpoint"):
+    export.export(str(tmp_path / "absent"), fmt="stablehlo", output=str(tmp_path / "m.stablehlo"))

@@ -1,0 +1,29 @@
+"""The closing summary: accuracy in % from the evaluation's error fractions, the best
+checkpoint, the run's files, the next commands; a stopped run says how to resume."""
+
+from alexnet_jax.run_summary import closing_summary
+
+EVALUATION = {"eval": {"top1_error": 0.1027, "top5_error": 0.0031, "skipped_images": 0},
+              "eval_10crop": {"top1_error": 0.0986, "top5_error": 0.0029, "skipped_images": 2}}
+
+
+def test_a_finished_run_reads_in_percent_and_says_what_to_run_next():
+  lines = closing_summary("W", evaluation=EVALUATION, step=100, total_steps=100,
+                          stopped_by=None, best_step=90).splitlines()
+  assert lines[1:5] == [
+      "=== W ===", "trained to step 100 of 100",
+      "validation accuracy, centre crop: top-1 89.73 %, top-5 99.69 %",
+      "validation accuracy, ten crops (§4.1): top-1 90.14 %, top-5 99.71 % (2 unreadable images "
+      "left out)"]
+  assert lines[5] == "best checkpoint (lowest validation top-1 error): step 90, W/best/90"
+  assert "tensorboard --logdir W/tensorboard" in lines[6]
+  assert lines[7] == "next:" and len(lines) == 12
+  assert lines[-1].startswith("  python -m alexnet_jax.export --workdir=W --best")
+
+
+def test_a_stopped_run_says_how_to_resume_and_nothing_to_run_next():
+  text = closing_summary("W", evaluation={}, step=40, total_steps=100, stopped_by="SIGINT",
+                         best_step=None)
+  assert "stopped by SIGINT at step 40 of 100; step 40 is saved: run the same command to " \
+         "resume" in text
+  assert "next:" not in text and "best checkpoint" not in text
