@@ -111,7 +111,9 @@ class Checkpoints:
     """Removes the temporary step directories of writes that failed. Writes of the failed step
     still in flight (the other manager's, or TensorStore's own after Orbax gave up) recreate
     their directories once space is freed, so removal is repeated until nothing comes back."""
-    self._on_each(lambda manager: manager.wait_until_finished())
+    for manager in (self.latest, self.best):
+      with contextlib.suppress(Exception):  # the failure in hand, or one of its consequences
+        manager.wait_until_finished()
     if jax.process_index() != 0:
       return
 
@@ -198,14 +200,11 @@ class Checkpoints:
       self.best.wait_until_finished()
 
   def close(self) -> None:
-    self._on_each(lambda manager: manager.close())
-
-  def _on_each(self, action: Callable) -> None:
-    """`action(manager)` for both managers; a write that failed for want of space was reported
-    by `save` or `wait` already (or is by the error in flight) and does not fail it again."""
+    """Closes both managers; a write that failed for want of space was reported by `save` or
+    `wait` already (or is by the error in flight) and does not fail the close again."""
     for manager in (self.latest, self.best):
       try:
-        action(manager)
+        manager.close()
       except Exception as e:  # noqa: BLE001 -- Orbax's async writer re-raises as ValueError
         if _write_failure(e) is None:
           raise
