@@ -49,6 +49,7 @@ import numpy as np
 from absl import flags, logging
 
 from alexnet_jax import cli, configuration, train
+from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.data import identity as identity_lib
 from alexnet_jax.data import sources
 from alexnet_jax.data.identity import Identity
@@ -108,9 +109,8 @@ def run_one(config_path: str, variant: str, seed: int, workdir: str,
   if not result.complete or not result.evaluation:
     raise UserError(f"the study stopped: the run in {workdir} was interrupted at step "
                     f"{result.step}; run the same command to continue it")
-  with open(done + ".tmp", "w", encoding="utf-8") as f:
+  with workdir_lib.output_file(done) as f:
     json.dump({"evaluation": result.evaluation, "step": result.step, "data": result.data}, f)
-  os.replace(done + ".tmp", done)
   return result.evaluation
 
 

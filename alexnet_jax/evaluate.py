@@ -49,8 +49,7 @@ def evaluate(workdirs: list[str], *, best: bool = False, ten_crop: bool = False,
     data = ml_collections.ConfigDict(models[0].config.data.to_dict())
     data.update(image_size=m.config.data.image_size, resize=m.config.data.resize)
     split, image_at = inference.split_images(m, "eval", data=data)
-    own = np.asarray(split.labels if hasattr(split, "labels") else  # TFDS: read the records
-                     [int(split[i]["label"]) for i in range(len(split))])
+    own = inference.split_labels(split)
     if labels is not None and not np.array_equal(own, labels):
       raise UserError("the models read the validation images in another order: cannot ensemble")
     labels = own
@@ -80,19 +79,16 @@ def evaluate(workdirs: list[str], *, best: bool = False, ten_crop: bool = False,
 
 def _write(output: str, result: dict, classes) -> None:
   stem = output[:-len(".json")]
-  try:
-    with open(output, "w", encoding="utf-8") as f:
-      json.dump(result, f, indent=1)
-    with open(stem + "_per_class.csv", "w", newline="", encoding="utf-8") as f:
-      writer = csv.DictWriter(f, fieldnames=["class", "examples", "accuracy"])
-      writer.writeheader()
-      writer.writerows(result["per_class"])
-    with open(stem + "_confusion.csv", "w", newline="", encoding="utf-8") as f:
-      writer = csv.writer(f)
-      writer.writerow(["true \\ predicted", *classes])
-      writer.writerows([name, *row] for name, row in zip(classes, result["confusion"]))
-  except OSError as e:
-    raise UserError(f"cannot write {output} ({e.strerror or e})") from None
+  with workdir_lib.output_file(output) as f:
+    json.dump(result, f, indent=1)
+  with workdir_lib.output_file(stem + "_per_class.csv") as f:
+    writer = csv.DictWriter(f, fieldnames=["class", "examples", "accuracy"])
+    writer.writeheader()
+    writer.writerows(result["per_class"])
+  with workdir_lib.output_file(stem + "_confusion.csv") as f:
+    writer = csv.writer(f)
+    writer.writerow(["true \\ predicted", *classes])
+    writer.writerows([name, *row] for name, row in zip(classes, result["confusion"]))
   _draw_confusion(stem + "_confusion.png", np.asarray(result["confusion"]), classes)
 
 

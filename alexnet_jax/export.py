@@ -72,13 +72,7 @@ def _need(module: str, install: str) -> None:
 def inference_function(trained: inference.Trained):
   """uint8 crops [N, S, S, C] -> (probs [N, classes], fc7 [N, F]), the parameters, the mean's
   centre patch and the pixel scale baked in: standard ops only (`models.single_device_forward`)."""
-  spec = models.AlexNetSpec.from_config(trained.config.model)
-  params = jax.tree.map(np.asarray, jax.device_get(trained.params))
-  size = spec.input_size
-  stored = trained.stats.mean.shape[0]
-  top = (stored - size) // 2
-  mean = np.asarray(trained.stats.mean[top:top + size, top:top + size], np.float32)
-  scale = float(trained.config.data.pixel_scale)
+  spec, params, mean, scale = _baked(trained)
 
   def fn(crops):
     images = (crops.astype(jnp.float32) - mean) * scale
@@ -86,6 +80,17 @@ def inference_function(trained: inference.Trained):
     return jax.nn.softmax(logits, axis=-1), captured["fc7"].astype(jnp.float32)
 
   return fn
+
+
+def _baked(trained: inference.Trained):
+  """What an exported network holds: (its spec, its parameters as NumPy arrays, the training
+  mean's centre patch [S, S, C] float32, the pixel scale)."""
+  spec = models.AlexNetSpec.from_config(trained.config.model)
+  params = jax.tree.map(np.asarray, jax.device_get(trained.params))
+  size, stored = spec.input_size, trained.stats.mean.shape[0]
+  top = (stored - size) // 2
+  mean = np.asarray(trained.stats.mean[top:top + size, top:top + size], np.float32)
+  return spec, params, mean, float(trained.config.data.pixel_scale)
 
 
 def _input(trained, batch):
@@ -105,24 +110,15 @@ def _to_onnx(fn, trained, output: str) -> None:
   batch, = jax.export.symbolic_shape("N")
   model = to_onnx(fn, [_input(trained, batch)], model_name="alexnet",
                   input_names=["crops"], output_names=["probs", "fc7"])
-  _write(output, model.SerializeToString())
+  with workdir_lib.output_file(output, "wb") as f:
+    f.write(model.SerializeToString())
 
 
 def _to_stablehlo(fn, trained, output: str) -> None:
   batch, = jax.export.symbolic_shape("N")
   exported = jax.export.export(jax.jit(fn), platforms=("cpu", "cuda"))(_input(trained, batch))
-  _write(output, exported.serialize())
-
-
-def _write(output: str, data: bytes) -> None:
-  try:
-    with open(output + ".tmp", "wb") as f:
-      f.write(data)
-    os.replace(output + ".tmp", output)
-  except OSError as e:
-    if os.path.exists(output + ".tmp"):
-      os.remove(output + ".tmp")
-    raise UserError(f"cannot write {output} ({e.strerror or e})") from None
+  with workdir_lib.output_file(output, "wb") as f:
+    f.write(exported.serialize())
 
 
 def _to_torch(trained, output: str) -> None:
@@ -149,13 +145,8 @@ def torch_module(trained):
   import torch.nn.functional as F
   from torch import nn
 
-  spec = models.AlexNetSpec.from_config(trained.config.model)
-  params = jax.tree.map(np.asarray, jax.device_get(trained.params))
-  size, stored = spec.input_size, trained.stats.mean.shape[0]
-  top = (stored - size) // 2
-  mean = torch.tensor(np.asarray(trained.stats.mean[top:top + size, top:top + size],
-                                 np.float32))
-  scale = float(trained.config.data.pixel_scale)
+  spec, params, mean, scale = _baked(trained)
+  mean = torch.tensor(mean)
   columns = spec.columns
 
   def conv_weight(name):  # [columns, kh, kw, cin, cout] -> [columns * cout, cin, kh, kw]

@@ -29,7 +29,6 @@ from absl import flags, logging
 from alexnet_jax import cli, inference
 from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.data import images as image_files
-from alexnet_jax.data import sources
 from alexnet_jax.errors import UserError
 
 @functools.partial(jax.jit, static_argnames=("k", "chunk"))
@@ -55,14 +54,6 @@ def nearest(queries: jax.Array, database: jax.Array, *, k: int, chunk: int = 819
   init = (jnp.full((queries.shape[0], k), jnp.inf), jnp.zeros((queries.shape[0], k), jnp.int32))
   (dist, index), _ = jax.lax.scan(scan, init, jnp.arange(0, padded, chunk))
   return dist, index
-
-
-def _folder_paths(folder: str) -> list[str]:
-  paths = [os.path.join(d, f) for d, _, files in os.walk(folder) for f in files
-           if f.lower().endswith(sources.IMAGE_EXTENSIONS)]
-  if not paths:
-    raise UserError(f"no images under {folder}")
-  return sorted(paths)
 
 
 def draw_grid(path: str, rows: list[list[np.ndarray]], titles: list[list[str]]) -> None:
@@ -105,18 +96,13 @@ def _names_and_labels(split, which: str) -> tuple[list[str], np.ndarray]:
     names = list(split.paths)
   else:
     names = [f"{which}#{i}" for i in range(len(split))]
-  labels = (np.asarray(split.labels, np.int64) if hasattr(split, "labels") else
-            np.asarray([int(split[i]["label"]) for i in range(len(split))], np.int64))
-  return names, labels
+  return names, inference.split_labels(split)
 
 
 def _save(output: str, features: np.ndarray, names, labels, class_names) -> None:
-  try:
-    with open(output, "wb") as f:  # the name given, not np.savez's (it appends .npz)
-      np.savez(f, features=features.astype(np.float32), names=np.asarray(names, str),
-               labels=np.asarray(labels, np.int64), class_names=np.asarray(class_names, str))
-  except OSError as e:
-    raise UserError(f"cannot write {output} ({e.strerror or e})") from None
+  with workdir_lib.output_file(output, "wb") as f:  # the name given (np.savez appends .npz)
+    np.savez(f, features=features.astype(np.float32), names=np.asarray(names, str),
+             labels=np.asarray(labels, np.int64), class_names=np.asarray(class_names, str))
 
 
 def extract_and_search(workdir: str, *, step: int | None = None, best: bool = False,
@@ -133,13 +119,13 @@ def extract_and_search(workdir: str, *, step: int | None = None, best: bool = Fa
   if output:
     workdir_lib.check_output(output, (".npz",))
   if neighbors > 0:
-    workdir_lib.check_output(grid, (".png", ".pdf", ".svg", ".jpg"))
+    workdir_lib.check_output(grid, workdir_lib.FIGURES)
   saved_db = _read_database(database) if database and neighbors > 0 else None
   trained = inference.load(workdir, step=step, best=best)
   classes = trained.class_names
   if split or folder:
     if folder:
-      paths = _folder_paths(folder)
+      paths = inference.images_under(folder)
 
       def image_at(i):
         try:
@@ -151,8 +137,8 @@ def extract_and_search(workdir: str, *, step: int | None = None, best: bool = Fa
       feats = inference.predict_all(trained, len(paths), image_at,
                                     what=f"features of {folder}")["fc7"]
       names = paths
-      labels = [classes.index(c) if (c := os.path.basename(os.path.dirname(p))) in classes
-                else -1 for p in paths]
+      labels = [classes.index(c) if (c := inference.folder_class(p, classes)) else -1
+                for p in paths]
     else:
       split_data, image_at = inference.split_images(trained, split)
       feats = inference.predict_all(trained, len(split_data), image_at,
@@ -176,8 +162,7 @@ def extract_and_search(workdir: str, *, step: int | None = None, best: bool = Fa
     names, queries, bad = trained.read_images(query_paths)
     for message in bad:
       print(message, file=sys.stderr)
-    query_classes = [c if (c := os.path.basename(os.path.dirname(n))) in classes else None
-                     for n in names]
+    query_classes = [inference.folder_class(n, classes) for n in names]
   else:
     eval_split, eval_image = inference.split_images(trained, "eval")
     _, eval_labels = _names_and_labels(eval_split, "eval")

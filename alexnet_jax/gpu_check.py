@@ -28,6 +28,7 @@ import time
 from absl import flags
 
 from alexnet_jax import cli
+from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.benchmark import IMAGENET_TRAIN_SIZE
 from alexnet_jax.errors import UserError
 
@@ -251,10 +252,8 @@ def write(report: dict, out: str) -> None:
   """report.json and report.md in `out`, replaced whole (a reader never sees half of one)."""
   for name, text in (("report.json", json.dumps(report, indent=1)),
                      ("report.md", markdown(report))):
-    tmp = os.path.join(out, name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with workdir_lib.output_file(os.path.join(out, name)) as f:
       f.write(text)
-    os.replace(tmp, os.path.join(out, name))
 
 
 def _table(records: list[dict], keys: tuple[str, ...]) -> list[str]:

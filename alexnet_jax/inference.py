@@ -146,6 +146,29 @@ def split_images(trained: Trained, which: str, data=None):
   return split, image_at
 
 
+def split_labels(split) -> np.ndarray:
+  """The labels of a split `split_images` returned, in its order (a TFDS split's read from its
+  records)."""
+  if hasattr(split, "labels"):
+    return np.asarray(split.labels, np.int64)
+  return np.asarray([int(split[i]["label"]) for i in range(len(split))], np.int64)
+
+
+def images_under(folder: str) -> list[str]:
+  """Every image file below `folder`, sorted (a one-line error when there is none)."""
+  paths = [os.path.join(d, f) for d, _, files in os.walk(folder) for f in files
+           if f.lower().endswith(sources.IMAGE_EXTENSIONS)]
+  if not paths:
+    raise UserError(f"no images under {folder}")
+  return sorted(paths)
+
+
+def folder_class(path: str, class_names) -> str | None:
+  """The class an image file's folder is named after (an image tree's layout), or None."""
+  folder = os.path.basename(os.path.dirname(os.path.abspath(path)))
+  return folder if folder in class_names else None
+
+
 def predict_all(trained: Trained, count: int, image_at, *, ten_crop: bool = False,
                 batch: int = 256, what: str = "predicting") -> dict[str, np.ndarray]:
   """`Trained.predict` over image_at(0..count-1), read in threads: {'probs', 'fc7'} with NaN

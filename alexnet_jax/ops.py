@@ -117,17 +117,19 @@ def max_pool(x: jax.Array, *, window: int = 3, stride: int = 2,
   return _max_pool(x, window, stride)
 
 
-def _max_of_slices(x, window, stride):
+def _window_slices(x, window, stride):
+  """(di, dj, the input each output position sees at window offset (di, dj)), row-major."""
   n, h, w, c = x.shape
   oh, ow = (h - window) // stride + 1, (w - window) // stride + 1
-  out = None
   for di in range(window):
     for dj in range(window):
-      seen = jax.lax.slice(x, (0, di, dj, 0),
-                           (n, di + (oh - 1) * stride + 1, dj + (ow - 1) * stride + 1, c),
-                           (1, stride, stride, 1))
-      out = seen if out is None else jnp.maximum(out, seen)
-  return out
+      yield di, dj, jax.lax.slice(x, (0, di, dj, 0),
+                                  (n, di + (oh - 1) * stride + 1, dj + (ow - 1) * stride + 1, c),
+                                  (1, stride, stride, 1))
+
+
+def _max_of_slices(x, window, stride):
+  return functools.reduce(jnp.maximum, (seen for _, _, seen in _window_slices(x, window, stride)))
 
 
 def _reduce_max(x, window, stride):
@@ -157,17 +159,13 @@ def _max_pool_bwd(window, stride, residuals, g):
   acc = jnp.promote_types(g.dtype, jnp.float32)
   phases = {}
   taken = jnp.zeros(y.shape, bool)
-  for di in range(window):
-    for dj in range(window):
-      seen = jax.lax.slice(x, (0, di, dj, 0),
-                           (n, di + (oh - 1) * stride + 1, dj + (ow - 1) * stride + 1, c),
-                           (1, stride, stride, 1))
-      first = (seen == y) & ~taken
-      taken = taken | first
-      (qi, pi), (qj, pj) = divmod(di, stride), divmod(dj, stride)
-      part = jnp.pad(jnp.where(first, g, 0).astype(acc),
-                     ((0, 0), (qi, reach - qi), (qj, reach - qj), (0, 0)))
-      phases[pi, pj] = phases[pi, pj] + part if (pi, pj) in phases else part
+  for di, dj, seen in _window_slices(x, window, stride):
+    first = (seen == y) & ~taken
+    taken = taken | first
+    (qi, pi), (qj, pj) = divmod(di, stride), divmod(dj, stride)
+    part = jnp.pad(jnp.where(first, g, 0).astype(acc),
+                   ((0, 0), (qi, reach - qi), (qj, reach - qj), (0, 0)))
+    phases[pi, pj] = phases[pi, pj] + part if (pi, pj) in phases else part
   none = jnp.zeros((n, blocks_h, blocks_w, c), acc)
   grid = jnp.stack([jnp.stack([phases.get((pi, pj), none) for pj in range(stride)], axis=3)
                     for pi in range(stride)], axis=2)

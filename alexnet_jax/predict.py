@@ -26,10 +26,8 @@ from PIL import Image
 
 from alexnet_jax import cli, inference
 from alexnet_jax import workdir as workdir_lib
-from alexnet_jax.data.sources import IMAGE_EXTENSIONS
 from alexnet_jax.errors import UserError
 
-FIGURES = (".png", ".pdf", ".svg", ".jpg")  # what matplotlib writes
 TABLES = (".json", ".csv")
 
 
@@ -39,21 +37,12 @@ def top_k(probs: np.ndarray, class_names, k: int = 5) -> list[list[tuple[str, fl
   return [[(class_names[j], float(p[j])) for j in row] for p, row in zip(probs, order)]
 
 
-def true_class(path: str, class_names) -> str | None:
-  folder = os.path.basename(os.path.dirname(os.path.abspath(path)))
-  return folder if folder in class_names else None
-
-
 def image_paths(args: list[str]) -> list[str]:
   """The files given, and every image file below each folder given (sorted)."""
   paths = []
   for arg in args:
     if os.path.isdir(arg):
-      found = sorted(os.path.join(d, f) for d, _, files in os.walk(arg) for f in files
-                     if f.lower().endswith(IMAGE_EXTENSIONS))
-      if not found:
-        raise UserError(f"no images under {arg}")
-      paths += found
+      paths += inference.images_under(arg)
     else:
       paths.append(arg)
   return paths
@@ -90,7 +79,7 @@ def draw_figure4(path: str, stored: np.ndarray, names: list[str], rows, class_na
     ax.axis("off")
   for i, (name, image, row) in enumerate(zip(names, stored, rows)):
     top, bottom = axes[2 * (i // cols), i % cols], axes[2 * (i // cols) + 1, i % cols]
-    truth = true_class(name, class_names)
+    truth = inference.folder_class(name, class_names)
     top.imshow(image[..., 0] if image.shape[-1] == 1 else image,
                cmap="gray" if image.shape[-1] == 1 else None)
     top.set_title(truth or os.path.basename(name), fontsize=9)
@@ -111,18 +100,15 @@ def draw_figure4(path: str, stored: np.ndarray, names: list[str], rows, class_na
 def write_table(path: str, rows: list[dict]) -> None:
   """The predictions as JSON (a list of {'image', 'predictions': [{'class', 'probability'}]})
   or CSV (one line per image and rank)."""
-  try:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-      if path.lower().endswith(".json"):
-        json.dump(rows, f, indent=1)
-        return
-      writer = csv.writer(f)
-      writer.writerow(["image", "rank", "class", "probability"])
-      for row in rows:
-        for rank, p in enumerate(row["predictions"], 1):
-          writer.writerow([row["image"], rank, p["class"], f"{p['probability']:.6f}"])
-  except OSError as e:
-    raise UserError(f"cannot write {path} ({e.strerror or e})") from None
+  with workdir_lib.output_file(path) as f:
+    if path.lower().endswith(".json"):
+      json.dump(rows, f, indent=1)
+      return
+    writer = csv.writer(f)
+    writer.writerow(["image", "rank", "class", "probability"])
+    for row in rows:
+      for rank, p in enumerate(row["predictions"], 1):
+        writer.writerow([row["image"], rank, p["class"], f"{p['probability']:.6f}"])
 
 
 def predict_files(workdir: str, paths: list[str], *, step: int | None = None,
@@ -138,7 +124,7 @@ def predict_files(workdir: str, paths: list[str], *, step: int | None = None,
   if output:
     workdir_lib.check_output(output, TABLES)
   if figure:
-    workdir_lib.check_output(figure, FIGURES)
+    workdir_lib.check_output(figure, workdir_lib.FIGURES)
   paths = image_paths(paths)
   trained = inference.load(workdir, step=step, best=best)
   print(f"checkpoint: {trained.path} (step {trained.step})")

@@ -9,6 +9,7 @@ time) for the one-line error a second run gets.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -52,6 +53,9 @@ def prepare(workdir: str) -> str:
   return path
 
 
+FIGURES = (".png", ".pdf", ".svg", ".jpg")  # what matplotlib writes
+
+
 def check_output(path: str, extensions: tuple[str, ...]) -> str:
   """A file a tool will write, checked before any work: its folder exists and is writable and
   its extension is one of `extensions` (one line otherwise); returns the absolute path."""
@@ -64,6 +68,25 @@ def check_output(path: str, extensions: tuple[str, ...]) -> str:
   if not os.access(folder, os.W_OK | os.X_OK) or os.path.isdir(full):
     raise UserError(f"cannot write {path}: not writable")
   return full
+
+
+@contextlib.contextmanager
+def output_file(path: str, mode: str = "w"):
+  """`path` opened for writing (`mode` "w" or "wb") as a temporary file beside it, renamed to
+  `path` when the block ends and removed when it fails: no half-written file is left. An
+  `OSError` (a full disk) is a one-line error naming `path`."""
+  tmp = path + ".tmp"
+  text = {} if "b" in mode else {"newline": "", "encoding": "utf-8"}
+  try:
+    with open(tmp, mode, **text) as f:
+      yield f
+    os.replace(tmp, path)
+  except BaseException as e:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    if isinstance(e, OSError):
+      raise UserError(f"cannot write {path} ({e.strerror or e})") from None
+    raise
 
 
 class Lock:

@@ -69,3 +69,19 @@ def test_an_unusable_workdir_is_one_line_before_anything_compiles(tmp_path, monk
     train.train_and_evaluate(small_config(), workdir)
   print(f"refused after {time.monotonic() - start:.1f} s")  # the old code hung 300 s at a save
   assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_an_output_file_is_written_whole_or_not_at_all(tmp_path):
+  path = str(tmp_path / "out.json")
+  with workdir_lib.output_file(path) as f:
+    f.write("{}")
+  assert open(path).read() == "{}" and os.listdir(tmp_path) == ["out.json"]
+  with pytest.raises(UserError, match=r"cannot write .*out\.json \(No space left on device\)"):
+    with workdir_lib.output_file(path) as f:
+      f.write("[1, ")
+      raise OSError(28, "No space left on device")
+  assert open(path).read() == "{}" and os.listdir(tmp_path) == ["out.json"]  # the old one kept
+  with pytest.raises(KeyError):  # a failure of the writer's own is its own
+    with workdir_lib.output_file(str(tmp_path / "other.csv"), "wb"):
+      raise KeyError("x")
+  assert os.listdir(tmp_path) == ["out.json"]
