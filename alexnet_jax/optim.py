@@ -7,10 +7,10 @@ The learning rate sits inside the momentum: after ε is divided by 10 the veloci
 old rate still decays at 0.9 per step. `optax.sgd(lr, momentum)` computes v ← 0.9·v + g,
 w ← w − ε·v instead, which rescales the whole velocity at once when ε changes.
 
-Each parameter array has its own ε, held in the optimizer state and set by the host without
-recompiling (`set_learning_rates`): the same for all in the paper's text, ε for weights and
-another for biases in the 2012 code's runs and Caffe's solver, per layer in the 2012 code's
-recorded schedules. A parameter whose ε is 0 is frozen as cuda-convnet freezes it (its update
+Each parameter array has its own ε, an argument of the update (`learning_rates`, arrays the
+host changes without recompiling: `schedule.LearningRateSchedule.rates_on`): the same for all
+in the paper's text, ε for weights and another for biases in the 2012 code's runs and Caffe's
+solver, per layer in the 2012 code's recorded schedules. A parameter whose ε is 0 is frozen as cuda-convnet freezes it (its update
 is skipped, `Weights::update` with `epsW = 0`): neither it nor its velocity changes.
 """
 
@@ -44,8 +44,8 @@ def validate(optimizer_config) -> None:
 
 
 def rate_key(path) -> str:
-  """'conv1/kernel': the name of a parameter's ε in the state (a flat dict, not params-shaped,
-  so that it stays replicated beside the sharded velocity)."""
+  """'conv1/kernel': the name of a parameter's ε among the update's `learning_rates` (a flat
+  dict, not params-shaped, so that it stays replicated beside the sharded velocity)."""
   return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
