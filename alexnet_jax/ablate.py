@@ -48,7 +48,7 @@ import ml_collections
 import numpy as np
 from absl import flags, logging
 
-from alexnet_jax import cli, configuration, train
+from alexnet_jax import cli, configuration, figures, train
 from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.data import identity as identity_lib
 from alexnet_jax.data import sources
@@ -143,25 +143,15 @@ def _identity(config) -> Identity:
 
 
 def _write_lines(path: str, lines: list[str]) -> None:
-  with open(path, "w", encoding="utf-8") as f:
+  with workdir_lib.output_file(path) as f:
     f.write("\n".join(lines) + "\n")
 
 
 @contextlib.contextmanager
 def _figure(path: str, figsize: tuple[float, float] = (6, 4)):
   """Yields the axes of a new figure, saved as a PNG at `path` when the block ends."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, ax = plt.subplots(figsize=figsize)
-  try:
+  with figures.figure(path, figsize=figsize) as (_, ax):
     yield ax
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-  finally:
-    plt.close(fig)
 
 
 # The bars' labels: what each variant removes.
@@ -196,18 +186,24 @@ def _fmt(value, signed=False):
   return f"{value:+.2f}" if signed else f"{value:.2f}"
 
 
+def _spread(mean: float, std: float, seeds: int) -> str:
+  """'m ± s' over seeds; one seed has no spread to show."""
+  return f"{mean:.2f} ± {std:.2f}" if seeds > 1 else f"{mean:.2f}"
+
+
 def write_report(rows: list[dict], workdir: str, split: str) -> None:
-  with open(os.path.join(workdir, "ablations.csv"), "w", newline="", encoding="utf-8") as f:
+  with workdir_lib.output_file(os.path.join(workdir, "ablations.csv")) as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-  lines = [f"Test error in % ({split}), mean ± std over seeds; Δ = this variant − baseline "
+  lines = [f"Test error in % ({split}), mean ± std over seeds (one seed: no spread); Δ = this variant − baseline "
            "(the paper's Δ: how much the ingredient reduced its error; n/r: not reported).", "",
            "| variant | § | seeds | top-1 | top-5 | Δ top-1 | Δ top-5 | paper Δ top-1 | "
            "paper Δ top-5 |", "|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
-    lines.append(f"| {r['variant']} | {r['section']} | {r['seeds']} | {r['top1']:.2f} ± "
-                 f"{r['top1_std']:.2f} | {r['top5']:.2f} ± {r['top5_std']:.2f} | "
+    lines.append(f"| {LABELS.get(r['variant'], r['variant'])} | {r['section']} | {r['seeds']} | "
+                 f"{_spread(r['top1'], r['top1_std'], r['seeds'])} | "
+                 f"{_spread(r['top5'], r['top5_std'], r['seeds'])} | "
                  f"{_fmt(r['delta_top1'], True)} | {_fmt(r['delta_top5'], True)} | "
                  f"{_fmt(r['paper_delta_top1'], True)} | {_fmt(r['paper_delta_top5'], True)} |")
   _write_lines(os.path.join(workdir, "ablations.md"), lines)
@@ -288,7 +284,7 @@ def figure1(config_path: str, lrs: list[float], threshold: float, workdir: str,
 
 def _write_figure1(runs, relu, tanh, summary, out_dir) -> None:
   fields = ["activation", "lr", "steps_to_threshold", "final_train_error"]
-  with open(os.path.join(out_dir, "figure1.csv"), "w", newline="", encoding="utf-8") as f:
+  with workdir_lib.output_file(os.path.join(out_dir, "figure1.csv")) as f:
     writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(runs)
@@ -357,7 +353,7 @@ def precision(config_path: str, seeds: int, workdir: str, overrides: Sequence[st
 
 
 def _write_precision(steps, loss, spread, summary, out_dir) -> None:
-  with open(os.path.join(out_dir, "precision.csv"), "w", newline="", encoding="utf-8") as f:
+  with workdir_lib.output_file(os.path.join(out_dir, "precision.csv")) as f:
     writer = csv.writer(f)
     writer.writerow(["step", "float32_mean", "float32_std", "bfloat16_mean", "bfloat16_std"])
     ddof = 1 if summary["seeds"] > 1 else 0
@@ -374,8 +370,8 @@ def _write_precision(steps, loss, spread, summary, out_dir) -> None:
            f"state), {s['seeds']} seed(s), {s['points']} logged points up to step {s['steps']}.",
            "", "| compute | final training loss | test top-1 error (%) |", "|---|---|---|"]
   for d in ("float32", "bfloat16"):
-    lines.append(f"| {d} | {s[f'final_loss_{d}']:.4f} | {s[f'test_top1_{d}']:.2f} ± "
-                 f"{s[f'test_top1_std_{d}']:.2f} |")
+    lines.append(f"| {d} | {s[f'final_loss_{d}']:.4f} | "
+                 f"{_spread(s[f'test_top1_{d}'], s[f'test_top1_std_{d}'], s['seeds'])} |")
   lines += ["", f"Largest |gap| between the mean curves: {s['max_abs_gap']:.4f}.",
             f"Within noise (the change of precision moves the curve less than a change of seed "
             f"does): {verdict}."]
@@ -428,7 +424,7 @@ def column_specialisation(config_path: str, seeds: int, workdir: str,
   lines += ["", f"One column more colour-specific by at least {100 * margin:g} % in every seed: "
             f"{'yes' if consistent else 'no'}."]
   _write_lines(os.path.join(workdir, "columns.md"), lines)
-  with open(os.path.join(workdir, "columns.json"), "w", encoding="utf-8") as f:
+  with workdir_lib.output_file(os.path.join(workdir, "columns.json")) as f:
     json.dump(summary, f, indent=1)
   return summary
 
@@ -457,13 +453,14 @@ def main(argv):
       raise UserError("--lrs needs positive learning rates and --threshold a fraction in "
                       "(0, 1)")
     print(json.dumps(figure1(FLAGS.config, lrs, FLAGS.threshold, FLAGS.workdir, overrides,
-                             FLAGS.log_every)))
+                             FLAGS.log_every), ensure_ascii=False))
   elif command == "precision":
     print(json.dumps(precision(FLAGS.config, FLAGS.seeds, FLAGS.workdir, overrides,
-                               FLAGS.log_every)))
+                               FLAGS.log_every), ensure_ascii=False))
   elif command == "columns":
     print(json.dumps(column_specialisation(FLAGS.config, FLAGS.seeds, FLAGS.workdir,
-                                           overrides, FLAGS.margin)))
+                                           overrides, FLAGS.margin),
+                     ensure_ascii=False))
   else:
     names = [a for a in FLAGS.ablations.split(",") if a]
     unknown = [a for a in names if a not in ABLATIONS]

@@ -40,7 +40,7 @@ from alexnet_jax.errors import UserError
 
 
 def _emit(record: dict) -> None:
-  print(json.dumps(record), flush=True)
+  print(json.dumps(record, ensure_ascii=False), flush=True)
 
 
 # ----------------------------------------------------------------------------- input

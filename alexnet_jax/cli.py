@@ -8,6 +8,7 @@ import sys
 import traceback
 from typing import Callable
 
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -33,7 +34,8 @@ def run(main: Callable[[list[str]], None], *, required_flags: tuple[str, ...] = 
       if len(argv) > 1 and not positional:
         raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
       _log_our_info()
-      if "config" in flags.FLAGS and flags.FLAGS["config"].value is not None:
+      if "config" in flags.FLAGS and isinstance(flags.FLAGS["config"].value,
+                                                ml_collections.ConfigDict):
         configuration.validate(flags.FLAGS.config)
       main(argv)
     except UserError as e:
@@ -68,9 +70,16 @@ def _resolved(arg: str, before: str) -> str:
   return configuration.resolve(arg) if before == "--config" else arg
 
 
+_HELP = ("-h", "--help", "-?", "--helpshort", "--helpfull", "--helpxml")
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
+  except SystemExit as e:  # absl ends --help with status 1: asking for help is no failure
+    if e.code == 1 and any(a in _HELP for a in argv[1:]):
+      sys.exit(0)
+    raise
   except Exception as e:  # noqa: BLE001 -- config overrides raise several kinds
     message = configuration.load_error(e)
     if message is None:

@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 from absl import flags
 
-from alexnet_jax import cli, inference
+from alexnet_jax import cli, figures, inference
 from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.errors import UserError
 from alexnet_jax.steps import topk_errors
@@ -94,25 +94,17 @@ def _write(output: str, result: dict, classes) -> None:
 
 def _draw_confusion(path: str, confusion: np.ndarray, classes) -> None:
   """Rows (true classes) normalised to 1; names on the axes when there are few classes."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
   rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
   side = min(4 + 0.35 * len(classes), 20)
-  fig, ax = plt.subplots(figsize=(side, side))
-  image = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
-  if len(classes) <= 30:
-    ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(classes)), classes, fontsize=7)
-  ax.set_xlabel("predicted class")
-  ax.set_ylabel("true class")
-  ax.set_title("confusion matrix (each row: the fraction of that class's images)")
-  fig.colorbar(image, ax=ax, fraction=0.046)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  with figures.figure(path, figsize=(side, side)) as (fig, ax):
+    image = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    if len(classes) <= 30:
+      ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
+      ax.set_yticks(range(len(classes)), classes, fontsize=7)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title("confusion matrix (each row: the fraction of that class's images)")
+    fig.colorbar(image, ax=ax, fraction=0.046)
 
 
 def main(argv):
@@ -120,7 +112,8 @@ def main(argv):
   FLAGS = flags.FLAGS
   result = evaluate(FLAGS.workdir, best=FLAGS.best, ten_crop=FLAGS.ten_crop, output=FLAGS.output)
   for row in result["models"] + ([result["ensemble"]] if result["ensemble"] else []):
-    print(json.dumps({**row, "examples": result["examples"], "ten_crop": result["ten_crop"]}))
+    print(json.dumps({**row, "examples": result["examples"], "ten_crop": result["ten_crop"]},
+                     ensure_ascii=False))
   if FLAGS.output:
     stem = FLAGS.output[:-len(".json")]
     print(f"written: {FLAGS.output}, {stem}_per_class.csv, {stem}_confusion.csv, "

@@ -286,7 +286,7 @@ def main(argv):
   del argv
   FLAGS = flags.FLAGS
   print(json.dumps(export(FLAGS.workdir, fmt=FLAGS.format, output=FLAGS.output, step=FLAGS.step,
-                          best=FLAGS.best)))
+                          best=FLAGS.best), ensure_ascii=False))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags, logging
 
-from alexnet_jax import cli, inference
+from alexnet_jax import cli, figures, inference
 from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.data import images as image_files
 from alexnet_jax.errors import UserError
@@ -59,34 +59,26 @@ def nearest(queries: jax.Array, database: jax.Array, *, k: int, chunk: int = 819
 def draw_grid(path: str, rows: list[list[np.ndarray]], titles: list[list[str]]) -> None:
   """One row per query: the query, a gap, then its neighbours nearest first; `titles` name
   every image of a row."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
   cols = max(len(r) for r in rows)
-  fig, axes = plt.subplots(len(rows), cols, figsize=(1.6 * cols, 1.75 * len(rows)),
-                           squeeze=False, gridspec_kw={"wspace": 0.15})
-  for ax in axes.ravel():
-    ax.axis("off")
-  for r, images in enumerate(rows):
-    for col, image in enumerate(images):
-      grey = image.shape[-1] == 1
-      ax = axes[r, col]
-      ax.imshow(image[..., 0] if grey else image, cmap="gray" if grey else None)
-      ax.set_title(titles[r][col], fontsize=6, color="tab:red" if col == 0 else "black")
-      if col == 0:  # the query, framed and set apart
-        ax.axis("on")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for spine in ax.spines.values():
-          spine.set_edgecolor("tab:red")
-          spine.set_linewidth(2)
-  fig.suptitle("each row: a query (red), then its nearest training images by fc7 distance",
-               fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  with figures.figure(path, len(rows), cols, figsize=(1.6 * cols, 1.75 * len(rows)),
+                      squeeze=False) as (fig, axes):
+    for ax in axes.ravel():
+      ax.axis("off")
+    for r, images in enumerate(rows):
+      for col, image in enumerate(images):
+        grey = image.shape[-1] == 1
+        ax = axes[r, col]
+        ax.imshow(image[..., 0] if grey else image, cmap="gray" if grey else None)
+        ax.set_title(titles[r][col], fontsize=6, color="tab:red" if col == 0 else "black")
+        if col == 0:  # the query, framed and set apart
+          ax.axis("on")
+          ax.set_xticks([])
+          ax.set_yticks([])
+          for spine in ax.spines.values():
+            spine.set_edgecolor("tab:red")
+            spine.set_linewidth(2)
+    fig.suptitle("each row: a query (red), then its nearest training images by fc7 distance",
+                 fontsize=8)
 
 
 def _names_and_labels(split, which: str) -> tuple[list[str], np.ndarray]:

@@ -10,6 +10,7 @@ import time
 import jax
 from absl import logging
 
+from alexnet_jax import figures
 from alexnet_jax.errors import UserError
 
 
@@ -93,43 +94,40 @@ SPLITS = {"train": "training (random crops, dropout)",
           **{split: f"validation, {name}" for split, name in EVALUATIONS.items()}}
 
 
-def plot_curves(metrics_path: str, png_path: str) -> None:
+TOP5_CLASSES = 10  # the top-5 panel is drawn for more classes than this
+
+
+def plot_curves(metrics_path: str, png_path: str, num_classes: int) -> None:
   """The run's curves against epochs: loss; top-1 and top-5 error in % (each on its own
-  scale, the last validation figures written on the panel); every parameter's ε as the steps
-  it is (one line per group of parameters that share their ε when they differ)."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
+  scale, the last validation figures written on the panel; top-5 only with more than
+  `TOP5_CLASSES` classes, below which it is near 0 and says nothing); every parameter's ε as
+  the steps it is (one line per group of parameters that share their ε when they differ)."""
   rows = read_metrics(metrics_path)
   train = [r for r in rows if r["split"] == "train" and "epoch" in r]
   per_step = train[-1]["epoch"] / train[-1]["step"] if train else None
   epoch = lambda r: r["epoch"] if "epoch" in r else (r["step"] * per_step if per_step else
                                                       r["step"])
-  fig, axes = plt.subplots(1, 4, figsize=(20, 4.2))
   panels = (("loss", "loss", 1.0), ("top-1 error (%)", "top1_error", 100.0),
-            ("top-5 error (%)", "top5_error", 100.0))
-  for ax, (title, key, scale) in zip(axes, panels):
-    for split, label in SPLITS.items():
-      points = [(epoch(r), scale * r[key]) for r in rows if r["split"] == split and key in r]
-      if not points:
-        continue
-      xs, ys = zip(*points)
-      ax.plot(xs, ys, marker="o" if split != "train" else ".", markersize=4 if split != "train"
-              else 2, label=label)
-      if split != "train" and scale != 1.0:
-        ax.annotate(f"{ys[-1]:.2f} %", (xs[-1], ys[-1]), textcoords="offset points",
-                    xytext=(-30, 8 if split == "eval" else -14), fontsize=8)
-    ax.set_title(title)
-    ax.set_xlabel("epoch")
-    ax.grid(alpha=0.3)
-    if ax.lines:
-      ax.legend(fontsize=7)
-  _plot_rates(axes[3], train, epoch)
-  fig.tight_layout()
-  fig.savefig(png_path, dpi=100)
-  plt.close(fig)
+            ("top-5 error (%)", "top5_error", 100.0))[:3 if num_classes > TOP5_CLASSES else 2]
+  with figures.figure(png_path, 1, len(panels) + 1,
+                      figsize=(5 * (len(panels) + 1), 4.2)) as (_, axes):
+    for ax, (title, key, scale) in zip(axes, panels):
+      for split, label in SPLITS.items():
+        points = [(epoch(r), scale * r[key]) for r in rows if r["split"] == split and key in r]
+        if not points:
+          continue
+        xs, ys = zip(*points)
+        ax.plot(xs, ys, marker="o" if split != "train" else ".",
+                markersize=4 if split != "train" else 2, label=label)
+        if split != "train" and scale != 1.0:
+          ax.annotate(f"{ys[-1]:.2f} %", (xs[-1], ys[-1]), textcoords="offset points",
+                      xytext=(-30, 8 if split == "eval" else -14), fontsize=8)
+      ax.set_title(title)
+      ax.set_xlabel("epoch")
+      ax.grid(alpha=0.3)
+      if ax.lines:
+        ax.legend(fontsize=7)
+    _plot_rates(axes[-1], train, epoch)
 
 
 def _plot_rates(ax, train: list[dict], epoch) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 from absl import flags, logging
 from PIL import Image
 
-from alexnet_jax import cli, inference
+from alexnet_jax import cli, figures, inference
 from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.errors import UserError
 
@@ -65,36 +65,28 @@ def _how_it_is_seen(path: str, trained) -> str | None:
 
 def draw_figure4(path: str, stored: np.ndarray, names: list[str], rows, class_names) -> None:
   """Each image above its bars (Figure 4 left); the true class's bar in red."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
   n = len(names)
   cols = min(n, 4)
   grid = -(-n // cols)
-  fig, axes = plt.subplots(grid * 2, cols, figsize=(3 * cols, 4.2 * grid),
-                           gridspec_kw={"height_ratios": [3, 1.4] * grid}, squeeze=False)
-  for ax in axes.ravel():
-    ax.axis("off")
-  for i, (name, image, row) in enumerate(zip(names, stored, rows)):
-    top, bottom = axes[2 * (i // cols), i % cols], axes[2 * (i // cols) + 1, i % cols]
-    truth = inference.folder_class(name, class_names)
-    top.imshow(image[..., 0] if image.shape[-1] == 1 else image,
-               cmap="gray" if image.shape[-1] == 1 else None)
-    top.set_title(truth or os.path.basename(name), fontsize=9)
-    labels, values = [c for c, _ in row][::-1], [p for _, p in row][::-1]
-    bottom.axis("on")
-    bottom.barh(range(len(values)), values,
-                color=["red" if c == truth else "tab:blue" for c in labels])
-    bottom.set_yticks(range(len(values)), labels, fontsize=7)
-    bottom.set_xlim(0, 1)
-    bottom.tick_params(axis="x", labelsize=6)
-  fig.suptitle("the most probable classes of each image; red: its true class (its folder's "
-               "name)", fontsize=9)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  with figures.figure(path, grid * 2, cols, figsize=(3 * cols, 4.2 * grid), squeeze=False,
+                      gridspec_kw={"height_ratios": [3, 1.4] * grid}) as (fig, axes):
+    for ax in axes.ravel():
+      ax.axis("off")
+    for i, (name, image, row) in enumerate(zip(names, stored, rows)):
+      top, bottom = axes[2 * (i // cols), i % cols], axes[2 * (i // cols) + 1, i % cols]
+      truth = inference.folder_class(name, class_names)
+      top.imshow(image[..., 0] if image.shape[-1] == 1 else image,
+                 cmap="gray" if image.shape[-1] == 1 else None)
+      top.set_title(truth or os.path.basename(name), fontsize=9)
+      labels, values = [c for c, _ in row][::-1], [p for _, p in row][::-1]
+      bottom.axis("on")
+      bottom.barh(range(len(values)), values,
+                  color=["red" if c == truth else "tab:blue" for c in labels])
+      bottom.set_yticks(range(len(values)), labels, fontsize=7)
+      bottom.set_xlim(0, 1)
+      bottom.tick_params(axis="x", labelsize=6)
+    fig.suptitle("the most probable classes of each image; red: its true class (its folder's "
+                 "name)", fontsize=9)
 
 
 def write_table(path: str, rows: list[dict]) -> None:

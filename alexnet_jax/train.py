@@ -293,7 +293,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, setup_f
         break
     ckpts.wait()
     if jax.process_index() == 0 and os.path.exists(writer.path):
-      metrics.plot_curves(writer.path, os.path.join(workdir, "curves.png"))
+      metrics.plot_curves(writer.path, os.path.join(workdir, "curves.png"),
+                          config.model.num_classes)
     return result(evaluation, step, stop.signal if step < total_steps else None)
 
 

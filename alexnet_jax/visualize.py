@@ -83,7 +83,8 @@ def kernels_figure(workdir: str, *, step: int | None = None, best: bool = False,
   scores = colour_specificity(kernel) if kernel.shape[-2] == 3 else [None] * kernel.shape[0]
   size = draw_kernels(output, kernel, chroma=scores)
   for column, score in enumerate(scores):
-    print(json.dumps({"column": column, "kernels": kernel.shape[-1], "mean_chroma": score}))
+    print(json.dumps({"column": column, "kernels": kernel.shape[-1], "mean_chroma": score},
+                     ensure_ascii=False))
   print(f"written: {output} ({size[0]}x{size[1]})")
 
 

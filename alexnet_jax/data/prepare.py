@@ -311,8 +311,8 @@ def main(argv):
   manifest = prepare(config.data, channels=config.model.in_channels,
                      num_classes=config.model.num_classes, shard_size=FLAGS.shard_size,
                      workers=FLAGS.workers)
-  print(json.dumps({"store": sources.store_dir(config.data), **{k: manifest[k] for k in
-                                                                 ("records", "unreadable", "form")}}))
+  summary = {k: manifest[k] for k in ("records", "unreadable", "form")}
+  print(json.dumps({"store": sources.store_dir(config.data), **summary}, ensure_ascii=False))
 
 
 if __name__ == "__main__":

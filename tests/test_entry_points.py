@@ -1,0 +1,113 @@
+"""Every command as a user starts it: `python -m alexnet_jax.X` in a fresh process, its `--help`
+(status 0) and one tiny real invocation each. A library call does not show that a command works:
+the ablate CLI validated its file-name `--config` as a config and ended in a traceback."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT, small_flags
+
+MODULES = ["main", "predict", "evaluate", "features", "visualize", "export", "convert",
+           "ablate", "benchmark", "layer_shapes", "data.prepare", "data.stats", "gpu_check",
+           "diagnose"]
+
+SMALL = [f[len("--config."):] for f in small_flags(epochs=1.0) if f.startswith("--config.")]
+
+
+def run(module, *args, cwd=ROOT, timeout=300):
+  """`python -m alexnet_jax.<module> ARGS` as a user runs it: status 0 and no traceback."""
+  proc = subprocess.run([sys.executable, "-m", f"alexnet_jax.{module}", *map(str, args)],
+                        cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                        env={**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"})
+  assert proc.returncode == 0, f"{module} {args}: {proc.returncode}\n{proc.stderr[-3000:]}"
+  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  assert "\\u00" not in proc.stdout, proc.stdout[-3000:]  # JSON lines print § and ε as they are
+  return proc
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_help_exits_0_and_shows_the_usage(module):
+  proc = run(module, "--help")
+  assert f"python -m alexnet_jax.{module}" in proc.stdout, proc.stdout[:500]
+  assert "--" in proc.stdout.split("flags:")[-1]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """`python -m alexnet_jax.main` on the small synthetic set-up: the run every tool reads."""
+  workdir = tmp_path_factory.mktemp("main")
+  proc = run("main", *small_flags(epochs=1.0), f"--workdir={workdir}")
+  assert "trained to step 4 of 4" in proc.stdout + proc.stderr
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+  folder = tmp_path_factory.mktemp("images")
+  rng = np.random.default_rng(0)
+  for i in range(2):
+    Image.fromarray(rng.integers(0, 255, (40, 50, 3), np.uint8)).save(folder / f"im{i}.png")
+  return folder
+
+
+def test_inference_tools_on_a_trained_workdir(trained, images, tmp_path):
+  out = run("predict", f"--workdir={trained}", "--topk=2", images).stdout
+  assert out.startswith("checkpoint: ") and out.count("\n  0.") + out.count("\n  1.") == 4
+  line = json.loads(run("evaluate", f"--workdir={trained}").stdout.splitlines()[-1])
+  assert 0 <= line["top1_accuracy"] <= 100
+  run("features", f"--workdir={trained}", "--split=eval", f"--output={tmp_path}/f.npz")
+  with np.load(tmp_path / "f.npz") as f:
+    assert f["features"].shape[0] == 40
+  run("visualize", "kernels", f"--workdir={trained}", f"--output={tmp_path}/k.png")
+  run("export", f"--workdir={trained}", "--format=stablehlo", f"--output={tmp_path}/m.stablehlo")
+  assert (tmp_path / "m.stablehlo").stat().st_size > 0 and (tmp_path / "m.stablehlo.md").exists()
+
+
+def test_convert_writes_a_workdir_predict_reads(tmp_path, images):
+  from alexnet_jax import models
+  from conftest import load_config
+  from test_convert import NARROW, random_caffe_weights, write_caffemodel
+
+  spec = models.AlexNetSpec.from_config(load_config("caffe_alexnet", "", NARROW).model)
+  write_caffemodel(tmp_path / "narrow.caffemodel", random_caffe_weights(spec), v1=False)
+  run("convert", "caffe", f"--caffemodel={tmp_path}/narrow.caffemodel",
+      f"--workdir={tmp_path}/w", "--config=configs/caffe_alexnet.py",
+      *[f"--config.{o}" for o in NARROW])
+  assert run("predict", f"--workdir={tmp_path}/w", images).stdout.count("\n  0.") == 10
+
+
+def test_ablate_and_its_studies(tmp_path):
+  overrides = [f"--override={o}" for o in SMALL + ["num_epochs=0.5", "eval.ten_crop_final=False"]]
+  common = ["--config=configs/tiny.py", f"--workdir={tmp_path}", "--seeds=1", *overrides]
+  table = run("ablate", *common, "--ablations=lrn").stdout
+  assert "| no LRN |" in table
+  run("ablate", "figure1", *common, "--lrs=0.01", "--log_every=1")
+  assert (tmp_path / "figure1" / "figure1.md").exists()
+  run("ablate", "precision", *common, "--log_every=1")
+  assert (tmp_path / "precision" / "precision.md").exists()
+  run("ablate", "columns", *common)
+  assert (tmp_path / "columns.md").exists()
+
+
+def test_the_small_tools(tmp_path):
+  from conftest import image_folder_tree
+
+  assert "total params:" in run("layer_shapes", "--config=configs/tiny.py").stdout
+  step = json.loads(run("benchmark", "step", "--config=configs/tiny.py", "--batch=8",
+                        "--steps=2").stdout.splitlines()[-1])
+  assert step["bench"] == "step" and step["batch"] == 8 and step["ms_per_step"] > 0
+  image_folder_tree(tmp_path / "tree")
+  data = ["--config=configs/tiny.py", "--config.data.name=image_folder",
+          f"--config.data.data_dir={tmp_path}/tree", "--config.model.num_classes=3"]
+  run("data.stats", *data, f"--output={tmp_path}/stats.npz")
+  with np.load(tmp_path / "stats.npz") as f:
+    assert f["mean"].shape[-1] == 3
+  run("data.prepare", *data, "--workers=1")
+  assert any(name.endswith(".array_record") for _, _, files in os.walk(tmp_path / "tree")
+             for name in files)
