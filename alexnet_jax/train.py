@@ -308,9 +308,11 @@ def _warn_if_stalled(loss: float, num_classes: int, config) -> None:
   if abs(loss - chance) < config.stall.band * chance:
     logging.warning(
         "training looks stalled: loss %.3f is still within %.0f%% of ln(%d) = %.3f after %d "
-        "steps. The paper's init (std 0.01, biases of 1) is known to sit here (Caffe issues "
-        "#401, #3243; docs/fidelity.md, 'The paper's initialisation'). Try "
-        "--config.model.init_bias.fc6=0.1 --config.model.init_bias.fc7=0.1 (Caffe's "
-        "bvlc_alexnet), a larger --config.model.init_std, or a smaller "
-        "--config.optimizer.learning_rate.", loss, 100 * config.stall.band, num_classes,
-        chance, config.stall.check_steps)
+        "steps: the network's output barely depends on the image. The input scale first: "
+        "data.pixel_scale is %g (the 2012 code fed raw 0-255 values less the mean, 1); then "
+        "the init (std %s, biases of 1 damp the image's part) and a bfloat16 compute dtype "
+        "(model.dtype is %s). `python -m alexnet_jax.diagnose` with this run's --config flags "
+        "names the layer where the image's signal falls below what the dtype resolves "
+        "(docs/fidelity.md, 'The paper's initialisation').", loss, 100 * config.stall.band,
+        num_classes, chance, config.stall.check_steps, config.data.pixel_scale,
+        "/".join(f"{v:g}" for v in dict(config.model.init_std).values()), config.model.dtype)

@@ -99,6 +99,9 @@ def test_the_small_tools(tmp_path):
   from conftest import image_folder_tree
 
   assert "total params:" in run("layer_shapes", "--config=configs/tiny.py").stdout
+  verdict = run("diagnose", "--config=configs/tiny.py", "--config.data.name=synthetic",
+                "--images=4").stdout.splitlines()[-1]
+  assert verdict.startswith("verdict: ")
   step = json.loads(run("benchmark", "step", "--config=configs/tiny.py", "--batch=8",
                         "--steps=2").stdout.splitlines()[-1])
   assert step["bench"] == "step" and step["batch"] == 8 and step["ms_per_step"] > 0

@@ -67,4 +67,6 @@ def test_stall_warning_names_the_cause_and_the_fix(caplog):
     train._warn_if_stalled(3.0, 1000, config)
   warnings = [r.getMessage() for r in caplog.records if "stalled" in r.getMessage()]
   assert len(warnings) == 1
-  assert "init_bias.fc6=0.1" in warnings[0] and "biases of 1" in warnings[0]
+  message = warnings[0]
+  assert "data.pixel_scale is 0.015625" in message and "python -m alexnet_jax.diagnose" in message
+  assert message.index("pixel_scale") < message.index("init (std") < message.index("bfloat16")

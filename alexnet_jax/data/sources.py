@@ -83,8 +83,9 @@ def _fashion_paths(data_dir: str, split: str) -> list[str]:
           for kind in ("images-idx3", "labels-idx1")]
 
 
-def fashion_mnist(data_dir: str, split: str, *, size: int) -> Split:
-  """Fashion-MNIST `train` (60k) or `test` (10k) at `size` x `size` (`fashion_mnist_stored`)."""
+def fashion_mnist(data_dir: str, split: str, *, size: int, first: int = 0) -> Split:
+  """Fashion-MNIST `train` (60k) or `test` (10k) at `size` x `size` (`fashion_mnist_stored`);
+  its first `first` images only when > 0."""
   paths = _fashion_paths(data_dir or FASHION_MNIST_DIR, split)
   missing = [p for p in paths if not os.path.isfile(p)]
   if missing:
@@ -93,6 +94,8 @@ def fashion_mnist(data_dir: str, split: str, *, size: int) -> Split:
   images_, labels = (_read_idx(p) for p in paths)
   if len(images_) != len(labels):
     raise UserError(f"Fashion-MNIST {split}: {len(images_)} images but {len(labels)} labels")
+  if first > 0:
+    images_, labels = images_[:first], labels[:first]
   return Split(fashion_mnist_stored(images_, size), labels.astype(np.int32))
 
 
@@ -435,15 +438,17 @@ def _form(data, channels: int) -> dict:
 
 
 def originals(data, *, channels: int, num_classes: int,
-              class_names: tuple[str, ...] | None = None) -> Dataset:
+              class_names: tuple[str, ...] | None = None, first: int = 0) -> Dataset:
   """The dataset the config's `data` section names, from its original files (never the
   prepared store); `channels` and `num_classes` shape the synthetic one. `class_names` (a
-  model's) fixes the label order of an image tree; other datasets must have them."""
+  model's) fixes the label order of an image tree; other datasets must have them. `first` > 0:
+  a look at the first images of an in-memory dataset (Fashion-MNIST) rather than a run's
+  data: only those are read and stored, and the identity counts them."""
   source, listing = data.data_dir, ""
   if data.name == "fashion_mnist":
     source = data.data_dir or FASHION_MNIST_DIR
     size = data.image_size
-    train, val = (fashion_mnist(source, s, size=size) for s in ("train", "test"))
+    train, val = (fashion_mnist(source, s, size=size, first=first) for s in ("train", "test"))
     names = FASHION_MNIST_CLASSES
     listing = files_fingerprint(_fashion_paths(source, "train") + _fashion_paths(source, "test"))
   elif data.name == "synthetic":
@@ -475,17 +480,18 @@ def originals(data, *, channels: int, num_classes: int,
 
 
 def load(data, *, channels: int, num_classes: int, prepared: bool = True,
-         class_names: tuple[str, ...] | None = None) -> Dataset:
+         class_names: tuple[str, ...] | None = None, first: int = 0) -> Dataset:
   """The dataset the config's `data` section names: ImageNet and ImageFolder trees from their
   prepared §2 store when there is a current one (`data.use_prepared`; one log line says which
-  form is read), from the original files otherwise (`originals`)."""
+  form is read), from the original files otherwise (`originals`; `first`: see there)."""
   if data.name in PREPARABLE and prepared and data.use_prepared:
     found = _current_store(data, channels, num_classes, class_names)
     if found is not None:
       return found
     logging.info("reading the original images of %s (no prepared store at %s: `python -m "
                  "alexnet_jax.data.prepare --config=...` makes one)", data.name, store_dir(data))
-  return originals(data, channels=channels, num_classes=num_classes, class_names=class_names)
+  return originals(data, channels=channels, num_classes=num_classes, class_names=class_names,
+                   first=first)
 
 
 def _current_store(data, channels: int, num_classes: int, class_names) -> Dataset | None:

@@ -1,0 +1,56 @@
+"""`python -m alexnet_jax.diagnose`: the network at its initialisation on real images, and the
+verdict that separates a setting that sits at ln(classes) from one that learns."""
+
+import os
+
+import numpy as np
+import pytest
+
+from alexnet_jax import diagnose
+from conftest import load_config
+
+FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
+BIASES_OF_ONE = [f"model.init_bias.{n}=1.0" for n in ("conv2", "conv4", "conv5", "fc6", "fc7")]
+CODE_STDS = [f"model.init_std.{n}=0.03" for n in ("conv3", "conv4", "conv5")]
+
+
+def test_the_input_dependent_part_is_the_spread_across_images_over_the_rms():
+  """Mutation: the part returned as 1 (RMS over RMS) -> red."""
+  rng = np.random.default_rng(0)
+  signal = rng.normal(0, 1, (64, 500))
+  rms, part = diagnose._input_dependent(3.0 + 0.01 * signal)  # a constant 3 and 1 % of noise
+  assert rms == pytest.approx(3.0, rel=1e-3)
+  assert part == pytest.approx(0.01 / 3.0, rel=0.05)
+  assert diagnose._input_dependent(np.ones((4, 10)))[1] == 0.0
+
+
+def test_the_verdict_names_the_first_layer_below_the_dtypes_resolution():
+  rows = tuple(diagnose.Layer(n, 1.0, p, 1.0) for n, p in
+               (("conv1", 0.5), ("conv4", 0.01), ("fc6", 0.001), ("logits", 0.5)))
+  assert diagnose.judge(rows, 0.05, "bfloat16").startswith("stall risk: at conv4 ")
+  assert diagnose.judge(rows, 0.05, "float32").startswith("no stall risk")
+  assert "logits barely depend" in diagnose.judge(rows, 1e-4, "float32")
+
+
+@pytest.mark.skipif(not os.path.exists(FASHION), reason="needs Debian's dataset-fashion-mnist")
+@pytest.mark.parametrize("setting,overrides,stalls", [
+    # The H200 run that sat at ln 10 for its first epoch: inputs ÷64, bfloat16, the text's std
+    # 0.01 and biases of 1, §4.2's dropout.
+    ("stalled", ["data.pixel_scale=0.015625", "model.init_std.conv3=0.01",
+                 "model.init_std.conv4=0.01", "model.init_std.conv5=0.01", *BIASES_OF_ONE], True),
+    # The 2012 code's: raw inputs less the mean, 0.03 in conv3-conv5, float32.
+    ("2012 code", ["model.dtype=float32", *CODE_STDS, *BIASES_OF_ONE], False),
+    ("shipped", [], False),
+])
+def test_the_full_network_on_fashion_mnist(setting, overrides, stalls):
+  """Mutations: the spread taken across units instead of across images (in the layers and the
+  logits) -> 'stalled' passes as no risk, red; the shipped config's pixel_scale back to 1/64 ->
+  'shipped' red (a stall risk at conv4)."""
+  config = load_config("fashion_mnist_full", "", overrides)
+  result = diagnose.diagnose(config, images=8)
+  assert result.stall_risk is stalls, result.table()
+  assert [r.name for r in result.layers] == ["conv1", "pool1", "conv2", "pool2", "conv3",
+                                             "conv4", "conv5", "pool5", "fc6", "fc7", "logits"]
+  assert result.table().splitlines()[-1].startswith("verdict: ")
+  if not stalls:
+    assert result.logit_spread > 10 * diagnose.LOGIT_SPREAD
