@@ -6,7 +6,7 @@ The 2012 code's runs were steered by hand: its layer-params files end with notes
 
     'epoch 0: epsW=0.01 epsB=0.02'        every layer's weight and bias ε
     'epoch 66: conv1.epsW=0.00001 pca_lighting=0'
-    'step 300: fc8.epsW=0.01'
+    'step 2400: fc8.epsW=0.01'
 
 `epoch E` takes effect once E epochs are done, `step S` once S steps are (0-based: the notes'
 1-based `epoch 25` is `epoch 24` here); the first event must be at 0 and give every rate. A

@@ -54,7 +54,7 @@ def validate(schedule_config, optimizer_config=None) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
-  """What one validation error did: a new best (by more than `min_delta`), a drop of ε, a
+  """What one validation error did: a new best (the lowest so far: `best/`), a drop of ε, a
   request to stop."""
 
   improved: bool = False
@@ -65,8 +65,9 @@ class Outcome:
 @dataclasses.dataclass
 class ScheduleState:
   learning_rate: float
-  best_error: float = math.inf
-  bad_evals: int = 0
+  best_error: float = math.inf  # the lowest validation error so far
+  plateau_error: float = math.inf  # the error at the last improvement by more than min_delta
+  bad_evals: int = 0  # evaluations since then
   drops: int = 0  # recorded: the events that have taken effect
 
 
@@ -160,38 +161,45 @@ class LearningRateSchedule:
   # --- validation ---------------------------------------------------------------------------
 
   def after_eval(self, error: float) -> Outcome:
-    """Feeds one validation top-1 error: a new best when it is lower than the best so far by
-    more than `min_delta`; on `plateau`, ε ÷10 after `patience` evaluations without one (and,
-    after the last drop, a stop when `stop_after_last_drop`)."""
+    """Feeds one validation top-1 error: a new best when it is the lowest so far; on
+    `plateau`, ε ÷10 after `patience` evaluations none of which improved on the error of the
+    last improvement by more than `min_delta` (and, after the last drop, a stop when
+    `stop_after_last_drop`). `min_delta` is what tells a plateau from the evaluations' noise
+    (docs/fidelity.md, "ε ÷10 on plateaus")."""
     s = self.state
-    if error < s.best_error - self.min_delta:
-      s.best_error, s.bad_evals = error, 0
-      return Outcome(improved=True)
-    if math.isfinite(s.best_error):
+    improved = error < s.best_error
+    s.best_error = min(s.best_error, error)
+    if error < s.plateau_error - self.min_delta:
+      s.plateau_error, s.bad_evals = error, 0
+      return Outcome(improved=improved)
+    if math.isfinite(s.plateau_error):
       s.bad_evals += 1
     if self.kind != "plateau" or s.bad_evals < self.patience:
-      return Outcome()
+      return Outcome(improved=improved)
     s.bad_evals = 0
     if s.drops < self.max_drops:
       s.drops += 1
       s.learning_rate *= self.factor
-      return Outcome(dropped=True)
-    return Outcome(stop=self.stop_after_last_drop)
+      return Outcome(improved=improved, dropped=True)
+    return Outcome(improved=improved, stop=self.stop_after_last_drop)
 
   # --- checkpoints --------------------------------------------------------------------------
 
   def state_dict(self) -> dict:
     d = dataclasses.asdict(self.state)
-    d["best_error"] = None if math.isinf(d["best_error"]) else d["best_error"]
+    for key in ("best_error", "plateau_error"):
+      d[key] = None if math.isinf(d[key]) else d[key]
     return d
 
   def load_state_dict(self, d: dict) -> None:
     """The state saved by `state_dict` (keys that earlier versions saved and this one no longer
     keeps, such as 'stop', are ignored). A recorded schedule's rates follow from the step
-    (`advance`)."""
+    (`advance`). Earlier versions kept one error for both: it is the plateau's too."""
     fields = {f.name for f in dataclasses.fields(ScheduleState)}
     d = {k: v for k, v in d.items() if k in fields}
-    d["best_error"] = math.inf if d.get("best_error") is None else d["best_error"]
+    d.setdefault("plateau_error", d.get("best_error"))
+    for key in ("best_error", "plateau_error"):
+      d[key] = math.inf if d.get(key) is None else d[key]
     self.state = ScheduleState(**d)
 
 

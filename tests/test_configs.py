@@ -59,7 +59,8 @@ def test_paper_code_finetune_is_run_146_2012_2011():
   start = _rates(c, 0)
   assert start["conv1/kernel"] == 1e-4 and start["conv2/kernel"] == start["fc8/kernel"] == 1e-3
   assert start["conv6/bias"] == 0.022 and start["fc8/bias"] == 0.02
-  assert _rates(c, 300)["fc8/kernel"] == 0.01 and _rates(c, 299)["fc8/kernel"] == 1e-3
+  # 300 data-batch files of 1,024 images = 2,400 steps of 128 (mutation: `step 300` -> red)
+  assert _rates(c, 2400)["fc8/kernel"] == 0.01 and _rates(c, 2399)["fc8/kernel"] == 1e-3
   assert _rates(c, epoch(4))["conv1/kernel"] == 1e-5
   assert _rates(c, epoch(6))["conv1/kernel"] == 0.0
   assert _rates(c, epoch(8))["fc8/kernel"] == 1e-3

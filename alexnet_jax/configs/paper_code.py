@@ -39,7 +39,7 @@ def get_config(variant: str = ""):
   config.data.lighting_shrink = True  # `cropped /= 1 + color_noise_coeff`
   config.data.crop_chunk = 32  # `crop_chunk = 32`: one crop offset and mirror per 32 images
   config.data.mean_patch = "centre"  # `data_mean_crop`: the mean image's centre 224 patch
-  config.optimizer.decay_on = "kernels"  # wc on weights, no decay on biases (wball=0)
+  config.optimizer.decay_on = "kernels"  # wc on weights; layer.cu builds biases with wc = 0
   config.schedule.update(dict(kind="recorded", events=RUN_145))
   config.num_epochs = 90.0  # epoch 91: killed (after 90 passes)
   return apply_variants(config, variant)

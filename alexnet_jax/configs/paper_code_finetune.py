@@ -13,12 +13,14 @@ Fall 2011 -> this run). Every layer is copied but fc8, a new 1000-class head.
 from alexnet_jax.configuration import apply_variants
 from alexnet_jax.configs import paper_code
 
-# The notes count epochs from 1: "epoch 5" is `epoch 4` here; "300 batches" is `step 300`.
+# The notes count epochs from 1: "epoch 5" is `epoch 4` here. A "batch" of the notes is one of
+# cuda-convnet's data-batch files, 1,024 images (fix-big-imgnet.py: BATCH_SIZE = 1024), trained
+# as eight 128-image minibatches: "300 batches" is `step 2400`.
 RUN_146_2012_2011 = (
     # init epsw 0.0001 on conv1, 0.001 elsewhere; epsB as the final file has it throughout:
     # 0.02, and 0.022 on conv6
     "epoch 0: epsW=0.001 conv1.epsW=0.0001 epsB=0.02 conv6.epsB=0.022",
-    "step 300: fc8.epsW=0.01",  # 300 batches: set epsw to 0.01 from 0.001 on fc1000
+    "step 2400: fc8.epsW=0.01",  # 300 batches: set epsw to 0.01 from 0.001 on fc1000
     "epoch 4: conv1.epsW=0.00001",  # epoch 5: set conv1 epsw to 0.00001 from 0.0001
     # epoch 7: set conv1 epsw to 0 from 0.00001 (the final file has conv1's epsB 0 too)
     "epoch 6: conv1.epsW=0 conv1.epsB=0",
