@@ -16,6 +16,7 @@ import datetime
 import importlib.metadata
 import importlib.util
 import json
+import math
 import os
 import platform
 import shutil
@@ -33,9 +34,10 @@ from alexnet_jax.benchmark import IMAGENET_TRAIN_SIZE
 from alexnet_jax.errors import UserError
 
 PAPER_EPOCHS = 90
-# configs/fashion_mnist_full.py's validation accuracy (centre crop) after 1 and 2 epochs on an
-# H100 (docs/results.md).
-FULL_FASHION_CURVE = {1: 70.8, 2: 80.6}
+# configs/fashion_mnist_full.py's goals: its training loss out of ln 10 within the first epoch
+# (below this fraction of it), and this validation accuracy (%) after its 30 epochs.
+LEAVES_CHANCE = 0.9
+FULL_FASHION_ACCURACY = 94.0
 VERSIONS = ("jax", "jaxlib", "jax-cuda12-plugin", "jax-cuda13-plugin", "flax", "optax",
             "orbax-checkpoint", "grain", "numpy", "torch")
 
@@ -60,8 +62,8 @@ class Sizes:
 GPU = Sizes("configs/paper.py", ((128, "bfloat16"), (512, "bfloat16"), (128, "float32"),
                                  (512, "float32")), 100,
             2500, 1000, True, "configs/paper.py", 128, 200,
-            "configs/fashion_mnist_full.py", ("num_epochs=2", "eval.ten_crop_final=false"),
-            (0.45, 0.25, 0.3))
+            "configs/fashion_mnist_full.py", ("eval.ten_crop_final=false",),
+            (0.3, 0.2, 0.5))
 SMOKE = Sizes("configs/tiny.py", ((4, "bfloat16"),), 2,
               48, 10, False, "configs/tiny.py", 4, 8,
               "configs/fashion_mnist.py", ("num_epochs=0.02", "eval.ten_crop_final=false",
@@ -158,11 +160,10 @@ def phase_input(sizes: Sizes, work: str, deadline: float, log) -> dict:
 
 
 def phase_train(sizes: Sizes, fashion_mnist: str, work: str, deadline: float, log) -> dict:
-  """(c) A short training run of `train_config` on Fashion-MNIST: accuracy and img/s."""
+  """(c) `train_config` trained on Fashion-MNIST (the full network's 30 epochs on a GPU):
+  accuracy by epoch, the training loss at the end of the first epoch, img/s."""
   from alexnet_jax import metrics
 
-  if not os.path.isfile(os.path.join(fashion_mnist, "train-images-idx3-ubyte.gz")):
-    return {"skipped": f"no Fashion-MNIST in {fashion_mnist} (--fashion_mnist=DIR)"}
   workdir = os.path.join(work, "fashion_mnist")
   overrides = [f"--config.{o}" for o in (*sizes.train_overrides, f"data.data_dir={fashion_mnist}")]
   start = time.monotonic()
@@ -180,6 +181,8 @@ def phase_train(sizes: Sizes, fashion_mnist: str, work: str, deadline: float, lo
   result["accuracy_by_epoch"] = [{"epoch": round(r["step"] * epochs_per_step, 2),
                                   "accuracy": round(100 * (1 - r["top1_error"]), 2)}
                                  for r in rows if r["split"] == "eval"]
+  first = [r for r in train if r["epoch"] <= 1.0]
+  result["loss_at_epoch_1"] = round(first[-1]["loss"], 4) if first else None
   return result
 
 
@@ -221,10 +224,18 @@ def goals(report: dict) -> list[dict]:
        **({} if torch else {"note": "no PyTorch with a GPU here"})},
       {"goal": f"the loop from the store >= 90 % of the step (bf16, batch {batch})",
        "measured": fraction, "met": None if fraction is None else fraction >= 0.9},
-      {"goal": "the full network >= 95 % on Fashion-MNIST (a full 30-epoch run)",
-       "measured": last and last["accuracy"], "met": None,
-       "note": "a short run cannot say; its curve against the H100's: "
-               + ", ".join(f"epoch {e}: {a} %" for e, a in FULL_FASHION_CURVE.items())}]
+      {"goal": f"the full network's training loss below {LEAVES_CHANCE:g} ln 10 by the end "
+               "of its first epoch on Fashion-MNIST",
+       "measured": train.get("loss_at_epoch_1"),
+       "met": None if train.get("loss_at_epoch_1") is None else
+       train["loss_at_epoch_1"] < LEAVES_CHANCE * math.log(10)},
+      {"goal": f"the full network >= {FULL_FASHION_ACCURACY:g} % on Fashion-MNIST after its "
+               "30 epochs",
+       "measured": last and last["accuracy"],
+       "met": None if not last or last["epoch"] < 29.5 else
+       last["accuracy"] >= FULL_FASHION_ACCURACY,
+       **({} if not last or last["epoch"] >= 29.5 else
+          {"note": f"the run ended at epoch {last['epoch']}"})}]
 
 
 # ----------------------------------------------------------------------------- the report
@@ -271,7 +282,7 @@ def markdown(report: dict) -> str:
            f"Time box: {report['minutes']} min{' (smoke mode)' if report['smoke'] else ''}.", "",
            "Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
   for name, title in (("step", "(a) The training step"), ("input", "(b) The store and the loop"),
-                      ("train", "(c) A short training run"), ("projection", "(d) 90 epochs")):
+                      ("train", "(c) The full network on Fashion-MNIST"), ("projection", "(d) 90 epochs")):
     if name not in phases:
       lines += [f"## {title}", "", "not run (the time box ended first)", ""]
       continue
@@ -303,6 +314,9 @@ def main(argv):
   if FLAGS.minutes <= 0:
     raise UserError(f"--minutes must be positive, got {FLAGS.minutes}")
   sizes = SMOKE if FLAGS.smoke else GPU
+  if not os.path.isfile(os.path.join(FLAGS.fashion_mnist, "train-images-idx3-ubyte.gz")):
+    raise UserError(f"--fashion_mnist={FLAGS.fashion_mnist} holds no Fashion-MNIST "
+                    "(train-images-idx3-ubyte.gz): give the folder of its four files")
   out = os.path.abspath(FLAGS.out)
   os.makedirs(out, exist_ok=True)
   work = tempfile.mkdtemp(prefix="gpu_check-")  # the photographs, the store, the run

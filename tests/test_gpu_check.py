@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from alexnet_jax import gpu_check
-from tests.conftest import FASHION
+from conftest import FASHION
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,17 +27,26 @@ def _report(step_img_per_s=36000.0, compile_img_per_s=18000.0, loop_img_per_s=45
       "input": {"records": [
           {"bench": "end2end", "model": "alexnet", "img_per_s": loop_img_per_s},
           {"bench": "end2end", "model": "null", "img_per_s": 99999.0}]},
-      "train": {"accuracy_by_epoch": [{"epoch": 1.0, "accuracy": 70.0},
+      "train": {"loss_at_epoch_1": 0.45,
+                "accuracy_by_epoch": [{"epoch": 1.0, "accuracy": 70.0},
                                       {"epoch": 2.0, "accuracy": 80.0}]}}}
 
 
 def test_goals_read_the_batch_128_bf16_step_against_torch_compile_and_the_loop():
-  speedup, loop, fashion = gpu_check.goals(_report())
+  speedup, loop, first_epoch, fashion = gpu_check.goals(_report())
   assert (speedup["measured"], speedup["met"]) == (2.0, True)
   assert (loop["measured"], loop["met"]) == (0.125, False)
-  assert (fashion["measured"], fashion["met"]) == (80.0, None)
-  speedup, loop, _ = gpu_check.goals(_report(compile_img_per_s=20000.0, loop_img_per_s=33000.0))
+  assert (first_epoch["measured"], first_epoch["met"]) == (0.45, True)
+  assert (fashion["measured"], fashion["met"]) == (80.0, None)  # 2 epochs of 30: not judged
+  assert "ended at epoch 2.0" in fashion["note"]
+  speedup, loop, _, _ = gpu_check.goals(_report(compile_img_per_s=20000.0,
+                                                loop_img_per_s=33000.0))
   assert (speedup["met"], loop["met"]) == (False, True)
+  report = _report()
+  report["phases"]["train"] = {"loss_at_epoch_1": 2.3026, "accuracy_by_epoch": [
+      {"epoch": 30.0, "accuracy": 94.2}]}
+  _, _, first_epoch, fashion = gpu_check.goals(report)
+  assert first_epoch["met"] is False and fashion["met"] is True
 
 
 def test_projection_is_90_imagenet_epochs_at_each_rate():
@@ -65,10 +74,11 @@ def test_smoke_mode_runs_every_phase_and_writes_the_report(tmp_path):
   if os.path.isdir(FASHION):
     assert phases["train"]["img_per_s"] > 0 and phases["train"]["accuracy_by_epoch"]
   assert phases["projection"]["hours_at_loop_speed"] > 0
-  assert [g["goal"].split()[1] for g in report["goals"]] == ["step", "loop", "full"]
+  assert [g["goal"].split()[1:3] for g in report["goals"]] == [
+      ["step", ">="], ["loop", "from"], ["full", "network's"], ["full", "network"]]
   markdown = (out / "report.md").read_text()
   for heading in ("(a) The training step", "(b) The store and the loop",
-                  "(c) A short training run", "(d) 90 epochs", "## Goals"):
+                  "(c) The full network on Fashion-MNIST", "(d) 90 epochs", "## Goals"):
     assert heading in markdown
   assert sorted(os.listdir(out)) == ["report.json", "report.md"]
 
@@ -81,3 +91,13 @@ def test_a_bad_argument_is_one_line(tmp_path):
                            "--wheelhouse", str(tmp_path), "--out", str(tmp_path / "o")],
                           capture_output=True, text=True, cwd=tmp_path)
   assert result.returncode == 2 and "launch/wheelhouse.sh" in result.stderr
+
+
+def test_a_mistyped_fashion_mnist_folder_is_one_line_before_any_phase(tmp_path):
+  """It used to skip the training phase and end with "no errors"."""
+  result = subprocess.run([sys.executable, "-m", "alexnet_jax.gpu_check", "--smoke",
+                           f"--out={tmp_path}/o", f"--fashion_mnist={tmp_path}/fashon"],
+                          capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert result.returncode == 2 and "holds no Fashion-MNIST" in result.stderr
+  assert "Traceback" not in result.stderr and not (tmp_path / "o").exists()
