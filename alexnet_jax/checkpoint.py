@@ -25,6 +25,7 @@ from typing import Callable
 import grain
 import jax
 import ml_collections
+from etils import epath
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -249,8 +250,10 @@ def saved_steps(workdir: str) -> list[int]:
 def saved_shapes(step_dir: str) -> dict[str, tuple[int, ...]]:
   """{'params/conv1/kernel': shape, ...} of a checkpoint's state, from Orbax's metadata (no
   array is read)."""
-  tree = ocp.StandardCheckpointer().metadata(os.path.join(step_dir, STATE)).item_metadata.tree
-  return state_shapes(tree)
+  # The item's handler reads its tree alone: a checkpointer would also look for a
+  # checkpoint-level metadata file inside the item and warn that it is missing.
+  handler = ocp.PyTreeCheckpointHandler()
+  return state_shapes(handler.metadata(epath.Path(step_dir) / STATE).tree)
 
 
 def state_shapes(state) -> dict[str, tuple[int, ...]]:

@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 
 from alexnet_jax.metrics import EVALUATIONS
+
+
+def python_command() -> str:
+  """How to start this interpreter from a shell: `python` where that is it (an activated
+  virtualenv), else its path (the commands then work without activating anything)."""
+  found = shutil.which("python")
+  if found and os.path.realpath(found) == os.path.realpath(sys.executable):
+    return "python"
+  return sys.executable
 
 
 def closing_summary(workdir: str, *, evaluation: dict, step: int, total_steps: int,
@@ -29,14 +40,18 @@ def closing_summary(workdir: str, *, evaluation: dict, step: int, total_steps: i
     lines.append(f"best checkpoint (lowest validation top-1 error): step {best_step}, "
                  f"{os.path.join(workdir, 'best', str(best_step))}")
   lines.append(f"metrics: {os.path.join(workdir, 'metrics.jsonl')}; curves: "
-               f"{os.path.join(workdir, 'curves.png')}; TensorBoard: tensorboard --logdir "
-               f"{os.path.join(workdir, 'tensorboard')}")
+               f"{os.path.join(workdir, 'curves.png')}")
+  tensorboard = shutil.which("tensorboard")
+  lines.append(f"TensorBoard: {tensorboard or 'tensorboard'} --logdir "
+               f"{os.path.join(workdir, 'tensorboard')}" + (
+                   "" if tensorboard else " (pip install 'alexnet_jax[tensorboard]' first)"))
   if not stopped_by:
+    python = python_command()
     lines += ["next:",
-              f"  python -m alexnet_jax.predict --workdir={workdir} --best IMAGE...",
-              f"  python -m alexnet_jax.evaluate --workdir={workdir} --best --ten_crop",
-              f"  python -m alexnet_jax.features --workdir={workdir} --split=train "
+              f"  {python} -m alexnet_jax.predict --workdir={workdir} --best IMAGE...",
+              f"  {python} -m alexnet_jax.evaluate --workdir={workdir} --best --ten_crop",
+              f"  {python} -m alexnet_jax.features --workdir={workdir} --split=train "
               "--output=train_fc7.npz",
-              f"  python -m alexnet_jax.export --workdir={workdir} --best --format=onnx "
+              f"  {python} -m alexnet_jax.export --workdir={workdir} --best --format=onnx "
               "--output=alexnet.onnx"]
   return "\n".join(lines)

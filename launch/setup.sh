@@ -8,8 +8,15 @@ EXTRAS="${1:-}"
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
-"$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e "$ROOT${EXTRAS:+[$EXTRAS]}"
+# pip's and the build backend's chatter (setuptools warns about every editable install) goes to
+# a log, shown only when the install fails.
+LOG="$VENV/install.log"
+if ! { "$VENV/bin/python" -m pip install -q --upgrade pip &&
+       "$VENV/bin/python" -m pip install -q -e "$ROOT${EXTRAS:+[$EXTRAS]}"; } >"$LOG" 2>&1; then
+  cat "$LOG" >&2
+  echo "error: installing alexnet_jax into $VENV failed (the log above: $LOG)" >&2
+  exit 1
+fi
 
 FASHION=/usr/share/datasets/fashion-mnist
 if [ ! -f "$FASHION/train-images-idx3-ubyte.gz" ]; then

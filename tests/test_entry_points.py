@@ -47,6 +47,18 @@ def trained(tmp_path_factory):
   return workdir
 
 
+def test_a_resume_reads_as_a_resume(trained, tmp_path):
+  """No library noise that looks like damage (Orbax warned of a missing metadata file on every
+  resume). Mutation: the shapes read through a StandardCheckpointer again -> red."""
+  import shutil
+
+  workdir = tmp_path / "resumed"
+  shutil.copytree(trained, workdir)
+  proc = run("main", *small_flags(epochs=1.5), f"--workdir={workdir}")
+  assert "trained to step 6 of 6" in proc.stdout
+  assert "does not exist" not in proc.stderr, proc.stderr[-2000:]
+
+
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
   folder = tmp_path_factory.mktemp("images")

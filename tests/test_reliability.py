@@ -62,7 +62,7 @@ def test_sigterm_then_kill_9_then_the_same_command_ends_as_an_uninterrupted_run(
   want = straight_run[1]["eval"]
   assert (f"validation accuracy, centre crop: top-1 {100 * (1 - want['top1_error']):.2f} %, "
           f"top-5 {100 * (1 - want['top5_error']):.2f} %") in third.stdout
-  assert f"python -m alexnet_jax.export --workdir={workdir} --best" in third.stdout
+  assert f" -m alexnet_jax.export --workdir={workdir} --best" in third.stdout
 
 
 def test_a_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path,

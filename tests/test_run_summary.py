@@ -1,6 +1,11 @@
 """The closing summary: accuracy in % from the evaluation's error fractions, the best
 checkpoint, the run's files, the next commands; a stopped run says how to resume."""
 
+import os
+import subprocess
+import sys
+
+from alexnet_jax import run_summary
 from alexnet_jax.run_summary import closing_summary
 
 EVALUATION = {"eval": {"top1_error": 0.1027, "top5_error": 0.0031, "skipped_images": 0},
@@ -8,6 +13,7 @@ EVALUATION = {"eval": {"top1_error": 0.1027, "top5_error": 0.0031, "skipped_imag
 
 
 def test_a_finished_run_reads_in_percent_and_says_what_to_run_next():
+  python = run_summary.python_command()
   lines = closing_summary("W", evaluation=EVALUATION, step=100, total_steps=100,
                           stopped_by=None, best_step=90).splitlines()
   assert lines[1:5] == [
@@ -16,9 +22,23 @@ def test_a_finished_run_reads_in_percent_and_says_what_to_run_next():
       "validation accuracy, ten crops (§4.1): top-1 90.14 %, top-5 99.71 % (2 unreadable images "
       "left out)"]
   assert lines[5] == "best checkpoint (lowest validation top-1 error): step 90, W/best/90"
-  assert "tensorboard --logdir W/tensorboard" in lines[6]
-  assert lines[7] == "next:" and len(lines) == 12
-  assert lines[-1].startswith("  python -m alexnet_jax.export --workdir=W --best")
+  assert "tensorboard --logdir W/tensorboard" in lines[7]
+  assert lines[8] == "next:" and len(lines) == 13
+  assert lines[-1].startswith(f"  {python} -m alexnet_jax.export --workdir=W --best")
+
+
+def test_the_next_commands_start_this_interpreter_from_any_shell(tmp_path):
+  """Outside an activated virtualenv `python` is another interpreter (or none): the commands
+  name this one by its path. Mutation: always 'python' -> red."""
+  code = "from alexnet_jax import run_summary; print(run_summary.python_command())"
+  env = {**os.environ, "PATH": str(tmp_path)}  # no `python` on PATH at all
+  printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=env).stdout.strip()
+  assert printed == sys.executable
+  os.symlink(sys.executable, tmp_path / "python")  # an activated virtualenv's
+  printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=env).stdout.strip()
+  assert printed == "python"
 
 
 def test_a_stopped_run_says_how_to_resume_and_nothing_to_run_next():
