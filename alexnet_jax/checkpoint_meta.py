@@ -36,7 +36,7 @@ _ADDED = {
               "lrn_across_columns": False, "conv6_across_columns": False},
     "data": {"resize": "shorter_side", "lighting_shrink": False, "crop_chunk": 1,
              "prepared_quality": 90, "prepared_chroma": "420", "mean_patch": "crop"},
-    "init_from": {"accept_input_change": False},
+    "init_from": {"accept_input_change": False, "required": False, "freeze_copied": False},
     "schedule": {"events": ()},
 }
 _ADDED_TOP = {"num_steps": 0}

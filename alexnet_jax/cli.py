@@ -37,6 +37,7 @@ def run(main: Callable[[list[str]], None], *, required_flags: tuple[str, ...] = 
       if "config" in flags.FLAGS and isinstance(flags.FLAGS["config"].value,
                                                 ml_collections.ConfigDict):
         configuration.validate(flags.FLAGS.config)
+        _take_the_sources_settings(flags.FLAGS.config)
       main(argv)
     except UserError as e:
       _fail(str(e))
@@ -49,6 +50,22 @@ def run(main: Callable[[list[str]], None], *, required_flags: tuple[str, ...] = 
       _fail(message)
 
   app.run(guarded, flags_parser=_parse_flags)
+
+
+def _take_the_sources_settings(config) -> None:
+  """A fine-tuning config (`init_from.workdir`) is the source network's and reads its input:
+  every tool given one (statistics, prepare, diagnose, training) sees the source's settings,
+  not the config file's (`finetune.inherit`; the command line's fields are kept)."""
+  if "init_from" not in config or not config.init_from.workdir:
+    return
+  from alexnet_jax import finetune
+
+  inherited = configuration.flat(finetune.inherit(config, config.init_from.workdir,
+                                                  config_overrides()))
+  current = configuration.flat(config)
+  for path, value in inherited.items():
+    if current[path] != value:
+      configuration.set_field(config, path, value)
 
 
 def _unraisable(unraisable, default=sys.unraisablehook) -> None:

@@ -27,7 +27,15 @@ CHANGES_INPUT = ("data.pixel_scale", "data.mean", "model.in_channels")
 
 
 def validate(init_from) -> None:
-  """`init_from`: a step >= 0 and new layers this network can have."""
+  """`init_from`: a source where the config needs one, a step >= 0 and new layers this network
+  can have."""
+  if init_from.required and not init_from.workdir:
+    raise UserError("this config fine-tunes a trained network: give its workdir with "
+                    "--config.init_from.workdir=DIR (without one it would train from a random "
+                    "initialisation)")
+  if init_from.freeze_copied and not init_from.workdir:
+    raise UserError("init_from.freeze_copied freezes the layers copied from "
+                    "init_from.workdir, which is not set")
   if init_from.step < 0:
     raise UserError(f"init_from.step must be >= 0 (0: the newest), got {init_from.step}")
   unknown = [n for n in init_from.new_layers if n not in models.LAYERS + (models.CONV6,)]

@@ -77,7 +77,7 @@ class LearningRateSchedule:
   `batch_size` place the epochs on steps."""
 
   def __init__(self, schedule_config, optimizer_config, layers: dict, *, num_train: int,
-               batch_size: int):
+               batch_size: int, frozen: tuple[str, ...] = ()):
     c = schedule_config
     validate(c, optimizer_config)
     self.kind, self.factor, self.patience = c.kind, float(c.factor), int(c.patience)
@@ -86,6 +86,7 @@ class LearningRateSchedule:
     self.base = float(optimizer_config.learning_rate)
     self.bias_multiplier = float(optimizer_config.bias_lr_multiplier)
     self.params = {layer: tuple(kinds) for layer, kinds in layers.items()}
+    self.frozen = frozenset(frozen)  # layers at ε 0 throughout (a fine-tune's copied backbone)
     self.num_train, self.batch_size = int(num_train), int(batch_size)
     self.drop_steps = sorted(math.ceil(e * self.num_train / self.batch_size)
                              for e in c.drop_epochs)
@@ -99,16 +100,18 @@ class LearningRateSchedule:
   # --- the rates ----------------------------------------------------------------------------
 
   def rates(self) -> dict[str, float]:
-    """{'layer/kernel': ε, 'layer/bias': ε} for every parameter, now."""
+    """{'layer/kernel': ε, 'layer/bias': ε} for every parameter, now (0 for a frozen layer)."""
     if self.kind == "recorded":
       recorded = events_lib.rates_after(self.events, [i < self.state.drops
                                                       for i in range(len(self.events))],
                                         list(self.params))
-      return {f"{layer}/{kind}": recorded[layer][kind] for layer, kinds in self.params.items()
-              for kind in kinds}
-    eps = self.state.learning_rate
-    return {f"{layer}/{kind}": eps * (self.bias_multiplier if kind == "bias" else 1.0)
-            for layer, kinds in self.params.items() for kind in kinds}
+      rates = {f"{layer}/{kind}": recorded[layer][kind] for layer, kinds in self.params.items()
+               for kind in kinds}
+    else:
+      eps = self.state.learning_rate
+      rates = {f"{layer}/{kind}": eps * (self.bias_multiplier if kind == "bias" else 1.0)
+               for layer, kinds in self.params.items() for kind in kinds}
+    return {k: 0.0 if k.split("/")[0] in self.frozen else v for k, v in rates.items()}
 
   @property
   def learning_rate(self) -> float:

@@ -134,6 +134,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, setup_f
     if hasattr(input_.train, "close"):
       resources.callback(input_.train.close)
     batch_size = config.data.batch_size
+    if batch_size > input_.num_train:
+      raise UserError(f"data.batch_size {batch_size} is larger than the {input_.num_train} "
+                      "training images: an epoch would be less than one step; set "
+                      f"--config.data.batch_size to at most {input_.num_train} (a small "
+                      "dataset's recipe: README, 'Fine-tuning a small dataset')")
     steps_per_epoch = input_.num_train / batch_size
     total_steps = config.num_steps or math.ceil(config.num_epochs * steps_per_epoch)
     eval_every = max(1, round(config.eval_every_epochs * steps_per_epoch))
@@ -146,8 +151,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, setup_f
     if config.init_from.workdir and not resuming:
       fine_tune = lambda params: finetune.transfer(params, config.init_from, mesh)
     setup = setup_fn(config, mesh, init_params=fine_tune)
+    frozen = tuple(layer for layer in setup.state["params"]
+                   if layer not in config.init_from.new_layers) if (
+                       config.init_from.workdir and config.init_from.freeze_copied) else ()
     schedule = LearningRateSchedule(config.schedule, config.optimizer, setup.state["params"],
-                                    num_train=input_.num_train, batch_size=batch_size)
+                                    num_train=input_.num_train, batch_size=batch_size,
+                                    frozen=frozen)
     mean = jax.device_put(input_.stats.mean, setup.replicated)
     rng = jax.random.key(config.seed)
     # Batches cross to the devices in a background thread, two ahead of the step; the

@@ -108,3 +108,72 @@ def test_table_2_route_pretrains_with_conv6_and_fine_tunes_it_on_another_dataset
   tune.init_from.workdir = straight_run[0]  # the paper's route from a source without conv6
   with pytest.raises(UserError, match="no conv6 layer to copy.*new_conv6"):
     train.train_and_evaluate(tune, str(tmp_path / "no_conv6"), overridden=["model.extra_conv6"])
+
+
+# ----------------------------------------------------------------------------- a small folder
+
+def _colour_folder(root, per_class=(16, 4)):
+  """A 3-class folder of 60 RGB JPEGs (train 48, val 12): each class lifts one channel."""
+  from PIL import Image
+
+  rng = np.random.default_rng(0)
+  for split, n in zip(("train", "val"), per_class):
+    for c, name in enumerate(("red", "green", "blue")):
+      folder = root / split / name
+      folder.mkdir(parents=True)
+      for i in range(n):
+        image = rng.integers(0, 80, (40 + i, 50, 3), dtype=np.uint8)
+        image[..., c] += 150
+        Image.fromarray(image).save(folder / f"{i}.jpg")
+
+
+def _tool(module, *args):
+  import os
+  import subprocess
+  import sys
+
+  from conftest import ROOT
+
+  return subprocess.run([sys.executable, "-m", f"alexnet_jax.{module}", *map(str, args)],
+                        cwd=ROOT, capture_output=True, text=True, timeout=600,
+                        env={**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"})
+
+
+def test_a_small_folder_fine_tunes_in_one_try_with_the_readmes_command(straight_run, tmp_path):
+  """The README's small-dataset command on 60 RGB images: statistics computed at the start
+  (no data.stats first), `data.stats` with the same flags writes the source's form, a batch
+  larger than the training set is one line naming the flag, a fine-tuning config without a
+  source is refused, and `freeze_copied` keeps the copied layers. Mutations: the statistics
+  fallback for small folders removed -> red ('no dataset statistics'); cli not applying the
+  source's settings -> data.stats writes 256 x 256 statistics, red."""
+  source, _ = straight_run
+  _colour_folder(tmp_path / "folder")
+  flags = ["--config=configs/finetune.py", f"--config.init_from.workdir={source}",
+           "--config.model.num_classes=3", "--config.data.name=image_folder",
+           f"--config.data.data_dir={tmp_path}/folder"]
+  refused = _tool("main", *flags, f"--workdir={tmp_path}/big")
+  assert refused.returncode == 2 and "Traceback" not in refused.stderr
+  assert "error: data.batch_size 128 is larger than the 48 training images" in refused.stderr
+  assert "--config.data.batch_size to at most 48" in refused.stderr
+  alone = _tool("main", "--config=configs/finetune.py", f"--workdir={tmp_path}/none")
+  assert alone.returncode == 2 and "--config.init_from.workdir=DIR" in alone.stderr
+
+  small = [*flags, "--config.data.batch_size=16", "--config.optimizer.learning_rate=0.01",
+           "--config.num_epochs=2"]
+  tuned = _tool("main", *small, f"--workdir={tmp_path}/tuned")
+  assert tuned.returncode == 0, tuned.stderr[-3000:]
+  assert "computing them from the 48 training images" in refused.stderr + tuned.stderr
+  assert "trained to step 6 of 6" in tuned.stdout
+  stats = _tool("data.stats", *small, f"--output={tmp_path}/stats.npz")
+  assert stats.returncode == 0, stats.stderr[-3000:]
+  with np.load(tmp_path / "stats.npz") as f:
+    assert f["mean"].shape == (36, 36, 3)  # the source's stored form, not finetune.py's 256
+
+  frozen = _tool("main", *small, "--config.init_from.freeze_copied=True",
+                 f"--workdir={tmp_path}/frozen")
+  assert frozen.returncode == 0, frozen.stderr[-3000:]
+  before, after = inference.load(source).params, inference.load(str(tmp_path / "frozen")).params
+  for name in ("conv1", "conv3", "fc7"):
+    np.testing.assert_array_equal(jax.device_get(after[name]["kernel"]),
+                                  jax.device_get(before[name]["kernel"]))
+  assert after["fc8"]["kernel"].shape[-1] == 3

@@ -24,4 +24,5 @@ def get_config(variant: str = ""):
   config.optimizer.learning_rate = 0.001
   config.schedule.update(dict(kind="steps", drop_epochs=(10.0,)))
   config.num_epochs = 15.0
+  config.init_from.required = True
   return apply_variants(config, variant)

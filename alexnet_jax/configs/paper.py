@@ -119,9 +119,12 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # Fine-tuning (Table 2, "*"): start from a trained workdir's layers, new ones in new_layers.
   # The network and its input settings are the source's (finetune.inherit); a pixel scale, mean
   # or channel count given on the command line that differs is refused unless accepted here.
+  # `required`: a fine-tuning config (configs/finetune.py) refuses to start without a source;
+  # `freeze_copied`: the copied layers keep their values (ε 0), only `new_layers` learn.
   config.init_from = ml_collections.ConfigDict(dict(workdir="", step=0, best=False,
                                                     new_layers=("fc8",),
-                                                    accept_input_change=False))
+                                                    accept_input_change=False,
+                                                    required=False, freeze_copied=False))
   config.num_epochs = 90.0  # §5: "roughly 90 cycles through the training set"
   config.num_steps = 0  # > 0: the run's length in steps instead (Caffe's solver counts them)
   config.eval_every_epochs = 1.0

@@ -37,4 +37,5 @@ def get_config(variant: str = ""):
   config.schedule.events = RUN_146_2012_2011
   config.num_epochs = 53.0  # epoch 54: killed
   config.init_from.new_layers = ("fc8",)
+  config.init_from.required = True
   return apply_variants(config, variant)

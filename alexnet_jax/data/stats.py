@@ -171,16 +171,29 @@ def stored_images(split, size: int, channels: int, limit: int, batch: int = 256,
               .to_iter_dataset(read).map(lambda r: r["image"]).batch(batch))
 
 
+# A training set of at most this many image files without a statistics file has them computed
+# when a run starts (seconds), as in-memory datasets do; a larger one needs `data.stats`.
+COMPUTED_AT_START = 20_000
+
+
 def dataset_stats(data, train, channels: int) -> Stats:
   """The mean image and RGB PCA of the config's `data` section: computed for in-memory data,
-  else read from the stats file (`python -m alexnet_jax.data.stats`), else ImageNet's published
-  values with a warning. `data.mean='channel'` replaces the mean image by its channel means."""
+  else read from the stats file (`python -m alexnet_jax.data.stats`), else computed now and
+  written there for a small training set (`COMPUTED_AT_START`), else ImageNet's published values
+  with a warning (RGB only). `data.mean='channel'` replaces the mean image by its channel
+  means."""
   if not train.encoded:
     stats = compute(stored_images(train, data.image_size, channels, len(train), batch=4096))
   else:
     path = data.stats_file or getattr(train, "stats_path", "") or default_path(data)
     if os.path.exists(path) or data.stats_file:
       stats = Stats.load(path)
+    elif len(train) <= COMPUTED_AT_START:
+      logging.info("no dataset statistics at %s: computing them from the %d training images "
+                   "(written there for the next runs)", path, len(train))
+      stats = compute(stored_images(train, data.image_size, channels, len(train),
+                                    resize=data.resize), total=len(train))
+      stats.save(path)
     elif channels != 3:
       raise UserError(f"no dataset statistics at {path}: run `python -m alexnet_jax.data.stats "
                       "--config=...` first")
