@@ -274,10 +274,12 @@ def write_workdir(workdir: str, config, params: dict, mean_image: np.ndarray, *,
   """A workdir that inference, export and fine-tuning restore, from the network `config`
   describes with weights made elsewhere (`params` as the model's, each layer's kernel and bias
   stacked over the columns) and the mean image they expect; ImageNet's PCA lighting. Returns
-  the checkpoint's directory."""
+  the checkpoint's directory (a grey network: the first component alone)."""
   spec = models.AlexNetSpec.from_config(config.model)
   defaults = Stats.imagenet_defaults(int(config.data.image_size))
-  stats = Stats(mean_image, defaults.eigval, defaults.eigvec, 0)
+  channels = mean_image.shape[-1]
+  stats = Stats(mean_image, defaults.eigval[:channels],
+                defaults.eigvec if channels == 3 else np.ones((1, 1), np.float32), 0)
   names = (imagenet_class_names(spec.num_classes) if config.data.name == "imagenet2012"
            else tuple(str(i) for i in range(spec.num_classes)))
   meta = {"step": 0, "epoch": 0.0, "config": config.to_dict(), "class_names": list(names),

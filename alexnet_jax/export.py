@@ -23,6 +23,7 @@ caller must do, the class names).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -31,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from alexnet_jax import cli, inference, metrics, models
+from alexnet_jax import cli, inference, model_card, models
 from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.errors import UserError
 
@@ -56,8 +57,8 @@ def export(workdir: str, *, fmt: str, output: str, step: int | None = None,
     fn = inference_function(trained)
     (_to_onnx if fmt == "onnx" else _to_stablehlo)(fn, trained, output)
   card = output + ".md"
-  with open(card, "w", encoding="utf-8") as f:
-    f.write(model_card(trained, fmt, output))
+  with workdir_lib.output_file(card) as f:
+    f.write(model_card.model_card(trained, fmt, output, workdir))
   return {"format": fmt, "output": output, "model_card": card, "step": trained.step,
           "checkpoint": trained.path, "bytes": os.path.getsize(output)}
 
@@ -83,10 +84,12 @@ def inference_function(trained: inference.Trained):
 
 
 def _baked(trained: inference.Trained):
-  """What an exported network holds: (its spec, its parameters as NumPy arrays, the training
-  mean's centre patch [S, S, C] float32, the pixel scale)."""
-  spec = models.AlexNetSpec.from_config(trained.config.model)
-  params = jax.tree.map(np.asarray, jax.device_get(trained.params))
+  """What an exported network holds: (its spec, computing in float32 whatever the run's compute
+  dtype: ONNX Runtime has no bfloat16 convolutions; its parameters as float32 NumPy arrays, the
+  training mean's centre patch [S, S, C] float32, the pixel scale)."""
+  spec = dataclasses.replace(models.AlexNetSpec.from_config(trained.config.model),
+                             dtype="float32", param_dtype="float32")
+  params = jax.tree.map(lambda a: np.asarray(a, np.float32), jax.device_get(trained.params))
   size, stored = spec.input_size, trained.stats.mean.shape[0]
   top = (stored - size) // 2
   mean = np.asarray(trained.stats.mean[top:top + size, top:top + size], np.float32)
@@ -225,61 +228,6 @@ def torch_module(trained):
       return torch.softmax(logits, dim=-1), fc7
 
   return AlexNet().eval()
-
-
-def model_card(trained: inference.Trained, fmt: str, output: str) -> str:
-  """The model card (markdown) of an exported network."""
-  config, identity = trained.config, trained.identity
-  spec = models.AlexNetSpec.from_config(config.model)
-  m, d = config.model, config.data
-  stored = int(d.image_size)
-  resize = ("the shorter side rescaled to {0} and the central {0}x{0} kept".format(stored)
-            if d.resize == "shorter_side" else f"squashed to {stored}x{stored} (aspect ratio "
-            "ignored)")
-  lines = [f"# AlexNet ({os.path.basename(output)}, {fmt})", "",
-           "Krizhevsky, Sutskever & Hinton (2012), trained with alexnet_jax.", "",
-           "## Network", "",
-           f"* {spec.columns} column(s), convolutions {tuple(m.conv_features)}, fully connected "
-           f"{tuple(m.fc_features)}, {m.num_classes} classes"
-           + (", conv6 over pool5" + (" (both columns)" if m.conv6_across_columns else "")
-              if m.extra_conv6 else "") + ".",
-           f"* {sum(int(np.prod(np.shape(x))) for x in jax.tree.leaves(trained.params)):,} "
-           f"parameters; LRN {'on' if m.lrn else 'off'}, {m.activation}, dropout {m.dropout} "
-           f"({m.dropout_form} form).",
-           f"* Checkpoint: {trained.path} (step {trained.step}).",
-           "", "## Data", "",
-           f"* {identity.describe()}.",
-           f"* Mean subtracted: {'the mean image' if d.mean == 'pixel' else 'the per-channel mean'}"
-           f" ({'its centre patch' if d.mean_patch == 'centre' else 'at the crop'}); pixel "
-           f"scale {d.pixel_scale:g}.", "", "## Accuracy (the run's evaluation of this checkpoint)", ""]
-  lines += _accuracy_lines(os.path.dirname(os.path.dirname(trained.path)), trained.step)
-  lines += ["", "## Input a caller must prepare", "",
-            f"1. Decode the image to {'RGB' if m.in_channels == 3 else 'greyscale'}, 8 bits.",
-            f"2. §2's stored form: {resize}.",
-            f"3. Take the central {m.input_size}x{m.input_size} crop (the ten §4.1 crops, "
-            "averaged, for the ten-crop figures).",
-            f"4. Feed uint8 [N, {m.input_size}, {m.input_size}, {m.in_channels}] (channels "
-            "last). The model subtracts the mean and scales; it returns `probs` and `fc7`.",
-            "", "## Classes", "", "Label order (index: name):", ""]
-  lines += [f"{i}: {name}" for i, name in enumerate(trained.class_names)]
-  return "\n".join(lines) + "\n"
-
-
-def _accuracy_lines(workdir: str, step: int) -> list[str]:
-  """The evaluation of the exported checkpoint's step from the run's metrics (the last one,
-  said as such, when that step was not evaluated)."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  rows = metrics.read_metrics(path) if os.path.exists(path) else []
-  out = []
-  for split, said in metrics.EVALUATIONS.items():
-    evaluated = [r for r in rows if r["split"] == split]
-    at_step = [r for r in evaluated if r["step"] == step] or evaluated
-    if at_step:
-      r = at_step[-1]
-      note = "" if r["step"] == step else f"; the exported checkpoint is step {step}"
-      out.append(f"* {said}: top-1 {100 * (1 - r['top1_error']):.2f} %, top-5 "
-                 f"{100 * (1 - r['top5_error']):.2f} % accuracy (step {r['step']}{note}).")
-  return out or ["* not recorded (no metrics.jsonl beside the checkpoints)."]
 
 
 def main(argv):

@@ -14,8 +14,8 @@ import pytest
 
 from alexnet_jax import convert, export, inference, models
 from alexnet_jax.errors import UserError
-from tests.conftest import load_config
-from tests.test_convert import NARROW, random_caffe_weights, write_caffemodel
+from conftest import load_config
+from test_convert import NARROW, random_caffe_weights, write_caffemodel
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 HAS_ONNX = all(importlib.util.find_spec(m) for m in ("jax2onnx", "onnxruntime"))
@@ -146,8 +146,8 @@ def test_the_model_card_says_the_run_the_input_and_the_classes(straight_run, tmp
   assert (f"centre crop: top-1 {100 * (1 - at_best['top1_error']):.2f} %, top-5 "
           f"{100 * (1 - at_best['top5_error']):.2f} % accuracy (step {trained.step})") in card
   m, d = trained.config.model, trained.config.data
-  assert (f"2. §2's stored form: the shorter side rescaled to {d.image_size} and the central "
-          f"{d.image_size}x{d.image_size} kept") in card
+  assert f'def stored(path, size={d.image_size}, mode="RGB"):' in card
+  assert "Ten crops (§4.1, `predict --ten_crop`) are not this model's" in card  # mean at the crop
   assert f"uint8 [N, {m.input_size}, {m.input_size}, {m.in_channels}]" in card
   assert card.endswith("".join(f"{i}: {n}\n" for i, n in enumerate(trained.class_names)))
   assert f"(step {written['step']})" in card

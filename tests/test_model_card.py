@@ -1,0 +1,106 @@
+"""The model card: its Python block, run in a fresh process without alexnet_jax (Pillow, NumPy
+and ONNX Runtime only) on JPEGs and PNGs, gives `predict`'s probabilities, for the embedded
+default's form (Fashion-MNIST: 28x28 grey padded to 32, 28 crops), the paper's (shorter side to
+256, 224 crops) and a converted Caffe workdir's (squashed to 227+)."""
+
+import importlib.util
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alexnet_jax import convert, export, inference, models
+from conftest import load_config
+from test_export import caffe_workdir, paper_geometry_workdir
+
+HAS_ONNX = all(importlib.util.find_spec(m) for m in ("jax2onnx", "onnxruntime"))
+
+RUNNER = r"""
+import json, sys
+import numpy as np
+import onnxruntime
+job = json.load(open(sys.argv[1]))
+namespace = {}
+exec(open(job["card_code"]).read(), namespace)
+crops = np.stack([namespace["preprocess"](p) for p in job["images"]])
+session = onnxruntime.InferenceSession(job["model"], providers=["CPUExecutionProvider"])
+probs, _ = session.run(["probs", "fc7"], {"crops": crops})
+np.save(job["out"], probs)
+print(json.dumps({"imported": sorted(m for m in sys.modules if m.startswith("alexnet_jax"))}))
+"""
+
+
+def fashion_workdir(path: str) -> str:
+  """configs/fashion_mnist.py's network with random He weights (softmax not saturated)."""
+  config = load_config("fashion_mnist")
+  _, abstract = models.abstract_model(config.model)
+  rng = np.random.default_rng(2)
+
+  def weight(path_, leaf):
+    if path_[-1].key == "bias":
+      return rng.normal(0, 0.1, leaf.shape).astype(np.float32)
+    gain = 4.0 if path_[0].key == "fc8" else math.sqrt(2)
+    return rng.normal(0, gain / math.sqrt(math.prod(leaf.shape[1:-1])), leaf.shape).astype(
+        np.float32)
+
+  import jax
+
+  params = jax.tree_util.tree_map_with_path(weight, abstract)
+  mean = rng.uniform(20, 90, (32, 32, 1)).astype(np.float32)
+  convert.write_workdir(path, config, params, mean, converted_from=path)
+  return path
+
+
+def _images(folder):
+  """JPEGs large enough for the reduced-scale decode (colour, grey, non-square), PNGs small and
+  large, RGBA and 16-bit: what users feed."""
+  rng = np.random.default_rng(5)
+  smooth = lambda h, w: np.clip(np.cumsum(rng.normal(0, 6, (h, w, 3)), axis=1) + 128, 0,
+                                255).astype(np.uint8)
+  os.makedirs(folder)
+  Image.fromarray(smooth(560, 700)).save(f"{folder}/wide.jpg", quality=90)
+  Image.fromarray(smooth(900, 600)).save(f"{folder}/tall.jpg", quality=85)
+  Image.fromarray(smooth(300, 300)[..., 0]).save(f"{folder}/grey.jpg")
+  Image.fromarray(smooth(120, 80)).save(f"{folder}/small.png")
+  Image.fromarray(np.dstack([smooth(260, 300), np.full((260, 300), 200, np.uint8)])).save(
+      f"{folder}/alpha.png")
+  Image.fromarray((smooth(64, 90)[..., 0].astype(np.uint16) * 257)).save(f"{folder}/wide16.png")
+  return sorted(os.path.join(folder, n) for n in os.listdir(folder))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_ONNX, reason="needs the export extra (jax2onnx, onnxruntime)")
+def test_the_cards_preprocessing_and_the_onnx_model_give_predicts_probabilities(tmp_path):
+  """Mutations: the card's `draft` line dropped (a full JPEG decode) -> red on the JPEGs; its
+  resize filter BILINEAR -> BICUBIC -> red; Fashion-MNIST's 28x28 read as 32x32 (the card's
+  old advice) -> red."""
+  paths = _images(str(tmp_path / "images"))
+  for name, workdir in (("fashion", fashion_workdir(str(tmp_path / "fashion"))),
+                        ("paper", paper_geometry_workdir(str(tmp_path / "paper"))),
+                        ("caffe", caffe_workdir(str(tmp_path / "caffe"), tmp_path))):
+    trained = inference.load(workdir)
+    good, stored, bad = trained.read_images(paths)
+    assert not bad and good == paths
+    want = trained.predict(stored)["probs"]
+    assert 0.2 < want.max() < 0.999, name  # neither uniform nor saturated
+    model = str(tmp_path / f"{name}.onnx")
+    export.export(workdir, fmt="onnx", output=model)
+    card = open(model + ".md", encoding="utf-8").read()
+    code = re.search(r"```python\n(.*?)```", card, re.S).group(1)
+    (tmp_path / f"{name}_card.py").write_text(code)
+    job = {"card_code": str(tmp_path / f"{name}_card.py"), "images": paths, "model": model,
+           "out": str(tmp_path / f"{name}_probs.npy")}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    (tmp_path / "runner.py").write_text(RUNNER)
+    result = subprocess.run([sys.executable, "runner.py", "job.json"], cwd=tmp_path,
+                            capture_output=True, text=True,
+                            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"imported": []}
+    np.testing.assert_allclose(np.load(job["out"]), want, atol=1e-4, err_msg=name)
