@@ -39,11 +39,14 @@ def colour_specificity(kernel: np.ndarray) -> list[float]:
   return [float(c) for c in chroma.mean(axis=(1, 2, 3))]
 
 
+TITLE_PIXELS = 18  # the block titles' font size
+
+
 def draw_kernels(path: str, kernel: np.ndarray, per_row: int = 8,
                  chroma: list[float | None] | None = None) -> tuple[int, int]:
   """Kernels as tiles, one block per column under a title naming the column (the paper's GPU)
   and its mean chroma; returns the PNG size."""
-  from PIL import Image, ImageDraw
+  from PIL import Image, ImageDraw, ImageFont
 
   k = normalised_kernels(kernel)
   columns, count, size = k.shape[0], k.shape[1], k.shape[2]
@@ -59,7 +62,8 @@ def draw_kernels(path: str, kernel: np.ndarray, per_row: int = 8,
   scale = max(1, 256 // size)
   tiles = Image.fromarray((canvas * 255).round().astype(np.uint8))
   tiles = tiles.resize((tiles.width * scale, tiles.height * scale), Image.NEAREST)
-  header = 16  # a line of text above each block
+  font = ImageFont.load_default(size=TITLE_PIXELS)
+  header = TITLE_PIXELS + 10  # a line of text above each block
   image = Image.new("RGB", (tiles.width, tiles.height + columns * header), "white")
   draw = ImageDraw.Draw(image)
   block = (rows * tile + gap) * scale
@@ -68,9 +72,11 @@ def draw_kernels(path: str, kernel: np.ndarray, per_row: int = 8,
     image.paste(tiles.crop((0, c * block, tiles.width, min(c * block + rows * tile * scale,
                                                             tiles.height))), (0, top + header))
     score = chroma[c] if chroma else None
-    draw.text((2, top + 2), f"column {c} (GPU {c + 1}): {count} kernels"
-              + (f", mean chroma {score:.3f}" if score is not None else ""), fill="black")
-  image.save(path)
+    draw.text((4, top + 4), f"column {c} (GPU {c + 1}): {count} kernels"
+              + (f", mean chroma {score:.3f}" if score is not None else ""), fill="black",
+              font=font)
+  with workdir_lib.output_file(path, "wb") as f:
+    image.save(f, format="JPEG" if path.lower().endswith(".jpg") else "PNG")
   return image.size
 
 

@@ -19,5 +19,11 @@ def test_kernels_figure_and_colour_specificity(straight_run, tmp_path, capsys):
   visualize.kernels_figure(workdir, output=str(out))
   lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
   assert len(lines) == 2 and '"kernels": 16' in lines[0]
+  header = visualize.TITLE_PIXELS + 10
   with Image.open(out) as png:  # 2 blocks of 2 rows x 8 kernels of 5+1 px and a gap, x51,
-    assert png.size == (8 * 6 * 51, (2 * 2 * 6 + 5) * 51 + 2 * 16)  # each under a 16-px title
+    assert png.size == (8 * 6 * 51, (2 * 2 * 6 + 5) * 51 + 2 * header)  # each under a title
+    title = np.asarray(png.convert("L"))[:header]
+  # The title is legible: its letters span at least 12 pixel rows (the default bitmap font's
+  # were 8 tall on a 2,448-pixel-wide figure). Mutation: the font size dropped -> red.
+  inked = np.flatnonzero((title < 128).any(axis=1))
+  assert inked.size and inked[-1] - inked[0] + 1 >= 12
