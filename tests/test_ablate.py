@@ -44,7 +44,10 @@ def test_a_study_gives_a_table_and_a_plot_stops_at_an_interrupted_run_and_refuse
   assert "lrn seed 0 in " in runs[1]
   lines = table.splitlines()
   assert lines[2].startswith("| variant |") and len(lines) == 7
-  assert "| lrn | §3.3 | 1 |" in table and "+1.40" in table  # the paper's LRN delta
+  # What each variant removes, its one seed without a ± 0.00 spread, and the paper's LRN delta.
+  # Mutations: the table's first column back to the variant's key -> red ('| lrn |'); the
+  # spread printed for one seed -> red.
+  assert "| no LRN | §3.3 | 1 |" in table and "+1.40" in table and " ± " not in lines[-1]
   with open(os.path.join(workdir, "ablations.csv"), newline="") as f:
     rows = list(csv.DictReader(f))
   assert [r["variant"] for r in rows] == ["baseline", "lrn", "pca_lighting"]
