@@ -12,7 +12,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from alexnet_jax import configuration, xla_flags
+from alexnet_jax import configuration, validation, xla_flags
 from alexnet_jax.errors import UserError, first_line
 
 
@@ -21,7 +21,7 @@ def run(main: Callable[[list[str]], None], *, required_flags: tuple[str, ...] = 
   """`absl.app.run(main)` for a tool: the process-wide XLA settings before jax starts
   (`xla_flags.configure`), flags parsed, unexpected arguments refused (unless `positional`:
   the tool reads them), INFO logging of this project's lines, a `--config` validated
-  (`configuration.validate`), then `main(argv)`. Bad flags, a config that does not load or
+  (`validation.validate`), then `main(argv)`. Bad flags, a config that does not load or
   validate, a `UserError` and Ctrl-C each end in one line (status 2; 130 for Ctrl-C)."""
   xla_flags.configure()
   sys.unraisablehook = _unraisable
@@ -36,7 +36,7 @@ def run(main: Callable[[list[str]], None], *, required_flags: tuple[str, ...] = 
       _log_our_info()
       if "config" in flags.FLAGS and isinstance(flags.FLAGS["config"].value,
                                                 ml_collections.ConfigDict):
-        configuration.validate(flags.FLAGS.config)
+        validation.validate(flags.FLAGS.config)
         _take_the_sources_settings(flags.FLAGS.config)
       main(argv)
     except UserError as e:

@@ -1,13 +1,12 @@
-"""Configs: the one loader, the one validation pass, and the one table of named variants (the
-paper's ablations among them).
+"""Configs: the one loader and the one table of named variants (the paper's ablations among
+them).
 
 A config file defines `get_config(variant: str = "") -> ConfigDict`; `configs/paper.py` holds
 every default once and the other configs import it and change a few fields. Named variants
 combine after a colon, `configs/paper.py:no_lrn,one_column`; each config applies them last, so
 that none of its own changes undoes one. `load` is what `--config=...` does on the command line
 (ml_collections' `config_flags`), for code: the training entry point, `ablate` and the tests
-read configs the same way. `validate` checks a loaded config once, each section by the
-validator of the module that owns it; `cli.run` and `train.train_and_evaluate` call it.
+read configs the same way. `alexnet_jax.validation` checks a loaded config once.
 """
 
 from __future__ import annotations
@@ -139,38 +138,3 @@ def load_error(e: BaseException, overrides: Sequence[str] | None = None) -> str 
     among = f" among {', '.join(overrides) or '(none)'}" if overrides is not None else ""
     return f"bad config override{among}: {what}"
   return None
-
-
-def validate(config: ml_collections.ConfigDict) -> None:
-  """The one validation pass of a loaded config: each section by its owner's validator, the
-  run's own fields here. Raises `UserError` (one line) for the first value that cannot work."""
-  from alexnet_jax import checkpoint, finetune, models, optim, schedule, sharding, step_metrics
-  from alexnet_jax.data import pipeline
-
-  models.AlexNetSpec.from_config(config.model)
-  sharding.validate(config.mesh)
-  pipeline.validate(config.data)
-  optim.validate(config.optimizer)
-  schedule.validate(config.schedule, config.optimizer)
-  finetune.validate(config.init_from)
-  checkpoint.validate(config.checkpoint)
-  step_metrics.validate(config.divergence)
-  _validate_run(config)
-
-
-def _validate_run(config) -> None:
-  """The run's own fields: seed, length, evaluation, logging and stall-check cadence."""
-  if not isinstance(config.seed, int) or config.seed < 0:
-    raise UserError(f"seed must be an integer >= 0, got {config.seed}")
-  for name in ("num_epochs", "eval_every_epochs"):
-    if not config[name] > 0:  # NaN fails too
-      raise UserError(f"{name} must be positive, got {config[name]}")
-  if not isinstance(config.num_steps, int) or config.num_steps < 0:
-    raise UserError(f"num_steps must be an integer >= 0 (0: num_epochs decides), got "
-                    f"{config.num_steps}")
-  for name in ("log_every_steps", "stats_every_steps"):
-    if config[name] < 1:
-      raise UserError(f"{name} must be >= 1, got {config[name]}")
-  if config.stall.check_steps < 0 or not config.stall.band >= 0:
-    raise UserError(f"stall.check_steps and stall.band must be >= 0, got "
-                    f"{config.stall.check_steps} and {config.stall.band}")

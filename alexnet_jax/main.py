@@ -17,7 +17,8 @@ def main(argv):
   if distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id):
     if jax.process_index() != 0:  # one process reports; the others only warn
       logging.set_verbosity(logging.WARNING)
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir, overridden=cli.config_overrides())
+  train.train_and_evaluate(FLAGS.config, FLAGS.workdir, overridden=cli.config_overrides(),
+                           validated=True)  # cli.run has
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
-from alexnet_jax import checkpoint, checkpoint_meta, configuration, finetune, metrics
+from alexnet_jax import checkpoint, checkpoint_meta, finetune, metrics, validation
 from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.data.pipeline import build_input, position_train_iterator
 from alexnet_jax.data.stats import Stats
@@ -92,13 +92,16 @@ def evaluate(eval_step, params, mean, input_, sharding, *, ten_crop: bool) -> di
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        setup: Callable = setup_train,
-                       overridden: Iterable[str] | None = None) -> RunResult:
+                       overridden: Iterable[str] | None = None,
+                       validated: bool = False) -> RunResult:
   """Trains `config` in `workdir` (resuming from its checkpoints). The workdir is locked for
   the run (process 0 holds the lock of a multi-process run). `setup` builds the state and
   steps (`train_setup.setup_train`; the loop benchmark passes one with a trivial step).
   `overridden`: the config fields given on the command line, which fine-tuning keeps
-  (`finetune.inherit`; None: none)."""
-  configuration.validate(config)
+  (`finetune.inherit`; None: none). `validated`: the caller has run `validation.validate`
+  (the command line has)."""
+  if not validated:
+    validation.validate(config)
   workdir = workdir_lib.prepare(workdir)
   lock = workdir_lib.Lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
   with lock:

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from alexnet_jax import configuration, train
+from alexnet_jax import configuration, train, validation
 from alexnet_jax.errors import UserError
 from conftest import ROOT, load_config, small_config
 
@@ -45,7 +45,7 @@ def test_settings_that_cannot_work_are_refused_before_anything_runs(tmp_path, fi
   section, _, name = field.rpartition(".")
   (config[section] if section else config)[name] = value
   with pytest.raises(UserError, match=message):
-    configuration.validate(config)
+    validation.validate(config)
   with pytest.raises(UserError, match=message):
     train.train_and_evaluate(config, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run")
@@ -55,7 +55,7 @@ def test_every_shipped_config_and_variant_validates():
   for name in sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "configs"))
                      if f.endswith(".py") and not f.startswith("_")):
     for variant in ("", *configuration.VARIANTS):
-      configuration.validate(load_config(name, variant))
+      validation.validate(load_config(name, variant))
 
 
 def test_a_config_that_does_not_load_or_a_bad_override_is_one_line():

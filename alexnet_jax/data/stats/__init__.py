@@ -1,9 +1,8 @@
 """Training-set statistics for §2 and §4.1: the per-pixel mean image and the PCA of RGB values.
 
-`python -m alexnet_jax.data.stats --config=configs/paper.py` streams the training split
-(bounded memory: running sums in float64), writes `<data_dir>/alexnet_jax_stats/<name>-<size>.npz`
-(or `--config.data.stats_file`) and prints the result; training loads it. Files are plain
-`.npz` arrays, loaded with `allow_pickle=False`.
+`python -m alexnet_jax.data.stats` (`__main__.py`) streams the training split (bounded memory:
+running sums in float64) and writes them (`write_statistics`); training loads them. Files are
+plain `.npz` arrays, loaded with `allow_pickle=False`.
 
 PCA lighting (§4.1) adds Σ_i p_i α_i λ_i to every pixel. The eigenvalues of the covariance of
 0-255 RGB values are in squared grey levels (ImageNet's largest is above ten thousand), so, as
@@ -23,9 +22,8 @@ from typing import Iterator
 
 import grain
 import numpy as np
-from absl import flags, logging
+from absl import logging
 
-from alexnet_jax import cli
 from alexnet_jax.data import images, sources
 from alexnet_jax.data.identity import stats_fingerprint
 from alexnet_jax.errors import UserError
@@ -208,14 +206,6 @@ def dataset_stats(data, train, channels: int) -> Stats:
   return stats.channel_mean() if data.mean == "channel" else stats
 
 
-def main(argv):
-  del argv
-  FLAGS = flags.FLAGS
-  config = FLAGS.config
-  write_statistics(config.data, config.model.in_channels, config.model.num_classes,
-                   output=FLAGS.output, max_images=FLAGS.max_images)
-
-
 def write_statistics(data, channels: int, num_classes: int, *, output: str = "",
                      max_images: int = 0) -> Stats:
   """Computes the statistics of the training split of `data` (the first `max_images` when > 0),
@@ -242,12 +232,3 @@ def write_statistics(data, channels: int, num_classes: int, *, output: str = "",
     print("  " + " ".join(f"{v:+.4f}" for v in row))
   print(f"written: {path}")
   return stats
-
-
-if __name__ == "__main__":
-  from ml_collections import config_flags
-
-  config_flags.DEFINE_config_file("config", None, "training configuration file", lock_config=True)
-  flags.DEFINE_string("output", "", "where to write the .npz (default: next to the data)")
-  flags.DEFINE_integer("max_images", 0, "use the first N training images (0: all of them)")
-  cli.run(main, required_flags=["config"])

@@ -5,7 +5,7 @@ shards, with the training set's mean image and RGB PCA computed in the same pass
 
     python -m alexnet_jax.data.prepare --config=configs/paper.py --config.data.data_dir=DIR
 
-reads the dataset `data` names from its originals (TFDS ImageNet or an ImageFolder tree) and
+(`__main__.py`) reads the dataset `data` names from its originals (TFDS ImageNet or an ImageFolder tree) and
 writes `<store>/` (`sources.store_dir`: next to the data, in a folder named by the stored form,
 unless `data.prepared_dir` says where):
 
@@ -300,30 +300,3 @@ def _finish(store, sidecars, counts, dataset, form) -> dict:
   logging.info("%s: %d train and %d val images, %d unreadable (report.json)", store,
                manifest["records"]["train"], manifest["records"]["val"], len(bad))
   return manifest
-
-
-def main(argv):
-  from absl import flags
-
-  del argv
-  FLAGS = flags.FLAGS
-  config = FLAGS.config
-  manifest = prepare(config.data, channels=config.model.in_channels,
-                     num_classes=config.model.num_classes, shard_size=FLAGS.shard_size,
-                     workers=FLAGS.workers)
-  summary = {k: manifest[k] for k in ("records", "unreadable", "form")}
-  print(json.dumps({"store": sources.store_dir(config.data), **summary}, ensure_ascii=False))
-
-
-if __name__ == "__main__":
-  from absl import flags
-  from ml_collections import config_flags
-
-  from alexnet_jax import cli
-
-  config_flags.DEFINE_config_file("config", None, "training configuration file (its data "
-                                  "section: the dataset, the stored form, prepared_quality and "
-                                  "prepared_chroma)", lock_config=True)
-  flags.DEFINE_integer("shard_size", 1024, "images per array_record shard")
-  flags.DEFINE_integer("workers", 0, "processes (0: one per CPU core; 1: this process only)")
-  cli.run(main, required_flags=["config"])
