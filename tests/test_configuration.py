@@ -55,7 +55,12 @@ def test_every_shipped_config_and_variant_validates():
   for name in sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "configs"))
                      if f.endswith(".py") and not f.startswith("_")):
     for variant in ("", *configuration.VARIANTS):
-      validation.validate(load_config(name, variant))
+      config = load_config(name, variant)
+      if config.init_from.required:  # a fine-tuning config: refused without its source
+        with pytest.raises(UserError, match="--config.init_from.workdir=DIR"):
+          validation.validate(config)
+        config.init_from.workdir = "/a/trained/workdir"
+      validation.validate(config)
 
 
 def test_a_config_that_does_not_load_or_a_bad_override_is_one_line():
