@@ -309,8 +309,11 @@ def write_converted(workdir: str, params: dict, meta: dict, step: int = 0) -> st
   with the parameters as the state's 'params' (what inference and fine-tuning restore) and the
   meta; refuses a workdir that holds checkpoints already. Returns the step directory."""
   root = os.path.join(os.path.abspath(workdir), LATEST)
-  if _complete_steps(root):
-    raise UserError(f"{root} holds checkpoints already: convert into a new --workdir")
+  found = [n for n in (LATEST, BEST, "metrics.jsonl", "data_stats.npz")
+           if os.path.exists(os.path.join(os.path.abspath(workdir), n))]
+  if found:
+    raise UserError(f"{os.path.abspath(workdir)} holds a run already ({', '.join(found)}): "
+                    "convert into a new --workdir")
   manager = ocp.CheckpointManager(root, item_names=(STATE, META),
                                   options=ocp.CheckpointManagerOptions(create=True))
   try:

@@ -233,6 +233,8 @@ def read_mean(path: str, size: int) -> np.ndarray:
   if image is None or image.shape != (3, size, size):
     raise UserError(f"{path} holds a blob of shape {tuple(blob.shape)}, not 1 x 3 x {size} x "
                     f"{size}")
+  if not np.isfinite(image).all():
+    raise UserError(f"{path} holds a mean image that is not finite (NaN or infinity)")
   return np.ascontiguousarray(image[::-1].transpose(1, 2, 0), np.float32)
 
 

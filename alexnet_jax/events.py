@@ -90,6 +90,10 @@ def validate(lines) -> None:
   if not events or events[0].at != 0:
     raise UserError("schedule.events must start with an event at 0 ('epoch 0: epsW=... "
                     "epsB=...')")
+  for before, after in zip(events, events[1:]):
+    if before.unit == after.unit and not after.at > before.at:
+      raise UserError(f"schedule.events: {after.line!r} is listed after {before.line!r}: list "
+                      "the events in time order, one line for each time")
   given = {(layer, kind) for layer, kind, _ in events[0].rates}
   if not {(None, "kernel"), (None, "bias")} <= given:
     raise UserError(f"schedule.events: the first event ({events[0].line!r}) must give epsW= and "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 from typing import Iterable
 
 import grain
@@ -81,9 +82,12 @@ class Trained:
 
   def read_image(self, path: str) -> np.ndarray:
     """An image file in the stored form of the training data (uint8 [S, S, c]); raises
-    OSError or `UnreadableImage`."""
+    OSError or `UnreadableImage`. Only a regular file is opened (a FIFO would block), and no
+    more of it is read than training reads of one image (`images.MAX_FILE_BYTES`)."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+      raise image_files.UnreadableImage("not a regular file")
     with open(path, "rb") as f:
-      return self._decode(f.read())
+      return self._decode(f.read(image_files.MAX_FILE_BYTES + 1))
 
   def read_images(self, paths: Iterable[str]) -> tuple[list[str], np.ndarray, list[str]]:
     """(readable paths, their uint8 stored-size images, messages for the unreadable ones)."""
@@ -155,9 +159,15 @@ def split_labels(split) -> np.ndarray:
 
 
 def images_under(folder: str) -> list[str]:
-  """Every image file below `folder`, sorted (a one-line error when there is none)."""
-  paths = [os.path.join(d, f) for d, _, files in os.walk(folder) for f in files
+  """Every image file below `folder`, sorted (a one-line error when there is none); entries
+  with an image's name that are not regular files (FIFOs, devices, sockets) are skipped and
+  counted in one warning."""
+  named = [os.path.join(d, f) for d, _, files in os.walk(folder) for f in files
            if f.lower().endswith(sources.IMAGE_EXTENSIONS)]
+  paths = [p for p in named if os.path.isfile(p)]
+  if len(paths) < len(named):
+    logging.warning("%s: skipped %d entries with an image's name that are not regular files "
+                    "(FIFOs, devices, sockets, broken links)", folder, len(named) - len(paths))
   if not paths:
     raise UserError(f"no images under {folder}")
   return sorted(paths)

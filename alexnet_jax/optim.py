@@ -33,9 +33,10 @@ def validate(optimizer_config) -> None:
   opt = optimizer_config
   if not opt.learning_rate > 0 or not math.isfinite(opt.learning_rate):
     raise UserError(f"optimizer.learning_rate must be positive, got {opt.learning_rate}")
-  if not (opt.momentum >= 0 and opt.weight_decay >= 0):
-    raise UserError(f"optimizer.momentum ({opt.momentum}) and optimizer.weight_decay "
-                    f"({opt.weight_decay}) must be >= 0")
+  if not 0 <= opt.momentum < 1:  # at 1 or above the velocity never decays
+    raise UserError(f"optimizer.momentum must be in [0, 1), got {opt.momentum}")
+  if not (opt.weight_decay >= 0 and math.isfinite(opt.weight_decay)):
+    raise UserError(f"optimizer.weight_decay must be >= 0, got {opt.weight_decay}")
   if opt.decay_on not in DECAY_ON:
     raise UserError(f"optimizer.decay_on must be one of {', '.join(DECAY_ON)}, got "
                     f"{opt.decay_on!r}")

@@ -92,6 +92,17 @@ class LearningRateSchedule:
                              for e in c.drop_epochs)
     self.events = events_lib.parse(c.events) if self.kind == "recorded" else []
     self.event_steps = [e.steps_done(self.num_train, self.batch_size) for e in self.events]
+    for i in range(1, len(self.events)):
+      if not self.event_steps[i] > self.event_steps[i - 1]:
+        raise UserError(f"schedule.events: {self.events[i].line!r} takes effect at step "
+                        f"{self.event_steps[i]}, not after {self.events[i - 1].line!r} (step "
+                        f"{self.event_steps[i - 1]}): list the events in time order, one line "
+                        "for each step")
+    missing = sorted({layer for e in self.events for layer, _, _ in e.rates
+                      if layer is not None and layer not in self.params})
+    if missing:
+      raise UserError(f"schedule.events set rates of {', '.join(missing)}, which this network "
+                      f"does not have (its layers: {', '.join(self.params)})")
     self.state = ScheduleState(learning_rate=self.base)
     self._applied = None  # (rates, their device arrays) last given by `rates_on`
     if self.kind == "recorded":

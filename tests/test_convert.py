@@ -222,8 +222,21 @@ def test_a_converted_workdir_predicts_and_fine_tunes_like_a_trained_one(tmp_path
   write_caffemodel(path, weights, v1=False)
   workdir = str(tmp_path / "converted")
   convert.convert_caffe(path, workdir, config)
-  with pytest.raises(UserError, match="holds checkpoints already"):
+  with pytest.raises(UserError, match="holds a run already"):
     convert.convert_caffe(path, workdir, config)
+  # A trained workdir that kept only best/ (and its statistics) is refused as well: converting
+  # into it overwrote data_stats.npz and left its model unusable. Mutation: the check back to
+  # checkpoints/ alone -> red.
+  import shutil
+
+  kept_best = tmp_path / "kept_best"
+  kept_best.mkdir()
+  shutil.copytree(f"{workdir}/checkpoints", kept_best / "best")
+  shutil.copy(f"{workdir}/data_stats.npz", kept_best / "data_stats.npz")
+  before = (kept_best / "data_stats.npz").read_bytes()
+  with pytest.raises(UserError, match=r"holds a run already \(best, data_stats.npz\)"):
+    convert.convert_caffe(path, str(kept_best), config)
+  assert (kept_best / "data_stats.npz").read_bytes() == before
   photo = tmp_path / "wide.png"  # 3:1, squashed to 110x110 as Caffe's database was
   Image.fromarray(np.random.default_rng(3).integers(0, 255, (60, 180, 3), np.uint8)).save(photo)
   assert predict.predict_files(workdir, [str(photo)]) == 0
@@ -264,3 +277,14 @@ def test_squash_resizes_ignoring_the_aspect_ratio_and_lrn_across_columns_needs_o
   config = load_config("caffe_alexnet", "", NARROW)
   with pytest.raises(UserError, match="lrn_across_columns .*--config.mesh.model=1"):
     models.create_model(config.model, mesh=make_mesh(data=4, model=2))
+
+
+def test_a_mean_image_that_is_not_finite_is_refused(tmp_path):
+  """A caffemodel's mean of NaN converted, and predict printed NaN probabilities with exit 0.
+  Mutation: the finiteness check in read_mean dropped -> red."""
+  size = 6
+  blob = np.full((1, 3, size, size), np.nan, np.float32)
+  shape = _field(7, 2, _field(1, 2, b"".join(_varint(d) for d in blob.shape)))
+  (tmp_path / "mean.binaryproto").write_bytes(shape + _field(5, 2, blob.astype("<f4").tobytes()))
+  with pytest.raises(UserError, match="not finite"):
+    convert.read_mean(str(tmp_path / "mean.binaryproto"), size)

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from alexnet_jax import optim
 
@@ -115,3 +116,23 @@ def test_a_parameter_with_rate_zero_is_frozen_velocity_and_all():
   assert float(updates["fc8"]["kernel"][0]) < -0.1  # the other layer keeps its momentum
   updates, _ = tx.update(grads, state, params, learning_rates=moving)
   np.testing.assert_allclose(updates["conv1"]["kernel"], 0.9 * -0.1 - 0.1)  # continues
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("momentum", 1.5, r"momentum must be in \[0, 1\), got 1.5"),
+    ("momentum", 1.0, r"momentum must be in \[0, 1\)"),
+    ("momentum", -0.1, r"momentum must be in \[0, 1\)"),
+    ("weight_decay", float("inf"), "weight_decay must be >= 0"),
+])
+def test_optimizer_settings_that_cannot_train_are_one_line(field, value, message):
+  """momentum=1.5 was accepted (its velocity grows without bound). Mutation: the upper bound
+  dropped -> red."""
+  from conftest import load_config
+
+  from alexnet_jax import optim
+  from alexnet_jax.errors import UserError
+
+  config = load_config("tiny")
+  config.optimizer[field] = value
+  with pytest.raises(UserError, match=message):
+    optim.validate(config.optimizer)

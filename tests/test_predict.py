@@ -68,3 +68,54 @@ def test_an_image_the_model_sees_otherwise_than_it_looks_is_said(tmp_path):
   assert "90x30 squashed to 32x32" in predict._how_it_is_seen(str(wide), model(3, "squash"))
   assert predict._how_it_is_seen(str(wide), model(3, "shorter_side")) is None
   assert predict._how_it_is_seen(str(square), model(1, "squash")) is None
+
+
+def test_a_fifo_or_an_oversized_file_never_blocks_or_is_read_whole(straight_run, tmp_path,
+                                                                   capsys):
+  """A FIFO named *.jpg in a folder blocked predict forever; a file beyond training's limit on
+  one image was read whole. Mutations: the regular-file filter dropped from images_under -> red;
+  read_image reading the whole file -> red."""
+  import os
+
+  from alexnet_jax import inference
+  from alexnet_jax.data import images
+
+  workdir, _ = straight_run
+  folder = tmp_path / "images"
+  paths = sample_images(str(folder), n=2)
+  os.mkfifo(folder / "x" / "pipe.jpg")
+  assert inference.images_under(str(folder)) == sorted(paths)
+  trained = inference.load(workdir)
+  with pytest.raises(images.UnreadableImage, match="not a regular file"):
+    trained.read_image(str(folder / "x" / "pipe.jpg"))
+  big = tmp_path / "big.png"
+  with open(big, "wb") as f:
+    f.truncate(images.MAX_FILE_BYTES + 10)
+  read = []
+  real_open = open
+
+  class Counting:
+    def __init__(self, f):
+      self.f = f
+
+    def __enter__(self):
+      return self
+
+    def __exit__(self, *exc):
+      self.f.close()
+
+    def read(self, n=-1):
+      data = self.f.read(n)
+      read.append(len(data))
+      return data
+
+  import builtins
+
+  builtins.open, previous = (lambda p, m="r", *a, **k: Counting(real_open(p, m, *a, **k))
+                             if str(p) == str(big) else real_open(p, m, *a, **k)), builtins.open
+  try:
+    with pytest.raises(images.UnreadableImage, match="more than"):
+      trained.read_image(str(big))
+  finally:
+    builtins.open = previous
+  assert read == [images.MAX_FILE_BYTES + 1]

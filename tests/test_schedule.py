@@ -129,6 +129,17 @@ def test_a_recorded_schedule_replays_its_events_at_their_steps():
     (dict(kind="recorded", events=("epoch 0: epsW=0.01 epsB=0.02", "epoch 3: conv9.epsW=0")),
      "unknown setting 'conv9.epsW'"),
     (dict(kind="recorded", events=("at 0: epsW=0.01 epsB=0.02",)), "is not 'epoch E"),
+    # Out of time order or twice at one time: they fired by list position ('epoch 2' at 1).
+    (dict(kind="recorded", events=("epoch 0: epsW=0.01 epsB=0.02", "epoch 2: epsW=0.001",
+                                   "epoch 1: epsW=0.0001")), "is listed after 'epoch 2"),
+    (dict(kind="recorded", events=("epoch 0: epsW=0.01 epsB=0.02", "epoch 1: epsW=0.001",
+                                   "epoch 1: conv1.epsW=0")), "is listed after 'epoch 1"),
+    # Across units: epoch 1 of 40 images in batches of 10 is step 4.
+    (dict(kind="recorded", events=("epoch 0: epsW=0.01 epsB=0.02", "epoch 1: epsW=0.001",
+                                   "step 3: epsW=0.0001")), "takes effect at step 3, not after"),
+    # A layer this network lacks (LAYERS: conv1, conv2, fc8) was ignored.
+    (dict(kind="recorded", events=("epoch 0: epsW=0.01 epsB=0.02", "epoch 1: conv6.epsW=0")),
+     "rates of conv6, which this network does not have"),
 ])
 def test_an_invalid_schedule_is_a_one_line_error(kw, message):
   with pytest.raises(UserError, match=message):

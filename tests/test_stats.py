@@ -61,3 +61,18 @@ def test_statistics_command_writes_a_file_that_training_loads(tmp_path, capsys):
     f.truncate(100)
   with pytest.raises(UserError, match="cannot read the dataset statistics"):
     build_input(config)
+
+
+def test_statistics_that_are_not_finite_are_refused(tmp_path):
+  """Mutation: the finiteness check in Stats.load dropped -> red."""
+  import numpy as np
+  import pytest
+
+  from alexnet_jax.data.stats import Stats
+  from alexnet_jax.errors import UserError
+
+  good = Stats.imagenet_defaults(4)
+  bad = Stats(np.full_like(good.mean, np.nan), good.eigval, good.eigvec, 0)
+  bad.save(str(tmp_path / "s.npz"))
+  with pytest.raises(UserError, match="not finite"):
+    Stats.load(str(tmp_path / "s.npz"))

@@ -77,6 +77,9 @@ class Stats:
     c = stats.mean.shape[-1]
     if stats.mean.ndim != 3 or stats.eigval.shape != (c,) or stats.eigvec.shape != (c, c):
       raise UserError(f"{path} holds statistics of unexpected shapes")
+    if not all(np.isfinite(a).all() for a in (stats.mean, stats.eigval, stats.eigvec)):
+      raise UserError(f"{path} holds statistics that are not finite (NaN or infinity): every "
+                      "image would be centred to NaN")
     return stats
 
   @classmethod
