@@ -267,3 +267,19 @@ def test_prepare_starts_no_forked_worker_and_a_full_disk_is_one_line(tmp_path, m
                     progress=False)
   with pytest.raises(UserError, match=r"--shard_size must be >= 1 and --workers >= 0"):
     prepare.prepare(config.data, channels=3, num_classes=3, shard_size=0, progress=False)
+
+
+def test_originals_rewritten_in_place_are_seen(tmp_path):
+  """Same names, new content (an in-place rewrite changes no folder's time): prepare used to
+  say 'nothing to do' and training read the old pixels, the file list being cached by folder
+  times. Mutation: the fingerprint kept from the cached listing -> red (no refusal)."""
+  image_folder_tree(tmp_path / "src")
+  config = _prepared(tmp_path / "src", tmp_path / "store")
+  folder = tmp_path / "src" / "train" / "n01"
+  target = sorted(folder.iterdir())[0]
+  times = os.stat(folder)
+  save_image(str(target), np.full((50, 70, 3), 255, np.uint8), "PNG")  # other size and time
+  os.utime(folder, ns=(times.st_atime_ns, times.st_mtime_ns))  # the folder's time as it was
+  with pytest.raises(UserError, match="does not hold these originals: the original files "
+                                      "changed"):
+    build_input(config)

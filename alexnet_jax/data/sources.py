@@ -173,11 +173,9 @@ def _entries(folder: str) -> tuple[list[str], list[str]]:
 
 
 def _list_split(split_dir: str, names: tuple[str, ...]) -> dict:
-  """The image files of each class folder, with their fingerprint (relative path, label, size,
-  modification time) and what training would silently miss: class folders without images,
-  images in folders below a class folder."""
+  """The image files of each class folder and what training would silently miss: class folders
+  without images, images in folders below a class folder."""
   listing = {"paths": [], "labels": [], "empty": [], "nested": 0}
-  entries = []
   for label, name in enumerate(names):
     folder = os.path.join(split_dir, name)
     if not os.path.isdir(folder):
@@ -191,16 +189,23 @@ def _list_split(split_dir: str, names: tuple[str, ...]) -> dict:
       listing["nested"] += sum(f.lower().endswith(IMAGE_EXTENSIONS)
                                for _, _, fs in os.walk(os.path.join(folder, sub)) for f in fs)
     for f in files:
-      path = os.path.join(folder, f)
-      try:
-        st = os.stat(path)
-        entries.append((f"{name}/{f}", label, st.st_size, st.st_mtime_ns))
-      except OSError:
-        entries.append((f"{name}/{f}", label, None, None))
-      listing["paths"].append(path)
+      listing["paths"].append(os.path.join(folder, f))
       listing["labels"].append(label)
-  listing["fingerprint"] = fingerprint(entries)
   return listing
+
+
+def _files_fingerprint(split_dir: str, paths, labels) -> str:
+  """The fingerprint of a split's files as they are now: each one's path below the split,
+  label, size and modification time (a file rewritten in place changes it, although its
+  folder's time does not)."""
+  entries = []
+  for path, label in zip(paths, labels):
+    try:
+      st = os.stat(path)
+      entries.append((os.path.relpath(path, split_dir), label, st.st_size, st.st_mtime_ns))
+    except OSError:
+      entries.append((os.path.relpath(path, split_dir), label, None, None))
+  return fingerprint(entries)
 
 
 def image_folder(root: str, split: str, class_names: tuple[str, ...] | None = None
@@ -208,7 +213,8 @@ def image_folder(root: str, split: str, class_names: tuple[str, ...] | None = No
   """`root/<split>/<class>/<image>`: (files, classes sorted by name (`class_names` when given:
   those of the training split, or a model's), the listing's fingerprint). The file list is
   built once and cached as JSON under ~/.cache/alexnet_jax, keyed by the directory and the
-  folders' modification times (a file added, removed or renamed changes them)."""
+  folders' modification times (a file added, removed or renamed changes them); the fingerprint
+  is taken from the files themselves every time (`_files_fingerprint`)."""
   split_dir = os.path.join(root, split)
   if not os.path.isdir(split_dir):
     raise UserError(f"image folder split not found: {split_dir} (expected "
@@ -228,7 +234,7 @@ def image_folder(root: str, split: str, class_names: tuple[str, ...] | None = No
   try:
     with open(cache, encoding="utf-8") as f:
       listing = json.load(f)
-    listing["fingerprint"]  # a cache of an earlier version has none: list again
+    listing["paths"], listing["labels"], listing["empty"], listing["nested"]
   except (OSError, ValueError, KeyError, TypeError):
     listing = _list_split(split_dir, names)
     try:
@@ -238,6 +244,7 @@ def image_folder(root: str, split: str, class_names: tuple[str, ...] | None = No
       os.replace(cache + ".tmp", cache)
     except OSError as e:
       logging.warning("could not cache the file list of %s: %s", split_dir, e)
+  listing["fingerprint"] = _files_fingerprint(split_dir, listing["paths"], listing["labels"])
   logging.info("%s: %d images in %d classes", split_dir, len(listing["paths"]), len(names))
   if listing["empty"]:
     logging.warning("%s: %d class folder(s) without images (%s): they count as classes with no "
