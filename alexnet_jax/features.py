@@ -91,10 +91,13 @@ def _names_and_labels(split, which: str) -> tuple[list[str], np.ndarray]:
   return names, inference.split_labels(split)
 
 
-def _save(output: str, features: np.ndarray, names, labels, class_names) -> None:
+def _save(output: str, features: np.ndarray, names, labels, class_names, checkpoint: str) -> None:
+  """The features with what they are of and whose they are: `checkpoint`, the step directory
+  of the network that computed them (a database is searched only by that network)."""
   with workdir_lib.output_file(output, "wb") as f:  # the name given (np.savez appends .npz)
     np.savez(f, features=features.astype(np.float32), names=np.asarray(names, str),
-             labels=np.asarray(labels, np.int64), class_names=np.asarray(class_names, str))
+             labels=np.asarray(labels, np.int64), class_names=np.asarray(class_names, str),
+             checkpoint=np.asarray(os.path.abspath(checkpoint)))
 
 
 def extract_and_search(workdir: str, *, step: int | None = None, best: bool = False,
@@ -136,7 +139,7 @@ def extract_and_search(workdir: str, *, step: int | None = None, best: bool = Fa
       feats = inference.predict_all(trained, len(split_data), image_at,
                                     what=f"features of the {split} split")["fc7"]
       names, labels = _names_and_labels(split_data, split)
-    _save(output, feats, names, labels, classes)
+    _save(output, feats, names, labels, classes, trained.path)
     print(f"features {feats.shape} of {len(names)} images written: {output}")
   if neighbors <= 0:
     return
@@ -144,6 +147,11 @@ def extract_and_search(workdir: str, *, step: int | None = None, best: bool = Fa
   train_names, train_labels = _names_and_labels(train_split, "train")
   if saved_db is not None:
     rows_db = saved_db["features"]
+    if saved_db["checkpoint"] != os.path.abspath(trained.path):
+      raise UserError(f"--database {database} holds the features computed by "
+                      f"{saved_db['checkpoint'] or 'an unknown network'}, not by "
+                      f"{trained.path}: distances between two networks' features mean nothing; "
+                      "write it again with this checkpoint (--split=train --output=FILE.npz)")
     if len(rows_db) != len(train_split) or list(saved_db["names"]) != train_names:
       raise UserError(f"--database {database} holds the features of other images than this "
                       f"training split ({len(rows_db)} rows, {len(train_split)} images)")
@@ -187,6 +195,7 @@ def _read_database(path: str) -> dict:
   try:
     with np.load(path, allow_pickle=False) as f:
       saved = {k: f[k] for k in ("features", "names")}
+      saved["checkpoint"] = str(f["checkpoint"]) if "checkpoint" in f.files else ""
   except (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as e:
     raise UserError(f"cannot read --database {path}: {e} (write one with --split=train "
                     "--output=FILE.npz)") from None

@@ -59,6 +59,13 @@ def test_features_writes_fc7_with_names_and_labels_and_a_labelled_neighbour_grid
                              rtol=1e-4, atol=1e-5)
   features.extract_and_search(workdir, neighbors=2, num_queries=1, database=str(feats),
                               grid=str(grid))  # the saved features searched again
+  # Another checkpoint's (or model's) database is refused: it used to be searched. Mutation:
+  # the checkpoint comparison dropped -> red.
+  from alexnet_jax.errors import UserError
+
+  with pytest.raises(UserError, match=r"computed by .*checkpoints/8, not by .*checkpoints/6"):
+    features.extract_and_search(workdir, step=6, neighbors=2, num_queries=1,
+                                database=str(feats), grid=str(grid))
   folder = tmp_path / "folder"
   sample_images(str(folder), n=2)
   (folder / "x" / "broken.png").write_bytes(b"nope")
