@@ -34,7 +34,7 @@ from absl import flags
 
 from alexnet_jax import cli, inference, model_card, models
 from alexnet_jax import workdir as workdir_lib
-from alexnet_jax.errors import UserError
+from alexnet_jax.errors import UserError, first_line
 
 FORMATS = {"onnx": (".onnx",), "stablehlo": (".stablehlo", ".bin"), "torch": (".pt2",)}
 
@@ -133,10 +133,11 @@ def _to_torch(trained, output: str) -> None:
   batch = torch.export.Dim("N", min=1)
   with torch.no_grad():
     program = torch.export.export(module, (example,), dynamic_shapes={"crops": {0: batch}})
-  try:
-    torch.export.save(program, output)
-  except (OSError, RuntimeError) as e:
-    raise UserError(f"cannot write {output} ({e})") from None
+  try:  # through a temporary file: a failed write leaves an earlier export as it was
+    with workdir_lib.output_file(output, "wb") as f:
+      torch.export.save(program, f)
+  except RuntimeError as e:  # torch's own errors (its C++ writer on a full disk among them)
+    raise UserError(f"cannot write {output} ({first_line(e)})") from None
 
 
 def torch_module(trained):

@@ -5,8 +5,10 @@
 #   bash launch/local_multiprocess.sh N [--devices=D] -- --config=configs/tiny.py --workdir=DIR ...
 #
 # Each process gets D CPU devices (default 4); arguments after -- go to alexnet_jax.main. Logs go
-# to DIR/process_<i>.log when --workdir is given, process 0's shown on the terminal as well (it
-# logs progress and the closing summary). Exits with the first failing process's status.
+# to DIR/process_<i>.log when --workdir is given (appended, each launch under a header line),
+# process 0's shown on the terminal as well (it logs progress and the closing summary). A
+# workdir whose run is alive (its lock held) is refused before any log is touched. Exits with
+# the first failing process's status.
 set -euo pipefail
 N="${1:?usage: bash launch/local_multiprocess.sh N [--devices=D] -- MAIN_ARGS...}"
 shift
@@ -27,7 +29,17 @@ LOGDIR=""
 for arg in "$@"; do
   case "$arg" in --workdir=*) LOGDIR="${arg#--workdir=}" ;; esac
 done
-[ -n "$LOGDIR" ] && mkdir -p "$LOGDIR"
+if [ -n "$LOGDIR" ]; then
+  mkdir -p "$LOGDIR"
+  if [ -e "$LOGDIR/.alexnet_jax.lock" ] && ! flock -n "$LOGDIR/.alexnet_jax.lock" true; then
+    echo "error: $LOGDIR is in use by a running job (its lock is held); its logs are left as" \
+      "they are: wait for it to end or use another --workdir" >&2
+    exit 2
+  fi
+  for ((i = 0; i < N; i++)); do
+    echo "=== launch of $(date '+%Y-%m-%d %H:%M:%S'): process $i of $N ===" >>"$LOGDIR/process_$i.log"
+  done
+fi
 pids=()
 for ((i = 0; i < N; i++)); do
   log=/dev/stderr
@@ -36,9 +48,9 @@ for ((i = 0; i < N; i++)); do
        "$PY" -m alexnet_jax.main --coordinator_address="127.0.0.1:$PORT" --num_processes="$N"
        --process_id="$i" "$@")
   if [ "$i" = 0 ] && [ -n "$LOGDIR" ]; then
-    "${run[@]}" > >(tee "$log") 2>&1 &
+    "${run[@]}" > >(tee -a "$log") 2>&1 &
   else
-    "${run[@]}" >"$log" 2>&1 &
+    "${run[@]}" >>"$log" 2>&1 &
   fi
   pids+=($!)
 done

@@ -24,8 +24,28 @@ def two_processes(workdir, epochs):
   logs = [open(os.path.join(workdir, f"process_{i}.log")).read() for i in (0, 1)]
   assert result.returncode == 0, ("\n".join(_why(i, log) for i, log in enumerate(logs))
                                   + "\n" + result.stderr[-500:])
-  assert result.stdout == logs[0]  # process 0 on the terminal as well as in its log
-  return logs[0]
+  # Process 0 on the terminal as well as in its log, appended under this launch's header.
+  assert logs[0].endswith("===\n" + result.stdout)
+  return logs[0].rsplit("=== launch of ", 1)[1]
+
+
+def test_a_second_launch_on_a_running_jobs_workdir_leaves_its_logs(tmp_path):
+  """The script used to truncate the running job's logs before the lock refused the second
+  launch. Mutation: the lock check dropped (the logs opened first) -> red."""
+  import fcntl
+
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  (workdir / "process_0.log").write_text("the running job's log\n")
+  with open(workdir / ".alexnet_jax.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a live run holds it
+    result = subprocess.run(
+        ["bash", "launch/local_multiprocess.sh", "2", "--", "--config=configs/tiny.py",
+         f"--workdir={workdir}"], capture_output=True, text=True, cwd=ROOT, timeout=120,
+        env=os.environ | {"PYTHON": sys.executable})
+  assert result.returncode == 2 and "is in use by a running job" in result.stderr
+  assert (workdir / "process_0.log").read_text() == "the running job's log\n"
+  assert not (workdir / "process_1.log").exists()
 
 
 def _why(process: int, log: str) -> str:
