@@ -68,9 +68,18 @@ class MetricWriter:
         pass
 
 
+def _well_formed(row) -> bool:
+  """A record as the loop writes it: an integer step, a split name, and numbers (or null, a
+  value not measured) for every other field."""
+  numeric = lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+  return (isinstance(row, dict) and isinstance(row.get("step"), int)
+          and not isinstance(row.get("step"), bool) and isinstance(row.get("split"), str)
+          and all(numeric(v) for k, v in row.items() if k not in ("step", "split")))
+
+
 def read_metrics(path: str) -> list[dict]:
-  """The records of a metrics.jsonl; a line that is not a JSON object (a run killed while
-  writing it) is skipped with a warning."""
+  """The records of a metrics.jsonl; a line that is not such a record (a run killed while
+  writing it, a line edited by hand) is skipped with a warning."""
   rows, bad = [], 0
   with open(path, encoding="utf-8", errors="replace") as f:
     for line in f:
@@ -80,7 +89,7 @@ def read_metrics(path: str) -> list[dict]:
         row = json.loads(line)
       except ValueError:
         row = None
-      if isinstance(row, dict) and "step" in row and "split" in row:
+      if _well_formed(row):
         rows.append(row)
       else:
         bad += 1
