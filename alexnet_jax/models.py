@@ -115,6 +115,16 @@ class AlexNetSpec:
       bad(f"columns must be 2 (the paper's net) or 1 (the §3.2 comparison net), got {self.columns}")
     if len(self.conv_features) != 5 or len(self.conv_kernels) != 5 or len(self.fc_features) != 2:
       bad("conv_features and conv_kernels need 5 entries and fc_features 2")
+    sizes = {"conv_features": self.conv_features, "conv_kernels": self.conv_kernels,
+             "fc_features": self.fc_features, "conv1_stride": (self.conv1_stride,),
+             "pool_window": (self.pool_window,), "pool_stride": (self.pool_stride,),
+             "input_size": (self.input_size,), "in_channels": (self.in_channels,)}
+    for name, values in sizes.items():  # each a count of units or pixels
+      if any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values):
+        bad(f"{name} must be whole numbers >= 1, got {values if len(values) > 1 else values[0]}")
+    stds = dict(self.init_std)
+    if any(not (isinstance(v, (int, float)) and v > 0 and v < float("inf")) for v in stds.values()):
+      bad(f"init_std must be positive numbers, got {stds}")
     if self.columns == 2 and any(f % 2 for f in self.conv_features + self.fc_features):
       bad(f"every width must be even to split into two columns: {self.conv_features + self.fc_features}")
     if self.activation not in ("relu", "tanh"):

@@ -15,7 +15,12 @@ from conftest import ROOT, load_config, small_config
     ("checkpoint.every_steps", 0, "checkpoint.every_steps must be >= 1"),
     ("log_every_steps", 0, "log_every_steps must be >= 1"),
     ("stats_every_steps", 0, "stats_every_steps must be >= 1"),
-    ("optimizer.momentum", -0.9, "optimizer.momentum .-0.9. and optimizer.weight_decay"),
+    ("optimizer.momentum", -0.9, r"optimizer.momentum must be in \[0, 1\), got -0.9"),
+    # Structures that could not be built ended in tracebacks (ZeroDivisionError, TypeError).
+    # Mutation: the whole-number check in AlexNetSpec.validate dropped -> red.
+    ("model.fc_features", (0, 0), r"fc_features must be whole numbers >= 1"),
+    ("model.conv1_stride", 0, r"conv1_stride must be whole numbers >= 1"),
+    ("model.pool_window", 0, r"pool_window must be whole numbers >= 1"),
     ("optimizer.weight_decay", -5e-4, "must be >= 0"),
     ("optimizer.decay_on", "kernals", "optimizer.decay_on must be one of all, kernels, got "
                                       "'kernals'"),
