@@ -96,8 +96,8 @@ def run_one(config_path: str, variant: str, seed: int, workdir: str,
   runs.begin(f"{variant or 'baseline'} seed {seed}", workdir, finished=saved is not None)
   if saved is not None:
     if saved.get("data"):
-      differ = identity_lib.differences(Identity.from_dict(saved["data"]), _identity(config),
-                                        keys=identity_lib.DATA + ("form",))
+      differ = identity_lib.same_data(Identity.from_dict(saved["data"]), _identity(config),
+                                      "study")
       if differ:
         raise UserError(f"{workdir} was trained on other data than this study reads "
                         f"({'; '.join(differ)}): use a new --workdir for the study")

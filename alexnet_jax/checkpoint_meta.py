@@ -131,14 +131,13 @@ def check_resume(meta: dict, saved_shapes: dict, *, shapes: dict, config, identi
         f"they were trained with, or a new --workdir (--config.init_from.workdir={workdir} to "
         "fine-tune from them)")
   saved = identity_of(meta)
-  moved = identity_lib.differences(saved, identity, keys=("source",))
-  other = identity_lib.differences(saved, identity, keys=[
-      k for k in identity_lib.DATA + ("form",) if k != "source"])
+  moved = identity_lib.same_data(saved, identity, "moved")
+  other = identity_lib.same_data(saved, identity, "resume")
   if other:
     raise UserError(f"the checkpoints in {workdir} were trained on other data than this run "
                     f"reads ({'; '.join(other)}): use the data they were trained on, or a new "
                     "--workdir")
-  if identity_lib.differences(saved, identity, keys=("stats",)):
+  if identity_lib.same_data(saved, identity, "statistics"):
     raise UserError(f"the statistics this run would subtract and shift by ({workdir}/"
                     "data_stats.npz, or the dataset's where that file is missing) are not those "
                     "its checkpoints were trained with: put the run's data_stats.npz back, or "

@@ -283,3 +283,21 @@ def test_originals_rewritten_in_place_are_seen(tmp_path):
   with pytest.raises(UserError, match="does not hold these originals: the original files "
                                       "changed"):
     build_input(config)
+
+
+def test_a_tree_reached_through_another_path_reads_its_store(tmp_path, caplog):
+  """The same originals through a symlink (or a copy that keeps the files' times): training
+  refused the store ('originals at A -> B') while prepare said to remove it. One rule of the
+  same data (`identity.same_data`) compares their content. Mutation: the store rule with the
+  originals' path in it again -> red."""
+  image_folder_tree(tmp_path / "src")
+  config = _prepared(tmp_path / "src")
+  os.symlink(tmp_path / "src", tmp_path / "link")
+  config.data.data_dir = str(tmp_path / "link")
+  inp = build_input(config)
+  assert inp.num_train == 12 and inp.identity.listing
+  with caplog.at_level("INFO"):
+    absl_logging.use_python_logging()
+    prepare.prepare(config.data, channels=3, num_classes=3, shard_size=4, workers=1,
+                    progress=False)
+  assert any("nothing to do" in r.getMessage() for r in caplog.records)

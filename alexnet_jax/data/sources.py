@@ -21,7 +21,7 @@ import numpy as np
 from absl import logging
 
 from alexnet_jax.data import images
-from alexnet_jax.data.identity import Identity, differences, files_fingerprint, fingerprint
+from alexnet_jax.data.identity import Identity, files_fingerprint, fingerprint
 from alexnet_jax.data import identity as identity_lib
 from alexnet_jax.errors import UserError, first_line
 
@@ -523,8 +523,9 @@ def _current_store(data, channels: int, num_classes: int, class_names) -> Datase
     logging.info("the originals of the prepared store %s cannot be listed (%s): reading the "
                  "store prepared from %s", store, e, recorded.source or "them")
   if now is not None:
-    stale = differences(recorded, now, keys=identity_lib.DATA)
-    if stale:
+    stale = identity_lib.same_data(recorded, now, "store")
+    if stale:  # other files: where they are said first, when that differs too
+      stale = identity_lib.same_data(recorded, now, "moved") + stale
       raise UserError(f"the prepared store {store} does not hold these originals: "
                       f"{'; '.join(stale)}: run `python -m alexnet_jax.data.prepare` with this "
                       "config again (it rebuilds the store), or read the originals with "

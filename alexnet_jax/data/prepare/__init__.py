@@ -153,10 +153,10 @@ def _claim(store: str, originals: Identity, form: dict, shard_size: int) -> None
                       f"({sources.form_difference(done['form'], form)}): set "
                       "another --config.data.prepared_dir (or leave it empty: each form gets "
                       "its own folder), or remove it")
-    if recorded.source and originals.source and recorded.source != originals.source:
+    stale = identity_lib.same_data(recorded, originals, "store")
+    if stale and identity_lib.same_data(recorded, originals, "moved"):
       raise UserError(f"{store} holds the prepared store of {recorded.source}, not of "
                       f"{originals.source}: set another --config.data.prepared_dir, or remove it")
-    stale = identity_lib.differences(recorded, originals, keys=identity_lib.DATA)
     if stale:
       logging.warning("%s was prepared from other originals (%s): preparing it again", store,
                       "; ".join(stale))
@@ -192,8 +192,8 @@ def prepare(data, *, channels: int, num_classes: int, shard_size: int = 1024, wo
   store, form = sources.store_dir(data), sources.store_form(data, channels)
   dataset = sources.originals(data, channels=channels, num_classes=num_classes)
   done = sources.read_manifest(store)
-  if done is not None and done["form"] == form and not identity_lib.differences(
-      Identity.from_dict(done["originals"]), dataset.identity, keys=identity_lib.DATA):
+  if done is not None and done["form"] == form and not identity_lib.same_data(
+      Identity.from_dict(done["originals"]), dataset.identity, "store"):
     try:
       sources.check_store(store, done)
       logging.info("%s is prepared already (%d train, %d val images): nothing to do", store,
