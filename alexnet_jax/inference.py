@@ -49,8 +49,9 @@ class Trained:
     replicated = NamedSharding(self.mesh, P())
     self._mean = jax.device_put(self.stats.mean, replicated)
     self._batch_sharding = NamedSharding(self.mesh, P(DATA))
-    self._predict = jax.jit(make_predict_step(self.graphdef,
-                                              pixel_scale=float(self.config.data.pixel_scale)))
+    self._predict = jax.jit(make_predict_step(
+        self.graphdef, pixel_scale=float(self.config.data.pixel_scale),
+        centre_mean=self.config.data.mean_patch == "centre"))
     self._decode = sources.stored_decoder(self.config.data, int(self.config.model.in_channels))
 
   @property

@@ -89,3 +89,78 @@ def test_a_relative_data_dir_is_stored_absolute(tmp_path, monkeypatch):
   _folder_run("src", tmp_path / "run")
   monkeypatch.chdir(tmp_path / "b")
   assert evaluate.evaluate([str(tmp_path / "run")])["examples"] == 5  # a's val: 6 files, one unreadable (b's has 4 readable)
+
+
+@pytest.mark.parametrize("overrides", [
+    {}, {"data.mean": "channel"}, {"data.mean_patch": "centre"}, {"data.pixel_scale": 0.05},
+    {"data.resize": "squash"}, {"model.dtype": "bfloat16"},
+    {"model.in_channels": 1, "data.pca_lighting": 0.0},
+], ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+def test_inference_reads_and_scores_as_the_runs_own_evaluation(tmp_path, overrides):
+  """For every setting that changes pixels or numerics, the tools' inference path
+  (`inference.split_images` + `predict_all`, what evaluate, predict and features use) gives the
+  run's own logged evaluation: its loss to float precision and its errors exactly, centre crop
+  and ten crops. Mutation: inference ignoring data.mean_patch (the ten corner crops centred at
+  their own positions) -> red for mean_patch=centre."""
+  import json
+
+  from alexnet_jax import inference, train
+  from conftest import folder_config, image_folder_tree
+
+  image_folder_tree(tmp_path / "src")
+  config = folder_config(tmp_path / "src")
+  config.data.pixel_scale = 1 / 64  # unit-scale inputs for the He-scaled stds below
+  config.optimizer.learning_rate = 1e-5  # the subject is inference: two steps barely move
+  for path, value in overrides.items():
+    section, name = path.split(".")
+    config[section][name] = value
+  config.num_epochs = 2 / 3  # two steps
+  config.eval.ten_crop_final = True
+  # He-scaled stds and small biases: outputs that depend on every pixel (the paper's init
+  # leaves the probabilities near 1/3 whatever the input, and a wrong mean would pass).
+  config.model.init_std.update(dict(conv1=0.2, conv2=0.07, conv3=0.06, conv4=0.07, conv5=0.07,
+                                    fc6=0.06, fc7=0.06, fc8=0.5))
+  config.model.init_bias.update(dict(conv2=0.1, conv4=0.1, conv5=0.1, fc6=0.1, fc7=0.1))
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir)
+  logged = {}
+  for line in open(f"{workdir}/metrics.jsonl"):
+    row = json.loads(line)
+    if row["split"] in ("eval", "eval_10crop"):
+      logged[row["split"]] = row
+  trained = inference.load(workdir)
+  split, image_at = inference.split_images(trained, "eval")
+  labels = inference.split_labels(split)
+  for name, ten_crop in (("eval", False), ("eval_10crop", True)):
+    out = inference.predict_all(trained, len(split), image_at, ten_crop=ten_crop)
+    probs, truth = out["probs"][out["valid"]], labels[out["valid"]]
+    loss = float(np.mean(-np.log(probs[np.arange(len(truth)), truth] + 1e-12)))
+    np.testing.assert_allclose(loss, logged[name]["loss"], rtol=2e-6 if "model.dtype" not in
+                               overrides else 1e-3, err_msg=name)
+    top1 = float(np.mean(probs.argmax(-1) != truth))
+    assert top1 == pytest.approx(logged[name]["top1_error"], abs=1e-6), name
+    # Image by image, the probabilities the run's own evaluation computes: its pipeline's
+    # batches through the step with the run's settings (a loss near ln 3 after two steps is
+    # not sensitive enough alone).
+    loop = _the_loops_probabilities(config, trained, ten_crop)
+    np.testing.assert_allclose(probs, loop, atol=1e-3 if "model.dtype" in overrides else 1e-6,
+                               err_msg=name)
+
+
+def _the_loops_probabilities(config, trained, ten_crop):
+  import jax
+
+  from alexnet_jax.data import pipeline
+  from alexnet_jax.steps import make_predict_step
+
+  m = config.model
+  inp = pipeline.build_input(config.data, crop=m.input_size, channels=m.in_channels,
+                             num_classes=m.num_classes, seed=config.seed, stats=trained.stats)
+  step = jax.jit(make_predict_step(trained.graphdef, pixel_scale=float(config.data.pixel_scale),
+                                   centre_mean=config.data.mean_patch == "centre"))
+  out = []
+  for batch in inp.eval_batches(ten_crop):
+    probs = np.asarray(step(trained.params, {k: batch[k] for k in ("image", "crop")},
+                            jax.numpy.asarray(inp.stats.mean))["probs"])
+    out.append(probs[batch["mask"]])
+  return np.concatenate(out)
