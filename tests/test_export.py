@@ -47,6 +47,19 @@ print(json.dumps({"imported": sorted(m for m in sys.modules if m.startswith("ale
 """
 
 
+def run_without_alexnet_jax(folder, runner: str, jobs) -> None:
+  """Runs `runner` (a script reading `jobs` from the JSON file its first argument names) in a
+  fresh process in `folder`, without this checkout on the path; checks that it ends well and
+  that it imported nothing of alexnet_jax (its last line: {"imported": [...]})."""
+  (folder / "jobs.json").write_text(json.dumps(jobs))
+  (folder / "runner.py").write_text(runner)
+  result = subprocess.run([sys.executable, "runner.py", "jobs.json"], cwd=folder,
+                          capture_output=True, text=True,
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert json.loads(result.stdout.strip().splitlines()[-1]) == {"imported": []}
+
+
 def paper_geometry_workdir(path: str) -> str:
   """configs/paper.py's geometry (224 crops of 256, 11x11 stride-4 conv1, two columns meeting at
   conv3 and the fully connected layers) narrowed, with random weights scaled so the softmax is
@@ -119,13 +132,7 @@ def test_an_export_runs_without_alexnet_jax_and_gives_predicts_numbers(fmt, case
       out = str(tmp_path / os.path.basename(crops)[:-4])
       jobs.append({"format": fmt, "file": output, "crops": crops, "out": out})
       expected[out] = want
-  (tmp_path / "jobs.json").write_text(json.dumps(jobs))
-  (tmp_path / "runner.py").write_text(RUNNER)
-  result = subprocess.run([sys.executable, "runner.py", "jobs.json"], cwd=tmp_path,
-                          capture_output=True, text=True,
-                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert json.loads(result.stdout.strip().splitlines()[-1]) == {"imported": []}
+  run_without_alexnet_jax(tmp_path, RUNNER, jobs)
   for out, want in expected.items():
     probs, fc7 = np.load(out + "_probs.npy"), np.load(out + "_fc7.npy")
     assert probs.shape == want["probs"].shape

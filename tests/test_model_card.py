@@ -4,12 +4,9 @@ default's form (Fashion-MNIST: 28x28 grey padded to 32, 28 crops), the paper's (
 256, 224 crops) and a converted Caffe workdir's (squashed to 227+)."""
 
 import importlib.util
-import json
 import math
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,7 +14,7 @@ from PIL import Image
 
 from alexnet_jax import convert, export, inference, models
 from conftest import load_config
-from test_export import caffe_workdir, paper_geometry_workdir
+from test_export import caffe_workdir, paper_geometry_workdir, run_without_alexnet_jax
 
 HAS_ONNX = all(importlib.util.find_spec(m) for m in ("jax2onnx", "onnxruntime"))
 
@@ -96,11 +93,5 @@ def test_the_cards_preprocessing_and_the_onnx_model_give_predicts_probabilities(
     (tmp_path / f"{name}_card.py").write_text(code)
     job = {"card_code": str(tmp_path / f"{name}_card.py"), "images": paths, "model": model,
            "out": str(tmp_path / f"{name}_probs.npy")}
-    (tmp_path / "job.json").write_text(json.dumps(job))
-    (tmp_path / "runner.py").write_text(RUNNER)
-    result = subprocess.run([sys.executable, "runner.py", "job.json"], cwd=tmp_path,
-                            capture_output=True, text=True,
-                            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"imported": []}
+    run_without_alexnet_jax(tmp_path, RUNNER, job)
     np.testing.assert_allclose(np.load(job["out"]), want, atol=1e-4, err_msg=name)
