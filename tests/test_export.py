@@ -168,3 +168,32 @@ def test_bad_requests_are_one_line_errors(tmp_path):
     export.export(workdir, fmt="stablehlo", output=str(tmp_path / "m.onnx"))
   with pytest.raises(UserError, match="no checkpoint"):
     export.export(str(tmp_path / "absent"), fmt="stablehlo", output=str(tmp_path / "m.stablehlo"))
+
+
+@pytest.mark.skipif(not HAS_ONNX, reason="needs the export extra (jax2onnx, onnxruntime)")
+def test_a_bfloat16_workdir_exports_an_onnx_file_that_onnx_runtime_loads(tmp_path):
+  """A workdir trained in bfloat16 exported an ONNX file (exit 0, with a card) that ONNX
+  Runtime could not load. Mutation: the export spec keeping the run's compute dtype -> red."""
+  import onnxruntime
+
+  from alexnet_jax import configuration
+
+  workdir = paper_geometry_workdir(str(tmp_path / "paper"))
+  meta_config = inference.load(workdir).config
+  config = configuration.load(os.path.join(os.path.dirname(__file__), "..", "configs",
+                                           "paper.py"),
+                              [f"{k}={v}" for k, v in configuration.flat(meta_config).items()
+                               if k.startswith("model.") and k != "model.dtype"]
+                              + ["data.name=synthetic", "model.dtype=bfloat16"])
+  _, abstract = models.abstract_model(config.model)
+  import jax
+
+  params = jax.tree.map(lambda a: np.zeros(a.shape, np.float32) + 0.01, abstract)
+  convert.write_workdir(str(tmp_path / "bf16"), config, params,
+                        np.full((256, 256, 3), 100, np.float32), converted_from=workdir)
+  model = str(tmp_path / "bf16.onnx")
+  export.export(str(tmp_path / "bf16"), fmt="onnx", output=model)
+  session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+  probs, _ = session.run(["probs", "fc7"], {"crops": np.zeros((1, 224, 224, 3), np.uint8)})
+  assert probs.shape == (1, 10) and abs(float(probs.sum()) - 1) < 1e-5
+  assert "computed in float32 (trained in bfloat16)" in open(model + ".md").read()
