@@ -142,7 +142,11 @@ def test_the_step_benchmark_times_the_training_step_on_the_training_mesh(monkeyp
                                           "model.conv_features=(16,32,48,48,32)",
                                           "model.fc_features=(64,64)", "model.num_classes=10"])
   seconds, flops, hlo, _ = benchmark._timed_step(config, 8, steps=1)
-  assert seconds > 0 and flops > 0
+  # Forward, input gradients and weight gradients of 8 images, counted from the layer shapes.
+  from alexnet_jax import models
+
+  assert flops == 3.0 * models.AlexNetSpec.from_config(config.model).forward_flops() * 8
+  assert seconds > 0
   (used, mesh), = built
   assert used is config and dict(mesh.shape) == {"data": 4, "model": 2}
   assert "all-gather" in hlo
