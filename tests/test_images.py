@@ -112,3 +112,21 @@ def test_a_reduced_scale_decode_is_within_the_measured_distance_of_a_full_decode
   difference = np.abs(fast - full)
   assert 1.0 < difference.mean() < 3.0 and difference.max() <= 80
   assert np.percentile(difference, 99) <= 25
+
+
+def test_a_floating_point_image_is_unreadable_not_clipped(tmp_path):
+  """A 32-bit float TIFF (values of any range) became 0/255 pixels through Pillow's clipping,
+  silently. Mutation: the mode F refusal dropped -> red."""
+  import io
+
+  import numpy as np
+  import pytest
+  from PIL import Image
+
+  from alexnet_jax.data import images
+
+  buffer = io.BytesIO()
+  Image.fromarray(np.linspace(-3, 3, 40 * 40, dtype=np.float32).reshape(40, 40), "F").save(
+      buffer, format="TIFF")
+  with pytest.raises(images.UnreadableImage, match="floating-point image"):
+    images.decode(buffer.getvalue(), 32)

@@ -82,6 +82,8 @@ def to_stored(image: Image.Image, size: int, channels: int = 3,
 
   The result may be a view into the decoded image (crops copy it once, later)."""
   mode = "RGB" if channels == 3 else "L"
+  if image.mode == "F":  # Pillow would clip the floats to 0-255, whatever their range
+    raise UnreadableImage("a floating-point image (mode F): its values have no 0-255 scale")
   image = _eight_bit(image)
   if image.mode != mode:
     image = image.convert(mode)
