@@ -66,7 +66,9 @@ def upgrade(meta: dict, where: str) -> dict:
   for messages): config fields added since filled with the values the checkpoint was trained
   with, removed ones dropped, `data` as an identity (one of an earlier version records what it
   knew: the dataset, its training-set size, class names and stored size). A checkpoint this
-  version cannot rebuild is a one-line `UserError`."""
+  version cannot rebuild, or a meta damaged or edited out of shape, is a one-line
+  `UserError`."""
+  _check_shape(meta, where)
   meta = dict(meta)
   config = {section: dict(values) if isinstance(values, dict) else values
             for section, values in meta["config"].items()}
@@ -97,6 +99,33 @@ def upgrade(meta: dict, where: str) -> dict:
         form={"image_size": data.get("image_size", c["image_size"])}).to_dict()
   meta.setdefault("class_names", meta["data"]["class_names"])
   return meta
+
+
+def _check_shape(meta, where: str) -> None:
+  """The fields every reader relies on, of the types this module writes them with."""
+  def damaged(what: str):
+    raise UserError(f"the checkpoint meta of {where} is damaged or was edited ({what}): put "
+                    "back the one training wrote, or use another checkpoint (--step)")
+  whole = lambda v: isinstance(v, int) and not isinstance(v, bool)
+  if not isinstance(meta, dict):
+    damaged("not a JSON object")
+  config = meta.get("config")
+  if not isinstance(config, dict) or not all(isinstance(config.get(s), dict)
+                                             for s in ("model", "data")):
+    damaged("its config has no model and data sections")
+  if "step" in meta and not whole(meta["step"]):
+    damaged(f"step {meta['step']!r} is not a whole number")
+  if "epoch" in meta and not (whole(meta["epoch"]) or isinstance(meta["epoch"], float)):
+    damaged(f"epoch {meta['epoch']!r} is not a number")
+  names = meta.get("class_names")
+  if names is not None and not (isinstance(names, list) and all(isinstance(n, str)
+                                                                for n in names)):
+    damaged("class_names is not a list of names")
+  if meta.get("data") is not None and not isinstance(meta["data"], dict):
+    damaged("data is not an object")
+  size = config["data"].get("image_size")
+  if size is not None and not (whole(size) and size > 0):
+    damaged(f"data.image_size {size!r} is not a positive whole number")
 
 
 def config_of(meta: dict) -> ml_collections.ConfigDict:

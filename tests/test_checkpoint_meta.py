@@ -99,3 +99,28 @@ def test_checkpoints_of_earlier_versions_are_read_as_this_version_writes_them():
   old["model"]["contrast_norm"] = True
   with pytest.raises(UserError, match="contrast norm of earlier versions.*retrain"):
     checkpoint_meta.upgrade({"config": old}, "W/checkpoints/8")
+
+
+@pytest.mark.parametrize("edit,what", [
+    (lambda m: m.update(config="x"), "no model and data sections"),
+    (lambda m: m.update(step="8"), "step '8' is not a whole number"),
+    (lambda m: m.update(class_names=5), "class_names is not a list"),
+    (lambda m: m["config"]["data"].update(image_size="big"), "image_size 'big'"),
+])
+def test_a_meta_edited_out_of_shape_is_one_line(straight_run, tmp_path, edit, what):
+  """Checkpoint metas edited to odd values ended in tracebacks in every tool. Mutation: the
+  shape check in `upgrade` dropped -> red."""
+  import json
+  import shutil
+
+  from alexnet_jax import inference
+
+  workdir = tmp_path / "copy"
+  shutil.copytree(straight_run[0], workdir)
+  for step_dir in list((workdir / "checkpoints").iterdir()) + list((workdir / "best").iterdir()):
+    path = step_dir / "meta" / "metadata"
+    meta = json.loads(path.read_text())
+    edit(meta)
+    path.write_text(json.dumps(meta))
+  with pytest.raises(UserError, match=f"is damaged or was edited .*{what}"):
+    inference.load(str(workdir))
