@@ -30,6 +30,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from alexnet_jax import checkpoint_meta, models
+from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.errors import UserError, first_line
 
 LATEST, BEST = "checkpoints", "best"  # step directories under the workdir
@@ -307,10 +308,10 @@ def read_meta(step_dir: str) -> dict:
 def write_converted(workdir: str, params: dict, meta: dict, step: int = 0) -> str:
   """A workdir's first checkpoint from weights made elsewhere (`convert`): `checkpoints/<step>/`
   with the parameters as the state's 'params' (what inference and fine-tuning restore) and the
-  meta; refuses a workdir that holds checkpoints already. Returns the step directory."""
+  meta; refuses a workdir that holds anything a run writes (`workdir.PATHS`). Returns the step
+  directory."""
   root = os.path.join(os.path.abspath(workdir), LATEST)
-  found = [n for n in (LATEST, BEST, "metrics.jsonl", "data_stats.npz")
-           if os.path.exists(os.path.join(os.path.abspath(workdir), n))]
+  found = [n for n in workdir_lib.PATHS if os.path.exists(os.path.join(workdir, n))]
   if found:
     raise UserError(f"{os.path.abspath(workdir)} holds a run already ({', '.join(found)}): "
                     "convert into a new --workdir")

@@ -110,16 +110,12 @@ def judge(layers: tuple[Layer, ...], logit_spread: float, dtype: str) -> str:
 
 def _batch(config, images: int) -> tuple[dict, np.ndarray]:
   """`images` training images as the run's first step reads them, and the mean it subtracts
-  (for an in-memory dataset, the mean of its first `MEAN_IMAGES`: not a pass over them all)."""
+  (for an in-memory dataset, that of its first `MEAN_IMAGES`, the only ones read: not a pass
+  over them all)."""
   data, m = config.data, config.model
   train = sources.load(data, channels=m.in_channels, num_classes=m.num_classes,
                        first=MEAN_IMAGES).train
-  if not train.encoded:
-    limit = min(len(train), MEAN_IMAGES)
-    stats = stats_lib.compute(stats_lib.stored_images(train, data.image_size, m.in_channels,
-                                                      limit, resize=data.resize))
-  else:
-    stats = stats_lib.dataset_stats(data, train, m.in_channels)
+  stats = stats_lib.dataset_stats(data, train, m.in_channels)
   batches = pipeline.train_dataset(data, train, stats, crop=m.input_size, channels=m.in_channels,
                                    seed=config.seed, local_batch=images)
   return next(iter(batches)), stats.mean

@@ -134,8 +134,7 @@ def split_images(trained: Trained, which: str, data=None):
   model = trained.config.model
   dataset = sources.load(data, channels=int(model.in_channels), num_classes=int(model.num_classes),
                          class_names=trained.class_names)
-  differ = (identity_lib.same_data(trained.identity, dataset.identity, "inference")
-            + identity_lib.same_data(trained.identity, dataset.identity, "moved"))
+  differ = identity_lib.same_data(trained.identity, dataset.identity, "inference")
   if differ:
     logging.warning("%s is read on other data than it was trained on: %s", trained.path,
                     "; ".join(differ))

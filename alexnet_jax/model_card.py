@@ -18,7 +18,7 @@ from alexnet_jax.data import images
 _OPEN = '''import numpy as np
 from PIL import Image
 
-WIDE = {{"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535}}
+WIDE = {wide}
 
 
 def stored(path, size={size}, mode="{mode}"):
@@ -76,11 +76,11 @@ def preprocessing_code(config) -> str:
   channels, crop = int(m.in_channels), int(m.input_size)
   mode = "RGB" if channels == 3 else "L"
   if d.name == "fashion_mnist":  # decoded as the 28x28 originals, then their stored form
-    code = _OPEN.format(size=28, mode="L") + _SHORTER_SIDE.format(aspect=images.MAX_ASPECT)
+    code = _OPEN.format(size=28, mode="L", wide=images.WIDE_MODES) + _SHORTER_SIDE.format(aspect=images.MAX_ASPECT)
     code += _FASHION.format(size=int(d.image_size))
     expression = "fashion_mnist_stored(stored(path))"
   else:
-    code = _OPEN.format(size=int(d.image_size), mode=mode) + (
+    code = _OPEN.format(size=int(d.image_size), mode=mode, wide=images.WIDE_MODES) + (
         _SQUASH if d.resize == "squash" else _SHORTER_SIDE.format(aspect=images.MAX_ASPECT))
     expression = "stored(path)"
   return code + _CROP.format(crop=crop, channels=channels, stored_expression=expression)

@@ -104,13 +104,13 @@ ALL = DATA + ("form", "stats")
 # The content of the originals: the files (relative paths, labels, sizes, times), the counts and
 # the classes, wherever the tree is reached from (a symlink, a node-local copy).
 CONTENT = tuple(k for k in DATA if k != "source")
-# "The same data", one rule for each use: the content always; the path where is asked about
-# alone (a moved tree is said, not refused); the stored form where the data is read through it.
+# "The same data", one rule for each use: the content always; the originals' path only where a
+# moved tree is to be said, not refused; the stored form where the data is read through it.
 SAME_DATA = {
     "store": CONTENT,  # a prepared store and the originals it was prepared from
     "resume": CONTENT + ("form",),  # a checkpoint and the run resuming it
     "study": CONTENT + ("form",),  # a finished study run and the study reading it again
-    "inference": ("name", "listing", "num_train"),  # a model and the split a tool reads
+    "inference": ("name", "source", "listing", "num_train"),  # a model and what a tool reads
     "moved": ("source",),  # said where the rest is the same
     "statistics": ("stats",),  # what a run centres and shifts by
 }

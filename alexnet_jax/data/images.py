@@ -58,13 +58,13 @@ def _centre(array: np.ndarray, size: int) -> np.ndarray:
 
 # Integer modes of more than 8 bits per pixel (16-bit greyscale PNGs, 32-bit TIFFs), and the
 # value that becomes 255. Pillow's convert() clips them to 8 bits instead of scaling.
-_WIDE_MODES = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535}
+WIDE_MODES = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535}
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:
   """A wide-integer image scaled to 8 bits (0..65535 -> 0..255; 32-bit values clipped to
   16 bits first); other modes as they are."""
-  top = _WIDE_MODES.get(image.mode)
+  top = WIDE_MODES.get(image.mode)
   if top is None:
     return image
   wide = np.asarray(image).astype(np.float64)
