@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging as python_logging
 import os
 import shutil
 import time
@@ -56,6 +57,8 @@ class Checkpoints:
     """`workdir` exists and its paths were checked (`workdir.prepare`)."""
     workdir = os.path.abspath(workdir)
     self.workdir = workdir
+    self._folded = _FoldWriteFailures()
+    logging.get_absl_logger().addFilter(self._folded)
     self.last_saved = None
     self.latest = ocp.CheckpointManager(
         os.path.join(workdir, LATEST), options=_options("latest", keep),
@@ -204,12 +207,15 @@ class Checkpoints:
   def close(self) -> None:
     """Closes both managers; a write that failed for want of space was reported by `save` or
     `wait` already (or is by the error in flight) and does not fail the close again."""
-    for manager in (self.latest, self.best):
-      try:
-        manager.close()
-      except Exception as e:  # noqa: BLE001 -- Orbax's async writer re-raises as ValueError
-        if _write_failure(e) is None:
-          raise
+    try:
+      for manager in (self.latest, self.best):
+        try:
+          manager.close()
+        except Exception as e:  # noqa: BLE001 -- Orbax's async writer re-raises as ValueError
+          if _write_failure(e) is None:
+            raise
+    finally:
+      logging.get_absl_logger().removeFilter(self._folded)
 
 
 def _options(name: str, keep: int) -> ocp.CheckpointManagerOptions:
@@ -225,6 +231,29 @@ def abstract_like(tree):
   """ShapeDtypeStructs (with shardings) of a pytree of arrays: an Orbax restore target."""
   return jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+class _FoldWriteFailures(python_logging.Filter):
+  """Drops what Orbax's background threads log about a write that failed for want of space or
+  permissions (each thread its traceback: hundreds of lines for one full disk): the failure
+  reaches `save` or `wait`, which say it in one line. `count` is how many were dropped."""
+
+  def __init__(self):
+    super().__init__()
+    self.count = 0
+
+  def filter(self, record: python_logging.LogRecord) -> bool:
+    if record.levelno < python_logging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname:
+      return True
+    causes = [Exception(record.getMessage())]
+    e = record.exc_info[1] if record.exc_info else None
+    while e is not None and len(causes) < 16:
+      causes.append(e)
+      e = e.__cause__ or e.__context__
+    if any(_write_failure(cause) for cause in causes):
+      self.count += 1
+      return False
+    return True
 
 
 def _write_failure(e: BaseException) -> str | None:

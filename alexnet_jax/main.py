@@ -8,7 +8,7 @@ processes (hosts): `alexnet_jax/distributed.py`.
 import jax
 from absl import flags, logging
 
-from alexnet_jax import cli, distributed, train
+from alexnet_jax import checkpoint, cli, distributed, train
 
 
 def main(argv):
@@ -17,8 +17,17 @@ def main(argv):
   if distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id):
     if jax.process_index() != 0:  # one process reports; the others only warn
       logging.set_verbosity(logging.WARNING)
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir, overridden=cli.config_overrides(),
-                           validated=True)  # cli.run has
+  try:
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir, overridden=cli.config_overrides(),
+                             validated=True)  # cli.run has
+  except Exception as e:  # noqa: BLE001 -- a peer's loss surfaces as any runtime error
+    lost = distributed.lost_peer(e)
+    if lost is None:
+      raise
+    steps = checkpoint.saved_steps(FLAGS.workdir)
+    distributed.stop(f"{lost}; every process stops, the checkpoints are kept (the newest: step "
+                     f"{max(steps) if steps else 'none'}): the same command resumes once all "
+                     f"{jax.process_count()} processes run")
 
 
 if __name__ == "__main__":

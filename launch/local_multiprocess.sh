@@ -8,7 +8,7 @@
 # to DIR/process_<i>.log when --workdir is given (appended, each launch under a header line),
 # process 0's shown on the terminal as well (it logs progress and the closing summary). A
 # workdir whose run is alive (its lock held) is refused before any log is touched. Exits with
-# the first failing process's status.
+# the first failing process's status, with one line for each process that failed.
 set -euo pipefail
 N="${1:?usage: bash launch/local_multiprocess.sh N [--devices=D] -- MAIN_ARGS...}"
 shift
@@ -55,7 +55,12 @@ for ((i = 0; i < N; i++)); do
   pids+=($!)
 done
 status=0
-for pid in "${pids[@]}"; do
-  wait "$pid" || { rc=$?; [ "$status" = 0 ] && status=$rc; }
+for i in "${!pids[@]}"; do
+  wait "${pids[$i]}" && continue
+  rc=$?
+  [ "$status" = 0 ] && status=$rc
+  why="exited with status $rc"
+  [ "$rc" -gt 128 ] && why="was ended by signal $((rc - 128))"
+  echo "process $i $why${LOGDIR:+ (its log: $LOGDIR/process_$i.log)}" >&2
 done
 exit "$status"

@@ -48,6 +48,61 @@ def test_a_second_launch_on_a_running_jobs_workdir_leaves_its_logs(tmp_path):
   assert not (workdir / "process_1.log").exists()
 
 
+def _pid_of(process: int, workdir) -> int | None:
+  for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+      cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+    except OSError:
+      continue
+    if (b"alexnet_jax.main" in cmdline and f"--process_id={process}".encode() in cmdline
+        and f"--workdir={workdir}".encode() in cmdline):
+      return int(pid)
+  return None
+
+
+@pytest.mark.slow
+def test_a_peer_that_dies_ends_the_run_in_one_line_naming_it(tmp_path):
+  """A killed peer left process 0 printing a Gloo traceback, waiting ≈ 90 s at JAX's shutdown
+  barrier, then aborting with a stack dump. Mutation: main's `lost_peer` handling dropped (the
+  error raised as before) -> the run outlives the 30 s and the log has the traceback (red)."""
+  import signal
+  import time
+
+  workdir = tmp_path / "run"
+  launch = subprocess.Popen(
+      ["bash", "launch/local_multiprocess.sh", "2", "--devices=4", "--", *small_flags(),
+       "--config.num_epochs=500", f"--workdir={workdir}"], stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True, cwd=ROOT, env=os.environ | {"PYTHON": sys.executable})
+  try:
+    deadline = time.time() + 300
+    while "step 4/" not in _read(workdir / "process_0.log") and time.time() < deadline:
+      assert launch.poll() is None, launch.communicate()
+      time.sleep(0.5)
+    peer = _pid_of(1, workdir)
+    assert peer is not None
+    os.kill(peer, signal.SIGKILL)
+    killed = time.time()
+    out, err = launch.communicate(timeout=120)
+    took = time.time() - killed
+  finally:
+    launch.kill()
+  log = _read(workdir / "process_0.log").rsplit("=== launch of ", 1)[1]
+  errors = [line for line in log.splitlines() if line.startswith("error:")]
+  assert took < 30 and launch.returncode != 0, (took, launch.returncode, log[-2000:])
+  assert len(errors) == 1 and errors[0].startswith(
+      "error: process 0 of 2 lost process 1 (") and f"pid {peer})" in errors[0], errors
+  assert "every process stops, the checkpoints are kept" in errors[0]
+  assert "Traceback" not in log and "Check failure" not in log, log[-2000:]
+  assert errors[0] in out and "process 1 was ended by signal 9" in err
+
+
+def _read(path) -> str:
+  try:
+    return open(path).read()
+  except OSError:
+    return ""
+
+
 def _why(process: int, log: str) -> str:
   """A failed process's error and fatal lines (a C++ abort buries them under its stack dumps)
   and the end of its log."""

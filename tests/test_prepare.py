@@ -225,6 +225,28 @@ def test_a_record_that_cannot_be_read_is_an_unreadable_image_skipped_and_counted
   assert result.complete and result.evaluation["eval"]["skipped_images"] >= 1
 
 
+@pytest.mark.parametrize("sidecar", ["with its digest", "written before shards had digests"])
+def test_prepare_rewrites_a_shard_damaged_inside_a_chunk(tmp_path, sidecar):
+  """Prepare said "nothing to do" over a corrupt chunk (the record count, which it checked, is
+  in the footer). Mutations: the digest compared with itself, or the records not read for a
+  sidecar without one -> the shard is left damaged (red)."""
+  image_folder_tree(tmp_path / "src")
+  config = _prepared(tmp_path / "src", tmp_path / "store")
+  shard = sources.shard_path(str(tmp_path / "store"), "val", 0, 2)
+  whole = open(shard, "rb").read()
+  if sidecar != "with its digest":
+    side = shard.replace(".array_record", ".json")
+    record = json.load(open(side))
+    del record["sha256"]
+    json.dump(record, open(side, "w"))
+  raw = bytearray(whole)
+  raw[100:164] = bytes(64)
+  open(shard, "wb").write(bytes(raw))
+  prepare.prepare(config.data, channels=3, num_classes=3, shard_size=4, workers=1,
+                  progress=False)
+  assert open(shard, "rb").read() == whole
+
+
 def test_a_store_removed_mid_run_stops_in_one_line_with_the_evaluated_step_saved(tmp_path,
                                                                                 monkeypatch):
   from alexnet_jax import progress

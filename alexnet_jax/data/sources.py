@@ -431,7 +431,8 @@ class PreparedSplit(_RandomAccessFiles):
       return {"encoded": record[4:], "label": np.int32(struct.unpack_from("<i", record)[0]),
               "name": name}
     except Exception as e:  # noqa: BLE001 -- the reader raises several kinds
-      logging.warning("cannot read record %s of the prepared store: %s", name,
+      logging.warning("cannot read record %s of the prepared store: %s (`python -m "
+                      "alexnet_jax.data.prepare` with this config rewrites damaged shards)", name,
                       first_line(e) or type(e).__name__)
       return {"encoded": b"", "label": np.int32(0), "name": name}
 

@@ -11,7 +11,7 @@ unless `data.prepared_dir` says where):
 
     train-00000-of-00042.array_record ...   records: 4-byte little-endian label + JPEG bytes
     val-00000-of-00002.array_record ...
-    train-00000-of-00042.json ...           each shard's count, unreadable files, statistics
+    train-00000-of-00042.json ...           each shard's count, SHA-256, unreadable files
     stats.npz                               the mean image and RGB PCA (`stats.Stats`)
     report.json                             every unreadable original, with the reason
     manifest.json                           the originals' identity, the form, classes, counts:
@@ -21,12 +21,15 @@ Training reads the store when its manifest is there and it holds the config's fo
 originals as they are now (`sources.load` says which form it reads, and refuses a stale or
 damaged store). Shards are written under temporary names and renamed when complete, each with
 its own sidecar: a killed prepare continues with the shards that are missing, a damaged shard
-is written again, a store whose originals changed is prepared again, and a current one is left
-as it is (run it again: nothing to do).
+is written again (a shard whose bytes no longer match its sidecar's SHA-256 is damaged, however
+it was damaged), a store whose originals changed is prepared again, and a current one is left as
+it is (run it again: nothing to do).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import hashlib
 import json
 import math
 import multiprocessing
@@ -96,7 +99,8 @@ def _write_shard(task: tuple) -> dict:
           acc.add(stored[None])
     finally:
       writer.close()
-    sidecar = {"split": split_name, "index": index, "records": written, "bad": bad}
+    sidecar = {"split": split_name, "index": index, "records": written, "bad": bad,
+               "sha256": _digest(tmp)}
     if acc is not None and acc.count:
       np.savez(_beside(final, ".stats.npz"), image_sum=acc.image_sum,
                pixel_sum=acc.pixel_sum, outer_sum=acc.outer_sum, count=acc.count,
@@ -111,21 +115,49 @@ def _write_shard(task: tuple) -> dict:
   return sidecar
 
 
+def _digest(path: str) -> str:
+  with open(path, "rb") as f:
+    return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _reads_whole(path: str, records: int) -> bool:
+  """Every record of a shard read (a sidecar written before shards had digests)."""
+  from array_record.python.array_record_module import ArrayRecordReader
+
+  reader = ArrayRecordReader(path)
+  try:
+    return reader.num_records() == records and len(reader.read_all()) == records
+  finally:
+    reader.close()
+
+
 def _complete_sidecar(store: str, split: str, index: int, count: int) -> dict | None:
-  """The sidecar of a shard already written and readable with its records, else None (the
-  shard is written again: missing, damaged, or without its sidecar)."""
+  """The sidecar of a shard already written and whole (its bytes those its sidecar's SHA-256
+  was taken of), else None (the shard is written again: missing, damaged anywhere, or without
+  its sidecar)."""
   final = sources.shard_path(store, split, index, count)
   if not os.path.exists(final):
     return None
   try:
     with open(_beside(final, ".json"), encoding="utf-8") as f:
       sidecar = json.load(f)
-    if sources.shard_records(final) == sidecar["records"]:
+    if ("sha256" in sidecar and _digest(final) == sidecar["sha256"]) or (
+        "sha256" not in sidecar and _reads_whole(final, sidecar["records"])):
       return sidecar
   except Exception:  # noqa: BLE001 -- unreadable sidecar or shard: written again
     pass
   logging.warning("%s is damaged: writing it again", final)
   return None
+
+
+def _damaged_shards(store: str, manifest: dict) -> list[str]:
+  """The shards of a complete store that are not whole (`_complete_sidecar`), checked in
+  parallel (hashing releases the interpreter)."""
+  shards = [(split, i, manifest["shards"][split]) for split in SPLITS
+            for i in range(manifest["shards"][split])]
+  with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+    whole = list(pool.map(lambda shard: _complete_sidecar(store, *shard), shards))
+  return [sources.shard_path(store, *shard) for shard, ok in zip(shards, whole) if ok is None]
 
 
 # ----------------------------------------------------------------------------- the store
@@ -194,13 +226,13 @@ def prepare(data, *, channels: int, num_classes: int, shard_size: int = 1024, wo
   done = sources.read_manifest(store)
   if done is not None and done["form"] == form and not identity_lib.same_data(
       Identity.from_dict(done["originals"]), dataset.identity, "store"):
-    try:
-      sources.check_store(store, done)
-      logging.info("%s is prepared already (%d train, %d val images): nothing to do", store,
-                   done["records"]["train"], done["records"]["val"])
+    damaged = _damaged_shards(store, done)
+    if not damaged:
+      logging.info("%s is prepared already (%d train, %d val images, every shard whole): "
+                   "nothing to do", store, done["records"]["train"], done["records"]["val"])
       return done
-    except UserError as e:
-      logging.warning("%s: writing the damaged shards again", e)
+    logging.warning("%s: %d damaged shard(s) (%s): writing them again", store, len(damaged),
+                    ", ".join(os.path.basename(p) for p in damaged[:3]))
   try:
     _claim(store, dataset.identity, form, shard_size)
     return _write(store, dataset, form, shard_size, workers, progress)
