@@ -91,8 +91,8 @@ def run_one(config_path: str, variant: str, seed: int, workdir: str,
   of other data than the study reads now is refused."""
   config = load_config(config_path, variant, overrides)
   config.seed = seed
-  done = os.path.join(workdir, "result.json")
-  saved = _read_result(done)
+  run = workdir_lib.RunDir(workdir)
+  saved = _read_result(run.read_result())
   runs.begin(f"{variant or 'baseline'} seed {seed}", workdir, finished=saved is not None)
   if saved is not None:
     if saved.get("data"):
@@ -109,20 +109,14 @@ def run_one(config_path: str, variant: str, seed: int, workdir: str,
   if not result.complete or not result.evaluation:
     raise UserError(f"the study stopped: the run in {workdir} was interrupted at step "
                     f"{result.step}; run the same command to continue it")
-  with workdir_lib.output_file(done) as f:
-    json.dump({"evaluation": result.evaluation, "step": result.step, "data": result.data}, f)
+  run.write_result({"evaluation": result.evaluation, "step": result.step, "data": result.data})
   return result.evaluation
 
 
-def _read_result(path: str) -> dict | None:
-  """A finished run's result ({'evaluation', 'step', 'data'}); an earlier version's (the
-  evaluation alone) without its data; None when there is none or it holds no evaluation (an
-  interrupted run of an earlier version wrote one: it is run again)."""
-  try:
-    with open(path, encoding="utf-8") as f:
-      saved = json.load(f)
-  except (OSError, ValueError):
-    return None
+def _read_result(saved) -> dict | None:
+  """A finished run's result ({'evaluation', 'step', 'data'}) from its `result.json`; an
+  earlier version's (the evaluation alone) without its data; None when there is none or it
+  holds no evaluation (an interrupted run of an earlier version wrote one: it is run again)."""
   if isinstance(saved, dict) and "evaluation" in saved and saved["evaluation"]:
     return saved
   if isinstance(saved, dict) and "eval" in saved:
@@ -239,8 +233,7 @@ def train_curve(run_dir: str, key: str) -> list[tuple[int, float]]:
   from alexnet_jax import metrics
 
   by_step = {r["step"]: r[key]
-             for r in metrics.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
-             if r["split"] == "train" and key in r}
+             for r in metrics.run_rows(run_dir) if r["split"] == "train" and key in r}
   return sorted(by_step.items())
 
 

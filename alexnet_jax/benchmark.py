@@ -494,8 +494,7 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
     workdir = os.path.join(tmp, "workdir")
     train.train_and_evaluate(config, workdir,
                              **({"setup": null_setup} if null_model else {}))
-    rows = [r for r in metrics.read_metrics(os.path.join(workdir, "metrics.jsonl"))
-            if r["split"] == "train"][1:]
+    rows = [r for r in metrics.run_rows(workdir) if r["split"] == "train"][1:]
   mean = lambda key, digits=3: round(float(np.mean([r[key] for r in rows])), digits)
   record = {"bench": "end2end", "source": source + (" (prepared)" if prepared else ""),
             "model": "null" if null_model else "alexnet", "batch": batch,

@@ -1,4 +1,5 @@
-"""The workdir's checkpoints, the one module that knows their layout.
+"""The workdir's checkpoints: what a step directory holds, written and read (the workdir's
+paths are `workdir.RunDir`'s).
 
 `<workdir>/checkpoints/<step>/{state,meta,data}` keeps the latest `keep` steps;
 `<workdir>/best/<step>/{state,meta}` keeps the one with the lowest validation top-1 error.
@@ -34,7 +35,6 @@ from alexnet_jax import checkpoint_meta, models
 from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.errors import UserError, first_line
 
-LATEST, BEST = "checkpoints", "best"  # step directories under the workdir
 STATE, META, DATA = "state", "meta", "data"  # items of a step directory
 _REMOVE_ATTEMPTS = 50  # 0.1 s apart: removing the partial directories of a failed write
 
@@ -60,11 +60,12 @@ class Checkpoints:
     self._folded = _FoldWriteFailures()
     logging.get_absl_logger().addFilter(self._folded)
     self.last_saved = None
+    run = workdir_lib.RunDir(workdir)
     self.latest = ocp.CheckpointManager(
-        os.path.join(workdir, LATEST), options=_options("latest", keep),
+        run.checkpoints, options=_options("latest", keep),
         item_names=(STATE, META, DATA))
     self.best = ocp.CheckpointManager(
-        os.path.join(workdir, BEST), options=_options("best", 1), item_names=(STATE, META))
+        run.best, options=_options("best", 1), item_names=(STATE, META))
 
   def __enter__(self) -> "Checkpoints":
     return self
@@ -274,7 +275,7 @@ def _complete_steps(root: str) -> list[int]:
 
 def saved_steps(workdir: str) -> list[int]:
   """The steps of `workdir`'s `checkpoints/` (nothing is created)."""
-  return sorted(_complete_steps(os.path.join(os.path.abspath(workdir), LATEST)))
+  return sorted(_complete_steps(workdir_lib.RunDir(workdir).checkpoints))
 
 
 def saved_shapes(step_dir: str) -> dict[str, tuple[int, ...]]:
@@ -315,7 +316,8 @@ def _newest_that_restores(candidates, read, *, on_damaged=None, none_left: str, 
 def step_dirs(workdir: str, *, step: int | None = None, best: bool = False) -> list[str]:
   """Step directories to try, newest first: `best/<step>`, `checkpoints/<step>`, or all of
   `checkpoints/` (the newest first, older ones as fallbacks)."""
-  root = os.path.join(os.path.abspath(workdir), BEST if best else LATEST)
+  run = workdir_lib.RunDir(workdir)
+  root = run.best if best else run.checkpoints
   if not os.path.isdir(root):
     raise UserError(f"no checkpoints in {workdir} (missing {root})")
   steps = sorted(_complete_steps(root), reverse=True)
@@ -325,7 +327,7 @@ def step_dirs(workdir: str, *, step: int | None = None, best: bool = False) -> l
     steps = [step]
   if not steps:
     raise UserError(f"no checkpoints in {root}")
-  return [os.path.join(root, str(s)) for s in steps]
+  return [run.step_dir(s, best) for s in steps]
 
 
 def read_meta(step_dir: str) -> dict:
@@ -339,11 +341,12 @@ def write_converted(workdir: str, params: dict, meta: dict, step: int = 0) -> st
   with the parameters as the state's 'params' (what inference and fine-tuning restore) and the
   meta; refuses a workdir that holds anything a run writes (`workdir.PATHS`). Returns the step
   directory."""
-  root = os.path.join(os.path.abspath(workdir), LATEST)
-  found = [n for n in workdir_lib.PATHS if os.path.exists(os.path.join(workdir, n))]
+  run = workdir_lib.RunDir(workdir)
+  root = run.checkpoints
+  found = [n for n in workdir_lib.PATHS if os.path.lexists(os.path.join(run.root, n))]
   if found:
-    raise UserError(f"{os.path.abspath(workdir)} holds a run already ({', '.join(found)}): "
-                    "convert into a new --workdir")
+    raise UserError(f"{os.path.abspath(run.root)} holds a run already ({', '.join(found)}): convert into a new "
+                    "--workdir")
   manager = ocp.CheckpointManager(root, item_names=(STATE, META),
                                   options=ocp.CheckpointManagerOptions(create=True))
   try:
@@ -354,7 +357,7 @@ def write_converted(workdir: str, params: dict, meta: dict, step: int = 0) -> st
     raise UserError(f"cannot write {root} ({e.strerror or e})") from None
   finally:
     manager.close()
-  return os.path.join(root, str(step))
+  return run.step_dir(step)
 
 
 def newest_meta(workdir: str, *, step: int | None = None, best: bool = False

@@ -46,18 +46,27 @@ _REMOVED = {"model": ("name",)}
 _PATHS = ("data.data_dir", "data.stats_file", "data.prepared_dir", "init_from.workdir")
 
 
-def build(step: int, *, epoch: float, schedule_state: dict, config, data: Identity,
-          processes: int, evaluation: dict | None = None) -> dict:
-  """The meta of the checkpoint of `step` (`evaluation`: the figures of an evaluation at it)."""
+def build(step: int, *, epoch: float, config, processes: int, schedule_state: dict | None = None,
+          data: Identity | None = None, class_names=None, evaluation: dict | None = None,
+          converted_from: str = "") -> dict:
+  """The meta of the checkpoint of `step`: a run's (`data`: the identity of what it trained on,
+  `evaluation`: the figures of an evaluation at it) or, `converted_from` a weights file, the
+  one of weights made elsewhere (no schedule, no data: only their `class_names`)."""
   config = config.to_dict()
   for path in _PATHS:
     section, name = path.split(".")
     if config[section][name]:
       config[section][name] = os.path.abspath(config[section][name])
-  meta = {"step": step, "epoch": epoch, "schedule": schedule_state, "config": config,
-          "data": data.to_dict(), "class_names": list(data.class_names), "processes": processes}
+  meta = {"step": step, "epoch": epoch, "config": config, "processes": processes,
+          "class_names": list(data.class_names if data is not None else class_names)}
+  if schedule_state is not None:
+    meta["schedule"] = schedule_state
+  if data is not None:
+    meta["data"] = data.to_dict()
   if evaluation is not None:
     meta["evaluation"] = evaluation
+  if converted_from:
+    meta["converted_from"] = os.path.abspath(converted_from)
   return meta
 
 

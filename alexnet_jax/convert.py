@@ -28,7 +28,8 @@ import struct
 import numpy as np
 from absl import logging
 
-from alexnet_jax import checkpoint, cli, models
+from alexnet_jax import checkpoint, checkpoint_meta, cli, models
+from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.data.stats import Stats
 from alexnet_jax.errors import UserError
 
@@ -284,10 +285,10 @@ def write_workdir(workdir: str, config, params: dict, mean_image: np.ndarray, *,
                 defaults.eigvec if channels == 3 else np.ones((1, 1), np.float32), 0)
   names = (imagenet_class_names(spec.num_classes) if config.data.name == "imagenet2012"
            else tuple(str(i) for i in range(spec.num_classes)))
-  meta = {"step": 0, "epoch": 0.0, "config": config.to_dict(), "class_names": list(names),
-          "converted_from": os.path.abspath(converted_from), "processes": 1}
+  meta = checkpoint_meta.build(0, epoch=0.0, config=config, processes=1, class_names=names,
+                               converted_from=converted_from)
   step_dir = checkpoint.write_converted(workdir, params, meta)
-  stats.save(os.path.join(os.path.abspath(workdir), "data_stats.npz"))
+  stats.save(workdir_lib.RunDir(workdir).stats)
   return step_dir
 
 

@@ -172,8 +172,7 @@ def phase_train(sizes: Sizes, fashion_mnist: str, work: str, deadline: float, lo
                      *overrides], deadline, log)
   result = {"config": sizes.train_config, "overrides": list(sizes.train_overrides),
             "seconds": round(time.monotonic() - start, 1), "errors": [error] if error else []}
-  path = os.path.join(workdir, "metrics.jsonl")
-  rows = metrics.read_metrics(path) if os.path.exists(path) else []
+  rows = metrics.run_rows(workdir)
   train = [r for r in rows if r["split"] == "train"]
   steady = train[1:] or train  # the first interval includes compiling
   result["img_per_s"] = (round(sum(r["img_per_s"] for r in steady) / len(steady), 1)

@@ -22,6 +22,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from alexnet_jax import checkpoint, checkpoint_meta
+from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.data import identity as identity_lib
 from alexnet_jax.data import images as image_files
 from alexnet_jax.data import pipeline, sources
@@ -107,7 +108,7 @@ class Trained:
 def load(workdir: str, *, step: int | None = None, best: bool = False) -> Trained:
   """The trained network of `workdir` on this process's devices, with the statistics it was
   trained with (`data_stats.npz`, checked against the checkpoint's record of them)."""
-  stats_path = os.path.join(workdir, "data_stats.npz")
+  stats_path = workdir_lib.RunDir(workdir).stats
   checkpoint.step_dirs(workdir, step=step, best=best)  # no checkpoints: that error first
   if not os.path.exists(stats_path):
     raise UserError(f"{stats_path} is missing: the workdir was not written by alexnet_jax.train")

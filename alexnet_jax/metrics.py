@@ -11,6 +11,7 @@ import jax
 from absl import logging
 
 from alexnet_jax import figures
+from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.errors import UserError
 
 
@@ -22,11 +23,12 @@ class MetricWriter:
 
   def __init__(self, workdir: str):
     self.enabled = jax.process_index() == 0
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    run = workdir_lib.RunDir(workdir)
+    self.path = run.metrics
     if self.enabled:
       from tensorboardX.event_file_writer import EventsWriter
 
-      events = os.path.join(workdir, "tensorboard")
+      events = run.tensorboard
       try:
         os.makedirs(events, exist_ok=True)
         self._tb = EventsWriter(os.path.join(events, "events"))
@@ -75,6 +77,12 @@ def _well_formed(row) -> bool:
   return (isinstance(row, dict) and isinstance(row.get("step"), int)
           and not isinstance(row.get("step"), bool) and isinstance(row.get("split"), str)
           and all(numeric(v) for k, v in row.items() if k not in ("step", "split")))
+
+
+def run_rows(workdir: str) -> list[dict]:
+  """The metrics rows of the run in `workdir` (none when it has not logged any)."""
+  path = workdir_lib.RunDir(workdir).metrics
+  return read_metrics(path) if os.path.exists(path) else []
 
 
 def read_metrics(path: str) -> list[dict]:

@@ -133,8 +133,7 @@ def model_card(trained: inference.Trained, fmt: str, output: str, workdir: str) 
 def _accuracy_lines(workdir: str, step: int) -> list[str]:
   """The evaluation of the exported checkpoint's step from the run's metrics (the last one,
   said as such, when that step was not evaluated)."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  rows = metrics.read_metrics(path) if os.path.exists(path) else []
+  rows = metrics.run_rows(workdir)
   out = []
   for split, said in metrics.EVALUATIONS.items():
     evaluated = [r for r in rows if r["split"] == split]

@@ -6,6 +6,7 @@ import os
 import shutil
 import sys
 
+from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.metrics import EVALUATIONS
 
 
@@ -23,6 +24,7 @@ def closing_summary(workdir: str, *, evaluation: dict, step: int, total_steps: i
   """The lines printed when a run ends (the first one included): accuracy in % (centre crop
   and ten crops), the best step and its path, the run's files, and the next commands; a run
   stopped by a signal says how to resume it."""
+  run = workdir_lib.RunDir(workdir)
   lines = ["", f"=== {workdir} ==="]
   if stopped_by:
     lines.append(f"stopped by {stopped_by} at step {step} of {total_steps}; step {step} is "
@@ -38,12 +40,11 @@ def closing_summary(workdir: str, *, evaluation: dict, step: int, total_steps: i
                       if r.get("skipped_images") else ""))
   if best_step is not None:
     lines.append(f"best checkpoint (lowest validation top-1 error): step {best_step}, "
-                 f"{os.path.join(workdir, 'best', str(best_step))}")
-  lines.append(f"metrics: {os.path.join(workdir, 'metrics.jsonl')}; curves: "
-               f"{os.path.join(workdir, 'curves.png')}")
+                 f"{run.step_dir(best_step, best=True)}")
+  lines.append(f"metrics: {run.metrics}; curves: {run.curves}")
   tensorboard = shutil.which("tensorboard")
   lines.append(f"TensorBoard: {tensorboard or 'tensorboard'} --logdir "
-               f"{os.path.join(workdir, 'tensorboard')}" + (
+               f"{run.tensorboard}" + (
                    "" if tensorboard else " (pip install 'alexnet_jax[tensorboard]' first)"))
   if not stopped_by:
     python = python_command()

@@ -36,7 +36,6 @@ from alexnet_jax.step_metrics import StepMetrics
 from alexnet_jax.train_setup import setup_train
 
 
-STATS = "data_stats.npz"  # the run's own mean image and RGB PCA, in its workdir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +124,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, setup_f
 
     # --- input --------------------------------------------------------------------------------
     # A resumed run keeps its own statistics: the data's may have been computed again since.
-    stats_path = os.path.join(workdir, STATS)
+    stats_path = workdir_lib.RunDir(workdir).stats
     own_stats = Stats.load(stats_path) if resuming and os.path.exists(stats_path) else None
     model_config = config.model
     input_ = build_input(config.data, crop=model_config.input_size,
@@ -305,7 +304,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, setup_f
         break
     ckpts.wait()
     if jax.process_index() == 0 and os.path.exists(writer.path):
-      metrics.plot_curves(writer.path, os.path.join(workdir, "curves.png"),
+      metrics.plot_curves(writer.path, workdir_lib.RunDir(workdir).curves,
                           config.model.num_classes)
     return result(evaluation, step, stop.signal if step < total_steps else None)
 

@@ -1,4 +1,5 @@
-"""The training workdir as a place: every path checked before anything compiles, and a lock so
+"""The training workdir as a place: `RunDir`, the one owner of its paths; every path checked
+before anything compiles; the one atomic writer of output files (`output_file`); and a lock so
 that one run (one job: process 0 of a multi-process run) owns it at a time.
 
 The lock is `<workdir>/.alexnet_jax.lock`, held with `flock` while the run lives: the kernel
@@ -10,6 +11,7 @@ time) for the one-line error a second run gets.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -21,9 +23,55 @@ from absl import logging
 from alexnet_jax.errors import UserError
 
 LOCK = ".alexnet_jax.lock"
+CHECKPOINTS, BEST, TENSORBOARD = "checkpoints", "best", "tensorboard"  # directories
+METRICS, STATS, CURVES, RESULT = "metrics.jsonl", "data_stats.npz", "curves.png", "result.json"
 # What training writes in a workdir, and whether each is a directory.
-PATHS = {"checkpoints": True, "best": True, "tensorboard": True, "metrics.jsonl": False,
-         "data_stats.npz": False, "curves.png": False}
+PATHS = {CHECKPOINTS: True, BEST: True, TENSORBOARD: True, METRICS: False, STATS: False,
+         CURVES: False, RESULT: False}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunDir:
+  """A run on disk: every path of the workdir `root`, named once here.
+
+      checkpoints/<step>/   the latest checkpoints (`checkpoint`)
+      best/<step>/          the best one
+      metrics.jsonl         the metrics rows (`metrics`)
+      tensorboard/          TensorBoard events
+      data_stats.npz        the run's own mean image and RGB PCA, written when it starts
+      curves.png            the curves at the end
+      result.json           a finished run's final evaluation and data (an ablation's run)
+      .alexnet_jax.lock     the lock of the run that owns it
+  """
+
+  root: str
+
+  def _path(self, name: str) -> str:
+    return os.path.join(self.root, name)
+
+  checkpoints = property(lambda self: self._path(CHECKPOINTS))
+  best = property(lambda self: self._path(BEST))
+  tensorboard = property(lambda self: self._path(TENSORBOARD))
+  metrics = property(lambda self: self._path(METRICS))
+  stats = property(lambda self: self._path(STATS))
+  curves = property(lambda self: self._path(CURVES))
+  result = property(lambda self: self._path(RESULT))
+  lock = property(lambda self: self._path(LOCK))
+
+  def step_dir(self, step: int, best: bool = False) -> str:
+    return os.path.join(self.best if best else self.checkpoints, str(step))
+
+  def read_result(self) -> dict | None:
+    """The JSON of `result.json`, or None when it is missing or unreadable."""
+    try:
+      with open(self.result, encoding="utf-8") as f:
+        return json.load(f)
+    except (OSError, ValueError):
+      return None
+
+  def write_result(self, result: dict) -> None:
+    with output_file(self.result) as f:
+      json.dump(result, f)
 
 
 def prepare(workdir: str) -> str:
@@ -94,7 +142,7 @@ class Lock:
   a live run holds it."""
 
   def __init__(self, workdir: str):
-    self.path = os.path.join(workdir, LOCK)
+    self.path = RunDir(workdir).lock
     self._fd = None
 
   def __enter__(self) -> "Lock":

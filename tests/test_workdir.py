@@ -85,3 +85,32 @@ def test_an_output_file_is_written_whole_or_not_at_all(tmp_path):
     with workdir_lib.output_file(str(tmp_path / "other.csv"), "wb"):
       raise KeyError("x")
   assert os.listdir(tmp_path) == ["out.json"]
+
+
+def test_a_trained_workdir_holds_only_the_paths_its_owner_names(straight_run):
+  """What training leaves in a workdir is what `RunDir` names (and checks before a run).
+  Mutation: `curves.png` dropped from `workdir_lib.PATHS` -> red."""
+  names = set(os.listdir(straight_run[0])) - {workdir_lib.LOCK}
+  assert names and names <= set(workdir_lib.PATHS), names - set(workdir_lib.PATHS)
+  run = workdir_lib.RunDir(straight_run[0])
+  assert {run.checkpoints, run.best, run.metrics, run.stats, run.curves, run.tensorboard} == {
+      os.path.join(run.root, n) for n in names}
+
+
+def test_each_file_name_of_a_run_is_spelled_in_one_module():
+  """Every module reaches a workdir's files through `workdir_lib.RunDir`. Mutation: metrics.py
+  joining "metrics.jsonl" itself again -> red."""
+  import re
+
+  package = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         "alexnet_jax")
+  spelled = {}
+  for folder, _, files in os.walk(package):
+    for name in files:
+      if not name.endswith(".py") or name == "workdir.py":
+        continue
+      text = open(os.path.join(folder, name), encoding="utf-8").read()
+      for file_name in (workdir_lib.METRICS, workdir_lib.STATS, workdir_lib.CURVES, workdir_lib.RESULT):
+        if re.search(rf"""["']{re.escape(file_name)}["']""", text):
+          spelled.setdefault(file_name, []).append(name)
+  assert not spelled, spelled
