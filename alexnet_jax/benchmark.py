@@ -229,7 +229,7 @@ def bench_input(*, root: str, generate: int, workers: int, seconds: float,
   ImageFolder tree at `root`): a plain PIL loop on the originals; the training pipeline on the
   originals; the pipeline on the prepared §2 store (`data.prepare`, at `quality`); images/s
   and images per CPU-second of this process and its workers."""
-  from alexnet_jax.data import pipeline, prepare, sources
+  from alexnet_jax.data import pipeline, prepare, readers, sources
   from alexnet_jax.data.stats import Stats
 
   records = []
@@ -244,7 +244,7 @@ def bench_input(*, root: str, generate: int, workers: int, seconds: float,
       made = generate_imagenet_like(root, generate)
       generate_imagenet_like(root, 8, seed=1, split="val")
       emit({"bench": "input", "what": "generated ImageNet-like JPEGs", **made})
-    files, names, _ = sources.image_folder(root, "train")
+    files, names, _ = readers.image_folder(root, "train")
     data = _input_data(root, os.path.join(tmp, "store"), quality, chroma)
     start = time.perf_counter()
     prepare.prepare(data, channels=3, num_classes=len(names), progress=False)
@@ -460,7 +460,7 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
   figures are the loop's own ceiling. `store`: the prepared store's folder, kept (prepared once
   and reused by later runs). Prints and returns the record."""
   from alexnet_jax import metrics, train
-  from alexnet_jax.data import prepare, sources
+  from alexnet_jax.data import prepare, readers
 
   batch = batch or config.data.batch_size
   if steps < 8:
@@ -474,7 +474,7 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
       config.data.update(dict(name="image_folder", data_dir=root,
                               prepared_dir=store or os.path.join(tmp, "store"),
                               use_prepared=prepared))
-      size = len(sources.image_folder(root, "train")[0])
+      size = len(readers.image_folder(root, "train")[0])
       if prepared:
         prepare.prepare(config.data, channels=config.model.in_channels,
                         num_classes=config.model.num_classes, progress=False)

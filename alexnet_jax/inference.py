@@ -25,7 +25,7 @@ from alexnet_jax import checkpoint, checkpoint_meta
 from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.data import identity as identity_lib
 from alexnet_jax.data import images as image_files
-from alexnet_jax.data import pipeline, sources
+from alexnet_jax.data import pipeline, readers, sources
 from alexnet_jax.data.identity import Identity
 from alexnet_jax.data.stats import Stats
 from alexnet_jax.errors import UserError
@@ -164,7 +164,7 @@ def images_under(folder: str) -> list[str]:
   with an image's name that are not regular files (FIFOs, devices, sockets) are skipped and
   counted in one warning."""
   named = [os.path.join(d, f) for d, _, files in os.walk(folder) for f in files
-           if f.lower().endswith(sources.IMAGE_EXTENSIONS)]
+           if f.lower().endswith(readers.IMAGE_EXTENSIONS)]
   paths = [p for p in named if os.path.isfile(p)]
   if len(paths) < len(named):
     logging.warning("%s: skipped %d entries with an image's name that are not regular files "

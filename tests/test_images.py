@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_jax.data import images, sources
+from alexnet_jax.data import images, readers
 
 
 def test_stored_form_is_shorter_side_256_then_the_central_square():
@@ -92,7 +92,7 @@ def test_what_one_image_may_cost_is_bounded(monkeypatch, tmp_path):
   monkeypatch.setattr(images, "MAX_FILE_BYTES", 1000)
   big = tmp_path / "big.jpg"
   big.write_bytes(b"\xff\xd8" + bytes(5000))
-  record = sources.FileSplit((str(big),), np.zeros(1, np.int32))[0]
+  record = readers.FileSplit((str(big),), np.zeros(1, np.int32))[0]
   assert len(record["encoded"]) == 1001  # read no further than the limit
   with pytest.raises(images.UnreadableImage, match="more than 1000 bytes"):
     images.decode(record["encoded"], 256)

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax.data import pipeline, sources
+from alexnet_jax.data import pipeline, readers
 from alexnet_jax.data.normalize import normalize
 from alexnet_jax.data.stats import Stats
 from conftest import (build_input, folder_config, image_folder_tree, load_config,
@@ -42,7 +42,7 @@ def test_train_crops_and_the_device_normalisation_match_a_numpy_reference():
   image = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
   mean = rng.normal(100, 5, size=(8, 8, 3)).astype(np.float32)
   scale_matrix = np.eye(3, dtype=np.float32) * 4.0
-  split = sources.Split(image[None], np.array([1], np.int32))
+  split = readers.Split(image[None], np.array([1], np.int32))
   crops = pipeline.TrainBatch(pipeline.Augmentation(8, 5, True, 0.1, scale_matrix, seed=0),
                               split, 3)
   batch = crops.map({"index": np.zeros(40, int), "position": np.arange(40)})
@@ -68,8 +68,8 @@ def test_image_files_give_the_crops_of_the_same_images_in_memory_and_stand_ins_f
   (tmp_path / "5.png").write_bytes(b"\x89PNG broken")
   labels = np.arange(6, dtype=np.int32)
   augmentation = pipeline.Augmentation(9, 6, True, 0.1, np.eye(3, dtype=np.float32), seed=7)
-  in_memory = pipeline.TrainBatch(augmentation, sources.Split(stored, labels), 3)
-  files = pipeline.TrainBatch(augmentation, sources.FileSplit(tuple(paths), labels), 3)
+  in_memory = pipeline.TrainBatch(augmentation, readers.Split(stored, labels), 3)
+  files = pipeline.TrainBatch(augmentation, readers.FileSplit(tuple(paths), labels), 3)
   batch = {"index": np.array([4, 0, 4, 2, 5]), "position": np.arange(100, 105)}
   want, got = in_memory.map(batch), files.map(batch)
   for key in ("image", "label", "crop", "lighting"):

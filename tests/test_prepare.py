@@ -10,7 +10,7 @@ import pytest
 from absl import logging as absl_logging
 
 from alexnet_jax import train
-from alexnet_jax.data import images, prepare, sources
+from alexnet_jax.data import images, prepare, readers, sources, store_format
 from alexnet_jax.data.stats import compute
 from alexnet_jax.errors import UserError
 from conftest import build_input, folder_config, image_folder_tree, save_image
@@ -18,7 +18,7 @@ from conftest import build_input, folder_config, image_folder_tree, save_image
 
 def _originals(root, split):
   """(label, §2 stored image) of every readable original of `split`, in listing order."""
-  files, _, _ = sources.image_folder(str(root), split, class_names=("n01", "n02", "n03"))
+  files, _, _ = readers.image_folder(str(root), split, class_names=("n01", "n02", "n03"))
   out = []
   for i in range(len(files)):
     record = files[i]
@@ -49,7 +49,7 @@ def test_the_store_holds_the_section_2_form_labels_statistics_and_a_report(tmp_p
       "broken.jpg", "empty.jpg", "text.JPEG", "truncated.JPEG"]
   loaded = sources.load(config.data, channels=3, num_classes=3)
   train_split, val_split, names = loaded.train, loaded.val, loaded.class_names
-  assert isinstance(train_split, sources.PreparedSplit) and names == ("n01", "n02", "n03")
+  assert isinstance(train_split, store_format.PreparedSplit) and names == ("n01", "n02", "n03")
   for split, originals in ((train_split, _originals(tmp_path / "src", "train")),
                            (val_split, _originals(tmp_path / "src", "val"))):
     assert len(split) == len(originals)
@@ -90,7 +90,7 @@ def test_a_killed_prepare_continues_to_the_same_store_and_a_done_one_is_left_alo
 
   def killed_on_the_third_shard(task):
     if len(written) == 2:  # mid-shard: a temporary file is left behind
-      open(sources.shard_path(task[-1], task[0], task[1], task[2]) + ".tmp-1", "w").close()
+      open(store_format.shard_path(task[-1], task[0], task[1], task[2]) + ".tmp-1", "w").close()
       raise KeyboardInterrupt
     written.append(task)
     return real(task)
@@ -99,7 +99,7 @@ def test_a_killed_prepare_continues_to_the_same_store_and_a_done_one_is_left_alo
   with pytest.raises(KeyboardInterrupt):
     prepare.prepare(config.data, channels=3, num_classes=3, shard_size=4, workers=1,
                     progress=False)
-  assert sources.read_manifest(str(tmp_path / "killed")) is None  # never read as complete
+  assert store_format.read_manifest(str(tmp_path / "killed")) is None  # never read as complete
   monkeypatch.setattr(prepare, "_write_shard", real)
   prepare.prepare(config.data, channels=3, num_classes=3, shard_size=4, workers=1,
                   progress=False)
@@ -128,7 +128,7 @@ def test_training_reads_the_store_when_it_exists_and_says_which_form(tmp_path, c
   assert 0.0 <= result.evaluation["eval"]["top1_error"] <= 1.0 and result.complete
   config.data.use_prepared = False
   assert not isinstance(sources.load(config.data, channels=3, num_classes=3).train,
-                        sources.PreparedSplit)
+                        store_format.PreparedSplit)
 
 
 # ----------------------------------------------------------------------------- the store's identity
@@ -176,12 +176,12 @@ def test_each_stored_form_has_its_own_store_and_a_dir_shared_by_forms_or_trees_i
   image_folder_tree(tmp_path / "src")
   shorter = _prepared(tmp_path / "src")
   squash = _prepared(tmp_path / "src", resize="squash")
-  assert sources.store_dir(shorter.data) != sources.store_dir(squash.data)
+  assert store_format.store_dir(shorter.data) != store_format.store_dir(squash.data)
   stored = sources.load(squash.data, channels=3, num_classes=3)
-  assert stored.store == sources.store_dir(squash.data) and stored.identity.stored["resize"] \
+  assert stored.store == store_format.store_dir(squash.data) and stored.identity.stored["resize"] \
       == "squash"
   other = folder_config(tmp_path / "src")  # quality 80 into the squash store's folder
-  other.data.update(prepared_dir=sources.store_dir(squash.data), prepared_quality=80,
+  other.data.update(prepared_dir=store_format.store_dir(squash.data), prepared_quality=80,
                     resize="squash")
   with pytest.raises(UserError, match=r"holds a prepared store of another form \(quality 90 → 80"):
     prepare.prepare(other.data, channels=3, num_classes=3, workers=1, progress=False)
@@ -189,7 +189,7 @@ def test_each_stored_form_has_its_own_store_and_a_dir_shared_by_forms_or_trees_i
     build_input(other)
   image_folder_tree(tmp_path / "elsewhere", seed=1)  # another tree, the same store folder
   tree = folder_config(tmp_path / "elsewhere")
-  tree.data.update(prepared_dir=sources.store_dir(shorter.data))
+  tree.data.update(prepared_dir=store_format.store_dir(shorter.data))
   with pytest.raises(UserError, match=r"holds the prepared store of .*src, not of .*elsewhere"):
     prepare.prepare(tree.data, channels=3, num_classes=3, workers=1, progress=False)
   with pytest.raises(UserError, match=r"does not hold these originals: originals at .*src → "
@@ -200,7 +200,7 @@ def test_each_stored_form_has_its_own_store_and_a_dir_shared_by_forms_or_trees_i
 def test_a_damaged_store_is_one_line_at_the_start_and_prepare_writes_the_shard_again(tmp_path):
   image_folder_tree(tmp_path / "src")
   config = _prepared(tmp_path / "src", tmp_path / "store")
-  shard = sources.shard_path(str(tmp_path / "store"), "train", 1, 4)
+  shard = store_format.shard_path(str(tmp_path / "store"), "train", 1, 4)
   whole = open(shard, "rb").read()
   with open(shard, "r+b") as f:
     f.truncate(len(whole) // 2)
@@ -217,7 +217,7 @@ def test_a_record_that_cannot_be_read_is_an_unreadable_image_skipped_and_counted
   image_folder_tree(tmp_path / "src")
   config = _prepared(tmp_path / "src", tmp_path / "store")
   config.num_epochs = 1.0
-  shard = sources.shard_path(str(tmp_path / "store"), "val", 0, 2)
+  shard = store_format.shard_path(str(tmp_path / "store"), "val", 0, 2)
   raw = bytearray(open(shard, "rb").read())
   raw[100:164] = bytes(64)  # in the first record's chunk; the footer (the count) stays whole
   open(shard, "wb").write(bytes(raw))
@@ -232,7 +232,7 @@ def test_prepare_rewrites_a_shard_damaged_inside_a_chunk(tmp_path, sidecar):
   sidecar without one -> the shard is left damaged (red)."""
   image_folder_tree(tmp_path / "src")
   config = _prepared(tmp_path / "src", tmp_path / "store")
-  shard = sources.shard_path(str(tmp_path / "store"), "val", 0, 2)
+  shard = store_format.shard_path(str(tmp_path / "store"), "val", 0, 2)
   whole = open(shard, "rb").read()
   if sidecar != "with its digest":
     side = shard.replace(".array_record", ".json")

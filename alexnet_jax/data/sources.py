@@ -1,35 +1,23 @@
 """The datasets, behind one interface: `load` gives a split pair, the class names and the
-data's identity (`data.identity`). A split is a random-access sequence of records.
-
-In memory, uint8 images at the stored size: Fashion-MNIST (IDX files of the Debian package)
-and synthetic images. Encoded image files, decoded in the input workers (`images.Decode`):
-ImageNet from TFDS (array_record, read with `tfds.data_source`, no TensorFlow needed) and an
-ImageFolder tree (`root/train/<class>/*`, `root/val/<class>/*`), each read from its prepared
-§2 store (`data.prepare`) when there is a current one, from the originals otherwise.
+data's identity (`data.identity`). The readers of each dataset are `data.readers`; ImageNet and
+ImageFolder trees are read from their prepared §2 store (`data.store_format`, written by
+`data.prepare`) when there is a current one, from the originals otherwise.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import hashlib
-import json
 import os
-import struct
 
-import numpy as np
 from absl import logging
 
-from alexnet_jax.data import images
-from alexnet_jax.data.identity import Identity, files_fingerprint, fingerprint
 from alexnet_jax.data import identity as identity_lib
-from alexnet_jax.errors import UserError, first_line
+from alexnet_jax.data import images, readers, store_format
+from alexnet_jax.data.identity import Identity, files_fingerprint, fingerprint
+from alexnet_jax.errors import UserError
 
 DATASETS = ("imagenet2012", "image_folder", "fashion_mnist", "synthetic")
 PREPARABLE = ("imagenet2012", "image_folder")
-FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
-                         "Shirt", "Sneaker", "Bag", "Ankle boot")
 
 
 @dataclasses.dataclass
@@ -45,398 +33,6 @@ class Dataset:
   store: str = ""
 
 
-@dataclasses.dataclass(frozen=True)
-class Split:
-  """uint8 images [N, H, W, C] at the stored size (crops are taken from these) and labels."""
-
-  images: np.ndarray
-  labels: np.ndarray
-  encoded = False
-
-  def __len__(self) -> int:
-    return len(self.labels)
-
-  def __getitem__(self, index: int) -> dict:
-    return {"image": self.images[index], "label": self.labels[index]}
-
-
-def _read_idx(path: str) -> np.ndarray:
-  """An IDX file (gzip'd): big-endian magic 0x0000 08 NDIM, NDIM uint32 sizes, uint8 data."""
-  try:
-    with gzip.open(path, "rb") as f:
-      raw = f.read()
-  except (OSError, EOFError) as e:
-    raise UserError(f"{path} is not a readable gzip'd IDX file ({e})") from None
-  if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-    raise UserError(f"{path} is not an IDX file of unsigned bytes")
-  ndim = raw[3]
-  dims = np.frombuffer(raw, ">u4", count=ndim, offset=4).astype(int)
-  data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
-  if data.size != int(np.prod(dims)):
-    raise UserError(f"{path} is truncated: {data.size} bytes for shape {tuple(dims)}")
-  return data.reshape(dims)
-
-
-def _fashion_paths(data_dir: str, split: str) -> list[str]:
-  prefix = {"train": "train", "test": "t10k"}[split]
-  return [os.path.join(data_dir, f"{prefix}-{kind}-ubyte.gz")
-          for kind in ("images-idx3", "labels-idx1")]
-
-
-def fashion_mnist(data_dir: str, split: str, *, size: int, first: int = 0) -> Split:
-  """Fashion-MNIST `train` (60k) or `test` (10k) at `size` x `size` (`fashion_mnist_stored`);
-  its first `first` images only when > 0."""
-  paths = _fashion_paths(data_dir or FASHION_MNIST_DIR, split)
-  missing = [p for p in paths if not os.path.isfile(p)]
-  if missing:
-    raise UserError(f"Fashion-MNIST not found ({missing[0]} is missing): install it with "
-                    "`sudo apt-get install dataset-fashion-mnist` or set --config.data.data_dir")
-  images_, labels = (_read_idx(p) for p in paths)
-  if len(images_) != len(labels):
-    raise UserError(f"Fashion-MNIST {split}: {len(images_)} images but {len(labels)} labels")
-  if first > 0:
-    images_, labels = images_[:first], labels[:first]
-  return Split(fashion_mnist_stored(images_, size), labels.astype(np.int32))
-
-
-def fashion_mnist_stored(images_: np.ndarray, size: int) -> np.ndarray:
-  """uint8 [N, 28, 28] -> [N, size, size, 1]: zero-padded (evenly) up to 32, bilinear upscales
-  above (the full paper network's 256, from which it takes 224 crops)."""
-  if size <= 32:
-    pad = (size - 28) // 2
-    if pad < 0 or 28 + 2 * pad != size:
-      raise UserError(f"Fashion-MNIST image_size must be 28 + an even padding up to 32, or an "
-                      f"upscale above 32; got {size}")
-    return np.pad(images_, ((0, 0), (pad, pad), (pad, pad)))[..., None]
-  from PIL import Image
-
-  return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR))
-                   for im in images_])[..., None]
-
-
-def synthetic(num_examples: int, size: int, channels: int, num_classes: int, seed: int) -> Split:
-  """Random uint8 images with random labels (for benchmarks and tests: nothing to learn)."""
-  rng = np.random.default_rng(seed)
-  images_ = rng.integers(0, 256, (num_examples, size, size, channels), dtype=np.uint8)
-  return Split(images_, rng.integers(0, num_classes, num_examples).astype(np.int32))
-
-
-# ----------------------------------------------------------------------------- image files
-
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".gif", ".ppm", ".tif", ".tiff", ".webp")
-PREPARE_IMAGENET = "bash launch/prepare_imagenet.sh MANUAL_DIR DATA_DIR"
-
-
-@dataclasses.dataclass(frozen=True)
-class FileSplit:
-  """Image files and their labels; records carry the encoded bytes (`images.Decode` decodes).
-  At most `images.MAX_FILE_BYTES` + 1 bytes of a file are read: a larger one is unreadable."""
-
-  paths: tuple[str, ...]
-  labels: np.ndarray
-  encoded = True
-
-  def __len__(self) -> int:
-    return len(self.paths)
-
-  def __getitem__(self, index: int) -> dict:
-    path = self.paths[index]
-    try:
-      with open(path, "rb") as f:
-        data = f.read(images.MAX_FILE_BYTES + 1)
-    except OSError as e:  # counted as unreadable by the decoder
-      data = b""
-      logging.warning("cannot read %s: %s", path, e)
-    return {"encoded": data, "label": self.labels[index], "name": path}
-
-
-def _cache_dir() -> str:
-  return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
-                      "alexnet_jax")
-
-
-def _entries(folder: str) -> tuple[list[str], list[str]]:
-  """(folders, files) in `folder`, sorted, hidden ones left out; an entry that cannot be
-  followed (a symlink loop, a dangling link) is skipped with a warning."""
-  dirs, files = [], []
-  for entry in os.scandir(folder):
-    if entry.name.startswith("."):
-      continue
-    try:
-      if entry.is_dir():
-        dirs.append(entry.name)
-      elif entry.is_file():
-        files.append(entry.name)
-    except OSError as e:
-      logging.warning("skipping %s: %s", entry.path, e.strerror or e)
-  return sorted(dirs), sorted(files)
-
-
-def _list_split(split_dir: str, names: tuple[str, ...]) -> dict:
-  """The image files of each class folder and what training would silently miss: class folders
-  without images, images in folders below a class folder."""
-  listing = {"paths": [], "labels": [], "empty": [], "nested": 0}
-  for label, name in enumerate(names):
-    folder = os.path.join(split_dir, name)
-    if not os.path.isdir(folder):
-      listing["empty"].append(name)
-      continue
-    subfolders, files = _entries(folder)
-    files = [f for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
-    if not files:
-      listing["empty"].append(name)
-    for sub in subfolders:
-      listing["nested"] += sum(f.lower().endswith(IMAGE_EXTENSIONS)
-                               for _, _, fs in os.walk(os.path.join(folder, sub)) for f in fs)
-    for f in files:
-      listing["paths"].append(os.path.join(folder, f))
-      listing["labels"].append(label)
-  return listing
-
-
-def _files_fingerprint(split_dir: str, paths, labels) -> str:
-  """The fingerprint of a split's files as they are now: each one's path below the split,
-  label, size and modification time (a file rewritten in place changes it, although its
-  folder's time does not)."""
-  entries = []
-  for path, label in zip(paths, labels):
-    try:
-      st = os.stat(path)
-      entries.append((os.path.relpath(path, split_dir), label, st.st_size, st.st_mtime_ns))
-    except OSError:
-      entries.append((os.path.relpath(path, split_dir), label, None, None))
-  return fingerprint(entries)
-
-
-def image_folder(root: str, split: str, class_names: tuple[str, ...] | None = None
-                 ) -> tuple[FileSplit, tuple[str, ...], str]:
-  """`root/<split>/<class>/<image>`: (files, classes sorted by name (`class_names` when given:
-  those of the training split, or a model's), the listing's fingerprint). The file list is
-  built once and cached as JSON under ~/.cache/alexnet_jax, keyed by the directory and the
-  folders' modification times (a file added, removed or renamed changes them); the fingerprint
-  is taken from the files themselves every time (`_files_fingerprint`)."""
-  split_dir = os.path.join(root, split)
-  if not os.path.isdir(split_dir):
-    raise UserError(f"image folder split not found: {split_dir} (expected "
-                    f"{root}/train/<class>/*.JPEG and {root}/val/<class>/*)")
-  found = _entries(split_dir)[0]
-  names = tuple(class_names) if class_names is not None else tuple(found)
-  unknown = sorted(set(found) - set(names))
-  if unknown:
-    raise UserError(f"{split_dir} has class folders that are not among the classes it is read "
-                    f"with (the training split's, or the model's): {', '.join(unknown[:5])}")
-  if not names:
-    raise UserError(f"{split_dir} has no class folders")
-  signature = [(n, os.stat(os.path.join(split_dir, n)).st_mtime_ns) for n in found]
-  key = hashlib.sha256(json.dumps([os.path.abspath(split_dir), names, signature,
-                                   os.stat(split_dir).st_mtime_ns]).encode())
-  cache = os.path.join(_cache_dir(), f"filelist-{key.hexdigest()[:20]}.json")
-  try:
-    with open(cache, encoding="utf-8") as f:
-      listing = json.load(f)
-    listing["paths"], listing["labels"], listing["empty"], listing["nested"]
-  except (OSError, ValueError, KeyError, TypeError):
-    listing = _list_split(split_dir, names)
-    try:
-      os.makedirs(os.path.dirname(cache), exist_ok=True)
-      with open(cache + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(listing, f)
-      os.replace(cache + ".tmp", cache)
-    except OSError as e:
-      logging.warning("could not cache the file list of %s: %s", split_dir, e)
-  listing["fingerprint"] = _files_fingerprint(split_dir, listing["paths"], listing["labels"])
-  logging.info("%s: %d images in %d classes", split_dir, len(listing["paths"]), len(names))
-  if listing["empty"]:
-    logging.warning("%s: %d class folder(s) without images (%s): they count as classes with no "
-                    "examples", split_dir, len(listing["empty"]),
-                    ", ".join(listing["empty"][:5]))
-  if listing["nested"]:
-    logging.warning("%s: %d image(s) in folders below the class folders are not read (only "
-                    "<class>/<image> is)", split_dir, listing["nested"])
-  return (FileSplit(tuple(listing["paths"]), np.asarray(listing["labels"], np.int32)), names,
-          listing["fingerprint"])
-
-
-class _RandomAccessFiles:
-  """A split read through a random-access reader of record files (array_record), opened when
-  first needed and again in each input worker process (a reader does not cross processes).
-  Subclasses say how to open it (`_make_source`) and what a record becomes (`__getitem__`)."""
-
-  encoded = True
-
-  def __post_init__(self):
-    self._source = None
-    self._length = len(self._open())
-
-  def _make_source(self):
-    raise NotImplementedError
-
-  def _open(self):
-    if self._source is None:
-      self._source = self._make_source()
-    return self._source
-
-  def __getstate__(self):
-    return {k: v for k, v in self.__dict__.items() if k != "_source"} | {"_source": None}
-
-  def __len__(self) -> int:
-    return self._length
-
-
-@dataclasses.dataclass
-class TfdsSplit(_RandomAccessFiles):
-  """A TFDS split read through `tfds.data_source` with the images left encoded."""
-
-  name: str
-  split: str
-  data_dir: str
-
-  def _make_source(self):
-    import tensorflow_datasets as tfds
-
-    return tfds.data_source(self.name, split=self.split, data_dir=self.data_dir or None,
-                            download=False, decoders={"image": tfds.decode.SkipDecoding()})
-
-  def __getitem__(self, index: int) -> dict:
-    record = self._open()[index]
-    name = record.get("file_name", index)
-    return {"encoded": record["image"], "label": np.int32(record["label"]),
-            "name": name.decode() if isinstance(name, bytes) else str(name)}
-
-
-def tfds_imagenet(name: str, data_dir: str
-                  ) -> tuple[TfdsSplit, TfdsSplit, tuple[str, ...], str]:
-  """ImageNet (or another TFDS image classification set) prepared as array_record: (train,
-  validation, class names, the fingerprint of the build's files)."""
-  import tensorflow_datasets as tfds
-
-  try:
-    builder = tfds.builder(name, data_dir=data_dir or None)
-    names = tuple(builder.info.features["label"].names)
-    splits = TfdsSplit(name, "train", data_dir), TfdsSplit(name, "validation", data_dir)
-  except Exception as e:  # tfds raises several types for "not prepared"
-    where = data_dir or "~/tensorflow_datasets"
-    raise UserError(
-        f"{name} is not prepared as array_record in {where} ({type(e).__name__}): run "
-        f"`{PREPARE_IMAGENET}` with ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in "
-        "MANUAL_DIR, or use --config.data.name=image_folder") from None
-  folder = str(builder.data_dir)
-  files = [os.path.join(folder, f) for f in sorted(os.listdir(folder))] if os.path.isdir(
-      folder) else []
-  return splits[0], splits[1], names, files_fingerprint(files, folder)
-
-
-# ----------------------------------------------------------------------------- the §2 store
-
-PREPARED_FORMAT = 2
-SPLIT_NAMES = ("train", "val")
-
-
-def store_form(data, channels: int) -> dict:
-  """The stored form of a prepared store: what it holds and how it was encoded."""
-  return {"image_size": int(data.image_size), "resize": data.resize, "channels": int(channels),
-          "quality": int(data.prepared_quality), "chroma": str(data.prepared_chroma)}
-
-
-def form_difference(stored: dict, wanted: dict) -> str:
-  """How the form a store holds differs from the one wanted: 'quality 90 → 80, ...'."""
-  return ", ".join(f"{k} {stored.get(k)} → {v}" for k, v in wanted.items() if stored.get(k) != v)
-
-
-def store_dir(data) -> str:
-  """Where the prepared §2 form of the dataset `data` names lives (`python -m
-  alexnet_jax.data.prepare`): `data.prepared_dir`, or next to the data, in a folder named by
-  its settings (two configs that store differently never share shards)."""
-  if data.get("prepared_dir"):
-    return data.prepared_dir
-  root = data.data_dir or os.path.expanduser("~/tensorflow_datasets")
-  return os.path.join(root, "alexnet_jax_prepared",
-                      f"{data.name}-{data.image_size}-{data.resize}-q{data.prepared_quality}-"
-                      f"{data.prepared_chroma}")
-
-
-def shard_path(store: str, split: str, index: int, count: int) -> str:
-  return os.path.join(store, f"{split}-{index:05d}-of-{count:05d}.array_record")
-
-
-def read_manifest(store: str) -> dict | None:
-  """The manifest of a complete store, or None (no store, one still being written, or one of
-  an earlier version: prepare writes it again)."""
-  try:
-    with open(os.path.join(store, "manifest.json"), encoding="utf-8") as f:
-      manifest = json.load(f)
-  except (OSError, ValueError):
-    return None
-  if not isinstance(manifest, dict) or manifest.get("format") != PREPARED_FORMAT:
-    return None
-  return manifest
-
-
-def shard_records(path: str) -> int:
-  """The number of records an array_record shard holds; raises OSError or RuntimeError when
-  it cannot be read (missing, truncated, not an array_record file)."""
-  from array_record.python.array_record_module import ArrayRecordReader
-
-  reader = ArrayRecordReader(path)
-  try:
-    return reader.num_records()
-  finally:
-    reader.close()
-
-
-def check_store(store: str, manifest: dict) -> None:
-  """Every shard of a store there and readable, with the records its manifest says: a
-  one-line `UserError` naming the first damaged one otherwise."""
-  for split in SPLIT_NAMES:
-    count = manifest["shards"][split]
-    for i in range(count):
-      path = shard_path(store, split, i, count)
-      try:
-        records = shard_records(path)
-      except Exception as e:  # noqa: BLE001 -- the reader raises several kinds
-        raise UserError(f"the prepared store {store} is damaged ({os.path.basename(path)}: "
-                        f"{first_line(e) or type(e).__name__}): run prepare again, it rewrites "
-                        "the damaged shards") from None
-      if records != manifest["shard_records"][split][i]:
-        raise UserError(f"the prepared store {store} is damaged ({os.path.basename(path)} holds "
-                        f"{records} records, not {manifest['shard_records'][split][i]}): run "
-                        "prepare again, it rewrites the damaged shards")
-
-
-def encode_record(label: int, jpeg: bytes) -> bytes:
-  """A prepared record: the label as 4 little-endian bytes, then the 256x256 JPEG."""
-  return struct.pack("<i", int(label)) + jpeg
-
-
-@dataclasses.dataclass
-class PreparedSplit(_RandomAccessFiles):
-  """One split of a prepared store: 256x256 JPEGs and labels in array_record shards, read with
-  grain's `ArrayRecordDataSource` (random access, no TensorFlow). A record that cannot be read
-  (a shard damaged or removed while a run reads it) is an unreadable image: logged, counted,
-  replaced in training and left out of evaluation, as an unreadable original is."""
-
-  paths: tuple[str, ...]
-  split: str
-  stats_path: str = ""  # the statistics computed while preparing
-
-  def _make_source(self):
-    import grain
-
-    return grain.sources.ArrayRecordDataSource(list(self.paths))
-
-  def __getitem__(self, index: int) -> dict:
-    name = f"{self.split}#{index}"
-    try:
-      record = self._open()[index]
-      return {"encoded": record[4:], "label": np.int32(struct.unpack_from("<i", record)[0]),
-              "name": name}
-    except Exception as e:  # noqa: BLE001 -- the reader raises several kinds
-      logging.warning("cannot read record %s of the prepared store: %s (`python -m "
-                      "alexnet_jax.data.prepare` with this config rewrites damaged shards)", name,
-                      first_line(e) or type(e).__name__)
-      return {"encoded": b"", "label": np.int32(0), "name": name}
-
-
 # ----------------------------------------------------------------------------- the registry
 
 def _form(data, channels: int) -> dict:
@@ -448,33 +44,33 @@ def _form(data, channels: int) -> dict:
 def originals(data, *, channels: int, num_classes: int,
               class_names: tuple[str, ...] | None = None, first: int = 0) -> Dataset:
   """The dataset the config's `data` section names, from its original files (never the
-  prepared store); `channels` and `num_classes` shape the synthetic one. `class_names` (a
+  prepared store); `channels` and `num_classes` shape the readers.synthetic one. `class_names` (a
   model's) fixes the label order of an image tree; other datasets must have them. `first` > 0:
   a look at the first images of an in-memory dataset (Fashion-MNIST) rather than a run's
   data: only those are read and stored, and the identity counts them."""
   source, listing = data.data_dir, ""
   if data.name == "fashion_mnist":
-    source = data.data_dir or FASHION_MNIST_DIR
+    source = data.data_dir or readers.FASHION_MNIST_DIR
     size = data.image_size
-    train, val = (fashion_mnist(source, s, size=size, first=first) for s in ("train", "test"))
-    names = FASHION_MNIST_CLASSES
-    listing = files_fingerprint(_fashion_paths(source, "train") + _fashion_paths(source, "test"))
+    train, val = (readers.fashion_mnist(source, s, size=size, first=first) for s in ("train", "test"))
+    names = readers.FASHION_MNIST_CLASSES
+    listing = files_fingerprint(readers.fashion_paths(source, "train") + readers.fashion_paths(source, "test"))
   elif data.name == "synthetic":
     source = ""
-    make = lambda n, seed: synthetic(n, data.image_size, channels, num_classes, seed)
+    make = lambda n, seed: readers.synthetic(n, data.image_size, channels, num_classes, seed)
     train, val = make(data.synthetic_train_size, 0), make(data.synthetic_eval_size, 1)
     names = tuple(str(i) for i in range(num_classes))
     listing = fingerprint("synthetic", data.synthetic_train_size, data.synthetic_eval_size,
                           num_classes)
   elif data.name == "image_folder":
     if not data.data_dir:
-      raise UserError("data.name=image_folder needs --config.data.data_dir=ROOT "
+      raise UserError("data.name=readers.image_folder needs --config.data.data_dir=ROOT "
                       "(ROOT/train/<class>/*, ROOT/val/<class>/*)")
-    train, names, train_listing = image_folder(data.data_dir, "train", class_names)
-    val, _, val_listing = image_folder(data.data_dir, "val", class_names=names)
+    train, names, train_listing = readers.image_folder(data.data_dir, "train", class_names)
+    val, _, val_listing = readers.image_folder(data.data_dir, "val", class_names=names)
     listing = fingerprint(train_listing, val_listing)
   elif data.name == "imagenet2012":
-    train, val, names, listing = tfds_imagenet(data.name, data.data_dir)
+    train, val, names, listing = readers.tfds_imagenet(data.name, data.data_dir)
     source = data.data_dir or os.path.expanduser("~/tensorflow_datasets")
   else:
     raise UserError(f"unknown dataset {data.name!r}; known: {', '.join(DATASETS)}")
@@ -497,7 +93,7 @@ def load(data, *, channels: int, num_classes: int, prepared: bool = True,
     if found is not None:
       return found
     logging.info("reading the original images of %s (no prepared store at %s: `python -m "
-                 "alexnet_jax.data.prepare --config=...` makes one)", data.name, store_dir(data))
+                 "alexnet_jax.data.prepare --config=...` makes one)", data.name, store_format.store_dir(data))
   return originals(data, channels=channels, num_classes=num_classes, class_names=class_names,
                    first=first)
 
@@ -506,15 +102,15 @@ def _current_store(data, channels: int, num_classes: int, class_names) -> Datase
   """The prepared store of `data` when there is one, checked: its form is this config's, it
   was prepared from these originals as they are now (when they can be listed), and it is not
   damaged; a one-line `UserError` otherwise."""
-  store = store_dir(data)
-  manifest = read_manifest(store)
+  store = store_format.store_dir(data)
+  manifest = store_format.read_manifest(store)
   if manifest is None:
     return None
   recorded = Identity.from_dict(manifest["originals"])
-  form = store_form(data, channels)
+  form = store_format.store_form(data, channels)
   if manifest["form"] != form:
     raise UserError(f"the prepared store {store} holds another form "
-                    f"({form_difference(manifest['form'], form)}): prepare this "
+                    f"({store_format.form_difference(manifest['form'], form)}): prepare this "
                     "config's into another --config.data.prepared_dir (or leave it empty: each "
                     "form gets its own folder)")
   try:
@@ -535,11 +131,11 @@ def _current_store(data, channels: int, num_classes: int, class_names) -> Datase
   if class_names is not None and tuple(class_names) != names:
     raise UserError(f"the prepared store {store} labels other classes than the ones given: "
                     f"{identity_lib.class_difference(tuple(class_names), names)}")
-  check_store(store, manifest)
-  splits = [PreparedSplit(tuple(shard_path(store, name, i, manifest["shards"][name])
+  store_format.check_store(store, manifest)
+  splits = [store_format.PreparedSplit(tuple(store_format.shard_path(store, name, i, manifest["shards"][name])
                                 for i in range(manifest["shards"][name])), name,
                           os.path.join(store, "stats.npz"))
-            for name in SPLIT_NAMES]
+            for name in store_format.SPLIT_NAMES]
   logging.info("reading the prepared §2 form of %s from %s (%d train / %d val images, JPEG "
                "quality %d, chroma %s)", data.name, store, len(splits[0]), len(splits[1]),
                form["quality"], form["chroma"])
@@ -552,7 +148,7 @@ def stored_decoder(data, channels: int):
   (what training cropped from): §2's rescale and centre crop, or Fashion-MNIST's grey form."""
   if data.name == "fashion_mnist":
     size = data.image_size
-    return lambda encoded: fashion_mnist_stored(images.decode(encoded, 28, 1)[None, ..., 0],
+    return lambda encoded: readers.fashion_mnist_stored(images.decode(encoded, 28, 1)[None, ..., 0],
                                                 size)[0]
   return lambda encoded: images.decode(encoded, data.image_size, channels, data.resize)
 

@@ -6,7 +6,7 @@ shards, with the training set's mean image and RGB PCA computed in the same pass
     python -m alexnet_jax.data.prepare --config=configs/paper.py --config.data.data_dir=DIR
 
 (`__main__.py`) reads the dataset `data` names from its originals (TFDS ImageNet or an ImageFolder tree) and
-writes `<store>/` (`sources.store_dir`: next to the data, in a folder named by the stored form,
+writes `<store>/` (`store_format.store_dir`: next to the data, in a folder named by the stored form,
 unless `data.prepared_dir` says where):
 
     train-00000-of-00042.array_record ...   records: 4-byte little-endian label + JPEG bytes
@@ -43,12 +43,12 @@ import simplejpeg
 from absl import logging
 
 from alexnet_jax.data import identity as identity_lib
-from alexnet_jax.data import images, sources
+from alexnet_jax.data import images, sources, store_format
 from alexnet_jax.data.identity import Identity
 from alexnet_jax.data.stats import Accumulator
 from alexnet_jax.errors import UserError
 
-SPLITS = sources.SPLIT_NAMES
+SPLITS = store_format.SPLIT_NAMES
 PENDING = "pending.json"  # what a prepare in progress is writing: its originals and form
 
 
@@ -75,7 +75,7 @@ def _write_shard(task: tuple) -> dict:
   split_name, index, count, start, stop, form, store = task
   split, channels = _SOURCE[split_name]
   size = form["image_size"]
-  final = sources.shard_path(store, split_name, index, count)
+  final = store_format.shard_path(store, split_name, index, count)
   tmp = f"{final}.tmp-{os.getpid()}"
   acc = Accumulator() if split_name == "train" else None
   bad, written = [], 0
@@ -93,7 +93,7 @@ def _write_shard(task: tuple) -> dict:
             stored if channels == 3 else stored.reshape(size, size, 1), quality=form["quality"],
             colorspace="RGB" if channels == 3 else "GRAY",
             colorsubsampling=form["chroma"] if channels == 3 else "Gray")
-        writer.write(sources.encode_record(int(record["label"]), jpeg))
+        writer.write(store_format.encode_record(int(record["label"]), jpeg))
         written += 1
         if acc is not None:
           acc.add(stored[None])
@@ -135,7 +135,7 @@ def _complete_sidecar(store: str, split: str, index: int, count: int) -> dict | 
   """The sidecar of a shard already written and whole (its bytes those its sidecar's SHA-256
   was taken of), else None (the shard is written again: missing, damaged anywhere, or without
   its sidecar)."""
-  final = sources.shard_path(store, split, index, count)
+  final = store_format.shard_path(store, split, index, count)
   if not os.path.exists(final):
     return None
   try:
@@ -157,7 +157,7 @@ def _damaged_shards(store: str, manifest: dict) -> list[str]:
             for i in range(manifest["shards"][split])]
   with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
     whole = list(pool.map(lambda shard: _complete_sidecar(store, *shard), shards))
-  return [sources.shard_path(store, *shard) for shard, ok in zip(shards, whole) if ok is None]
+  return [store_format.shard_path(store, *shard) for shard, ok in zip(shards, whole) if ok is None]
 
 
 # ----------------------------------------------------------------------------- the store
@@ -177,12 +177,12 @@ def _claim(store: str, originals: Identity, form: dict, shard_size: int) -> None
     os.makedirs(store, exist_ok=True)
   except OSError as e:
     raise UserError(f"cannot create {store}: {e.strerror}") from None
-  done = sources.read_manifest(store)
+  done = store_format.read_manifest(store)
   if done is not None:
     recorded = Identity.from_dict(done["originals"])
     if done["form"] != form:
       raise UserError(f"{store} holds a prepared store of another form "
-                      f"({sources.form_difference(done['form'], form)}): set "
+                      f"({store_format.form_difference(done['form'], form)}): set "
                       "another --config.data.prepared_dir (or leave it empty: each form gets "
                       "its own folder), or remove it")
     stale = identity_lib.same_data(recorded, originals, "store")
@@ -221,9 +221,9 @@ def prepare(data, *, channels: int, num_classes: int, shard_size: int = 1024, wo
   if shard_size < 1 or workers < 0:
     raise UserError(f"--shard_size must be >= 1 and --workers >= 0, got {shard_size} and "
                     f"{workers}")
-  store, form = sources.store_dir(data), sources.store_form(data, channels)
+  store, form = store_format.store_dir(data), store_format.store_form(data, channels)
   dataset = sources.originals(data, channels=channels, num_classes=num_classes)
-  done = sources.read_manifest(store)
+  done = store_format.read_manifest(store)
   if done is not None and done["form"] == form and not identity_lib.same_data(
       Identity.from_dict(done["originals"]), dataset.identity, "store"):
     damaged = _damaged_shards(store, done)
@@ -298,7 +298,7 @@ def _finish(store, sidecars, counts, dataset, form) -> dict:
   """Statistics, report and manifest from the shards' sidecars (the manifest last)."""
   acc = Accumulator()
   for i in range(counts["train"]):
-    path = _beside(sources.shard_path(store, "train", i, counts["train"]), ".stats.npz")
+    path = _beside(store_format.shard_path(store, "train", i, counts["train"]), ".stats.npz")
     if not os.path.exists(path):
       continue
     with np.load(path, allow_pickle=False) as part:
@@ -318,7 +318,7 @@ def _finish(store, sidecars, counts, dataset, form) -> dict:
     json.dump({"unreadable": len(bad), "files": bad}, f, indent=1)
   for b in bad:
     logging.warning("unreadable (%s): %s: %s", b["split"], b["name"], b["why"])
-  manifest = {"format": sources.PREPARED_FORMAT, "dataset": dataset.identity.name,
+  manifest = {"format": store_format.PREPARED_FORMAT, "dataset": dataset.identity.name,
               "originals": dataset.identity.to_dict(), "form": form,
               "class_names": list(dataset.class_names), "shards": counts,
               "shard_records": {name: [s["records"] for s in sidecars[name]] for name in SPLITS},

@@ -14,7 +14,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from alexnet_jax import cli
-from alexnet_jax.data import sources
+from alexnet_jax.data import store_format
 from alexnet_jax.data.prepare import prepare
 
 
@@ -26,7 +26,7 @@ def main(argv):
                      num_classes=config.model.num_classes, shard_size=FLAGS.shard_size,
                      workers=FLAGS.workers)
   summary = {k: manifest[k] for k in ("records", "unreadable", "form")}
-  print(json.dumps({"store": sources.store_dir(config.data), **summary}, ensure_ascii=False))
+  print(json.dumps({"store": store_format.store_dir(config.data), **summary}, ensure_ascii=False))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The datasets: Fashion-MNIST's IDX files, ImageFolder trees, ImageNet through TFDS."""
+"""The datasets' readers (`data.readers`): Fashion-MNIST's IDX files, ImageFolder trees, ImageNet
+through TFDS."""
 
 import gzip
 import io
@@ -9,7 +10,7 @@ import pytest
 from PIL import Image
 from absl import logging as absl_logging
 
-from alexnet_jax.data import images, sources
+from alexnet_jax.data import images, readers
 from alexnet_jax.errors import UserError
 from conftest import FASHION, build_input, image_folder_tree, load_config, save_image
 
@@ -19,23 +20,23 @@ def test_a_corrupt_idx_file_is_a_one_line_error(tmp_path):
     with gzip.open(tmp_path / name, "wb") as f:
       f.write(b"\x00\x00\x08\x03" + (5).to_bytes(4, "big") + b"\x00" * 20)
   with pytest.raises(UserError, match="truncated"):
-    sources.fashion_mnist(str(tmp_path), "train", size=32)
+    readers.fashion_mnist(str(tmp_path), "train", size=32)
   with pytest.raises(UserError, match="apt-get install dataset-fashion-mnist"):
-    sources.fashion_mnist(str(tmp_path / "nope"), "train", size=32)
+    readers.fashion_mnist(str(tmp_path / "nope"), "train", size=32)
 
 @pytest.mark.skipif(not os.path.exists(FASHION), reason="needs Debian's dataset-fashion-mnist")
 def test_fashion_mnist_from_the_debian_package():
-  train = sources.fashion_mnist(FASHION, "train", size=32)
-  test = sources.fashion_mnist(FASHION, "test", size=32)
+  train = readers.fashion_mnist(FASHION, "train", size=32)
+  test = readers.fashion_mnist(FASHION, "test", size=32)
   assert train.images.shape == (60000, 32, 32, 1) and test.images.shape == (10000, 32, 32, 1)
   assert train.images[:, :2].max() == 0 and train.images.max() == 255
   assert np.bincount(train.labels).tolist() == [6000] * 10
   with pytest.raises(UserError, match="even padding"):
-    sources.fashion_mnist(FASHION, "test", size=31)
+    readers.fashion_mnist(FASHION, "test", size=31)
 
 def test_image_folder_decodes_every_format_and_counts_the_unreadable(tmp_path):
   listed, _ = image_folder_tree(tmp_path)
-  train, names, _ = sources.image_folder(str(tmp_path), "train")
+  train, names, _ = readers.image_folder(str(tmp_path), "train")
   assert names == ("n01", "n02", "n03") and len(train) == listed
   assert not any(p.endswith(".txt") for p in train.paths)
   decode = images.Decode(36)
@@ -47,7 +48,7 @@ def test_image_folder_decodes_every_format_and_counts_the_unreadable(tmp_path):
   assert all(o["image"].shape == (36, 36, 3) and o["image"].dtype == np.uint8 for o in good)
   assert [int(o["label"]) for o in good] == sorted(int(o["label"]) for o in good)
   # The file list is cached: a second listing reads it back.
-  again, _, _ = sources.image_folder(str(tmp_path), "train")
+  again, _, _ = readers.image_folder(str(tmp_path), "train")
   assert again.paths == train.paths
 
 def test_imagenet_through_tfds_data_source(tmp_path):
@@ -101,7 +102,7 @@ def test_symlink_loops_in_an_image_folder_are_skipped(tmp_path, caplog):
   os.symlink("self.png", tmp_path / "train" / "a" / "self.png")
   with caplog.at_level("WARNING"):
     absl_logging.use_python_logging()
-    split, names, _ = sources.image_folder(str(tmp_path), "train")
+    split, names, _ = readers.image_folder(str(tmp_path), "train")
   assert names == ("a",) and len(split) == 1
   assert sum("skipping" in r.getMessage() for r in caplog.records) == 2
 
@@ -116,7 +117,7 @@ def test_empty_class_folders_and_images_below_the_class_folders_are_said(tmp_pat
              "PNG")
   with caplog.at_level("WARNING"):
     absl_logging.use_python_logging()
-    split, names, _ = sources.image_folder(str(tmp_path), "train")
+    split, names, _ = readers.image_folder(str(tmp_path), "train")
   said = " ".join(r.getMessage() for r in caplog.records)
   assert names == ("a", "b") and len(split) == 1
   assert "1 class folder(s) without images (b)" in said

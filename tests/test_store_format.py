@@ -1,0 +1,51 @@
+"""The prepared store's files (`data.store_format`): where a config's store lives, what its
+manifest must be, and the check of its shards."""
+
+import json
+import os
+
+import pytest
+
+from alexnet_jax.data import store_format
+from alexnet_jax.errors import UserError
+from conftest import folder_config
+
+
+def test_two_stored_forms_never_share_a_folder(tmp_path):
+  """Mutation: the quality left out of the folder name -> red."""
+  a = folder_config(tmp_path).data
+  b = folder_config(tmp_path).data
+  b.prepared_quality = 80
+  assert store_format.store_dir(a) != store_format.store_dir(b)
+  assert store_format.store_dir(a).startswith(str(tmp_path))
+  b.prepared_dir = str(tmp_path / "here")
+  assert store_format.store_dir(b) == str(tmp_path / "here")
+  assert store_format.form_difference(store_format.store_form(a, 3),
+                                      store_format.store_form(b, 3)) == "quality 90 → 80"
+
+
+@pytest.mark.parametrize("manifest", ["not json", '["a list"]', '{"format": 1}'])
+def test_a_manifest_of_another_version_or_damaged_is_no_store(tmp_path, manifest):
+  """Mutation: the format check dropped -> the version-1 manifest is taken (red)."""
+  (tmp_path / "manifest.json").write_text(manifest)
+  assert store_format.read_manifest(str(tmp_path)) is None
+
+
+def test_a_shard_missing_or_short_of_its_records_is_named(tmp_path):
+  """Mutation: the record count not compared -> the short shard passes (red)."""
+  from array_record.python.array_record_module import ArrayRecordWriter
+
+  store = str(tmp_path)
+  counts = {"train": 1, "val": 1}
+  for split in counts:
+    writer = ArrayRecordWriter(store_format.shard_path(store, split, 0, 1), "group_size:1")
+    writer.write(store_format.encode_record(1, b"jpeg"))
+    writer.close()
+  manifest = {"format": store_format.PREPARED_FORMAT, "shards": counts,
+              "shard_records": {"train": [1], "val": [2]}}
+  (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+  with pytest.raises(UserError, match=r"val-00000-of-00001.array_record holds 1 records, not 2"):
+    store_format.check_store(store, store_format.read_manifest(store))
+  os.remove(store_format.shard_path(store, "train", 0, 1))
+  with pytest.raises(UserError, match=r"damaged \(train-00000-of-00001.array_record"):
+    store_format.check_store(store, manifest)
