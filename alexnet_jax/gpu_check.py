@@ -30,7 +30,7 @@ from absl import flags
 
 from alexnet_jax import cli
 from alexnet_jax import workdir as workdir_lib
-from alexnet_jax.benchmark import IMAGENET_TRAIN_SIZE
+from alexnet_jax.data.samples import IMAGENET_TRAIN_SIZE
 from alexnet_jax.errors import UserError
 
 PAPER_EPOCHS = 90
@@ -122,12 +122,12 @@ def phase_step(sizes: Sizes, deadline: float, log) -> dict:
 def phase_input(sizes: Sizes, work: str, deadline: float, log) -> dict:
   """(b) `prepare` on generated photographs, then the training loop reading that store, and
   with a trivial step in place of the network (the loop's own ceiling)."""
-  from alexnet_jax import benchmark
+  from alexnet_jax.data import samples
 
   root, store = os.path.join(work, "images"), os.path.join(work, "store")
   start = time.monotonic()
   photographs = sizes.photographs and importlib.util.find_spec("skimage") is not None
-  make = benchmark.generate_imagenet_like if photographs else benchmark.generate_jpegs
+  make = samples.generate_imagenet_like if photographs else samples.generate_jpegs
   made = make(root, sizes.images, classes=sizes.classes) or {}
   make(root, max(sizes.images // 10, sizes.classes, sizes.loop_batch), classes=sizes.classes,
        seed=1, split="val")

@@ -1,10 +1,11 @@
-"""The benchmark harness's pieces that do not need a GPU: the profile ranking, the collective
-byte count, and the PyTorch network `--compare_torch` times (the same maths as ours)."""
+"""`benchmark step`'s pieces that need no GPU: the profile ranking, the FLOPs counted, the
+PyTorch network `--compare_torch` times (the same maths as ours), the training mesh."""
 
 import numpy as np
 import pytest
 
-from alexnet_jax import benchmark, models
+from alexnet_jax import models
+from alexnet_jax.benchmark import step as benchmark
 from alexnet_jax.configs import tiny
 
 
@@ -19,13 +20,6 @@ def test_top_device_ops_ranks_device_events_per_step():
   ops = benchmark.top_device_ops(trace, steps=2)
   assert ops == [{"op": "conv", "ms_per_step": 0.6, "calls_per_step": 2.0},
                  {"op": "lrn", "ms_per_step": 0.1, "calls_per_step": 1.0}]
-
-
-def test_collective_bytes_reads_result_shapes():
-  hlo = ("  %ag = bf16[128,13,13,256]{3,2,1,0} all-gather(bf16[128,13,13,128] %x), dimensions={3}\n"
-         "  %ar = (f32[10]{0}, f32[4,4]{1,0}) all-reduce(%a, %b), to_apply=%sum\n")
-  assert benchmark.collective_bytes(hlo) == {"all-gather": 2 * 128 * 13 * 13 * 256,
-                                             "all-reduce": 4 * (10 + 16)}
 
 
 def test_forward_flops_of_the_paper_network():
@@ -100,32 +94,6 @@ def test_pytorch_lrn_with_alpha_times_n_is_the_papers():
   np.testing.assert_allclose(theirs, ours, rtol=1e-5)
 
 
-def test_end2end_reports_the_training_loops_own_rate_and_input_wait(monkeypatch, capsys):
-  """The figures are the loop's metrics (after the compiling interval), run in-process."""
-  import json
-
-  from alexnet_jax import metrics
-  from conftest import load_config
-
-  rows = []  # the metrics file as last read (the curves plot reads it too)
-
-  def read(path, real=metrics.read_metrics):
-    rows[:] = real(path)
-    return list(rows)
-
-  monkeypatch.setattr(metrics, "read_metrics", read)
-  record = benchmark.bench_end2end(load_config("tiny"), source="synthetic", root="",
-                                   generate=64, batch=16, workers=0, steps=8)
-  assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == record
-  train_rows = [r for r in rows if r["split"] == "train"]
-  assert [r["step"] for r in train_rows] == [2, 4, 6, 8]  # steps // 4 per log line
-  assert record["steps"] == 8 and record["batch"] == 16
-  assert record["img_per_s"] == pytest.approx(
-      np.mean([r["img_per_s"] for r in train_rows[1:]]), abs=0.1)
-  assert record["input_wait_fraction"] == pytest.approx(
-      np.mean([r["input_wait_fraction"] for r in train_rows[1:]]), abs=1e-3)
-
-
 def test_the_step_benchmark_times_the_training_step_on_the_training_mesh(monkeypatch):
   """`benchmark step` builds through `train_setup.setup_train` (the config's optimizer, the
   training mesh): on 8 devices the two columns are on the 'model' axis, so the compiled step
@@ -141,69 +109,11 @@ def test_the_step_benchmark_times_the_training_step_on_the_training_mesh(monkeyp
                                           "model.conv_kernels=(5,5,3,3,3)",
                                           "model.conv_features=(16,32,48,48,32)",
                                           "model.fc_features=(64,64)", "model.num_classes=10"])
-  seconds, flops, hlo, _ = benchmark._timed_step(config, 8, steps=1)
+  seconds, flops, hlo, _ = benchmark.timed_step(config, 8, steps=1)
   # Forward, input gradients and weight gradients of 8 images, counted from the layer shapes.
   from alexnet_jax import models
 
   assert flops == 3.0 * models.AlexNetSpec.from_config(config.model).forward_flops() * 8
-  assert seconds > 0
   (used, mesh), = built
   assert used is config and dict(mesh.shape) == {"data": 4, "model": 2}
   assert "all-gather" in hlo
-
-
-def test_imagenet_like_jpegs_come_from_real_photographs_at_imagenets_sizes(tmp_path):
-  from PIL import Image
-
-  made = benchmark.generate_imagenet_like(str(tmp_path), 24, classes=3, seed=0)
-  assert "grace_hopper.jpg" in made["photographs"] and made["images"] == 24
-  paths = sorted(p for p in tmp_path.rglob("*.JPEG"))
-  assert len(paths) == 24 and len({p.parent.name for p in paths}) == 3
-  common = {(500, 375), (375, 500), (500, 333), (333, 500)}
-  sizes = []
-  for path in paths:
-    with Image.open(path) as image:
-      sizes.append(image.size)
-      assert image.format == "JPEG" and image.mode == "RGB"
-      pixels = np.asarray(image, np.float64)
-    assert pixels.std() > 5  # content, not a flat fill
-  assert sum(s in common for s in sizes) >= 16  # mostly ImageNet's common sizes; a tail above
-  assert all(s in common or max(s) >= 600 for s in sizes)
-  assert made["mean_kb"] > 10 and made["mean_pixels"] >= 333 * 500
-
-
-def test_the_input_benchmark_compares_originals_prepared_and_a_pil_loop(capsys):
-  records = benchmark.bench_input(root="", generate=16, workers=1, seconds=0.1)
-  what = [r["what"] for r in records]
-  assert what[0] == "generated ImageNet-like JPEGs" and what[1].startswith("prepare")
-  assert "plain PIL loop on the originals, 1 core" in what
-  for form in ("originals", "prepared"):
-    assert f"pipeline on the {form}, 1 reader thread" in what
-  assert "ratio" in records[-1] and records[-1]["ratio"] > 0
-  assert len(capsys.readouterr().out.strip().splitlines()) == len(records)
-
-
-@pytest.mark.parametrize("source,prepared", [("synthetic", False), ("jpeg", True)])
-def test_the_null_model_loop_reports_host_time_by_part(source, prepared, capsys):
-  from conftest import load_config
-
-  record = benchmark.bench_end2end(load_config("tiny"), source=source, root="", generate=64,
-                                   batch=16, workers=0, steps=8, null_model=True,
-                                   prepared=prepared)
-  assert record["model"] == "null" and record["source"].startswith(source)
-  assert ("(prepared)" in record["source"]) == prepared
-  assert set(record["host_ms_per_step"]) == {"checkpoint", "device_wait", "dispatch",
-                                             "input_wait", "metrics", "other", "transfer"}
-  assert all(v >= 0 for v in record["host_ms_per_step"].values())
-
-
-def test_the_plain_pil_loop_skips_and_counts_an_unreadable_file(tmp_path):
-  """`benchmark input --root` died on one corrupt file with a traceback."""
-  from PIL import Image
-
-  good = tmp_path / "good.jpg"
-  Image.new("RGB", (300, 280), (10, 20, 30)).save(good)
-  bad = tmp_path / "bad.jpg"
-  bad.write_bytes(b"not a jpeg")
-  rate, unreadable = benchmark.plain_pil_loop([str(bad), str(good)], seconds=0.2)
-  assert rate > 0 and unreadable >= 1

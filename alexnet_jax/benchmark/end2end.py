@@ -1,0 +1,104 @@
+"""`benchmark end2end`: the real training loop, its steady images/s, input wait and host
+milliseconds per step by part; `null_setup` puts a trivial step in place of the network."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+from alexnet_jax.errors import UserError
+
+from alexnet_jax.benchmark import emit
+from alexnet_jax.data.samples import generate_jpegs
+
+
+
+def null_setup(config, mesh, **kwargs):
+  """`train_setup.setup_train` with trivial jitted steps in place of the network's: each
+  reads its whole batch (a mean over the images, so the transfer and the input are real) and
+  returns constant metrics. The training loop around it is the real one: its ceiling."""
+  import jax
+  import jax.numpy as jnp
+
+  from alexnet_jax.train_setup import setup_train
+
+  setup = setup_train(config, mesh, **kwargs)
+
+  def step(state, batch, rng, mean, rates):
+    del rng, mean, rates
+    touched = jnp.mean(batch["image"].astype(jnp.float32)) * 0.0
+    one = jnp.float32(1.0) + touched
+    names = ("loss", "top1_error", "top5_error", "grad_norm", "param_norm")
+    return {**state, "step": state["step"] + 1}, dict.fromkeys(names, one)
+
+  def eval_step(params, batch, mean):
+    del params, mean
+    zero, count = jnp.float32(0.0), jnp.sum(batch["mask"].astype(jnp.float32))
+    sums = {"loss": zero, "top1_error": zero, "top5_error": zero, "count": count}
+    return {"eval": sums} | ({"eval_10crop": sums} if batch["image"].ndim == 5 else {})
+
+  jitted = jax.jit(step, in_shardings=(setup.state_shardings, setup.batch_sharding,
+                                       setup.replicated, setup.replicated, setup.replicated),
+                   out_shardings=(setup.state_shardings, setup.replicated), donate_argnums=0)
+  setup.train_step = setup.train_step_with_stats = jitted
+  setup.eval_step = jax.jit(eval_step)
+  return setup
+
+
+def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, workers: int,
+                  steps: int, null_model: bool = False, prepared: bool = False,
+                  store: str = "") -> dict:
+  """The real training loop (`train.train_and_evaluate`) for `steps` steps on the synthetic
+  source or on generated JPEGs (`prepared`: read through the prepared §2 store): steady-state
+  images/s, the fraction of the loop's time spent waiting for input and the host's
+  milliseconds per step by part, from the loop's own metrics after the first (compiling)
+  interval. `null_model`: a trivial step in place of the network (`null_setup`), so the
+  figures are the loop's own ceiling. `store`: the prepared store's folder, kept (prepared once
+  and reused by later runs). Prints and returns the record."""
+  from alexnet_jax import metrics, train
+  from alexnet_jax.data import prepare, readers
+
+  batch = batch or config.data.batch_size
+  if steps < 8:
+    raise UserError(f"end2end needs --steps >= 8 (4 log intervals of 2 steps), got {steps}")
+  with tempfile.TemporaryDirectory() as tmp:
+    if source == "jpeg":
+      if not root:
+        root = os.path.join(tmp, "images")
+        generate_jpegs(root, generate, classes=config.model.num_classes)
+        generate_jpegs(root, batch, classes=config.model.num_classes, seed=1, split="val")
+      config.data.update(dict(name="image_folder", data_dir=root,
+                              prepared_dir=store or os.path.join(tmp, "store"),
+                              use_prepared=prepared))
+      size = len(readers.image_folder(root, "train")[0])
+      if prepared:
+        prepare.prepare(config.data, channels=config.model.in_channels,
+                        num_classes=config.model.num_classes, progress=False)
+    else:
+      config.data.update(dict(name="synthetic", synthetic_train_size=generate,
+                              synthetic_eval_size=batch))
+      size = generate
+    config.data.update(dict(batch_size=batch, eval_batch_size=batch))
+    if workers:
+      config.data.workers = workers
+    config.num_epochs = steps * batch / size
+    config.eval_every_epochs = config.num_epochs  # one evaluation, after the timed steps
+    config.log_every_steps = steps // 4
+    config.stats_every_steps = 10 * steps
+    config.eval.ten_crop_final = False
+    config.checkpoint.every_steps = 10 * steps
+    workdir = os.path.join(tmp, "workdir")
+    train.train_and_evaluate(config, workdir,
+                             **({"setup": null_setup} if null_model else {}))
+    rows = [r for r in metrics.run_rows(workdir) if r["split"] == "train"][1:]
+  mean = lambda key, digits=3: round(float(np.mean([r[key] for r in rows])), digits)
+  record = {"bench": "end2end", "source": source + (" (prepared)" if prepared else ""),
+            "model": "null" if null_model else "alexnet", "batch": batch,
+            "dtype": config.model.dtype, "workers": config.data.workers, "steps": steps,
+            "img_per_s": mean("img_per_s", 1), "input_wait_fraction": mean("input_wait_fraction"),
+            "host_ms_per_step": {k.split("/")[1]: mean(k) for k in sorted(rows[0])
+                                 if k.startswith("host_ms/")}}
+  emit(record)
+  return record

@@ -1,0 +1,155 @@
+"""`benchmark input`: the training input pipeline on an ImageFolder tree's originals and on
+its prepared §2 store, one reader thread and one per core, beside a plain PIL loop doing the
+same work."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from alexnet_jax.benchmark import emit
+from alexnet_jax.data.samples import IMAGENET_TRAIN_SIZE, generate_imagenet_like
+
+
+
+
+def _input_data(root: str, store: str, quality: int, chroma: str):
+  """configs/paper.py's `data` section (§4.1 crops of 256-pixel stored images, flips, PCA
+  lighting) for the ImageFolder tree at `root`, its store in `store`."""
+  from alexnet_jax.configs import paper
+
+  data = paper.get_config().data
+  data.update(dict(name="image_folder", data_dir=root, prepared_dir=store,
+                   prepared_quality=quality, prepared_chroma=chroma))
+  return data
+
+
+def _cpu_seconds() -> float:
+  """CPU time of this process (all threads) and its live child processes (Linux /proc)."""
+  import multiprocessing
+
+  total = time.process_time()
+  for child in multiprocessing.active_children():
+    try:
+      with open(f"/proc/{child.pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+      total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+      pass
+  return total
+
+
+def _time_batches(batches, seconds: float, batch_size: int) -> tuple[float, float]:
+  """(images/s, images per CPU-second of this process and its workers) over `seconds`."""
+  it = iter(batches)
+  for _ in range(3):  # warm-up: worker start, first reads
+    next(it)
+  start, cpu, n = time.perf_counter(), _cpu_seconds(), 0
+  while time.perf_counter() - start < seconds:
+    next(it)
+    n += 1
+  elapsed, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
+  if hasattr(it, "close"):
+    it.close()
+  return n * batch_size / elapsed, n * batch_size / cpu
+
+
+def plain_pil_loop(paths, seconds: float, size: int = 256,
+                   crop: int = 224) -> tuple[float, int]:
+  """The same work written the obvious way: open, RGB, resize, centre crop, random crop, flip,
+  lighting; (images/s on one core, files it could not read: skipped and counted)."""
+  from PIL import Image
+
+  rng = np.random.default_rng(0)
+  scale = np.eye(3, dtype=np.float32)
+  start, n, unreadable = time.perf_counter(), 0, 0
+  while time.perf_counter() - start < seconds and unreadable < len(paths):
+    try:
+      with Image.open(paths[(n + unreadable) % len(paths)]) as image:
+        image = image.convert("RGB")
+        w, h = image.size
+        s = size / min(w, h)
+        image = image.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BILINEAR)
+        w, h = image.size
+        image = image.crop(((w - size) // 2, (h - size) // 2, (w + size) // 2, (h + size) // 2))
+        array = np.asarray(image)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+      unreadable += 1
+      continue
+    top, left = rng.integers(0, size - crop + 1, 2)
+    patch = array[top:top + crop, left:left + crop]
+    if rng.random() < 0.5:
+      patch = patch[:, ::-1]
+    np.ascontiguousarray(patch)
+    scale @ rng.normal(0, 0.1, 3)
+    n += 1
+  return n / (time.perf_counter() - start), unreadable
+
+
+class _Repeated:
+  """`split` indexed modulo its length, `length` records long: a small set of files standing
+  for ImageNet's 1.28M records (grain's shuffle costs depend on the length)."""
+
+  def __init__(self, split, length: int):
+    self.split, self.length, self.encoded = split, length, split.encoded
+
+  def __len__(self) -> int:
+    return self.length
+
+  def __getitem__(self, index: int) -> dict:
+    return self.split[index % len(self.split)]
+
+
+def bench_input(*, root: str, generate: int, workers: int, seconds: float,
+                quality: int = 90, chroma: str = "420") -> list[dict]:
+  """Prints (and returns) in one run, for ImageNet-like JPEGs (`generate_imagenet_like`, or the
+  ImageFolder tree at `root`): a plain PIL loop on the originals; the training pipeline on the
+  originals; the pipeline on the prepared §2 store (`data.prepare`, at `quality`); images/s
+  and images per CPU-second of this process and its workers."""
+  from alexnet_jax.data import pipeline, prepare, readers, sources
+  from alexnet_jax.data.stats import Stats
+
+  records = []
+
+  def say(record):
+    records.append(record)
+    emit(record)
+
+  with tempfile.TemporaryDirectory() as tmp:
+    if not root:
+      root = os.path.join(tmp, "images")
+      made = generate_imagenet_like(root, generate)
+      generate_imagenet_like(root, 8, seed=1, split="val")
+      say({"bench": "input", "what": "generated ImageNet-like JPEGs", **made})
+    files, names, _ = readers.image_folder(root, "train")
+    data = _input_data(root, os.path.join(tmp, "store"), quality, chroma)
+    start = time.perf_counter()
+    prepare.prepare(data, channels=3, num_classes=len(names), progress=False)
+    say({"bench": "input", "what": f"prepare (§2 form, JPEG quality {quality}, {chroma})",
+          "img_per_s": round(len(files) / (time.perf_counter() - start), 1),
+          "cpu_cores": os.cpu_count()})
+    stored = sources.load(data, channels=3, num_classes=len(names)).train
+    stats = Stats.imagenet_defaults(256)
+    cores = os.cpu_count() or 1
+    workers = workers or cores
+    rate, unreadable = plain_pil_loop(files.paths, seconds)
+    say({"bench": "input", "what": "plain PIL loop on the originals, 1 core",
+          "img_per_s": round(rate, 1), "unreadable_skipped": unreadable})
+    rates = {}
+    for form, split in (("originals", files), ("prepared", stored)):
+      repeated = _Repeated(split, IMAGENET_TRAIN_SIZE)
+      for label, w, threads in ((f"pipeline on the {form}, 1 reader thread", 0, 1),
+                                (f"pipeline on the {form}, {workers} reader threads", 0, workers)):
+        data.update(workers=w, read_threads=threads, prefetch=max(threads, 2))
+        batches = pipeline.train_dataset(data, repeated, stats, crop=224, channels=3, seed=0,
+                                         local_batch=128)
+        rate, per_cpu_s = _time_batches(batches, seconds, 128)
+        rates.setdefault(form, per_cpu_s)
+        say({"bench": "input", "what": label, "img_per_s": round(rate, 1),
+              "img_per_cpu_s": round(per_cpu_s, 1), "cpu_cores": cores, "files": len(files)})
+    say({"bench": "input", "what": "prepared / originals, images per CPU-second (1 thread)",
+          "ratio": round(rates["prepared"] / rates["originals"], 2)})
+  return records

@@ -1,0 +1,61 @@
+"""`benchmark scaling`: step time and the bytes of every collective on 1, 2, 4, 8 CPU
+devices of the training mesh at a fixed batch per 'data' shard."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import sys
+
+
+from alexnet_jax.errors import UserError
+
+from alexnet_jax.benchmark import emit
+from alexnet_jax.benchmark.step import timed_step
+
+
+
+_COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "collective-permute", "all-to-all")
+_BYTES = {"f32": 4, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "f64": 8, "s8": 1, "u8": 1, "pred": 1}
+
+
+def collective_bytes(hlo_text: str) -> dict[str, int]:
+  """Bytes each kind of collective produces per step, from the result shapes in the HLO."""
+  totals = {}
+  for line in hlo_text.splitlines():
+    for op in _COLLECTIVES:
+      if f" {op}(" in line or f" {op}-start(" in line:
+        result = line.split("=", 1)[1].split(f" {op}", 1)[0]
+        size = 0
+        for dtype, dims in re.findall(r"([a-z]+[0-9]*)\[([0-9,]*)\]", result):
+          size += _BYTES.get(dtype, 4) * math.prod(int(d) for d in dims.split(",") if d)
+        totals[op] = totals.get(op, 0) + size
+  return totals
+
+
+def bench_scaling(config, *, devices: int, per_device_batch: int, steps: int,
+                  argv: list[str]) -> None:
+  """Step time on 1, 2, 4, 8 CPU devices at a fixed batch per 'data' shard, on the mesh
+  training uses for that many devices (the columns on the 'model' axis when it is 2), with the collective bytes read from each compiled
+  step (one child process per device count: the device count is fixed when jax starts)."""
+  if devices:  # the child: measure one point
+    from alexnet_jax.sharding import mesh_for
+
+    mesh = mesh_for(config)
+    batch = per_device_batch * mesh.shape["data"]
+    seconds, _, hlo, _ = timed_step(config, batch, steps, mesh)
+    emit({"bench": "scaling", "devices": devices, "mesh": dict(mesh.shape),
+           "batch_per_data_shard": per_device_batch, "global_batch": batch,
+           "ms_per_step": round(seconds * 1e3, 2),
+           "img_per_s": round(batch / seconds, 1), "collective_bytes": collective_bytes(hlo)})
+    return
+  for n in (1, 2, 4, 8):
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
+    result = subprocess.run([sys.executable, "-m", "alexnet_jax.benchmark", "scaling",
+                             f"--devices={n}", *argv], env=env, capture_output=True, text=True)
+    if result.returncode:
+      raise UserError(f"scaling point {n} failed: {result.stderr.strip().splitlines()[-1]}")
+    print(result.stdout.strip(), flush=True)

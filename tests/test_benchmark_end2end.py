@@ -1,0 +1,60 @@
+"""`benchmark end2end`: the figures are the training loop's own."""
+
+import numpy as np
+import pytest
+
+from alexnet_jax.benchmark import end2end as benchmark
+
+
+def test_end2end_reports_the_training_loops_own_rate_and_input_wait(monkeypatch, capsys):
+  """The figures are the loop's metrics (after the compiling interval), run in-process."""
+  import json
+
+  from alexnet_jax import metrics
+  from conftest import load_config
+
+  rows = []  # the metrics file as last read (the curves plot reads it too)
+
+  def read(path, real=metrics.read_metrics):
+    rows[:] = real(path)
+    return list(rows)
+
+  monkeypatch.setattr(metrics, "read_metrics", read)
+  record = benchmark.bench_end2end(load_config("tiny"), source="synthetic", root="",
+                                   generate=64, batch=16, workers=0, steps=8)
+  assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == record
+  train_rows = [r for r in rows if r["split"] == "train"]
+  assert [r["step"] for r in train_rows] == [2, 4, 6, 8]  # steps // 4 per log line
+  assert record["steps"] == 8 and record["batch"] == 16
+  assert record["img_per_s"] == pytest.approx(
+      np.mean([r["img_per_s"] for r in train_rows[1:]]), abs=0.1)
+  assert record["input_wait_fraction"] == pytest.approx(
+      np.mean([r["input_wait_fraction"] for r in train_rows[1:]]), abs=1e-3)
+
+
+@pytest.mark.parametrize("source,prepared", [("synthetic", False), ("jpeg", True)])
+def test_the_null_model_loop_reports_host_time_by_part(source, prepared, monkeypatch):
+  from alexnet_jax import metrics
+  from conftest import load_config
+
+  rows = []
+
+  def read(path, real=metrics.read_metrics):
+    rows[:] = real(path)
+    return list(rows)
+
+  monkeypatch.setattr(metrics, "read_metrics", read)
+  record = benchmark.bench_end2end(load_config("tiny"), source=source, root="", generate=64,
+                                   batch=16, workers=0, steps=8, null_model=True,
+                                   prepared=prepared)
+  assert record["model"] == "null" and record["source"].startswith(source)
+  assert ("(prepared)" in record["source"]) == prepared
+  assert set(record["host_ms_per_step"]) == {"checkpoint", "device_wait", "dispatch",
+                                             "input_wait", "metrics", "other", "transfer"}
+  # In each logged interval the main thread's parts add up to the step's wall time
+  # (`transfer` is the prefetch thread's, beside them). Mutation: `other` not computed
+  # (left at 0) -> red.
+  for row in (r for r in rows if r["split"] == "train"):
+    parts = [v for k, v in row.items() if k.startswith("host_ms/") and k != "host_ms/transfer"]
+    assert min(parts) >= 0
+    assert sum(parts) == pytest.approx(1e3 * 16 / row["img_per_s"], rel=0.03)
