@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_jax import ablate, inference, train, visualize
+from alexnet_jax import inference, train, visualize
+from alexnet_jax.ablate import ablations, columns, figure1, precision
 from conftest import sigterm_at_step
 
 OVERRIDES = [  # the small synthetic set-up of conftest.small_config, one epoch
@@ -31,13 +32,13 @@ def test_a_study_gives_a_table_and_a_plot_stops_at_an_interrupted_run_and_refuse
   with sigterm_at_step(1), pytest.raises(
       UserError, match=r"the study stopped: the run in .*baseline/seed0 was interrupted at step "
                        r"1; run the same command"):
-    ablate.study("configs/tiny.py", ["lrn", "pca_lighting"], 1, workdir, OVERRIDES)
+    ablations.study("configs/tiny.py", ["lrn", "pca_lighting"], 1, workdir, OVERRIDES)
   assert not os.path.exists(tmp_path / "baseline" / "seed0" / "result.json")
   (tmp_path / "lrn" / "seed0").mkdir(parents=True)
   (tmp_path / "lrn" / "seed0" / "result.json").write_text("{}")  # an earlier version's
   caplog.set_level(logging.INFO, logger="absl")
   caplog.clear()
-  table = ablate.study("configs/tiny.py", ["lrn", "pca_lighting"], 1, workdir, OVERRIDES)
+  table = ablations.study("configs/tiny.py", ["lrn", "pca_lighting"], 1, workdir, OVERRIDES)
   runs = [line for line in caplog.messages if line.startswith("study run")]
   assert [line.split(":")[0] for line in runs] == [f"study run {i} of 3" for i in (1, 2, 3)]
   assert "min left" not in runs[0] and "min left" in runs[1] and "min left" in runs[2]
@@ -63,12 +64,12 @@ def test_a_study_gives_a_table_and_a_plot_stops_at_an_interrupted_run_and_refuse
   monkeypatch.setattr(train, "train_and_evaluate",
                       lambda *a, **k: trained.append(a[1]) or real(*a, **k))
   caplog.clear()
-  ablate.study("configs/tiny.py", ["lrn", "pca_lighting"], 1, workdir, OVERRIDES)
+  ablations.study("configs/tiny.py", ["lrn", "pca_lighting"], 1, workdir, OVERRIDES)
   assert trained == []  # finished runs are kept
   assert sum("(finished earlier: its result is read)" in line for line in caplog.messages) == 3
   with pytest.raises(UserError, match=r"baseline/seed0 was trained on other data than this "
                                       r"study reads \(.*training images 32 → 48"):
-    ablate.study("configs/tiny.py", ["lrn"], 1, workdir,
+    ablations.study("configs/tiny.py", ["lrn"], 1, workdir,
                  [*OVERRIDES, "data.synthetic_train_size=48"])
 
 
@@ -93,7 +94,7 @@ def test_figure1_picks_each_activations_best_rate_and_reports_the_ratio(tmp_path
     return train.RunResult({"eval": {"top1_error": 0.3, "top5_error": 0.1}}, 200, True, {})
 
   monkeypatch.setattr(train, "train_and_evaluate", scripted)
-  summary = ablate.figure1("configs/tiny.py", [0.01, 0.02], 0.25, str(tmp_path), [], 20)
+  summary = figure1.figure1("configs/tiny.py", [0.01, 0.02], 0.25, str(tmp_path), [], 20)
   assert summary == {"threshold": 0.25, "relu_lr": 0.02, "tanh_lr": 0.01, "relu_steps": 40,
                      "tanh_steps": 160, "tanh_over_relu": 4.0}
   report = (tmp_path / "figure1" / "figure1.md").read_text()
@@ -102,7 +103,7 @@ def test_figure1_picks_each_activations_best_rate_and_reports_the_ratio(tmp_path
     assert png.format == "PNG"
   assert len(trained) == 4
   trained.clear()
-  ablate.figure1("configs/tiny.py", [0.01, 0.02], 0.25, str(tmp_path), [], 20)
+  figure1.figure1("configs/tiny.py", [0.01, 0.02], 0.25, str(tmp_path), [], 20)
   assert trained == []  # finished runs are kept
 
 
@@ -110,9 +111,9 @@ def test_column_specialisation_needs_colour_and_reports_each_seed(tmp_path):
   from alexnet_jax.errors import UserError
 
   with pytest.raises(UserError, match="greyscale conv1 kernels"):
-    ablate.column_specialisation("configs/fashion_mnist.py", 1, str(tmp_path), [], 0.2)
+    columns.column_specialisation("configs/fashion_mnist.py", 1, str(tmp_path), [], 0.2)
   # A smoke test on generated colour images (random: nothing to specialise on).
-  summary = ablate.column_specialisation("configs/tiny.py", 2, str(tmp_path), OVERRIDES, 0.2)
+  summary = columns.column_specialisation("configs/tiny.py", 2, str(tmp_path), OVERRIDES, 0.2)
   assert [s["seed"] for s in summary["seeds"]] == [0, 1]
   for s in summary["seeds"]:  # each seed's figures are its trained conv1's
     kernel = np.asarray(inference.load(str(tmp_path / "baseline" / f"seed{s['seed']}"))
@@ -129,7 +130,7 @@ def test_column_specialisation_needs_colour_and_reports_each_seed(tmp_path):
 
 def test_precision_compares_bfloat16_with_float32_against_the_seeds_spread(tmp_path):
   workdir = str(tmp_path)
-  summary = ablate.precision("configs/tiny.py", 2, workdir, OVERRIDES, 1)
+  summary = precision.precision("configs/tiny.py", 2, workdir, OVERRIDES, 1)
   assert summary["seeds"] == 2 and summary["points"] == 2  # 32 images, batches of 16
   for dtype in ("float32", "bfloat16"):
     with open(os.path.join(workdir, "precision", dtype, "seed1", "result.json")) as f:

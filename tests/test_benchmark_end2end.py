@@ -10,8 +10,9 @@ def test_end2end_reports_the_training_loops_own_rate_and_input_wait(monkeypatch,
   """The figures are the loop's metrics (after the compiling interval), run in-process."""
   import json
 
-  from alexnet_jax import metrics
   from conftest import load_config
+
+  from alexnet_jax import metrics
 
   rows = []  # the metrics file as last read (the curves plot reads it too)
 
@@ -34,8 +35,9 @@ def test_end2end_reports_the_training_loops_own_rate_and_input_wait(monkeypatch,
 
 @pytest.mark.parametrize("source,prepared", [("synthetic", False), ("jpeg", True)])
 def test_the_null_model_loop_reports_host_time_by_part(source, prepared, monkeypatch):
-  from alexnet_jax import metrics
   from conftest import load_config
+
+  from alexnet_jax import metrics
 
   rows = []
 

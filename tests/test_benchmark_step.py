@@ -98,8 +98,9 @@ def test_the_step_benchmark_times_the_training_step_on_the_training_mesh(monkeyp
   """`benchmark step` builds through `train_setup.setup_train` (the config's optimizer, the
   training mesh): on 8 devices the two columns are on the 'model' axis, so the compiled step
   holds the columns' all-gathers."""
-  from alexnet_jax import train_setup
   from conftest import load_config
+
+  from alexnet_jax import train_setup
 
   built = []
   real = train_setup.setup_train

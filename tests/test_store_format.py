@@ -5,10 +5,10 @@ import json
 import os
 
 import pytest
+from conftest import folder_config
 
 from alexnet_jax.data import store_format
 from alexnet_jax.errors import UserError
-from conftest import folder_config
 
 
 def test_two_stored_forms_never_share_a_folder(tmp_path):

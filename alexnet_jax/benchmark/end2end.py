@@ -8,11 +8,9 @@ import tempfile
 
 import numpy as np
 
-from alexnet_jax.errors import UserError
-
 from alexnet_jax.benchmark import emit
 from alexnet_jax.data.samples import generate_jpegs
-
+from alexnet_jax.errors import UserError
 
 
 def null_setup(config, mesh, **kwargs):

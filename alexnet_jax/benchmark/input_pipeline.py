@@ -14,8 +14,6 @@ from alexnet_jax.benchmark import emit
 from alexnet_jax.data.samples import IMAGENET_TRAIN_SIZE, generate_imagenet_like
 
 
-
-
 def _input_data(root: str, store: str, quality: int, chroma: str):
   """configs/paper.py's `data` section (§4.1 crops of 256-pixel stored images, flips, PCA
   lighting) for the ImageFolder tree at `root`, its store in `store`."""

@@ -9,13 +9,9 @@ import re
 import subprocess
 import sys
 
-
-from alexnet_jax.errors import UserError
-
 from alexnet_jax.benchmark import emit
 from alexnet_jax.benchmark.step import timed_step
-
-
+from alexnet_jax.errors import UserError
 
 _COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "collective-permute", "all-to-all")
 _BYTES = {"f32": 4, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "f64": 8, "s8": 1, "u8": 1, "pred": 1}

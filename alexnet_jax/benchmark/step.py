@@ -8,12 +8,8 @@ import os
 import tempfile
 import time
 
-
-from alexnet_jax.errors import UserError
-
 from alexnet_jax.benchmark import emit
-
-
+from alexnet_jax.errors import UserError
 
 # Dense peak FLOP/s by device kind and compute dtype, for the fraction-of-peak column.
 PEAK_FLOPS = {("NVIDIA H100 80GB HBM3", "bfloat16"): 989e12,
