@@ -26,8 +26,11 @@ def test_the_published_pca_fallback_has_the_scale_of_a_real_photographs_statisti
   ratio = np.sqrt(fallback.eigval) / np.sqrt(computed.eigval)
   assert np.all((ratio > 1 / 2.5) & (ratio < 2.5)), ratio
   assert abs(float(fallback.eigvec[:, 0] @ computed.eigvec[:, 0])) > 0.98  # the luminance axis
-  np.testing.assert_allclose(fallback.lighting_scale,
-                             fallback.eigvec * np.sqrt(fallback.eigval)[None], rtol=1e-6)
+  # §4.1's shift `lighting_scale @ α` (α ~ N(0, σ²) per component) has σ² times the pixels'
+  # covariance (mutation: λ in place of √λ in `Stats.lighting_scale` -> red).
+  pixels = np.asarray(Image.open(photo).convert("RGB"), np.float64).reshape(-1, 3)
+  np.testing.assert_allclose(computed.lighting_scale @ computed.lighting_scale.T,
+                             np.cov(pixels, rowvar=False, bias=True), rtol=1e-3, atol=1e-2)
   np.testing.assert_allclose(np.sqrt(fallback.eigval), 255 * np.sqrt([0.2175, 0.0188, 0.0045]),
                              rtol=1e-3)
 
