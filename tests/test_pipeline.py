@@ -209,3 +209,49 @@ def test_image_folder_pipeline_is_deterministic_and_skips_bad_files(tmp_path):
   # No statistics file yet: a small folder's are computed at the start, from its 12 readable
   # training images (mutation: ImageNet's published fallback kept for small folders -> red).
   assert a.stats.count == 12
+
+
+def test_worker_processes_read_the_batches_of_any_step_as_the_loop_does(tmp_path):
+  """The training position is the step: 3 worker processes started at step 3 give bitwise the
+  batches one process reads from step 0; evaluation in workers reads every example once.
+  Mutations: the start step ignored when opening the workers (`[self._step:]` dropped) -> the
+  step-0 batches (red); the eval records batched in each worker -> a short batch per worker
+  (more batches than `eval_steps`, examples missed: red)."""
+  image_folder_tree(tmp_path)
+
+  def read(workers, start, steps):
+    config = folder_config(tmp_path)
+    config.data.workers = workers
+    inp = build_input(config)
+    inp.train.set_state({"step": start})
+    try:
+      train = [next(inp.train) for _ in range(steps)]
+    finally:
+      inp.train.close()
+    examples = sorted((int(b["label"][i]), b["image"][i].tobytes())
+                      for b in inp.eval_batches(False) for i in np.flatnonzero(b["mask"]))
+    return train, examples
+
+  here, examples = read(0, 0, 7)
+  workers, examples_in_workers = read(3, 3, 4)
+  assert len(workers) == 4
+  for want, got in zip(here[3:], workers):
+    assert set(want) == set(got)
+    for key in want:
+      np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+  assert len(examples) == 6 and examples_in_workers == examples  # 7 val files, 1 unreadable
+
+
+def test_workers_minus_one_is_one_per_core_less_the_loops_two_for_files_only(monkeypatch):
+  """Mutation: -1 resolved for in-memory images too -> red."""
+  import os
+
+  data = load_config("tiny").data
+  data.workers = -1
+  monkeypatch.setattr(os, "cpu_count", lambda: 16)
+  files, in_memory = readers.FileSplit((), np.zeros(0)), readers.Split(np.zeros(0), np.zeros(0))
+  assert pipeline.input_workers(data, files) == 14 and pipeline.input_workers(data, in_memory) == 0
+  monkeypatch.setattr(os, "cpu_count", lambda: 2)
+  assert pipeline.input_workers(data, files) == 0
+  data.workers = 3
+  assert pipeline.input_workers(data, in_memory) == 3

@@ -9,7 +9,7 @@ import pytest
 
 from alexnet_jax import train
 from alexnet_jax.errors import UserError
-from conftest import load_config, saved_state, small_config
+from conftest import assert_same_params, load_config, saved_state, small_config
 
 FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 
@@ -80,3 +80,19 @@ def test_stall_warning_names_the_cause_and_the_fix(caplog):
   message = warnings[0]
   assert "data.pixel_scale is 0.015625" in message and "python -m alexnet_jax.diagnose" in message
   assert message.index("pixel_scale") < message.index("init (std") < message.index("bfloat16")
+
+
+@pytest.mark.slow
+def test_a_run_resumes_bitwise_with_another_number_of_input_workers(straight_run, tmp_path):
+  """Half the run read in 2 worker processes, the rest in 1, ends bitwise where the run read
+  in-process ends (a run with workers used to refuse to resume). Mutation: the position
+  restored as the step-0 one (`_FromStep.set_state` keeping step 0) -> red."""
+  workdir = str(tmp_path / "run")
+  config = small_config(epochs=1.0)
+  config.data.workers = 2
+  train.train_and_evaluate(config, workdir)
+  config = small_config(epochs=2.0)
+  config.data.workers = 1
+  result = train.train_and_evaluate(config, workdir)
+  assert result.complete and result.step == 8
+  assert_same_params(workdir, straight_run[0])

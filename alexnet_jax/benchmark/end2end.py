@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import types
 
 import numpy as np
 
@@ -56,7 +57,7 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
   figures are the loop's own ceiling. `store`: the prepared store's folder, kept (prepared once
   and reused by later runs). Prints and returns the record."""
   from alexnet_jax import metrics, train
-  from alexnet_jax.data import prepare, readers
+  from alexnet_jax.data import pipeline, prepare, readers
 
   batch = batch or config.data.batch_size
   if steps < 8:
@@ -88,13 +89,14 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
     config.eval.ten_crop_final = False
     config.checkpoint.every_steps = 10 * steps
     workdir = os.path.join(tmp, "workdir")
+    train_split = types.SimpleNamespace(encoded=source == "jpeg")  # what the workers resolve by
     train.train_and_evaluate(config, workdir,
                              **({"setup": null_setup} if null_model else {}))
     rows = [r for r in metrics.run_rows(workdir) if r["split"] == "train"][1:]
   mean = lambda key, digits=3: round(float(np.mean([r[key] for r in rows])), digits)
   record = {"bench": "end2end", "source": source + (" (prepared)" if prepared else ""),
             "model": "null" if null_model else "alexnet", "batch": batch,
-            "dtype": config.model.dtype, "workers": config.data.workers, "steps": steps,
+            "dtype": config.model.dtype, "workers": pipeline.input_workers(config.data, train_split), "steps": steps,
             "img_per_s": mean("img_per_s", 1), "input_wait_fraction": mean("input_wait_fraction"),
             "host_ms_per_step": {k.split("/")[1]: mean(k) for k in sorted(rows[0])
                                  if k.startswith("host_ms/")}}

@@ -91,7 +91,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       crop_chunk=1,
       read_threads=0,  # threads reading, decoding and cropping whole batches; 0: one per core
       prefetch=4,  # batches in flight (at least read_threads)
-      workers=0,  # mp_prefetch processes (threads are faster: docs/performance.md)
+      # Processes reading, decoding and cropping whole batches (grain's mp_prefetch); -1: one
+      # per core less the loop's two for image files, none for in-memory images or on two
+      # cores (where threads were measured faster: docs/performance.md).
+      workers=-1,
       synthetic_train_size=1024,
       synthetic_eval_size=256,
   ))

@@ -16,13 +16,16 @@ augmentation draw a hash of the seed and the record's position in the training s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 from typing import Callable, Iterator
 
 import grain
+import jax
 import numpy as np
+from absl import flags, logging
 
 from alexnet_jax.data import images, sources
 from alexnet_jax import events as events_lib
@@ -71,9 +74,11 @@ def validate(data) -> None:
   if data.crop_chunk < 1 or data.batch_size % data.crop_chunk:
     raise UserError(f"data.crop_chunk ({data.crop_chunk}) must be >= 1 and divide "
                     f"data.batch_size ({data.batch_size}): chunks are cut from each batch")
-  for name in ("read_threads", "prefetch", "workers"):
+  for name in ("read_threads", "prefetch"):
     if data[name] < 0:
       raise UserError(f"data.{name} must be >= 0, got {data[name]}")
+  if data.workers < -1:
+    raise UserError(f"data.workers must be >= 0, or -1 (one per core), got {data.workers}")
   if not 1 <= data.prepared_quality <= 100:
     raise UserError(f"data.prepared_quality must be in 1..100, got {data.prepared_quality}")
   if data.mean_patch not in MEAN_PATCHES:
@@ -303,41 +308,111 @@ def _records(split, size: int, channels: int, process_index: int = 0, process_co
   return dataset
 
 
-def _read_options(data) -> grain.ReadOptions:
-  """`data.read_threads` (0: one per CPU core) and `data.prefetch` as grain's read options."""
-  threads = data.read_threads or os.cpu_count() or 1
+def _read_options(data, workers: int = 0) -> grain.ReadOptions:
+  """`data.read_threads` (0: one per CPU core; one per worker process when there are
+  `workers`) and `data.prefetch` as grain's read options."""
+  threads = data.read_threads or (1 if workers > 0 else os.cpu_count() or 1)
   return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(data.prefetch, threads))
 
 
+def _in_workers(dataset: grain.IterDataset, workers: int) -> grain.IterDataset:
+  """`dataset` read in `workers` processes (grain's `mp_prefetch`), or here when 0."""
+  if workers <= 0:
+    return dataset
+  if not flags.FLAGS.is_parsed():  # grain's workers read its flags: a library call's defaults
+    flags.FLAGS.mark_as_parsed()
+  return dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+
+
 def _eval_batches(records: grain.MapDataset, batch: int, may_skip: bool,
-                  read: grain.ReadOptions) -> grain.IterDataset:
+                  read: grain.ReadOptions, workers: int = 0) -> grain.IterDataset:
   """Batches of evaluation records, the last one short. Records of image files may be None
   (unreadable): those are dropped after the reader threads and counted (`_CountSkipped`);
   in-memory records never are, and are batched before the reader threads (one task per batch,
-  not per record: less overhead)."""
+  not per record: less overhead). With `workers` processes, the records are read in those and
+  batched here (so that the batches are full, as many as without workers)."""
+  if workers > 0:
+    records = _CountSkipped(records.to_iter_dataset(read, allow_nones=True))
+    return _in_workers(records, workers).batch(batch)
   if may_skip:
     return _CountSkipped(records.to_iter_dataset(read, allow_nones=True)).batch(batch)
   return records.batch(batch).to_iter_dataset(read)
 
 
 def position_train_iterator(iterator: grain.DatasetIterator, step: int) -> None:
-  """Sets the training iterator (`train_dataset`'s) to where it is after `step` batches:
-  its position in the shuffled, repeated sequence is all of its state. The state of an
-  iterator behind `mp_prefetch` worker processes is not a position: a one-line error."""
-  state = iterator.get_state()
-  if not isinstance(state, dict) or "next_index" not in state:
-    raise UserError("the input position cannot be derived from the step with data.workers > 0; "
-                    "resume with data.workers=0")
-  iterator.set_state({**state, "next_index": step})
+  """Sets the training iterator (`train_dataset`'s, or a prefetcher of it) to where it is
+  after `step` batches."""
+  iterator.set_state({"step": int(step)})
+
+
+def input_workers(data, split) -> int:
+  """The worker processes `data.workers` asks for: -1 is one per core less the two the loop
+  itself needs (its main thread and the transfer thread) for image files, and none for
+  in-memory images (nothing to decode) or on a machine of two cores or fewer."""
+  if data.workers >= 0:
+    return int(data.workers)
+  return max(0, (os.cpu_count() or 1) - 2) if split.encoded else 0
+
+
+class _FromStep(grain.DatasetIterator):
+  """The training batches from any step: the batch sequence is a random-access dataset that
+  the step indexes, so the step is the whole input position (`get_state`: {'step': k}). It is
+  what a checkpoint saves, and it restores bitwise with any number of worker processes (each
+  reading whole batches, `workers` > 0, or none) and of training processes."""
+
+  def __init__(self, batches: grain.MapDataset, read: grain.ReadOptions, workers: int):
+    super().__init__()
+    self._batches, self._read, self._workers = batches, read, workers
+    self._step, self._iterator = 0, None
+
+  def _open(self) -> grain.DatasetIterator:
+    if self._iterator is None:
+      dataset = self._batches[self._step:].to_iter_dataset(self._read)
+      self._iterator = iter(_in_workers(dataset, self._workers))
+    return self._iterator
+
+  def __next__(self) -> dict:
+    batch = next(self._open())
+    self._step += 1
+    if self._workers > 0 and jax.default_backend() == "cpu":
+      # CPU device arrays alias the host batch: copied out of the worker's shared memory, so
+      # that the block is released when grain lets it go, not when jax drops its alias.
+      batch = {k: np.array(v) for k, v in batch.items()}
+    return batch
+
+  def get_state(self) -> dict:
+    return {"step": self._step}
+
+  def set_state(self, state: dict) -> None:
+    """`{'step': k}`; grain's own state of an in-process iterator (`next_index`: the step),
+    as checkpoints of earlier versions hold it."""
+    step = state.get("step", state.get("next_index")) if isinstance(state, dict) else None
+    if not isinstance(step, int) or step < 0:
+      raise UserError(f"not an input position: {str(state)[:80]}")
+    self.close()
+    self._step = step
+
+  def start_prefetch(self) -> None:
+    """Starts the worker processes (or reader threads) before the first batch is asked for."""
+    start = getattr(self._open(), "start_prefetch", None)
+    if start is not None:
+      start()
+
+  def close(self) -> None:
+    iterator, self._iterator = self._iterator, None
+    if iterator is not None and hasattr(iterator, "close"):
+      iterator.close()
 
 
 def train_dataset(data, split, stats: Stats, *, crop: int, channels: int, seed: int,
                   local_batch: int, process_index: int = 0, process_count: int = 1,
-                  events: tuple[str, ...] = ()) -> grain.IterDataset:
+                  events: tuple[str, ...] = ()) -> grain.DatasetIterator:
   """Endless shuffled training batches, this process's share of each global batch: grain
   shuffles record indices, batches them, and `TrainBatch` reads, decodes and crops a whole
-  batch per task (in `data.read_threads` threads, and `data.workers` processes when > 0).
-  `events`: a recorded schedule's, whose `pca_lighting` changes σ from their step on."""
+  batch per task, in `data.read_threads` threads of this process or, with worker processes
+  (`input_workers`), in those (one thread each unless `data.read_threads` says more).
+  Positioned by the step (`_FromStep`). `events`: a recorded schedule's, whose
+  `pca_lighting` changes σ from their step on."""
   changes = events_lib.input_changes(events, len(split), data.batch_size).get("pca_lighting", [])
   augmentation = Augmentation(sources.stored_size(data, split), crop, bool(data.flip),
                               float(data.pca_lighting), stats.lighting_scale, int(seed),
@@ -348,11 +423,11 @@ def train_dataset(data, split, stats: Stats, *, crop: int, channels: int, seed: 
   if process_count > 1:
     records = _ProcessShare(records, local_batch, process_index, process_count)
   batches = (records.batch(local_batch, drop_remainder=True)
-             .map(TrainBatch(augmentation, split, channels, data.resize))
-             .to_iter_dataset(_read_options(data)))
-  if data.workers > 0:
-    batches = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.workers))
-  return batches
+             .map(TrainBatch(augmentation, split, channels, data.resize)))
+  workers = input_workers(data, split)
+  if workers:
+    logging.info("input: %d worker processes (data.workers=%d)", workers, data.workers)
+  return _FromStep(batches, _read_options(data, workers), workers)
 
 
 def build_input(data, *, crop: int, channels: int, num_classes: int, seed: int,
@@ -388,7 +463,8 @@ def build_input(data, *, crop: int, channels: int, num_classes: int, seed: int,
   if stats.mean.shape != (sources.stored_size(data, train),) * 2 + (channels,):
     raise UserError(f"the statistics are of images {stats.mean.shape}, not of the "
                     f"{sources.stored_size(data, train)}px, {channels}-channel images read")
-  read = _read_options(data)
+  eval_workers = input_workers(data, test)
+  read = _read_options(data, eval_workers)
 
   train_ds = train_dataset(data, train, stats, crop=crop, channels=channels, seed=seed,
                            local_batch=local_batch, process_index=process_index,
@@ -401,8 +477,12 @@ def build_input(data, *, crop: int, channels: int, num_classes: int, seed: int,
 
   def eval_batches(ten_crop: bool) -> Iterator[dict]:
     batches = iter(_eval_batches(local_test.map(EvalCrops(crop, ten_crop)), local_eval_batch,
-                                 test.encoded, read))
+                                 test.encoded, read, eval_workers))
     views = (10,) if ten_crop else ()
+    with contextlib.closing(batches):  # worker processes and their shared memory released
+      yield from _padded(batches, views)
+
+  def _padded(batches, views) -> Iterator[dict]:
     for _ in range(eval_steps):
       batch = next(batches, None)
       n = 0 if batch is None else len(batch["label"])
@@ -417,7 +497,7 @@ def build_input(data, *, crop: int, channels: int, num_classes: int, seed: int,
         padded["mask"][:n] = True
       yield padded
 
-  return Input(train=iter(train_ds), eval_batches=eval_batches, eval_steps=eval_steps,
+  return Input(train=train_ds, eval_batches=eval_batches, eval_steps=eval_steps,
                num_train=len(train),
                num_eval=len(test), num_classes=num_classes, class_names=class_names,
                stats=stats, dataset_stats=data_stats,
