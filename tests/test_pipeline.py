@@ -9,6 +9,7 @@ import pytest
 from alexnet_jax.data import pipeline, readers
 from alexnet_jax.data.normalize import normalize
 from alexnet_jax.data.stats import Stats
+from alexnet_jax.errors import UserError
 from conftest import (build_input, folder_config, image_folder_tree, load_config,
                       save_image, synthetic_config)
 
@@ -255,3 +256,14 @@ def test_workers_minus_one_is_one_per_core_less_the_loops_two_for_files_only(mon
   assert pipeline.input_workers(data, files) == 0
   data.workers = 3
   assert pipeline.input_workers(data, in_memory) == 3
+
+
+def test_an_input_position_of_an_earlier_version_restores_and_a_bad_one_is_one_line():
+  """Checkpoints of earlier versions hold grain's in-process state (`next_index`: the step).
+  Mutation: only {'step'} read -> the old position is refused (red)."""
+  a, b = (build_input(synthetic_config()) for _ in range(2))
+  a.train.set_state({"step": 3})
+  b.train.set_state({"next_index": 3, "worker_count": 0})
+  np.testing.assert_array_equal(next(a.train)["image"], next(b.train)["image"])
+  with pytest.raises(UserError, match="not an input position"):
+    b.train.set_state({"workers_state": {}})

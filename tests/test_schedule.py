@@ -191,7 +191,7 @@ def test_run_145_replayed_end_to_end_on_the_tiny_network(tmp_path, caplog):
   assert rows[90]["lr/conv1/kernel"] == 0.0 and rows[90]["lr"] == pytest.approx(1e-5)
   assert rows[24]["lr"] == 0.01 and rows[30]["lr"] == pytest.approx(0.001)
   batches = build_input(_run_145()).train  # the colour noise: on up to step 66, off from 67
-  batches.set_state({**batches.get_state(), "next_index": 64})
+  batches.set_state({"step": 64})
   lighting = [next(batches)["lighting"] for _ in range(4)]  # steps 65 to 68
   assert np.abs(lighting[1]).min() > 0 and not lighting[2].any() and not lighting[3].any()
   # A kill (SIGTERM) at step 60, between the events of epochs 50 and 66, then the same run.
