@@ -23,6 +23,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from alexnet_jax import checkpoint, checkpoint_meta
 from alexnet_jax import workdir as workdir_lib
+from alexnet_jax.data import batch as batch_lib
 from alexnet_jax.data import identity as identity_lib
 from alexnet_jax.data import images as image_files
 from alexnet_jax.data import pipeline, readers, sources
@@ -72,8 +73,8 @@ class Trained:
       chunk = [crops.map({"image": im, "label": 0}) for im in stored[start:start + batch_size]]
       n = len(chunk)
       padded = -(-n // data_axis) * data_axis
-      batch = {k: np.stack([c[k] for c in chunk] + [chunk[-1][k]] * (padded - n))
-               for k in ("image", "crop")}
+      batch = batch_lib.views(*(np.stack([c[k] for c in chunk] + [chunk[-1][k]] * (padded - n))
+                                for k in ("image", "crop")))
       batch = jax.device_put(batch, self._batch_sharding)
       out = jax.device_get(self._predict(self.params, batch, self._mean))
       outputs.append({k: v[:n] for k, v in out.items()})

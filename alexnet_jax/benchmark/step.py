@@ -64,17 +64,20 @@ def timed_step(config, batch_size: int, steps: int, mesh=None, profile_steps: in
   import jax.numpy as jnp
 
   from alexnet_jax import models, optim
+  from alexnet_jax.data import batch as batch_lib
   from alexnet_jax.sharding import mesh_for
   from alexnet_jax.train_setup import setup_train
 
   setup = setup_train(config, mesh if mesh is not None else mesh_for(config))
   size, c = config.model.input_size, config.model.in_channels
   key = jax.random.key(0)
-  batch = jax.device_put({
-      "image": jax.random.randint(key, (batch_size, size, size, c), 0, 256).astype(jnp.uint8),
-      "label": jax.random.randint(key, (batch_size,), 0, config.model.num_classes),
-      "crop": jnp.zeros((batch_size, 3), jnp.int32),
-      "lighting": jnp.zeros((batch_size, c), jnp.float32)}, setup.batch_sharding)
+  batch = batch_lib.train(
+      jax.random.randint(key, (batch_size, size, size, c), 0, 256).astype(jnp.uint8),
+      jax.random.randint(key, (batch_size,), 0, config.model.num_classes),
+      jnp.zeros((batch_size, 3), jnp.int32), jnp.zeros((batch_size, c), jnp.float32),
+      jnp.ones(batch_size, jnp.float32), jnp.zeros(batch_size, jnp.int32))
+  del batch["skipped"]  # a host-side count: the prefetcher keeps it off the devices
+  batch = jax.device_put(batch, setup.batch_sharding)
   mean = jax.device_put(jnp.full((size, size, c), 120.0, jnp.float32), setup.replicated)
   rates = jax.device_put({optim.rate_key(p): jnp.float32(config.optimizer.learning_rate)
                           for p, _ in jax.tree_util.tree_flatten_with_path(

@@ -27,6 +27,7 @@ import jax
 import numpy as np
 from absl import flags, logging
 
+from alexnet_jax.data import batch as batch_lib
 from alexnet_jax.data import images, sources
 from alexnet_jax import events as events_lib
 from alexnet_jax.data.identity import Identity
@@ -220,8 +221,7 @@ class TrainBatch(grain.transforms.Map):
           zip(index.tolist(), positions.tolist(), boxes.tolist())):
         image, labels[i], skipped[i] = self._decoded(row, position)
         out[i] = image[top:top + c, left:left + c]
-    return {"image": out, "label": labels, "crop": boxes, "lighting": lighting,
-            "shrink": shrink, "skipped": skipped}
+    return batch_lib.train(out, labels, boxes, lighting, shrink, skipped)
 
 
 def _with_position(position: int, index: int) -> dict:
@@ -484,18 +484,7 @@ def build_input(data, *, crop: int, channels: int, num_classes: int, seed: int,
 
   def _padded(batches, views) -> Iterator[dict]:
     for _ in range(eval_steps):
-      batch = next(batches, None)
-      n = 0 if batch is None else len(batch["label"])
-      padded = {"image": np.zeros((local_eval_batch, *views, crop, crop, channels), np.uint8),
-                "label": np.zeros(local_eval_batch, np.int32),
-                "crop": np.zeros((local_eval_batch, *views, 3), np.int32),
-                "mask": np.zeros(local_eval_batch, bool),
-                "skipped": np.zeros(local_eval_batch, np.int32)}
-      if n:
-        for key in ("image", "label", "crop", "skipped"):
-          padded[key][:n] = batch[key]
-        padded["mask"][:n] = True
-      yield padded
+      yield batch_lib.evaluation(next(batches, None), local_eval_batch, views, crop, channels)
 
   return Input(train=train_ds, eval_batches=eval_batches, eval_steps=eval_steps,
                num_train=len(train),

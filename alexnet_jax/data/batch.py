@@ -1,0 +1,55 @@
+"""The batch layout the input, the steps, the benchmarks, inference and the tests share, and
+its makers. A batch is a dict of arrays (it travels through grain, the prefetcher and jit as
+a pytree); its fields are written down here, once.
+
+A training batch (`train`), b of §4.1's random patches:
+
+    image     uint8 [b, h, w, c]  the patches, unmirrored (the step mirrors: `normalize`)
+    label     int32 [b]
+    crop      int32 [b, 3]        (top, left, mirror) of each patch in its stored image
+    lighting  float32 [b, c]      §4.1's PCA colour shift of each image
+    shrink    float32 [b]         the 2012 code's 1 / (1 + σ) (`data.lighting_shrink`; 1 else)
+    skipped   int32 [b]           unreadable images dropped before each (a count, not pixels)
+
+An evaluation batch (`evaluation`), the centre patch or §4.1's ten (views = 10):
+
+    image     uint8 [b, h, w, c] or [b, 10, h, w, c]
+    label     int32 [b]
+    crop      int32 [b, 3] or [b, 10, 3]
+    skipped   int32 [b]
+    mask      bool [b]            a real example (False: padding up to the batch size)
+
+What the predict step reads (`views`) is `image` and `crop` of either.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+TRAIN_FIELDS = ("image", "label", "crop", "lighting", "shrink", "skipped")
+EVAL_FIELDS = ("image", "label", "crop", "skipped", "mask")
+
+
+def train(image, label, crop, lighting, shrink, skipped) -> dict:
+  """A training batch (the module docstring)."""
+  return dict(zip(TRAIN_FIELDS, (image, label, crop, lighting, shrink, skipped)))
+
+
+def evaluation(records: dict | None, size: int, views: tuple[int, ...], crop: int,
+               channels: int) -> dict:
+  """An evaluation batch of `size` examples: the first ones `records`'s ({'image', 'label',
+  'crop', 'skipped'} of n <= size examples; None: none), the rest zeros with `mask` False."""
+  padded = {"image": np.zeros((size, *views, crop, crop, channels), np.uint8),
+            "label": np.zeros(size, np.int32), "crop": np.zeros((size, *views, 3), np.int32),
+            "skipped": np.zeros(size, np.int32), "mask": np.zeros(size, bool)}
+  n = 0 if records is None else len(records["label"])
+  for key in ("image", "label", "crop", "skipped"):
+    if n:
+      padded[key][:n] = records[key]
+  padded["mask"][:n] = True
+  return padded
+
+
+def views(image, crop) -> dict:
+  """What the predict step reads of a batch: its patches and their boxes."""
+  return {"image": image, "crop": crop}

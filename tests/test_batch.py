@@ -1,0 +1,37 @@
+"""The batch layout (`data.batch`): what the pipeline yields is what the layout says."""
+
+import numpy as np
+
+from alexnet_jax.data import batch
+from conftest import build_input, folder_config, image_folder_tree
+
+
+def test_the_pipelines_batches_are_the_layouts(tmp_path):
+  """Mutations: the pipeline's lighting as float64, or its 'shrink' field dropped -> red."""
+  image_folder_tree(tmp_path)
+  inp = build_input(folder_config(tmp_path))
+  train = next(inp.train)
+  inp.train.close()
+  assert tuple(train) == batch.TRAIN_FIELDS
+  b, c = 4, 3
+  want = {"image": ((b, 32, 32, c), np.uint8), "label": ((b,), np.int32),
+          "crop": ((b, 3), np.int32), "lighting": ((b, c), np.float32),
+          "shrink": ((b,), np.float32), "skipped": ((b,), np.int32)}
+  assert {k: (v.shape, v.dtype) for k, v in train.items()} == want
+  for ten_crop, views in ((False, ()), (True, (10,))):
+    evaluation = list(inp.eval_batches(ten_crop))
+    assert all(tuple(e) == batch.EVAL_FIELDS for e in evaluation)
+    assert evaluation[0]["image"].shape == (b, *views, 32, 32, c)
+    assert evaluation[0]["crop"].shape == (b, *views, 3)
+    assert sum(int(e["mask"].sum()) for e in evaluation) == 6  # 7 val files, 1 unreadable
+
+
+def test_an_evaluation_batch_is_padded_with_masked_zeros():
+  """Mutation: the mask set for the padding too -> red."""
+  records = {"image": np.full((2, 4, 4, 1), 7, np.uint8), "label": np.array([3, 5], np.int32),
+             "crop": np.ones((2, 3), np.int32), "skipped": np.array([0, 1], np.int32)}
+  padded = batch.evaluation(records, 4, (), 4, 1)
+  assert padded["mask"].tolist() == [True, True, False, False]
+  assert padded["label"].tolist() == [3, 5, 0, 0] and padded["skipped"].tolist() == [0, 1, 0, 0]
+  assert (padded["image"][:2] == 7).all() and not padded["image"][2:].any()
+  assert not batch.evaluation(None, 3, (10,), 4, 1)["mask"].any()
