@@ -16,21 +16,26 @@ from __future__ import annotations
 import csv
 import json
 
+import jax
 import ml_collections
 import numpy as np
-from absl import flags
+from absl import flags, logging
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from alexnet_jax import cli, figures, inference
+from alexnet_jax import cli, evaluation, figures, inference
 from alexnet_jax import workdir as workdir_lib
+from alexnet_jax.data import identity as identity_lib
+from alexnet_jax.data import pipeline
 from alexnet_jax.errors import UserError
-from alexnet_jax.steps import topk_errors
+from alexnet_jax.sharding import DATA
+from alexnet_jax.steps import make_eval_step, topk_errors
 
 
 def scores(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
   """Top-1 and top-5 accuracy and error, in %, rounded to 0.01."""
   top1, top5 = (float(e.mean()) for e in topk_errors(probs, labels))
-  return {"top1_accuracy": round(100 * (1 - top1), 2), "top5_accuracy": round(100 * (1 - top5), 2),
-          "top1_error": round(100 * top1, 2), "top5_error": round(100 * top5, 2)}
+  return _percent({"top1_error": top1, "top5_error": top5})
 
 
 def evaluate(workdirs: list[str], *, best: bool = False, ten_crop: bool = False,
@@ -44,26 +49,24 @@ def evaluate(workdirs: list[str], *, best: bool = False, ten_crop: bool = False,
   for w, m in zip(workdirs[1:], models[1:]):
     if m.class_names != models[0].class_names:
       raise UserError(f"{w} predicts other classes than {workdirs[0]}: cannot ensemble")
-  labels, outputs = None, []
+  labels, probs, figures_ = None, [], []
+  split = "eval_10crop" if ten_crop else "eval"
   for m in models:
     data = ml_collections.ConfigDict(models[0].config.data.to_dict())
     data.update(image_size=m.config.data.image_size, resize=m.config.data.resize)
-    split, image_at = inference.split_images(m, "eval", data=data)
-    own = inference.split_labels(split)
-    if labels is not None and not np.array_equal(own, labels):
+    run, kept = _evaluated(m, data, split)
+    if labels is not None and not np.array_equal(kept["labels"], labels):
       raise UserError("the models read the validation images in another order: cannot ensemble")
-    labels = own
-    outputs.append(inference.predict_all(m, len(split), image_at, ten_crop=ten_crop,
-                                         what=f"evaluating {m.path}"))
-  valid = np.logical_and.reduce([o["valid"] for o in outputs])
-  probs = [o["probs"][valid] for o in outputs]
-  labels = labels[valid]
+    labels = kept["labels"]
+    probs.append(kept["probs"])
+    figures_.append(run[split])
   average = np.mean(probs, axis=0)
-  result = {"models": [{"model": w, "step": m.step, **scores(p, labels)}
-                       for w, m, p in zip(workdirs, models, probs)],
+  result = {"models": [{"model": w, "step": m.step, **_percent(f)}
+                       for w, m, f in zip(workdirs, models, figures_)],
             "ensemble": ({"model": f"average of {len(models)}", **scores(average, labels)}
                          if len(models) > 1 else None),
-            "examples": int(valid.sum()), "unreadable": int((~valid).sum()), "ten_crop": ten_crop}
+            "examples": len(labels), "unreadable": figures_[0]["skipped_images"],
+            "ten_crop": ten_crop}
   classes = models[0].class_names
   predicted = average.argmax(axis=-1)
   confusion = np.zeros((len(classes), len(classes)), np.int64)
@@ -75,6 +78,39 @@ def evaluate(workdirs: list[str], *, best: bool = False, ten_crop: bool = False,
   if output:
     _write(output, result, classes)
   return result
+
+
+def _evaluated(trained: inference.Trained, data, split: str) -> tuple[dict, dict]:
+  """The run's own evaluation (`evaluation.evaluate`) of `trained` on the validation split of
+  the dataset `data` names, read with the model's classes: (figures by split, the softmax of
+  `split` and the labels of the readable images)."""
+  config, model = trained.config, trained.config.model
+  data_axis = trained.mesh.shape[DATA]
+  data.eval_batch_size = -(-int(data.eval_batch_size) // data_axis) * data_axis
+  input_ = pipeline.build_input(data, crop=int(model.input_size), channels=int(model.in_channels),
+                                num_classes=int(model.num_classes), seed=int(config.seed),
+                                stats=trained.stats, class_names=trained.class_names,
+                                dataset_statistics=False)
+  input_.train.close()
+  differ = identity_lib.same_data(trained.identity, input_.identity, "inference")
+  if differ:
+    logging.warning("%s is read on other data than it was trained on: %s", trained.path,
+                    "; ".join(differ))
+  step = jax.jit(make_eval_step(trained.graphdef, pixel_scale=float(config.data.pixel_scale),
+                                centre_mean=config.data.mean_patch == "centre",
+                                with_probs=True))
+  replicated = NamedSharding(trained.mesh, P())
+  return evaluation.evaluate(step, trained.params, jax.device_put(trained.stats.mean, replicated),
+                             input_.eval_batches(split == "eval_10crop"), input_.eval_steps,
+                             NamedSharding(trained.mesh, P(DATA)),
+                             what=f"evaluating {trained.path}", keep=split)
+
+
+def _percent(figures_: dict) -> dict[str, float]:
+  """An evaluation's errors (fractions) as `scores` gives them: in %, rounded to 0.01."""
+  top1, top5 = figures_["top1_error"], figures_["top5_error"]
+  return {"top1_accuracy": round(100 * (1 - top1), 2), "top5_accuracy": round(100 * (1 - top5), 2),
+          "top1_error": round(100 * top1, 2), "top5_error": round(100 * top5, 2)}
 
 
 def _write(output: str, result: dict, classes) -> None:

@@ -44,3 +44,8 @@ def mesh_for(config) -> jax.sharding.Mesh:
     columns = int(config.model.columns)
     model_axis = columns if jax.device_count() % columns == 0 else 1
   return make_mesh(model=model_axis)
+
+
+def to_global(batch: dict, sharding) -> dict:
+  """This process's share of a batch as global arrays sharded as `sharding` says."""
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}

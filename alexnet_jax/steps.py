@@ -85,10 +85,12 @@ def make_predict_step(graphdef, *, pixel_scale: float, centre_mean: bool = False
 CENTRE_VIEW = 4  # the centre patch among §4.1's ten (`data.pipeline.crop_boxes`)
 
 
-def make_eval_step(graphdef, *, pixel_scale: float, centre_mean: bool = False):
+def make_eval_step(graphdef, *, pixel_scale: float, centre_mean: bool = False,
+                   with_probs: bool = False):
   """`(params, batch, mean) -> {split: sums}` of (loss, top-1 errors, top-5 errors, examples)
   over the unmasked examples: {'eval': ...} for centre crops; for ten-crop batches
-  ([b, 10, h, w, c]) {'eval_10crop': the softmax averaged (§4.1), 'eval': the centre view}."""
+  ([b, 10, h, w, c]) {'eval_10crop': the softmax averaged (§4.1), 'eval': the centre view}.
+  `with_probs`: `(sums, {split: probs [b, C]})`, the softmax each split scores."""
   predict = make_predict_step(graphdef, pixel_scale=pixel_scale, centre_mean=centre_mean)
 
   def sums(probs, labels, mask):
@@ -100,9 +102,9 @@ def make_eval_step(graphdef, *, pixel_scale: float, centre_mean: bool = False):
   def eval_step(params, batch, mean):
     out = predict(params, batch, mean)
     labels, mask = batch["label"], batch["mask"].astype(jnp.float32)
-    if batch["image"].ndim == 4:
-      return {"eval": sums(out["probs"], labels, mask)}
-    return {"eval_10crop": sums(out["probs"], labels, mask),
-            "eval": sums(out["view_probs"][:, CENTRE_VIEW], labels, mask)}
+    probs = ({"eval": out["probs"]} if batch["image"].ndim == 4 else
+             {"eval_10crop": out["probs"], "eval": out["view_probs"][:, CENTRE_VIEW]})
+    totals = {split: sums(p, labels, mask) for split, p in probs.items()}
+    return (totals, probs) if with_probs else totals
 
   return eval_step

@@ -17,20 +17,20 @@ import os
 from typing import Callable, Iterable
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
 from alexnet_jax import checkpoint, checkpoint_meta, finetune, metrics, validation
+from alexnet_jax import evaluation as evaluation_lib
 from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.data.pipeline import build_input, position_train_iterator
 from alexnet_jax.data.stats import Stats
 from alexnet_jax.errors import UserError
 from alexnet_jax.prefetch import DevicePrefetch
-from alexnet_jax.progress import Progress, track
+from alexnet_jax.progress import Progress
 from alexnet_jax.run_summary import closing_summary
 from alexnet_jax.schedule import LearningRateSchedule, log_events
-from alexnet_jax.sharding import DATA, MODEL, mesh_for
+from alexnet_jax.sharding import DATA, MODEL, mesh_for, to_global
 from alexnet_jax.signals import StopRequest
 from alexnet_jax.step_metrics import StepMetrics
 from alexnet_jax.train_setup import setup_train
@@ -64,29 +64,6 @@ def _check_batch_sizes(config, mesh) -> None:
       raise UserError(f"data.{name}={size} must be a positive multiple of the 'data' mesh axis "
                       f"({data_axis} = {jax.device_count()} devices / model axis "
                       f"{mesh.shape[MODEL]})")
-
-
-def to_global(batch: dict, sharding) -> dict:
-  """This process's share of a batch as global arrays sharded over 'data'."""
-  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
-
-
-def evaluate(eval_step, params, mean, input_, sharding, *, ten_crop: bool) -> dict:
-  """{'eval': centre-crop metrics} (+ 'eval_10crop' from the same pass when `ten_crop`)."""
-  totals, skipped = None, 0
-  what = "validation, ten crops" if ten_crop else "validation"
-  for batch in track(input_.eval_batches(ten_crop), input_.eval_steps, what):
-    skipped += int(batch.pop("skipped").sum())
-    sums = eval_step(params, to_global(batch, sharding), mean)
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  results = {}
-  for split, split_sums in jax.device_get(totals).items():
-    count = float(split_sums.pop("count"))
-    if count == 0:
-      raise UserError(f"no evaluation image could be read ({skipped} unreadable)")
-    results[split] = {k: float(v) / count for k, v in split_sums.items()}
-    results[split]["skipped_images"] = skipped
-  return results
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -276,8 +253,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, setup_f
         ten_crop = config.eval.ten_crop_every_eval or (
             step == total_steps and config.eval.ten_crop_final)
         with saved_if_input_fails(step):
-          evaluation = evaluate(setup.eval_step, state["params"], mean, input_,
-                                setup.batch_sharding, ten_crop=ten_crop)
+          evaluation, _ = evaluation_lib.evaluate(
+              setup.eval_step, state["params"], mean, input_.eval_batches(ten_crop),
+              input_.eval_steps, setup.batch_sharding,
+              what="validation, ten crops" if ten_crop else "validation")
         for split, values in evaluation.items():
           write(step, split, values)
         progress.log_eval(step, step / steps_per_epoch, evaluation)

@@ -432,12 +432,17 @@ def train_dataset(data, split, stats: Stats, *, crop: int, channels: int, seed: 
 
 def build_input(data, *, crop: int, channels: int, num_classes: int, seed: int,
                 process_index: int = 0, process_count: int = 1,
-                stats: Stats | None = None, events: tuple[str, ...] = ()) -> Input:
+                stats: Stats | None = None, events: tuple[str, ...] = (),
+                class_names: tuple[str, ...] | None = None,
+                dataset_statistics: bool = True) -> Input:
   """The training iterator and evaluation batches of the config's `data` section, this
   process's shard, for crops of `crop` pixels with `channels` channels. `stats`: the mean image
-  and RGB PCA to use (a resumed run's own), else the dataset's (`stats.dataset_stats`);
-  `events`: a recorded schedule's, for its input changes (`train_dataset`)."""
-  dataset = sources.load(data, channels=channels, num_classes=num_classes)
+  and RGB PCA to use (a resumed run's own, a trained model's), else the dataset's
+  (`stats.dataset_stats`, computed unless `dataset_statistics` is False: `stats` then stands
+  for them); `events`: a recorded schedule's, for its input changes (`train_dataset`);
+  `class_names`: the label order to read an image tree with (a model's)."""
+  dataset = sources.load(data, channels=channels, num_classes=num_classes,
+                         class_names=class_names)
   train, test, class_names = dataset.train, dataset.val, dataset.class_names
   if len(train) == 0 or len(test) == 0:
     raise UserError(f"dataset {data.name!r} has an empty split ({len(train)} train, "
@@ -458,7 +463,8 @@ def build_input(data, *, crop: int, channels: int, num_classes: int, seed: int,
                     f"evenly over {process_count} processes")
   local_batch, local_eval_batch = (data.batch_size // process_count,
                                    data.eval_batch_size // process_count)
-  data_stats = dataset_stats(data, train, channels)
+  data_stats = (dataset_stats(data, train, channels) if dataset_statistics or stats is None
+                else stats)
   stats = data_stats if stats is None else stats
   if stats.mean.shape != (sources.stored_size(data, train),) * 2 + (channels,):
     raise UserError(f"the statistics are of images {stats.mean.shape}, not of the "

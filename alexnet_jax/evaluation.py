@@ -1,0 +1,43 @@
+"""The one evaluation (§6's validation figures): the training loop's at its evaluation steps
+and the `evaluate` tool's, over the pipeline's evaluation batches (zero padding and a mask,
+`data.batch`), the sums taken on the devices by the eval step (`steps.make_eval_step`), the
+figures their means over the readable images; the tool keeps each image's softmax too (for
+ensembles, per-class accuracy and the confusion matrix).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from alexnet_jax.errors import UserError
+from alexnet_jax.progress import track
+from alexnet_jax.sharding import to_global
+
+
+def evaluate(eval_step, params, mean, batches, steps: int, sharding, *, what: str,
+             keep: str = "") -> tuple[dict, dict | None]:
+  """({split: {'loss', 'top1_error', 'top5_error', 'skipped_images'}}, kept) over `steps`
+  evaluation batches. `keep` a split: `eval_step` returns (sums, probs) and `kept` is
+  {'probs': that split's softmax [n, C], 'labels': [n]} of the readable images, in order."""
+  totals, skipped, kept = None, 0, {"probs": [], "labels": []}
+  for batch in track(batches, steps, what):
+    skipped += int(batch.pop("skipped").sum())
+    out = eval_step(params, to_global(batch, sharding), mean)
+    if keep:
+      out, probs = out
+      mask = batch["mask"]
+      kept["probs"].append(np.asarray(jax.device_get(probs[keep]))[mask])
+      kept["labels"].append(batch["label"][mask])
+    totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
+  results = {}
+  for split, split_sums in jax.device_get(totals).items():
+    count = float(split_sums.pop("count"))
+    if count == 0:
+      raise UserError(f"no evaluation image could be read ({skipped} unreadable)")
+    results[split] = {k: float(v) / count for k, v in split_sums.items()}
+    results[split]["skipped_images"] = skipped
+  if not keep:
+    return results, None
+  return results, {k: np.concatenate(v) for k, v in kept.items()}
