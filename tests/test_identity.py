@@ -1,0 +1,53 @@
+"""A dataset's identity (`data.identity`): one "same data" rule per use, said in words."""
+
+import os
+
+from alexnet_jax.data import identity
+from alexnet_jax.data.identity import Identity
+
+
+def _identity(**changes) -> Identity:
+  base = dict(name="image_folder", source="/data/tree", listing="abc", num_train=10, num_eval=4,
+              class_names=("a", "b"), form={"image_size": 256, "channels": 3}, stats="s1")
+  return Identity.make(**(base | changes))
+
+
+def test_each_use_compares_its_own_keys():
+  """Mutations: 'source' added to the store rule (a symlinked tree's store refused), or 'form'
+  dropped from the resume rule -> red."""
+  before = _identity()
+  moved = _identity(source="/node/local/tree")
+  assert identity.same_data(before, moved, "store") == []  # the same files, reached elsewhere
+  assert identity.same_data(before, moved, "moved") == [
+      "originals at /data/tree → /node/local/tree"]
+  smaller = _identity(form={"image_size": 128, "channels": 3})
+  assert identity.same_data(before, smaller, "resume") == ["stored form: image_size 256 → 128"]
+  assert identity.same_data(before, smaller, "store") == []
+  other_stats = _identity(stats="s2")
+  assert identity.same_data(before, other_stats, "statistics") == [
+      "the mean image and RGB PCA (statistics) differ"]
+  assert identity.same_data(before, other_stats, "resume") == []
+  relabelled = _identity(class_names=("b", "a"))
+  assert identity.same_data(before, relabelled, "resume") == [
+      "class order (label 0 was 'a', is 'b'): every label would mean another class"]
+  assert identity.same_data(before, relabelled, "inference") == []  # the model's order is read
+
+
+def test_what_an_earlier_version_did_not_record_is_not_compared():
+  """Mutation: the `>= 0` guard on the split sizes dropped -> an old checkpoint refused (red)."""
+  old = Identity.from_dict({"name": "image_folder", "class_names": ["a", "b"]})
+  assert old.num_train == -1 and old.source == ""
+  assert identity.same_data(old, _identity(), "resume") == []
+  assert Identity.from_dict(_identity().to_dict()) == _identity()
+
+
+def test_a_file_rewritten_in_place_changes_the_files_fingerprint(tmp_path):
+  """Mutation: the modification time left out of `files_fingerprint` -> red."""
+  path = tmp_path / "x.bin"
+  path.write_bytes(b"1234")
+  first = identity.files_fingerprint([str(path)], str(tmp_path))
+  assert identity.files_fingerprint([str(path)], str(tmp_path)) == first
+  path.write_bytes(b"5678")  # same name, same size
+  os.utime(path, ns=(1, 10**18))
+  assert identity.files_fingerprint([str(path)], str(tmp_path)) != first
+  assert identity.fingerprint(1, "a") != identity.fingerprint("a", 1)

@@ -1,0 +1,33 @@
+"""Progress (`progress.py`): the host's time per step by part, and the log lines."""
+
+import time
+
+import pytest
+
+from alexnet_jax import progress
+
+
+def test_an_interval_splits_the_wall_time_into_its_parts(monkeypatch):
+  """Mutation: `other` not what is left of the wall time -> red."""
+  clock = iter([0.0, 0.0, 1.0, 1.5, 2.0, 4.0]).__next__  # start; input 0-1; dispatch 1.5-2; now
+  monkeypatch.setattr(time, "perf_counter", clock)
+  p = progress.Progress(start=0, total=10, batch_size=8)
+  with p.timing("input_wait"):
+    pass
+  with p.timing("dispatch"):
+    pass
+  out = p.interval(step=2, transfer_seconds=0.2)  # 4 s for 2 steps
+  assert out["img_per_s"] == pytest.approx(4.0)
+  assert out["input_wait_fraction"] == pytest.approx(0.25)
+  assert out["host_ms/input_wait"] == pytest.approx(500) and out["host_ms/dispatch"] == 250
+  assert out["host_ms/other"] == pytest.approx(1250) and out["host_ms/transfer"] == 100
+
+
+def test_track_yields_every_item_and_logs_progress(monkeypatch, caplog):
+  """Mutation: the first item dropped -> red."""
+  import itertools
+
+  monkeypatch.setattr(time, "time", itertools.count(0.0, 40.0).__next__)  # 40 s a call
+  with caplog.at_level("INFO"):
+    assert list(progress.track(range(5), 5, "counting", unit="image")) == [0, 1, 2, 3, 4]
+  assert any("counting: 1/5 image(s)" in r.getMessage() for r in caplog.records)
