@@ -103,12 +103,10 @@ class AlexNetSpec:
       raise UserError(f"invalid model config: missing field {e.args[0] if e.args else e}") from None
     except (TypeError, ValueError) as e:
       raise UserError(f"invalid model config: {e}") from None
-    spec = cls(**values)
-    spec.validate()
-    return spec
+    return cls(**values)
 
-  def validate(self) -> None:
-    """Raises UserError (one line) for a structure that cannot be built."""
+  def __post_init__(self) -> None:
+    """A spec exists only for a structure that can be built: a one-line UserError otherwise."""
     def bad(msg):
       raise UserError(f"invalid model config: {msg}")
     if self.columns not in (1, 2):
@@ -251,7 +249,6 @@ class AlexNet(nnx.Module):
 
   def __init__(self, spec: AlexNetSpec, *, mesh: jax.sharding.Mesh | None = None,
                rngs: nnx.Rngs):
-    spec.validate()
     self.spec = spec
     self.mesh = mesh if mesh is not None else make_mesh(data=1, model=1)
     if spec.lrn_across_columns and self.mesh.shape[MODEL] > 1:
