@@ -89,10 +89,8 @@ def _momentum(momentum: float) -> optax.GradientTransformationExtraArgs:
 
 def decay_mask(params, decay_on: str):
   """The parameters that decay: all of them ('all', the paper's rule written for every
-  parameter) or the kernels only ('kernels': the 2012 code and Caffe, no decay on biases)."""
-  if decay_on not in DECAY_ON:
-    raise UserError(f"optimizer.decay_on must be one of {', '.join(DECAY_ON)}, got "
-                    f"{decay_on!r}")
+  parameter) or the kernels only ('kernels': the 2012 code and Caffe, no decay on biases);
+  `decay_on` was checked with the config (`validate`)."""
   if decay_on == "all":
     return None
   return jax.tree_util.tree_map_with_path(
