@@ -219,6 +219,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, setup_f
         raise UserError(f"{e}; step {kept} is saved: run the same command to continue once the "
                         "data can be read") from None
 
+    batches.start_prefetch()  # the input's workers start while the step compiles
     logging.info("compiling the training step (the first step waits for it)")
     for step in range(start_step + 1, total_steps + 1):
       with progress.timing("input_wait"), saved_if_input_fails(step - 1):
