@@ -36,7 +36,8 @@ def main(argv):
   elif argv[1] == "end2end":
     bench_end2end(config, source=FLAGS.source, root=FLAGS.root, generate=FLAGS.generate,
                   batch=FLAGS.batch, workers=FLAGS.workers, steps=FLAGS.steps,
-                  null_model=FLAGS.null_model, prepared=FLAGS.prepared, store=FLAGS.store)
+                  null_model=FLAGS.null_model, prepared=FLAGS.prepared, store=FLAGS.store,
+                  decoder=FLAGS.decoder)
   else:
     bench_scaling(config, devices=FLAGS.devices, per_device_batch=FLAGS.batch or 16,
                   steps=FLAGS.steps, argv=sys.argv[2:])
@@ -71,6 +72,8 @@ if __name__ == "__main__":
                     "prepared §2 store")
   flags.DEFINE_string("store", "", "end2end --prepared: the store's folder, kept and reused "
                       "(default: a temporary one)")
+  flags.DEFINE_enum("decoder", "", ["", "simplejpeg", "nvimgcodec"],
+                    "end2end: the training patches' decoder (default: the config's)")
   flags.DEFINE_enum("source", "synthetic", ["synthetic", "jpeg"],
                     "end2end: in-memory synthetic images, or JPEGs (--root, or --generate of them)")
 

@@ -48,7 +48,7 @@ def null_setup(config, mesh, **kwargs):
 
 def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, workers: int,
                   steps: int, null_model: bool = False, prepared: bool = False,
-                  store: str = "") -> dict:
+                  store: str = "", decoder: str = "") -> dict:
   """The real training loop (`train.train_and_evaluate`) for `steps` steps on the synthetic
   source or on generated JPEGs (`prepared`: read through the prepared §2 store): steady-state
   images/s, the fraction of the loop's time spent waiting for input and the host's
@@ -82,6 +82,8 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
     config.data.update(dict(batch_size=batch, eval_batch_size=batch))
     if workers:
       config.data.workers = workers
+    if decoder:
+      config.data.decoder = decoder
     config.num_epochs = steps * batch / size
     config.eval_every_epochs = config.num_epochs  # one evaluation, after the timed steps
     config.log_every_steps = steps // 4
@@ -96,7 +98,8 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
   mean = lambda key, digits=3: round(float(np.mean([r[key] for r in rows])), digits)
   record = {"bench": "end2end", "source": source + (" (prepared)" if prepared else ""),
             "model": "null" if null_model else "alexnet", "batch": batch,
-            "dtype": config.model.dtype, "workers": pipeline.input_workers(config.data, train_split), "steps": steps,
+            "dtype": config.model.dtype, "decoder": config.data.decoder,
+            "workers": pipeline.input_workers(config.data, train_split), "steps": steps,
             "img_per_s": mean("img_per_s", 1), "input_wait_fraction": mean("input_wait_fraction"),
             "host_ms_per_step": {k.split("/")[1]: mean(k) for k in sorted(rows[0])
                                  if k.startswith("host_ms/")}}

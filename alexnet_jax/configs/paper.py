@@ -95,6 +95,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       # per core less the loop's two for image files, none for in-memory images or on two
       # cores (where threads were measured faster: docs/performance.md).
       workers=-1,
+      # Training patches of the prepared store decoded by 'simplejpeg' (simplejpeg/Pillow, the
+      # reference) or 'nvimgcodec' (nvImageCodec's batched ROI decode: the nvimgcodec extra).
+      decoder="simplejpeg",
       synthetic_train_size=1024,
       synthetic_eval_size=256,
   ))

@@ -28,7 +28,7 @@ import numpy as np
 from absl import flags, logging
 
 from alexnet_jax.data import batch as batch_lib
-from alexnet_jax.data import images, sources
+from alexnet_jax.data import images, nvdecode, sources
 from alexnet_jax import events as events_lib
 from alexnet_jax.data.identity import Identity
 from alexnet_jax.data.normalize import MEAN_PATCHES
@@ -78,6 +78,7 @@ def validate(data) -> None:
   for name in ("read_threads", "prefetch"):
     if data[name] < 0:
       raise UserError(f"data.{name} must be >= 0, got {data[name]}")
+  nvdecode.check_available(data.decoder)
   if data.workers < -1:
     raise UserError(f"data.workers must be >= 0, or -1 (one per core), got {data.workers}")
   if not 1 <= data.prepared_quality <= 100:
@@ -185,9 +186,12 @@ class TrainBatch(grain.transforms.Map):
   MAX_ATTEMPTS = 32
 
   def __init__(self, augmentation: Augmentation, split, channels: int,
-               resize: str = "shorter_side"):
+               resize: str = "shorter_side", decoder: str = "simplejpeg"):
     self.augmentation, self.split, self.channels = augmentation, split, channels
     self._decode = images.Decode(augmentation.stored, channels, resize)
+    # The prepared store's JPEGs are at the stored size: their patches decode directly.
+    self._patches = (nvdecode.PatchDecoder(channels) if decoder == "nvimgcodec"
+                     and getattr(split, "stored_form", False) else None)
 
   def _decoded(self, index: int, position: int) -> tuple[np.ndarray, int, int]:
     """(stored image, label, unreadable images met) for the file record at `position`."""
@@ -217,8 +221,14 @@ class TrainBatch(grain.transforms.Map):
       labels = self.split.labels[index].astype(np.int32)
     else:
       labels = np.empty(len(index), np.int32)
+      records = [self.split[row] for row in index.tolist()] if self._patches else None
+      patches = (self._patches.patches([r["encoded"] for r in records], boxes, c) if records
+                 else [None] * len(index))
       for i, (row, position, (top, left, _)) in enumerate(
           zip(index.tolist(), positions.tolist(), boxes.tolist())):
+        if patches[i] is not None:
+          out[i], labels[i] = patches[i], records[i]["label"]
+          continue
         image, labels[i], skipped[i] = self._decoded(row, position)
         out[i] = image[top:top + c, left:left + c]
     return batch_lib.train(out, labels, boxes, lighting, shrink, skipped)
@@ -423,7 +433,7 @@ def train_dataset(data, split, stats: Stats, *, crop: int, channels: int, seed: 
   if process_count > 1:
     records = _ProcessShare(records, local_batch, process_index, process_count)
   batches = (records.batch(local_batch, drop_remainder=True)
-             .map(TrainBatch(augmentation, split, channels, data.resize)))
+             .map(TrainBatch(augmentation, split, channels, data.resize, data.decoder)))
   workers = input_workers(data, split)
   if workers:
     logging.info("input: %d worker processes (data.workers=%d)", workers, data.workers)

@@ -106,6 +106,7 @@ class PreparedSplit(RandomAccessFiles):
   paths: tuple[str, ...]
   split: str
   stats_path: str = ""  # the statistics computed while preparing
+  stored_form = True  # its images are JPEGs of the stored size: patches decode from them
 
   def _make_source(self):
     import grain
