@@ -65,6 +65,7 @@ def test_a_decoder_that_is_not_there_is_one_line(monkeypatch):
   with pytest.raises(UserError, match="data.decoder must be one of simplejpeg, nvimgcodec"):
     nvdecode.check_available("pillow")
   monkeypatch.setitem(sys.modules, "nvidia.nvimgcodec", None)
+  monkeypatch.setattr(nvdecode, "_LOADED", [])
   with pytest.raises(UserError, match=r"pip install 'alexnet_jax\[nvimgcodec\]'"):
     nvdecode.check_available("nvimgcodec")
   assert store_format.PreparedSplit.stored_form
