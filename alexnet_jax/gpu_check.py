@@ -148,15 +148,19 @@ def phase_input(sizes: Sizes, work: str, deadline: float, log) -> dict:
   seconds = time.monotonic() - start
   result["prepare"] = {"seconds": round(seconds, 1),
                        "img_per_s": round(sizes.images * 1.1 / seconds, 1), **records[-1]}
-  for null in (False, True):
+  # The config's input (worker processes on a GPU node), the loop's ceiling (the null model),
+  # reader threads in the training process, and nvImageCodec's decoder where it is installed.
+  variants = [[], ["--null_model"], ["--config.data.workers=0"]]
+  if importlib.util.find_spec("nvidia.nvimgcodec") is not None:
+    variants.append(["--decoder=nvimgcodec"])
+  for variant in variants:
     records, error = _child(
         ["alexnet_jax.benchmark", "end2end", f"--config={sizes.loop_config}", "--source=jpeg",
          f"--root={root}", "--prepared", f"--store={store}", f"--batch={sizes.loop_batch}",
-         "--dtype=bfloat16", f"--steps={sizes.loop_steps}", *(["--null_model"] if null else [])],
-        deadline, log)
+         "--dtype=bfloat16", f"--steps={sizes.loop_steps}", *variant], deadline, log)
     result["records"] += records
     if error:
-      result["errors"].append(f"end2end{' --null_model' if null else ''}: {error}")
+      result["errors"].append(f"end2end {' '.join(variant)}: {error}")
   return result
 
 
@@ -297,8 +301,8 @@ def markdown(report: dict) -> str:
                                 "ms_per_step", "fraction_of_peak", "jax_speedup"))
     if name == "input":
       lines += [f"Images: {phase.get('images')}", "", f"Prepare: {phase.get('prepare')}", ""]
-      lines += _table(records, ("model", "source", "batch", "img_per_s", "input_wait_fraction",
-                                "host_ms_per_step"))
+      lines += _table(records, ("model", "source", "decoder", "workers", "batch", "img_per_s",
+                                "input_wait_fraction", "host_ms_per_step"))
     if name in ("train", "projection"):
       lines += ["```", json.dumps({k: v for k, v in phase.items() if k not in
                                    ("commands", "records", "errors")}, indent=1), "```"]

@@ -70,6 +70,9 @@ def test_smoke_mode_runs_every_phase_and_writes_the_report(tmp_path):
   assert [e for phase in phases.values() for e in phase.get("errors", [])] == []
   assert {r["framework"].split()[0] for r in phases["step"]["records"]} == {"jax"}
   assert {r["model"] for r in phases["input"]["records"]} == {"alexnet", "null"}
+  # The loop with the config's input, the null model, reader threads, nvImageCodec's decoder.
+  assert len(phases["input"]["records"]) == 4
+  assert {r["decoder"] for r in phases["input"]["records"]} == {"simplejpeg", "nvimgcodec"}
   assert phases["input"]["prepare"]["records"]["train"] == gpu_check.SMOKE.images
   if os.path.isdir(FASHION):
     assert phases["train"]["img_per_s"] > 0 and phases["train"]["accuracy_by_epoch"]
