@@ -91,202 +91,243 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, setup_f
     config = finetune.inherit(config, workdir if resuming else config.init_from.workdir,
                               overridden)
   with contextlib.ExitStack() as resources:
-    ckpts = resources.enter_context(checkpoint.Checkpoints(workdir, keep=config.checkpoint.keep))
+    return _loop(_start(config, workdir, setup_fn, resuming, resources), resources)
 
-    # --- mesh ---------------------------------------------------------------------------------
-    mesh = mesh_for(config)
-    _check_batch_sizes(config, mesh)
-    logging.info("mesh: %s over %d %s device(s)", dict(mesh.shape), jax.device_count(),
-                 jax.devices()[0].platform)
 
-    # --- input --------------------------------------------------------------------------------
-    # A resumed run keeps its own statistics: the data's may have been computed again since.
-    stats_path = workdir_lib.RunDir(workdir).stats
-    own_stats = Stats.load(stats_path) if resuming and os.path.exists(stats_path) else None
-    model_config = config.model
-    input_ = build_input(config.data, crop=model_config.input_size,
-                         channels=model_config.in_channels, num_classes=model_config.num_classes,
-                         seed=config.seed, process_index=jax.process_index(),
-                         process_count=jax.process_count(), stats=own_stats,
-                         events=config.schedule.events if config.schedule.kind == "recorded"
-                         else ())
-    if hasattr(input_.train, "close"):
-      resources.callback(input_.train.close)
-    batch_size = config.data.batch_size
-    if batch_size > input_.num_train:
-      raise UserError(f"data.batch_size {batch_size} is larger than the {input_.num_train} "
-                      "training images: an epoch would be less than one step; set "
-                      f"--config.data.batch_size to at most {input_.num_train} (a small "
-                      "dataset's recipe: README, 'Fine-tuning a small dataset')")
-    steps_per_epoch = input_.num_train / batch_size
-    total_steps = config.num_steps or math.ceil(config.num_epochs * steps_per_epoch)
-    eval_every = max(1, round(config.eval_every_epochs * steps_per_epoch))
-    logging.info("data: %s, %d train / %d eval examples, %d classes, %.1f steps per epoch",
-                 input_.identity.describe(), input_.num_train, input_.num_eval,
-                 input_.num_classes, steps_per_epoch)
+@dataclasses.dataclass
+class _Run:
+  """What the loop runs on (`_start` builds it)."""
 
-    # --- model, optimizer, shardings, steps ---------------------------------------------------
-    fine_tune = None
-    if config.init_from.workdir and not resuming:
-      fine_tune = lambda params: finetune.transfer(params, config.init_from, mesh)
-    setup = setup_fn(config, mesh, init_params=fine_tune)
-    frozen = tuple(layer for layer in setup.state["params"]
-                   if layer not in config.init_from.new_layers) if (
-                       config.init_from.workdir and config.init_from.freeze_copied) else ()
-    schedule = LearningRateSchedule(config.schedule, config.optimizer, setup.state["params"],
-                                    num_train=input_.num_train, batch_size=batch_size,
-                                    frozen=frozen)
-    mean = jax.device_put(input_.stats.mean, setup.replicated)
-    rng = jax.random.key(config.seed)
-    # Batches cross to the devices in a background thread, two ahead of the step; the
-    # prefetcher is the iterator whose position the checkpoints save and restore.
-    batches = resources.enter_context(
-        DevicePrefetch(input_.train, lambda b: to_global(b, setup.batch_sharding)))
+  config: ml_collections.ConfigDict
+  workdir: str
+  ckpts: checkpoint.Checkpoints
+  input_: object  # data.pipeline.Input
+  setup: object  # train_setup.TrainSetup
+  schedule: LearningRateSchedule
+  batches: DevicePrefetch
+  mean: jax.Array
+  rng: jax.Array
+  state: dict
+  saved: dict  # the restored checkpoint's meta ({} for a fresh run)
+  start_step: int
+  total_steps: int
+  eval_every: int
+  steps_per_epoch: float
 
-    # --- checkpoint ---------------------------------------------------------------------------
-    state = setup.state
-    def check(meta, saved_shapes):
-      checkpoint_meta.check_resume(meta, saved_shapes, shapes=checkpoint.state_shapes(state),
-                                   config=config, identity=input_.identity, workdir=workdir)
 
-    restored = ckpts.restore_latest(checkpoint.abstract_like(state), batches,
-                                    lambda step: position_train_iterator(batches, step), check)
-    saved = {}
-    if restored is not None:
-      state, saved = restored
-      schedule.load_state_dict(saved["schedule"])
-      checkpoint_meta.report_resume(saved, config, schedule)
-      if input_.dataset_stats.fingerprint != input_.stats.fingerprint:
-        logging.warning("the dataset's statistics differ from this run's (computed again since it "
-                        "started?): the run keeps its own, %s", stats_path)
-    start_step = int(state["step"])
-    if jax.process_index() == 0 and (own_stats is None or restored is None):
-      input_.stats.save(stats_path)  # the run's statistics, for its resumes and inference
-    def result(evaluation: dict, step: int, stopped_by: str | None) -> RunResult:
-      if jax.process_index() == 0:
-        best = ckpts.best.all_steps()
-        print(closing_summary(workdir, evaluation=evaluation, step=step,
-                              total_steps=total_steps, stopped_by=stopped_by,
-                              best_step=max(best) if best else None), flush=True)
-      return RunResult(evaluation, step, step >= total_steps, input_.identity.to_dict())
+def _start(config, workdir: str, setup_fn, resuming: bool,
+           resources: contextlib.ExitStack) -> "_Run":
+  """Everything the loop runs on, in `resources`: the checkpoints, the mesh, the input, the
+  model, optimizer and steps, the ε schedule, the batches on their way to the devices, and
+  the state (restored from the newest checkpoint that fits, with the input position)."""
+  ckpts = resources.enter_context(checkpoint.Checkpoints(workdir, keep=config.checkpoint.keep))
 
-    if start_step >= total_steps:
-      logging.warning(
-          "the run in %s is complete: its checkpoint is at step %d and this config ends at step "
-          "%d (num_epochs=%g); results: metrics.jsonl, curves.png, best/ and checkpoints/ there "
-          "(raise --config.num_epochs to train further)", workdir, start_step, total_steps,
-          config.num_epochs)
-      return result(saved.get("evaluation", {}), start_step, None)
+  # --- mesh ---------------------------------------------------------------------------------
+  mesh = mesh_for(config)
+  _check_batch_sizes(config, mesh)
+  logging.info("mesh: %s over %d %s device(s)", dict(mesh.shape), jax.device_count(),
+               jax.devices()[0].platform)
 
-    # --- loop ---------------------------------------------------------------------------------
-    writer = resources.enter_context(metrics.MetricWriter(workdir))
-    stop = resources.enter_context(StopRequest())
-    step_metrics = resources.enter_context(StepMetrics(config.divergence.factor))
-    progress = resources.enter_context(Progress(start_step, total_steps, batch_size))
-    evaluation = {}
-    stall_checked = start_step >= config.stall.check_steps
-    skipped_images = 0  # unreadable training images this run has skipped (logged by the reader)
-    step = start_step
+  # --- input --------------------------------------------------------------------------------
+  # A resumed run keeps its own statistics: the data's may have been computed again since.
+  stats_path = workdir_lib.RunDir(workdir).stats
+  own_stats = Stats.load(stats_path) if resuming and os.path.exists(stats_path) else None
+  model_config = config.model
+  input_ = build_input(config.data, crop=model_config.input_size,
+                       channels=model_config.in_channels, num_classes=model_config.num_classes,
+                       seed=config.seed, process_index=jax.process_index(),
+                       process_count=jax.process_count(), stats=own_stats,
+                       events=config.schedule.events if config.schedule.kind == "recorded"
+                       else ())
+  if hasattr(input_.train, "close"):
+    resources.callback(input_.train.close)
+  batch_size = config.data.batch_size
+  if batch_size > input_.num_train:
+    raise UserError(f"data.batch_size {batch_size} is larger than the {input_.num_train} "
+                    "training images: an epoch would be less than one step; set "
+                    f"--config.data.batch_size to at most {input_.num_train} (a small "
+                    "dataset's recipe: README, 'Fine-tuning a small dataset')")
+  steps_per_epoch = input_.num_train / batch_size
+  total_steps = config.num_steps or math.ceil(config.num_epochs * steps_per_epoch)
+  eval_every = max(1, round(config.eval_every_epochs * steps_per_epoch))
+  logging.info("data: %s, %d train / %d eval examples, %d classes, %.1f steps per epoch",
+               input_.identity.describe(), input_.num_train, input_.num_eval,
+               input_.num_classes, steps_per_epoch)
 
-    def meta(step: int, **evaluated) -> dict:
-      return checkpoint_meta.build(
-          step, epoch=step / steps_per_epoch, schedule_state=schedule.state_dict(),
-          config=config, data=input_.identity, processes=jax.process_count(), **evaluated)
+  # --- model, optimizer, shardings, steps ---------------------------------------------------
+  fine_tune = None
+  if config.init_from.workdir and not resuming:
+    fine_tune = lambda params: finetune.transfer(params, config.init_from, mesh)
+  setup = setup_fn(config, mesh, init_params=fine_tune)
+  frozen = tuple(layer for layer in setup.state["params"]
+                 if layer not in config.init_from.new_layers) if (
+                     config.init_from.workdir and config.init_from.freeze_copied) else ()
+  schedule = LearningRateSchedule(config.schedule, config.optimizer, setup.state["params"],
+                                  num_train=input_.num_train, batch_size=batch_size,
+                                  frozen=frozen)
+  mean = jax.device_put(input_.stats.mean, setup.replicated)
+  rng = jax.random.key(config.seed)
+  # Batches cross to the devices in a background thread, two ahead of the step; the
+  # prefetcher is the iterator whose position the checkpoints save and restore.
+  batches = resources.enter_context(
+      DevicePrefetch(input_.train, lambda b: to_global(b, setup.batch_sharding)))
 
-    def write(step: int, split: str, values: dict) -> None:
-      try:
-        writer.write(step, split, values)
-      except UserError:
-        ckpts.wait()  # a checkpoint write that failed first (a full disk) is the one to report
-        raise
+  # --- checkpoint ---------------------------------------------------------------------------
+  state = setup.state
+  def check(meta, saved_shapes):
+    checkpoint_meta.check_resume(meta, saved_shapes, shapes=checkpoint.state_shapes(state),
+                                 config=config, identity=input_.identity, workdir=workdir)
 
-    def save(step: int, **evaluated) -> None:
-      with progress.timing("checkpoint"):
-        step_metrics.fetch(ckpts.last_saved)  # divergence stops here, before the state is saved
-        ckpts.save(step, state, meta(step, **evaluated), batches)
+  restored = ckpts.restore_latest(checkpoint.abstract_like(state), batches,
+                                  lambda step: position_train_iterator(batches, step), check)
+  saved = {}
+  if restored is not None:
+    state, saved = restored
+    schedule.load_state_dict(saved["schedule"])
+    checkpoint_meta.report_resume(saved, config, schedule)
+    if input_.dataset_stats.fingerprint != input_.stats.fingerprint:
+      logging.warning("the dataset's statistics differ from this run's (computed again since it "
+                      "started?): the run keeps its own, %s", stats_path)
+  start_step = int(state["step"])
+  if jax.process_index() == 0 and (own_stats is None or restored is None):
+    input_.stats.save(stats_path)  # the run's statistics, for its resumes and inference
+  return _Run(config, workdir, ckpts, input_, setup, schedule, batches, mean, rng, state,
+              saved, start_step, total_steps, eval_every, steps_per_epoch)
 
-    @contextlib.contextmanager
-    def saved_if_input_fails(step: int):
-      """Input that cannot be read any more stops the run with `step` saved (the input
-      position included: nothing is lost)."""
-      try:
-        yield
-      except UserError as e:
-        if step > start_step and ckpts.last_saved != step:
-          save(step)
-          ckpts.wait()
-        kept = ckpts.last_saved if ckpts.last_saved is not None else "none"
-        raise UserError(f"{e}; step {kept} is saved: run the same command to continue once the "
-                        "data can be read") from None
 
-    batches.start_prefetch()  # the input's workers start while the step compiles
-    logging.info("compiling the training step (the first step waits for it)")
-    for step in range(start_step + 1, total_steps + 1):
-      with progress.timing("input_wait"), saved_if_input_fails(step - 1):
-        batch, skipped = next(batches)
-      skipped_images += skipped
-      log_events(schedule.advance(step - 1), step, (step - 1) / steps_per_epoch, schedule)
-      step_fn = (setup.train_step_with_stats if step % config.stats_every_steps == 0
-                 else setup.train_step)
-      with progress.timing("dispatch"):
-        state, values = step_fn(state, batch, rng, mean, schedule.rates_on(setup.replicated))
-      step_metrics.add(step, values)
-      progress.update(step)
+def _loop(run: "_Run", resources: contextlib.ExitStack) -> RunResult:
+  """Steps from the run's state to its end: logs, evaluations, ε drops, checkpoints, and the
+  stop on a signal, divergence or input that cannot be read any more."""
+  config, workdir, ckpts, input_, setup, schedule, batches = (
+      run.config, run.workdir, run.ckpts, run.input_, run.setup, run.schedule, run.batches)
+  mean, rng, state, saved, start_step = run.mean, run.rng, run.state, run.saved, run.start_step
+  total_steps, eval_every, steps_per_epoch = run.total_steps, run.eval_every, run.steps_per_epoch
+  batch_size = config.data.batch_size
+  def result(evaluation: dict, step: int, stopped_by: str | None) -> RunResult:
+    if jax.process_index() == 0:
+      best = ckpts.best.all_steps()
+      print(closing_summary(workdir, evaluation=evaluation, step=step,
+                            total_steps=total_steps, stopped_by=stopped_by,
+                            best_step=max(best) if best else None), flush=True)
+    return RunResult(evaluation, step, step >= total_steps, input_.identity.to_dict())
 
-      if itstime(step, config.log_every_steps, total_steps):
-        with progress.timing("device_wait"):
-          step_metrics.wait()
-        with progress.timing("metrics"):
-          step_metrics.fetch(ckpts.last_saved)
-          summary = step_metrics.summary()
-        if summary:
-          summary.update(epoch=step / steps_per_epoch, skipped_images=skipped_images,
-                         lr=schedule.learning_rate, **_per_layer_rates(schedule.rates()),
-                         **progress.interval(step, batches.take_transfer()))
-          write(step, "train", summary)
-          progress.log(step, summary)
-          if not stall_checked and step >= config.stall.check_steps:
-            stall_checked = True
-            _warn_if_stalled(summary["loss"], input_.num_classes, config)
+  if start_step >= total_steps:
+    logging.warning(
+        "the run in %s is complete: its checkpoint is at step %d and this config ends at step "
+        "%d (num_epochs=%g); results: metrics.jsonl, curves.png, best/ and checkpoints/ there "
+        "(raise --config.num_epochs to train further)", workdir, start_step, total_steps,
+        config.num_epochs)
+    return result(saved.get("evaluation", {}), start_step, None)
 
-      if itstime(step, eval_every, total_steps):
-        step_metrics.fetch(ckpts.last_saved)
-        ten_crop = config.eval.ten_crop_every_eval or (
-            step == total_steps and config.eval.ten_crop_final)
-        with saved_if_input_fails(step):
-          evaluation, _ = evaluation_lib.evaluate(
-              setup.eval_step, state["params"], mean, input_.eval_batches(ten_crop),
-              input_.eval_steps, setup.batch_sharding,
-              what="validation, ten crops" if ten_crop else "validation")
-        for split, values in evaluation.items():
-          write(step, split, values)
-        progress.log_eval(step, step / steps_per_epoch, evaluation)
-        outcome = schedule.after_eval(evaluation["eval"]["top1_error"])
-        if outcome.improved:
-          ckpts.save_best(step, state, meta(step, evaluation=evaluation))
-        if outcome.dropped:
-          logging.info("validation error plateaued: learning rate ÷10 → %g (drop %d of %d)",
-                       schedule.learning_rate, schedule.state.drops, schedule.max_drops)
-        save(step, evaluation=evaluation)
-        progress.interval(step, batches.take_transfer())  # the next interval leaves eval out
-        if outcome.stop:
-          logging.info("validation error stalled after the last drop: stopping at step %d", step)
-          total_steps = step  # the run's end
-          break
-      elif step % config.checkpoint.every_steps == 0:
+  # --- loop ---------------------------------------------------------------------------------
+  writer = resources.enter_context(metrics.MetricWriter(workdir))
+  stop = resources.enter_context(StopRequest())
+  step_metrics = resources.enter_context(StepMetrics(config.divergence.factor))
+  progress = resources.enter_context(Progress(start_step, total_steps, batch_size))
+  evaluation = {}
+  stall_checked = start_step >= config.stall.check_steps
+  skipped_images = 0  # unreadable training images this run has skipped (logged by the reader)
+  step = start_step
+
+  def meta(step: int, **evaluated) -> dict:
+    return checkpoint_meta.build(
+        step, epoch=step / steps_per_epoch, schedule_state=schedule.state_dict(),
+        config=config, data=input_.identity, processes=jax.process_count(), **evaluated)
+
+  def write(step: int, split: str, values: dict) -> None:
+    try:
+      writer.write(step, split, values)
+    except UserError:
+      ckpts.wait()  # a checkpoint write that failed first (a full disk) is the one to report
+      raise
+
+  def save(step: int, **evaluated) -> None:
+    with progress.timing("checkpoint"):
+      step_metrics.fetch(ckpts.last_saved)  # divergence stops here, before the state is saved
+      ckpts.save(step, state, meta(step, **evaluated), batches)
+
+  @contextlib.contextmanager
+  def saved_if_input_fails(step: int):
+    """Input that cannot be read any more stops the run with `step` saved (the input
+    position included: nothing is lost)."""
+    try:
+      yield
+    except UserError as e:
+      if step > start_step and ckpts.last_saved != step:
         save(step)
+        ckpts.wait()
+      kept = ckpts.last_saved if ckpts.last_saved is not None else "none"
+      raise UserError(f"{e}; step {kept} is saved: run the same command to continue once the "
+                      "data can be read") from None
 
-      if stop.signal:
-        logging.warning("%s received: saving step %d and exiting (the same command resumes)",
-                        stop.signal, step)
-        if ckpts.last_saved != step:  # an evaluation step has just been saved
-          save(step)
+  batches.start_prefetch()  # the input's workers start while the step compiles
+  logging.info("compiling the training step (the first step waits for it)")
+  for step in range(start_step + 1, total_steps + 1):
+    with progress.timing("input_wait"), saved_if_input_fails(step - 1):
+      batch, skipped = next(batches)
+    skipped_images += skipped
+    log_events(schedule.advance(step - 1), step, (step - 1) / steps_per_epoch, schedule)
+    step_fn = (setup.train_step_with_stats if step % config.stats_every_steps == 0
+               else setup.train_step)
+    with progress.timing("dispatch"):
+      state, values = step_fn(state, batch, rng, mean, schedule.rates_on(setup.replicated))
+    step_metrics.add(step, values)
+    progress.update(step)
+
+    if itstime(step, config.log_every_steps, total_steps):
+      with progress.timing("device_wait"):
+        step_metrics.wait()
+      with progress.timing("metrics"):
+        step_metrics.fetch(ckpts.last_saved)
+        summary = step_metrics.summary()
+      if summary:
+        summary.update(epoch=step / steps_per_epoch, skipped_images=skipped_images,
+                       lr=schedule.learning_rate, **_per_layer_rates(schedule.rates()),
+                       **progress.interval(step, batches.take_transfer()))
+        write(step, "train", summary)
+        progress.log(step, summary)
+        if not stall_checked and step >= config.stall.check_steps:
+          stall_checked = True
+          _warn_if_stalled(summary["loss"], input_.num_classes, config)
+
+    if itstime(step, eval_every, total_steps):
+      step_metrics.fetch(ckpts.last_saved)
+      ten_crop = config.eval.ten_crop_every_eval or (
+          step == total_steps and config.eval.ten_crop_final)
+      with saved_if_input_fails(step):
+        evaluation, _ = evaluation_lib.evaluate(
+            setup.eval_step, state["params"], mean, input_.eval_batches(ten_crop),
+            input_.eval_steps, setup.batch_sharding,
+            what="validation, ten crops" if ten_crop else "validation")
+      for split, values in evaluation.items():
+        write(step, split, values)
+      progress.log_eval(step, step / steps_per_epoch, evaluation)
+      outcome = schedule.after_eval(evaluation["eval"]["top1_error"])
+      if outcome.improved:
+        ckpts.save_best(step, state, meta(step, evaluation=evaluation))
+      if outcome.dropped:
+        logging.info("validation error plateaued: learning rate ÷10 → %g (drop %d of %d)",
+                     schedule.learning_rate, schedule.state.drops, schedule.max_drops)
+      save(step, evaluation=evaluation)
+      progress.interval(step, batches.take_transfer())  # the next interval leaves eval out
+      if outcome.stop:
+        logging.info("validation error stalled after the last drop: stopping at step %d", step)
+        total_steps = step  # the run's end
         break
-    ckpts.wait()
-    if jax.process_index() == 0 and os.path.exists(writer.path):
-      metrics.plot_curves(writer.path, workdir_lib.RunDir(workdir).curves,
-                          config.model.num_classes)
-    return result(evaluation, step, stop.signal if step < total_steps else None)
+    elif step % config.checkpoint.every_steps == 0:
+      save(step)
+
+    if stop.signal:
+      logging.warning("%s received: saving step %d and exiting (the same command resumes)",
+                      stop.signal, step)
+      if ckpts.last_saved != step:  # an evaluation step has just been saved
+        save(step)
+      break
+  ckpts.wait()
+  if jax.process_index() == 0 and os.path.exists(writer.path):
+    metrics.plot_curves(writer.path, workdir_lib.RunDir(workdir).curves,
+                        config.model.num_classes)
+  return result(evaluation, step, stop.signal if step < total_steps else None)
 
 
 def _per_layer_rates(rates: dict[str, float]) -> dict[str, float]:
