@@ -6,8 +6,8 @@ shards, with the training set's mean image and RGB PCA computed in the same pass
     python -m alexnet_jax.data.prepare --config=configs/paper.py --config.data.data_dir=DIR
 
 (`__main__.py`) reads the dataset `data` names from its originals (TFDS ImageNet or an ImageFolder tree) and
-writes `<store>/` (`store_format.store_dir`: next to the data, in a folder named by the stored form,
-unless `data.prepared_dir` says where):
+writes `<store>/` (`store_format.store_dir`: next to the data, in a folder named by the stored
+form, unless `data.prepared_dir` says where):
 
     train-00000-of-00042.array_record ...   records: 4-byte little-endian label + JPEG bytes
     val-00000-of-00002.array_record ...
@@ -150,14 +150,17 @@ def _complete_sidecar(store: str, split: str, index: int, count: int) -> dict | 
   return None
 
 
-def _damaged_shards(store: str, manifest: dict) -> list[str]:
-  """The shards of a complete store that are not whole (`_complete_sidecar`), checked in
-  parallel (hashing releases the interpreter)."""
-  shards = [(split, i, manifest["shards"][split]) for split in SPLITS
-            for i in range(manifest["shards"][split])]
+def _scan(store: str, counts: dict[str, int]) -> dict[str, list]:
+  """{split: [the sidecar of each shard that is whole, None for one to write]} for `counts`
+  shards per split (`_complete_sidecar`), checked in parallel threads (hashing releases the
+  interpreter)."""
+  shards = [(split, i, counts[split]) for split in SPLITS for i in range(counts[split])]
   with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-    whole = list(pool.map(lambda shard: _complete_sidecar(store, *shard), shards))
-  return [store_format.shard_path(store, *shard) for shard, ok in zip(shards, whole) if ok is None]
+    found = list(pool.map(lambda shard: _complete_sidecar(store, *shard), shards))
+  sidecars = {split: [None] * counts[split] for split in SPLITS}
+  for (split, i, _), sidecar in zip(shards, found):
+    sidecars[split][i] = sidecar
+  return sidecars
 
 
 # ----------------------------------------------------------------------------- the store
@@ -169,10 +172,12 @@ def _clear(store: str) -> None:
       os.remove(os.path.join(store, name))
 
 
-def _claim(store: str, originals: Identity, form: dict, shard_size: int) -> None:
+def _claim(store: str, originals: Identity, form: dict, shard_size: int) -> bool:
   """Makes `store` this preparation's: a store of another form or of other originals is
   refused (`data.prepared_dir` shared between configs or trees), a stale one (its originals
-  changed since) or a prepare in progress with other settings is cleared."""
+  changed since) or a prepare in progress with other settings is cleared. Returns whether
+  it cleared anything."""
+  cleared = False
   try:
     os.makedirs(store, exist_ok=True)
   except OSError as e:
@@ -193,6 +198,7 @@ def _claim(store: str, originals: Identity, form: dict, shard_size: int) -> None
       logging.warning("%s was prepared from other originals (%s): preparing it again", store,
                       "; ".join(stale))
       _clear(store)
+      cleared = True
   pending = {"originals": originals.to_dict(), "form": form, "shard_size": shard_size}
   path = os.path.join(store, PENDING)
   try:
@@ -204,11 +210,13 @@ def _claim(store: str, originals: Identity, form: dict, shard_size: int) -> None
     logging.warning("%s: the prepare in progress there had other originals or settings: "
                     "starting afresh", store)
     _clear(store)
+    cleared = True
   for name in os.listdir(store):  # shards a killed prepare was writing
     if ".array_record.tmp-" in name:
       os.remove(os.path.join(store, name))
   with open(path, "w", encoding="utf-8") as f:
     json.dump(pending, f)
+  return cleared
 
 
 def prepare(data, *, channels: int, num_classes: int, shard_size: int = 1024, workers: int = 0,
@@ -226,33 +234,37 @@ def prepare(data, *, channels: int, num_classes: int, shard_size: int = 1024, wo
   done = store_format.read_manifest(store)
   if done is not None and done["form"] == form and not identity_lib.same_data(
       Identity.from_dict(done["originals"]), dataset.identity, "store"):
-    damaged = _damaged_shards(store, done)
+    scanned = _scan(store, done["shards"])
+    damaged = [store_format.shard_path(store, split, i, done["shards"][split])
+               for split in SPLITS for i, sidecar in enumerate(scanned[split]) if sidecar is None]
     if not damaged:
       logging.info("%s is prepared already (%d train, %d val images, every shard whole): "
                    "nothing to do", store, done["records"]["train"], done["records"]["val"])
       return done
     logging.warning("%s: %d damaged shard(s) (%s): writing them again", store, len(damaged),
                     ", ".join(os.path.basename(p) for p in damaged[:3]))
+  else:
+    scanned = None
   try:
-    _claim(store, dataset.identity, form, shard_size)
-    return _write(store, dataset, form, shard_size, workers, progress)
+    if _claim(store, dataset.identity, form, shard_size):
+      scanned = None  # what was checked is gone
+    return _write(store, dataset, form, shard_size, workers, progress, scanned)
   except OSError as e:
     raise UserError(f"cannot write the prepared store in {store} ({e.strerror or e}); the "
                     "complete shards are kept: run the same command again to continue") from None
 
 
-def _write(store, dataset, form, shard_size, workers, progress) -> dict:
+def _write(store, dataset, form, shard_size, workers, progress, scanned=None) -> dict:
+  """Writes the shards that are not whole (`scanned`: `_scan`'s result for this store, when
+  it has just been taken) and finishes the store."""
   splits = {"train": dataset.train, "val": dataset.val}
   counts = {name: max(1, math.ceil(len(split) / shard_size)) for name, split in splits.items()}
-  tasks, sidecars = [], {name: [None] * counts[name] for name in SPLITS}
-  for name, split in splits.items():
-    for i in range(counts[name]):
-      found = _complete_sidecar(store, name, i, counts[name])
-      if found is not None:
-        sidecars[name][i] = found
-        continue
-      tasks.append((name, i, counts[name], i * shard_size, min(len(split), (i + 1) * shard_size),
-                    form, store))
+  fits = scanned is not None and {name: len(s) for name, s in scanned.items()} == counts
+  sidecars = scanned if fits else _scan(store, counts)
+  tasks = [(name, i, counts[name], i * shard_size, min(len(split), (i + 1) * shard_size), form,
+            store)
+           for name, split in splits.items() for i in range(counts[name])
+           if sidecars[name][i] is None]
   total = sum(t[4] - t[3] for t in tasks)
   skipped = len(dataset.train) + len(dataset.val) - total
   logging.info("preparing %s: %d images in %d shards to write%s", store, total, len(tasks),
