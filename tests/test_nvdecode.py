@@ -23,7 +23,8 @@ def _batches(config, decoder, count=4):
 
 
 @pytest.mark.parametrize("channels", [3, 1])
-def test_the_patches_are_the_default_decoders_bit_for_bit(tmp_path, channels, capfd):
+def test_the_patches_are_the_default_decoders_bit_for_bit(tmp_path, channels, capfd,
+                                                           monkeypatch):
   """Mutations: the region's top and left swapped -> red; the decoder not used (the default
   path taken) -> the count of patches it decoded is 0 (red)."""
   image_folder_tree(tmp_path / "src")
@@ -40,11 +41,9 @@ def test_the_patches_are_the_default_decoders_bit_for_bit(tmp_path, channels, ca
     decoded.extend(p is not None for p in out)
     return out
 
-  nvdecode.PatchDecoder.patches = counted
-  try:
-    theirs = _batches(config.copy_and_resolve_references(), "nvimgcodec")
-  finally:
-    nvdecode.PatchDecoder.patches = real
+  monkeypatch.setattr(nvdecode.PatchDecoder, "patches", counted)
+  theirs = _batches(config.copy_and_resolve_references(), "nvimgcodec")
+  monkeypatch.undo()
   ours = _batches(config.copy_and_resolve_references(), "simplejpeg")
   # Every patch (those of the batches read ahead too), none left to the default decoder.
   assert len(decoded) >= 4 * config.data.batch_size and all(decoded)

@@ -251,11 +251,12 @@ def test_workers_minus_one_is_one_per_core_less_the_loops_two_for_files_only(mon
   data.workers = -1
   monkeypatch.setattr(os, "cpu_count", lambda: 16)
   files, in_memory = readers.FileSplit((), np.zeros(0)), readers.Split(np.zeros(0), np.zeros(0))
-  assert pipeline.input_workers(data, files) == 14 and pipeline.input_workers(data, in_memory) == 0
+  assert pipeline.input_workers(data, files.encoded) == 14
+  assert pipeline.input_workers(data, in_memory.encoded) == 0
   monkeypatch.setattr(os, "cpu_count", lambda: 2)
-  assert pipeline.input_workers(data, files) == 0
+  assert pipeline.input_workers(data, files.encoded) == 0
   data.workers = 3
-  assert pipeline.input_workers(data, in_memory) == 3
+  assert pipeline.input_workers(data, in_memory.encoded) == 3
 
 
 def test_an_input_position_of_an_earlier_version_restores_and_a_bad_one_is_one_line():

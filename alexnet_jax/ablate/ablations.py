@@ -51,7 +51,8 @@ def write_report(rows: list[dict], workdir: str, split: str) -> None:
     writer.writeheader()
     writer.writerows(rows)
   lines = [f"Test error in % ({split}), mean ± std over seeds (one seed: no spread); Δ = this "
-           "variant − baseline (the paper's Δ: how much the ingredient reduced its error; n/r: not reported).", "",
+           "variant − baseline (the paper's Δ: how much the ingredient reduced its error; n/r: "
+           "not reported).", "",
            "| variant | § | seeds | top-1 | top-5 | Δ top-1 | Δ top-5 | paper Δ top-1 | "
            "paper Δ top-5 |", "|---|---|---|---|---|---|---|---|---|"]
   for r in rows:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import types
 
 import numpy as np
 
@@ -91,7 +90,6 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
     config.eval.ten_crop_final = False
     config.checkpoint.every_steps = 10 * steps
     workdir = os.path.join(tmp, "workdir")
-    train_split = types.SimpleNamespace(encoded=source == "jpeg")  # what the workers resolve by
     train.train_and_evaluate(config, workdir,
                              **({"setup": null_setup} if null_model else {}))
     rows = [r for r in metrics.run_rows(workdir) if r["split"] == "train"][1:]
@@ -99,7 +97,7 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
   record = {"bench": "end2end", "source": source + (" (prepared)" if prepared else ""),
             "model": "null" if null_model else "alexnet", "batch": batch,
             "dtype": config.model.dtype, "decoder": config.data.decoder,
-            "workers": pipeline.input_workers(config.data, train_split), "steps": steps,
+            "workers": pipeline.input_workers(config.data, encoded=source == "jpeg"), "steps": steps,
             "img_per_s": mean("img_per_s", 1), "input_wait_fraction": mean("input_wait_fraction"),
             "host_ms_per_step": {k.split("/")[1]: mean(k) for k in sorted(rows[0])
                                  if k.startswith("host_ms/")}}

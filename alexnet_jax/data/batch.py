@@ -43,8 +43,8 @@ def evaluation(records: dict | None, size: int, views: tuple[int, ...], crop: in
             "label": np.zeros(size, np.int32), "crop": np.zeros((size, *views, 3), np.int32),
             "skipped": np.zeros(size, np.int32), "mask": np.zeros(size, bool)}
   n = 0 if records is None else len(records["label"])
-  for key in ("image", "label", "crop", "skipped"):
-    if n:
+  if n:
+    for key in ("image", "label", "crop", "skipped"):
       padded[key][:n] = records[key]
   padded["mask"][:n] = True
   return padded

@@ -355,13 +355,14 @@ def position_train_iterator(iterator: grain.DatasetIterator, step: int) -> None:
   iterator.set_state({"step": int(step)})
 
 
-def input_workers(data, split) -> int:
-  """The worker processes `data.workers` asks for: -1 is one per core less the two the loop
-  itself needs (its main thread and the transfer thread) for image files, and none for
-  in-memory images (nothing to decode) or on a machine of two cores or fewer."""
+def input_workers(data, encoded: bool) -> int:
+  """The worker processes `data.workers` asks for, for a split of image files (`encoded`) or
+  of in-memory images: -1 is one per core less the two the loop itself needs (its main thread
+  and the transfer thread) for files, and none for in-memory images (nothing to decode) or on
+  a machine of two cores or fewer."""
   if data.workers >= 0:
     return int(data.workers)
-  return max(0, (os.cpu_count() or 1) - 2) if split.encoded else 0
+  return max(0, (os.cpu_count() or 1) - 2) if encoded else 0
 
 
 class _FromStep(grain.DatasetIterator):
@@ -373,10 +374,14 @@ class _FromStep(grain.DatasetIterator):
   def __init__(self, batches: grain.MapDataset, read: grain.ReadOptions, workers: int):
     super().__init__()
     self._batches, self._read, self._workers = batches, read, workers
-    self._step, self._iterator = 0, None
+    self._step, self._iterator, self._copy_out = 0, None, False
 
   def _open(self) -> grain.DatasetIterator:
     if self._iterator is None:
+      # CPU device arrays alias the host batch: with workers, batches are copied out of the
+      # worker's shared memory, so that a block is released when grain lets it go, not when
+      # jax drops its alias.
+      self._copy_out = self._workers > 0 and jax.default_backend() == "cpu"
       dataset = self._batches[self._step:].to_iter_dataset(self._read)
       self._iterator = iter(_in_workers(dataset, self._workers))
     return self._iterator
@@ -384,9 +389,7 @@ class _FromStep(grain.DatasetIterator):
   def __next__(self) -> dict:
     batch = next(self._open())
     self._step += 1
-    if self._workers > 0 and jax.default_backend() == "cpu":
-      # CPU device arrays alias the host batch: copied out of the worker's shared memory, so
-      # that the block is released when grain lets it go, not when jax drops its alias.
+    if self._copy_out:
       batch = {k: np.array(v) for k, v in batch.items()}
     return batch
 
@@ -434,7 +437,7 @@ def train_dataset(data, split, stats: Stats, *, crop: int, channels: int, seed: 
     records = _ProcessShare(records, local_batch, process_index, process_count)
   batches = (records.batch(local_batch, drop_remainder=True)
              .map(TrainBatch(augmentation, split, channels, data.resize, data.decoder)))
-  workers = input_workers(data, split)
+  workers = input_workers(data, split.encoded)
   if workers:
     logging.info("input: %d worker processes (data.workers=%d)", workers, data.workers)
   return _FromStep(batches, _read_options(data, workers), workers)
@@ -479,7 +482,7 @@ def build_input(data, *, crop: int, channels: int, num_classes: int, seed: int,
   if stats.mean.shape != (sources.stored_size(data, train),) * 2 + (channels,):
     raise UserError(f"the statistics are of images {stats.mean.shape}, not of the "
                     f"{sources.stored_size(data, train)}px, {channels}-channel images read")
-  eval_workers = input_workers(data, test)
+  eval_workers = input_workers(data, test.encoded)
   read = _read_options(data, eval_workers)
 
   train_ds = train_dataset(data, train, stats, crop=crop, channels=channels, seed=seed,
