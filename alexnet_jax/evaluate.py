@@ -16,20 +16,16 @@ from __future__ import annotations
 import csv
 import json
 
-import jax
 import ml_collections
 import numpy as np
-from absl import flags, logging
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
+from absl import flags
 
-from alexnet_jax import cli, evaluation, figures, inference
+from alexnet_jax import cli, figures, inference
 from alexnet_jax import workdir as workdir_lib
-from alexnet_jax.data import identity as identity_lib
 from alexnet_jax.data import pipeline
 from alexnet_jax.errors import UserError
 from alexnet_jax.sharding import DATA
-from alexnet_jax.steps import make_eval_step, topk_errors
+from alexnet_jax.steps import topk_errors
 
 
 def scores(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -81,9 +77,8 @@ def evaluate(workdirs: list[str], *, best: bool = False, ten_crop: bool = False,
 
 
 def _evaluated(trained: inference.Trained, data, split: str) -> tuple[dict, dict]:
-  """The run's own evaluation (`evaluation.evaluate`) of `trained` on the validation split of
-  the dataset `data` names, read with the model's classes: (figures by split, the softmax of
-  `split` and the labels of the readable images)."""
+  """`trained`'s own evaluation (`Trained.evaluate`) on the validation split of the dataset
+  `data` names, read in its stored form with its statistics and classes."""
   config, model = trained.config, trained.config.model
   data_axis = trained.mesh.shape[DATA]
   data.eval_batch_size = -(-int(data.eval_batch_size) // data_axis) * data_axis
@@ -92,18 +87,8 @@ def _evaluated(trained: inference.Trained, data, split: str) -> tuple[dict, dict
                                 stats=trained.stats, class_names=trained.class_names,
                                 dataset_statistics=False)
   input_.train.close()
-  differ = identity_lib.same_data(trained.identity, input_.identity, "inference")
-  if differ:
-    logging.warning("%s is read on other data than it was trained on: %s", trained.path,
-                    "; ".join(differ))
-  step = jax.jit(make_eval_step(trained.graphdef, pixel_scale=float(config.data.pixel_scale),
-                                centre_mean=config.data.mean_patch == "centre",
-                                with_probs=True))
-  replicated = NamedSharding(trained.mesh, P())
-  return evaluation.evaluate(step, trained.params, jax.device_put(trained.stats.mean, replicated),
-                             input_.eval_batches(split == "eval_10crop"), input_.eval_steps,
-                             NamedSharding(trained.mesh, P(DATA)),
-                             what=f"evaluating {trained.path}", keep=split)
+  trained.warn_if_other_data(input_.identity)
+  return trained.evaluate(input_, split)
 
 
 def _percent(figures_: dict) -> dict[str, float]:

@@ -21,7 +21,7 @@ from absl import logging
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from alexnet_jax import checkpoint, checkpoint_meta
+from alexnet_jax import checkpoint, checkpoint_meta, evaluation
 from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.data import batch as batch_lib
 from alexnet_jax.data import identity as identity_lib
@@ -32,7 +32,7 @@ from alexnet_jax.data.stats import Stats
 from alexnet_jax.errors import UserError
 from alexnet_jax.progress import track
 from alexnet_jax.sharding import DATA, mesh_for
-from alexnet_jax.steps import make_predict_step
+from alexnet_jax.steps import make_eval_step, make_predict_step
 
 
 @dataclasses.dataclass
@@ -59,6 +59,24 @@ class Trained:
   @property
   def stored_size(self) -> int:
     return int(self.config.data.image_size)
+
+  def warn_if_other_data(self, identity: Identity) -> None:
+    """Says how the data `identity` names differs from the data this model was trained on."""
+    differ = identity_lib.same_data(self.identity, identity, "inference")
+    if differ:
+      logging.warning("%s is read on other data than it was trained on: %s", self.path,
+                      "; ".join(differ))
+
+  def evaluate(self, input_, split: str) -> tuple[dict, dict]:
+    """The run's own evaluation (`evaluation.evaluate`) over `input_`'s evaluation batches
+    (`data.pipeline.Input`; ten crops when `split` is 'eval_10crop'): (figures by split,
+    {'probs', 'labels'} of `split` for the readable images)."""
+    step = jax.jit(make_eval_step(self.graphdef, pixel_scale=float(self.config.data.pixel_scale),
+                                  centre_mean=self.config.data.mean_patch == "centre",
+                                  with_probs=True))
+    return evaluation.evaluate(step, self.params, self._mean,
+                               input_.eval_batches(split == "eval_10crop"), input_.eval_steps,
+                               self._batch_sharding, what=f"evaluating {self.path}", keep=split)
 
   def predict(self, stored: np.ndarray, *, ten_crop: bool = False,
               batch_size: int = 0) -> dict[str, np.ndarray]:
@@ -136,10 +154,7 @@ def split_images(trained: Trained, which: str, data=None):
   model = trained.config.model
   dataset = sources.load(data, channels=int(model.in_channels), num_classes=int(model.num_classes),
                          class_names=trained.class_names)
-  differ = identity_lib.same_data(trained.identity, dataset.identity, "inference")
-  if differ:
-    logging.warning("%s is read on other data than it was trained on: %s", trained.path,
-                    "; ".join(differ))
+  trained.warn_if_other_data(dataset.identity)
   split = dataset.train if which == "train" else dataset.val
   if not split.encoded:
     return split, lambda i: split.images[i]
