@@ -237,11 +237,7 @@ def abstract_like(tree):
 class _FoldWriteFailures(python_logging.Filter):
   """Drops what Orbax's background threads log about a write that failed for want of space or
   permissions (each thread its traceback: hundreds of lines for one full disk): the failure
-  reaches `save` or `wait`, which say it in one line. `count` is how many were dropped."""
-
-  def __init__(self):
-    super().__init__()
-    self.count = 0
+  reaches `save` or `wait`, which say it in one line."""
 
   def filter(self, record: python_logging.LogRecord) -> bool:
     if record.levelno < python_logging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname:
@@ -251,10 +247,7 @@ class _FoldWriteFailures(python_logging.Filter):
     while e is not None and len(causes) < 16:
       causes.append(e)
       e = e.__cause__ or e.__context__
-    if any(_write_failure(cause) for cause in causes):
-      self.count += 1
-      return False
-    return True
+    return not any(_write_failure(cause) for cause in causes)
 
 
 def _write_failure(e: BaseException) -> str | None:
@@ -345,8 +338,8 @@ def write_converted(workdir: str, params: dict, meta: dict, step: int = 0) -> st
   root = run.checkpoints
   found = [n for n in workdir_lib.PATHS if os.path.lexists(os.path.join(run.root, n))]
   if found:
-    raise UserError(f"{os.path.abspath(run.root)} holds a run already ({', '.join(found)}): convert into a new "
-                    "--workdir")
+    raise UserError(f"{os.path.abspath(run.root)} holds a run already ({', '.join(found)}): "
+                    "convert into a new --workdir")
   manager = ocp.CheckpointManager(root, item_names=(STATE, META),
                                   options=ocp.CheckpointManagerOptions(create=True))
   try:
