@@ -16,6 +16,7 @@ import time
 from typing import Callable
 
 import grain
+import jax
 
 _DONE = object()
 
@@ -30,6 +31,9 @@ class DevicePrefetch(grain.DatasetIterator):
                depth: int = 2):
     super().__init__()
     self._iterator, self._put, self._depth = iterator, put, max(1, depth)
+    # Host batches read in place (the input workers' shared memory): each one's copy to the
+    # device completes before the next is asked for.
+    self._borrowed = bool(getattr(iterator, "lend", lambda: False)())
     self._state = iterator.get_state()  # before any batch is taken
     self._queue = self._thread = None
     self._stop = threading.Event()
@@ -55,6 +59,8 @@ class DevicePrefetch(grain.DatasetIterator):
         skipped = int(batch.pop("skipped").sum()) if "skipped" in batch else 0
         start = time.perf_counter()
         arrays = self._put(batch)
+        if self._borrowed:
+          jax.block_until_ready(arrays)
         self.transfer_seconds += time.perf_counter() - start
         self._offer((arrays, skipped, state))
     except BaseException as e:  # noqa: BLE001 -- handed to the loop's thread and raised there

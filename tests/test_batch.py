@@ -7,7 +7,9 @@ from conftest import build_input, folder_config, image_folder_tree
 
 
 def test_the_pipelines_batches_are_the_layouts(tmp_path):
-  """Mutations: the pipeline's lighting as float64, or its 'shrink' field dropped -> red."""
+  """`train_layout` (what the workers' shared memory holds) is the batch the pipeline makes.
+  Mutations: the pipeline's lighting as float64, or its 'shrink' field dropped -> red; the
+  layout's crop boxes as int64 -> red."""
   image_folder_tree(tmp_path)
   inp = build_input(folder_config(tmp_path))
   train = next(inp.train)
@@ -18,6 +20,8 @@ def test_the_pipelines_batches_are_the_layouts(tmp_path):
           "crop": ((b, 3), np.int32), "lighting": ((b, c), np.float32),
           "shrink": ((b,), np.float32), "skipped": ((b,), np.int32)}
   assert {k: (v.shape, v.dtype) for k, v in train.items()} == want
+  assert {k: (shape, np.dtype(dtype)) for k, (shape, dtype)
+          in batch.train_layout(b, 32, c).items()} == want
   for ten_crop, views in ((False, ()), (True, (10,))):
     evaluation = list(inp.eval_batches(ten_crop))
     assert all(tuple(e) == batch.EVAL_FIELDS for e in evaluation)

@@ -46,6 +46,16 @@ def test_the_null_model_loop_reports_host_time_by_part(source, prepared, monkeyp
     return list(rows)
 
   monkeypatch.setattr(metrics, "read_metrics", read)
+  monkeypatch.setattr(benchmark, "PILLOW_SECONDS", 0.3)
+  from alexnet_jax.benchmark import input_pipeline
+
+  timed = []
+
+  def pil_loop(images, seconds, size, crop, real=input_pipeline.plain_pil_loop):
+    timed.append((images, size, crop))
+    return real(images, seconds, size, crop)
+
+  monkeypatch.setattr(input_pipeline, "plain_pil_loop", pil_loop)
   record = benchmark.bench_end2end(load_config("tiny"), source=source, root="", generate=64,
                                    batch=16, workers=0, steps=8, null_model=True,
                                    prepared=prepared)
@@ -60,3 +70,21 @@ def test_the_null_model_loop_reports_host_time_by_part(source, prepared, monkeyp
     parts = [v for k, v in row.items() if k.startswith("host_ms/") and k != "host_ms/transfer"]
     assert min(parts) >= 0
     assert sum(parts) == pytest.approx(1e3 * 16 / row["img_per_s"], rel=0.03)
+  if source == "jpeg":
+    # The yardstick decodes the JPEGs the loop reads, the prepared store's; the ratio is the
+    # loop's rate over it. Mutations: the originals' bytes timed -> red; the ratio inverted
+    # -> red.
+    assert record["vs_pillow_1_thread"] == pytest.approx(
+        record["img_per_s"] / record["pillow_1_thread_img_per_s"], abs=0.01)
+    images, size, crop = timed[0]
+    assert len(images) == 64 and (size, crop) == (256, 32)
+    assert all(isinstance(b, bytes) and _jpeg_size(b) == (256, 256) for b in images)
+
+
+def _jpeg_size(encoded: bytes) -> tuple[int, int]:
+  import io
+
+  from PIL import Image
+
+  with Image.open(io.BytesIO(encoded)) as image:
+    return image.size

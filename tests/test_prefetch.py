@@ -65,3 +65,36 @@ def test_an_input_error_is_raised_in_the_loops_thread():
       next(batches)
   finally:
     batches.close()
+
+
+class _Lending(_Counting):
+  """Lends its batches, as the training iterator does from the workers' shared memory on a
+  device: each is overwritten when the next is asked for."""
+
+  def __init__(self):
+    super().__init__()
+    self.buffer = np.zeros(2, np.int64)
+
+  def lend(self):
+    return True
+
+  def __next__(self):
+    batch = super().__next__()
+    self.buffer[:] = batch["x"]
+    return {"x": self.buffer, "skipped": batch["skipped"]}
+
+
+def test_a_lent_batch_is_on_the_device_before_the_next_is_asked_for(monkeypatch):
+  """`put` stands for an asynchronous transfer, its result reading the host bytes until
+  `block_until_ready` (here: the copy made). Mutation: the wait for the transfer dropped ->
+  the device batches hold the last batch's bytes (red)."""
+  import alexnet_jax.prefetch as prefetch
+
+  def completed(arrays):
+    arrays["x"] = arrays["x"].copy()
+    return arrays
+
+  monkeypatch.setattr(prefetch.jax, "block_until_ready", completed)
+  with DevicePrefetch(_Lending(), lambda batch: {"x": batch["x"]}, depth=2) as batches:
+    taken = [next(batches)[0]["x"] for _ in range(4)]
+  assert [int(x[0]) for x in taken] == [1, 2, 3, 4]

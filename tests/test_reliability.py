@@ -7,6 +7,7 @@ test_workdir.py, test_configuration.py)."""
 import glob
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -20,7 +21,8 @@ from absl import logging as absl_logging
 
 from alexnet_jax import steps, train
 from alexnet_jax.errors import UserError
-from conftest import ROOT, assert_same_params, saved_state, small_config, small_flags
+from conftest import (ROOT, assert_same_params, image_folder_tree, saved_state, small_config,
+                      small_flags)
 
 
 def _start_and_signal(command, env, log, sig, delay):
@@ -103,6 +105,60 @@ def test_a_disk_full_at_the_start_leaves_no_partial_file(tmp_path):
     assert not glob.glob(str(disk / "run" / "data_stats*"))
   finally:
     subprocess.run(["umount", str(disk)], check=False)
+
+
+def _input_workers(pid: int) -> list[int]:
+  """The input worker processes of process `pid` (its spawned children, not the tracker)."""
+  found = []
+  for entry in os.listdir("/proc"):
+    try:
+      with open(f"/proc/{entry}/stat", encoding="ascii") as f:
+        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+      with open(f"/proc/{entry}/cmdline", "rb") as f:
+        spawned = b"spawn_main" in f.read()
+    except (OSError, ValueError):
+      continue
+    if ppid == pid and spawned:
+      found.append(int(entry))
+  return found
+
+
+@pytest.mark.slow
+def test_an_input_worker_killed_ends_the_run_in_one_line_with_its_step_saved(tmp_path):
+  """kill -9 of an input worker process (as the out-of-memory killer does): the run stops
+  within seconds, one `error:` line naming the signal and the step saved, no traceback; the
+  same command then continues from that step. Mutation: grain's RuntimeError passed on ->
+  a traceback (red)."""
+  image_folder_tree(tmp_path / "images")
+  workdir = str(tmp_path / "run")
+  command = [sys.executable, "-m", "alexnet_jax.main", "--config=configs/tiny.py",
+             f"--workdir={workdir}", "--config.model.num_classes=3",
+             "--config.model.input_size=32", "--config.data.name=image_folder",
+             f"--config.data.data_dir={tmp_path / 'images'}", "--config.data.image_size=36",
+             "--config.data.batch_size=4", "--config.data.eval_batch_size=4",
+             "--config.data.workers=2", "--config.num_epochs=400"]
+  env = os.environ | {"JAX_PLATFORMS": "cpu"}
+  log = tmp_path / "run.log"
+  with open(log, "w") as out:
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
+    try:
+      deadline = time.time() + 300
+      while ("validation at step 4 " not in log.read_text() or not _input_workers(proc.pid)) and (
+          proc.poll() is None and time.time() < deadline):
+        time.sleep(0.1)
+      os.kill(_input_workers(proc.pid)[0], signal.SIGKILL)
+      killed = time.time()
+      status = proc.wait(timeout=60)
+    finally:
+      proc.kill()
+  text = log.read_text()
+  assert status == 2 and time.time() - killed < 30, text[-2000:]
+  errors = [line for line in text.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and "Traceback" not in text, text[-3000:]
+  saved = re.search(r"an input worker process was killed by SIGKILL before step \d+'s batch: "
+                    r".*; step (\d+) is saved: run the same command", errors[0])
+  assert saved, errors[0]
+  assert max(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints"))) == int(saved[1])
 
 
 def test_resuming_a_finished_run_says_so_and_returns_its_last_evaluation(straight_run, tmp_path,

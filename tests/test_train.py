@@ -1,6 +1,7 @@
 """The training loop (`train.py`) end to end on small data: what a run writes, the checks that
 need the devices or the data, the stall warning. Resumes, kills and failures: test_reliability.py."""
 
+import contextlib
 import json
 import math
 import os
@@ -9,7 +10,7 @@ import pytest
 
 from alexnet_jax import train
 from alexnet_jax.errors import UserError
-from conftest import assert_same_params, load_config, saved_state, small_config
+from conftest import assert_same_params, load_config, saved_state, sigterm_at_step, small_config
 
 FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 
@@ -84,15 +85,15 @@ def test_stall_warning_names_the_cause_and_the_fix(caplog):
 
 @pytest.mark.slow
 def test_a_run_resumes_bitwise_with_another_number_of_input_workers(straight_run, tmp_path):
-  """Half the run read in 2 worker processes, the rest in 1, ends bitwise where the run read
-  in-process ends (a run with workers used to refuse to resume). Mutation: the position
-  restored as the step-0 one (`_FromStep.set_state` keeping step 0) -> red."""
+  """Read in 2 worker processes, stopped by SIGTERM at step 3, resumed with 2 and stopped at
+  step 5, resumed with 1 to the end: bitwise where the run read in-process ends (a run with
+  workers used to refuse to resume). Mutation: the position restored as the step-0 one
+  (`_FromStep.set_state` keeping step 0) -> red."""
   workdir = str(tmp_path / "run")
-  config = small_config(epochs=1.0)
-  config.data.workers = 2
-  train.train_and_evaluate(config, workdir)
-  config = small_config(epochs=2.0)
-  config.data.workers = 1
-  result = train.train_and_evaluate(config, workdir)
-  assert result.complete and result.step == 8
+  for workers, stop in ((2, 3), (2, 5), (1, None)):
+    config = small_config()
+    config.data.workers = workers
+    with sigterm_at_step(stop) if stop else contextlib.nullcontext():
+      result = train.train_and_evaluate(config, workdir)
+    assert result.step == (stop or 8) and result.complete == (stop is None)
   assert_same_params(workdir, straight_run[0])

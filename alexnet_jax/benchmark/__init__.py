@@ -25,8 +25,24 @@ benchmark is a module of this package (`input_pipeline`, `step`, `end2end`, `sca
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import time
 
 
 def emit(record: dict) -> None:
   """One benchmark's figures: a JSON line on stdout."""
   print(json.dumps(record, ensure_ascii=False), flush=True)
+
+
+def cpu_seconds() -> float:
+  """CPU time of this process (all threads) and its live child processes (Linux /proc)."""
+  total = time.process_time()
+  for child in multiprocessing.active_children():
+    try:
+      with open(f"/proc/{child.pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+      total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+      pass
+  return total

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from alexnet_jax.benchmark import emit
+from alexnet_jax.benchmark import cpu_seconds, emit, handover
 from alexnet_jax.data.samples import IMAGENET_TRAIN_SIZE, generate_imagenet_like
 
 
@@ -25,48 +25,37 @@ def _input_data(root: str, store: str, quality: int, chroma: str):
   return data
 
 
-def _cpu_seconds() -> float:
-  """CPU time of this process (all threads) and its live child processes (Linux /proc)."""
-  import multiprocessing
-
-  total = time.process_time()
-  for child in multiprocessing.active_children():
-    try:
-      with open(f"/proc/{child.pid}/stat", encoding="ascii") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-      total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-      pass
-  return total
-
-
 def _time_batches(batches, seconds: float, batch_size: int) -> tuple[float, float]:
   """(images/s, images per CPU-second of this process and its workers) over `seconds`."""
   it = iter(batches)
   for _ in range(3):  # warm-up: worker start, first reads
     next(it)
-  start, cpu, n = time.perf_counter(), _cpu_seconds(), 0
+  start, cpu, n = time.perf_counter(), cpu_seconds(), 0
   while time.perf_counter() - start < seconds:
     next(it)
     n += 1
-  elapsed, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
+  elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu
   if hasattr(it, "close"):
     it.close()
   return n * batch_size / elapsed, n * batch_size / cpu
 
 
-def plain_pil_loop(paths, seconds: float, size: int = 256,
+def plain_pil_loop(images, seconds: float, size: int = 256,
                    crop: int = 224) -> tuple[float, int]:
   """The same work written the obvious way: open, RGB, resize, centre crop, random crop, flip,
-  lighting; (images/s on one core, files it could not read: skipped and counted)."""
+  lighting, for `images` (paths or encoded bytes); (images/s on one core, images it could not
+  read: skipped and counted)."""
+  import io
+
   from PIL import Image
 
   rng = np.random.default_rng(0)
   scale = np.eye(3, dtype=np.float32)
   start, n, unreadable = time.perf_counter(), 0, 0
-  while time.perf_counter() - start < seconds and unreadable < len(paths):
+  while time.perf_counter() - start < seconds and unreadable < len(images):
+    item = images[(n + unreadable) % len(images)]
     try:
-      with Image.open(paths[(n + unreadable) % len(paths)]) as image:
+      with Image.open(item if isinstance(item, str) else io.BytesIO(item)) as image:
         image = image.convert("RGB")
         w, h = image.size
         s = size / min(w, h)
@@ -150,4 +139,22 @@ def bench_input(*, root: str, generate: int, workers: int, seconds: float,
               "img_per_cpu_s": round(per_cpu_s, 1), "cpu_cores": cores, "files": len(files)})
     say({"bench": "input", "what": "prepared / originals, images per CPU-second (1 thread)",
           "ratio": round(rates["prepared"] / rates["originals"], 2)})
+    repeated = _Repeated(stored, IMAGENET_TRAIN_SIZE)
+    for n in _worker_counts(cores):
+      data.update(workers=n, read_threads=1, prefetch=2)
+      batches = pipeline.train_dataset(data, repeated, stats, crop=224, channels=3, seed=0,
+                                       local_batch=128)
+      rate, per_cpu_s = _time_batches(batches, seconds, 128)
+      processes = "processes" if n > 1 else "process"
+      say({"bench": "input", "what": f"pipeline on the prepared, {n} worker {processes}",
+           "workers": n, "img_per_s": round(rate, 1), "img_per_cpu_s": round(per_cpu_s, 1),
+           "cpu_cores": cores})
+  for record in handover.bench_handover(seconds):
+    say(record)
   return records
+
+
+def _worker_counts(cores: int) -> list[int]:
+  """1, 2, 4, ... up to `cores`, and `cores` itself."""
+  counts = [1 << k for k in range(cores.bit_length()) if 1 << k <= cores]
+  return counts + ([cores] if counts[-1] != cores else [])

@@ -35,6 +35,13 @@ def train(image, label, crop, lighting, shrink, skipped) -> dict:
   return dict(zip(TRAIN_FIELDS, (image, label, crop, lighting, shrink, skipped)))
 
 
+def train_layout(size: int, crop: int, channels: int) -> dict[str, tuple[tuple[int, ...], str]]:
+  """{field: (shape, dtype)} of a training batch of `size` patches of `crop` pixels."""
+  return {"image": ((size, crop, crop, channels), "uint8"), "label": ((size,), "int32"),
+          "crop": ((size, 3), "int32"), "lighting": ((size, channels), "float32"),
+          "shrink": ((size,), "float32"), "skipped": ((size,), "int32")}
+
+
 def evaluation(records: dict | None, size: int, views: tuple[int, ...], crop: int,
                channels: int) -> dict:
   """An evaluation batch of `size` examples: the first ones `records`'s ({'image', 'label',

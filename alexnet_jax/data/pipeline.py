@@ -20,6 +20,8 @@ import contextlib
 import dataclasses
 import math
 import os
+import re
+import signal
 from typing import Callable, Iterator
 
 import grain
@@ -28,7 +30,7 @@ import numpy as np
 from absl import flags, logging
 
 from alexnet_jax.data import batch as batch_lib
-from alexnet_jax.data import images, nvdecode, sources
+from alexnet_jax.data import images, nvdecode, ring, sources
 from alexnet_jax import events as events_lib
 from alexnet_jax.data.identity import Identity
 from alexnet_jax.data.normalize import MEAN_PATCHES
@@ -325,13 +327,14 @@ def _read_options(data, workers: int = 0) -> grain.ReadOptions:
   return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(data.prefetch, threads))
 
 
-def _in_workers(dataset: grain.IterDataset, workers: int) -> grain.IterDataset:
+def in_workers(dataset: grain.IterDataset, workers: int) -> grain.IterDataset:
   """`dataset` read in `workers` processes (grain's `mp_prefetch`), or here when 0."""
   if workers <= 0:
     return dataset
   if not flags.FLAGS.is_parsed():  # grain's workers read its flags: a library call's defaults
     flags.FLAGS.mark_as_parsed()
-  return dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+  return dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers),
+                             worker_init_fn=ring.set_worker)
 
 
 def _eval_batches(records: grain.MapDataset, batch: int, may_skip: bool,
@@ -343,7 +346,7 @@ def _eval_batches(records: grain.MapDataset, batch: int, may_skip: bool,
   batched here (so that the batches are full, as many as without workers)."""
   if workers > 0:
     records = _CountSkipped(records.to_iter_dataset(read, allow_nones=True))
-    return _in_workers(records, workers).batch(batch)
+    return in_workers(records, workers).batch(batch)
   if may_skip:
     return _CountSkipped(records.to_iter_dataset(read, allow_nones=True)).batch(batch)
   return records.batch(batch).to_iter_dataset(read)
@@ -365,33 +368,81 @@ def input_workers(data, encoded: bool) -> int:
   return max(0, (os.cpu_count() or 1) - 2) if encoded else 0
 
 
+def _read(iterator, what: str, *default):
+  """`next(iterator, *default)`; a worker process that ended without a Python error (grain's
+  RuntimeError: killed, say) as one line naming `what` it was to read."""
+  try:
+    return next(iterator, *default)
+  except RuntimeError as e:
+    code = re.search(r"terminated unexpectedly with exit code (-?\d+)", str(e))
+    if code is None:
+      raise
+    raise UserError(_worker_ended(int(code[1]), what)) from None
+
+
+def _worker_ended(code: int, what: str) -> str:
+  """What a worker process's exit code says, in a line."""
+  if code >= 0:
+    return f"an input worker process exited (status {code}) before {what}"
+  try:
+    name = signal.Signals(-code).name
+  except ValueError:
+    name = f"signal {-code}"
+  oom = (": the kernel's out-of-memory killer sends it, if no one else did"
+         if -code == signal.SIGKILL else "")
+  return f"an input worker process was killed by {name} before {what}{oom}"
+
+
 class _FromStep(grain.DatasetIterator):
   """The training batches from any step: the batch sequence is a random-access dataset that
   the step indexes, so the step is the whole input position (`get_state`: {'step': k}). It is
   what a checkpoint saves, and it restores bitwise with any number of worker processes (each
-  reading whole batches, `workers` > 0, or none) and of training processes."""
+  reading whole batches, `workers` > 0, or none) and of training processes. Worker processes
+  hand their batches over through a `ring.BatchRing` of `layout`; a batch taken is a copy
+  unless the reader asked to borrow them (`lend`)."""
 
-  def __init__(self, batches: grain.MapDataset, read: grain.ReadOptions, workers: int):
+  def __init__(self, batches: grain.MapDataset, read: grain.ReadOptions, workers: int,
+               layout: dict):
     super().__init__()
-    self._batches, self._read, self._workers = batches, read, workers
-    self._step, self._iterator, self._copy_out = 0, None, False
+    self._batches, self._read, self._workers, self._layout = batches, read, workers, layout
+    self._step, self._iterator, self._ring = 0, None, None
+    self._lends, self._lent = False, None
 
   def _open(self) -> grain.DatasetIterator:
     if self._iterator is None:
-      # CPU device arrays alias the host batch: with workers, batches are copied out of the
-      # worker's shared memory, so that a block is released when grain lets it go, not when
-      # jax drops its alias.
-      self._copy_out = self._workers > 0 and jax.default_backend() == "cpu"
       dataset = self._batches[self._step:].to_iter_dataset(self._read)
-      self._iterator = iter(_in_workers(dataset, self._workers))
+      if self._workers > 0:
+        self._ring = ring.BatchRing(self._layout, self._workers)
+        dataset = dataset.map(self._ring.writer())
+      self._iterator = iter(in_workers(dataset, self._workers))
     return self._iterator
 
+  def lend(self) -> bool:
+    """Asks for the batches in place, in shared memory and valid until the next `next`,
+    instead of copies; granted (True) with worker processes and not on the CPU backend (whose
+    device arrays may alias host memory). The reader's copy of a lent batch (on the device)
+    must be complete when it asks for the next one."""
+    self._lends = self._workers > 0 and jax.default_backend() != "cpu"
+    return self._lends
+
   def __next__(self) -> dict:
-    batch = next(self._open())
+    self._give_back()
+    item = _read(self._open(), f"step {self._step + 1}'s batch")
     self._step += 1
-    if self._copy_out:
-      batch = {k: np.array(v) for k, v in batch.items()}
+    if self._ring is None:
+      return item
+    batch = self._ring.views(item)
+    if self._lends:
+      self._lent = item
+      return batch
+    batch = {k: v.copy() for k, v in batch.items()}
+    self._ring.release(item)
     return batch
+
+  def _give_back(self) -> None:
+    if self._lent is not None:
+      self._ring.release(self._lent)
+      self._lent = None
 
   def get_state(self) -> dict:
     return {"step": self._step}
@@ -413,8 +464,13 @@ class _FromStep(grain.DatasetIterator):
 
   def close(self) -> None:
     iterator, self._iterator = self._iterator, None
+    ring_, self._ring, self._lent = self._ring, None, None
+    if ring_ is not None:
+      ring_.release_all()  # no worker waits for a slot while grain stops them
     if iterator is not None and hasattr(iterator, "close"):
       iterator.close()
+    if ring_ is not None:
+      ring_.close()
 
 
 def train_dataset(data, split, stats: Stats, *, crop: int, channels: int, seed: int,
@@ -440,7 +496,8 @@ def train_dataset(data, split, stats: Stats, *, crop: int, channels: int, seed: 
   workers = input_workers(data, split.encoded)
   if workers:
     logging.info("input: %d worker processes (data.workers=%d)", workers, data.workers)
-  return _FromStep(batches, _read_options(data, workers), workers)
+  return _FromStep(batches, _read_options(data, workers), workers,
+                   batch_lib.train_layout(local_batch, crop, channels))
 
 
 def build_input(data, *, crop: int, channels: int, num_classes: int, seed: int,
@@ -503,7 +560,8 @@ def build_input(data, *, crop: int, channels: int, num_classes: int, seed: int,
 
   def _padded(batches, views) -> Iterator[dict]:
     for _ in range(eval_steps):
-      yield batch_lib.evaluation(next(batches, None), local_eval_batch, views, crop, channels)
+      records = _read(batches, "an evaluation batch", None)
+      yield batch_lib.evaluation(records, local_eval_batch, views, crop, channels)
 
   return Input(train=train_ds, eval_batches=eval_batches, eval_steps=eval_steps,
                num_train=len(train),

@@ -1,0 +1,79 @@
+"""The shared memory the input workers hand their batches over in: reused slots, a writer that
+waits for a slot its reader still holds, one-line errors, nothing left behind."""
+
+import os
+import pickle
+import threading
+
+import numpy as np
+import pytest
+
+from alexnet_jax.data import batch as batch_lib
+from alexnet_jax.data import ring
+from alexnet_jax.errors import UserError
+
+LAYOUT = batch_lib.train_layout(4, 8, 3)
+
+
+def _batch(value: int) -> dict:
+  return {name: np.full(shape, value, dtype) for name, (shape, dtype) in LAYOUT.items()}
+
+
+def test_a_writer_reuses_its_slots_and_waits_for_one_still_read():
+  """Batches go round 2 slots; the third waits until the reader releases the first slot, then
+  takes it. Mutation: `_wait` skipped -> the third overwrites a held slot (red)."""
+  batches = ring.BatchRing(LAYOUT, workers=1, slots=2)
+  try:
+    writer = pickle.loads(pickle.dumps(batches.writer()))  # as grain hands it to a worker
+    first, second = writer.map(_batch(1)), writer.map(_batch(2))
+    assert (first.slot, second.slot) == (0, 1)
+    for ticket, value in ((first, 1), (second, 2)):
+      for name, view in batches.views(ticket).items():
+        np.testing.assert_array_equal(view, _batch(value)[name], err_msg=name)
+    third = []
+    thread = threading.Thread(target=lambda: third.append(writer.map(_batch(3))))
+    thread.start()
+    thread.join(0.3)
+    assert thread.is_alive() and not third  # slot 0 is held
+    assert int(batches.views(first)["label"][0]) == 1
+    batches.release(first)
+    thread.join(10)
+    assert third == [ring.Ticket(0, 0)]
+    assert int(batches.views(third[0])["image"].max()) == 3
+    assert int(batches.views(second)["label"][0]) == 2  # the held slot untouched
+  finally:
+    batches.release_all()
+    batches.close()
+
+
+def test_a_batch_not_of_the_layout_is_refused():
+  batches = ring.BatchRing(LAYOUT, workers=1)
+  try:
+    writer = batches.writer()
+    wrong = _batch(0) | {"image": np.zeros((4, 9, 8, 3), np.uint8)}
+    with pytest.raises(ValueError, match=r"image is uint8\(4, 9, 8, 3\)"):
+      writer.map(wrong)
+    with pytest.raises(ValueError, match="fields"):
+      writer.map({k: v for k, v in _batch(0).items() if k != "shrink"})
+  finally:
+    batches.close()
+
+
+def test_too_little_shared_memory_is_one_line_naming_the_settings(monkeypatch):
+  """Mutation: the space check dropped -> the blocks are created, and a worker would die of
+  SIGBUS on its first batch where /dev/shm is small (red: no error)."""
+  monkeypatch.setattr(ring, "_shm_free_bytes", lambda: 2**20)
+  with pytest.raises(UserError, match=r"need \d+ MiB of shared memory .* /dev/shm has 1 MiB "
+                                      r"free: lower data.workers or data.batch_size"):
+    ring.BatchRing(batch_lib.train_layout(128, 227, 3), workers=14)
+
+
+def test_closing_leaves_nothing_in_dev_shm():
+  """Mutation: `close` without the unlink -> the blocks stay (red)."""
+  before = set(os.listdir("/dev/shm"))
+  batches = ring.BatchRing(LAYOUT, workers=3)
+  made = set(os.listdir("/dev/shm")) - before
+  assert len(made) == 3
+  batches.writer().map(_batch(5))
+  batches.close()
+  assert not set(os.listdir("/dev/shm")) & made
