@@ -277,9 +277,9 @@ def _shm_blocks() -> set:
 
 
 def test_workers_hand_over_batches_in_reused_shared_memory_and_leave_none(tmp_path, monkeypatch):
-  """2 workers' batches all come through the same 2 blocks of shared memory (grain's own
-  hand-over makes blocks per batch), copied out unless lent, and closing leaves nothing in
-  /dev/shm. Lent batches (the reader's copy made on the device) are the same batches, and a
+  """2 workers' batches, training and evaluation, all come through 2 blocks of shared memory
+  each (grain's own hand-over makes blocks per batch), copied out unless lent, and closing
+  leaves nothing in /dev/shm. Lent batches (the reader's copy made on the device) are the same batches, and a
   lent slot is freed at the next `next` (12 batches > the 8 slots). Mutations: the ring
   bypassed -> dozens of blocks (red); the lent slot never freed -> the workers wait for a
   slot: no batch in 60 s (red)."""
@@ -304,6 +304,10 @@ def test_workers_hand_over_batches_in_reused_shared_memory_and_leave_none(tmp_pa
   copied, seen = read(False)
   assert len(seen) == 2
   assert not _shm_blocks() & seen
+  seen = set()
+  for _ in build_input(config).eval_batches(True):  # ten-crop records, in the workers
+    seen |= _shm_blocks() - before
+  assert len(seen) == 2 and not _shm_blocks() & seen
   done = []
   thread = threading.Thread(target=lambda: done.append(read(True)), daemon=True)
   thread.start()

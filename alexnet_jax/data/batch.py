@@ -42,6 +42,13 @@ def train_layout(size: int, crop: int, channels: int) -> dict[str, tuple[tuple[i
           "shrink": ((size,), "float32"), "skipped": ((size,), "int32")}
 
 
+def evaluation_record_layout(views: tuple[int, ...], crop: int,
+                             channels: int) -> dict[str, tuple[tuple[int, ...], str]]:
+  """{field: (shape, dtype)} of one example of an evaluation batch (`views`: () or (10,))."""
+  return {"image": ((*views, crop, crop, channels), "uint8"), "label": ((), "int32"),
+          "crop": ((*views, 3), "int32"), "skipped": ((), "int32")}
+
+
 def evaluation(records: dict | None, size: int, views: tuple[int, ...], crop: int,
                channels: int) -> dict:
   """An evaluation batch of `size` examples: the first ones `records`'s ({'image', 'label',

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import math
 import os
 import re
@@ -338,18 +339,42 @@ def in_workers(dataset: grain.IterDataset, workers: int) -> grain.IterDataset:
 
 
 def _eval_batches(records: grain.MapDataset, batch: int, may_skip: bool,
-                  read: grain.ReadOptions, workers: int = 0) -> grain.IterDataset:
+                  read: grain.ReadOptions, workers: int = 0,
+                  layout: dict | None = None) -> Iterator[dict]:
   """Batches of evaluation records, the last one short. Records of image files may be None
   (unreadable): those are dropped after the reader threads and counted (`_CountSkipped`);
   in-memory records never are, and are batched before the reader threads (one task per batch,
-  not per record: less overhead). With `workers` processes, the records are read in those and
-  batched here (so that the batches are full, as many as without workers)."""
+  not per record: less overhead). With `workers` processes, the records (of `layout`) are read
+  in those, handed over through a `ring.BatchRing` of one record a slot and batched here (so
+  that the batches are full, as many as without workers)."""
   if workers > 0:
     records = _CountSkipped(records.to_iter_dataset(read, allow_nones=True))
-    return in_workers(records, workers).batch(batch)
-  if may_skip:
-    return _CountSkipped(records.to_iter_dataset(read, allow_nones=True)).batch(batch)
-  return records.batch(batch).to_iter_dataset(read)
+    yield from _batched_from_workers(records, layout, batch, workers)
+  elif may_skip:
+    yield from _CountSkipped(records.to_iter_dataset(read, allow_nones=True)).batch(batch)
+  else:
+    yield from records.batch(batch).to_iter_dataset(read)
+
+
+def _batched_from_workers(records: grain.IterDataset, layout: dict, batch: int,
+                          workers: int) -> Iterator[dict]:
+  slots = ring.BatchRing(layout, workers, slots=4 * ring.SLOTS)
+  iterator = iter(in_workers(records.map(slots.writer()), workers))
+  try:
+    while True:
+      out = {k: np.empty((batch, *shape), dtype) for k, (shape, dtype) in layout.items()}
+      n = 0
+      for n, ticket in enumerate(itertools.islice(iterator, batch), 1):
+        for key, view in slots.views(ticket).items():
+          out[key][n - 1] = view
+        slots.release(ticket)
+      if n == 0:
+        return
+      yield {k: v[:n] for k, v in out.items()}
+  finally:
+    slots.release_all()
+    iterator.close()
+    slots.close()
 
 
 def position_train_iterator(iterator: grain.DatasetIterator, step: int) -> None:
@@ -552,9 +577,10 @@ def build_input(data, *, crop: int, channels: int, num_classes: int, seed: int,
   eval_steps = math.ceil(math.ceil(len(test) / process_count) / local_eval_batch)
 
   def eval_batches(ten_crop: bool) -> Iterator[dict]:
-    batches = iter(_eval_batches(local_test.map(EvalCrops(crop, ten_crop)), local_eval_batch,
-                                 test.encoded, read, eval_workers))
     views = (10,) if ten_crop else ()
+    batches = _eval_batches(local_test.map(EvalCrops(crop, ten_crop)), local_eval_batch,
+                            test.encoded, read, eval_workers,
+                            batch_lib.evaluation_record_layout(views, crop, channels))
     with contextlib.closing(batches):  # worker processes and their shared memory released
       yield from _padded(batches, views)
 
