@@ -31,6 +31,14 @@ def test_end2end_reports_the_training_loops_own_rate_and_input_wait(monkeypatch,
       np.mean([r["img_per_s"] for r in train_rows[1:]]), abs=0.1)
   assert record["input_wait_fraction"] == pytest.approx(
       np.mean([r["input_wait_fraction"] for r in train_rows[1:]]), abs=1e-3)
+  # 16 patches of 32x32x3 bytes and their label, box, lighting and shrink cross per step,
+  # in the prefetch thread's time; the step alone is timed beside the loop. Mutations: one
+  # image's bytes counted for the batch -> red; the fraction inverted -> red.
+  crossing = 16 * (32 * 32 * 3 + 4 + 12 + 12 + 4)
+  assert record["transfer_gb_per_s"] == pytest.approx(
+      crossing / record["host_ms_per_step"]["transfer"] / 1e6, rel=0.02)
+  assert record["of_step"] == pytest.approx(record["img_per_s"] / record["step_img_per_s"],
+                                            rel=0.01)
 
 
 @pytest.mark.parametrize("source,prepared", [("synthetic", False), ("jpeg", True)])

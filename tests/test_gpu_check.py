@@ -14,8 +14,9 @@ from conftest import FASHION
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _report(step_img_per_s=36000.0, compile_img_per_s=18000.0, loop_img_per_s=4500.0):
-  return {"loop_batch": 128, "phases": {
+def _report(step_img_per_s=36000.0, compile_img_per_s=18000.0, loop_img_per_s=4500.0,
+            big_img_per_s=40000.0):
+  return {"loop_batch": 128, "loop_big_batch": 512, "phases": {
       "step": {"records": [
           {"framework": "jax 0.11.2", "dtype": "bfloat16", "batch": 512, "img_per_s": 1.0},
           {"framework": "jax 0.11.2", "dtype": "bfloat16", "batch": 128,
@@ -25,27 +26,38 @@ def _report(step_img_per_s=36000.0, compile_img_per_s=18000.0, loop_img_per_s=45
           {"framework": "torch 2.11 compile", "dtype": "bfloat16", "batch": 128,
            "img_per_s": compile_img_per_s, "jax_speedup": step_img_per_s / compile_img_per_s}]},
       "input": {"records": [
-          {"bench": "end2end", "model": "alexnet", "img_per_s": loop_img_per_s},
-          {"bench": "end2end", "model": "null", "img_per_s": 99999.0}]},
+          {"bench": "end2end", "model": "alexnet", "batch": 512, "decoder": "simplejpeg",
+           "img_per_s": 1.0},
+          {"bench": "end2end", "model": "alexnet", "batch": 128, "decoder": "simplejpeg",
+           "img_per_s": loop_img_per_s},
+          {"bench": "end2end", "model": "null", "batch": 128, "img_per_s": 99999.0},
+          {"bench": "end2end", "model": "alexnet", "batch": 512, "decoder": "nvimgcodec",
+           "img_per_s": big_img_per_s}]},
       "train": {"loss_at_epoch_1": 0.45,
                 "accuracy_by_epoch": [{"epoch": 1.0, "accuracy": 70.0},
                                       {"epoch": 2.0, "accuracy": 80.0}]}}}
 
 
 def test_goals_read_the_batch_128_bf16_step_against_torch_compile_and_the_loop():
-  speedup, loop, first_epoch, fashion = gpu_check.goals(_report())
+  """Mutations: the loop's record found at any batch (the first, batch 512's) -> red; the
+  nvImageCodec goal read off the default decoder's record -> red."""
+  speedup, loop, big, hours, first_epoch, fashion = gpu_check.goals(_report())
   assert (speedup["measured"], speedup["met"]) == (2.0, True)
   assert (loop["measured"], loop["met"]) == (0.125, False)
+  assert (big["measured"], big["met"]) == (40000.0, False)
+  assert (hours["measured"], hours["met"]) == (round(90 * 1_281_167 / 4500 / 3600, 2), False)
   assert (first_epoch["measured"], first_epoch["met"]) == (0.45, True)
   assert (fashion["measured"], fashion["met"]) == (80.0, None)  # 2 epochs of 30: not judged
   assert "ended at epoch 2.0" in fashion["note"]
-  speedup, loop, _, _ = gpu_check.goals(_report(compile_img_per_s=20000.0,
-                                                loop_img_per_s=33000.0))
-  assert (speedup["met"], loop["met"]) == (False, True)
+  speedup, loop, big, hours, _, _ = gpu_check.goals(
+      _report(compile_img_per_s=20000.0, loop_img_per_s=33000.0, big_img_per_s=46000.0))
+  assert (speedup["met"], loop["met"], big["met"], hours["met"]) == (False, True, True, True)
   report = _report()
+  report["phases"]["input"]["records"][1]["of_step"] = 0.93  # the step timed beside the loop
+  assert gpu_check.goals(report)[1]["measured"] == 0.93
   report["phases"]["train"] = {"loss_at_epoch_1": 2.3026, "accuracy_by_epoch": [
       {"epoch": 30.0, "accuracy": 94.2}]}
-  _, _, first_epoch, fashion = gpu_check.goals(report)
+  *_, first_epoch, fashion = gpu_check.goals(report)
   assert first_epoch["met"] is False and fashion["met"] is True
 
 
@@ -70,15 +82,18 @@ def test_smoke_mode_runs_every_phase_and_writes_the_report(tmp_path):
   assert [e for phase in phases.values() for e in phase.get("errors", [])] == []
   assert {r["framework"].split()[0] for r in phases["step"]["records"]} == {"jax"}
   assert {r["model"] for r in phases["input"]["records"]} == {"alexnet", "null"}
-  # The loop with the config's input, the null model, reader threads, nvImageCodec's decoder.
-  assert len(phases["input"]["records"]) == 4
+  # The loop with the config's input, the null model, reader threads, nvImageCodec's decoder;
+  # at the big batch nvImageCodec's and the null model.
+  assert len(phases["input"]["records"]) == 6
+  assert [r["batch"] for r in phases["input"]["records"]] == [4, 4, 4, 4, 8, 8]
   assert {r["decoder"] for r in phases["input"]["records"]} == {"simplejpeg", "nvimgcodec"}
   assert phases["input"]["prepare"]["records"]["train"] == gpu_check.SMOKE.images
   if os.path.isdir(FASHION):
     assert phases["train"]["img_per_s"] > 0 and phases["train"]["accuracy_by_epoch"]
   assert phases["projection"]["hours_at_loop_speed"] > 0
   assert [g["goal"].split()[1:3] for g in report["goals"]] == [
-      ["step", ">="], ["loop", "from"], ["full", "network's"], ["full", "network"]]
+      ["step", ">="], ["loop", "from"], ["loop", "with"], ["ImageNet", "epochs"],
+      ["full", "network's"], ["full", "network"]]
   markdown = (out / "report.md").read_text()
   for heading in ("(a) The training step", "(b) The store and the loop",
                   "(c) The full network on Fashion-MNIST", "(d) 90 epochs", "## Goals"):

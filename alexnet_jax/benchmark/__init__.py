@@ -4,9 +4,11 @@ benchmark is a module of this package (`input_pipeline`, `step`, `end2end`, `sca
   python -m alexnet_jax.benchmark input [--root=DIR] [--workers=N] [--seconds=S]
       The training input pipeline (decode, §2 rescale + centre crop, §4.1 random crop, flip,
       PCA lighting, batching) on an ImageFolder tree's originals and on its prepared §2 store
-      (`data.prepare`), one reader thread and one per core, with images per CPU-second; beside
-      them, a plain PIL loop doing the same work. Without --root, generates ImageNet-like JPEGs
-      from real photographs first (`generate_imagenet_like`).
+      (`data.prepare`), one reader thread and one per core, 1, 2, 4, ... worker processes,
+      with images per CPU-second; beside them, a plain PIL loop doing the same work, and what
+      handing a batch over from a worker costs (the input's reused shared memory against
+      grain's own). Without --root, generates ImageNet-like JPEGs from real photographs first
+      (`generate_imagenet_like`).
   python -m alexnet_jax.benchmark step --config=configs/paper.py [--batch=128]
       [--dtype=bfloat16|float32] [--steps=N]
       The jitted training step (forward, backward, the paper's SGD) on synthetic device data.
@@ -14,9 +16,11 @@ benchmark is a module of this package (`input_pipeline`, `step`, `end2end`, `sca
       same run and prints the ratio; --profile ranks the device ops by time (jax.profiler).
   python -m alexnet_jax.benchmark end2end --config=configs/paper.py [--source=synthetic|jpeg]
       [--prepared] [--null_model] [--root=DIR] [--workers=N] [--steps=N]
-      The real training loop: steady images/s, the fraction of time it waits for input, and
-      the host's milliseconds per step by part; --null_model puts a trivial step in place of
-      the network (the loop's own ceiling).
+      The real training loop: steady images/s, the fraction of time it waits for input, the
+      host's milliseconds per step by part, the batches' GB/s to the devices, the decoder and
+      the worker processes; with the network, its fraction of the step timed alone in the same
+      process; for JPEGs, its ratio to a one-thread Pillow decode and crop of them.
+      --null_model puts a trivial step in place of the network (the loop's own ceiling).
   python -m alexnet_jax.benchmark scaling --config=configs/tiny.py [--batch=16]
       Scaling on 1, 2, 4, 8 CPU devices on the training mesh at a fixed batch per 'data'
       shard: step time and the bytes of every collective in the compiled step.

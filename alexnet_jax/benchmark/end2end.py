@@ -50,6 +50,11 @@ def null_setup(config, mesh, **kwargs):
 PILLOW_SECONDS = 3.0
 
 
+def _figure(value: float) -> float:
+  """Three significant digits."""
+  return float(f"{value:.3g}")
+
+
 def _pillow_yardstick(config) -> float:
   """Images/s of a plain Pillow decode and crop, one thread, of the JPEGs the loop reads (the
   prepared store's, or the originals)."""
@@ -70,11 +75,14 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
   source or on JPEGs (`root`'s, or generated from real photographs; `prepared`: read through
   the prepared §2 store): steady-state images/s, the fraction of the loop's time spent
   waiting for input and the host's milliseconds per step by part, from the loop's own metrics
-  after the first (compiling) interval; for JPEGs, its ratio to a one-thread Pillow decode
-  and crop of the same JPEGs timed in the same run. `null_model`: a trivial step in place of the network (`null_setup`), so the
+  after the first (compiling) interval; the batches' host-to-device GB/s; with the network,
+  the step alone timed after it in the same process and the loop's fraction of it; for JPEGs,
+  its ratio to a one-thread Pillow decode and crop of the same JPEGs timed in the same run. `null_model`: a trivial step in place of the network (`null_setup`), so the
   figures are the loop's own ceiling. `store`: the prepared store's folder, kept (prepared once
   and reused by later runs). Prints and returns the record."""
   from alexnet_jax import metrics, train
+  from alexnet_jax.benchmark.step import timed_step
+  from alexnet_jax.data import batch as batch_lib
   from alexnet_jax.data import pipeline, prepare, readers
 
   batch = batch or config.data.batch_size
@@ -122,6 +130,16 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
             "img_per_s": mean("img_per_s", 1), "input_wait_fraction": mean("input_wait_fraction"),
             "host_ms_per_step": {k.split("/")[1]: mean(k) for k in sorted(rows[0])
                                  if k.startswith("host_ms/")}}
+  crossing = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for name, (shape, dtype)
+                 in batch_lib.train_layout(batch, config.model.input_size,
+                                           config.model.in_channels).items()
+                 if name != "skipped")  # a count the prefetcher keeps on the host
+  transfer_ms = record["host_ms_per_step"].get("transfer", 0.0)
+  record["transfer_gb_per_s"] = _figure(crossing / transfer_ms / 1e6) if transfer_ms else None
+  if not null_model:  # the step alone, on device data, in this process
+    seconds = timed_step(config, batch, max(4, steps // 4))[0]
+    record.update(step_img_per_s=round(batch / seconds, 1),
+                  of_step=_figure(record["img_per_s"] * seconds / batch))
   if pillow:
     record.update(pillow_1_thread_img_per_s=round(pillow, 1),
                   vs_pillow_1_thread=round(record["img_per_s"] / pillow, 2))
