@@ -68,3 +68,26 @@ def test_a_decoder_that_is_not_there_is_one_line(monkeypatch):
   with pytest.raises(UserError, match=r"pip install 'alexnet_jax\[nvimgcodec\]'"):
     nvdecode.check_available("nvimgcodec")
   assert store_format.PreparedSplit.stored_form
+
+
+@pytest.mark.slow
+def test_it_trains_the_default_decoders_network_in_worker_processes(tmp_path):
+  """The same run from a prepared store, nvImageCodec's CPU backend decoding in 2 worker
+  processes and the default decoder in-process: bitwise the same parameters. Mutation: the
+  region's top and left swapped -> red."""
+  from alexnet_jax import train
+  from conftest import assert_same_params
+
+  image_folder_tree(tmp_path / "src")
+  config = folder_config(tmp_path / "src")
+  config.data.prepared_dir = str(tmp_path / "store")
+  config.num_epochs = 2.0
+  prepare.prepare(config.data, channels=3, num_classes=3, shard_size=4, workers=1,
+                  progress=False)
+  steps = []
+  for name, decoder, workers in (("default", "simplejpeg", 0), ("nv", "nvimgcodec", 2)):
+    run = config.copy_and_resolve_references()
+    run.data.update(decoder=decoder, workers=workers)
+    steps.append(train.train_and_evaluate(run, str(tmp_path / name)).step)
+  assert steps[0] == steps[1] > 0
+  assert_same_params(str(tmp_path / "nv"), str(tmp_path / "default"), step=steps[0])
