@@ -159,6 +159,11 @@ def phase_input(sizes: Sizes, work: str, deadline: float, log) -> dict:
   variants = [[], ["--null_model"], ["--config.data.workers=0"],
               *([["--decoder=nvimgcodec"], [big, "--decoder=nvimgcodec"]] if nvimgcodec else []),
               [big, "--null_model"]]
+  records, error = _child(["alexnet_jax.benchmark", "transfer", f"--config={sizes.loop_config}",
+                          f"--batch={sizes.loop_batch}", "--seconds=2"], deadline, log)
+  result["transfer"] = records  # the ways of crossing to the device, GB/s each
+  if error:
+    result["errors"].append(f"transfer: {error}")
   for variant in variants:
     records, error = _child(
         ["alexnet_jax.benchmark", "end2end", f"--config={sizes.loop_config}", "--source=jpeg",
@@ -318,7 +323,10 @@ def markdown(report: dict) -> str:
     if name == "input":
       lines += [f"Images: {phase.get('images')}", "", f"Prepare: {phase.get('prepare')}", ""]
       lines += _table(records, ("model", "source", "decoder", "workers", "batch", "img_per_s",
-                                "input_wait_fraction", "host_ms_per_step"))
+                                "of_step", "transfer_gb_per_s", "input_wait_fraction",
+                                "host_ms_per_step"))
+      lines += [""] + _table(phase.get("transfer", []), ("way", "batch", "mb_per_batch",
+                                                         "gb_per_s", "cpu_ms_per_batch"))
     if name in ("train", "projection"):
       lines += ["```", json.dumps({k: v for k, v in phase.items() if k not in
                                    ("commands", "records", "errors")}, indent=1), "```"]

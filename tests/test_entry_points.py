@@ -117,6 +117,10 @@ def test_the_small_tools(tmp_path):
   step = json.loads(run("benchmark", "step", "--config=configs/tiny.py", "--batch=8",
                         "--steps=2").stdout.splitlines()[-1])
   assert step["bench"] == "step" and step["batch"] == 8 and step["ms_per_step"] > 0
+  ways = [json.loads(line)["way"] for line in run(
+      "benchmark", "transfer", "--config=configs/tiny.py", "--batch=8",
+      "--seconds=0.05").stdout.splitlines()]
+  assert len(ways) == 4 and "fields, pageable host memory" in ways
   image_folder_tree(tmp_path / "tree")
   data = ["--config=configs/tiny.py", "--config.data.name=image_folder",
           f"--config.data.data_dir={tmp_path}/tree", "--config.model.num_classes=3"]

@@ -88,6 +88,8 @@ def test_smoke_mode_runs_every_phase_and_writes_the_report(tmp_path):
   assert [r["batch"] for r in phases["input"]["records"]] == [4, 4, 4, 4, 8, 8]
   assert {r["decoder"] for r in phases["input"]["records"]} == {"simplejpeg", "nvimgcodec"}
   assert phases["input"]["prepare"]["records"]["train"] == gpu_check.SMOKE.images
+  assert len(phases["input"]["transfer"]) == 4 and all(
+      r["gb_per_s"] > 0 for r in phases["input"]["transfer"])
   if os.path.isdir(FASHION):
     assert phases["train"]["img_per_s"] > 0 and phases["train"]["accuracy_by_epoch"]
   assert phases["projection"]["hours_at_loop_speed"] > 0

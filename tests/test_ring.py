@@ -69,11 +69,13 @@ def test_too_little_shared_memory_is_one_line_naming_the_settings(monkeypatch):
 
 
 def test_closing_leaves_nothing_in_dev_shm():
-  """Mutation: `close` without the unlink -> the blocks stay (red)."""
+  """Mutations: `close` without the unlink -> the blocks stay (red); the views over the
+  block's own mapping -> reading the held view crashes the process (red)."""
   before = set(os.listdir("/dev/shm"))
   batches = ring.BatchRing(LAYOUT, workers=3)
   made = set(os.listdir("/dev/shm")) - before
   assert len(made) == 3
-  batches.writer().map(_batch(5))
+  held = batches.views(batches.writer().map(_batch(5)))
   batches.close()
   assert not set(os.listdir("/dev/shm")) & made
+  assert int(held["label"][0]) == 5  # a view still held keeps its memory (it used to crash)

@@ -1,5 +1,6 @@
 """Benchmarks that print figures (one JSON line each); tests never assert on time. Each
-benchmark is a module of this package (`input_pipeline`, `step`, `end2end`, `scaling`).
+benchmark is a module of this package (`input_pipeline`, `step`, `end2end`, `transfer`,
+`scaling`).
 
   python -m alexnet_jax.benchmark input [--root=DIR] [--workers=N] [--seconds=S]
       The training input pipeline (decode, §2 rescale + centre crop, §4.1 random crop, flip,
@@ -21,6 +22,11 @@ benchmark is a module of this package (`input_pipeline`, `step`, `end2end`, `sca
       the worker processes; with the network, its fraction of the step timed alone in the same
       process; for JPEGs, its ratio to a one-thread Pillow decode and crop of them.
       --null_model puts a trivial step in place of the network (the loop's own ceiling).
+  python -m alexnet_jax.benchmark transfer --config=configs/paper.py [--batch=128]
+      [--seconds=S]
+      A training batch crossing to the first device, each way: its fields from pageable host
+      memory (the loop's way), packed in one buffer, through JAX's pinned host memory, and in
+      place from the input workers' shared memory; GB/s, ms and CPU ms per batch.
   python -m alexnet_jax.benchmark scaling --config=configs/tiny.py [--batch=16]
       Scaling on 1, 2, 4, 8 CPU devices on the training mesh at a fixed batch per 'data'
       shard: step time and the bytes of every collective in the compiled step.
@@ -37,6 +43,11 @@ import time
 def emit(record: dict) -> None:
   """One benchmark's figures: a JSON line on stdout."""
   print(json.dumps(record, ensure_ascii=False), flush=True)
+
+
+def figure(value: float) -> float:
+  """`value` to three significant digits."""
+  return float(f"{value:.3g}")
 
 
 def cpu_seconds() -> float:

@@ -1,4 +1,4 @@
-"""`python -m alexnet_jax.benchmark input|step|end2end|scaling [flags]` (the package's
+"""`python -m alexnet_jax.benchmark input|step|end2end|transfer|scaling [flags]` (the package's
 docstring says what each prints)."""
 
 from __future__ import annotations
@@ -12,14 +12,15 @@ from alexnet_jax.benchmark.end2end import bench_end2end
 from alexnet_jax.benchmark.input_pipeline import bench_input
 from alexnet_jax.benchmark.scaling import bench_scaling
 from alexnet_jax.benchmark.step import bench_step
+from alexnet_jax.benchmark.transfer import bench_transfer
 from alexnet_jax.errors import UserError
 
 
 def main(argv):
   FLAGS = flags.FLAGS
-  if len(argv) != 2 or argv[1] not in ("input", "step", "end2end", "scaling"):
-    raise UserError("usage: python -m alexnet_jax.benchmark input|step|end2end|scaling "
-                    "[flags]")
+  if len(argv) != 2 or argv[1] not in ("input", "step", "end2end", "transfer", "scaling"):
+    raise UserError("usage: python -m alexnet_jax.benchmark "
+                    "input|step|end2end|transfer|scaling [flags]")
   logging.set_verbosity(logging.WARNING)
   if argv[1] == "input":
     bench_input(root=FLAGS.root, generate=FLAGS.generate, workers=FLAGS.workers,
@@ -38,6 +39,8 @@ def main(argv):
                   batch=FLAGS.batch, workers=FLAGS.workers, steps=FLAGS.steps,
                   null_model=FLAGS.null_model, prepared=FLAGS.prepared, store=FLAGS.store,
                   decoder=FLAGS.decoder)
+  elif argv[1] == "transfer":
+    bench_transfer(config, batch=FLAGS.batch, seconds=FLAGS.seconds)
   else:
     bench_scaling(config, devices=FLAGS.devices, per_device_batch=FLAGS.batch or 16,
                   steps=FLAGS.steps, argv=sys.argv[2:])
@@ -51,7 +54,7 @@ if __name__ == "__main__":
                        "not given")
   flags.DEFINE_integer("workers", 0, "input: reader threads and mp_prefetch worker processes "
                        "(0: one per CPU core); end2end: worker processes (0: the config's)")
-  flags.DEFINE_float("seconds", 10.0, "input: seconds to time each configuration")
+  flags.DEFINE_float("seconds", 10.0, "input, transfer: seconds to time each configuration")
   flags.DEFINE_integer("quality", 90, "input: JPEG quality of the prepared store")
   flags.DEFINE_enum("chroma", "420", ["444", "422", "420"],
                     "input: chroma subsampling of the prepared store")

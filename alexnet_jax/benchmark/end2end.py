@@ -8,7 +8,7 @@ import tempfile
 
 import numpy as np
 
-from alexnet_jax.benchmark import emit
+from alexnet_jax.benchmark import emit, figure
 from alexnet_jax.data.samples import generate_imagenet_like
 from alexnet_jax.errors import UserError
 
@@ -48,11 +48,6 @@ def null_setup(config, mesh, **kwargs):
 
 
 PILLOW_SECONDS = 3.0
-
-
-def _figure(value: float) -> float:
-  """Three significant digits."""
-  return float(f"{value:.3g}")
 
 
 def _pillow_yardstick(config) -> float:
@@ -135,11 +130,11 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
                                            config.model.in_channels).items()
                  if name != "skipped")  # a count the prefetcher keeps on the host
   transfer_ms = record["host_ms_per_step"].get("transfer", 0.0)
-  record["transfer_gb_per_s"] = _figure(crossing / transfer_ms / 1e6) if transfer_ms else None
+  record["transfer_gb_per_s"] = figure(crossing / transfer_ms / 1e6) if transfer_ms else None
   if not null_model:  # the step alone, on device data, in this process
     seconds = timed_step(config, batch, max(4, steps // 4))[0]
     record.update(step_img_per_s=round(batch / seconds, 1),
-                  of_step=_figure(record["img_per_s"] * seconds / batch))
+                  of_step=figure(record["img_per_s"] * seconds / batch))
   if pillow:
     record.update(pillow_1_thread_img_per_s=round(pillow, 1),
                   vs_pillow_1_thread=round(record["img_per_s"] / pillow, 2))

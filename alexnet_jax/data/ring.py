@@ -12,6 +12,7 @@ in /dev/shm when the ring is closed.
 from __future__ import annotations
 
 import dataclasses
+import mmap
 import os
 import secrets
 import time
@@ -57,6 +58,19 @@ def _views(buffer, layout, offsets: dict[str, int], base: int) -> dict[str, np.n
           for name, (shape, dtype) in layout.items()}
 
 
+def _own_mapping(block: shared_memory.SharedMemory):
+  """`block`'s memory mapped anew, for views that outlive its closing: NumPy keeps a view's
+  mapping object alive, not the SharedMemory, whose `close` unmaps its own mapping."""
+  path = os.path.join("/dev/shm", block.name.lstrip("/"))
+  if not os.path.exists(path):  # POSIX shared memory without a /dev/shm (not Linux)
+    return block.buf
+  fd = os.open(path, os.O_RDWR)
+  try:
+    return mmap.mmap(fd, block.size)
+  finally:
+    os.close(fd)
+
+
 def _shm_free_bytes() -> int | None:
   try:
     stat = os.statvfs("/dev/shm")
@@ -92,7 +106,8 @@ class BatchRing:
     except OSError as e:
       self.close()
       raise UserError(f"cannot create the input workers' shared memory: {e}") from None
-    self._busy = [np.ndarray((slots,), np.int64, b.buf) for b in self._blocks]
+    self._memory = [_own_mapping(b) for b in self._blocks]
+    self._busy = [np.ndarray((slots,), np.int64, m) for m in self._memory]
     for busy in self._busy:
       busy[:] = 0
 
@@ -100,10 +115,10 @@ class BatchRing:
     return RingWriter([b.name for b in self._blocks], self.layout, self.slots)
 
   def views(self, ticket: Ticket) -> dict[str, np.ndarray]:
-    """The batch of `ticket`, in place: valid until its slot is released (read it no more
-    once the ring is closed)."""
+    """The batch of `ticket`, in place: valid until its slot is released (its memory stays
+    mapped while the view lives)."""
     base = _ALIGN + ticket.slot * self._slot_bytes
-    return _views(self._blocks[ticket.worker].buf, self.layout, self._offsets, base)
+    return _views(self._memory[ticket.worker], self.layout, self._offsets, base)
 
   def release(self, ticket: Ticket) -> None:
     """`ticket`'s slot may be written again."""
@@ -115,9 +130,9 @@ class BatchRing:
       busy[:] = 0
 
   def close(self) -> None:
-    """Removes the blocks, once the workers are stopped and no view is read any more (the
-    views' memory is unmapped)."""
-    self._busy = []
+    """Removes the blocks, once the workers are stopped (a view still held keeps its memory
+    until it is dropped)."""
+    self._busy = self._memory = []
     for block in self._blocks:
       block.close()
       try:

@@ -1,0 +1,40 @@
+"""`benchmark transfer`: every way of crossing, each figure from the same bytes."""
+
+import numpy as np
+import pytest
+
+from alexnet_jax.benchmark import transfer as benchmark
+from conftest import load_config
+
+
+def test_each_way_moves_the_batch_and_its_figures_agree(capsys, monkeypatch):
+  """16 patches of 32x32x3 bytes and their label, box, lighting and shrink (the host-side
+  'skipped' stays). Every way puts the same bytes on the device. Mutations: a way's device
+  copy of the first batch's fields taken from another batch -> red; one image's bytes
+  counted for the batch -> red."""
+  import jax
+
+  host = benchmark._host_batch({k: v for k, v in benchmark.batch_lib.train_layout(
+      16, 32, 3).items() if k != "skipped"})
+  packed = np.concatenate([v.reshape(-1).view(np.uint8) for v in host.values()])
+  real, checked = jax.device_put, []
+
+  def checked_put(x, *args, **kwargs):  # checked at once: some alias the ring's memory
+    out = real(x, *args, **kwargs)
+    if isinstance(out, dict):
+      for key, want in host.items():
+        np.testing.assert_array_equal(np.asarray(out[key]), want, err_msg=key)
+    else:
+      np.testing.assert_array_equal(np.asarray(out), packed)
+    checked.append(1)
+    return out
+
+  monkeypatch.setattr(jax, "device_put", checked_put)
+  records = benchmark.bench_transfer(load_config("tiny"), batch=16, seconds=0.05)
+  assert len(capsys.readouterr().out.strip().splitlines()) == len(records) == 4
+  crossing = 16 * (32 * 32 * 3 + 4 + 12 + 12 + 4)
+  for record in records:
+    assert record["mb_per_batch"] == pytest.approx(crossing / 1e6, rel=0.005)
+    assert record["gb_per_s"] == pytest.approx(
+        record["mb_per_batch"] / record["ms_per_batch"], rel=0.02)
+  assert len(checked) > 4 * 4
