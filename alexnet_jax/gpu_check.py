@@ -152,11 +152,13 @@ def phase_input(sizes: Sizes, work: str, deadline: float, log) -> dict:
   result["prepare"] = {"seconds": round(seconds, 1),
                        "img_per_s": round(sizes.images * 1.1 / seconds, 1), **records[-1]}
   # The config's input (worker processes on a GPU node), the loop's ceiling (the null model),
-  # reader threads in the training process, and nvImageCodec's decoder where it is installed.
+  # reader threads in the training process, batches staged in pinned host memory, and
+  # nvImageCodec's decoder where it is installed.
   # Then both decoders at the big batch, the null model's ceiling with the default one.
   nvimgcodec = importlib.util.find_spec("nvidia.nvimgcodec") is not None
   big = f"--batch={sizes.loop_big_batch}"
   variants = [[], ["--null_model"], ["--config.data.workers=0"],
+              ["--config.data.transfer=pinned"],
               *([["--decoder=nvimgcodec"], [big, "--decoder=nvimgcodec"]] if nvimgcodec else []),
               [big, "--null_model"]]
   records, error = _child(["alexnet_jax.benchmark", "transfer", f"--config={sizes.loop_config}",
@@ -322,9 +324,9 @@ def markdown(report: dict) -> str:
                                 "ms_per_step", "fraction_of_peak", "jax_speedup"))
     if name == "input":
       lines += [f"Images: {phase.get('images')}", "", f"Prepare: {phase.get('prepare')}", ""]
-      lines += _table(records, ("model", "source", "decoder", "workers", "batch", "img_per_s",
-                                "of_step", "transfer_gb_per_s", "input_wait_fraction",
-                                "host_ms_per_step"))
+      lines += _table(records, ("model", "source", "decoder", "workers", "transfer", "batch",
+                                "img_per_s", "of_step", "transfer_gb_per_s",
+                                "input_wait_fraction", "host_ms_per_step"))
       lines += [""] + _table(phase.get("transfer", []), ("way", "batch", "mb_per_batch",
                                                          "gb_per_s", "cpu_ms_per_batch"))
     if name in ("train", "projection"):

@@ -46,6 +46,15 @@ def mesh_for(config) -> jax.sharding.Mesh:
   return make_mesh(model=model_axis)
 
 
-def to_global(batch: dict, sharding) -> dict:
-  """This process's share of a batch as global arrays sharded as `sharding` says."""
-  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+TRANSFERS = ("pageable", "pinned")
+
+
+def to_global(batch: dict, sharding, transfer: str = "pageable") -> dict:
+  """This process's share of a batch as global arrays sharded as `sharding` says, copied
+  from the host batch itself ('pageable') or staged in JAX's pinned host memory first
+  ('pinned': `data.transfer`)."""
+  if transfer == "pageable":
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+  pinned = sharding.with_memory_kind("pinned_host")
+  return jax.device_put({k: jax.make_array_from_process_local_data(pinned, v)
+                         for k, v in batch.items()}, sharding)

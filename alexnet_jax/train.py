@@ -170,7 +170,8 @@ def _start(config, workdir: str, setup_fn, resuming: bool,
   # Batches cross to the devices in a background thread, two ahead of the step; the
   # prefetcher is the iterator whose position the checkpoints save and restore.
   batches = resources.enter_context(
-      DevicePrefetch(input_.train, lambda b: to_global(b, setup.batch_sharding)))
+      DevicePrefetch(input_.train,
+                     lambda b: to_global(b, setup.batch_sharding, config.data.transfer)))
 
   # --- checkpoint ---------------------------------------------------------------------------
   state = setup.state

@@ -38,6 +38,7 @@ from conftest import ROOT, load_config, small_config
     ("data.name", "imagenet", "unknown dataset 'imagenet'; known: imagenet2012, image_folder"),
     ("data.pca_lighting", -0.1, "pca_lighting is the std"),
     ("data.read_threads", -1, "data.read_threads must be >= 0"),
+    ("data.transfer", "dma", "data.transfer must be one of pageable, pinned, got 'dma'"),
     ("data.workers", -2, r"data.workers must be >= 0, or -1 \(one per core\)"),
     ("data.mean", "median", "data.mean must be"),
     ("data.crop_chunk", 3, "crop_chunk .3. must be >= 1 and divide"),

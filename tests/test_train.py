@@ -97,3 +97,13 @@ def test_a_run_resumes_bitwise_with_another_number_of_input_workers(straight_run
       result = train.train_and_evaluate(config, workdir)
     assert result.step == (stop or 8) and result.complete == (stop is None)
   assert_same_params(workdir, straight_run[0])
+
+
+@pytest.mark.slow
+def test_batches_staged_in_pinned_host_memory_train_the_same_network(straight_run, tmp_path):
+  """`data.transfer=pinned` is only another way across: bitwise the straight run."""
+  config = small_config(ten_crop=True)
+  config.data.transfer = "pinned"
+  workdir = str(tmp_path / "pinned")
+  train.train_and_evaluate(config, workdir)
+  assert_same_params(workdir, straight_run[0])

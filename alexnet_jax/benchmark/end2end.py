@@ -121,6 +121,7 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
   record = {"bench": "end2end", "source": source + (" (prepared)" if prepared else ""),
             "model": "null" if null_model else "alexnet", "batch": batch,
             "dtype": config.model.dtype, "decoder": config.data.decoder,
+            "transfer": config.data.transfer,
             "workers": pipeline.input_workers(config.data, encoded=source == "jpeg"), "steps": steps,
             "img_per_s": mean("img_per_s", 1), "input_wait_fraction": mean("input_wait_fraction"),
             "host_ms_per_step": {k.split("/")[1]: mean(k) for k in sorted(rows[0])

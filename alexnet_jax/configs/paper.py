@@ -98,6 +98,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       # Training patches of the prepared store decoded by 'simplejpeg' (simplejpeg/Pillow, the
       # reference) or 'nvimgcodec' (nvImageCodec's batched ROI decode: the nvimgcodec extra).
       decoder="simplejpeg",
+      # How training batches cross to the devices: from the host batch ('pageable') or staged
+      # in JAX's pinned host memory first ('pinned'); `benchmark transfer` measures both.
+      transfer="pageable",
       synthetic_train_size=1024,
       synthetic_eval_size=256,
   ))

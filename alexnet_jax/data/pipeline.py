@@ -33,6 +33,7 @@ from absl import flags, logging
 from alexnet_jax.data import batch as batch_lib
 from alexnet_jax.data import images, nvdecode, ring, sources
 from alexnet_jax import events as events_lib
+from alexnet_jax import sharding
 from alexnet_jax.data.identity import Identity
 from alexnet_jax.data.normalize import MEAN_PATCHES
 from alexnet_jax.data.stats import MEANS, Stats, dataset_stats
@@ -82,6 +83,9 @@ def validate(data) -> None:
     if data[name] < 0:
       raise UserError(f"data.{name} must be >= 0, got {data[name]}")
   nvdecode.check_available(data.decoder)
+  if data.transfer not in sharding.TRANSFERS:
+    raise UserError(f"data.transfer must be one of {', '.join(sharding.TRANSFERS)}, got "
+                    f"{data.transfer!r}")
   if data.workers < -1:
     raise UserError(f"data.workers must be >= 0, or -1 (one per core), got {data.workers}")
   if not 1 <= data.prepared_quality <= 100:
