@@ -82,10 +82,11 @@ def test_smoke_mode_runs_every_phase_and_writes_the_report(tmp_path):
   assert [e for phase in phases.values() for e in phase.get("errors", [])] == []
   assert {r["framework"].split()[0] for r in phases["step"]["records"]} == {"jax"}
   assert {r["model"] for r in phases["input"]["records"]} == {"alexnet", "null"}
-  # The loop with the config's input, the null model, reader threads, pinned staging,
-  # nvImageCodec's decoder; at the big batch nvImageCodec's and the null model.
+  # The loop in the order the goals need it: the config's input, nvImageCodec at the big
+  # batch, the null model, reader threads, pinned staging, nvImageCodec, the null model big.
   assert len(phases["input"]["records"]) == 7
-  assert [r["batch"] for r in phases["input"]["records"]] == [4, 4, 4, 4, 4, 8, 8]
+  assert [r["batch"] for r in phases["input"]["records"]] == [4, 8, 4, 4, 4, 4, 8]
+  assert [r["decoder"] for r in phases["input"]["records"]][:2] == ["simplejpeg", "nvimgcodec"]
   assert {r["decoder"] for r in phases["input"]["records"]} == {"simplejpeg", "nvimgcodec"}
   assert phases["input"]["prepare"]["records"]["train"] == gpu_check.SMOKE.images
   assert len(phases["input"]["transfer"]) == 4 and all(

@@ -1,8 +1,6 @@
 """The input pipeline (§2, §4.1): crops, mirrors and lighting against NumPy references, the
 device normalisation, exact evaluation, determinism and iterator restore."""
 
-import os
-import threading
 
 import jax.numpy as jnp
 import numpy as np
@@ -214,53 +212,6 @@ def test_image_folder_pipeline_is_deterministic_and_skips_bad_files(tmp_path):
   assert a.stats.count == 12
 
 
-def test_worker_processes_read_the_batches_of_any_step_as_the_loop_does(tmp_path):
-  """The training position is the step: 3 worker processes started at step 3 give bitwise the
-  batches one process reads from step 0; evaluation in workers reads every example once.
-  Mutations: the start step ignored when opening the workers (`[self._step:]` dropped) -> the
-  step-0 batches (red); the eval records batched in each worker -> a short batch per worker
-  (more batches than `eval_steps`, examples missed: red)."""
-  image_folder_tree(tmp_path)
-
-  def read(workers, start, steps):
-    config = folder_config(tmp_path)
-    config.data.workers = workers
-    inp = build_input(config)
-    inp.train.set_state({"step": start})
-    try:
-      train = [next(inp.train) for _ in range(steps)]
-    finally:
-      inp.train.close()
-    examples = sorted((int(b["label"][i]), b["image"][i].tobytes())
-                      for b in inp.eval_batches(False) for i in np.flatnonzero(b["mask"]))
-    return train, examples
-
-  here, examples = read(0, 0, 7)
-  workers, examples_in_workers = read(3, 3, 4)
-  assert len(workers) == 4
-  for want, got in zip(here[3:], workers):
-    assert set(want) == set(got)
-    for key in want:
-      np.testing.assert_array_equal(got[key], want[key], err_msg=key)
-  assert len(examples) == 6 and examples_in_workers == examples  # 7 val files, 1 unreadable
-
-
-def test_workers_minus_one_is_one_per_core_less_the_loops_two_for_files_only(monkeypatch):
-  """Mutation: -1 resolved for in-memory images too -> red."""
-  import os
-
-  data = load_config("tiny").data
-  data.workers = -1
-  monkeypatch.setattr(os, "cpu_count", lambda: 16)
-  files, in_memory = readers.FileSplit((), np.zeros(0)), readers.Split(np.zeros(0), np.zeros(0))
-  assert pipeline.input_workers(data, files.encoded) == 14
-  assert pipeline.input_workers(data, in_memory.encoded) == 0
-  monkeypatch.setattr(os, "cpu_count", lambda: 2)
-  assert pipeline.input_workers(data, files.encoded) == 0
-  data.workers = 3
-  assert pipeline.input_workers(data, in_memory.encoded) == 3
-
-
 def test_an_input_position_of_an_earlier_version_restores_and_a_bad_one_is_one_line():
   """Checkpoints of earlier versions hold grain's in-process state (`next_index`: the step).
   Mutation: only {'step'} read -> the old position is refused (red)."""
@@ -270,78 +221,3 @@ def test_an_input_position_of_an_earlier_version_restores_and_a_bad_one_is_one_l
   np.testing.assert_array_equal(next(a.train)["image"], next(b.train)["image"])
   with pytest.raises(UserError, match="not an input position"):
     b.train.set_state({"workers_state": {}})
-
-
-def _shm_blocks() -> set:
-  return {n for n in os.listdir("/dev/shm") if not n.startswith("sem.")}
-
-
-def test_workers_hand_over_batches_in_reused_shared_memory_and_leave_none(tmp_path, monkeypatch):
-  """2 workers' batches, training and evaluation, all come through 2 blocks of shared memory
-  each (grain's own hand-over makes blocks per batch), copied out unless lent, and closing
-  leaves nothing in /dev/shm. Lent batches (the reader's copy made on the device) are the same batches, and a
-  lent slot is freed at the next `next` (12 batches > the 8 slots). Mutations: the ring
-  bypassed -> dozens of blocks (red); the lent slot never freed -> the workers wait for a
-  slot: no batch in 60 s (red)."""
-  image_folder_tree(tmp_path)
-  config = folder_config(tmp_path)
-  config.data.workers = 2
-  before = _shm_blocks()
-
-  def read(lend):
-    train, seen, taken = build_input(config).train, set(), []
-    monkeypatch.setattr(pipeline.jax, "default_backend", lambda: "gpu" if lend else "cpu")
-    assert train.lend() == lend
-    try:
-      for _ in range(12):
-        batch = next(train)
-        taken.append({k: v.copy() for k, v in batch.items()})
-        seen |= _shm_blocks() - before
-    finally:
-      train.close()
-    return taken, seen
-
-  copied, seen = read(False)
-  assert len(seen) == 2
-  assert not _shm_blocks() & seen
-  seen = set()
-  for _ in build_input(config).eval_batches(True):  # ten-crop records, in the workers
-    seen |= _shm_blocks() - before
-  assert len(seen) == 2 and not _shm_blocks() & seen
-  done = []
-  thread = threading.Thread(target=lambda: done.append(read(True)), daemon=True)
-  thread.start()
-  thread.join(60)
-  assert done, "no batch in 60 s: the workers wait for slots never freed"
-  lent, seen = done[0]
-  assert len(seen) == 2 and not _shm_blocks() & seen
-  for want, got in zip(copied, lent):
-    for key in want:
-      np.testing.assert_array_equal(got[key], want[key], err_msg=key)
-
-
-def test_a_worker_that_dies_is_one_line_not_a_hang(tmp_path):
-  """A worker killed (the kernel's out-of-memory killer, say) ends the input with a UserError
-  naming the signal within seconds; closing leaves no shared memory. Mutation: grain's
-  RuntimeError passed on -> red."""
-  import multiprocessing
-  import signal
-  import time
-
-  image_folder_tree(tmp_path)
-  config = folder_config(tmp_path)
-  config.data.workers = 2
-  before = _shm_blocks()
-  train = build_input(config).train
-  try:
-    next(train)
-    os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL)
-    start = time.monotonic()
-    with pytest.raises(UserError, match=r"an input worker process was killed by SIGKILL "
-                                        r"before step \d+'s batch: the kernel's out-of-memory"):
-      for _ in range(100):
-        next(train)
-    assert time.monotonic() - start < 30
-  finally:
-    train.close()
-  assert _shm_blocks() == before

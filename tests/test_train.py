@@ -88,7 +88,7 @@ def test_a_run_resumes_bitwise_with_another_number_of_input_workers(straight_run
   """Read in 2 worker processes, stopped by SIGTERM at step 3, resumed with 2 and stopped at
   step 5, resumed with 1 to the end: bitwise where the run read in-process ends (a run with
   workers used to refuse to resume). Mutation: the position restored as the step-0 one
-  (`_FromStep.set_state` keeping step 0) -> red."""
+  (`workers.FromStep.set_state` keeping step 0) -> red."""
   workdir = str(tmp_path / "run")
   for workers, stop in ((2, 3), (2, 5), (1, None)):
     config = small_config()

@@ -78,7 +78,8 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
   from alexnet_jax import metrics, train
   from alexnet_jax.benchmark.step import timed_step
   from alexnet_jax.data import batch as batch_lib
-  from alexnet_jax.data import pipeline, prepare, readers
+  from alexnet_jax.data import prepare, readers
+  from alexnet_jax.data import workers as workers_lib
 
   batch = batch or config.data.batch_size
   if steps < 8:
@@ -122,7 +123,7 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
             "model": "null" if null_model else "alexnet", "batch": batch,
             "dtype": config.model.dtype, "decoder": config.data.decoder,
             "transfer": config.data.transfer,
-            "workers": pipeline.input_workers(config.data, encoded=source == "jpeg"), "steps": steps,
+            "workers": workers_lib.input_workers(config.data, encoded=source == "jpeg"), "steps": steps,
             "img_per_s": mean("img_per_s", 1), "input_wait_fraction": mean("input_wait_fraction"),
             "host_ms_per_step": {k.split("/")[1]: mean(k) for k in sorted(rows[0])
                                  if k.startswith("host_ms/")}}

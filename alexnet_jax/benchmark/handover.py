@@ -12,7 +12,7 @@ import numpy as np
 
 from alexnet_jax.benchmark import cpu_seconds
 from alexnet_jax.data import batch as batch_lib
-from alexnet_jax.data import pipeline, ring
+from alexnet_jax.data import ring, workers
 
 
 class _Constant(grain.transforms.Map):
@@ -33,7 +33,7 @@ def _time(kind: str, layout: dict, seconds: float) -> dict:
   if batches is not None:
     dataset = dataset.map(batches.writer())
   if kind != "in-process":
-    dataset = pipeline.in_workers(dataset, 1)
+    dataset = workers.in_workers(dataset, 1)
   iterator, n = iter(dataset), 0
 
   def take():

@@ -18,20 +18,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import itertools
 import math
 import os
-import re
-import signal
 from typing import Callable, Iterator
 
 import grain
-import jax
 import numpy as np
-from absl import flags, logging
+from absl import logging
 
 from alexnet_jax.data import batch as batch_lib
-from alexnet_jax.data import images, nvdecode, ring, sources
+from alexnet_jax.data import images, nvdecode, sources
+from alexnet_jax.data import workers as workers_lib
 from alexnet_jax import events as events_lib
 from alexnet_jax import sharding
 from alexnet_jax.data.identity import Identity
@@ -332,16 +329,6 @@ def _read_options(data, workers: int = 0) -> grain.ReadOptions:
   return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(data.prefetch, threads))
 
 
-def in_workers(dataset: grain.IterDataset, workers: int) -> grain.IterDataset:
-  """`dataset` read in `workers` processes (grain's `mp_prefetch`), or here when 0."""
-  if workers <= 0:
-    return dataset
-  if not flags.FLAGS.is_parsed():  # grain's workers read its flags: a library call's defaults
-    flags.FLAGS.mark_as_parsed()
-  return dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers),
-                             worker_init_fn=ring.set_worker)
-
-
 def _eval_batches(records: grain.MapDataset, batch: int, may_skip: bool,
                   read: grain.ReadOptions, workers: int = 0,
                   layout: dict | None = None) -> Iterator[dict]:
@@ -353,153 +340,17 @@ def _eval_batches(records: grain.MapDataset, batch: int, may_skip: bool,
   that the batches are full, as many as without workers)."""
   if workers > 0:
     records = _CountSkipped(records.to_iter_dataset(read, allow_nones=True))
-    yield from _batched_from_workers(records, layout, batch, workers)
+    yield from workers_lib.batched(records, layout, batch, workers)
   elif may_skip:
     yield from _CountSkipped(records.to_iter_dataset(read, allow_nones=True)).batch(batch)
   else:
     yield from records.batch(batch).to_iter_dataset(read)
 
 
-def _batched_from_workers(records: grain.IterDataset, layout: dict, batch: int,
-                          workers: int) -> Iterator[dict]:
-  slots = ring.BatchRing(layout, workers, slots=4 * ring.SLOTS)
-  iterator = iter(in_workers(records.map(slots.writer()), workers))
-  try:
-    while True:
-      out = {k: np.empty((batch, *shape), dtype) for k, (shape, dtype) in layout.items()}
-      n = 0
-      for n, ticket in enumerate(itertools.islice(iterator, batch), 1):
-        for key, view in slots.views(ticket).items():
-          out[key][n - 1] = view
-        slots.release(ticket)
-      if n == 0:
-        return
-      yield {k: v[:n] for k, v in out.items()}
-  finally:
-    slots.release_all()
-    iterator.close()
-    slots.close()
-
-
 def position_train_iterator(iterator: grain.DatasetIterator, step: int) -> None:
   """Sets the training iterator (`train_dataset`'s, or a prefetcher of it) to where it is
   after `step` batches."""
   iterator.set_state({"step": int(step)})
-
-
-def input_workers(data, encoded: bool) -> int:
-  """The worker processes `data.workers` asks for, for a split of image files (`encoded`) or
-  of in-memory images: -1 is one per core less the two the loop itself needs (its main thread
-  and the transfer thread) for files, and none for in-memory images (nothing to decode) or on
-  a machine of two cores or fewer."""
-  if data.workers >= 0:
-    return int(data.workers)
-  return max(0, (os.cpu_count() or 1) - 2) if encoded else 0
-
-
-def _read(iterator, what: str, *default):
-  """`next(iterator, *default)`; a worker process that ended without a Python error (grain's
-  RuntimeError: killed, say) as one line naming `what` it was to read."""
-  try:
-    return next(iterator, *default)
-  except RuntimeError as e:
-    code = re.search(r"terminated unexpectedly with exit code (-?\d+)", str(e))
-    if code is None:
-      raise
-    raise UserError(_worker_ended(int(code[1]), what)) from None
-
-
-def _worker_ended(code: int, what: str) -> str:
-  """What a worker process's exit code says, in a line."""
-  if code >= 0:
-    return f"an input worker process exited (status {code}) before {what}"
-  try:
-    name = signal.Signals(-code).name
-  except ValueError:
-    name = f"signal {-code}"
-  oom = (": the kernel's out-of-memory killer sends it, if no one else did"
-         if -code == signal.SIGKILL else "")
-  return f"an input worker process was killed by {name} before {what}{oom}"
-
-
-class _FromStep(grain.DatasetIterator):
-  """The training batches from any step: the batch sequence is a random-access dataset that
-  the step indexes, so the step is the whole input position (`get_state`: {'step': k}). It is
-  what a checkpoint saves, and it restores bitwise with any number of worker processes (each
-  reading whole batches, `workers` > 0, or none) and of training processes. Worker processes
-  hand their batches over through a `ring.BatchRing` of `layout`; a batch taken is a copy
-  unless the reader asked to borrow them (`lend`)."""
-
-  def __init__(self, batches: grain.MapDataset, read: grain.ReadOptions, workers: int,
-               layout: dict):
-    super().__init__()
-    self._batches, self._read, self._workers, self._layout = batches, read, workers, layout
-    self._step, self._iterator, self._ring = 0, None, None
-    self._lends, self._lent = False, None
-
-  def _open(self) -> grain.DatasetIterator:
-    if self._iterator is None:
-      dataset = self._batches[self._step:].to_iter_dataset(self._read)
-      if self._workers > 0:
-        self._ring = ring.BatchRing(self._layout, self._workers)
-        dataset = dataset.map(self._ring.writer())
-      self._iterator = iter(in_workers(dataset, self._workers))
-    return self._iterator
-
-  def lend(self) -> bool:
-    """Asks for the batches in place, in shared memory and valid until the next `next`,
-    instead of copies; granted (True) with worker processes and not on the CPU backend (whose
-    device arrays may alias host memory). The reader's copy of a lent batch (on the device)
-    must be complete when it asks for the next one."""
-    self._lends = self._workers > 0 and jax.default_backend() != "cpu"
-    return self._lends
-
-  def __next__(self) -> dict:
-    self._give_back()
-    item = _read(self._open(), f"step {self._step + 1}'s batch")
-    self._step += 1
-    if self._ring is None:
-      return item
-    batch = self._ring.views(item)
-    if self._lends:
-      self._lent = item
-      return batch
-    batch = {k: v.copy() for k, v in batch.items()}
-    self._ring.release(item)
-    return batch
-
-  def _give_back(self) -> None:
-    if self._lent is not None:
-      self._ring.release(self._lent)
-      self._lent = None
-
-  def get_state(self) -> dict:
-    return {"step": self._step}
-
-  def set_state(self, state: dict) -> None:
-    """`{'step': k}`; grain's own state of an in-process iterator (`next_index`: the step),
-    as checkpoints of earlier versions hold it."""
-    step = state.get("step", state.get("next_index")) if isinstance(state, dict) else None
-    if not isinstance(step, int) or step < 0:
-      raise UserError(f"not an input position: {str(state)[:80]}")
-    self.close()
-    self._step = step
-
-  def start_prefetch(self) -> None:
-    """Starts the worker processes (or reader threads) before the first batch is asked for."""
-    start = getattr(self._open(), "start_prefetch", None)
-    if start is not None:
-      start()
-
-  def close(self) -> None:
-    iterator, self._iterator = self._iterator, None
-    ring_, self._ring, self._lent = self._ring, None, None
-    if ring_ is not None:
-      ring_.release_all()  # no worker waits for a slot while grain stops them
-    if iterator is not None and hasattr(iterator, "close"):
-      iterator.close()
-    if ring_ is not None:
-      ring_.close()
 
 
 def train_dataset(data, split, stats: Stats, *, crop: int, channels: int, seed: int,
@@ -509,7 +360,7 @@ def train_dataset(data, split, stats: Stats, *, crop: int, channels: int, seed: 
   shuffles record indices, batches them, and `TrainBatch` reads, decodes and crops a whole
   batch per task, in `data.read_threads` threads of this process or, with worker processes
   (`input_workers`), in those (one thread each unless `data.read_threads` says more).
-  Positioned by the step (`_FromStep`). `events`: a recorded schedule's, whose
+  Positioned by the step (`workers.FromStep`). `events`: a recorded schedule's, whose
   `pca_lighting` changes σ from their step on."""
   changes = events_lib.input_changes(events, len(split), data.batch_size).get("pca_lighting", [])
   augmentation = Augmentation(sources.stored_size(data, split), crop, bool(data.flip),
@@ -522,10 +373,10 @@ def train_dataset(data, split, stats: Stats, *, crop: int, channels: int, seed: 
     records = _ProcessShare(records, local_batch, process_index, process_count)
   batches = (records.batch(local_batch, drop_remainder=True)
              .map(TrainBatch(augmentation, split, channels, data.resize, data.decoder)))
-  workers = input_workers(data, split.encoded)
+  workers = workers_lib.input_workers(data, split.encoded)
   if workers:
     logging.info("input: %d worker processes (data.workers=%d)", workers, data.workers)
-  return _FromStep(batches, _read_options(data, workers), workers,
+  return workers_lib.FromStep(batches, _read_options(data, workers), workers,
                    batch_lib.train_layout(local_batch, crop, channels))
 
 
@@ -568,7 +419,7 @@ def build_input(data, *, crop: int, channels: int, num_classes: int, seed: int,
   if stats.mean.shape != (sources.stored_size(data, train),) * 2 + (channels,):
     raise UserError(f"the statistics are of images {stats.mean.shape}, not of the "
                     f"{sources.stored_size(data, train)}px, {channels}-channel images read")
-  eval_workers = input_workers(data, test.encoded)
+  eval_workers = workers_lib.input_workers(data, test.encoded)
   read = _read_options(data, eval_workers)
 
   train_ds = train_dataset(data, train, stats, crop=crop, channels=channels, seed=seed,
@@ -590,7 +441,7 @@ def build_input(data, *, crop: int, channels: int, num_classes: int, seed: int,
 
   def _padded(batches, views) -> Iterator[dict]:
     for _ in range(eval_steps):
-      records = _read(batches, "an evaluation batch", None)
+      records = workers_lib.read(batches, "an evaluation batch", None)
       yield batch_lib.evaluation(records, local_eval_batch, views, crop, channels)
 
   return Input(train=train_ds, eval_batches=eval_batches, eval_steps=eval_steps,

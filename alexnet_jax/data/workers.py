@@ -1,0 +1,166 @@
+"""The input's worker processes (`data.workers`): how many, starting them (grain's
+`mp_prefetch`), the training batches from any step read in them (`FromStep`), evaluation
+records read in them (`batched`), each handed over in reused shared memory (`data.ring`), and
+a worker that dies as one line (`read`)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import signal
+from typing import Iterator
+
+import grain
+import jax
+import numpy as np
+from absl import flags
+
+from alexnet_jax.data import ring
+from alexnet_jax.errors import UserError
+
+
+def in_workers(dataset: grain.IterDataset, workers: int) -> grain.IterDataset:
+  """`dataset` read in `workers` processes (grain's `mp_prefetch`), or here when 0."""
+  if workers <= 0:
+    return dataset
+  if not flags.FLAGS.is_parsed():  # grain's workers read its flags: a library call's defaults
+    flags.FLAGS.mark_as_parsed()
+  return dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers),
+                             worker_init_fn=ring.set_worker)
+
+
+def batched(records: grain.IterDataset, layout: dict, batch: int,
+                          workers: int) -> Iterator[dict]:
+  slots = ring.BatchRing(layout, workers, slots=4 * ring.SLOTS)
+  iterator = iter(in_workers(records.map(slots.writer()), workers))
+  try:
+    while True:
+      out = {k: np.empty((batch, *shape), dtype) for k, (shape, dtype) in layout.items()}
+      n = 0
+      for n, ticket in enumerate(itertools.islice(iterator, batch), 1):
+        for key, view in slots.views(ticket).items():
+          out[key][n - 1] = view
+        slots.release(ticket)
+      if n == 0:
+        return
+      yield {k: v[:n] for k, v in out.items()}
+  finally:
+    slots.release_all()
+    iterator.close()
+    slots.close()
+
+
+def input_workers(data, encoded: bool) -> int:
+  """The worker processes `data.workers` asks for, for a split of image files (`encoded`) or
+  of in-memory images: -1 is one per core less the two the loop itself needs (its main thread
+  and the transfer thread) for files, and none for in-memory images (nothing to decode) or on
+  a machine of two cores or fewer."""
+  if data.workers >= 0:
+    return int(data.workers)
+  return max(0, (os.cpu_count() or 1) - 2) if encoded else 0
+
+
+def read(iterator, what: str, *default):
+  """`next(iterator, *default)`; a worker process that ended without a Python error (grain's
+  RuntimeError: killed, say) as one line naming `what` it was to read."""
+  try:
+    return next(iterator, *default)
+  except RuntimeError as e:
+    code = re.search(r"terminated unexpectedly with exit code (-?\d+)", str(e))
+    if code is None:
+      raise
+    raise UserError(_worker_ended(int(code[1]), what)) from None
+
+
+def _worker_ended(code: int, what: str) -> str:
+  """What a worker process's exit code says, in a line."""
+  if code >= 0:
+    return f"an input worker process exited (status {code}) before {what}"
+  try:
+    name = signal.Signals(-code).name
+  except ValueError:
+    name = f"signal {-code}"
+  oom = (": the kernel's out-of-memory killer sends it, if no one else did"
+         if -code == signal.SIGKILL else "")
+  return f"an input worker process was killed by {name} before {what}{oom}"
+
+
+class FromStep(grain.DatasetIterator):
+  """The training batches from any step: the batch sequence is a random-access dataset that
+  the step indexes, so the step is the whole input position (`get_state`: {'step': k}). It is
+  what a checkpoint saves, and it restores bitwise with any number of worker processes (each
+  reading whole batches, `workers` > 0, or none) and of training processes. Worker processes
+  hand their batches over through a `ring.BatchRing` of `layout`; a batch taken is a copy
+  unless the reader asked to borrow them (`lend`)."""
+
+  def __init__(self, batches: grain.MapDataset, read: grain.ReadOptions, workers: int,
+               layout: dict):
+    super().__init__()
+    self._batches, self._read, self._workers, self._layout = batches, read, workers, layout
+    self._step, self._iterator, self._ring = 0, None, None
+    self._lends, self._lent = False, None
+
+  def _open(self) -> grain.DatasetIterator:
+    if self._iterator is None:
+      dataset = self._batches[self._step:].to_iter_dataset(self._read)
+      if self._workers > 0:
+        self._ring = ring.BatchRing(self._layout, self._workers)
+        dataset = dataset.map(self._ring.writer())
+      self._iterator = iter(in_workers(dataset, self._workers))
+    return self._iterator
+
+  def lend(self) -> bool:
+    """Asks for the batches in place, in shared memory and valid until the next `next`,
+    instead of copies; granted (True) with worker processes and not on the CPU backend (whose
+    device arrays may alias host memory). The reader's copy of a lent batch (on the device)
+    must be complete when it asks for the next one."""
+    self._lends = self._workers > 0 and jax.default_backend() != "cpu"
+    return self._lends
+
+  def __next__(self) -> dict:
+    self._give_back()
+    item = read(self._open(), f"step {self._step + 1}'s batch")
+    self._step += 1
+    if self._ring is None:
+      return item
+    batch = self._ring.views(item)
+    if self._lends:
+      self._lent = item
+      return batch
+    batch = {k: v.copy() for k, v in batch.items()}
+    self._ring.release(item)
+    return batch
+
+  def _give_back(self) -> None:
+    if self._lent is not None:
+      self._ring.release(self._lent)
+      self._lent = None
+
+  def get_state(self) -> dict:
+    return {"step": self._step}
+
+  def set_state(self, state: dict) -> None:
+    """`{'step': k}`; grain's own state of an in-process iterator (`next_index`: the step),
+    as checkpoints of earlier versions hold it."""
+    step = state.get("step", state.get("next_index")) if isinstance(state, dict) else None
+    if not isinstance(step, int) or step < 0:
+      raise UserError(f"not an input position: {str(state)[:80]}")
+    self.close()
+    self._step = step
+
+  def start_prefetch(self) -> None:
+    """Starts the worker processes (or reader threads) before the first batch is asked for."""
+    start = getattr(self._open(), "start_prefetch", None)
+    if start is not None:
+      start()
+
+  def close(self) -> None:
+    iterator, self._iterator = self._iterator, None
+    ring_, self._ring, self._lent = self._ring, None, None
+    if ring_ is not None:
+      ring_.release_all()  # no worker waits for a slot while grain stops them
+    if iterator is not None and hasattr(iterator, "close"):
+      iterator.close()
+    if ring_ is not None:
+      ring_.close()
