@@ -161,6 +161,51 @@ def test_an_input_worker_killed_ends_the_run_in_one_line_with_its_step_saved(tmp
   assert max(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints"))) == int(saved[1])
 
 
+def _alive(pid: int) -> bool:
+  """Running, not a zombie waiting to be reaped."""
+  try:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+  except OSError:
+    return False
+
+
+@pytest.mark.slow
+def test_a_run_killed_leaves_no_input_worker_or_shared_memory_behind(tmp_path):
+  """kill -9 of the training process: its input workers end within seconds and their shared
+  memory goes (they used to wait on grain's queue forever, holding both), even when the kill
+  comes while they are still starting. Mutations: the workers' watch of their parent not
+  started -> red; the parent read in the worker as it starts (by then, after the kill, it is
+  already init) -> red."""
+  image_folder_tree(tmp_path / "images")
+  command = [sys.executable, "-m", "alexnet_jax.main", "--config=configs/tiny.py",
+             f"--workdir={tmp_path / 'run'}", "--config.model.num_classes=3",
+             "--config.model.input_size=32", "--config.data.name=image_folder",
+             f"--config.data.data_dir={tmp_path / 'images'}", "--config.data.image_size=36",
+             "--config.data.batch_size=4", "--config.data.eval_batch_size=4",
+             "--config.data.workers=2", "--config.num_epochs=400"]
+  log = tmp_path / "run.log"
+  with open(log, "w") as out:
+    proc = subprocess.Popen(command, cwd=ROOT, env=os.environ | {"JAX_PLATFORMS": "cpu"},
+                            stdout=out, stderr=out)
+  deadline = time.time() + 300
+  while (" epoch" not in log.read_text() or len(_input_workers(proc.pid)) < 2) and (
+      proc.poll() is None and time.time() < deadline):
+    time.sleep(0.1)
+  workers = _input_workers(proc.pid)
+  assert len(workers) >= 2, log.read_text()[-2000:]
+  proc.kill()
+  proc.wait()
+  blocks = lambda: [n for n in os.listdir("/dev/shm") if n.startswith(f"alexnet_jax_{proc.pid}_")]
+  deadline = time.time() + 20
+  while (any(map(_alive, workers)) or blocks()) and time.time() < deadline:
+    time.sleep(0.2)
+  left = [pid for pid in workers if _alive(pid)]
+  for pid in left:
+    os.kill(pid, signal.SIGKILL)
+  assert not left and not blocks()
+
+
 def test_resuming_a_finished_run_says_so_and_returns_its_last_evaluation(straight_run, tmp_path,
                                                                          caplog):
   workdir = str(tmp_path / "copy")

@@ -30,9 +30,8 @@ _WAIT_S = 0.0002
 _worker_index = 0  # this process's index among the input workers (`set_worker`)
 
 
-def set_worker(index: int, count: int) -> None:
-  """grain's `worker_init_fn`: which worker's block this process writes."""
-  del count
+def set_worker(index: int) -> None:
+  """Which worker's block this process writes (in each worker, as it starts)."""
   global _worker_index
   _worker_index = index
 
@@ -158,15 +157,10 @@ class RingWriter(grain.transforms.Map):
   def _attach(self) -> None:
     self._block = shared_memory.SharedMemory(self._names[_worker_index])
     self._busy = np.ndarray((self._slots,), np.int64, self._block.buf)
-    self._parent = os.getppid()
 
   def _wait(self, slot: int) -> None:
-    waited = 0
     while self._busy[slot]:
       time.sleep(_WAIT_S)
-      waited += 1
-      if waited % 5000 == 0 and os.getppid() != self._parent:
-        raise SystemExit(0)  # the training process is gone
 
   def map(self, batch: dict) -> Ticket:
     if self._block is None:

@@ -5,10 +5,13 @@ a worker that dies as one line (`read`)."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import re
 import signal
+import threading
+import time
 from typing import Iterator
 
 import grain
@@ -19,6 +22,23 @@ from absl import flags
 from alexnet_jax.data import ring
 from alexnet_jax.errors import UserError
 
+_WATCH_S = 0.5
+
+
+def _start_worker(index: int, count: int, parent: int) -> None:
+  """grain's `worker_init_fn`: the worker's block of shared memory, and a watch that ends the
+  worker when the training process (`parent`) is gone (killed: it would wait on grain's queue
+  forever, holding its memory and the blocks)."""
+  del count
+  ring.set_worker(index)
+
+  def watch():
+    while os.getppid() == parent:
+      time.sleep(_WATCH_S)
+    os._exit(0)
+
+  threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
 
 def in_workers(dataset: grain.IterDataset, workers: int) -> grain.IterDataset:
   """`dataset` read in `workers` processes (grain's `mp_prefetch`), or here when 0."""
@@ -27,7 +47,8 @@ def in_workers(dataset: grain.IterDataset, workers: int) -> grain.IterDataset:
   if not flags.FLAGS.is_parsed():  # grain's workers read its flags: a library call's defaults
     flags.FLAGS.mark_as_parsed()
   return dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers),
-                             worker_init_fn=ring.set_worker)
+                             worker_init_fn=functools.partial(_start_worker,
+                                                              parent=os.getpid()))
 
 
 def batched(records: grain.IterDataset, layout: dict, batch: int,
