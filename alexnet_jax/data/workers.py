@@ -1,7 +1,7 @@
 """The input's worker processes (`data.workers`): how many, starting them (grain's
 `mp_prefetch`), the training batches from any step read in them (`FromStep`), evaluation
-records read in them (`batched`), each handed over in reused shared memory (`data.ring`), and
-a worker that dies as one line (`read`)."""
+records read in them (`batched`), each handed over in reused shared memory (`data.ring`), a
+worker that dies as one line (`read`), and workers that end with the training process."""
 
 from __future__ import annotations
 
@@ -52,7 +52,9 @@ def in_workers(dataset: grain.IterDataset, workers: int) -> grain.IterDataset:
 
 
 def batched(records: grain.IterDataset, layout: dict, batch: int,
-                          workers: int) -> Iterator[dict]:
+            workers: int) -> Iterator[dict]:
+  """`records` (of `layout`) read in `workers` processes, handed over one a slot and batched
+  here: full batches of `batch`, the last one short."""
   slots = ring.BatchRing(layout, workers, slots=4 * ring.SLOTS)
   iterator = iter(in_workers(records.map(slots.writer()), workers))
   try:
