@@ -132,3 +132,33 @@ def test_a_worker_that_dies_is_one_line_not_a_hang(tmp_path):
   finally:
     train.close()
   assert _shm_blocks() == before
+
+
+def test_a_worker_that_dies_during_evaluation_is_one_line(tmp_path):
+  """Evaluation records read in 2 workers (60 of them, more than their slots hold ahead): a
+  worker killed after the first batch is a UserError naming the evaluation. Mutation: the
+  evaluation's batches read without `read` (grain's RuntimeError passed on) -> red."""
+  import multiprocessing
+  import signal
+
+  from conftest import save_image
+
+  rng = np.random.default_rng(0)
+  for split, count in (("train", 6), ("val", 60)):
+    for i in range(count):
+      save_image(str(tmp_path / split / f"c{i % 3}" / f"{i}.png"),
+                 rng.integers(0, 255, (40, 40, 3), dtype=np.uint8), "PNG")
+  config = folder_config(tmp_path)
+  config.data.workers = 2
+  inp = build_input(config)
+  try:
+    batches = inp.eval_batches(False)
+    next(batches)
+    for child in multiprocessing.active_children():
+      os.kill(child.pid, signal.SIGKILL)
+    with pytest.raises(UserError, match=r"an input worker process was killed by SIGKILL before "
+                                        r"an evaluation batch"):
+      for _ in batches:
+        pass
+  finally:
+    inp.train.close()
