@@ -66,10 +66,10 @@ def _shm_blocks() -> set:
 def test_workers_hand_over_batches_in_reused_shared_memory_and_leave_none(tmp_path, monkeypatch):
   """2 workers' batches, training and evaluation, all come through 2 blocks of shared memory
   each (grain's own hand-over makes blocks per batch), copied out unless lent, and closing
-  leaves nothing in /dev/shm. Lent batches (the reader's copy made on the device) are the same batches, and a
-  lent slot is freed at the next `next` (12 batches > the 8 slots). Mutations: the ring
-  bypassed -> dozens of blocks (red); the lent slot never freed -> the workers wait for a
-  slot: no batch in 60 s (red)."""
+  leaves nothing in /dev/shm. Lent batches (the reader's copy made on the device) are the same
+  batches, and a lent slot is freed at the next `next` (12 batches > the 8 slots). Mutations:
+  the ring bypassed, in training or evaluation -> dozens of blocks (red); the lent slot never
+  freed -> the workers wait for a slot: no batch in 60 s (red)."""
   image_folder_tree(tmp_path)
   config = folder_config(tmp_path)
   config.data.workers = 2

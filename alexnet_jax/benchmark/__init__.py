@@ -50,6 +50,18 @@ def figure(value: float) -> float:
   return float(f"{value:.3g}")
 
 
+def timed(call, seconds: float, warm: int = 3) -> tuple[float, float, int]:
+  """(wall seconds, CPU seconds of this process and its workers, calls) of `call` called
+  again and again for `seconds`, after `warm` calls (worker start, first reads, compiling)."""
+  for _ in range(warm):
+    call()
+  start, cpu, n = time.perf_counter(), cpu_seconds(), 0
+  while time.perf_counter() - start < seconds:
+    call()
+    n += 1
+  return time.perf_counter() - start, cpu_seconds() - cpu, n
+
+
 def cpu_seconds() -> float:
   """CPU time of this process (all threads) and its live child processes (Linux /proc)."""
   total = time.process_time()

@@ -72,9 +72,10 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
   waiting for input and the host's milliseconds per step by part, from the loop's own metrics
   after the first (compiling) interval; the batches' host-to-device GB/s; with the network,
   the step alone timed after it in the same process and the loop's fraction of it; for JPEGs,
-  its ratio to a one-thread Pillow decode and crop of the same JPEGs timed in the same run. `null_model`: a trivial step in place of the network (`null_setup`), so the
-  figures are the loop's own ceiling. `store`: the prepared store's folder, kept (prepared once
-  and reused by later runs). Prints and returns the record."""
+  its ratio to a one-thread Pillow decode and crop of the same JPEGs timed in the same run.
+  `null_model`: a trivial step in place of the network (`null_setup`), so the figures are the
+  loop's own ceiling. `store`: the prepared store's folder, kept (prepared once and reused by
+  later runs). Prints and returns the record."""
   from alexnet_jax import metrics, train
   from alexnet_jax.benchmark.step import timed_step
   from alexnet_jax.data import batch as batch_lib
@@ -123,14 +124,14 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
             "model": "null" if null_model else "alexnet", "batch": batch,
             "dtype": config.model.dtype, "decoder": config.data.decoder,
             "transfer": config.data.transfer,
-            "workers": workers_lib.input_workers(config.data, encoded=source == "jpeg"), "steps": steps,
+            "workers": workers_lib.input_workers(config.data, encoded=source == "jpeg"),
+            "steps": steps,
             "img_per_s": mean("img_per_s", 1), "input_wait_fraction": mean("input_wait_fraction"),
             "host_ms_per_step": {k.split("/")[1]: mean(k) for k in sorted(rows[0])
                                  if k.startswith("host_ms/")}}
-  crossing = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for name, (shape, dtype)
-                 in batch_lib.train_layout(batch, config.model.input_size,
-                                           config.model.in_channels).items()
-                 if name != "skipped")  # a count the prefetcher keeps on the host
+  crossing = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype
+                 in batch_lib.device_layout(batch, config.model.input_size,
+                                            config.model.in_channels).values())
   transfer_ms = record["host_ms_per_step"].get("transfer", 0.0)
   record["transfer_gb_per_s"] = figure(crossing / transfer_ms / 1e6) if transfer_ms else None
   if not null_model:  # the step alone, on device data, in this process

@@ -5,14 +5,12 @@ made in-process beside them."""
 
 from __future__ import annotations
 
-import time
-
 import grain
 import numpy as np
 
-from alexnet_jax.benchmark import cpu_seconds
+from alexnet_jax.benchmark import timed
 from alexnet_jax.data import batch as batch_lib
-from alexnet_jax.data import ring, workers
+from alexnet_jax.data import workers
 
 
 class _Constant(grain.transforms.Map):
@@ -27,34 +25,25 @@ class _Constant(grain.transforms.Map):
 
 
 def _time(kind: str, layout: dict, seconds: float) -> dict:
-  dataset = (grain.MapDataset.range(1 << 30).map(_Constant(layout))
-             .to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2)))
-  batches = ring.BatchRing(layout, 1) if kind == "reused shared memory" else None
-  if batches is not None:
-    dataset = dataset.map(batches.writer())
-  if kind != "in-process":
-    dataset = workers.in_workers(dataset, 1)
-  iterator, n = iter(dataset), 0
+  """A constant batch made in-process, or in one worker and handed over through grain's shared
+  memory or through the input's own (`workers.FromStep`, as training takes its batches),
+  copied out each time."""
+  constant = grain.MapDataset.range(1 << 30).map(_Constant(layout))
+  read = grain.ReadOptions(num_threads=1, prefetch_buffer_size=2)
+  if kind == "reused shared memory":
+    iterator = workers.FromStep(constant, read, 1, layout)  # copies each batch out
+  else:
+    dataset = constant.to_iter_dataset(read)
+    iterator = iter(workers.in_workers(dataset, 1) if kind != "in-process" else dataset)
 
   def take():
-    item = next(iterator)
-    copied = {k: v.copy() for k, v in (batches.views(item) if batches else item).items()}
-    if batches is not None:
-      batches.release(item)
-    return copied
+    batch = next(iterator)
+    return batch if kind == "reused shared memory" else {k: v.copy() for k, v in batch.items()}
 
   try:
-    for _ in range(3):  # the worker's start
-      take()
-    start, cpu = time.perf_counter(), cpu_seconds()
-    while time.perf_counter() - start < seconds:
-      take()
-      n += 1
-    wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    wall, cpu, n = timed(take, seconds)
   finally:
     iterator.close()
-    if batches is not None:
-      batches.close()
   return {"ms_per_batch": round(1000 * wall / n, 2), "cpu_ms_per_batch": round(1000 * cpu / n, 2)}
 
 

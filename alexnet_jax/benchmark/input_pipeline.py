@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from alexnet_jax.benchmark import cpu_seconds, emit, handover
+from alexnet_jax.benchmark import emit, handover, timed
 from alexnet_jax.data.samples import IMAGENET_TRAIN_SIZE, generate_imagenet_like
 
 
@@ -28,16 +28,12 @@ def _input_data(root: str, store: str, quality: int, chroma: str):
 def _time_batches(batches, seconds: float, batch_size: int) -> tuple[float, float]:
   """(images/s, images per CPU-second of this process and its workers) over `seconds`."""
   it = iter(batches)
-  for _ in range(3):  # warm-up: worker start, first reads
-    next(it)
-  start, cpu, n = time.perf_counter(), cpu_seconds(), 0
-  while time.perf_counter() - start < seconds:
-    next(it)
-    n += 1
-  elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu
-  if hasattr(it, "close"):
-    it.close()
-  return n * batch_size / elapsed, n * batch_size / cpu
+  try:
+    wall, cpu, n = timed(lambda: next(it), seconds)
+  finally:
+    if hasattr(it, "close"):
+      it.close()
+  return n * batch_size / wall, n * batch_size / cpu
 
 
 def plain_pil_loop(images, seconds: float, size: int = 256,

@@ -6,11 +6,9 @@ with worker processes on a GPU."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
-from alexnet_jax.benchmark import emit, figure
+from alexnet_jax.benchmark import emit, figure, timed
 from alexnet_jax.data import batch as batch_lib
 from alexnet_jax.data import ring
 
@@ -20,19 +18,6 @@ def _host_batch(layout: dict) -> dict[str, np.ndarray]:
   return {k: rng.integers(0, 255, shape).astype(dtype) for k, (shape, dtype) in layout.items()}
 
 
-def _timed(put, seconds: float) -> tuple[float, float, int]:
-  """(wall s, CPU s of this process, transfers) of `put` (each completed) over `seconds`."""
-  import jax
-
-  for _ in range(3):
-    jax.block_until_ready(put())
-  start, cpu, n = time.perf_counter(), time.process_time(), 0
-  while time.perf_counter() - start < seconds:
-    jax.block_until_ready(put())
-    n += 1
-  return time.perf_counter() - start, time.process_time() - cpu, n
-
-
 def bench_transfer(config, *, batch: int, seconds: float) -> list[dict]:
   """Prints (and returns) a record per way: GB/s, ms and CPU ms per batch of `batch` patches of
   the config's crop, on the first device."""
@@ -40,8 +25,7 @@ def bench_transfer(config, *, batch: int, seconds: float) -> list[dict]:
   from jax.sharding import SingleDeviceSharding
 
   batch = batch or config.data.batch_size
-  layout = {k: v for k, v in batch_lib.train_layout(
-      batch, config.model.input_size, config.model.in_channels).items() if k != "skipped"}
+  layout = batch_lib.device_layout(batch, config.model.input_size, config.model.in_channels)
   host = _host_batch(layout)
   nbytes = sum(v.nbytes for v in host.values())
   device = jax.devices()[0]
@@ -61,7 +45,7 @@ def bench_transfer(config, *, batch: int, seconds: float) -> list[dict]:
       ways["fields, through pinned host memory"] = lambda: jax.device_put(
           jax.device_put(host, pinned), on_device)
     for way, put in ways.items():
-      wall, cpu, n = _timed(put, seconds)
+      wall, cpu, n = timed(lambda: jax.block_until_ready(put()), seconds)
       record = {"bench": "transfer", "way": way, "device": device.device_kind, "batch": batch,
                 "mb_per_batch": figure(nbytes / 1e6), "gb_per_s": figure(nbytes * n / wall / 1e9),
                 "ms_per_batch": figure(1e3 * wall / n), "cpu_ms_per_batch": figure(1e3 * cpu / n)}

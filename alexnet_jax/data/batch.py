@@ -42,6 +42,12 @@ def train_layout(size: int, crop: int, channels: int) -> dict[str, tuple[tuple[i
           "shrink": ((size,), "float32"), "skipped": ((size,), "int32")}
 
 
+def device_layout(size: int, crop: int, channels: int) -> dict[str, tuple[tuple[int, ...], str]]:
+  """`train_layout` less 'skipped' (a count the prefetcher keeps on the host): what crosses to
+  the devices."""
+  return {k: v for k, v in train_layout(size, crop, channels).items() if k != "skipped"}
+
+
 def evaluation_record_layout(views: tuple[int, ...], crop: int,
                              channels: int) -> dict[str, tuple[tuple[int, ...], str]]:
   """{field: (shape, dtype)} of one example of an evaluation batch (`views`: () or (10,))."""

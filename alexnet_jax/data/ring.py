@@ -106,9 +106,7 @@ class BatchRing:
       self.close()
       raise UserError(f"cannot create the input workers' shared memory: {e}") from None
     self._memory = [_own_mapping(b) for b in self._blocks]
-    self._busy = [np.ndarray((slots,), np.int64, m) for m in self._memory]
-    for busy in self._busy:
-      busy[:] = 0
+    self._busy = [np.ndarray((slots,), np.int64, m) for m in self._memory]  # new: all 0
 
   def writer(self) -> "RingWriter":
     return RingWriter([b.name for b in self._blocks], self.layout, self.slots)
@@ -125,7 +123,7 @@ class BatchRing:
 
   def release_all(self) -> None:
     """Frees every slot: a worker waiting for one goes on (to be stopped)."""
-    for busy in getattr(self, "_busy", []):
+    for busy in self._busy:
       busy[:] = 0
 
   def close(self) -> None:

@@ -51,12 +51,29 @@ def in_workers(dataset: grain.IterDataset, workers: int) -> grain.IterDataset:
                                                               parent=os.getpid()))
 
 
+def _handed_over(dataset: grain.IterDataset, layout: dict, workers: int,
+                 slots: int = ring.SLOTS) -> tuple[ring.BatchRing, grain.DatasetIterator]:
+  """`dataset`'s elements (of `layout`) read in `workers` processes and handed over in a
+  `ring.BatchRing`: the ring and the iterator of their tickets."""
+  slots_ = ring.BatchRing(layout, workers, slots)
+  return slots_, iter(in_workers(dataset.map(slots_.writer()), workers))
+
+
+def _stop(slots: ring.BatchRing | None, iterator) -> None:
+  """Stops the workers (no worker waits for a slot meanwhile), then removes their ring."""
+  if slots is not None:
+    slots.release_all()
+  if iterator is not None and hasattr(iterator, "close"):
+    iterator.close()
+  if slots is not None:
+    slots.close()
+
+
 def batched(records: grain.IterDataset, layout: dict, batch: int,
             workers: int) -> Iterator[dict]:
   """`records` (of `layout`) read in `workers` processes, handed over one a slot and batched
   here: full batches of `batch`, the last one short."""
-  slots = ring.BatchRing(layout, workers, slots=4 * ring.SLOTS)
-  iterator = iter(in_workers(records.map(slots.writer()), workers))
+  slots, iterator = _handed_over(records, layout, workers, slots=4 * ring.SLOTS)
   try:
     while True:
       out = {k: np.empty((batch, *shape), dtype) for k, (shape, dtype) in layout.items()}
@@ -69,9 +86,7 @@ def batched(records: grain.IterDataset, layout: dict, batch: int,
         return
       yield {k: v[:n] for k, v in out.items()}
   finally:
-    slots.release_all()
-    iterator.close()
-    slots.close()
+    _stop(slots, iterator)
 
 
 def input_workers(data, encoded: bool) -> int:
@@ -128,9 +143,9 @@ class FromStep(grain.DatasetIterator):
     if self._iterator is None:
       dataset = self._batches[self._step:].to_iter_dataset(self._read)
       if self._workers > 0:
-        self._ring = ring.BatchRing(self._layout, self._workers)
-        dataset = dataset.map(self._ring.writer())
-      self._iterator = iter(in_workers(dataset, self._workers))
+        self._ring, self._iterator = _handed_over(dataset, self._layout, self._workers)
+      else:
+        self._iterator = iter(dataset)
     return self._iterator
 
   def lend(self) -> bool:
@@ -179,11 +194,5 @@ class FromStep(grain.DatasetIterator):
       start()
 
   def close(self) -> None:
-    iterator, self._iterator = self._iterator, None
-    ring_, self._ring, self._lent = self._ring, None, None
-    if ring_ is not None:
-      ring_.release_all()  # no worker waits for a slot while grain stops them
-    if iterator is not None and hasattr(iterator, "close"):
-      iterator.close()
-    if ring_ is not None:
-      ring_.close()
+    _stop(self._ring, self._iterator)
+    self._iterator = self._ring = self._lent = None
