@@ -152,10 +152,11 @@ def phase_input(sizes: Sizes, work: str, deadline: float, log) -> dict:
   result["prepare"] = {"seconds": round(seconds, 1),
                        "img_per_s": round(sizes.images * 1.1 / seconds, 1), **records[-1]}
   # In the order of what the goals need, as far as the phase's share goes: the config's
-  # input (worker processes on a GPU node), nvImageCodec at the big batch, the loop's ceiling
-  # (the null model), the ways of crossing to the device, reader threads in the training
-  # process, batches staged in pinned host memory, nvImageCodec at the loop's batch, the
-  # ceiling at the big batch.
+  # input (worker processes on a GPU node), nvImageCodec at the big batch (on the device), the
+  # loop's ceiling (the null model), the ways of crossing to the device and of decoding,
+  # reader threads in the training process, batches staged in pinned host memory,
+  # nvImageCodec at the loop's batch, the ceiling at the big batch, nvImageCodec at the big
+  # batch in the input workers.
   nvimgcodec = importlib.util.find_spec("nvidia.nvimgcodec") is not None
   big = f"--batch={sizes.loop_big_batch}"
   end2end = ["alexnet_jax.benchmark", "end2end", f"--config={sizes.loop_config}",
@@ -163,15 +164,21 @@ def phase_input(sizes: Sizes, work: str, deadline: float, log) -> dict:
              f"--batch={sizes.loop_batch}", "--dtype=bfloat16", f"--steps={sizes.loop_steps}"]
   transfer = ["alexnet_jax.benchmark", "transfer", f"--config={sizes.loop_config}",
               f"--batch={sizes.loop_batch}", "--seconds=2"]
+  decode = ["alexnet_jax.benchmark", "decode", f"--config={sizes.loop_config}",
+            f"--root={root}", f"--store={store}", f"--batch={sizes.loop_batch}", "--seconds=2"]
   commands = [end2end, *([end2end + [big, "--decoder=nvimgcodec"]] if nvimgcodec else []),
-              end2end + ["--null_model"], transfer, end2end + ["--config.data.workers=0"],
-              end2end + ["--config.data.transfer=pinned"],
+              end2end + ["--null_model"], transfer, *([decode] if nvimgcodec else []),
+              end2end + ["--config.data.workers=0"], end2end + ["--config.data.transfer=pinned"],
               *([end2end + ["--decoder=nvimgcodec"]] if nvimgcodec else []),
-              end2end + [big, "--null_model"]]
+              end2end + [big, "--null_model"],
+              *([end2end + [big, "--decoder=nvimgcodec", "--config.data.decode_on=host"]]
+                if nvimgcodec else [])]
   result["transfer"] = []  # the ways of crossing to the device, GB/s each
+  result["decode"] = []  # the ways of decoding, img/s and grey levels from the default's
   for command in commands:
     records, error = _child(command, deadline, log)
-    result["transfer" if command is transfer else "records"] += records
+    result["transfer" if command is transfer else "decode" if command is decode
+           else "records"] += records
     if error:
       result["errors"].append(f"{' '.join(command[1:2] + command[len(end2end):])}: {error}")
   return result
@@ -232,7 +239,11 @@ def goals(report: dict) -> list[dict]:
               and r.get("batch") == batch]
   loop = _find(report, "input", bench="end2end", model="alexnet", batch=batch)
   big = _find(report, "input", bench="end2end", model="alexnet", decoder="nvimgcodec",
-              batch=report["loop_big_batch"])
+              decoded_on="device", batch=report["loop_big_batch"])
+  on_gpu = [r for r in report["phases"].get("input", {}).get("decode", [])
+            if r["way"].startswith("nvImageCodec in the training process")
+            and r.get("device", "cpu") != "cpu"]
+  grey = on_gpu[0]["max_abs_diff"] if on_gpu else None
   hours = projection(report)["hours_at_loop_speed"]
   train = report["phases"].get("train", {})
   last = (train.get("accuracy_by_epoch") or [None])[-1]
@@ -250,6 +261,8 @@ def goals(report: dict) -> list[dict]:
                f"{report['loop_big_batch']})",
        "measured": big and big["img_per_s"],
        "met": None if big is None else big["img_per_s"] >= NVIMGCODEC_IMG_PER_S},
+      {"goal": "nvImageCodec on the GPU within 1 grey level of the default decoder",
+       "measured": grey, "met": None if grey is None else grey <= 1},
       {"goal": f"{PAPER_EPOCHS} ImageNet epochs at the loop's speed <= {PROJECTED_HOURS:g} h",
        "measured": hours, "met": None if hours is None else hours <= PROJECTED_HOURS},
       {"goal": f"the full network's training loss below {LEAVES_CHANCE:g} ln 10 by the end "
@@ -324,11 +337,15 @@ def markdown(report: dict) -> str:
                                 "ms_per_step", "fraction_of_peak", "jax_speedup"))
     if name == "input":
       lines += [f"Images: {phase.get('images')}", "", f"Prepare: {phase.get('prepare')}", ""]
-      lines += _table(records, ("model", "source", "decoder", "workers", "transfer", "batch",
+      lines += _table(records, ("model", "source", "decoder", "decoded_on", "workers",
+                                "transfer", "batch",
                                 "img_per_s", "of_step", "transfer_gb_per_s",
                                 "input_wait_fraction", "host_ms_per_step"))
       lines += [""] + _table(phase.get("transfer", []), ("way", "batch", "mb_per_batch",
                                                          "gb_per_s", "cpu_ms_per_batch"))
+      lines += [""] + _table(phase.get("decode", []), ("way", "batch", "img_per_s",
+                                                       "cpu_ms_per_batch", "max_abs_diff",
+                                                       "differing_fraction", "left_to_host"))
     if name in ("train", "projection"):
       lines += ["```", json.dumps({k: v for k, v in phase.items() if k not in
                                    ("commands", "records", "errors")}, indent=1), "```"]

@@ -56,5 +56,6 @@ def to_global(batch: dict, sharding, transfer: str = "pageable") -> dict:
   if transfer == "pageable":
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
   pinned = sharding.with_memory_kind("pinned_host")
-  return jax.device_put({k: jax.make_array_from_process_local_data(pinned, v)
+  return jax.device_put({k: v if isinstance(v, jax.Array)  # decoded on a device: stays there
+                         else jax.make_array_from_process_local_data(pinned, v)
                          for k, v in batch.items()}, sharding)

@@ -32,7 +32,11 @@ PY="${PYTHON:-python3}"
 import sys, tomllib
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
 extras = project["optional-dependencies"]
-wanted = list(project["dependencies"]) + extras["test"]
+# nvImageCodec with the GPU's decoders (nvJPEG) for the node's CUDA, in place of the test
+# extra's CPU-only one
+nvimgcodec = extras["nvimgcodec" if sys.argv[2] == "12" else "nvimgcodec-cu13"]
+wanted = list(project["dependencies"]) + nvimgcodec
+wanted += [r for r in extras["test"] if not r.startswith("nvidia-nvimgcodec")]
 wanted += [r for r in extras["benchmark"] if sys.argv[3] == "1" or not r.startswith("torch")]
 open(f"{sys.argv[4]}/requirements.txt", "w").write("\n".join(wanted) + "\n")
 open(f"{sys.argv[4]}/cuda.txt", "w").write("\n".join(extras[f"cuda{sys.argv[2]}"]) + "\n")

@@ -30,6 +30,26 @@ def test_the_pipelines_batches_are_the_layouts(tmp_path):
     assert sum(int(e["mask"].sum()) for e in evaluation) == 6  # 7 val files, 1 unreadable
 
 
+def test_an_encoded_batch_is_its_layout():
+  """What `TrainBatch` sends when the device decodes (`encoded_train`) is
+  `encoded_train_layout`. Mutations: the JPEG ends as int32 in the pipeline -> red; the
+  layout's 'skipped' dropped -> red."""
+  from alexnet_jax.data import pipeline
+
+  split = type("Store", (), {"encoded": True, "stored_form": True, "__len__": lambda self: 3,
+                             "__getitem__": lambda self, i: {"encoded": bytes([i] * (10 + i)),
+                                                             "label": np.int32(i)}})()
+  augmentation = pipeline.Augmentation(36, 32, True, 0.1, np.eye(3), seed=0)
+  cut = pipeline.TrainBatch(augmentation, split, 3, decoder="nvimgcodec", jpeg_capacity=64)
+  encoded = cut.map({"index": np.array([2, 0]), "position": np.array([5, 6])})
+  layout = batch.encoded_train_layout(2, 64, 3)
+  assert {k: (v.shape, v.dtype) for k, v in encoded.items()} == {
+      k: (shape, np.dtype(dtype)) for k, (shape, dtype) in layout.items()}
+  assert encoded["jpeg_end"].tolist() == [12, 22] and encoded["index"].tolist() == [2, 0]
+  assert bytes(encoded["jpeg"][:22]) == bytes([2] * 12 + [0] * 10)
+  assert encoded["label"].tolist() == [2, 0]
+
+
 def test_an_evaluation_batch_is_padded_with_masked_zeros():
   """Mutation: the mask set for the padding too -> red."""
   records = {"image": np.full((2, 4, 4, 1), 7, np.uint8), "label": np.array([3, 5], np.int32),

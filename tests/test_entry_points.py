@@ -121,6 +121,10 @@ def test_the_small_tools(tmp_path):
       "benchmark", "transfer", "--config=configs/tiny.py", "--batch=8",
       "--seconds=0.05").stdout.splitlines()]
   assert len(ways) == 4 and "fields, pageable host memory" in ways
+  decoded = [json.loads(line) for line in run(
+      "benchmark", "decode", "--config=configs/tiny.py", "--generate=8", "--batch=4",
+      "--seconds=0.05").stdout.splitlines()]
+  assert [r["max_abs_diff"] for r in decoded] == [0, 0, 0]
   image_folder_tree(tmp_path / "tree")
   data = ["--config=configs/tiny.py", "--config.data.name=image_folder",
           f"--config.data.data_dir={tmp_path}/tree", "--config.model.num_classes=3"]

@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _report(step_img_per_s=36000.0, compile_img_per_s=18000.0, loop_img_per_s=4500.0,
-            big_img_per_s=40000.0):
+            big_img_per_s=40000.0, grey=2):
   return {"loop_batch": 128, "loop_big_batch": 512, "phases": {
       "step": {"records": [
           {"framework": "jax 0.11.2", "dtype": "bfloat16", "batch": 512, "img_per_s": 1.0},
@@ -32,7 +32,14 @@ def _report(step_img_per_s=36000.0, compile_img_per_s=18000.0, loop_img_per_s=45
            "img_per_s": loop_img_per_s},
           {"bench": "end2end", "model": "null", "batch": 128, "img_per_s": 99999.0},
           {"bench": "end2end", "model": "alexnet", "batch": 512, "decoder": "nvimgcodec",
-           "img_per_s": big_img_per_s}]},
+           "decoded_on": "host", "img_per_s": 2.0 * big_img_per_s},
+          {"bench": "end2end", "model": "alexnet", "batch": 512, "decoder": "nvimgcodec",
+           "decoded_on": "device", "img_per_s": big_img_per_s}],
+          "decode": [
+              {"way": "nvImageCodec CPU backend, one thread (the input workers')",
+               "device": "NVIDIA H200", "max_abs_diff": 0},
+              {"way": "nvImageCodec in the training process on NVIDIA H200",
+               "device": "NVIDIA H200", "max_abs_diff": grey}]},
       "train": {"loss_at_epoch_1": 0.45,
                 "accuracy_by_epoch": [{"epoch": 1.0, "accuracy": 70.0},
                                       {"epoch": 2.0, "accuracy": 80.0}]}}}
@@ -40,18 +47,25 @@ def _report(step_img_per_s=36000.0, compile_img_per_s=18000.0, loop_img_per_s=45
 
 def test_goals_read_the_batch_128_bf16_step_against_torch_compile_and_the_loop():
   """Mutations: the loop's record found at any batch (the first, batch 512's) -> red; the
-  nvImageCodec goal read off the default decoder's record -> red."""
-  speedup, loop, big, hours, first_epoch, fashion = gpu_check.goals(_report())
+  nvImageCodec goal read off the default decoder's record, or off the workers' decoding ->
+  red; the grey levels read off the workers' way -> red."""
+  speedup, loop, big, grey, hours, first_epoch, fashion = gpu_check.goals(_report())
   assert (speedup["measured"], speedup["met"]) == (2.0, True)
   assert (loop["measured"], loop["met"]) == (0.125, False)
   assert (big["measured"], big["met"]) == (40000.0, False)
+  assert (grey["measured"], grey["met"]) == (2, False)
   assert (hours["measured"], hours["met"]) == (round(90 * 1_281_167 / 4500 / 3600, 2), False)
   assert (first_epoch["measured"], first_epoch["met"]) == (0.45, True)
   assert (fashion["measured"], fashion["met"]) == (80.0, None)  # 2 epochs of 30: not judged
   assert "ended at epoch 2.0" in fashion["note"]
-  speedup, loop, big, hours, _, _ = gpu_check.goals(
-      _report(compile_img_per_s=20000.0, loop_img_per_s=33000.0, big_img_per_s=46000.0))
-  assert (speedup["met"], loop["met"], big["met"], hours["met"]) == (False, True, True, True)
+  speedup, loop, big, grey, hours, _, _ = gpu_check.goals(
+      _report(compile_img_per_s=20000.0, loop_img_per_s=33000.0, big_img_per_s=46000.0,
+              grey=1))
+  assert (speedup["met"], loop["met"], big["met"], grey["met"], hours["met"]) == (
+      False, True, True, True, True)
+  on_cpu = _report()
+  on_cpu["phases"]["input"]["decode"][1]["device"] = "cpu"  # no GPU: not judged
+  assert gpu_check.goals(on_cpu)[3]["met"] is None
   report = _report()
   report["phases"]["input"]["records"][1]["of_step"] = 0.93  # the step timed beside the loop
   assert gpu_check.goals(report)[1]["measured"] == 0.93
@@ -83,19 +97,23 @@ def test_smoke_mode_runs_every_phase_and_writes_the_report(tmp_path):
   assert {r["framework"].split()[0] for r in phases["step"]["records"]} == {"jax"}
   assert {r["model"] for r in phases["input"]["records"]} == {"alexnet", "null"}
   # The loop in the order the goals need it: the config's input, nvImageCodec at the big
-  # batch, the null model, reader threads, pinned staging, nvImageCodec, the null model big.
-  assert len(phases["input"]["records"]) == 7
-  assert [r["batch"] for r in phases["input"]["records"]] == [4, 8, 4, 4, 4, 4, 8]
+  # batch, the null model, reader threads, pinned staging, nvImageCodec, the null model big,
+  # nvImageCodec big in the workers.
+  assert len(phases["input"]["records"]) == 8
+  assert [r["batch"] for r in phases["input"]["records"]] == [4, 8, 4, 4, 4, 4, 8, 8]
   assert [r["decoder"] for r in phases["input"]["records"]][:2] == ["simplejpeg", "nvimgcodec"]
   assert {r["decoder"] for r in phases["input"]["records"]} == {"simplejpeg", "nvimgcodec"}
+  assert {r["decoded_on"] for r in phases["input"]["records"]} == {"host"}  # no GPU
   assert phases["input"]["prepare"]["records"]["train"] == gpu_check.SMOKE.images
   assert len(phases["input"]["transfer"]) == 4 and all(
       r["gb_per_s"] > 0 for r in phases["input"]["transfer"])
+  assert [r["max_abs_diff"] for r in phases["input"]["decode"]] == [0, 0, 0]
   if os.path.isdir(FASHION):
     assert phases["train"]["img_per_s"] > 0 and phases["train"]["accuracy_by_epoch"]
   assert phases["projection"]["hours_at_loop_speed"] > 0
   assert [g["goal"].split()[1:3] for g in report["goals"]] == [
-      ["step", ">="], ["loop", "from"], ["loop", "with"], ["ImageNet", "epochs"],
+      ["step", ">="], ["loop", "from"], ["loop", "with"], ["on", "the"],
+      ["ImageNet", "epochs"],
       ["full", "network's"], ["full", "network"]]
   markdown = (out / "report.md").read_text()
   for heading in ("(a) The training step", "(b) The store and the loop",

@@ -1,20 +1,21 @@
 """`data.decoder=nvimgcodec` (`data.nvdecode`): on nvImageCodec's CPU backend, the training
-patches of a prepared store bit for bit the default decoder's."""
+patches of a prepared store bit for bit the default decoder's, decoded in the input workers
+or, from the JPEGs they send, in the training process (`data.decode_on=device`, a GPU's way)."""
 
 import sys
 
 import numpy as np
 import pytest
 
-from alexnet_jax.data import nvdecode, prepare, store_format
+from alexnet_jax.data import nvdecode, pipeline, prepare, sources, store_format
 from alexnet_jax.errors import UserError
 from conftest import build_input, folder_config, image_folder_tree
 
 pytest.importorskip("nvidia.nvimgcodec", reason="the nvimgcodec extra")
 
 
-def _batches(config, decoder, count=4):
-  config.data.decoder = decoder
+def _batches(config, decoder, count=4, decode_on="auto"):
+  config.data.update(decoder=decoder, decode_on=decode_on)
   inp = build_input(config)
   try:
     return [next(inp.train) for _ in range(count)]
@@ -22,36 +23,124 @@ def _batches(config, decoder, count=4):
     inp.train.close()
 
 
-@pytest.mark.parametrize("channels", [3, 1])
-def test_the_patches_are_the_default_decoders_bit_for_bit(tmp_path, channels, capfd,
-                                                           monkeypatch):
-  """Mutations: the region's top and left swapped -> red; the decoder not used (the default
-  path taken) -> the count of patches it decoded is 0 (red)."""
+def _prepared(tmp_path, channels=3):
   image_folder_tree(tmp_path / "src")
   config = folder_config(tmp_path / "src")
   config.model.in_channels = channels
   config.data.prepared_dir = str(tmp_path / "store")
   prepare.prepare(config.data, channels=channels, num_classes=3, shard_size=4, workers=1,
                   progress=False)
-  decoded = []
-  real = nvdecode.PatchDecoder.patches
+  return config
+
+
+def _assert_same(ours, theirs):
+  for want, got in zip(ours, theirs, strict=True):
+    assert set(got) == set(want)
+    for key in want:
+      np.testing.assert_array_equal(np.asarray(got[key]), want[key], err_msg=key)
+
+
+def _counted(monkeypatch, owner, name: str) -> list:
+  """Whether each patch that `owner.name` returns was decoded (not None), as it runs."""
+  decoded, real = [], getattr(owner, name)
 
   def counted(self, *args):
     out = real(self, *args)
     decoded.extend(p is not None for p in out)
     return out
 
-  monkeypatch.setattr(nvdecode.PatchDecoder, "patches", counted)
+  monkeypatch.setattr(owner, name, counted)
+  return decoded
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_the_patches_are_the_default_decoders_bit_for_bit(tmp_path, channels, capfd,
+                                                           monkeypatch):
+  """Mutations: the region's top and left swapped -> red; the decoder not used (the default
+  path taken) -> the count of patches it decoded is 0 (red)."""
+  config = _prepared(tmp_path, channels)
+  decoded = _counted(monkeypatch, nvdecode.PatchDecoder, "patches")
   theirs = _batches(config.copy_and_resolve_references(), "nvimgcodec")
   monkeypatch.undo()
   ours = _batches(config.copy_and_resolve_references(), "simplejpeg")
   # Every patch (those of the batches read ahead too), none left to the default decoder.
   assert len(decoded) >= 4 * config.data.batch_size and all(decoded)
-  for want, got in zip(ours, theirs):
-    assert want["image"].shape[-1] == channels
-    for key in want:
-      np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+  _assert_same(ours, theirs)
+  assert theirs[0]["image"].shape[-1] == channels
   assert "nvjpeg" not in capfd.readouterr().err.lower()  # its missing-GPU-library lines
+
+
+@pytest.mark.parametrize("channels,workers", [(3, 2), (1, 0)])
+def test_decoded_in_the_training_process_the_patches_are_the_default_decoders(
+    tmp_path, channels, workers, monkeypatch):
+  """The workers send the JPEGs (`batch.encoded_train`) and `DeviceDecoder` decodes them here.
+  Mutations: its region's top and left swapped -> red; `decode_on=device` not heeded (the
+  workers decode) -> none decoded here (red)."""
+  config = _prepared(tmp_path, channels)
+  config.data.workers = workers
+  decoded = _counted(monkeypatch, nvdecode.DeviceDecoder, "_decoded")
+  theirs = _batches(config.copy_and_resolve_references(), "nvimgcodec", decode_on="device")
+  ours = _batches(config.copy_and_resolve_references(), "simplejpeg")
+  assert len(decoded) >= 4 * config.data.batch_size and all(decoded)
+  _assert_same(ours, theirs)
+  assert theirs[0]["image"].shape[-1] == channels
+
+
+def test_a_jpeg_not_sent_or_unreadable_is_decoded_on_the_host(tmp_path, monkeypatch):
+  """A batch's buffer too small for all its JPEGs, and a record that is no JPEG: those
+  patches come from the default decoder (the unreadable one replaced and counted) and the
+  batches are the default decoder's. Mutations: a patch not sent decoded from the bytes
+  after it (`jpeg_end` ignored) -> red; the host's skipped count dropped -> red."""
+  from alexnet_jax.data import store_format
+
+  config = _prepared(tmp_path)
+  real_read = store_format.PreparedSplit.__getitem__
+
+  def damaged(self, index):
+    record = real_read(self, index)
+    return {**record, "encoded": b"not a jpeg"} if index == 1 else record
+
+  monkeypatch.setattr(store_format.PreparedSplit, "__getitem__", damaged)
+  split = sources.load(config.data, channels=3, num_classes=3).train
+  sizes = sorted(len(real_read(split, i)["encoded"]) for i in range(len(split)))
+  # Room for about half of a batch's JPEGs.
+  monkeypatch.setattr(nvdecode, "JPEG_BYTES_PER_IMAGE", sizes[len(sizes) // 2] // 2)
+  on_host, real_patch = [], pipeline.TrainBatch.host_patch
+
+  def counted(self, *args):
+    on_host.append(args[0])
+    return real_patch(self, *args)
+
+  monkeypatch.setattr(pipeline.TrainBatch, "host_patch", counted)
+  theirs = _batches(config.copy_and_resolve_references(), "nvimgcodec", count=8,
+                    decode_on="device")
+  ours = _batches(config.copy_and_resolve_references(), "simplejpeg", count=8)
+  _assert_same(ours, theirs)
+  assert 0 < len(on_host) < 8 * config.data.batch_size
+  assert sum(int(b["skipped"].sum()) for b in ours) > 0  # the damaged record was met
+
+
+def test_where_it_decodes_is_checked_at_load(tmp_path):
+  """Mutation: decode_on=device allowed without a prepared store -> no error (red)."""
+  from alexnet_jax.configs import paper
+
+  data = paper.get_config().data
+  data.decode_on = "gpu"
+  with pytest.raises(UserError, match="data.decode_on must be one of auto, host, device"):
+    nvdecode.check_decode_on(data)
+  data.decode_on = "device"
+  with pytest.raises(UserError, match="needs data.decoder=nvimgcodec"):
+    nvdecode.check_decode_on(data)
+  data.decoder = "nvimgcodec"
+  nvdecode.check_decode_on(data)
+  files = type("Files", (), {"stored_form": False})()
+  store = type("Store", (), {"stored_form": True})()
+  with pytest.raises(UserError, match="decodes the prepared store's JPEGs"):
+    nvdecode.decodes_on_device(data, files)
+  assert nvdecode.decodes_on_device(data, store)
+  data.decode_on = "auto"  # on a CPU: the workers decode
+  assert not nvdecode.decodes_on_device(data, store)
+  assert not nvdecode.decodes_on_device(data, files)
 
 
 def test_an_unreadable_record_is_left_to_the_default_decoder():
@@ -73,8 +162,9 @@ def test_a_decoder_that_is_not_there_is_one_line(monkeypatch):
 @pytest.mark.slow
 def test_it_trains_the_default_decoders_network_in_worker_processes(tmp_path):
   """The same run from a prepared store, nvImageCodec's CPU backend decoding in 2 worker
-  processes and the default decoder in-process: bitwise the same parameters. Mutation: the
-  region's top and left swapped -> red."""
+  processes, or in the training process from the JPEGs they send, and the default decoder
+  in-process: bitwise the same parameters. Mutation: the region's top and left swapped (in
+  `PatchDecoder`, in `DeviceDecoder`) -> red."""
   from alexnet_jax import train
   from conftest import assert_same_params
 
@@ -85,9 +175,12 @@ def test_it_trains_the_default_decoders_network_in_worker_processes(tmp_path):
   prepare.prepare(config.data, channels=3, num_classes=3, shard_size=4, workers=1,
                   progress=False)
   steps = []
-  for name, decoder, workers in (("default", "simplejpeg", 0), ("nv", "nvimgcodec", 2)):
+  runs = (("default", "simplejpeg", "auto"), ("workers", "nvimgcodec", "host"),
+          ("training_process", "nvimgcodec", "device"))
+  for name, decoder, decode_on in runs:
     run = config.copy_and_resolve_references()
-    run.data.update(decoder=decoder, workers=workers)
+    run.data.update(decoder=decoder, workers=0 if name == "default" else 2, decode_on=decode_on)
     steps.append(train.train_and_evaluate(run, str(tmp_path / name)).step)
-  assert steps[0] == steps[1] > 0
-  assert_same_params(str(tmp_path / "nv"), str(tmp_path / "default"), step=steps[0])
+  assert steps[0] == steps[1] == steps[2] > 0
+  for name, _, _ in runs[1:]:
+    assert_same_params(str(tmp_path / name), str(tmp_path / "default"), step=steps[0])

@@ -27,3 +27,23 @@ def test_a_pinned_transfer_stages_the_batch_in_pinned_host_memory_and_lands_the_
     for key, want in batch.items():
       assert out[key].sharding == batch_sharding and out[key].sharding.memory_kind == "device"
       np.testing.assert_array_equal(np.asarray(out[key]), want)
+
+
+def test_an_array_already_on_a_device_is_not_staged_through_the_host(monkeypatch):
+  """A batch whose patches were decoded on the device (`nvdecode.DeviceDecoder`): they stay
+  there, the other fields are staged. Mutation: the device array staged too -> red."""
+  batch_sharding = NamedSharding(sharding.make_mesh(), PartitionSpec(sharding.DATA))
+  image = jax.device_put(np.arange(8 * 2 * 2 * 3, dtype=np.uint8).reshape(8, 2, 2, 3),
+                         jax.devices()[0])
+  staged, real = [], jax.make_array_from_process_local_data
+
+  def recorded(target, value):
+    staged.append(value.shape)
+    return real(target, value)
+
+  monkeypatch.setattr(jax, "make_array_from_process_local_data", recorded)
+  out = sharding.to_global({"image": image, "label": np.arange(8, dtype=np.int32)},
+                           batch_sharding, "pinned")
+  assert staged == [(8,)]
+  assert out["image"].sharding == batch_sharding
+  np.testing.assert_array_equal(np.asarray(out["image"]), np.asarray(image))

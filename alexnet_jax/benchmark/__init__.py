@@ -1,6 +1,6 @@
 """Benchmarks that print figures (one JSON line each); tests never assert on time. Each
 benchmark is a module of this package (`input_pipeline`, `step`, `end2end`, `transfer`,
-`scaling`).
+`decode`, `scaling`).
 
   python -m alexnet_jax.benchmark input [--root=DIR] [--workers=N] [--seconds=S]
       The training input pipeline (decode, §2 rescale + centre crop, §4.1 random crop, flip,
@@ -27,6 +27,12 @@ benchmark is a module of this package (`input_pipeline`, `step`, `end2end`, `tra
       A training batch crossing to the first device, each way: its fields from pageable host
       memory (the loop's way), packed in one buffer, through JAX's pinned host memory, and in
       place from the input workers' shared memory; GB/s, ms and CPU ms per batch.
+  python -m alexnet_jax.benchmark decode --config=configs/paper.py [--batch=128]
+      [--root=DIR] [--store=DIR] [--seconds=S]
+      A training batch's patches decoded from the prepared store's JPEGs each way: the default
+      decoder, nvImageCodec's CPU backend (the input workers'), nvImageCodec in the training
+      process on the first device (a GPU's memory where there is one); patches per second and
+      the largest difference from the default decoder's pixels, in grey levels.
   python -m alexnet_jax.benchmark scaling --config=configs/tiny.py [--batch=16]
       Scaling on 1, 2, 4, 8 CPU devices on the training mesh at a fixed batch per 'data'
       shard: step time and the bytes of every collective in the compiled step.

@@ -1,4 +1,4 @@
-"""`python -m alexnet_jax.benchmark input|step|end2end|transfer|scaling [flags]` (the package's
+"""`python -m alexnet_jax.benchmark input|step|end2end|transfer|decode|scaling [flags]` (the package's
 docstring says what each prints)."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import sys
 from absl import flags, logging
 
 from alexnet_jax import cli
+from alexnet_jax.benchmark.decode import bench_decode
 from alexnet_jax.benchmark.end2end import bench_end2end
 from alexnet_jax.benchmark.input_pipeline import bench_input
 from alexnet_jax.benchmark.scaling import bench_scaling
@@ -18,9 +19,10 @@ from alexnet_jax.errors import UserError
 
 def main(argv):
   FLAGS = flags.FLAGS
-  if len(argv) != 2 or argv[1] not in ("input", "step", "end2end", "transfer", "scaling"):
+  if len(argv) != 2 or argv[1] not in ("input", "step", "end2end", "transfer", "decode",
+                                       "scaling"):
     raise UserError("usage: python -m alexnet_jax.benchmark "
-                    "input|step|end2end|transfer|scaling [flags]")
+                    "input|step|end2end|transfer|decode|scaling [flags]")
   logging.set_verbosity(logging.WARNING)
   if argv[1] == "input":
     bench_input(root=FLAGS.root, generate=FLAGS.generate, workers=FLAGS.workers,
@@ -41,6 +43,9 @@ def main(argv):
                   decoder=FLAGS.decoder)
   elif argv[1] == "transfer":
     bench_transfer(config, batch=FLAGS.batch, seconds=FLAGS.seconds)
+  elif argv[1] == "decode":
+    bench_decode(config, batch=FLAGS.batch, generate=FLAGS.generate, seconds=FLAGS.seconds,
+                 root=FLAGS.root, store=FLAGS.store)
   else:
     bench_scaling(config, devices=FLAGS.devices, per_device_batch=FLAGS.batch or 16,
                   steps=FLAGS.steps, argv=sys.argv[2:])
@@ -49,12 +54,14 @@ def main(argv):
 if __name__ == "__main__":
   from ml_collections import config_flags
 
-  flags.DEFINE_string("root", "", "input: an ImageFolder root (ROOT/train/<class>/*)")
-  flags.DEFINE_integer("generate", 1024, "input, end2end: images to generate when --root is "
-                       "not given")
+  flags.DEFINE_string("root", "", "input, end2end, decode: an ImageFolder root "
+                      "(ROOT/train/<class>/*)")
+  flags.DEFINE_integer("generate", 1024, "input, end2end, decode: images to generate when "
+                       "--root is not given")
   flags.DEFINE_integer("workers", 0, "input: reader threads and mp_prefetch worker processes "
                        "(0: one per CPU core); end2end: worker processes (0: the config's)")
-  flags.DEFINE_float("seconds", 10.0, "input, transfer: seconds to time each configuration")
+  flags.DEFINE_float("seconds", 10.0, "input, transfer, decode: seconds to time each "
+                     "configuration")
   flags.DEFINE_integer("quality", 90, "input: JPEG quality of the prepared store")
   flags.DEFINE_enum("chroma", "420", ["444", "422", "420"],
                     "input: chroma subsampling of the prepared store")
@@ -73,8 +80,8 @@ if __name__ == "__main__":
                     "the loop's own ceiling and host time per step")
   flags.DEFINE_bool("prepared", False, "end2end --source=jpeg: read the JPEGs through the "
                     "prepared §2 store")
-  flags.DEFINE_string("store", "", "end2end --prepared: the store's folder, kept and reused "
-                      "(default: a temporary one)")
+  flags.DEFINE_string("store", "", "end2end --prepared, decode: the store's folder, kept and "
+                      "reused (default: a temporary one)")
   flags.DEFINE_enum("decoder", "", ["", "simplejpeg", "nvimgcodec"],
                     "end2end: the training patches' decoder (default: the config's)")
   flags.DEFINE_enum("source", "synthetic", ["synthetic", "jpeg"],

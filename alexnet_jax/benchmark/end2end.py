@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+import types
 
 import numpy as np
 
 from alexnet_jax.benchmark import emit, figure
+from alexnet_jax.data import nvdecode
 from alexnet_jax.data.samples import generate_imagenet_like
 from alexnet_jax.errors import UserError
 
@@ -123,6 +125,8 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
   record = {"bench": "end2end", "source": source + (" (prepared)" if prepared else ""),
             "model": "null" if null_model else "alexnet", "batch": batch,
             "dtype": config.model.dtype, "decoder": config.data.decoder,
+            "decoded_on": "device" if nvdecode.decodes_on_device(
+                config.data, types.SimpleNamespace(stored_form=prepared)) else "host",
             "transfer": config.data.transfer,
             "workers": workers_lib.input_workers(config.data, encoded=source == "jpeg"),
             "steps": steps,

@@ -98,6 +98,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       # Training patches of the prepared store decoded by 'simplejpeg' (simplejpeg/Pillow, the
       # reference) or 'nvimgcodec' (nvImageCodec's batched ROI decode: the nvimgcodec extra).
       decoder="simplejpeg",
+      # Where nvImageCodec decodes: 'device' (the training process, into a CUDA device's
+      # memory: only the JPEGs cross from the host), 'host' (the input workers, its CPU
+      # backend) or 'auto' (the device when it is a GPU).
+      decode_on="auto",
       # How training batches cross to the devices: from the host batch ('pageable') or staged
       # in JAX's pinned host memory first ('pinned'); `benchmark transfer` measures both.
       transfer="pageable",

@@ -20,6 +20,15 @@ An evaluation batch (`evaluation`), the centre patch or §4.1's ten (views = 10)
     mask      bool [b]            a real example (False: padding up to the batch size)
 
 What the predict step reads (`views`) is `image` and `crop` of either.
+
+A training batch still encoded (`encoded_train`: nvImageCodec decodes it in the training
+process, on the device: `data.decode_on`) has, instead of `image`, the prepared store's JPEGs
+one after the other and the records they are, for a patch the device cannot decode:
+
+    jpeg      uint8 [capacity]    the b JPEGs, the i-th ending at jpeg_end[i]
+    jpeg_end  int64 [b]           (an empty one: not sent, decoded from `index` on the host)
+    index     int64 [b]           each patch's record in the split
+    position  int64 [b]           its position in the training sequence (its draws' key)
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from __future__ import annotations
 import numpy as np
 
 TRAIN_FIELDS = ("image", "label", "crop", "lighting", "shrink", "skipped")
+ENCODED_FIELDS = ("jpeg", "jpeg_end", "index", "position")
 EVAL_FIELDS = ("image", "label", "crop", "skipped", "mask")
 
 
@@ -40,6 +50,26 @@ def train_layout(size: int, crop: int, channels: int) -> dict[str, tuple[tuple[i
   return {"image": ((size, crop, crop, channels), "uint8"), "label": ((size,), "int32"),
           "crop": ((size, 3), "int32"), "lighting": ((size, channels), "float32"),
           "shrink": ((size,), "float32"), "skipped": ((size,), "int32")}
+
+
+def encoded_train(jpeg, jpeg_end, index, position, label, crop, lighting, shrink,
+                  skipped) -> dict:
+  """A training batch still encoded (the module docstring)."""
+  fields = dict(zip(ENCODED_FIELDS, (jpeg, jpeg_end, index, position)))
+  fields.update(train(None, label, crop, lighting, shrink, skipped))
+  del fields["image"]
+  return fields
+
+
+def encoded_train_layout(size: int, capacity: int,
+                         channels: int) -> dict[str, tuple[tuple[int, ...], str]]:
+  """{field: (shape, dtype)} of an encoded training batch of `size` patches whose JPEGs
+  take at most `capacity` bytes."""
+  layout = {"jpeg": ((capacity,), "uint8"), "jpeg_end": ((size,), "int64"),
+            "index": ((size,), "int64"), "position": ((size,), "int64")}
+  layout.update(train_layout(size, 1, channels))
+  del layout["image"]
+  return layout
 
 
 def device_layout(size: int, crop: int, channels: int) -> dict[str, tuple[tuple[int, ...], str]]:

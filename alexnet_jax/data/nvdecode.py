@@ -1,9 +1,14 @@
 """`data.decoder=nvimgcodec`: a training batch's §4.1 patches decoded from the prepared store's
 256x256 JPEGs by nvImageCodec (the `nvimgcodec` extra) in one batched call, each decoding only
-its patch's region (ROI decode). On a machine without a GPU, and in the input workers, its CPU
-backend decodes: the same pixels as the default decoder (`images.decode`, simplejpeg), bit for
-bit (tested). An image it cannot read is left to the default decoder (which logs, counts and
-replaces it).
+its patch's region (ROI decode).
+
+Where (`data.decode_on`): on a CUDA device the input workers send the JPEGs themselves and the
+training process decodes each batch straight into device memory (`DeviceDecoder`: the GPU's
+hardware JPEG decoder where it has one, else CUDA), so only the JPEG bytes and the crop boxes
+cross from the host; elsewhere, or with `decode_on='host'`, the workers decode on its CPU
+backend (`PatchDecoder`). The CPU backend gives the default decoder's pixels (`images.decode`,
+simplejpeg) bit for bit (tested); a GPU's are measured by `benchmark decode`. An image it
+cannot read is left to the default decoder (which logs, counts and replaces it).
 """
 
 from __future__ import annotations
@@ -13,11 +18,16 @@ import importlib
 import os
 import threading
 
+import jax
 import numpy as np
 
 from alexnet_jax.errors import UserError
 
 DECODERS = ("simplejpeg", "nvimgcodec")  # data.decoder; simplejpeg/Pillow: the reference
+DECODE_ON = ("auto", "host", "device")  # data.decode_on
+# A batch's JPEGs travel in a buffer of this many bytes per patch (a 256x256 colour JPEG at
+# quality 90: about 30,000); one that does not fit is read and decoded on the host instead.
+JPEG_BYTES_PER_IMAGE = 65_536
 
 
 def check_available(decoder: str) -> None:
@@ -29,7 +39,31 @@ def check_available(decoder: str) -> None:
       _module()
     except ImportError:
       raise UserError("data.decoder=nvimgcodec needs nvImageCodec: pip install "
-                      "'alexnet_jax[nvimgcodec]' (or nvidia-nvimgcodec-cu13 for CUDA 13)") from None
+                      "'alexnet_jax[nvimgcodec]' (alexnet_jax[nvimgcodec-cu13] for CUDA 13)") from None
+
+
+def check_decode_on(data) -> None:
+  """`data.decode_on` one of `DECODE_ON`, 'device' only for nvImageCodec (one line else)."""
+  if data.decode_on not in DECODE_ON:
+    raise UserError(f"data.decode_on must be one of {', '.join(DECODE_ON)}, got "
+                    f"{data.decode_on!r}")
+  if data.decode_on == "device" and data.decoder != "nvimgcodec":
+    raise UserError("data.decode_on=device needs data.decoder=nvimgcodec (the default decoder "
+                    "decodes on the host)")
+
+
+def decodes_on_device(data, split) -> bool:
+  """Whether the training patches of `split` are decoded in the training process on the
+  device (`DeviceDecoder`) rather than in the input workers: nvImageCodec on a prepared store,
+  with `decode_on` 'device', or 'auto' on a CUDA device."""
+  if data.decoder != "nvimgcodec" or data.decode_on == "host":
+    return False
+  if not getattr(split, "stored_form", False):
+    if data.decode_on == "device":
+      raise UserError("data.decode_on=device decodes the prepared store's JPEGs: prepare it "
+                      "(python -m alexnet_jax.data.prepare) and keep data.use_prepared")
+    return False
+  return data.decode_on == "device" or jax.default_backend() == "gpu"
 
 
 _MAKING = threading.Lock()
@@ -113,3 +147,73 @@ class PatchDecoder:
       if array.shape == (size, size, self.channels) and array.dtype == np.uint8:
         out[i] = array
     return out
+
+
+class DeviceDecoder:
+  """An encoded training batch (`batch.encoded_train`, the input workers' when the device
+  decodes) -> the training batch, its patches decoded by nvImageCodec on `device` in one
+  batched ROI call: on a CUDA device into its memory (a `jax.Array` there, which the transfer
+  leaves in place), on the CPU backend elsewhere (host arrays). A patch whose JPEG was not sent
+  (too large for the batch's buffer, or unreadable) or that it cannot decode comes from
+  `host_patch(index, position, box) -> (patch, label, images skipped)`: the default decoder's
+  (which logs, counts and replaces an unreadable image). Runs in the thread that takes the
+  batches (the prefetcher's); one decoder for it."""
+
+  def __init__(self, host_patch, crop: int, channels: int, device=None):
+    self._host_patch, self.crop, self.channels = host_patch, crop, channels
+    self._device = device or jax.local_devices()[0]
+    self._decoder = self._params = None
+
+  def _open(self):
+    if self._decoder is None:
+      nvimgcodec = _module()
+      kinds = ((nvimgcodec.BackendKind.HW_GPU_ONLY, nvimgcodec.BackendKind.GPU_ONLY)
+               if self._device.platform == "gpu" else (nvimgcodec.BackendKind.CPU_ONLY,))
+      device_id = (self._device.local_hardware_id if self._device.platform == "gpu"
+                   else nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY)
+      with _MAKING, _quiet():
+        self._decoder = nvimgcodec.Decoder(
+            device_id=device_id, backends=[nvimgcodec.Backend(k) for k in kinds])
+      spec = nvimgcodec.ColorSpec.GRAY if self.channels == 1 else nvimgcodec.ColorSpec.SRGB
+      self._params = nvimgcodec.DecodeParams(color_spec=spec)
+    return self._decoder, self._params
+
+  def _decoded(self, jpegs: list, boxes: np.ndarray) -> list:
+    """Each patch decoded (a device or host array), or None."""
+    nvimgcodec = _module()
+    decoder, params = self._open()
+    size, streams, where = self.crop, [], []
+    for i, (data, (top, left)) in enumerate(zip(jpegs, boxes[:, :2].tolist())):
+      if not len(data):
+        continue
+      try:
+        stream = nvimgcodec.CodeStream(data.tobytes())
+        streams.append(stream.get_sub_code_stream(
+            region=nvimgcodec.Region(top, left, top + size, left + size)))
+        where.append(i)
+      except Exception:  # noqa: BLE001 -- not an image it reads: the host's to say
+        continue
+    out = [None] * len(jpegs)
+    for i, image in zip(where, decoder.decode(streams, params=params) if streams else []):
+      if image is not None and tuple(image.shape) == (size, size, self.channels):
+        on_device = image.buffer_kind == nvimgcodec.ImageBufferKind.STRIDED_DEVICE
+        out[i] = jax.dlpack.from_dlpack(image) if on_device else np.asarray(image)
+    return out
+
+  def __call__(self, batch: dict) -> dict:
+    batch = dict(batch)
+    jpeg, ends = batch.pop("jpeg"), batch.pop("jpeg_end")
+    index, position = batch.pop("index"), batch.pop("position")
+    starts = np.concatenate([[0], ends[:-1]])
+    patches = self._decoded([jpeg[a:b] for a, b in zip(starts, ends)], batch["crop"])
+    label, skipped = batch["label"].copy(), batch["skipped"].copy()
+    for i in (i for i, p in enumerate(patches) if p is None):
+      patches[i], label[i], attempts = self._host_patch(int(index[i]), int(position[i]),
+                                                        batch["crop"][i])
+      skipped[i] += attempts
+    if all(isinstance(p, np.ndarray) for p in patches):
+      image = np.stack(patches)
+    else:
+      image = jax.numpy.stack([jax.device_put(p, self._device) for p in patches])
+    batch.update(image=image, label=label, skipped=skipped)
+    return batch

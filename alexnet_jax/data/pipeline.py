@@ -23,6 +23,7 @@ import os
 from typing import Callable, Iterator
 
 import grain
+import jax
 import numpy as np
 from absl import logging
 
@@ -80,6 +81,7 @@ def validate(data) -> None:
     if data[name] < 0:
       raise UserError(f"data.{name} must be >= 0, got {data[name]}")
   nvdecode.check_available(data.decoder)
+  nvdecode.check_decode_on(data)
   if data.transfer not in sharding.TRANSFERS:
     raise UserError(f"data.transfer must be one of {', '.join(sharding.TRANSFERS)}, got "
                     f"{data.transfer!r}")
@@ -190,12 +192,15 @@ class TrainBatch(grain.transforms.Map):
   MAX_ATTEMPTS = 32
 
   def __init__(self, augmentation: Augmentation, split, channels: int,
-               resize: str = "shorter_side", decoder: str = "simplejpeg"):
+               resize: str = "shorter_side", decoder: str = "simplejpeg",
+               jpeg_capacity: int = 0):
     self.augmentation, self.split, self.channels = augmentation, split, channels
     self._decode = images.Decode(augmentation.stored, channels, resize)
     # The prepared store's JPEGs are at the stored size: their patches decode directly.
     self._patches = (nvdecode.PatchDecoder(channels) if decoder == "nvimgcodec"
                      and getattr(split, "stored_form", False) else None)
+    # > 0: the batches leave encoded (`batch.encoded_train`), for `nvdecode.DeviceDecoder`.
+    self.jpeg_capacity = jpeg_capacity
 
   def _decoded(self, index: int, position: int) -> tuple[np.ndarray, int, int]:
     """(stored image, label, unreadable images met) for the file record at `position`."""
@@ -210,9 +215,35 @@ class TrainBatch(grain.transforms.Map):
     raise UserError(f"{self.MAX_ATTEMPTS} unreadable images in a row for one training example: "
                     "is the dataset damaged?")
 
+  def host_patch(self, index: int, position: int, box) -> tuple[np.ndarray, int, int]:
+    """(patch, label, unreadable images met) of the file record at `position`, decoded here
+    by the default decoder (a stand-in drawn for an unreadable one)."""
+    image, label, skipped = self._decoded(index, position)
+    (top, left), c = box[:2], self.augmentation.crop
+    return image[top:top + c, left:left + c], label, skipped
+
+  def _encoded(self, index: np.ndarray, positions: np.ndarray, boxes, lighting,
+               shrink) -> dict:
+    """The batch with its JPEGs instead of its patches; a record whose JPEG does not fit in
+    what is left of `jpeg_capacity` is sent empty."""
+    jpeg = np.empty(self.jpeg_capacity, np.uint8)
+    ends, labels, end = np.empty(len(index), np.int64), np.empty(len(index), np.int32), 0
+    for i, row in enumerate(index.tolist()):
+      record = self.split[row]
+      data, labels[i] = record["encoded"], record["label"]
+      if end + len(data) <= self.jpeg_capacity:
+        jpeg[end:end + len(data)] = np.frombuffer(data, np.uint8)
+        end += len(data)
+      ends[i] = end
+    return batch_lib.encoded_train(jpeg, ends, index.astype(np.int64),
+                                   positions.astype(np.int64), labels, boxes, lighting, shrink,
+                                   np.zeros(len(index), np.int32))
+
   def map(self, batch):
     index, positions = np.asarray(batch["index"]), np.asarray(batch["position"])
     boxes, lighting, shrink = self.augmentation.draws(positions)
+    if self.jpeg_capacity:
+      return self._encoded(index, positions, boxes, lighting, shrink)
     c = self.augmentation.crop
     out = np.empty((len(index), c, c, self.channels), np.uint8)
     skipped = np.zeros(len(index), np.int32)
@@ -371,13 +402,21 @@ def train_dataset(data, split, stats: Stats, *, crop: int, channels: int, seed: 
              .map_with_index(_with_position))
   if process_count > 1:
     records = _ProcessShare(records, local_batch, process_index, process_count)
-  batches = (records.batch(local_batch, drop_remainder=True)
-             .map(TrainBatch(augmentation, split, channels, data.resize, data.decoder)))
+  on_device = nvdecode.decodes_on_device(data, split)
+  capacity = local_batch * nvdecode.JPEG_BYTES_PER_IMAGE if on_device else 0
+  cut = TrainBatch(augmentation, split, channels, data.resize, data.decoder, capacity)
+  batches = records.batch(local_batch, drop_remainder=True).map(cut)
   workers = workers_lib.input_workers(data, split.encoded)
   if workers:
     logging.info("input: %d worker processes (data.workers=%d)", workers, data.workers)
+  if not on_device:
+    return workers_lib.FromStep(batches, _read_options(data, workers), workers,
+                                batch_lib.train_layout(local_batch, crop, channels))
+  logging.info("input: nvImageCodec decodes the training patches on %s",
+               jax.local_devices()[0].device_kind)
   return workers_lib.FromStep(batches, _read_options(data, workers), workers,
-                   batch_lib.train_layout(local_batch, crop, channels))
+                              batch_lib.encoded_train_layout(local_batch, capacity, channels),
+                              finish=nvdecode.DeviceDecoder(cut.host_patch, crop, channels))
 
 
 def build_input(data, *, crop: int, channels: int, num_classes: int, seed: int,

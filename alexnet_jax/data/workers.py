@@ -130,12 +130,14 @@ class FromStep(grain.DatasetIterator):
   what a checkpoint saves, and it restores bitwise with any number of worker processes (each
   reading whole batches, `workers` > 0, or none) and of training processes. Worker processes
   hand their batches over through a `ring.BatchRing` of `layout`; a batch taken is a copy
-  unless the reader asked to borrow them (`lend`)."""
+  unless the reader asked to borrow them (`lend`). `finish`, if given, is applied to each
+  batch taken (`nvdecode.DeviceDecoder`: it decodes them)."""
 
   def __init__(self, batches: grain.MapDataset, read: grain.ReadOptions, workers: int,
-               layout: dict):
+               layout: dict, finish=None):
     super().__init__()
     self._batches, self._read, self._workers, self._layout = batches, read, workers, layout
+    self._finish = finish
     self._step, self._iterator, self._ring = 0, None, None
     self._lends, self._lent = False, None
 
@@ -150,10 +152,11 @@ class FromStep(grain.DatasetIterator):
 
   def lend(self) -> bool:
     """Asks for the batches in place, in shared memory and valid until the next `next`,
-    instead of copies; granted (True) with worker processes and not on the CPU backend (whose
-    device arrays may alias host memory). The reader's copy of a lent batch (on the device)
-    must be complete when it asks for the next one."""
-    self._lends = self._workers > 0 and jax.default_backend() != "cpu"
+    instead of copies; granted (True) with worker processes, not on the CPU backend (whose
+    device arrays may alias host memory) and without `finish`. The reader's copy of a lent
+    batch (on the device) must be complete when it asks for the next one."""
+    self._lends = (self._workers > 0 and jax.default_backend() != "cpu"
+                   and self._finish is None)
     return self._lends
 
   def __next__(self) -> dict:
@@ -161,14 +164,17 @@ class FromStep(grain.DatasetIterator):
     item = read(self._open(), f"step {self._step + 1}'s batch")
     self._step += 1
     if self._ring is None:
-      return item
+      return self._finished(item)
     batch = self._ring.views(item)
     if self._lends:
       self._lent = item
       return batch
     batch = {k: v.copy() for k, v in batch.items()}
     self._ring.release(item)
-    return batch
+    return self._finished(batch)
+
+  def _finished(self, batch: dict) -> dict:
+    return batch if self._finish is None else self._finish(batch)
 
   def _give_back(self) -> None:
     if self._lent is not None:

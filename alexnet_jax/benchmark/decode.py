@@ -1,0 +1,113 @@
+"""`benchmark decode`: a training batch's §4.1 patches decoded from a prepared store's 256x256
+JPEGs (cut from real photographs, or an ImageFolder's), each way a decoder can: the default
+decoder (simplejpeg, the whole image then the crop, one thread), nvImageCodec's CPU backend
+(the input workers' way, one thread) and nvImageCodec in the training process on the first
+device (`nvdecode.DeviceDecoder`: into a GPU's memory where there is one). Per way: patches
+per second and how far its pixels are from the default decoder's over the store's first
+`COMPARED` images (the largest difference in grey levels, the fraction of values that
+differ)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+from alexnet_jax.benchmark import emit, figure, timed
+from alexnet_jax.data import batch as batch_lib
+from alexnet_jax.data import images, nvdecode, prepare, sources
+from alexnet_jax.data.samples import generate_imagenet_like
+
+COMPARED = 2048  # images of the store decoded each way and compared
+
+
+def _store_records(config, root: str, generate: int, store: str, tmp: str) -> tuple[list, int]:
+  """(the training JPEGs of the prepared store of `root`'s images, or of `generate` generated
+  ones; the stored size)."""
+  if not root:
+    root = os.path.join(tmp, "images")
+    generate_imagenet_like(root, generate, classes=config.model.num_classes)
+    generate_imagenet_like(root, 8, classes=config.model.num_classes, seed=1, split="val")
+  config.data.update(dict(name="image_folder", data_dir=root, use_prepared=True,
+                          prepared_dir=store or os.path.join(tmp, "store")))
+  prepare.prepare(config.data, channels=config.model.in_channels,
+                  num_classes=config.model.num_classes, progress=False)
+  split = sources.load(config.data, channels=config.model.in_channels,
+                       num_classes=config.model.num_classes).train
+  return ([split[i]["encoded"] for i in range(min(len(split), COMPARED))],
+          sources.stored_size(config.data, split))
+
+
+def _encoded_batch(jpegs: list, boxes: np.ndarray, channels: int, first: int) -> dict:
+  """`batch.encoded_train` of `jpegs`, the records from `first` on, with the patch boxes
+  `boxes`."""
+  n = len(jpegs)
+  buffer = np.frombuffer(b"".join(jpegs), np.uint8)
+  ends = np.cumsum([len(j) for j in jpegs]).astype(np.int64)
+  index = np.arange(first, first + n, dtype=np.int64)
+  return batch_lib.encoded_train(buffer, ends, index, index, np.zeros(n, np.int32), boxes,
+                                 np.zeros((n, channels), np.float32), np.ones(n, np.float32),
+                                 np.zeros(n, np.int32))
+
+
+def bench_decode(config, *, batch: int, generate: int, seconds: float, root: str = "",
+                 store: str = "") -> list[dict]:
+  """Prints (and returns) a record per way of decoding batches of `batch` patches."""
+  import jax
+
+  nvdecode.check_available("nvimgcodec")
+  batch = batch or config.data.batch_size
+  crop, channels = int(config.model.input_size), int(config.model.in_channels)
+  with tempfile.TemporaryDirectory() as tmp:
+    jpegs, stored = _store_records(config, root, generate, store, tmp)
+  rng = np.random.default_rng(0)
+  corners = rng.integers(0, stored - crop + 1, (len(jpegs), 2))
+  boxes = np.concatenate([corners, np.zeros((len(jpegs), 1), np.int64)], 1).astype(np.int32)
+  chunks = [slice(i, i + batch) for i in range(0, len(jpegs), batch)]
+  on_host = []  # patches the device decoder left to the default decoder
+
+  def default(chunk):
+    return np.stack([images.decode(j, stored, channels)[t:t + crop, l:l + crop]
+                     for j, (t, l, _) in zip(jpegs[chunk], boxes[chunk])])
+
+  def host_patch(index, position, box):
+    on_host.append(index)
+    return default(slice(index, index + 1))[0], 0, 0
+
+  workers_way = nvdecode.PatchDecoder(channels)
+  device = jax.local_devices()[0]
+  on_device = nvdecode.DeviceDecoder(host_patch, crop, channels, device)
+
+  def workers(chunk):
+    patches = workers_way.patches(jpegs[chunk], boxes[chunk], crop)
+    for i in (i for i, p in enumerate(patches) if p is None):
+      patches[i] = host_patch(chunk.start + i, 0, None)[0]
+    return np.stack(patches)
+
+  def training_process(chunk):
+    out = on_device(_encoded_batch(jpegs[chunk], boxes[chunk], channels, chunk.start))["image"]
+    return np.asarray(jax.block_until_ready(out))
+
+  reference = np.concatenate([default(c) for c in chunks])
+  ways = {"default decoder (simplejpeg), one thread": default,
+          "nvImageCodec CPU backend, one thread (the input workers')": workers,
+          f"nvImageCodec in the training process on {device.device_kind}": training_process}
+  records = []
+  for way, decode in ways.items():
+    on_host.clear()
+    pixels = np.concatenate([decode(c) for c in chunks])
+    left_to_host = len(on_host)
+    wall, cpu, n = timed(lambda: decode(chunks[0]), seconds)
+    diff = np.abs(pixels.astype(np.int16) - reference)
+    patches = min(batch, len(jpegs))
+    record = {"bench": "decode", "way": way, "device": device.device_kind,
+              "batch": patches, "crop": crop, "stored": stored, "images_compared": len(jpegs),
+              "img_per_s": figure(patches * n / wall),
+              "cpu_ms_per_batch": figure(1e3 * cpu / n),
+              "max_abs_diff": int(diff.max()),
+              "differing_fraction": figure(float((diff > 0).mean())),
+              "left_to_host": left_to_host}
+    records.append(record)
+    emit(record)
+  return records
