@@ -33,9 +33,11 @@ from alexnet_jax.errors import UserError
 _ADDED = {
     "model": {"dropout_form": "inverted", "response_norm": False, "response_norm_size": 5,
               "response_norm_alpha": 1e-3, "response_norm_beta": 0.75,
-              "lrn_across_columns": False, "conv6_across_columns": False},
+              "lrn_across_columns": False, "conv6_across_columns": False,
+              "column_maps": "joined"},
     "data": {"resize": "shorter_side", "lighting_shrink": False, "crop_chunk": 1,
-             "prepared_quality": 90, "prepared_chroma": "420", "mean_patch": "crop"},
+             "prepared_quality": 90, "prepared_chroma": "420", "mean_patch": "crop",
+             "decoder": "simplejpeg", "transfer": "pageable", "decode_on": "auto"},
     "init_from": {"accept_input_change": False, "required": False, "freeze_copied": False},
     "schedule": {"events": ()},
 }

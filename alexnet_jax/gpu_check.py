@@ -61,6 +61,7 @@ class Sizes:
   train_config: str
   train_overrides: tuple[str, ...]
   shares: tuple[float, float, float]  # of the time box: step, input, train
+  lever_flags: tuple[str, ...] = ()  # `benchmark levers`'s XLA flags (): its own list
 
 
 GPU = Sizes("configs/paper.py", ((128, "bfloat16"), (512, "bfloat16"), (128, "float32"),
@@ -72,7 +73,7 @@ SMOKE = Sizes("configs/tiny.py", ((4, "bfloat16"),), 2,
               48, 10, False, "configs/tiny.py", 4, 8, 8,
               "configs/fashion_mnist.py", ("num_epochs=0.02", "eval.ten_crop_final=false",
                                           "eval_every_epochs=0.02"),
-              (0.4, 0.3, 0.3))
+              (0.4, 0.3, 0.3), ("--xla_gpu_enable_latency_hiding_scheduler=true",))
 
 
 # ----------------------------------------------------------------------------- children
@@ -109,16 +110,24 @@ def _child(argv: list[str], deadline: float, log) -> tuple[list[dict], str | Non
 # ----------------------------------------------------------------------------- phases
 
 def phase_step(sizes: Sizes, deadline: float, log) -> dict:
-  """(a) The jitted training step at each batch and dtype, PyTorch beside it where it has a GPU."""
+  """(a) The jitted training step at each batch and dtype, PyTorch beside it where it has a GPU;
+  after the first case, the levers on it (`benchmark levers`)."""
   torch = importlib.util.find_spec("torch") is not None and not sizes is SMOKE
-  result = {"records": [], "errors": []}
-  for batch, dtype in sizes.step_cases:
-    records, error = _child(["alexnet_jax.benchmark", "step", f"--config={sizes.step_config}",
-                             f"--batch={batch}", f"--dtype={dtype}", f"--steps={sizes.step_steps}",
+  result = {"records": [], "levers": [], "errors": []}
+  for i, (batch, dtype) in enumerate(sizes.step_cases):
+    step = [f"--config={sizes.step_config}", f"--batch={batch}", f"--dtype={dtype}",
+            f"--steps={sizes.step_steps}"]
+    records, error = _child(["alexnet_jax.benchmark", "step", *step,
                              *(["--compare_torch"] if torch else [])], deadline, log)
     result["records"] += records
     if error:
       result["errors"].append(f"batch {batch} {dtype}: {error}")
+    if i == 0:
+      flags = [f"--xla_flags={f}" for f in sizes.lever_flags]
+      records, error = _child(["alexnet_jax.benchmark", "levers", *step, *flags], deadline, log)
+      result["levers"] += records
+      if error:
+        result["errors"].append(f"levers: {error}")
   return result
 
 
@@ -335,6 +344,8 @@ def markdown(report: dict) -> str:
     if name == "step":
       lines += _table(records, ("framework", "device", "dtype", "batch", "img_per_s",
                                 "ms_per_step", "fraction_of_peak", "jax_speedup"))
+      lines += [""] + _table(phase.get("levers", []), ("lever", "dtype", "batch", "img_per_s",
+                                                       "shipped_img_per_s", "speedup", "error"))
     if name == "input":
       lines += [f"Images: {phase.get('images')}", "", f"Prepare: {phase.get('prepare')}", ""]
       lines += _table(records, ("model", "source", "decoder", "decoded_on", "workers",

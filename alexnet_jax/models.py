@@ -45,6 +45,10 @@ CONV6 = "conv6"
 # 1 - p in training and is the identity at test time (Caffe, PyTorch, Flax).
 DROPOUT_FORMS = ("paper", "inverted")
 DROPPED = ("fc6", "fc7")
+# How a device holding both columns keeps their maps between the layers where they meet: side
+# by side on the channel axis ('joined'), or as one array per column ('separate': no
+# concatenation of conv2/conv4/conv5's outputs; the same sums).
+COLUMN_MAPS = ("joined", "separate")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +75,7 @@ class AlexNetSpec:
   lrn_alpha_over_size: bool
   lrn_conv1_pre_relu: bool
   lrn_across_columns: bool
+  column_maps: str
   response_norm: bool
   response_norm_size: int
   response_norm_alpha: float
@@ -129,6 +134,11 @@ class AlexNetSpec:
       bad(f"activation must be 'relu' or 'tanh', got {self.activation!r}")
     if not 0.0 <= self.dropout < 1.0:
       bad(f"dropout must be in [0, 1), got {self.dropout}")
+    if self.column_maps not in COLUMN_MAPS:
+      bad(f"column_maps must be one of {', '.join(COLUMN_MAPS)}, got {self.column_maps!r}")
+    if self.column_maps == "separate" and self.lrn_across_columns:
+      bad("column_maps='separate' keeps each column's maps apart: lrn_across_columns needs "
+          "them joined")
     if self.dropout_form not in DROPOUT_FORMS:
       bad(f"dropout_form must be one of {', '.join(DROPOUT_FORMS)}, got {self.dropout_form!r}")
     if self.num_classes < 2:
@@ -329,7 +339,9 @@ def _column_forward(spec: AlexNetSpec, x, params, masks, capture: bool, portable
   layers that see every column (conv1, conv3, fc6-fc8) are one convolution or matmul with the
   columns' kernels concatenated. Layers that see only their own column (conv2, conv4, conv5)
   run one plain convolution per column: a grouped convolution is slower, on the GPU and on
-  XLA's CPU backend (docs/performance.md).
+  XLA's CPU backend (docs/performance.md). With `column_maps='separate'` the maps stay a list
+  of one array per column, every convolution runs per column and they are joined only where
+  the columns meet.
   """
   dtype = jnp.dtype(spec.dtype)
   local = params["conv1"][0].shape[0]  # columns on this device
@@ -338,7 +350,16 @@ def _column_forward(spec: AlexNetSpec, x, params, masks, capture: bool, portable
 
   def per_column(fn, h):
     """`fn` over each column's block of channels (windows must not cross columns)."""
+    if isinstance(h, list):
+      return [fn(v) for v in h]
     return fn(h.reshape(*h.shape[:-1], local, h.shape[-1] // local)).reshape(h.shape)
+
+  def each(fn, h):
+    """`fn` elementwise or spatially, on joined maps or on each column's."""
+    return [fn(v) for v in h] if isinstance(h, list) else fn(h)
+
+  def together(h):
+    return jnp.concatenate(h, axis=-1) if isinstance(h, list) else h
 
   def norm(h):
     if not spec.lrn:
@@ -353,11 +374,13 @@ def _column_forward(spec: AlexNetSpec, x, params, masks, capture: bool, portable
     h = norm(h)
     if not spec.response_norm:  # 2012 code only: a spatial response norm after conv2's LRN.
       return h
-    return ops.response_norm(h, size=spec.response_norm_size, alpha=spec.response_norm_alpha,
-                             beta=spec.response_norm_beta)
+    return each(lambda v: ops.response_norm(v, size=spec.response_norm_size,
+                                            alpha=spec.response_norm_alpha,
+                                            beta=spec.response_norm_beta), h)
 
   def pool(h):
-    return ops.max_pool(h, window=spec.pool_window, stride=spec.pool_stride, portable=portable)
+    return each(lambda v: ops.max_pool(v, window=spec.pool_window, stride=spec.pool_stride,
+                                       portable=portable), h)
 
   def joined(kernel):
     """[columns, ..., cin, cout] -> [..., cin, columns * cout]: the columns side by side."""
@@ -379,6 +402,10 @@ def _column_forward(spec: AlexNetSpec, x, params, masks, capture: bool, portable
           inputs, kernels, window_strides=stride, padding=padding,
           dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
+    if spec.column_maps == "separate":
+      inputs = h if own_column else [together(h)] * local
+      return [run(v, kernel[c].astype(dtype)) + bias[c].astype(dtype)
+              for c, v in enumerate(inputs)]
     if not own_column or local == 1:
       y = run(h, joined(kernel))
     else:
@@ -402,27 +429,29 @@ def _column_forward(spec: AlexNetSpec, x, params, masks, capture: bool, portable
 
   def record(name, h):
     if capture:
-      captured[name] = h
+      captured[name] = together(h)
     return h
 
   def meet(h):
     """Joins every column's maps: the paper's cross-GPU communication."""
+    h = together(h)
     return jax.lax.all_gather(h, MODEL, axis=h.ndim - 1, tiled=True)
 
+  relu = lambda h: each(act, h)
   h = conv("conv1", x.astype(dtype), own_column=False)
   if spec.lrn_conv1_pre_relu:  # 2012 code: LRN on the conv output, ReLU at the pool.
-    h = record("pool1", act(pool(record("conv1", norm(h)))))
+    h = record("pool1", relu(pool(record("conv1", norm(h)))))
   else:
-    h = record("pool1", pool(record("conv1", norm(act(h)))))
-  h = record("conv2", conv2_norm(act(conv("conv2", h, own_column=True))))
+    h = record("pool1", pool(record("conv1", norm(relu(h)))))
+  h = record("conv2", conv2_norm(relu(conv("conv2", h, own_column=True))))
   h = record("pool2", pool(h))
-  h = record("conv3", act(conv("conv3", meet(h), own_column=False)))
-  h = record("conv4", act(conv("conv4", h, own_column=True)))
-  h = record("conv5", act(conv("conv5", h, own_column=True)))
+  h = record("conv3", relu(conv("conv3", meet(h), own_column=False)))
+  h = record("conv4", relu(conv("conv4", h, own_column=True)))
+  h = record("conv5", relu(conv("conv5", h, own_column=True)))
   h = record("pool5", pool(h))
   if spec.extra_conv6:
     across = spec.conv6_across_columns
-    h = record(CONV6, act(conv(CONV6, meet(h) if across else h, own_column=not across)))
+    h = record(CONV6, relu(conv(CONV6, meet(h) if across else h, own_column=not across)))
   full = meet(h)
   h = dropout("fc6", record("fc6", act(dense("fc6", full.reshape(full.shape[0], -1)))))
   h = dropout("fc7", record("fc7", act(dense("fc7", meet(h)))))

@@ -27,8 +27,10 @@ def topk_errors(scores, labels, k: int = 5):
 
 
 def make_train_step(graphdef, tx, *, with_stats: bool, pixel_scale: float,
-                    centre_mean: bool = False):
-  """`(state, batch, rng, mean, rates) -> (state, metrics)`; `with_stats` adds per-layer norms.
+                    centre_mean: bool = False, with_norms: bool = True):
+  """`(state, batch, rng, mean, rates) -> (state, metrics)`; `with_stats` adds per-layer norms;
+  `with_norms` False leaves out the global gradient and parameter norms (a lever
+  `benchmark levers` times).
 
   `batch` is the input pipeline's uint8 crops; `mean` the mean image (`data.normalize`);
   `rates` every parameter's ε ({'layer/kernel': ε}: `schedule.LearningRateSchedule.rates_on`)."""
@@ -49,10 +51,9 @@ def make_train_step(graphdef, tx, *, with_stats: bool, pixel_scale: float,
                                    learning_rates=rates)
     params = optax.apply_updates(state["params"], updates)
     top1, top5 = topk_errors(logits, batch["label"])
-    out = {
-        "loss": loss, "top1_error": top1.mean(), "top5_error": top5.mean(),
-        "grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params),
-    }
+    out = {"loss": loss, "top1_error": top1.mean(), "top5_error": top5.mean()}
+    if with_norms:
+      out.update(grad_norm=optax.tree.norm(grads), param_norm=optax.tree.norm(params))
     if with_stats:
       for name, act in captured.items():
         out[f"act_rms/{name}"] = jnp.sqrt(jnp.mean(jnp.square(act.astype(jnp.float32))))

@@ -48,11 +48,13 @@ def make_optimizer(optimizer_config, params) -> optax.GradientTransformation:
 
 
 def setup_train(config, mesh: jax.sharding.Mesh, *,
-                init_params: Callable[[dict], dict] | None = None) -> TrainSetup:
+                init_params: Callable[[dict], dict] | None = None,
+                step_norms: bool = True) -> TrainSetup:
   """The model of `config.model` initialised from `config.seed` on `mesh` (`init_params` may
   replace layers: fine-tuning), the optimizer of `config.optimizer`, the state at step 0 with
   every array placed (each column's weights and optimizer slots on its 'model' shard), and the
-  jitted steps with their shardings."""
+  jitted steps with their shardings. `step_norms` False: the plain training step without the
+  global norms (`steps.make_train_step`; a lever the benchmark times, not training's)."""
   model = models.create_model(config.model, mesh=mesh, seed=config.seed)
   graphdef, param_state = nnx.split(model)
   params = nnx.to_pure_dict(param_state)
@@ -73,7 +75,8 @@ def setup_train(config, mesh: jax.sharding.Mesh, *,
 
   def jit_train(with_stats: bool):
     step = make_train_step(graphdef, tx, with_stats=with_stats,
-                           pixel_scale=float(config.data.pixel_scale), centre_mean=centre_mean)
+                           pixel_scale=float(config.data.pixel_scale), centre_mean=centre_mean,
+                           with_norms=step_norms or with_stats)
     return jax.jit(step, in_shardings=(state_shardings, batch_sharding, replicated, replicated,
                                        replicated),
                    out_shardings=(state_shardings, replicated), donate_argnums=0)

@@ -13,7 +13,7 @@ import os
 CPU_FLAGS = ("--xla_cpu_use_xnnpack=false", "--xla_cpu_experimental_ynn_fusion_type=")
 
 
-def _known(names: list[str]) -> bool:
+def known(names: list[str]) -> bool:
   """Whether every flag name appears in the jaxlib binary that parses XLA_FLAGS."""
   try:
     import jaxlib
@@ -37,5 +37,5 @@ def configure() -> None:
   """Adds `CPU_FLAGS` to XLA_FLAGS (before jax starts its backends)."""
   current = os.environ.get("XLA_FLAGS", "")
   wanted = [f for f in CPU_FLAGS if f.split("=")[0] not in current]
-  if wanted and _known([f.split("=")[0].lstrip("-") for f in wanted]):
+  if wanted and known([f.split("=")[0].lstrip("-") for f in wanted]):
     os.environ["XLA_FLAGS"] = " ".join([current] + wanted).strip()

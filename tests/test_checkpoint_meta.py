@@ -77,7 +77,8 @@ def test_a_learning_rate_given_on_resume_is_honoured_and_said(straight_run, tmp_
 
 def test_checkpoints_of_earlier_versions_are_read_as_this_version_writes_them():
   """Checkpoints written before `model.dropout_form` existed were trained with inverted
-  dropout and rebuild with it; fields since removed are dropped; the data a checkpoint
+  dropout and rebuild with it; fields added since take the values they were trained with;
+  fields since removed are dropped; the data a checkpoint
   without `data` was trained on comes from its config; ones with the old contrast norm cannot
   be rebuilt: one line."""
   old = load_config("tiny").to_dict()
@@ -85,12 +86,17 @@ def test_checkpoints_of_earlier_versions_are_read_as_this_version_writes_them():
                "response_norm_beta"):
     del old["model"][name]
   del old["data"]["resize"]
+  for section, name in (("data", "decoder"), ("data", "transfer"), ("data", "decode_on"),
+                        ("model", "column_maps")):
+    del old[section][name]
   old["model"].update(contrast_norm=False, contrast_norm_size=5, contrast_norm_k=1.0,
                       name="alexnet")
   meta = checkpoint_meta.upgrade({"config": old, "step": 8}, "W/checkpoints/8")
   config = checkpoint_meta.config_of(meta)
   assert config.model.dropout_form == "inverted" and config.model.response_norm is False
   assert config.data.resize == "shorter_side"
+  assert (config.data.decoder, config.data.transfer, config.data.decode_on,
+          config.model.column_maps) == ("simplejpeg", "pageable", "auto", "joined")
   assert "contrast_norm" not in config.model and "name" not in config.model
   assert meta["data"]["name"] == old["data"]["name"]
   models.AlexNetSpec.from_config(config.model)

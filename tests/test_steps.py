@@ -18,22 +18,26 @@ def _numpy_cross_entropy(logits, labels):
   return -log_probs[np.arange(len(labels)), labels]
 
 
+def _step_inputs(config, rng, rate: float):
+  """(graphdef, params, the paper's SGD, a batch of 4 random 32x32 crops, every ε = `rate`)."""
+  graphdef, state = nnx.split(models.create_model(config.model))
+  params = nnx.to_pure_dict(state)
+  batch = {"image": jnp.asarray(rng.integers(0, 256, (4, 32, 32, 3)), jnp.uint8),
+           "label": jnp.asarray([1, 4, 7, 9]), "crop": jnp.zeros((4, 3), jnp.int32)}
+  rates = {optim.rate_key(p): jnp.float32(rate)
+           for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
+  return graphdef, params, optim.paper_sgd(), batch, rates
+
+
 def test_the_training_loss_is_the_mean_negative_log_probability_of_the_label(tiny_config):
   rng = np.random.default_rng(0)
   logits = rng.normal(scale=5.0, size=(6, 10)).astype(np.float32)
   labels = rng.integers(0, 10, 6)
   np.testing.assert_allclose(steps.cross_entropy(jnp.asarray(logits), jnp.asarray(labels)),
                              _numpy_cross_entropy(logits, labels), rtol=1e-5, atol=1e-5)
-  model = models.create_model(tiny_config.model)
-  graphdef, state = nnx.split(model)
-  params = nnx.to_pure_dict(state)
-  tx = optim.paper_sgd()
-  batch = {"image": jnp.asarray(rng.integers(0, 256, (4, 32, 32, 3)), jnp.uint8),
-           "label": jnp.asarray([1, 4, 7, 9]), "crop": jnp.zeros((4, 3), jnp.int32)}
+  graphdef, params, tx, batch, rates = _step_inputs(tiny_config, rng, rate=0.0)
   mean = jnp.full((32, 32, 3), 120.0)
   key = jax.random.key(3)
-  rates = {optim.rate_key(p): jnp.float32(0.0)
-           for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
   state = {"step": jnp.int32(0), "params": params, "opt_state": tx.init(params)}
   step = jax.jit(steps.make_train_step(graphdef, tx, with_stats=False, pixel_scale=1 / 64))
   _, metrics = step(state, batch, key, mean, rates)
@@ -42,3 +46,20 @@ def test_the_training_loss_is_the_mean_negative_log_probability_of_the_label(tin
                                        dropout_key=jax.random.fold_in(key, 0))
   want = _numpy_cross_entropy(np.asarray(logits), np.asarray(batch["label"])).mean()
   np.testing.assert_allclose(float(metrics["loss"]), want, rtol=1e-5)
+
+
+def test_the_step_without_its_norms_updates_the_same_and_reports_no_norms(tiny_config):
+  """The lever `benchmark levers` times: only the metrics differ. Mutation: the norms left in
+  -> red."""
+  graphdef, params, tx, batch, rates = _step_inputs(tiny_config, np.random.default_rng(1),
+                                                    rate=0.01)
+  out = {}
+  for norms in (True, False):
+    state = {"step": jnp.int32(0), "params": params, "opt_state": tx.init(params)}
+    step = jax.jit(steps.make_train_step(graphdef, tx, with_stats=False, pixel_scale=1 / 64,
+                                         with_norms=norms))
+    out[norms] = step(state, batch, jax.random.key(0), jnp.full((32, 32, 3), 120.0), rates)
+  (with_state, with_metrics), (without_state, without_metrics) = out[True], out[False]
+  assert {"grad_norm", "param_norm"} <= set(with_metrics)
+  assert set(without_metrics) == set(with_metrics) - {"grad_norm", "param_norm"}
+  jax.tree.map(np.testing.assert_array_equal, without_state, with_state)

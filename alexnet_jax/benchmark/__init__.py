@@ -1,6 +1,6 @@
 """Benchmarks that print figures (one JSON line each); tests never assert on time. Each
-benchmark is a module of this package (`input_pipeline`, `step`, `end2end`, `transfer`,
-`decode`, `scaling`).
+benchmark is a module of this package (`input_pipeline`, `step`, `levers`, `end2end`,
+`transfer`, `decode`, `scaling`).
 
   python -m alexnet_jax.benchmark input [--root=DIR] [--workers=N] [--seconds=S]
       The training input pipeline (decode, §2 rescale + centre crop, §4.1 random crop, flip,
@@ -15,6 +15,11 @@ benchmark is a module of this package (`input_pipeline`, `step`, `end2end`, `tra
       The jitted training step (forward, backward, the paper's SGD) on synthetic device data.
       --compare_torch also times the same network in PyTorch (eager and torch.compile) in the
       same run and prints the ratio; --profile ranks the device ops by time (jax.profiler).
+  python -m alexnet_jax.benchmark levers --config=configs/paper.py [--batch=128]
+      [--dtype=bfloat16] [--steps=N] [--xla_flags=FLAG ...]
+      Levers on the training step, each against the step as shipped timed in the same run: the
+      step without its global norms (alternating, in this process), and each XLA flag (a child
+      `benchmark step` per flag beside one of the shipped step); img/s and the speed-up.
   python -m alexnet_jax.benchmark end2end --config=configs/paper.py [--source=synthetic|jpeg]
       [--prepared] [--null_model] [--root=DIR] [--workers=N] [--steps=N]
       The real training loop: steady images/s, the fraction of time it waits for input, the

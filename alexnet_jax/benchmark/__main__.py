@@ -1,5 +1,5 @@
-"""`python -m alexnet_jax.benchmark input|step|end2end|transfer|decode|scaling [flags]` (the package's
-docstring says what each prints)."""
+"""`python -m alexnet_jax.benchmark input|step|levers|end2end|transfer|decode|scaling [flags]`
+(the package's docstring says what each prints)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from alexnet_jax import cli
 from alexnet_jax.benchmark.decode import bench_decode
 from alexnet_jax.benchmark.end2end import bench_end2end
 from alexnet_jax.benchmark.input_pipeline import bench_input
+from alexnet_jax.benchmark.levers import XLA_FLAGS_TRIED, bench_levers
 from alexnet_jax.benchmark.scaling import bench_scaling
 from alexnet_jax.benchmark.step import bench_step
 from alexnet_jax.benchmark.transfer import bench_transfer
@@ -19,10 +20,10 @@ from alexnet_jax.errors import UserError
 
 def main(argv):
   FLAGS = flags.FLAGS
-  if len(argv) != 2 or argv[1] not in ("input", "step", "end2end", "transfer", "decode",
-                                       "scaling"):
+  if len(argv) != 2 or argv[1] not in ("input", "step", "levers", "end2end", "transfer",
+                                       "decode", "scaling"):
     raise UserError("usage: python -m alexnet_jax.benchmark "
-                    "input|step|end2end|transfer|decode|scaling [flags]")
+                    "input|step|levers|end2end|transfer|decode|scaling [flags]")
   logging.set_verbosity(logging.WARNING)
   if argv[1] == "input":
     bench_input(root=FLAGS.root, generate=FLAGS.generate, workers=FLAGS.workers,
@@ -31,11 +32,14 @@ def main(argv):
   if FLAGS.config is None:
     raise UserError(f"{argv[1]} needs --config=configs/....py")
   config = FLAGS.config
-  if FLAGS.dtype and argv[1] in ("step", "end2end"):
+  if FLAGS.dtype and argv[1] in ("step", "levers", "end2end"):
     config.model.dtype = FLAGS.dtype
   if argv[1] == "step":
     bench_step(config, batch=FLAGS.batch, steps=FLAGS.steps, profile=FLAGS.profile,
                compare_torch=FLAGS.compare_torch)
+  elif argv[1] == "levers":
+    bench_levers(config, batch=FLAGS.batch, steps=FLAGS.steps, argv=sys.argv[2:],
+                 flags=tuple(f for f in FLAGS.xla_flags if f))
   elif argv[1] == "end2end":
     bench_end2end(config, source=FLAGS.source, root=FLAGS.root, generate=FLAGS.generate,
                   batch=FLAGS.batch, workers=FLAGS.workers, steps=FLAGS.steps,
@@ -67,10 +71,12 @@ if __name__ == "__main__":
                     "input: chroma subsampling of the prepared store")
   flags.DEFINE_integer("batch", 0, "batch size (0: the config's)")
   flags.DEFINE_enum("dtype", "", ["", "bfloat16", "float32"],
-                    "step, end2end: compute dtype (default: config)")
-  flags.DEFINE_integer("steps", 50, "step, scaling: timed steps after warm-up; end2end: "
+                    "step, levers, end2end: compute dtype (default: config)")
+  flags.DEFINE_integer("steps", 50, "step, levers, scaling: timed steps after warm-up; end2end: "
                        "the loop's steps (at least 8; the first quarter, compiling, is not "
                        "counted)")
+  flags.DEFINE_multi_string("xla_flags", list(XLA_FLAGS_TRIED), "levers: each XLA flag to "
+                            "time against the shipped step, in a child process ('' for none)")
   flags.DEFINE_integer("devices", 0, "scaling: measure this device count only (a child run)")
   flags.DEFINE_bool("profile", False, "step: trace 10 more steps with jax.profiler and print "
                     "the device ops that take the most time (GPU/TPU)")

@@ -54,12 +54,14 @@ def _profile(compiled, args, steps: int) -> list[dict]:
       return top_device_ops(json.load(f), steps)
 
 
-def timed_step(config, batch_size: int, steps: int, mesh=None, profile_steps: int = 0):
+def timed_step(config, batch_size: int, steps: int, mesh=None, profile_steps: int = 0,
+               step_norms: bool = True):
   """(seconds per step, FLOPs per step, compiled HLO text, device ops ranked by time when
   `profile_steps`) of the training step that training runs (`train_setup.setup_train`: the
   config's optimizer, the training mesh or `mesh`), on a synthetic batch already on the
   devices. FLOPs: three times the forward pass's (forward, input and weight gradients),
-  counted from the layer shapes; XLA's cost analysis does not see inside cuDNN's convolutions."""
+  counted from the layer shapes; XLA's cost analysis does not see inside cuDNN's convolutions.
+  `step_norms` False: the step without its global norms (`train_setup.setup_train`)."""
   import jax
   import jax.numpy as jnp
 
@@ -68,7 +70,8 @@ def timed_step(config, batch_size: int, steps: int, mesh=None, profile_steps: in
   from alexnet_jax.sharding import mesh_for
   from alexnet_jax.train_setup import setup_train
 
-  setup = setup_train(config, mesh if mesh is not None else mesh_for(config))
+  setup = setup_train(config, mesh if mesh is not None else mesh_for(config),
+                      step_norms=step_norms)
   size, c = config.model.input_size, config.model.in_channels
   key = jax.random.key(0)
   batch = batch_lib.train(

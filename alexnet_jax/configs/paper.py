@@ -37,6 +37,10 @@ def model_config() -> ml_collections.ConfigDict:
       # LRN's channel window within each column's maps (the 2012 code), or across all the
       # layer's maps (Caffe's bvlc_alexnet; needs mesh.model = 1).
       lrn_across_columns=False,
+      # A device holding both columns keeps their maps side by side ('joined') or one array
+      # per column ('separate': no concatenations between the layers where they meet; the
+      # same sums). A speed lever (`benchmark levers`), not the network.
+      column_maps="joined",
       # The 2012 code's spatial response norm after conv2's LRN (configs/paper_code.py):
       # b = a (1 + alpha/size² Σ_{size x size} a²)^-beta.
       response_norm=False,
