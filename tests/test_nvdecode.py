@@ -40,17 +40,21 @@ def _assert_same(ours, theirs):
       np.testing.assert_array_equal(np.asarray(got[key]), want[key], err_msg=key)
 
 
-def _counted(monkeypatch, owner, name: str) -> list:
-  """Whether each patch that `owner.name` returns was decoded (not None), as it runs."""
-  decoded, real = [], getattr(owner, name)
+def _calls(monkeypatch, owner, name: str) -> list:
+  """What each call of `owner.name` returns, as it runs."""
+  results, real = [], getattr(owner, name)
 
-  def counted(self, *args):
-    out = real(self, *args)
-    decoded.extend(p is not None for p in out)
-    return out
+  def recorded(self, *args):
+    results.append(real(self, *args))
+    return results[-1]
 
-  monkeypatch.setattr(owner, name, counted)
-  return decoded
+  monkeypatch.setattr(owner, name, recorded)
+  return results
+
+
+def _decoded(calls: list) -> list[bool]:
+  """Whether each patch of the decoder's `_calls` was decoded (not None)."""
+  return [p is not None for out in calls for p in out]
 
 
 @pytest.mark.parametrize("channels", [3, 1])
@@ -59,11 +63,12 @@ def test_the_patches_are_the_default_decoders_bit_for_bit(tmp_path, channels, ca
   """Mutations: the region's top and left swapped -> red; the decoder not used (the default
   path taken) -> the count of patches it decoded is 0 (red)."""
   config = _prepared(tmp_path, channels)
-  decoded = _counted(monkeypatch, nvdecode.PatchDecoder, "patches")
+  calls = _calls(monkeypatch, nvdecode.PatchDecoder, "patches")
   theirs = _batches(config.copy_and_resolve_references(), "nvimgcodec")
   monkeypatch.undo()
   ours = _batches(config.copy_and_resolve_references(), "simplejpeg")
   # Every patch (those of the batches read ahead too), none left to the default decoder.
+  decoded = _decoded(calls)
   assert len(decoded) >= 4 * config.data.batch_size and all(decoded)
   _assert_same(ours, theirs)
   assert theirs[0]["image"].shape[-1] == channels
@@ -78,12 +83,80 @@ def test_decoded_in_the_training_process_the_patches_are_the_default_decoders(
   workers decode) -> none decoded here (red)."""
   config = _prepared(tmp_path, channels)
   config.data.workers = workers
-  decoded = _counted(monkeypatch, nvdecode.DeviceDecoder, "_decoded")
+  calls = _calls(monkeypatch, nvdecode.DeviceDecoder, "_decoded")
   theirs = _batches(config.copy_and_resolve_references(), "nvimgcodec", decode_on="device")
   ours = _batches(config.copy_and_resolve_references(), "simplejpeg")
+  decoded = _decoded(calls)
   assert len(decoded) >= 4 * config.data.batch_size and all(decoded)
   _assert_same(ours, theirs)
   assert theirs[0]["image"].shape[-1] == channels
+
+
+def test_batches_lent_in_place_are_decoded_too(tmp_path, monkeypatch):
+  """On a GPU the device copy reads the workers' slots in place (`FromStep.lend`): the JPEGs
+  are decoded from them. Mutation: a lent batch handed on undecoded -> red."""
+  from alexnet_jax.data import workers
+
+  config = _prepared(tmp_path)
+  config.data.update(decoder="nvimgcodec", decode_on="device", workers=2)
+  ours = _batches(config.copy_and_resolve_references(), "simplejpeg")
+  inp = build_input(config)
+  monkeypatch.setattr(workers.jax, "default_backend", lambda: "gpu")
+  assert inp.train.lend()
+  try:  # each copied before the next is taken: its slot is then another batch's
+    theirs = [{k: np.array(v) for k, v in next(inp.train).items()} for _ in range(4)]
+  finally:
+    inp.train.close()
+  _assert_same(ours, theirs)
+
+
+def test_patches_decoded_into_device_memory_become_one_device_array(tmp_path, monkeypatch):
+  """A GPU's decoder returns images in device memory: they are taken as jax arrays (DLPack)
+  and stacked on the device with the host's patches (here the CPU backend's images, handed
+  over as a GPU's are, and one record that is no JPEG). Mutations: a host patch left out of
+  the stack's order -> red; device images read as host arrays -> not a jax.Array (red)."""
+  import jax
+
+  from alexnet_jax.data import store_format
+
+  real_open, real_read = nvdecode.DeviceDecoder._open, store_format.PreparedSplit.__getitem__
+  kind = nvdecode._module().ImageBufferKind.STRIDED_DEVICE
+
+  class OnDevice:  # an image in "device memory": DLPack only
+    def __init__(self, image):
+      self._array, self.shape, self.buffer_kind = np.asarray(image), image.shape, kind
+
+    def __dlpack__(self, stream=None):
+      return self._array.__dlpack__()
+
+    def __dlpack_device__(self):
+      return self._array.__dlpack_device__()
+
+  class GpuLike:
+    def __init__(self, decoder):
+      self._decoder = decoder
+
+    def decode(self, streams, params):
+      return [None if i is None else OnDevice(i) for i in self._decoder.decode(streams,
+                                                                                params=params)]
+
+  def opened(self):
+    decoder, params = real_open(self)
+    return GpuLike(decoder), params
+
+  def damaged(self, index):
+    record = real_read(self, index)
+    return {**record, "encoded": b"not a jpeg"} if index == 2 else record
+
+  monkeypatch.setattr(nvdecode.DeviceDecoder, "_open", opened)
+  monkeypatch.setattr(store_format.PreparedSplit, "__getitem__", damaged)
+  on_host = _calls(monkeypatch, pipeline.TrainBatch, "host_patch")
+  config = _prepared(tmp_path)
+  theirs = _batches(config.copy_and_resolve_references(), "nvimgcodec", decode_on="device")
+  ours = _batches(config.copy_and_resolve_references(), "simplejpeg")
+  assert all(isinstance(b["image"], jax.Array) for b in theirs)
+  assert on_host  # the record that is no JPEG
+  _assert_same(ours, theirs)
 
 
 def test_a_jpeg_not_sent_or_unreadable_is_decoded_on_the_host(tmp_path, monkeypatch):
@@ -105,13 +178,7 @@ def test_a_jpeg_not_sent_or_unreadable_is_decoded_on_the_host(tmp_path, monkeypa
   sizes = sorted(len(real_read(split, i)["encoded"]) for i in range(len(split)))
   # Room for about half of a batch's JPEGs.
   monkeypatch.setattr(nvdecode, "JPEG_BYTES_PER_IMAGE", sizes[len(sizes) // 2] // 2)
-  on_host, real_patch = [], pipeline.TrainBatch.host_patch
-
-  def counted(self, *args):
-    on_host.append(args[0])
-    return real_patch(self, *args)
-
-  monkeypatch.setattr(pipeline.TrainBatch, "host_patch", counted)
+  on_host = _calls(monkeypatch, pipeline.TrainBatch, "host_patch")
   theirs = _batches(config.copy_and_resolve_references(), "nvimgcodec", count=8,
                     decode_on="device")
   ours = _batches(config.copy_and_resolve_references(), "simplejpeg", count=8)

@@ -409,14 +409,13 @@ def train_dataset(data, split, stats: Stats, *, crop: int, channels: int, seed: 
   workers = workers_lib.input_workers(data, split.encoded)
   if workers:
     logging.info("input: %d worker processes (data.workers=%d)", workers, data.workers)
-  if not on_device:
-    return workers_lib.FromStep(batches, _read_options(data, workers), workers,
-                                batch_lib.train_layout(local_batch, crop, channels))
-  logging.info("input: nvImageCodec decodes the training patches on %s",
-               jax.local_devices()[0].device_kind)
-  return workers_lib.FromStep(batches, _read_options(data, workers), workers,
-                              batch_lib.encoded_train_layout(local_batch, capacity, channels),
-                              finish=nvdecode.DeviceDecoder(cut.host_patch, crop, channels))
+  layout, finish = batch_lib.train_layout(local_batch, crop, channels), None
+  if on_device:
+    logging.info("input: nvImageCodec decodes the training patches on %s",
+                 jax.local_devices()[0].device_kind)
+    layout = batch_lib.encoded_train_layout(local_batch, capacity, channels)
+    finish = nvdecode.DeviceDecoder(cut.host_patch, crop, channels)
+  return workers_lib.FromStep(batches, _read_options(data, workers), workers, layout, finish)
 
 
 def build_input(data, *, crop: int, channels: int, num_classes: int, seed: int,

@@ -131,7 +131,7 @@ class FromStep(grain.DatasetIterator):
   reading whole batches, `workers` > 0, or none) and of training processes. Worker processes
   hand their batches over through a `ring.BatchRing` of `layout`; a batch taken is a copy
   unless the reader asked to borrow them (`lend`). `finish`, if given, is applied to each
-  batch taken (`nvdecode.DeviceDecoder`: it decodes them)."""
+  batch taken (`nvdecode.DeviceDecoder`: it decodes them, reading a lent batch in place)."""
 
   def __init__(self, batches: grain.MapDataset, read: grain.ReadOptions, workers: int,
                layout: dict, finish=None):
@@ -152,11 +152,10 @@ class FromStep(grain.DatasetIterator):
 
   def lend(self) -> bool:
     """Asks for the batches in place, in shared memory and valid until the next `next`,
-    instead of copies; granted (True) with worker processes, not on the CPU backend (whose
-    device arrays may alias host memory) and without `finish`. The reader's copy of a lent
-    batch (on the device) must be complete when it asks for the next one."""
-    self._lends = (self._workers > 0 and jax.default_backend() != "cpu"
-                   and self._finish is None)
+    instead of copies; granted (True) with worker processes and not on the CPU backend (whose
+    device arrays may alias host memory). The reader's copy of a lent batch (on the device)
+    must be complete when it asks for the next one."""
+    self._lends = self._workers > 0 and jax.default_backend() != "cpu"
     return self._lends
 
   def __next__(self) -> dict:
@@ -168,7 +167,7 @@ class FromStep(grain.DatasetIterator):
     batch = self._ring.views(item)
     if self._lends:
       self._lent = item
-      return batch
+      return self._finished(batch)
     batch = {k: v.copy() for k, v in batch.items()}
     self._ring.release(item)
     return self._finished(batch)
