@@ -15,7 +15,7 @@ import sys
 
 from alexnet_jax import xla_flags
 from alexnet_jax.benchmark import emit, figure
-from alexnet_jax.benchmark.step import timed_step
+from alexnet_jax.benchmark.step import compiled_step
 
 # XLA's GPU flags worth a try on this step: the scheduler that overlaps independent work, the
 # step without CUDA graphs, cuBLAS instead of Triton for the fully-connected matmuls.
@@ -57,10 +57,12 @@ def bench_levers(config, *, batch: int, steps: int, argv: list[str],
                   (apart, True)}
   if config.model.column_maps == "separate" or config.model.lrn_across_columns:
     del variants["each column's maps an array of its own (model.column_maps=separate)"]
+  runs = {name: compiled_step(variant, batch, step_norms=norms)[0]
+          for name, (variant, norms) in variants.items()}
   times = dict.fromkeys(variants, 0.0)
   for _ in range(rounds):  # alternating, so that a drift of the machine falls on every one
-    for name, (variant, norms) in variants.items():
-      times[name] += timed_step(variant, batch, steps, step_norms=norms)[0] / rounds
+    for name, run in runs.items():
+      times[name] += run(steps) / rounds
   records = []
   for name in list(variants)[1:]:
     records.append(_record(name, batch, dtype, times[name], times["shipped"]))

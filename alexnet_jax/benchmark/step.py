@@ -54,18 +54,15 @@ def _profile(compiled, args, steps: int) -> list[dict]:
       return top_device_ops(json.load(f), steps)
 
 
-def timed_step(config, batch_size: int, steps: int, mesh=None, profile_steps: int = 0,
-               step_norms: bool = True):
-  """(seconds per step, FLOPs per step, compiled HLO text, device ops ranked by time when
-  `profile_steps`) of the training step that training runs (`train_setup.setup_train`: the
-  config's optimizer, the training mesh or `mesh`), on a synthetic batch already on the
-  devices. FLOPs: three times the forward pass's (forward, input and weight gradients),
-  counted from the layer shapes; XLA's cost analysis does not see inside cuDNN's convolutions.
-  `step_norms` False: the step without its global norms (`train_setup.setup_train`)."""
+def compiled_step(config, batch_size: int, mesh=None, step_norms: bool = True):
+  """The training step that training runs (`train_setup.setup_train`: the config's optimizer,
+  the training mesh or `mesh`; `step_norms` False: without its global norms), compiled for a
+  synthetic batch already on the devices and warmed up: (`run(steps)` -> seconds per step,
+  the compiled step, its arguments after the state)."""
   import jax
   import jax.numpy as jnp
 
-  from alexnet_jax import models, optim
+  from alexnet_jax import optim
   from alexnet_jax.data import batch as batch_lib
   from alexnet_jax.sharding import mesh_for
   from alexnet_jax.train_setup import setup_train
@@ -85,19 +82,36 @@ def timed_step(config, batch_size: int, steps: int, mesh=None, profile_steps: in
   rates = jax.device_put({optim.rate_key(p): jnp.float32(config.optimizer.learning_rate)
                           for p, _ in jax.tree_util.tree_flatten_with_path(
                               setup.state["params"])[0]}, setup.replicated)
-  state = setup.state
   args = (batch, key, mean, rates)
-  compiled = setup.train_step.lower(state, *args).compile()
+  compiled = setup.train_step.lower(setup.state, *args).compile()
+  held = {"state": setup.state}
+
+  def run(steps: int) -> float:
+    state = held["state"]
+    start = time.perf_counter()
+    for _ in range(steps):
+      state, metrics = compiled(state, *args)
+    jax.block_until_ready(metrics)
+    held["state"] = state
+    return (time.perf_counter() - start) / max(steps, 1)
+
+  run(3)  # warm-up
+  return run, compiled, args, held
+
+
+def timed_step(config, batch_size: int, steps: int, mesh=None, profile_steps: int = 0,
+               step_norms: bool = True):
+  """(seconds per step, FLOPs per step, compiled HLO text, device ops ranked by time when
+  `profile_steps`) of the training step that training runs (`compiled_step`), on a synthetic
+  batch already on the devices. FLOPs: three times the forward pass's (forward, input and
+  weight gradients), counted from the layer shapes; XLA's cost analysis does not see inside
+  cuDNN's convolutions. `step_norms` False: the step without its global norms."""
+  from alexnet_jax import models
+
+  run, compiled, args, held = compiled_step(config, batch_size, mesh, step_norms)
   flops = 3.0 * models.AlexNetSpec.from_config(config.model).forward_flops() * batch_size
-  for _ in range(3):
-    state, metrics = compiled(state, *args)
-  jax.block_until_ready(metrics)
-  start = time.perf_counter()
-  for _ in range(steps):
-    state, metrics = compiled(state, *args)
-  jax.block_until_ready(metrics)
-  seconds = (time.perf_counter() - start) / steps
-  ops = _profile(compiled, (state, *args), profile_steps) if profile_steps else []
+  seconds = run(steps)
+  ops = _profile(compiled, (held["state"], *args), profile_steps) if profile_steps else []
   return seconds, flops, compiled.as_text(), ops
 
 
