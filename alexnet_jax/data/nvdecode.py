@@ -39,7 +39,8 @@ def check_available(decoder: str) -> None:
       _module()
     except ImportError:
       raise UserError("data.decoder=nvimgcodec needs nvImageCodec: pip install "
-                      "'alexnet_jax[nvimgcodec]' (alexnet_jax[nvimgcodec-cu13] for CUDA 13)") from None
+                      "'alexnet_jax[nvimgcodec]' (alexnet_jax[nvimgcodec-cu13] for CUDA "
+                      "13)") from None
 
 
 def check_decode_on(data) -> None:
