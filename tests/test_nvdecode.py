@@ -2,6 +2,7 @@
 patches of a prepared store bit for bit the default decoder's, decoded in the input workers
 or, from the JPEGs they send, in the training process (`data.decode_on=device`, a GPU's way)."""
 
+import logging
 import sys
 
 import numpy as np
@@ -110,11 +111,14 @@ def test_batches_lent_in_place_are_decoded_too(tmp_path, monkeypatch):
   _assert_same(ours, theirs)
 
 
-def test_patches_decoded_into_device_memory_become_one_device_array(tmp_path, monkeypatch):
+def test_patches_decoded_into_device_memory_become_one_device_array(tmp_path, monkeypatch,
+                                                                     caplog):
   """A GPU's decoder returns images in device memory: they are taken as jax arrays (DLPack)
   and stacked on the device with the host's patches (here the CPU backend's images, handed
-  over as a GPU's are, and one record that is no JPEG). Mutations: a host patch left out of
-  the stack's order -> red; device images read as host arrays -> not a jax.Array (red)."""
+  over as a GPU's are, and one record that is no JPEG); where DLPack refuses them, copied
+  through the host with one warning. Mutations: a host patch left out of the stack's order ->
+  red; device images read as host arrays -> not a jax.Array (red); the refusal not caught ->
+  red."""
   import jax
 
   from alexnet_jax.data import store_format
@@ -131,6 +135,9 @@ def test_patches_decoded_into_device_memory_become_one_device_array(tmp_path, mo
 
     def __dlpack_device__(self):
       return self._array.__dlpack_device__()
+
+    def cpu(self):
+      return self._array
 
   class GpuLike:
     def __init__(self, decoder):
@@ -157,6 +164,16 @@ def test_patches_decoded_into_device_memory_become_one_device_array(tmp_path, mo
   assert all(isinstance(b["image"], jax.Array) for b in theirs)
   assert on_host  # the record that is no JPEG
   _assert_same(ours, theirs)
+  # Where DLPack refuses them (a jax and nvImageCodec that do not agree): through the host.
+  def refused(image):
+    raise TypeError("unsupported DLPack device")
+
+  monkeypatch.setattr(jax.dlpack, "from_dlpack", refused)
+  with caplog.at_level(logging.WARNING):
+    _assert_same(ours, _batches(config.copy_and_resolve_references(), "nvimgcodec",
+                                decode_on="device"))
+  said = [r.getMessage() for r in caplog.records if "DLPack" in r.getMessage()]
+  assert len(said) == 1 and "copied through the host" in said[0]
 
 
 def test_a_jpeg_not_sent_or_unreadable_is_decoded_on_the_host(tmp_path, monkeypatch):

@@ -20,8 +20,9 @@ import threading
 
 import jax
 import numpy as np
+from absl import logging
 
-from alexnet_jax.errors import UserError
+from alexnet_jax.errors import UserError, first_line
 
 DECODERS = ("simplejpeg", "nvimgcodec")  # data.decoder; simplejpeg/Pillow: the reference
 DECODE_ON = ("auto", "host", "device")  # data.decode_on
@@ -164,6 +165,7 @@ class DeviceDecoder:
     self._host_patch, self.crop, self.channels = host_patch, crop, channels
     self._device = device or jax.local_devices()[0]
     self._decoder = self._params = None
+    self._through_host = False
 
   def _open(self):
     if self._decoder is None:
@@ -198,8 +200,20 @@ class DeviceDecoder:
     for i, image in zip(where, decoder.decode(streams, params=params) if streams else []):
       if image is not None and tuple(image.shape) == (size, size, self.channels):
         on_device = image.buffer_kind == nvimgcodec.ImageBufferKind.STRIDED_DEVICE
-        out[i] = jax.dlpack.from_dlpack(image) if on_device else np.asarray(image)
+        out[i] = self._taken(image) if on_device else np.asarray(image)
     return out
+
+  def _taken(self, image):
+    """An image in device memory as a jax.Array (DLPack, no copy); copied through the host,
+    with a warning once, where DLPack refuses it."""
+    if not self._through_host:
+      try:
+        return jax.dlpack.from_dlpack(image)
+      except Exception as e:  # noqa: BLE001 -- any refusal: the copy below still works
+        self._through_host = True
+        logging.warning("nvImageCodec's decoded images cannot be taken by DLPack (%s): they "
+                        "are copied through the host", first_line(e) or type(e).__name__)
+    return np.asarray(image.cpu())
 
   def __call__(self, batch: dict) -> dict:
     batch = dict(batch)
