@@ -165,7 +165,7 @@ class DeviceDecoder:
     self._host_patch, self.crop, self.channels = host_patch, crop, channels
     self._device = device or jax.local_devices()[0]
     self._decoder = self._params = None
-    self._through_host = False
+    self._through_host = self._warned = False
 
   def _open(self):
     if self._decoder is None:
@@ -221,6 +221,11 @@ class DeviceDecoder:
     index, position = batch.pop("index"), batch.pop("position")
     starts = np.concatenate([[0], ends[:-1]])
     patches = self._decoded([jpeg[a:b] for a, b in zip(starts, ends)], batch["crop"])
+    if not self._warned and (ends > starts).any() and all(p is None for p in patches):
+      self._warned = True
+      logging.warning("nvImageCodec decoded none of a batch's patches on %s (is nvJPEG there? "
+                      "pip install 'alexnet_jax[nvimgcodec]'): the default decoder decodes "
+                      "them on the host, slowly", self._device.device_kind)
     label, skipped = batch["label"].copy(), batch["skipped"].copy()
     for i in (i for i, p in enumerate(patches) if p is None):
       patches[i], label[i], attempts = self._host_patch(int(index[i]), int(position[i]),
