@@ -99,6 +99,40 @@ def _module():
   return _LOADED[0]
 
 
+def _made(channels: int, device_id: int, kinds: tuple, **options):
+  """(a decoder on `device_id` with the backends `kinds`, decode parameters for `channels`)."""
+  nvimgcodec = _module()
+  with _MAKING, _quiet():
+    decoder = nvimgcodec.Decoder(device_id=device_id,
+                                 backends=[nvimgcodec.Backend(k) for k in kinds], **options)
+  spec = nvimgcodec.ColorSpec.GRAY if channels == 1 else nvimgcodec.ColorSpec.SRGB
+  return decoder, nvimgcodec.DecodeParams(color_spec=spec)
+
+
+def _regions(decoder, params, encoded: list, boxes: np.ndarray, size: int,
+             channels: int) -> list:
+  """The `size` x `size` region at (top, left) = boxes[i, :2] of each encoded image, decoded
+  in one batched call: nvImageCodec's image [size, size, channels], or None where it cannot be
+  decoded so (empty, not an image it reads, or decoded to another shape)."""
+  nvimgcodec = _module()
+  streams, where = [], []
+  for i, (data, (top, left)) in enumerate(zip(encoded, boxes[:, :2].tolist())):
+    if not len(data):
+      continue
+    try:
+      stream = nvimgcodec.CodeStream(bytes(data))
+      streams.append(stream.get_sub_code_stream(
+          region=nvimgcodec.Region(top, left, top + size, left + size)))
+      where.append(i)
+    except Exception:  # noqa: BLE001 -- not an image it reads: the default decoder's to say
+      continue
+  out = [None] * len(encoded)
+  for i, image in zip(where, decoder.decode(streams, params=params) if streams else []):
+    if image is not None and tuple(image.shape) == (size, size, channels):
+      out[i] = image
+  return out
+
+
 class PatchDecoder:
   """Decodes patches of JPEG bytes on nvImageCodec's CPU backend: one decoder per thread (a
   decoder is not safe to share), made on first use in the process that decodes (a decoder
@@ -114,40 +148,17 @@ class PatchDecoder:
   def __setstate__(self, state):
     self.__init__(state["channels"])
 
-  def _open(self):
-    if getattr(self._local, "decoder", None) is None:
-      nvimgcodec = _module()
-      with _MAKING, _quiet():
-        self._local.decoder = nvimgcodec.Decoder(
-            device_id=nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY,
-            backends=[nvimgcodec.Backend(nvimgcodec.BackendKind.CPU_ONLY)],
-            max_num_cpu_threads=1)
-      spec = nvimgcodec.ColorSpec.GRAY if self.channels == 1 else nvimgcodec.ColorSpec.SRGB
-      self._local.params = nvimgcodec.DecodeParams(color_spec=spec)
-    return self._local.decoder, self._local.params
-
   def patches(self, encoded: list[bytes], boxes: np.ndarray, size: int) -> list:
     """The `size` x `size` patch at (top, left) = boxes[i, :2] of each encoded image, uint8
     [size, size, channels], or None where it cannot be decoded so."""
-    nvimgcodec = _module()
-    decoder, params = self._open()
-    streams, where = [], []
-    for i, (data, (top, left)) in enumerate(zip(encoded, boxes[:, :2].tolist())):
-      try:
-        stream = nvimgcodec.CodeStream(bytes(data))
-        streams.append(stream.get_sub_code_stream(
-            region=nvimgcodec.Region(top, left, top + size, left + size)))
-        where.append(i)
-      except Exception:  # noqa: BLE001 -- not an image it reads: the default decoder's to say
-        continue
-    out = [None] * len(encoded)
-    decoded = decoder.decode(streams, params=params) if streams else []
-    for i, image in zip(where, decoded):
-      if image is None:
-        continue
-      array = np.asarray(image)
-      if array.shape == (size, size, self.channels) and array.dtype == np.uint8:
-        out[i] = array
+    if getattr(self._local, "made", None) is None:
+      nvimgcodec = _module()
+      self._local.made = _made(self.channels, nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY,
+                               (nvimgcodec.BackendKind.CPU_ONLY,), max_num_cpu_threads=1)
+    out = []
+    for image in _regions(*self._local.made, encoded, boxes, size, self.channels):
+      array = None if image is None else np.asarray(image)
+      out.append(array if array is not None and array.dtype == np.uint8 else None)
     return out
 
 
@@ -164,44 +175,26 @@ class DeviceDecoder:
   def __init__(self, host_patch, crop: int, channels: int, device=None):
     self._host_patch, self.crop, self.channels = host_patch, crop, channels
     self._device = device or jax.local_devices()[0]
-    self._decoder = self._params = None
+    self._made = None
     self._through_host = self._warned = False
 
   def _open(self):
-    if self._decoder is None:
-      nvimgcodec = _module()
-      kinds = ((nvimgcodec.BackendKind.HW_GPU_ONLY, nvimgcodec.BackendKind.GPU_ONLY)
-               if self._device.platform == "gpu" else (nvimgcodec.BackendKind.CPU_ONLY,))
-      device_id = (self._device.local_hardware_id if self._device.platform == "gpu"
-                   else nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY)
-      with _MAKING, _quiet():
-        self._decoder = nvimgcodec.Decoder(
-            device_id=device_id, backends=[nvimgcodec.Backend(k) for k in kinds])
-      spec = nvimgcodec.ColorSpec.GRAY if self.channels == 1 else nvimgcodec.ColorSpec.SRGB
-      self._params = nvimgcodec.DecodeParams(color_spec=spec)
-    return self._decoder, self._params
+    """(decoder, decode parameters) on the device, made on first use: its GPU backends (the
+    hardware decoder, then CUDA) on a GPU, the CPU backend elsewhere."""
+    if self._made is None:
+      nvimgcodec, gpu = _module(), self._device.platform == "gpu"
+      self._made = (_made(self.channels, self._device.local_hardware_id,
+                          (nvimgcodec.BackendKind.HW_GPU_ONLY, nvimgcodec.BackendKind.GPU_ONLY))
+                    if gpu else _made(self.channels, nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY,
+                                      (nvimgcodec.BackendKind.CPU_ONLY,)))
+    return self._made
 
   def _decoded(self, jpegs: list, boxes: np.ndarray) -> list:
     """Each patch decoded (a device or host array), or None."""
-    nvimgcodec = _module()
-    decoder, params = self._open()
-    size, streams, where = self.crop, [], []
-    for i, (data, (top, left)) in enumerate(zip(jpegs, boxes[:, :2].tolist())):
-      if not len(data):
-        continue
-      try:
-        stream = nvimgcodec.CodeStream(data.tobytes())
-        streams.append(stream.get_sub_code_stream(
-            region=nvimgcodec.Region(top, left, top + size, left + size)))
-        where.append(i)
-      except Exception:  # noqa: BLE001 -- not an image it reads: the host's to say
-        continue
-    out = [None] * len(jpegs)
-    for i, image in zip(where, decoder.decode(streams, params=params) if streams else []):
-      if image is not None and tuple(image.shape) == (size, size, self.channels):
-        on_device = image.buffer_kind == nvimgcodec.ImageBufferKind.STRIDED_DEVICE
-        out[i] = self._taken(image) if on_device else np.asarray(image)
-    return out
+    on_device = _module().ImageBufferKind.STRIDED_DEVICE
+    return [image if image is None else
+            self._taken(image) if image.buffer_kind == on_device else np.asarray(image)
+            for image in _regions(*self._open(), jpegs, boxes, self.crop, self.channels)]
 
   def _taken(self, image):
     """An image in device memory as a jax.Array (DLPack, no copy); copied through the host,
