@@ -43,8 +43,7 @@ def _encoded_batch(jpegs: list, boxes: np.ndarray, channels: int, first: int) ->
   """`batch.encoded_train` of `jpegs`, the records from `first` on, with the patch boxes
   `boxes`."""
   n = len(jpegs)
-  buffer = np.frombuffer(b"".join(jpegs), np.uint8)
-  ends = np.cumsum([len(j) for j in jpegs]).astype(np.int64)
+  buffer, ends = batch_lib.packed_jpegs(jpegs, sum(len(j) for j in jpegs))
   index = np.arange(first, first + n, dtype=np.int64)
   return batch_lib.encoded_train(buffer, ends, index, index, np.zeros(n, np.int32), boxes,
                                  np.zeros((n, channels), np.float32), np.ones(n, np.float32),

@@ -61,6 +61,19 @@ def encoded_train(jpeg, jpeg_end, index, position, label, crop, lighting, shrink
   return fields
 
 
+def packed_jpegs(jpegs: list[bytes], capacity: int) -> tuple[np.ndarray, np.ndarray]:
+  """(`jpeg`, `jpeg_end`) of an encoded batch: `jpegs` one after the other in `capacity`
+  bytes; one that does not fit in what is left is not sent (it ends where the one before it
+  does)."""
+  buffer, ends, end = np.empty(capacity, np.uint8), np.empty(len(jpegs), np.int64), 0
+  for i, data in enumerate(jpegs):
+    if end + len(data) <= capacity:
+      buffer[end:end + len(data)] = np.frombuffer(data, np.uint8)
+      end += len(data)
+    ends[i] = end
+  return buffer, ends
+
+
 def encoded_train_layout(size: int, capacity: int,
                          channels: int) -> dict[str, tuple[tuple[int, ...], str]]:
   """{field: (shape, dtype)} of an encoded training batch of `size` patches whose JPEGs

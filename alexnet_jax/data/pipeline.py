@@ -224,17 +224,11 @@ class TrainBatch(grain.transforms.Map):
 
   def _encoded(self, index: np.ndarray, positions: np.ndarray, boxes, lighting,
                shrink) -> dict:
-    """The batch with its JPEGs instead of its patches; a record whose JPEG does not fit in
-    what is left of `jpeg_capacity` is sent empty."""
-    jpeg = np.empty(self.jpeg_capacity, np.uint8)
-    ends, labels, end = np.empty(len(index), np.int64), np.empty(len(index), np.int32), 0
-    for i, row in enumerate(index.tolist()):
-      record = self.split[row]
-      data, labels[i] = record["encoded"], record["label"]
-      if end + len(data) <= self.jpeg_capacity:
-        jpeg[end:end + len(data)] = np.frombuffer(data, np.uint8)
-        end += len(data)
-      ends[i] = end
+    """The batch with its JPEGs instead of its patches (`batch.packed_jpegs`: one that does
+    not fit in `jpeg_capacity` is sent empty)."""
+    records = [self.split[row] for row in index.tolist()]
+    jpeg, ends = batch_lib.packed_jpegs([r["encoded"] for r in records], self.jpeg_capacity)
+    labels = np.array([r["label"] for r in records], np.int32)
     return batch_lib.encoded_train(jpeg, ends, index.astype(np.int64),
                                    positions.astype(np.int64), labels, boxes, lighting, shrink,
                                    np.zeros(len(index), np.int32))
