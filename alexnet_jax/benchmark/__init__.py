@@ -84,3 +84,32 @@ def cpu_seconds() -> float:
     except (OSError, IndexError, ValueError):
       pass
   return total
+
+
+def jpeg_folder(config, *, root: str, generate: int, val: int, store: str, tmp: str,
+                prepared: bool = True) -> None:
+  """Points `config.data` at an ImageFolder of JPEGs, `root`'s or else `generate` training and
+  `val` validation ones cut from real photographs under `tmp`, read through its prepared §2
+  store (`store`, or one under `tmp`; made here) when `prepared`."""
+  from alexnet_jax.data import prepare
+  from alexnet_jax.data.samples import generate_imagenet_like
+
+  if not root:
+    root = os.path.join(tmp, "images")
+    generate_imagenet_like(root, generate, classes=config.model.num_classes)
+    generate_imagenet_like(root, val, classes=config.model.num_classes, seed=1, split="val")
+  config.data.update(dict(name="image_folder", data_dir=root, use_prepared=prepared,
+                          prepared_dir=store or os.path.join(tmp, "store")))
+  if prepared:
+    prepare.prepare(config.data, channels=config.model.in_channels,
+                    num_classes=config.model.num_classes, progress=False)
+
+
+def training_jpegs(config, count: int) -> tuple[list[bytes], int]:
+  """The first `count` encoded training images `config.data` reads, and their stored size."""
+  from alexnet_jax.data import sources
+
+  split = sources.load(config.data, channels=config.model.in_channels,
+                       num_classes=config.model.num_classes).train
+  return ([split[i]["encoded"] for i in range(min(len(split), count))],
+          sources.stored_size(config.data, split))

@@ -9,34 +9,15 @@ differ)."""
 
 from __future__ import annotations
 
-import os
 import tempfile
 
 import numpy as np
 
-from alexnet_jax.benchmark import emit, figure, timed
+from alexnet_jax.benchmark import emit, figure, jpeg_folder, timed, training_jpegs
 from alexnet_jax.data import batch as batch_lib
-from alexnet_jax.data import images, nvdecode, prepare, sources
-from alexnet_jax.data.samples import generate_imagenet_like
+from alexnet_jax.data import images, nvdecode
 
 COMPARED = 2048  # images of the store decoded each way and compared
-
-
-def _store_records(config, root: str, generate: int, store: str, tmp: str) -> tuple[list, int]:
-  """(the training JPEGs of the prepared store of `root`'s images, or of `generate` generated
-  ones; the stored size)."""
-  if not root:
-    root = os.path.join(tmp, "images")
-    generate_imagenet_like(root, generate, classes=config.model.num_classes)
-    generate_imagenet_like(root, 8, classes=config.model.num_classes, seed=1, split="val")
-  config.data.update(dict(name="image_folder", data_dir=root, use_prepared=True,
-                          prepared_dir=store or os.path.join(tmp, "store")))
-  prepare.prepare(config.data, channels=config.model.in_channels,
-                  num_classes=config.model.num_classes, progress=False)
-  split = sources.load(config.data, channels=config.model.in_channels,
-                       num_classes=config.model.num_classes).train
-  return ([split[i]["encoded"] for i in range(min(len(split), COMPARED))],
-          sources.stored_size(config.data, split))
 
 
 def _encoded_batch(jpegs: list, boxes: np.ndarray, channels: int, first: int) -> dict:
@@ -59,7 +40,8 @@ def bench_decode(config, *, batch: int, generate: int, seconds: float, root: str
   batch = batch or config.data.batch_size
   crop, channels = int(config.model.input_size), int(config.model.in_channels)
   with tempfile.TemporaryDirectory() as tmp:
-    jpegs, stored = _store_records(config, root, generate, store, tmp)
+    jpeg_folder(config, root=root, generate=generate, val=8, store=store, tmp=tmp)
+    jpegs, stored = training_jpegs(config, COMPARED)
   rng = np.random.default_rng(0)
   corners = rng.integers(0, stored - crop + 1, (len(jpegs), 2))
   boxes = np.concatenate([corners, np.zeros((len(jpegs), 1), np.int64)], 1).astype(np.int32)

@@ -9,9 +9,8 @@ import types
 
 import numpy as np
 
-from alexnet_jax.benchmark import emit, figure
+from alexnet_jax.benchmark import emit, figure, jpeg_folder, training_jpegs
 from alexnet_jax.data import nvdecode
-from alexnet_jax.data.samples import generate_imagenet_like
 from alexnet_jax.errors import UserError
 
 
@@ -56,13 +55,9 @@ def _pillow_yardstick(config) -> float:
   """Images/s of a plain Pillow decode and crop, one thread, of the JPEGs the loop reads (the
   prepared store's, or the originals)."""
   from alexnet_jax.benchmark.input_pipeline import plain_pil_loop
-  from alexnet_jax.data import sources
 
-  split = sources.load(config.data, channels=config.model.in_channels,
-                       num_classes=config.model.num_classes).train
-  images = [split[i]["encoded"] for i in range(min(len(split), 256))]
-  return plain_pil_loop(images, PILLOW_SECONDS, size=sources.stored_size(config.data, split),
-                        crop=config.model.input_size)[0]
+  images, stored = training_jpegs(config, 256)
+  return plain_pil_loop(images, PILLOW_SECONDS, size=stored, crop=config.model.input_size)[0]
 
 
 def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, workers: int,
@@ -81,7 +76,7 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
   from alexnet_jax import metrics, train
   from alexnet_jax.benchmark.step import timed_step
   from alexnet_jax.data import batch as batch_lib
-  from alexnet_jax.data import prepare, readers
+  from alexnet_jax.data import readers
   from alexnet_jax.data import workers as workers_lib
 
   batch = batch or config.data.batch_size
@@ -89,18 +84,9 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
     raise UserError(f"end2end needs --steps >= 8 (4 log intervals of 2 steps), got {steps}")
   with tempfile.TemporaryDirectory() as tmp:
     if source == "jpeg":
-      if not root:
-        root = os.path.join(tmp, "images")
-        generate_imagenet_like(root, generate, classes=config.model.num_classes)
-        generate_imagenet_like(root, batch, classes=config.model.num_classes, seed=1,
-                               split="val")
-      config.data.update(dict(name="image_folder", data_dir=root,
-                              prepared_dir=store or os.path.join(tmp, "store"),
-                              use_prepared=prepared))
-      size = len(readers.image_folder(root, "train")[0])
-      if prepared:
-        prepare.prepare(config.data, channels=config.model.in_channels,
-                        num_classes=config.model.num_classes, progress=False)
+      jpeg_folder(config, root=root, generate=generate, val=batch, store=store, tmp=tmp,
+                  prepared=prepared)
+      size = len(readers.image_folder(config.data.data_dir, "train")[0])
     else:
       config.data.update(dict(name="synthetic", synthetic_train_size=generate,
                               synthetic_eval_size=batch))
