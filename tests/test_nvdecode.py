@@ -230,14 +230,12 @@ def test_where_it_decodes_is_checked_at_load(tmp_path):
     nvdecode.check_decode_on(data)
   data.decoder = "nvimgcodec"
   nvdecode.check_decode_on(data)
-  files = type("Files", (), {"stored_form": False})()
-  store = type("Store", (), {"stored_form": True})()
   with pytest.raises(UserError, match="decodes the prepared store's JPEGs"):
-    nvdecode.decodes_on_device(data, files)
-  assert nvdecode.decodes_on_device(data, store)
+    nvdecode.decodes_on_device(data, stored_form=False)
+  assert nvdecode.decodes_on_device(data, stored_form=True)
   data.decode_on = "auto"  # on a CPU: the workers decode
-  assert not nvdecode.decodes_on_device(data, store)
-  assert not nvdecode.decodes_on_device(data, files)
+  assert not nvdecode.decodes_on_device(data, stored_form=True)
+  assert not nvdecode.decodes_on_device(data, stored_form=False)
 
 
 def test_an_unreadable_record_is_left_to_the_default_decoder():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import types
 
 import numpy as np
 
@@ -111,8 +110,8 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
   record = {"bench": "end2end", "source": source + (" (prepared)" if prepared else ""),
             "model": "null" if null_model else "alexnet", "batch": batch,
             "dtype": config.model.dtype, "decoder": config.data.decoder,
-            "decoded_on": "device" if nvdecode.decodes_on_device(
-                config.data, types.SimpleNamespace(stored_form=prepared)) else "host",
+            "decoded_on": "device" if nvdecode.decodes_on_device(config.data, prepared)
+                          else "host",
             "transfer": config.data.transfer,
             "workers": workers_lib.input_workers(config.data, encoded=source == "jpeg"),
             "steps": steps,

@@ -54,13 +54,13 @@ def check_decode_on(data) -> None:
                     "decodes on the host)")
 
 
-def decodes_on_device(data, split) -> bool:
-  """Whether the training patches of `split` are decoded in the training process on the
-  device (`DeviceDecoder`) rather than in the input workers: nvImageCodec on a prepared store,
-  with `decode_on` 'device', or 'auto' on a CUDA device."""
+def decodes_on_device(data, stored_form: bool) -> bool:
+  """Whether the training patches are decoded in the training process on the device
+  (`DeviceDecoder`) rather than in the input workers: nvImageCodec on a prepared store (its
+  split's `stored_form`), with `decode_on` 'device', or 'auto' on a CUDA device."""
   if data.decoder != "nvimgcodec" or data.decode_on == "host":
     return False
-  if not getattr(split, "stored_form", False):
+  if not stored_form:
     if data.decode_on == "device":
       raise UserError("data.decode_on=device decodes the prepared store's JPEGs: prepare it "
                       "(python -m alexnet_jax.data.prepare) and keep data.use_prepared")

@@ -396,7 +396,7 @@ def train_dataset(data, split, stats: Stats, *, crop: int, channels: int, seed: 
              .map_with_index(_with_position))
   if process_count > 1:
     records = _ProcessShare(records, local_batch, process_index, process_count)
-  on_device = nvdecode.decodes_on_device(data, split)
+  on_device = nvdecode.decodes_on_device(data, getattr(split, "stored_form", False))
   capacity = local_batch * nvdecode.JPEG_BYTES_PER_IMAGE if on_device else 0
   cut = TrainBatch(augmentation, split, channels, data.resize, data.decoder, capacity)
   batches = records.batch(local_batch, drop_remainder=True).map(cut)
