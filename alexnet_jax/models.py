@@ -348,15 +348,15 @@ def _column_forward(spec: AlexNetSpec, x, params, masks, capture: bool, portable
   act = jax.nn.relu if spec.activation == "relu" else jnp.tanh
   captured = {}
 
-  def per_column(fn, h):
-    """`fn` over each column's block of channels (windows must not cross columns)."""
-    if isinstance(h, list):
-      return [fn(v) for v in h]
-    return fn(h.reshape(*h.shape[:-1], local, h.shape[-1] // local)).reshape(h.shape)
-
   def each(fn, h):
     """`fn` elementwise or spatially, on joined maps or on each column's."""
     return [fn(v) for v in h] if isinstance(h, list) else fn(h)
+
+  def per_column(fn, h):
+    """`fn` over each column's block of channels (windows must not cross columns)."""
+    if isinstance(h, list):
+      return each(fn, h)
+    return fn(h.reshape(*h.shape[:-1], local, h.shape[-1] // local)).reshape(h.shape)
 
   def together(h):
     return jnp.concatenate(h, axis=-1) if isinstance(h, list) else h
