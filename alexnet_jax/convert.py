@@ -28,7 +28,7 @@ import struct
 import numpy as np
 from absl import logging
 
-from alexnet_jax import checkpoint, checkpoint_meta, cli, models
+from alexnet_jax import checkpoint, checkpoint_meta, cli, model_spec
 from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.data.stats import Stats
 from alexnet_jax.errors import UserError
@@ -179,7 +179,7 @@ def _expect(layer: str, blob: np.ndarray, shape: tuple[int, ...], what: str) -> 
   return squeezed
 
 
-def caffe_to_params(layers: dict[str, list[np.ndarray]], spec: models.AlexNetSpec) -> dict:
+def caffe_to_params(layers: dict[str, list[np.ndarray]], spec: model_spec.AlexNetSpec) -> dict:
   """This project's parameter tree {layer: {'kernel', 'bias'}} (numpy, float32) from Caffe's
   blobs, for the network `spec` describes (checked blob by blob)."""
   missing = [n for n in CAFFE_LAYERS if n not in layers]
@@ -190,7 +190,7 @@ def caffe_to_params(layers: dict[str, list[np.ndarray]], spec: models.AlexNetSpe
     raise UserError("the Caffe network has two columns (groups) and no conv6")
   w = spec.widths
   params = {}
-  for name in models.CONV_LAYERS:
+  for name in model_spec.CONV_LAYERS:
     blobs = layers[name]
     if len(blobs) != 2:
       raise UserError(f"layer {name}: {len(blobs)} blobs, expected a kernel and a bias")
@@ -259,7 +259,7 @@ def imagenet_class_names(count: int) -> tuple[str, ...]:
 def convert_caffe(caffemodel: str, workdir: str, config, *, mean: str = "") -> str:
   """Writes `workdir` from a Caffe AlexNet for `config` (configs/caffe_alexnet.py or a
   narrowed variant of it); returns the checkpoint's directory."""
-  spec = models.AlexNetSpec.from_config(config.model)
+  spec = model_spec.AlexNetSpec.from_config(config.model)
   params = caffe_to_params(read_caffemodel(caffemodel), spec)
   size = int(config.data.image_size)
   if mean:
@@ -278,7 +278,7 @@ def write_workdir(workdir: str, config, params: dict, mean_image: np.ndarray, *,
   describes with weights made elsewhere (`params` as the model's, each layer's kernel and bias
   stacked over the columns) and the mean image they expect; ImageNet's PCA lighting. Returns
   the checkpoint's directory (a grey network: the first component alone)."""
-  spec = models.AlexNetSpec.from_config(config.model)
+  spec = model_spec.AlexNetSpec.from_config(config.model)
   defaults = Stats.imagenet_defaults(int(config.data.image_size))
   channels = mean_image.shape[-1]
   stats = Stats(mean_image, defaults.eigval[:channels],

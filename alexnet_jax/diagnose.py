@@ -32,7 +32,7 @@ import numpy as np
 from absl import flags
 from flax import nnx
 
-from alexnet_jax import cli, models
+from alexnet_jax import cli, model_spec, models
 from alexnet_jax.data import pipeline, sources
 from alexnet_jax.data import stats as stats_lib
 from alexnet_jax.data.normalize import normalize
@@ -149,7 +149,7 @@ def diagnose(config, images: int = 16) -> Diagnosis:
     return logits, captured, norms
 
   logits, captured, norms = jax.device_get(forward_and_grads(params))
-  spec = models.AlexNetSpec.from_config(config.model)
+  spec = model_spec.AlexNetSpec.from_config(config.model)
   rows = []
   for name in spec.captured + ("logits",):
     activation = logits if name == "logits" else captured[name]

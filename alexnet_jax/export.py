@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from alexnet_jax import cli, inference, model_card, models
+from alexnet_jax import cli, inference, model_card, model_spec, models
 from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.errors import UserError, first_line
 
@@ -87,7 +87,7 @@ def _baked(trained: inference.Trained):
   """What an exported network holds: (its spec, computing in float32 whatever the run's compute
   dtype: ONNX Runtime has no bfloat16 convolutions; its parameters as float32 NumPy arrays, the
   training mean's centre patch [S, S, C] float32, the pixel scale)."""
-  spec = dataclasses.replace(models.AlexNetSpec.from_config(trained.config.model),
+  spec = dataclasses.replace(model_spec.AlexNetSpec.from_config(trained.config.model),
                              dtype="float32", param_dtype="float32")
   params = jax.tree.map(lambda a: np.asarray(a, np.float32), jax.device_get(trained.params))
   size, stored = spec.input_size, trained.stats.mean.shape[0]

@@ -17,7 +17,7 @@ import copy
 import jax
 from absl import logging
 
-from alexnet_jax import checkpoint, checkpoint_meta, configuration, models
+from alexnet_jax import checkpoint, checkpoint_meta, configuration, model_spec
 from alexnet_jax.errors import UserError
 
 # The input settings a trained network expects (with model.in_channels and model.input_size).
@@ -38,10 +38,10 @@ def validate(init_from) -> None:
                     "init_from.workdir, which is not set")
   if init_from.step < 0:
     raise UserError(f"init_from.step must be >= 0 (0: the newest), got {init_from.step}")
-  unknown = [n for n in init_from.new_layers if n not in models.LAYERS + (models.CONV6,)]
+  unknown = [n for n in init_from.new_layers if n not in model_spec.LAYERS + (model_spec.CONV6,)]
   if unknown:
     raise UserError(f"init_from.new_layers names unknown layers {unknown}; the layers are "
-                    f"{', '.join(models.LAYERS + (models.CONV6,))}")
+                    f"{', '.join(model_spec.LAYERS + (model_spec.CONV6,))}")
 
 
 def inherit(config, source_workdir: str, overridden=None):
@@ -63,7 +63,7 @@ def inherit(config, source_workdir: str, overridden=None):
   mine = configuration.flat(config.model, "model.") | {f: config.data[f.split(".")[1]]
                                                     for f in INPUT_FIELDS}
   keep = {"model.num_classes", "model.dtype", "model.param_dtype"} | (
-      {"model.extra_conv6"} if models.CONV6 in init.new_layers else set())
+      {"model.extra_conv6"} if model_spec.CONV6 in init.new_layers else set())
   out, taken, refused = copy.deepcopy(config), [], []
   for path, value in theirs.items():
     if path in keep or path not in mine or mine[path] == value:
@@ -97,7 +97,7 @@ def transfer(params: dict, init_from, mesh: jax.sharding.Mesh) -> dict:
     if name not in params:
       problems.append(f"it has a {name} layer and this config does not"
                       + (" (set --config.model.extra_conv6=True: configs/finetune.py:conv6)"
-                         if name == models.CONV6 else ""))
+                         if name == model_spec.CONV6 else ""))
   for name, layer in params.items():
     if name in new_layers:
       continue

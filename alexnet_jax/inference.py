@@ -26,7 +26,7 @@ from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.data import batch as batch_lib
 from alexnet_jax.data import identity as identity_lib
 from alexnet_jax.data import images as image_files
-from alexnet_jax.data import pipeline, readers, sources
+from alexnet_jax.data import augment, readers, sources
 from alexnet_jax.data.identity import Identity
 from alexnet_jax.data.stats import Stats
 from alexnet_jax.errors import UserError
@@ -82,7 +82,7 @@ class Trained:
               batch_size: int = 0) -> dict[str, np.ndarray]:
     """uint8 images at the stored size [n, S, S, c] -> {'probs': [n, C], 'fc7': [n, F]}: the
     centre crop, or the softmax averaged over the ten §4.1 crops."""
-    crops = pipeline.EvalCrops(int(self.config.model.input_size), ten_crop)
+    crops = augment.EvalCrops(int(self.config.model.input_size), ten_crop)
     data_axis = self.mesh.shape[DATA]
     batch_size = batch_size or int(self.config.data.eval_batch_size)
     batch_size = max(data_axis, batch_size // data_axis * data_axis)

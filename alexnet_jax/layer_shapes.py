@@ -13,10 +13,10 @@ import jax.numpy as jnp
 from absl import flags
 from flax import nnx
 
-from alexnet_jax import cli, models
+from alexnet_jax import cli, model_spec, models
 
 
-def _connectivity(spec: models.AlexNetSpec, layer: str) -> str:
+def _connectivity(spec: model_spec.AlexNetSpec, layer: str) -> str:
   if spec.columns == 1:
     return "one column"
   if layer == "fc8":
@@ -28,7 +28,7 @@ def _connectivity(spec: models.AlexNetSpec, layer: str) -> str:
 
 def layer_rows(model_config) -> list[tuple[str, tuple[int, ...], int, str]]:
   """Rows of (layer, output shape without batch, parameters, connectivity)."""
-  spec = models.AlexNetSpec.from_config(model_config)
+  spec = model_spec.AlexNetSpec.from_config(model_config)
   model = nnx.eval_shape(lambda: models.AlexNet(spec, rngs=nnx.Rngs(0)))
   graphdef, state = nnx.split(model)
   images = jax.ShapeDtypeStruct((1, spec.input_size, spec.input_size, spec.in_channels),

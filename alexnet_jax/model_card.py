@@ -10,7 +10,7 @@ import os
 import jax
 import numpy as np
 
-from alexnet_jax import inference, metrics, models
+from alexnet_jax import inference, metrics, model_spec
 from alexnet_jax.data import images
 
 # What every stored form shares: 8 bits (wide-integer images scaled), the colour mode, and the
@@ -89,7 +89,7 @@ def preprocessing_code(config) -> str:
 def model_card(trained: inference.Trained, fmt: str, output: str, workdir: str) -> str:
   """The model card (markdown) of a network exported from `workdir`."""
   config, identity = trained.config, trained.identity
-  spec = models.AlexNetSpec.from_config(config.model)
+  spec = model_spec.AlexNetSpec.from_config(config.model)
   m, d = config.model, config.data
   centre_mean = d.mean_patch == "centre"
   lines = [f"# AlexNet ({os.path.basename(output)}, {fmt})", "",

@@ -83,7 +83,7 @@ def make_predict_step(graphdef, *, pixel_scale: float, centre_mean: bool = False
   return predict_step
 
 
-CENTRE_VIEW = 4  # the centre patch among §4.1's ten (`data.pipeline.crop_boxes`)
+CENTRE_VIEW = 4  # the centre patch among §4.1's ten (`data.augment.crop_boxes`)
 
 
 def make_eval_step(graphdef, *, pixel_scale: float, centre_mean: bool = False,

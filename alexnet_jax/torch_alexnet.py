@@ -18,7 +18,7 @@ import time
 
 
 def build(spec):
-  """An `nn.Module` with the layers of `spec` (a `models.AlexNetSpec`), two columns as groups."""
+  """An `nn.Module` with the layers of `spec` (a `model_spec.AlexNetSpec`), two columns as groups."""
   import torch
   from torch import nn
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from alexnet_jax import checkpoint, finetune, models, optim, schedule, sharding, step_metrics
+from alexnet_jax import checkpoint, finetune, model_spec, optim, schedule, sharding, step_metrics
 from alexnet_jax.data import pipeline
 from alexnet_jax.errors import UserError
 
@@ -15,7 +15,7 @@ from alexnet_jax.errors import UserError
 def validate(config: ml_collections.ConfigDict) -> None:
   """The one validation pass of a loaded config: each section by its owner's validator, the
   run's own fields here. Raises `UserError` (one line) for the first value that cannot work."""
-  models.AlexNetSpec.from_config(config.model)
+  model_spec.AlexNetSpec.from_config(config.model)
   sharding.validate(config.mesh)
   pipeline.validate(config.data)
   optim.validate(config.optimizer)

@@ -34,13 +34,13 @@ def test_an_encoded_batch_is_its_layout():
   """What `TrainBatch` sends when the device decodes (`encoded_train`) is
   `encoded_train_layout`. Mutations: the JPEG ends as int32 in the pipeline -> red; the
   layout's 'skipped' dropped -> red."""
-  from alexnet_jax.data import pipeline
+  from alexnet_jax.data import augment
 
   split = type("Store", (), {"encoded": True, "stored_form": True, "__len__": lambda self: 3,
                              "__getitem__": lambda self, i: {"encoded": bytes([i] * (10 + i)),
                                                              "label": np.int32(i)}})()
-  augmentation = pipeline.Augmentation(36, 32, True, 0.1, np.eye(3), seed=0)
-  cut = pipeline.TrainBatch(augmentation, split, 3, decoder="nvimgcodec", jpeg_capacity=64)
+  augmentation = augment.Augmentation(36, 32, True, 0.1, np.eye(3), seed=0)
+  cut = augment.TrainBatch(augmentation, split, 3, decoder="nvimgcodec", jpeg_capacity=64)
   encoded = cut.map({"index": np.array([2, 0]), "position": np.array([5, 6])})
   layout = batch.encoded_train_layout(2, 64, 3)
   assert {k: (v.shape, v.dtype) for k, v in encoded.items()} == {

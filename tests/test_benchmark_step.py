@@ -4,7 +4,7 @@ PyTorch network `--compare_torch` times (the same maths as ours), the training m
 import numpy as np
 import pytest
 
-from alexnet_jax import models
+from alexnet_jax import model_spec, models
 from alexnet_jax.benchmark import step as benchmark
 from alexnet_jax.configs import tiny
 
@@ -25,7 +25,7 @@ def test_top_device_ops_ranks_device_events_per_step():
 def test_forward_flops_of_the_paper_network():
   from alexnet_jax.configs import paper
 
-  spec = models.AlexNetSpec.from_config(paper.get_config().model)
+  spec = model_spec.AlexNetSpec.from_config(paper.get_config().model)
   # conv1 55²·11²·3·96 + conv2 27²·5²·48·256 + conv3 13²·3²·256·384 + conv4 13²·3²·192·384
   # + conv5 13²·3²·192·256 + fc 9216·4096 + 4096·4096 + 4096·1000 multiply-adds.
   macs = (55**2 * 121 * 3 * 96 + 27**2 * 25 * 48 * 256 + 13**2 * 9 * 256 * 384
@@ -39,7 +39,7 @@ def _torch_weights(spec, params):
   import torch
 
   out = []
-  for name in models.CONV_LAYERS:
+  for name in model_spec.CONV_LAYERS:
     kernel, bias = (np.asarray(a) for a in params[name])
     weight = np.concatenate([k.transpose(3, 2, 0, 1) for k in kernel])
     out.append((weight, bias.reshape(-1)))
@@ -65,7 +65,7 @@ def test_the_pytorch_network_computes_our_network():
 
   config = tiny.get_config()
   config.model.update(dict(lrn=False, dropout=0.0))  # LRN: the next test
-  spec = models.AlexNetSpec.from_config(config.model)
+  spec = model_spec.AlexNetSpec.from_config(config.model)
   model = models.create_model(config.model, seed=3)
   params = {n: (v["kernel"], v["bias"]) for n, v in nnx.to_pure_dict(nnx.state(model)).items()}
   net = torch_alexnet.build(spec).eval()
@@ -112,9 +112,9 @@ def test_the_step_benchmark_times_the_training_step_on_the_training_mesh(monkeyp
                                           "model.fc_features=(64,64)", "model.num_classes=10"])
   seconds, flops, hlo, _ = benchmark.timed_step(config, 8, steps=1)
   # Forward, input gradients and weight gradients of 8 images, counted from the layer shapes.
-  from alexnet_jax import models
+  from alexnet_jax import model_spec
 
-  assert flops == 3.0 * models.AlexNetSpec.from_config(config.model).forward_flops() * 8
+  assert flops == 3.0 * model_spec.AlexNetSpec.from_config(config.model).forward_flops() * 8
   (used, mesh), = built
   assert used is config and dict(mesh.shape) == {"data": 4, "model": 2}
   assert "all-gather" in hlo

@@ -9,7 +9,7 @@ import shutil
 import pytest
 from absl import logging as absl_logging
 
-from alexnet_jax import checkpoint_meta, metrics, models, train
+from alexnet_jax import checkpoint_meta, metrics, model_spec, train
 from alexnet_jax.errors import UserError
 from conftest import load_config, small_config
 
@@ -99,7 +99,7 @@ def test_checkpoints_of_earlier_versions_are_read_as_this_version_writes_them():
           config.model.column_maps) == ("simplejpeg", "pageable", "auto", "joined")
   assert "contrast_norm" not in config.model and "name" not in config.model
   assert meta["data"]["name"] == old["data"]["name"]
-  models.AlexNetSpec.from_config(config.model)
+  model_spec.AlexNetSpec.from_config(config.model)
   current = checkpoint_meta.upgrade({"config": load_config("tiny").to_dict()}, "W")
   assert checkpoint_meta.config_of(current).model.dropout_form == "paper"
   old["model"]["contrast_norm"] = True

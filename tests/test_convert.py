@@ -151,10 +151,10 @@ def caffe_forward(bgr, weights):
 
 @pytest.mark.parametrize("encoding", ["V1 layers", "V2 layer"])
 def test_converted_logits_equal_caffes_forward(tmp_path, encoding):
-  from alexnet_jax import models
+  from alexnet_jax import model_spec
 
   config = load_config("caffe_alexnet", "", NARROW)
-  spec = models.AlexNetSpec.from_config(config.model)
+  spec = model_spec.AlexNetSpec.from_config(config.model)
   weights = random_caffe_weights(spec)
   path = str(tmp_path / "narrow.caffemodel")
   write_caffemodel(path, weights, v1=encoding.startswith("V1"))
@@ -176,9 +176,9 @@ def test_converted_logits_equal_caffes_forward(tmp_path, encoding):
 
 
 def test_the_full_bvlc_alexnet_shapes_are_the_configs():
-  from alexnet_jax import models
+  from alexnet_jax import model_spec
 
-  spec = models.AlexNetSpec.from_config(load_config("caffe_alexnet").model)
+  spec = model_spec.AlexNetSpec.from_config(load_config("caffe_alexnet").model)
   assert (spec.input_size, spec.conv1_padding, spec.conv1_size, spec.pool5_size) == (227, 0, 55, 6)
   assert spec.in_features("fc6") == 9216 and spec.lrn_across_columns
   shapes = {n: [b.shape for b in blobs] for n, blobs in random_caffe_weights(spec).items()}
@@ -187,10 +187,10 @@ def test_the_full_bvlc_alexnet_shapes_are_the_configs():
 
 
 def test_bad_caffe_files_are_one_line_errors(tmp_path):
-  from alexnet_jax import models
+  from alexnet_jax import model_spec
 
   config = load_config("caffe_alexnet", "", NARROW)
-  spec = models.AlexNetSpec.from_config(config.model)
+  spec = model_spec.AlexNetSpec.from_config(config.model)
   good = str(tmp_path / "good.caffemodel")
   write_caffemodel(good, random_caffe_weights(spec), v1=False)
   noise = tmp_path / "noise.caffemodel"
@@ -213,10 +213,10 @@ def test_bad_caffe_files_are_one_line_errors(tmp_path):
 def test_a_converted_workdir_predicts_and_fine_tunes_like_a_trained_one(tmp_path, capsys):
   from PIL import Image
 
-  from alexnet_jax import models, predict, train
+  from alexnet_jax import model_spec, predict, train
 
   config = load_config("caffe_alexnet", "", NARROW)
-  spec = models.AlexNetSpec.from_config(config.model)
+  spec = model_spec.AlexNetSpec.from_config(config.model)
   path = str(tmp_path / "narrow.caffemodel")
   weights = random_caffe_weights(spec)
   write_caffemodel(path, weights, v1=False)

@@ -82,11 +82,11 @@ def test_inference_tools_on_a_trained_workdir(trained, images, tmp_path):
 
 
 def test_convert_writes_a_workdir_predict_reads(tmp_path, images):
-  from alexnet_jax import models
+  from alexnet_jax import model_spec
   from conftest import load_config
   from test_convert import NARROW, random_caffe_weights, write_caffemodel
 
-  spec = models.AlexNetSpec.from_config(load_config("caffe_alexnet", "", NARROW).model)
+  spec = model_spec.AlexNetSpec.from_config(load_config("caffe_alexnet", "", NARROW).model)
   write_caffemodel(tmp_path / "narrow.caffemodel", random_caffe_weights(spec), v1=False)
   run("convert", "caffe", f"--caffemodel={tmp_path}/narrow.caffemodel",
       f"--workdir={tmp_path}/w", "--config=configs/caffe_alexnet.py",

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from alexnet_jax import convert, export, inference, models
+from alexnet_jax import convert, export, inference, model_spec, models
 from alexnet_jax.errors import UserError
 from conftest import load_config
 from test_convert import NARROW, random_caffe_weights, write_caffemodel
@@ -87,7 +87,7 @@ def paper_geometry_workdir(path: str) -> str:
 
 def caffe_workdir(path: str, tmp_path) -> str:
   config = load_config("caffe_alexnet", "", NARROW)
-  spec = models.AlexNetSpec.from_config(config.model)
+  spec = model_spec.AlexNetSpec.from_config(config.model)
   caffemodel = str(tmp_path / "narrow.caffemodel")
   write_caffemodel(caffemodel, random_caffe_weights(spec, seed=4), v1=False)
   convert.convert_caffe(caffemodel, path, config)

@@ -23,9 +23,9 @@ def test_restore_predict_is_deterministic_and_ten_crop_is_the_mean_of_its_views(
   ten = trained.predict(stored, ten_crop=True)["probs"]
   np.testing.assert_allclose(ten.sum(-1), 1.0, rtol=1e-5)
   # The ten-crop softmax is the mean of the ten views' softmaxes, the centre view among them.
-  from alexnet_jax.data import pipeline
+  from alexnet_jax.data import augment
 
-  views = np.stack([pipeline.EvalCrops(32, True).map({"image": s, "label": 0})["image"]
+  views = np.stack([augment.EvalCrops(32, True).map({"image": s, "label": 0})["image"]
                     for s in stored])
   per_view = np.stack([_predict_crops(trained, views[:, v], v) for v in range(10)], axis=1)
   np.testing.assert_allclose(ten, per_view.mean(axis=1), rtol=1e-4, atol=1e-6)

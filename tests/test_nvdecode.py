@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from alexnet_jax.data import nvdecode, pipeline, prepare, sources, store_format
+from alexnet_jax.data import augment, nvdecode, prepare, sources, store_format
 from alexnet_jax.errors import UserError
 from conftest import build_input, folder_config, image_folder_tree
 
@@ -157,7 +157,7 @@ def test_patches_decoded_into_device_memory_become_one_device_array(tmp_path, mo
 
   monkeypatch.setattr(nvdecode.DeviceDecoder, "_open", opened)
   monkeypatch.setattr(store_format.PreparedSplit, "__getitem__", damaged)
-  on_host = _calls(monkeypatch, pipeline.TrainBatch, "host_patch")
+  on_host = _calls(monkeypatch, augment.TrainBatch, "host_patch")
   config = _prepared(tmp_path)
   theirs = _batches(config.copy_and_resolve_references(), "nvimgcodec", decode_on="device")
   ours = _batches(config.copy_and_resolve_references(), "simplejpeg")
@@ -195,7 +195,7 @@ def test_a_jpeg_not_sent_or_unreadable_is_decoded_on_the_host(tmp_path, monkeypa
   sizes = sorted(len(real_read(split, i)["encoded"]) for i in range(len(split)))
   # Room for about half of a batch's JPEGs.
   monkeypatch.setattr(nvdecode, "JPEG_BYTES_PER_IMAGE", sizes[len(sizes) // 2] // 2)
-  on_host = _calls(monkeypatch, pipeline.TrainBatch, "host_patch")
+  on_host = _calls(monkeypatch, augment.TrainBatch, "host_patch")
   theirs = _batches(config.copy_and_resolve_references(), "nvimgcodec", count=8,
                     decode_on="device")
   ours = _batches(config.copy_and_resolve_references(), "simplejpeg", count=8)

@@ -106,10 +106,10 @@ def timed_step(config, batch_size: int, steps: int, mesh=None, profile_steps: in
   batch already on the devices. FLOPs: three times the forward pass's (forward, input and
   weight gradients), counted from the layer shapes; XLA's cost analysis does not see inside
   cuDNN's convolutions. `step_norms` False: the step without its global norms."""
-  from alexnet_jax import models
+  from alexnet_jax import model_spec
 
   run, compiled, args, held = compiled_step(config, batch_size, mesh, step_norms)
-  flops = 3.0 * models.AlexNetSpec.from_config(config.model).forward_flops() * batch_size
+  flops = 3.0 * model_spec.AlexNetSpec.from_config(config.model).forward_flops() * batch_size
   seconds = run(steps)
   ops = _profile(compiled, (held["state"], *args), profile_steps) if profile_steps else []
   return seconds, flops, compiled.as_text(), ops
@@ -131,7 +131,7 @@ def bench_step(config, *, batch: int, steps: int, profile: bool, compare_torch: 
   """Prints the jitted training step's speed (and PyTorch's on the same network)."""
   import jax
 
-  from alexnet_jax import models
+  from alexnet_jax import model_spec
   from alexnet_jax.sharding import mesh_for
 
   torch = _torch_for_comparison() if compare_torch else None  # before timing anything
@@ -157,7 +157,7 @@ def bench_step(config, *, batch: int, steps: int, profile: bool, compare_torch: 
     return
   from alexnet_jax import torch_alexnet
 
-  spec = models.AlexNetSpec.from_config(config.model)
+  spec = model_spec.AlexNetSpec.from_config(config.model)
   for compiled in (False, True):
     torch_seconds = torch_alexnet.time_training_step(
         spec, batch_size, steps, dtype=config.model.dtype, compile=compiled)

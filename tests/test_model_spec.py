@@ -1,0 +1,76 @@
+"""The network's description: §3.5's geometry, the §3.2 one-column net, Table 2's conv6 and the
+one-line errors of a structure that cannot be built."""
+
+import math
+
+import pytest
+
+from alexnet_jax import model_spec
+from alexnet_jax.errors import UserError
+from conftest import load_config
+
+
+def spec_of(name: str, variant: str = "") -> model_spec.AlexNetSpec:
+  return model_spec.AlexNetSpec.from_config(load_config(name, variant).model)
+
+
+def param_count(spec: model_spec.AlexNetSpec) -> int:
+  """Every column's kernels and biases; fc8's bias is one vector shared by the columns."""
+  return sum(spec.columns * math.prod(spec.kernel_shape(n)) + spec.widths[n] *
+             (1 if n == "fc8" else spec.columns) for n in spec.layers)
+
+
+def test_geometry_of_section_3_5():
+  """224 -> conv1 55x55 (cuda-convnet's 1 + ceil((224 - 11) / 4) outputs: 3 pixels of padding
+  at the bottom and right) -> pool 27 -> 13 -> pool5 6x6; 60,965,224 parameters; the columns
+  meet in front of conv3 and the fully-connected layers."""
+  spec = spec_of("paper")
+  assert (spec.conv1_padding, spec.conv1_size, spec.pool5_size) == (3, 55, 6)
+  assert spec.meets == ("conv3", "fc6", "fc7", "fc8")
+  assert [spec.in_features(n) for n in spec.layers] == [3, 48, 256, 192, 192, 9216, 4096, 2048]
+  assert spec.kernel_shape("conv1") == (11, 11, 3, 48)
+  assert param_count(spec) == 60_965_224
+  assert spec.forward_flops() == pytest.approx(1.45e9, rel=0.01)
+
+
+def test_the_2012_codes_conv6_sees_both_columns_and_the_texts_its_own():
+  """layers-146: conv6a/conv6b take pool3a and pool3b, 128 filters each over 256 maps (+590,080
+  parameters); configs/paper.py:conv6 follows the text's pattern, own column (+295,168)."""
+  code = spec_of("paper_code", "conv6")
+  assert param_count(code) == 60_965_224 + 590_080
+  assert param_count(spec_of("paper", "conv6")) == 60_965_224 + 295_168
+  assert code.meets == ("conv3", "conv6", "fc6", "fc7", "fc8")
+  assert code.kernel_shape("conv6") == (3, 3, 256, 128)
+  assert dict(code.init_std)["conv6"] == 0.03 and dict(code.init_bias)["conv6"] == 1.0
+
+
+def test_one_column_net_of_section_3_2():
+  # Half the kernels in conv1-conv4; conv5 and the fully-connected layers not halved.
+  expected = (11 * 11 * 3 * 48 + 48) + (5 * 5 * 48 * 128 + 128) + (3 * 3 * 128 * 192 + 192) + \
+      (3 * 3 * 192 * 192 + 192) + (3 * 3 * 192 * 256 + 256) + (9216 * 4096 + 4096) + \
+      (4096 * 4096 + 4096) + (4096 * 1000 + 1000)
+  assert param_count(spec_of("paper", "one_column")) == expected == 59_798_312
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"columns": 3}, "columns must be 2"),
+    ({"conv_features": ("wide", 64, 96, 96, 64)}, "invalid model config"),
+    ({"conv_features": (96, 255, 384, 384, 256)}, "every width must be even"),
+    ({"lrn_size": 4}, "lrn_size must be a positive odd number"),
+    ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
+    ({"column_maps": "split"}, "column_maps must be one of joined, separate"),
+    ({"column_maps": "separate", "lrn_across_columns": True},
+     "lrn_across_columns needs them joined"),
+    ({"input_size": 40}, "input_size 40 is too small"),
+])
+def test_invalid_structures_are_one_line_errors(change, message):
+  config = load_config("paper")
+  config.model.update(change)
+  with pytest.raises(UserError, match=message):
+    model_spec.AlexNetSpec.from_config(config.model)
+
+
+def test_a_missing_field_is_named():
+  model = load_config("tiny").model
+  with pytest.raises(UserError, match="missing field lrn_size"):
+    model_spec.AlexNetSpec.from_config({k: v for k, v in model.items() if k != "lrn_size"})
