@@ -47,6 +47,7 @@ class Sizes:
   train_overrides: tuple[str, ...]
   shares: tuple[float, float, float]  # of the time box: step, input, train
   lever_flags: tuple[str, ...] | None = None  # `benchmark levers`'s XLA flags (None: its own)
+  way_seconds: float = 2.0  # `benchmark transfer` and `decode`: each way timed this long
 
 
 GPU = Sizes("configs/paper.py", ((128, "bfloat16"), (512, "bfloat16"), (128, "float32"),
@@ -58,7 +59,7 @@ SMOKE = Sizes("configs/tiny.py", ((4, "bfloat16"),), 2,
               48, 10, False, "configs/tiny.py", 4, 8, 8,
               "configs/fashion_mnist.py", ("num_epochs=0.02", "eval.ten_crop_final=false",
                                           "eval_every_epochs=0.02"),
-              (0.4, 0.3, 0.3), ())  # no flags: `benchmark levers`'s test times one
+              (0.4, 0.3, 0.3), (), 0.2)  # no flags: `benchmark levers`'s test times one
 
 
 # ----------------------------------------------------------------------------- children
@@ -151,22 +152,24 @@ def phase_input(sizes: Sizes, work: str, deadline: float, log) -> dict:
   # loop's ceiling (the null model), the ways of crossing to the device and of decoding,
   # reader threads in the training process, batches staged in pinned host memory,
   # nvImageCodec at the loop's batch, the ceiling at the big batch, nvImageCodec at the big
-  # batch in the input workers.
+  # batch in the input workers. The one-thread Pillow yardstick is timed in the first only.
   nvimgcodec = importlib.util.find_spec("nvidia.nvimgcodec") is not None
   big = f"--batch={sizes.loop_big_batch}"
   end2end = ["alexnet_jax.benchmark", "end2end", f"--config={sizes.loop_config}",
              "--source=jpeg", f"--root={root}", "--prepared", f"--store={store}",
              f"--batch={sizes.loop_batch}", "--dtype=bfloat16", f"--steps={sizes.loop_steps}"]
   transfer = ["alexnet_jax.benchmark", "transfer", f"--config={sizes.loop_config}",
-              f"--batch={sizes.loop_batch}", "--seconds=2"]
+              f"--batch={sizes.loop_batch}", f"--seconds={sizes.way_seconds}"]
   decode = ["alexnet_jax.benchmark", "decode", f"--config={sizes.loop_config}",
-            f"--root={root}", f"--store={store}", f"--batch={sizes.loop_batch}", "--seconds=2"]
-  commands = [end2end, *([end2end + [big, "--decoder=nvimgcodec"]] if nvimgcodec else []),
-              end2end + ["--null_model"], transfer, *([decode] if nvimgcodec else []),
-              end2end + ["--config.data.workers=0"], end2end + ["--config.data.transfer=pinned"],
-              *([end2end + ["--decoder=nvimgcodec"]] if nvimgcodec else []),
-              end2end + [big, "--null_model"],
-              *([end2end + [big, "--decoder=nvimgcodec", "--config.data.decode_on=host"]]
+            f"--root={root}", f"--store={store}", f"--batch={sizes.loop_batch}",
+            f"--seconds={sizes.way_seconds}"]
+  loop = lambda *variant: end2end + [*variant, "--pillow_seconds=0"]
+  commands = [end2end, *([loop(big, "--decoder=nvimgcodec")] if nvimgcodec else []),
+              loop("--null_model"), transfer, *([decode] if nvimgcodec else []),
+              loop("--config.data.workers=0"), loop("--config.data.transfer=pinned"),
+              *([loop("--decoder=nvimgcodec")] if nvimgcodec else []),
+              loop(big, "--null_model"),
+              *([loop(big, "--decoder=nvimgcodec", "--config.data.decode_on=host")]
                 if nvimgcodec else [])]
   result["transfer"] = []  # the ways of crossing to the device, GB/s each
   result["decode"] = []  # the ways of decoding, img/s and grey levels from the default's

@@ -54,7 +54,6 @@ def test_the_null_model_loop_reports_host_time_by_part(source, prepared, monkeyp
     return list(rows)
 
   monkeypatch.setattr(metrics, "read_metrics", read)
-  monkeypatch.setattr(benchmark, "PILLOW_SECONDS", 0.3)
   from alexnet_jax.benchmark import input_pipeline
 
   timed = []
@@ -66,7 +65,7 @@ def test_the_null_model_loop_reports_host_time_by_part(source, prepared, monkeyp
   monkeypatch.setattr(input_pipeline, "plain_pil_loop", pil_loop)
   record = benchmark.bench_end2end(load_config("tiny"), source=source, root="", generate=64,
                                    batch=16, workers=0, steps=8, null_model=True,
-                                   prepared=prepared)
+                                   prepared=prepared, pillow_seconds=0.3)
   assert record["model"] == "null" and record["source"].startswith(source)
   assert ("(prepared)" in record["source"]) == prepared
   assert set(record["host_ms_per_step"]) == {"checkpoint", "device_wait", "dispatch",
@@ -96,3 +95,13 @@ def _jpeg_size(encoded: bytes) -> tuple[int, int]:
 
   with Image.open(io.BytesIO(encoded)) as image:
     return image.size
+
+
+def test_a_negative_yardstick_time_is_one_line():
+  from conftest import load_config
+
+  from alexnet_jax.errors import UserError
+
+  with pytest.raises(UserError, match="--pillow_seconds must be >= 0"):
+    benchmark.bench_end2end(load_config("tiny"), source="jpeg", root="", generate=8, batch=4,
+                            workers=0, steps=8, pillow_seconds=-1.0)

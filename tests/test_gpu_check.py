@@ -38,6 +38,7 @@ def test_smoke_mode_runs_every_phase_and_writes_the_report(tmp_path):
   assert [r["decoder"] for r in phases["input"]["records"]][:2] == ["simplejpeg", "nvimgcodec"]
   assert {r["decoder"] for r in phases["input"]["records"]} == {"simplejpeg", "nvimgcodec"}
   assert {r["decoded_on"] for r in phases["input"]["records"]} == {"host"}  # no GPU
+  assert ["vs_pillow_1_thread" in r for r in phases["input"]["records"]] == [True] + [False] * 7
   assert phases["input"]["prepare"]["records"]["train"] == gpu_check.SMOKE.images
   assert len(phases["input"]["transfer"]) == 4 and all(
       r["gb_per_s"] > 0 for r in phases["input"]["transfer"])

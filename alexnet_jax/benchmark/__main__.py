@@ -44,7 +44,7 @@ def main(argv):
     bench_end2end(config, source=FLAGS.source, root=FLAGS.root, generate=FLAGS.generate,
                   batch=FLAGS.batch, workers=FLAGS.workers, steps=FLAGS.steps,
                   null_model=FLAGS.null_model, prepared=FLAGS.prepared, store=FLAGS.store,
-                  decoder=FLAGS.decoder)
+                  decoder=FLAGS.decoder, pillow_seconds=FLAGS.pillow_seconds)
   elif argv[1] == "transfer":
     bench_transfer(config, batch=FLAGS.batch, seconds=FLAGS.seconds)
   elif argv[1] == "decode":
@@ -66,6 +66,8 @@ if __name__ == "__main__":
                        "(0: one per CPU core); end2end: worker processes (0: the config's)")
   flags.DEFINE_float("seconds", 10.0, "input, transfer, decode: seconds to time each "
                      "configuration")
+  flags.DEFINE_float("pillow_seconds", 3.0, "end2end --source=jpeg: seconds to time the "
+                     "one-thread Pillow yardstick (0: none)")
   flags.DEFINE_integer("quality", 90, "input: JPEG quality of the prepared store")
   flags.DEFINE_enum("chroma", "420", ["444", "422", "420"],
                     "input: chroma subsampling of the prepared store")

@@ -47,28 +47,26 @@ def null_setup(config, mesh, **kwargs):
   return setup
 
 
-PILLOW_SECONDS = 3.0
-
-
-def _pillow_yardstick(config) -> float:
+def _pillow_yardstick(config, seconds: float) -> float:
   """Images/s of a plain Pillow decode and crop, one thread, of the JPEGs the loop reads (the
   prepared store's, or the originals)."""
   from alexnet_jax.benchmark.input_pipeline import plain_pil_loop
 
   images, stored = training_jpegs(config, 256)
-  return plain_pil_loop(images, PILLOW_SECONDS, size=stored, crop=config.model.input_size)[0]
+  return plain_pil_loop(images, seconds, size=stored, crop=config.model.input_size)[0]
 
 
 def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, workers: int,
                   steps: int, null_model: bool = False, prepared: bool = False,
-                  store: str = "", decoder: str = "") -> dict:
+                  store: str = "", decoder: str = "", pillow_seconds: float = 3.0) -> dict:
   """The real training loop (`train.train_and_evaluate`) for `steps` steps on the synthetic
   source or on JPEGs (`root`'s, or generated from real photographs; `prepared`: read through
   the prepared §2 store): steady-state images/s, the fraction of the loop's time spent
   waiting for input and the host's milliseconds per step by part, from the loop's own metrics
   after the first (compiling) interval; the batches' host-to-device GB/s; with the network,
   the step alone timed after it in the same process and the loop's fraction of it; for JPEGs,
-  its ratio to a one-thread Pillow decode and crop of the same JPEGs timed in the same run.
+  its ratio to a one-thread Pillow decode and crop of the same JPEGs timed in the same run
+  for `pillow_seconds` (0: not timed).
   `null_model`: a trivial step in place of the network (`null_setup`), so the figures are the
   loop's own ceiling. `store`: the prepared store's folder, kept (prepared once and reused by
   later runs). Prints and returns the record."""
@@ -81,6 +79,8 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
   batch = batch or config.data.batch_size
   if steps < 8:
     raise UserError(f"end2end needs --steps >= 8 (4 log intervals of 2 steps), got {steps}")
+  if not pillow_seconds >= 0:
+    raise UserError(f"--pillow_seconds must be >= 0 (0: no yardstick), got {pillow_seconds}")
   with tempfile.TemporaryDirectory() as tmp:
     if source == "jpeg":
       jpeg_folder(config, root=root, generate=generate, val=batch, store=store, tmp=tmp,
@@ -91,7 +91,8 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
                               synthetic_eval_size=batch))
       size = generate
     config.data.update(dict(batch_size=batch, eval_batch_size=batch))
-    pillow = _pillow_yardstick(config) if source == "jpeg" else None
+    pillow = (_pillow_yardstick(config, pillow_seconds) if source == "jpeg" and pillow_seconds
+              else None)
     if workers:
       config.data.workers = workers
     if decoder:
