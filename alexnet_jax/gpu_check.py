@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import importlib.util
-import json
 import os
 import platform
 import shutil
@@ -27,6 +26,7 @@ import time
 from absl import flags
 
 from alexnet_jax import cli, node_report
+from alexnet_jax.benchmark import child_output
 from alexnet_jax.errors import UserError
 
 
@@ -76,21 +76,10 @@ def _child(argv: list[str], deadline: float, log) -> tuple[list[dict], str | Non
   process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              start_new_session=True)
   try:
-    out, err = process.communicate(timeout=left)
-    error = None if process.returncode == 0 else (
-        (err.strip().splitlines() or [f"exit status {process.returncode}"])[-1])
+    return child_output(*process.communicate(timeout=left), process.returncode)
   except subprocess.TimeoutExpired:
     os.killpg(process.pid, signal.SIGKILL)
-    out, err = process.communicate()
-    error = f"timed out after {left:.0f} s"
-  records = []
-  for line in out.splitlines():
-    if line.startswith("{"):
-      try:
-        records.append(json.loads(line))
-      except ValueError:
-        pass
-  return records, error
+    return child_output(process.communicate()[0], "", 0)[0], f"timed out after {left:.0f} s"
 
 
 # ----------------------------------------------------------------------------- phases

@@ -56,6 +56,22 @@ def emit(record: dict) -> None:
   print(json.dumps(record, ensure_ascii=False), flush=True)
 
 
+def child_output(stdout: str, stderr: str, returncode: int) -> tuple[list[dict], str | None]:
+  """What a child process of a benchmark printed: its JSON records (other lines, and lines
+  that do not parse, ignored) and, when it failed, its error: the last line of its stderr, or
+  its exit status."""
+  records = []
+  for line in stdout.splitlines():
+    if line.startswith("{"):
+      try:
+        records.append(json.loads(line))
+      except ValueError:
+        pass
+  error = None if returncode == 0 else (
+      (stderr.strip().splitlines() or [f"exit status {returncode}"])[-1])
+  return records, error
+
+
 def figure(value: float) -> float:
   """`value` to three significant digits."""
   return float(f"{value:.3g}")

@@ -9,7 +9,7 @@ from absl import flags, logging
 
 from alexnet_jax import cli
 from alexnet_jax.benchmark.decode import bench_decode
-from alexnet_jax.benchmark.end2end import bench_end2end
+from alexnet_jax.benchmark.end2end import PILLOW_SECONDS, bench_end2end
 from alexnet_jax.benchmark.input_pipeline import bench_input
 from alexnet_jax.benchmark.levers import XLA_FLAGS_TRIED, bench_levers
 from alexnet_jax.benchmark.scaling import bench_scaling
@@ -66,7 +66,7 @@ if __name__ == "__main__":
                        "(0: one per CPU core); end2end: worker processes (0: the config's)")
   flags.DEFINE_float("seconds", 10.0, "input, transfer, decode: seconds to time each "
                      "configuration")
-  flags.DEFINE_float("pillow_seconds", 3.0, "end2end --source=jpeg: seconds to time the "
+  flags.DEFINE_float("pillow_seconds", PILLOW_SECONDS, "end2end --source=jpeg: seconds to time the "
                      "one-thread Pillow yardstick (0: none)")
   flags.DEFINE_integer("quality", 90, "input: JPEG quality of the prepared store")
   flags.DEFINE_enum("chroma", "420", ["444", "422", "420"],

@@ -47,6 +47,9 @@ def null_setup(config, mesh, **kwargs):
   return setup
 
 
+PILLOW_SECONDS = 3.0  # the one-thread Pillow yardstick's timing, by default
+
+
 def _pillow_yardstick(config, seconds: float) -> float:
   """Images/s of a plain Pillow decode and crop, one thread, of the JPEGs the loop reads (the
   prepared store's, or the originals)."""
@@ -58,7 +61,8 @@ def _pillow_yardstick(config, seconds: float) -> float:
 
 def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, workers: int,
                   steps: int, null_model: bool = False, prepared: bool = False,
-                  store: str = "", decoder: str = "", pillow_seconds: float = 3.0) -> dict:
+                  store: str = "", decoder: str = "",
+                  pillow_seconds: float = PILLOW_SECONDS) -> dict:
   """The real training loop (`train.train_and_evaluate`) for `steps` steps on the synthetic
   source or on JPEGs (`root`'s, or generated from real photographs; `prepared`: read through
   the prepared §2 store): steady-state images/s, the fraction of the loop's time spent

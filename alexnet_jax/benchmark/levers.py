@@ -8,13 +8,12 @@ not know is reported, not passed (an unknown flag aborts XLA)."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 
 from alexnet_jax import xla_flags
-from alexnet_jax.benchmark import emit, figure
+from alexnet_jax.benchmark import child_output, emit, figure
 from alexnet_jax.benchmark.step import compiled_step
 
 # XLA's GPU flags worth a try on this step: the scheduler that overlaps independent work, the
@@ -36,10 +35,10 @@ def _step_child(argv: list[str], extra_flag: str) -> tuple[dict | None, str | No
   env["XLA_FLAGS"] = " ".join(f for f in (env.get("XLA_FLAGS", ""), extra_flag) if f)
   done = subprocess.run([sys.executable, "-m", "alexnet_jax.benchmark", "step", *argv],
                         env=env, capture_output=True, text=True)
-  records = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+  records, error = child_output(done.stdout, done.stderr, done.returncode)
   steps = [r for r in records if r.get("bench") == "step"]
-  if done.returncode or not steps:
-    return None, (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+  if error or not steps:
+    return None, error or "printed no step record"
   return steps[0], None
 
 
@@ -49,14 +48,13 @@ def bench_levers(config, *, batch: int, steps: int, argv: list[str],
   the speed-up. `argv`: the command's own flags, for the `benchmark step` children."""
   batch = batch or config.data.batch_size
   dtype = config.model.dtype
-  apart = config.copy_and_resolve_references()
-  apart.model.column_maps = "separate"
   variants = {"shipped": (config, True),
-              "the step without its global gradient and parameter norms": (config, False),
-              "each column's maps an array of its own (model.column_maps=separate)":
-                  (apart, True)}
-  if config.model.column_maps == "separate" or config.model.lrn_across_columns:
-    del variants["each column's maps an array of its own (model.column_maps=separate)"]
+              "the step without its global gradient and parameter norms": (config, False)}
+  if config.model.column_maps != "separate" and not config.model.lrn_across_columns:
+    apart = config.copy_and_resolve_references()
+    apart.model.column_maps = "separate"
+    variants["each column's maps an array of its own (model.column_maps=separate)"] = (
+        apart, True)
   runs = {name: compiled_step(variant, batch, step_norms=norms)[0]
           for name, (variant, norms) in variants.items()}
   times = dict.fromkeys(variants, 0.0)
@@ -72,17 +70,14 @@ def bench_levers(config, *, batch: int, steps: int, argv: list[str],
   child_argv = [a for a in argv if not a.startswith("--xla_flags")]
   shipped, error = _step_child(child_argv, "")
   for flag in flags:
-    if error:
-      record = {"bench": "lever", "lever": f"XLA_FLAGS {flag}", "error": error}
-    elif not xla_flags.known([flag.split("=")[0].lstrip("-")]):
-      record = {"bench": "lever", "lever": f"XLA_FLAGS {flag}",
-                "error": "the installed jaxlib does not know this flag"}
-    else:
+    lever, step, flag_error = f"XLA_FLAGS {flag}", None, error
+    if not flag_error and not xla_flags.known([flag.split("=")[0].lstrip("-")]):
+      flag_error = "the installed jaxlib does not know this flag"
+    if not flag_error:
       step, flag_error = _step_child(child_argv, flag)
-      record = ({"bench": "lever", "lever": f"XLA_FLAGS {flag}", "error": flag_error}
-                if step is None else
-                _record(f"XLA_FLAGS {flag}", batch, dtype, step["ms_per_step"] / 1e3,
-                        shipped["ms_per_step"] / 1e3))
+    record = ({"bench": "lever", "lever": lever, "error": flag_error} if step is None else
+              _record(lever, batch, dtype, step["ms_per_step"] / 1e3,
+                      shipped["ms_per_step"] / 1e3))
     records.append(record)
     emit(record)
   return records

@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 
-from alexnet_jax.benchmark import emit
+from alexnet_jax.benchmark import child_output, emit
 from alexnet_jax.benchmark.step import timed_step
 from alexnet_jax.errors import UserError
 
@@ -52,6 +52,7 @@ def bench_scaling(config, *, devices: int, per_device_batch: int, steps: int,
                XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
     result = subprocess.run([sys.executable, "-m", "alexnet_jax.benchmark", "scaling",
                              f"--devices={n}", *argv], env=env, capture_output=True, text=True)
-    if result.returncode:
-      raise UserError(f"scaling point {n} failed: {result.stderr.strip().splitlines()[-1]}")
+    error = child_output(result.stdout, result.stderr, result.returncode)[1]
+    if error:
+      raise UserError(f"scaling point {n} failed: {error}")
     print(result.stdout.strip(), flush=True)

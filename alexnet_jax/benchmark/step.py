@@ -58,7 +58,8 @@ def compiled_step(config, batch_size: int, mesh=None, step_norms: bool = True):
   """The training step that training runs (`train_setup.setup_train`: the config's optimizer,
   the training mesh or `mesh`; `step_norms` False: without its global norms), compiled for a
   synthetic batch already on the devices and warmed up: (`run(steps)` -> seconds per step,
-  the compiled step, its arguments after the state)."""
+  the compiled step, its arguments after the state, {'state': the state after the last
+  run})."""
   import jax
   import jax.numpy as jnp
 
