@@ -98,10 +98,24 @@ def _parse_flags(argv: list[str]) -> list[str]:
       sys.exit(0)
     raise
   except Exception as e:  # noqa: BLE001 -- config overrides raise several kinds
-    message = configuration.load_error(e)
+    message = configuration.load_error(e, *_config_arguments(argv))
     if message is None:
       raise
   _fail(message)
+
+
+def _config_arguments(argv: list[str]) -> tuple[list[str] | None, str | None]:
+  """(the `--config.a.b=v` overrides as 'a.b=v', the `--config` file) of a command line; (None,
+  None) when it has no `--config`."""
+  spec = None
+  for before, arg in zip([""] + argv, argv):
+    if arg.startswith("--config="):
+      spec = arg[len("--config="):]
+    elif before == "--config":
+      spec = arg
+  if spec is None:
+    return None, None
+  return [a[len("--config."):] for a in argv if a.startswith("--config.")], spec
 
 
 def _fail(message: str, status: int = 2) -> None:
@@ -143,5 +157,6 @@ def define_restore_flags() -> None:
   tool's --help as its own (absl lists the main module's flags)."""
   main = {"module_name": sys.argv[0]}
   flags.DEFINE_string("workdir", None, "training workdir to restore", **main)
-  flags.DEFINE_integer("step", None, "checkpoint step (default: the newest that restores)", **main)
+  flags.DEFINE_integer("step", None, "checkpoint step (default: the newest that restores)",
+                       lower_bound=0, **main)
   flags.DEFINE_bool("best", False, "restore the best (lowest validation error) checkpoint", **main)

@@ -12,6 +12,7 @@ read configs the same way. `alexnet_jax.validation` checks a loaded config once.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 from typing import Any, Sequence
 
@@ -87,6 +88,28 @@ def apply_variants(config: ml_collections.ConfigDict, names: str) -> ml_collecti
 PACKAGED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 
+def unknown_field(spec: str, overrides: Sequence[str]) -> str | None:
+  """'--config.a.b=v: a has no field 'b'; did you mean c?' for the first of `overrides` whose
+  field the config of `spec` does not have; None when each names a field of it."""
+  try:
+    config = load(spec)
+  except UserError:
+    return None
+  for override in overrides:
+    path = override.split("=", 1)[0]
+    node, where = config, "the config"
+    for key in path.split("."):
+      if not isinstance(node, ml_collections.ConfigDict):
+        return f"--config.{override}: {where} is a value, not a section of fields"
+      if key not in node:
+        close = difflib.get_close_matches(key, list(node.keys()), n=3, cutoff=0.7)
+        hint = (f"did you mean {' or '.join(close)}?" if close
+                else f"its fields: {', '.join(sorted(node.keys()))}")
+        return f"--config.{override}: {where} has no field {key!r}; {hint}"
+      node, where = node[key], (key if where == "the config" else f"{where}.{key}")
+  return None
+
+
 def resolve(spec: str) -> str:
   """`spec` ('path/to/config.py[:variants]'), or, when its file does not exist and it names
   one of the configs shipped with the package (`configs/<name>.py` or `<name>.py`), that one:
@@ -115,17 +138,23 @@ def load(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
   except UserError:
     raise
   except Exception as e:  # noqa: BLE001 -- loading and overriding raise many kinds
-    message = load_error(e, overrides)
+    message = load_error(e, overrides, spec)
     if message is None:
       raise
     raise UserError(message) from None
   return config
 
 
-def load_error(e: BaseException, overrides: Sequence[str] | None = None) -> str | None:
+def load_error(e: BaseException, overrides: Sequence[str] | None = None,
+               spec: str | None = None) -> str | None:
   """The one line that reports a config which does not load, or a bad override (naming
-  `overrides` when they are known); None when `e` is neither."""
+  `overrides` when they are known, and the field one of them names that the config of `spec`
+  lacks, with the names it has that are close); None when `e` is neither."""
   text = str(e)
+  if isinstance(e, (AttributeError, KeyError)) and spec and overrides:
+    missing = unknown_field(spec, overrides)
+    if missing is not None:
+      return missing
   if isinstance(e, flags.Error):
     # An exception inside the config file comes with its traceback: keep its last line.
     return f"{text.split(':', 1)[0]}: {last_line(text)}" if "Traceback" in text else text

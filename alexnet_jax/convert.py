@@ -200,7 +200,8 @@ def caffe_to_params(layers: dict[str, list[np.ndarray]], spec: model_spec.AlexNe
     if name == "conv1":
       kernel = kernel[:, ::-1]  # BGR -> RGB input channels
     hwio = kernel.transpose(2, 3, 1, 0)  # OIHW -> HWIO
-    params[name] = {"kernel": np.stack([hwio[..., c * w[name]:(c + 1) * w[name]] for c in range(2)]),
+    params[name] = {"kernel": np.stack([hwio[..., c * w[name]:(c + 1) * w[name]]
+                                        for c in range(2)]),
                     "bias": bias.reshape(2, w[name])}
   side, channels = spec.pool5_size, 2 * w["conv5"]
   for name in ("fc6", "fc7"):
@@ -211,7 +212,8 @@ def caffe_to_params(layers: dict[str, list[np.ndarray]], spec: model_spec.AlexNe
     if name == "fc6":  # Caffe flattens pool5 as C x H x W, this network as H x W x C
       matrix = matrix.reshape(out, channels, side, side).transpose(0, 2, 3, 1).reshape(out, -1)
     joined = matrix.T  # [in, out]
-    params[name] = {"kernel": np.stack([joined[:, c * w[name]:(c + 1) * w[name]] for c in range(2)]),
+    params[name] = {"kernel": np.stack([joined[:, c * w[name]:(c + 1) * w[name]]
+                                        for c in range(2)]),
                     "bias": bias.reshape(2, w[name])}
   blobs = layers["fc8"]
   matrix = _expect("fc8", blobs[0], (spec.num_classes, 2 * w["fc7"]), "weight matrix")

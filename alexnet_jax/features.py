@@ -1,4 +1,5 @@
-r"""The last hidden layer as an image descriptor, and nearest neighbours by it (§6.1, Figure 4 right).
+r"""The last hidden layer as an image descriptor, and nearest neighbours by it (§6.1, Figure 4,
+right).
 
   python -m alexnet_jax.features --workdir=DIR --split=train --output=train_fc7.npz
   python -m alexnet_jax.features --workdir=DIR --folder=PATH --output=folder_fc7.npz
@@ -218,8 +219,10 @@ if __name__ == "__main__":
   flags.DEFINE_enum("split", None, ["train", "eval"], "extract features of this split")
   flags.DEFINE_string("folder", "", "extract features of every image under this folder")
   flags.DEFINE_string("output", "", "where to write the features (FILE.npz)")
-  flags.DEFINE_integer("neighbors", 0, "K nearest training images per query")
-  flags.DEFINE_integer("num_queries", 5, "validation images used as queries")
+  flags.DEFINE_integer("neighbors", 0, "K nearest training images per query",
+                       lower_bound=0)
+  flags.DEFINE_integer("num_queries", 5, "validation images used as queries",
+                       lower_bound=1)
   flags.DEFINE_string("database", "", "training-split features (.npz of --split=train) to search")
   flags.DEFINE_string("grid", "neighbors.png", "PNG for the neighbour grid")
   cli.run(main, required_flags=("workdir",), positional=True)

@@ -36,8 +36,9 @@ if __name__ == "__main__":
   flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and plots.")
   flags.DEFINE_string("coordinator_address", "",
                       "host:port of process 0 for a multi-process run (jax.distributed)")
-  flags.DEFINE_integer("num_processes", 0, "processes in a multi-process run")
-  flags.DEFINE_integer("process_id", -1, "this process's index in a multi-process run")
+  flags.DEFINE_integer("num_processes", 0, "processes in a multi-process run", lower_bound=0)
+  flags.DEFINE_integer("process_id", -1, "this process's index in a multi-process run",
+                       lower_bound=-1)
   config_flags.DEFINE_config_file("config", None, "Training configuration file.",
                                   lock_config=True)
   cli.run(main, required_flags=("config", "workdir"))

@@ -31,7 +31,8 @@ def stored(path, size={size}, mode="{mode}"):
         if image.mode != mode:
             image = image.convert(mode)
 '''
-_SHORTER_SIDE = '''        width, height = image.size  # an image over {aspect}:1 keeps its central {aspect}:1 part
+_SHORTER_SIDE = '''        # an image over {aspect}:1 keeps its central {aspect}:1 part
+        width, height = image.size
         if width > {aspect} * height:
             left = (width - {aspect} * height) // 2
             image = image.crop((left, 0, left + {aspect} * height, height))
@@ -47,7 +48,7 @@ _SHORTER_SIDE = '''        width, height = image.size  # an image over {aspect}:
     top, left = (array.shape[0] - size) // 2, (array.shape[1] - size) // 2
     return array[top:top + size, left:left + size]
 '''
-_SQUASH = '''        if image.size != (size, size):  # squashed to size x size, the aspect ratio ignored
+_SQUASH = '''        if image.size != (size, size):  # squashed to size x size, aspect ratio ignored
             image = image.resize((size, size), Image.BILINEAR, reducing_gap=3.0)
         return np.asarray(image).reshape(size, size, -1)
 '''
@@ -66,7 +67,8 @@ def fashion_mnist_stored(image, size={size}):
     if size <= 32:
         pad = (size - 28) // 2
         return np.pad(image, ((pad, pad), (pad, pad), (0, 0)))
-    return np.asarray(Image.fromarray(image[..., 0]).resize((size, size), Image.BILINEAR))[..., None]
+    grey = Image.fromarray(image[..., 0]).resize((size, size), Image.BILINEAR)
+    return np.asarray(grey)[..., None]
 '''
 
 
@@ -76,7 +78,8 @@ def preprocessing_code(config) -> str:
   channels, crop = int(m.in_channels), int(m.input_size)
   mode = "RGB" if channels == 3 else "L"
   if d.name == "fashion_mnist":  # decoded as the 28x28 originals, then their stored form
-    code = _OPEN.format(size=28, mode="L", wide=images.WIDE_MODES) + _SHORTER_SIDE.format(aspect=images.MAX_ASPECT)
+    code = (_OPEN.format(size=28, mode="L", wide=images.WIDE_MODES)
+            + _SHORTER_SIDE.format(aspect=images.MAX_ASPECT))
     code += _FASHION.format(size=int(d.image_size))
     expression = "fashion_mnist_stored(stored(path))"
   else:

@@ -115,7 +115,8 @@ class AlexNetSpec:
     if any(not (isinstance(v, (int, float)) and v > 0 and v < float("inf")) for v in stds.values()):
       bad(f"init_std must be positive numbers, got {stds}")
     if self.columns == 2 and any(f % 2 for f in self.conv_features + self.fc_features):
-      bad(f"every width must be even to split into two columns: {self.conv_features + self.fc_features}")
+      bad("every width must be even to split into two columns: "
+          f"{self.conv_features + self.fc_features}")
     if self.activation not in ("relu", "tanh"):
       bad(f"activation must be 'relu' or 'tanh', got {self.activation!r}")
     if not 0.0 <= self.dropout < 1.0:
@@ -129,7 +130,8 @@ class AlexNetSpec:
       bad(f"dropout_form must be one of {', '.join(DROPOUT_FORMS)}, got {self.dropout_form!r}")
     if self.num_classes < 2:
       bad(f"num_classes must be >= 2, got {self.num_classes}")
-    for name, size in (("lrn_size", self.lrn_size), ("response_norm_size", self.response_norm_size)):
+    for name, size in (("lrn_size", self.lrn_size),
+                       ("response_norm_size", self.response_norm_size)):
       if size < 1 or size % 2 == 0:
         bad(f"{name} must be a positive odd number, got {size}")
     for name in (self.dtype, self.param_dtype):

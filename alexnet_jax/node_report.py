@@ -173,6 +173,7 @@ def markdown(report: dict) -> str:
                                    ("commands", "records", "errors")}, indent=1), "```"]
     lines += [f"- error: {e}" for e in phase.get("errors", [])] + [""]
   lines += ["## Goals", "", "| goal | measured | met |", "|---|---|---|"]
-  lines += [f"| {g['goal']} | {g['measured']} | {g['met']}{'; ' + g['note'] if 'note' in g else ''} |"
+  lines += [f"| {g['goal']} | {g['measured']} | "
+            f"{g['met']}{'; ' + g['note'] if 'note' in g else ''} |"
             for g in report.get("goals", [])]
   return "\n".join(lines) + "\n"

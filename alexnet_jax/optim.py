@@ -10,8 +10,9 @@ w ← w − ε·v instead, which rescales the whole velocity at once when ε cha
 Each parameter array has its own ε, an argument of the update (`learning_rates`, arrays the
 host changes without recompiling: `schedule.LearningRateSchedule.rates_on`): the same for all
 in the paper's text, ε for weights and another for biases in the 2012 code's runs and Caffe's
-solver, per layer in the 2012 code's recorded schedules. A parameter whose ε is 0 is frozen as cuda-convnet freezes it (its update
-is skipped, `Weights::update` with `epsW = 0`): neither it nor its velocity changes.
+solver, per layer in the 2012 code's recorded schedules. A parameter whose ε is 0 is frozen as
+cuda-convnet freezes it (its update is skipped, `Weights::update` with `epsW = 0`): neither it
+nor its velocity changes.
 """
 
 from __future__ import annotations

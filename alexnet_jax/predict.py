@@ -159,7 +159,7 @@ def main(argv):
 if __name__ == "__main__":
   cli.define_restore_flags()
   flags.DEFINE_bool("ten_crop", False, "average the softmax over the ten §4.1 crops")
-  flags.DEFINE_integer("topk", 5, "classes to print per image")
+  flags.DEFINE_integer("topk", 5, "classes to print per image", lower_bound=1)
   flags.DEFINE_string("output", "", "FILE.json or FILE.csv: the predictions")
   flags.DEFINE_string("figure", "", "FILE.png: Figure 4 (left)")
   cli.run(main, required_flags=("workdir",), positional=True)

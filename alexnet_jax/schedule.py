@@ -10,9 +10,10 @@ are there for reproducible runs; `recorded` replays a run's log of per-layer wei
 rates (`events`: the 2012 code's run #145 in configs/paper_code.py). The schedule is the one
 owner of ε: it gives every parameter its rate (`rates`: ε for kernels, ε ×
 `optimizer.bias_lr_multiplier` for biases, or the recorded ones), which the training loop
-passes to every step (`rates_on`); the checkpoints hold the schedule's state, not the rates. It also decides what counts as an
-improvement of the validation error (`after_eval`), for the plateaus and for `best/`. Its state
-is a small JSON-able dict saved with checkpoints; a recorded schedule's follows from the step.
+passes to every step (`rates_on`); the checkpoints hold the schedule's state, not the rates.
+It also decides what counts as an improvement of the validation error (`after_eval`), for the
+plateaus and for `best/`. Its state is a small JSON-able dict saved with checkpoints; a recorded
+schedule's follows from the step.
 """
 
 from __future__ import annotations

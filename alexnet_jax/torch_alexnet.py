@@ -9,7 +9,8 @@ users run it fastest: channels_last, bf16 autocast, cudnn.benchmark, `torch.comp
 difference in the maths: `nn.LocalResponseNorm` runs over both columns' channels at once, so its
 window crosses the column boundary where ours does not (the 4 channels beside it differ; the cost
 is the same); and `nn.Dropout` is the inverted form (÷(1 − p) in training, nothing at test
-time), where the paper's multiplies by 1 − p at test time: the same training-step cost. PyTorch is a benchmark-only dependency; nothing else imports this module.
+time), where the paper's multiplies by 1 − p at test time: the same training-step cost.
+PyTorch is a benchmark-only dependency; nothing else imports this module.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import time
 
 
 def build(spec):
-  """An `nn.Module` with the layers of `spec` (a `model_spec.AlexNetSpec`), two columns as groups."""
+  """An `nn.Module` with the layers of `spec` (a `model_spec.AlexNetSpec`), two columns as
+  groups."""
   import torch
   from torch import nn
 

@@ -105,7 +105,8 @@ def test_the_step_benchmark_times_the_training_step_on_the_training_mesh(monkeyp
   built = []
   real = train_setup.setup_train
   monkeypatch.setattr(train_setup, "setup_train",
-                      lambda config, mesh, **kw: built.append((config, mesh)) or real(config, mesh, **kw))
+                      lambda config, mesh, **kw: built.append((config, mesh))
+                      or real(config, mesh, **kw))
   config = load_config("paper_code", "", ["model.input_size=32", "model.conv1_stride=1",
                                           "model.conv_kernels=(5,5,3,3,3)",
                                           "model.conv_features=(16,32,48,48,32)",

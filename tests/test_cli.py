@@ -24,7 +24,10 @@ def _one_error_line(proc, message, status=2):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--config.optimizer.learning_rat=0.1"], "Did you mean"),
+    (["--config.optimizer.learning_rat=0.1"], "has no field 'learning_rat'; did you mean "
+                                              "learning_rate"),
+    (["--config.optim.learning_rate=0.1"], "^error: --config.optim.learning_rate=0.1: the "
+                                           "config has no field 'optim'; did you mean optimizer"),
     (["--config.model.columns=3"], "columns must be 2"),
     (["--config.data.data_dir=/nonexistent"], "Fashion-MNIST not found"),
     (["--config.schedule.kind=cosine"], "schedule.kind"),
@@ -37,6 +40,18 @@ def test_main_reports_config_errors_in_one_line(tmp_path, args, message):
   config = [] if any(a.startswith("--config=") for a in args) else [
       "--config=configs/fashion_mnist.py"]
   _one_error_line(_run("alexnet_jax.main", *config, f"--workdir={tmp_path}", *args), message)
+
+
+@pytest.mark.parametrize("module,args,message", [
+    ("alexnet_jax.benchmark", ["step", "--config=configs/tiny.py", "--steps=0"],
+     "--steps=0: 0 is not a positive integer"),
+    ("alexnet_jax.benchmark", ["input", "--seconds=0"], "--seconds must be positive"),
+    ("alexnet_jax.main", ["--config=configs/tiny.py", "--workdir=w", "--num_processes=-2"],
+     "--num_processes=-2: -2 is not a non-negative integer"),
+    ("alexnet_jax.predict", ["--workdir=w", "--topk=0", "x.png"], "--topk=0: 0 is not a positive"),
+])
+def test_a_number_out_of_a_flags_range_is_one_line(tmp_path, module, args, message):
+  _one_error_line(_run(module, *args, cwd=str(tmp_path)), message)
 
 
 def test_a_config_given_by_its_path_from_another_directory_loads(tmp_path):

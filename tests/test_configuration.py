@@ -72,7 +72,20 @@ def test_every_shipped_config_and_variant_validates():
 def test_a_config_that_does_not_load_or_a_bad_override_is_one_line():
   with pytest.raises(UserError, match="cannot load the config|No such file"):
     configuration.load(os.path.join(ROOT, "configs", "tinny.py"))
-  with pytest.raises(UserError, match="Did you mean"):
+  with pytest.raises(UserError, match="optimizer has no field 'learning_rat'; did you mean "
+                                      "learning_rate"):
     load_config("tiny", overrides=["optimizer.learning_rat=0.1"])
   with pytest.raises(UserError, match="model.columns=x: invalid literal"):
     load_config("tiny", overrides=["model.columns=x"])
+
+
+@pytest.mark.parametrize("override,message", [
+    ("optim.learning_rate=0.1", r"^--config.optim.learning_rate=0.1: the config has no field "
+                                r"'optim'; did you mean optimizer\?$"),
+    ("model.lrn_sise=3", "model has no field 'lrn_sise'; did you mean lrn_size"),
+    ("nosuchfield=1", "the config has no field 'nosuchfield'; its fields: checkpoint, data, "),
+    ("seed.x=1", "seed is a value, not a section"),
+])
+def test_an_override_of_a_field_the_config_lacks_names_it_and_the_close_ones(override, message):
+  with pytest.raises(UserError, match=message):
+    load_config("tiny", overrides=["num_epochs=2", override])

@@ -127,7 +127,8 @@ def _pool(x, size=3, stride=2):
   y = np.full((n, c, oh, ow), -np.inf)
   for i in range(oh):
     for j in range(ow):
-      y[:, :, i, j] = x[:, :, i * stride:i * stride + size, j * stride:j * stride + size].max((2, 3))
+      y[:, :, i, j] = x[:, :, i * stride:i * stride + size,
+                        j * stride:j * stride + size].max((2, 3))
   return y
 
 

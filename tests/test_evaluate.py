@@ -88,7 +88,8 @@ def test_a_relative_data_dir_is_stored_absolute(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path / "a")
   _folder_run("src", tmp_path / "run")
   monkeypatch.chdir(tmp_path / "b")
-  assert evaluate.evaluate([str(tmp_path / "run")])["examples"] == 5  # a's val: 6 files, one unreadable (b's has 4 readable)
+  # a's val: 6 files, one unreadable (b's has 4 readable)
+  assert evaluate.evaluate([str(tmp_path / "run")])["examples"] == 5
 
 
 @pytest.mark.parametrize("overrides", [

@@ -201,7 +201,8 @@ def _numpy_head(model, pool5, masks=None, *, p: float, form: str):
   ('inverted'); in training output x mask ('paper') or x mask / (1 - p) ('inverted')."""
   def joined(layer):
     kernel = np.asarray(layer.kernel[...], np.float64)
-    return np.concatenate(list(kernel), axis=-1), np.asarray(layer.bias[...], np.float64).reshape(-1)
+    bias = np.asarray(layer.bias[...], np.float64).reshape(-1)
+    return np.concatenate(list(kernel), axis=-1), bias
 
   def drop(name, h):
     if masks is None:

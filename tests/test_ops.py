@@ -36,12 +36,14 @@ def lrn_grad_reference(a, g, size=SIZE, k=K, alpha=ALPHA, beta=BETA, alpha_over_
   for i in range(n_channels):
     grad[..., i] += g[..., i] * d[..., i] ** -beta
     for j in window[i]:
-      grad[..., j] -= 2 * scale * beta * g[..., i] * a[..., i] * a[..., j] * d[..., i] ** (-beta - 1)
+      grad[..., j] -= (2 * scale * beta * g[..., i] * a[..., i] * a[..., j]
+                       * d[..., i] ** (-beta - 1))
   return grad
 
 
 def torch_lrn_reference(a, size, alpha, beta, k):
-  """PyTorch `LocalResponseNorm` as documented: b_c = a_c (k + α/n Σ_{c'=max(0,c-n/2)}^{min(N-1,c+n/2)} a_c'²)^-β."""
+  """PyTorch `LocalResponseNorm` as documented:
+  b_c = a_c (k + α/n Σ_{c'=max(0,c-n/2)}^{min(N-1,c+n/2)} a_c'²)^-β."""
   a = np.asarray(a, np.float64)
   n_channels = a.shape[-1]
   padded = np.concatenate([np.zeros(a.shape[:-1] + (size // 2,)), a ** 2,
@@ -114,7 +116,8 @@ def max_pool_reference(x, window, stride):
   out = np.empty((n, oh, ow, c))
   for i in range(oh):
     for j in range(ow):
-      out[:, i, j] = x[:, i * stride:i * stride + window, j * stride:j * stride + window].max((1, 2))
+      out[:, i, j] = x[:, i * stride:i * stride + window,
+                       j * stride:j * stride + window].max((1, 2))
   return out
 
 
@@ -144,11 +147,13 @@ def test_max_pool_forward_and_grad(window, size, expected, dtype):
   np.testing.assert_array_equal(np.asarray(out, np.float64), max_pool_reference(x, window, 2))
   tol = 1e-6 if dtype == jnp.float32 else 2e-2
   np.testing.assert_allclose(np.asarray(grad, np.float64),
-                             max_pool_grad_reference(x, np.asarray(jnp.asarray(g, dtype), np.float64),
-                                                     window, 2), rtol=tol, atol=tol)
+                             max_pool_grad_reference(
+                                 x, np.asarray(jnp.asarray(g, dtype), np.float64), window, 2),
+                             rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("window,stride,size", [(3, 2, 13), (2, 2, 13), (3, 1, 7), (2, 3, 11), (3, 3, 10)])
+@pytest.mark.parametrize("window,stride,size",
+                         [(3, 2, 13), (2, 2, 13), (3, 1, 7), (2, 3, 11), (3, 3, 10)])
 def test_max_pool_gradient_goes_to_the_first_maximum_when_values_tie(window, stride, size):
   # Post-ReLU maps are full of equal values (zeros); the gradient must reach one pixel per
   # window, the first maximum in row-major order, as XLA's select-and-scatter gives it.
@@ -161,7 +166,8 @@ def test_max_pool_gradient_goes_to_the_first_maximum_when_values_tie(window, str
   np.testing.assert_allclose(grad, max_pool_grad_reference(x, g, window, stride), rtol=1e-6,
                              atol=1e-6)
   xla = jax.vjp(lambda v: jax.lax.reduce_window(v, -jnp.inf, jax.lax.max, (1, window, window, 1),
-                                                 (1, stride, stride, 1), "VALID"), jnp.asarray(x))[1]
+                                                 (1, stride, stride, 1), "VALID"),
+                jnp.asarray(x))[1]
   np.testing.assert_allclose(grad, xla(jnp.asarray(g))[0], rtol=1e-6, atol=1e-6)
 
 
@@ -170,7 +176,8 @@ def test_overlapping_pool_windows_share_pixels():
   x = np.zeros((1, 5, 5, 1))
   x[0, 2, 2, 0] = 1.0
   assert np.asarray(ops.max_pool(jnp.asarray(x, jnp.float32)))[0, :, :, 0].sum() == 4
-  assert np.asarray(ops.max_pool(jnp.asarray(x[:, :4, :4], jnp.float32), window=2))[0, :, :, 0].sum() == 1
+  pooled = ops.max_pool(jnp.asarray(x[:, :4, :4], jnp.float32), window=2)
+  assert np.asarray(pooled)[0, :, :, 0].sum() == 1
 
 
 def response_norm_reference(a, size=5, scale=1e-3, power=0.75):
@@ -240,4 +247,5 @@ def test_strided_conv_as_space_to_depth_equals_the_strided_conv(size, k, stride,
       lambda v, w: jax.lax.conv_general_dilated(v, w, (stride, stride), ((0, pad), (0, pad)),
                                                 dimension_numbers=("NHWC", "HWIO", "NHWC")),
       lambda v, w: ops.strided_conv_as_space_to_depth(v, w, stride, pad))]
-  np.testing.assert_allclose(grads[1], grads[0], rtol=1e-3, atol=1e-3 * float(jnp.abs(grads[0]).max()))
+  np.testing.assert_allclose(grads[1], grads[0], rtol=1e-3,
+                             atol=1e-3 * float(jnp.abs(grads[0]).max()))

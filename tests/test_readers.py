@@ -94,6 +94,17 @@ def test_missing_imagenet_names_the_preparation_command(tmp_path):
     build_input(config)
 
 
+def test_an_image_folder_without_its_root_is_one_line_before_any_store_is_looked_for(caplog):
+  config = load_config("tiny")
+  config.data.update(dict(name="image_folder", data_dir=""))
+  with caplog.at_level("INFO"):
+    absl_logging.use_python_logging()
+    with pytest.raises(UserError, match=r"^data.name=image_folder needs "
+                                        r"--config.data.data_dir=ROOT \(ROOT/train/<class>/\*"):
+      build_input(config)
+  assert not [r for r in caplog.records if "prepared store" in r.getMessage()]
+
+
 def test_symlink_loops_in_an_image_folder_are_skipped(tmp_path, caplog):
   for split in ("train", "val"):
     (tmp_path / split / "a").mkdir(parents=True)

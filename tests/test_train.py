@@ -1,5 +1,6 @@
 """The training loop (`train.py`) end to end on small data: what a run writes, the checks that
-need the devices or the data, the stall warning. Resumes, kills and failures: test_reliability.py."""
+need the devices or the data, the stall warning. Resumes, kills and failures:
+test_reliability.py."""
 
 import contextlib
 import json

@@ -110,7 +110,8 @@ def test_each_file_name_of_a_run_is_spelled_in_one_module():
       if not name.endswith(".py") or name == "workdir.py":
         continue
       text = open(os.path.join(folder, name), encoding="utf-8").read()
-      for file_name in (workdir_lib.METRICS, workdir_lib.STATS, workdir_lib.CURVES, workdir_lib.RESULT):
+      for file_name in (workdir_lib.METRICS, workdir_lib.STATS, workdir_lib.CURVES,
+                        workdir_lib.RESULT):
         if re.search(rf"""["']{re.escape(file_name)}["']""", text):
           spelled.setdefault(file_name, []).append(name)
   assert not spelled, spelled

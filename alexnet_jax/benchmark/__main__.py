@@ -61,25 +61,30 @@ if __name__ == "__main__":
   flags.DEFINE_string("root", "", "input, end2end, decode: an ImageFolder root "
                       "(ROOT/train/<class>/*)")
   flags.DEFINE_integer("generate", 1024, "input, end2end, decode: images to generate when "
-                       "--root is not given")
+                       "--root is not given", lower_bound=1)
   flags.DEFINE_integer("workers", 0, "input: reader threads and mp_prefetch worker processes "
-                       "(0: one per CPU core); end2end: worker processes (0: the config's)")
+                       "(0: one per CPU core); end2end: worker processes (0: the config's)",
+                       lower_bound=0)
   flags.DEFINE_float("seconds", 10.0, "input, transfer, decode: seconds to time each "
                      "configuration")
+  flags.register_validator("seconds", lambda seconds: seconds > 0,
+                           "--seconds must be positive")
   flags.DEFINE_float("pillow_seconds", PILLOW_SECONDS, "end2end --source=jpeg: seconds to time the "
                      "one-thread Pillow yardstick (0: none)")
-  flags.DEFINE_integer("quality", 90, "input: JPEG quality of the prepared store")
+  flags.DEFINE_integer("quality", 90, "input: JPEG quality of the prepared store",
+                       lower_bound=1, upper_bound=100)
   flags.DEFINE_enum("chroma", "420", ["444", "422", "420"],
                     "input: chroma subsampling of the prepared store")
-  flags.DEFINE_integer("batch", 0, "batch size (0: the config's)")
+  flags.DEFINE_integer("batch", 0, "batch size (0: the config's)", lower_bound=0)
   flags.DEFINE_enum("dtype", "", ["", "bfloat16", "float32"],
                     "step, levers, end2end: compute dtype (default: config)")
   flags.DEFINE_integer("steps", 50, "step, levers, scaling: timed steps after warm-up; end2end: "
                        "the loop's steps (at least 8; the first quarter, compiling, is not "
-                       "counted)")
+                       "counted)", lower_bound=1)
   flags.DEFINE_multi_string("xla_flags", list(XLA_FLAGS_TRIED), "levers: each XLA flag to "
                             "time against the shipped step, in a child process ('' for none)")
-  flags.DEFINE_integer("devices", 0, "scaling: measure this device count only (a child run)")
+  flags.DEFINE_integer("devices", 0, "scaling: measure this device count only (a child run)",
+                       lower_bound=0)
   flags.DEFINE_bool("profile", False, "step: trace 10 more steps with jax.profiler and print "
                     "the device ops that take the most time (GPU/TPU)")
   flags.DEFINE_bool("compare_torch", False, "step: also time the same network in PyTorch "

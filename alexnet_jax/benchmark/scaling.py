@@ -34,8 +34,9 @@ def collective_bytes(hlo_text: str) -> dict[str, int]:
 def bench_scaling(config, *, devices: int, per_device_batch: int, steps: int,
                   argv: list[str]) -> None:
   """Step time on 1, 2, 4, 8 CPU devices at a fixed batch per 'data' shard, on the mesh
-  training uses for that many devices (the columns on the 'model' axis when it is 2), with the collective bytes read from each compiled
-  step (one child process per device count: the device count is fixed when jax starts)."""
+  training uses for that many devices (the columns on the 'model' axis when it is 2), with the
+  collective bytes read from each compiled step (one child process per device count: the device
+  count is fixed when jax starts)."""
   if devices:  # the child: measure one point
     from alexnet_jax.sharding import mesh_for
 

@@ -129,8 +129,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       max_drops=3,  # §5: "reduced three times prior to termination"
       stop_after_last_drop=False,
       drop_epochs=(30.0, 60.0, 80.0),
-      # 'recorded': a run's log of per-layer rates and input changes replayed (alexnet_jax/events.py;
-      # configs/paper_code.py: run #145), e.g. ('epoch 0: epsW=0.01 epsB=0.02', 'epoch 24: epsW=0.001').
+      # 'recorded': a run's log of per-layer rates and input changes replayed
+      # (alexnet_jax/events.py; configs/paper_code.py: run #145), e.g.
+      # ('epoch 0: epsW=0.01 epsB=0.02', 'epoch 24: epsW=0.001').
       events=(),
   ))
   # Fine-tuning (Table 2, "*"): start from a trained workdir's layers, new ones in new_layers.

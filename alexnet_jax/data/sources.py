@@ -41,6 +41,10 @@ def _form(data, channels: int) -> dict:
   return {"image_size": int(data.image_size), "channels": int(channels)}
 
 
+_NO_FOLDER_ROOT = ("data.name=image_folder needs --config.data.data_dir=ROOT "
+                   "(ROOT/train/<class>/*, ROOT/val/<class>/*)")
+
+
 def originals(data, *, channels: int, num_classes: int,
               class_names: tuple[str, ...] | None = None, first: int = 0) -> Dataset:
   """The dataset the config's `data` section names, from its original files (never the
@@ -52,9 +56,11 @@ def originals(data, *, channels: int, num_classes: int,
   if data.name == "fashion_mnist":
     source = data.data_dir or readers.FASHION_MNIST_DIR
     size = data.image_size
-    train, val = (readers.fashion_mnist(source, s, size=size, first=first) for s in ("train", "test"))
+    train, val = (readers.fashion_mnist(source, s, size=size, first=first)
+                  for s in ("train", "test"))
     names = readers.FASHION_MNIST_CLASSES
-    listing = files_fingerprint(readers.fashion_paths(source, "train") + readers.fashion_paths(source, "test"))
+    listing = files_fingerprint(readers.fashion_paths(source, "train")
+                                + readers.fashion_paths(source, "test"))
   elif data.name == "synthetic":
     source = ""
     make = lambda n, seed: readers.synthetic(n, data.image_size, channels, num_classes, seed)
@@ -64,8 +70,7 @@ def originals(data, *, channels: int, num_classes: int,
                           num_classes)
   elif data.name == "image_folder":
     if not data.data_dir:
-      raise UserError("data.name=readers.image_folder needs --config.data.data_dir=ROOT "
-                      "(ROOT/train/<class>/*, ROOT/val/<class>/*)")
+      raise UserError(_NO_FOLDER_ROOT)
     train, names, train_listing = readers.image_folder(data.data_dir, "train", class_names)
     val, _, val_listing = readers.image_folder(data.data_dir, "val", class_names=names)
     listing = fingerprint(train_listing, val_listing)
@@ -88,12 +93,15 @@ def load(data, *, channels: int, num_classes: int, prepared: bool = True,
   """The dataset the config's `data` section names: ImageNet and ImageFolder trees from their
   prepared §2 store when there is a current one (`data.use_prepared`; one log line says which
   form is read), from the original files otherwise (`originals`; `first`: see there)."""
+  if data.name == "image_folder" and not data.data_dir and not data.get("prepared_dir"):
+    raise UserError(_NO_FOLDER_ROOT)  # no originals and no store to look for
   if data.name in PREPARABLE and prepared and data.use_prepared:
     found = _current_store(data, channels, num_classes, class_names)
     if found is not None:
       return found
     logging.info("reading the original images of %s (no prepared store at %s: `python -m "
-                 "alexnet_jax.data.prepare --config=...` makes one)", data.name, store_format.store_dir(data))
+                 "alexnet_jax.data.prepare --config=...` makes one)", data.name,
+                 store_format.store_dir(data))
   return originals(data, channels=channels, num_classes=num_classes, class_names=class_names,
                    first=first)
 
@@ -132,9 +140,10 @@ def _current_store(data, channels: int, num_classes: int, class_names) -> Datase
     raise UserError(f"the prepared store {store} labels other classes than the ones given: "
                     f"{identity_lib.class_difference(tuple(class_names), names)}")
   store_format.check_store(store, manifest)
-  splits = [store_format.PreparedSplit(tuple(store_format.shard_path(store, name, i, manifest["shards"][name])
-                                for i in range(manifest["shards"][name])), name,
-                          os.path.join(store, "stats.npz"))
+  shards = manifest["shards"]
+  splits = [store_format.PreparedSplit(
+                tuple(store_format.shard_path(store, name, i, shards[name])
+                      for i in range(shards[name])), name, os.path.join(store, "stats.npz"))
             for name in store_format.SPLIT_NAMES]
   logging.info("reading the prepared §2 form of %s from %s (%d train / %d val images, JPEG "
                "quality %d, chroma %s)", data.name, store, len(splits[0]), len(splits[1]),

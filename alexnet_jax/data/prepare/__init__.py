@@ -5,9 +5,9 @@ shards, with the training set's mean image and RGB PCA computed in the same pass
 
     python -m alexnet_jax.data.prepare --config=configs/paper.py --config.data.data_dir=DIR
 
-(`__main__.py`) reads the dataset `data` names from its originals (TFDS ImageNet or an ImageFolder tree) and
-writes `<store>/` (`store_format.store_dir`: next to the data, in a folder named by the stored
-form, unless `data.prepared_dir` says where):
+(`__main__.py`) reads the dataset `data` names from its originals (TFDS ImageNet or an
+ImageFolder tree) and writes `<store>/` (`store_format.store_dir`: next to the data, in a folder
+named by the stored form, unless `data.prepared_dir` says where):
 
     train-00000-of-00042.array_record ...   records: 4-byte little-endian label + JPEG bytes
     val-00000-of-00002.array_record ...

@@ -35,7 +35,8 @@ from alexnet_jax.errors import UserError
 MEANS = ("pixel", "channel")  # data.mean: §2's mean image, or its per-channel mean
 IMAGENET_CHANNEL_MEAN = (123.68, 116.78, 103.94)
 IMAGENET_RGB_EIGVAL_UNIT = (0.2175, 0.0188, 0.0045)  # λ of 0-1 RGB values
-IMAGENET_RGB_STD = tuple(round(255 * v ** 0.5, 2) for v in IMAGENET_RGB_EIGVAL_UNIT)  # √λ, grey levels
+# √λ, in grey levels
+IMAGENET_RGB_STD = tuple(round(255 * v ** 0.5, 2) for v in IMAGENET_RGB_EIGVAL_UNIT)
 IMAGENET_RGB_EIGVEC = ((-0.5675, 0.7192, 0.4009),
                        (-0.5808, -0.0045, -0.8140),
                        (-0.5836, -0.6948, 0.4203))  # columns are p_1, p_2, p_3

@@ -26,5 +26,6 @@ def main(argv):
 if __name__ == "__main__":
   config_flags.DEFINE_config_file("config", None, "training configuration file", lock_config=True)
   flags.DEFINE_string("output", "", "where to write the .npz (default: next to the data)")
-  flags.DEFINE_integer("max_images", 0, "use the first N training images (0: all of them)")
+  flags.DEFINE_integer("max_images", 0, "use the first N training images (0: all of them)",
+                       lower_bound=0)
   cli.run(main, required_flags=["config"])
