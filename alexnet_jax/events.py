@@ -51,7 +51,7 @@ def parse(lines) -> list[Event]:
   """The events of `schedule.events`, in order; a line that does not parse is a `UserError`."""
   events = []
   for line in lines:
-    match = _LINE.match(line)
+    match = _LINE.match(line) if isinstance(line, str) else None
     if not match:
       raise UserError(f"schedule.events: {line!r} is not 'epoch E: setting=value ...' or "
                       "'step S: ...'")

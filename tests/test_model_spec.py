@@ -62,6 +62,10 @@ def test_one_column_net_of_section_3_2():
     ({"column_maps": "separate", "lrn_across_columns": True},
      "lrn_across_columns needs them joined"),
     ({"input_size": 40}, "input_size 40 is too small"),
+    ({"init_bias": {"fc6": float("nan")}}, "init_bias must be finite numbers"),
+    ({"lrn_k": 0.0}, r"lrn_k must be a finite number > 0 \(the paper's k = 2\), got 0.0"),
+    ({"lrn_beta": float("nan")}, "lrn_beta must be a finite number >= 0, got nan"),
+    ({"response_norm_alpha": -1e-3}, "response_norm_alpha must be a finite number >= 0"),
 ])
 def test_invalid_structures_are_one_line_errors(change, message):
   config = load_config("paper")
