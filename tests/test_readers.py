@@ -89,8 +89,9 @@ def test_imagenet_through_tfds_data_source(tmp_path):
 def test_missing_imagenet_names_the_preparation_command(tmp_path):
   config = load_config("paper")
   config.data.data_dir = str(tmp_path / "none")
-  with pytest.raises(UserError, match="launch/prepare_imagenet.sh MANUAL_DIR DATA_DIR.*"
-                                      "ILSVRC2012_img_train.tar"):
+  with pytest.raises(UserError, match=r"in \S+/none \(no \S+/none/imagenet2012/[\d.]+/"
+                                      r"dataset_info.json\): run `bash launch/prepare_imagenet.sh "
+                                      "MANUAL_DIR DATA_DIR.*ILSVRC2012_img_train.tar"):
     build_input(config)
 
 

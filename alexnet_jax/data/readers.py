@@ -18,7 +18,7 @@ from absl import logging
 
 from alexnet_jax.data import images
 from alexnet_jax.data.identity import files_fingerprint, fingerprint
-from alexnet_jax.errors import UserError
+from alexnet_jax.errors import UserError, first_line
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
@@ -291,16 +291,22 @@ def tfds_imagenet(name: str, data_dir: str
   validation, class names, the fingerprint of the build's files)."""
   import tensorflow_datasets as tfds
 
+  def not_prepared(why: str) -> UserError:
+    return UserError(
+        f"{name} is not prepared as array_record in {data_dir or '~/tensorflow_datasets'} "
+        f"({why}): run `{PREPARE_IMAGENET}` with ILSVRC2012_img_train.tar and "
+        "ILSVRC2012_img_val.tar in MANUAL_DIR, or use --config.data.name=image_folder")
+
+  builder = None
   try:
     builder = tfds.builder(name, data_dir=data_dir or None)
     names = tuple(builder.info.features["label"].names)
     splits = TfdsSplit(name, "train", data_dir), TfdsSplit(name, "validation", data_dir)
   except Exception as e:  # tfds raises several types for "not prepared"
-    where = data_dir or "~/tensorflow_datasets"
-    raise UserError(
-        f"{name} is not prepared as array_record in {where} ({type(e).__name__}): run "
-        f"`{PREPARE_IMAGENET}` with ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in "
-        "MANUAL_DIR, or use --config.data.name=image_folder") from None
+    info = os.path.join(str(builder.data_dir), "dataset_info.json") if builder else ""
+    why = (f"no {info}" if info and not os.path.isfile(info)
+           else f"{type(e).__name__}: {first_line(e)}")
+    raise not_prepared(why) from None
   folder = str(builder.data_dir)
   files = [os.path.join(folder, f) for f in sorted(os.listdir(folder))] if os.path.isdir(
       folder) else []
