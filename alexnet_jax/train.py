@@ -78,10 +78,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   (the command line has)."""
   if not validated:
     validation.validate(config)
+  created = bool(workdir) and not os.path.lexists(os.path.abspath(workdir))
   workdir = workdir_lib.prepare(workdir)
   lock = workdir_lib.Lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
-  with lock:
-    return _train_and_evaluate(config, workdir, setup, overridden)
+  try:
+    with lock:
+      return _train_and_evaluate(config, workdir, setup, overridden)
+  except UserError:
+    if created and jax.process_count() == 1:
+      workdir_lib.remove_unused(workdir)
+    raise
 
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, setup_fn,

@@ -15,6 +15,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import shutil
 import socket
 import time
 
@@ -99,6 +100,16 @@ def prepare(workdir: str) -> str:
     if not os.access(target, os.W_OK | (os.X_OK if is_dir else 0)):
       raise UserError(f"{target} is not writable")
   return path
+
+
+def remove_unused(workdir: str) -> None:
+  """Removes `workdir` when it holds nothing but its lock and empty folders: what a run
+  refused at its start (missing data, say) leaves of a workdir it created."""
+  lock = RunDir(workdir).lock
+  for folder, _, files in os.walk(workdir):
+    if any(os.path.join(folder, name) != lock for name in files):
+      return
+  shutil.rmtree(workdir, ignore_errors=True)
 
 
 FIGURES = (".png", ".pdf", ".svg", ".jpg")  # what matplotlib writes

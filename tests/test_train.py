@@ -62,6 +62,18 @@ def test_invalid_combinations_fail_before_compiling(tmp_path):
     train.train_and_evaluate(config, str(tmp_path))
 
 
+def test_a_run_refused_at_its_start_leaves_no_workdir_it_created(tmp_path):
+  config = load_config("fashion_mnist")
+  config.data.data_dir = str(tmp_path / "no_data")
+  for workdir in (tmp_path / "new" / "run", tmp_path / "kept"):
+    if workdir.name == "kept":
+      workdir.mkdir()
+    with pytest.raises(UserError, match="Fashion-MNIST not found"):
+      train.train_and_evaluate(config, str(workdir))
+  assert not (tmp_path / "new" / "run").exists() and (tmp_path / "new").is_dir()
+  assert sorted(os.listdir(tmp_path / "kept")) == [".alexnet_jax.lock", "best", "checkpoints"]
+
+
 @pytest.mark.skipif(not os.path.exists(FASHION), reason="needs Debian's dataset-fashion-mnist")
 def test_class_count_mismatch_is_reported(tmp_path):
   config = load_config("fashion_mnist")

@@ -115,3 +115,16 @@ def test_each_file_name_of_a_run_is_spelled_in_one_module():
         if re.search(rf"""["']{re.escape(file_name)}["']""", text):
           spelled.setdefault(file_name, []).append(name)
   assert not spelled, spelled
+
+
+def test_only_a_workdir_holding_nothing_but_its_lock_and_empty_folders_is_removed(tmp_path):
+  for name, files in (("bare", []), ("saved", ["checkpoints/4/state/x"]), ("row", ["m.jsonl"])):
+    run = workdir_lib.RunDir(str(tmp_path / name))
+    for folder in (run.checkpoints, run.best):
+      os.makedirs(folder)
+    open(run.lock, "w").close()
+    for path in files:
+      os.makedirs(os.path.dirname(os.path.join(run.root, path)), exist_ok=True)
+      open(os.path.join(run.root, path), "w").close()
+    workdir_lib.remove_unused(run.root)
+  assert sorted(os.listdir(tmp_path)) == ["row", "saved"]
