@@ -124,6 +124,7 @@ def test_a_recorded_schedule_replays_its_events_at_their_steps():
 @pytest.mark.parametrize("kw,message", [
     (dict(kind="cosine"), "schedule.kind"),
     (dict(drop_epochs=(30.0, "60")), r"drop_epochs must be numbers >= 0, got \(30.0, '60'\)"),
+    (dict(drop_epochs=(None,)), r"drop_epochs must be numbers >= 0, got \(None,\)"),
     (dict(kind="recorded", events=()), "must start with an event at 0"),
     (dict(kind="recorded", events=("epoch 0: epsW=0.01",)), "must give epsW= and epsB="),
     (dict(kind="recorded", events=("epoch 0: epsw=0.01 epsB=0.02",)), "unknown setting 'epsw'"),
