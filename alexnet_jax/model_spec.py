@@ -37,6 +37,11 @@ DROPPED = ("fc6", "fc7")
 COLUMN_MAPS = ("joined", "separate")
 
 
+def _finite(value) -> bool:
+  """A number (not NaN, not infinite)."""
+  return isinstance(value, (int, float)) and math.isfinite(value)
+
+
 @dataclasses.dataclass(frozen=True)
 class AlexNetSpec:
   """The static description of one network, built from the config's `model` section by
@@ -112,19 +117,19 @@ class AlexNetSpec:
       if any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values):
         bad(f"{name} must be whole numbers >= 1, got {values if len(values) > 1 else values[0]}")
     stds = dict(self.init_std)
-    if any(not (isinstance(v, (int, float)) and v > 0 and v < float("inf")) for v in stds.values()):
+    if any(not (_finite(v) and v > 0) for v in stds.values()):
       bad(f"init_std must be positive numbers, got {stds}")
     biases = dict(self.init_bias)
-    if any(not (isinstance(v, (int, float)) and math.isfinite(v)) for v in biases.values()):
+    if not all(_finite(v) for v in biases.values()):
       bad(f"init_bias must be finite numbers, got {biases}")
     # (k + α Σ a²)^-β of §3.3 and the 2012 code's (1 + α Σ a²)^-β: finite and positive inside
     norms = {"lrn_alpha": self.lrn_alpha, "lrn_beta": self.lrn_beta,
              "response_norm_alpha": self.response_norm_alpha,
              "response_norm_beta": self.response_norm_beta}
     for name, value in norms.items():
-      if not (isinstance(value, (int, float)) and 0 <= value < float("inf")):
+      if not (_finite(value) and value >= 0):
         bad(f"{name} must be a finite number >= 0, got {value}")
-    if not (isinstance(self.lrn_k, (int, float)) and 0 < self.lrn_k < float("inf")):
+    if not (_finite(self.lrn_k) and self.lrn_k > 0):
       bad(f"lrn_k must be a finite number > 0 (the paper's k = 2), got {self.lrn_k}")
     if self.columns == 2 and any(f % 2 for f in self.conv_features + self.fc_features):
       bad("every width must be even to split into two columns: "
