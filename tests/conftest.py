@@ -33,6 +33,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FASHION = "/usr/share/datasets/fashion-mnist"
 
 
+def pytest_collection_modifyitems(items):
+  """The slow end-to-end runs first: with parallel workers (`-n`, as launch/test.sh runs the
+  suite) the long ones start at once and the short ones fill in around them, instead of a long
+  one starting last and ending the suite alone."""
+  items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def load_config(name: str, variant: str = "", overrides=()):
   """`--config=configs/<name>.py:variant --config.<override>...`, through the one loader."""
   spec = os.path.join(ROOT, "configs", f"{name}.py") + (f":{variant}" if variant else "")

@@ -18,6 +18,7 @@ OVERRIDES = [  # the small synthetic set-up of conftest.small_config, one epoch
     "log_every_steps=2", "checkpoint.every_steps=2", "eval.ten_crop_final=False"]
 
 
+@pytest.mark.slow
 def test_a_study_gives_a_table_and_a_plot_stops_at_an_interrupted_run_and_refuses_other_data(
     tmp_path, monkeypatch, caplog):
   """SIGTERM (SLURM's preemption) ends a run normally with its checkpoint: the study used to

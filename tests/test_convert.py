@@ -211,6 +211,7 @@ def test_bad_caffe_files_are_one_line_errors(tmp_path):
     convert.convert_caffe(str(tmp_path / "absent.caffemodel"), str(tmp_path / "w4"), config)
 
 
+@pytest.mark.slow
 def test_a_converted_workdir_predicts_and_fine_tunes_like_a_trained_one(tmp_path, capsys):
   from PIL import Image
 

@@ -94,6 +94,7 @@ def test_convert_writes_a_workdir_predict_reads(tmp_path, images):
   assert run("predict", f"--workdir={tmp_path}/w", images).stdout.count("\n  0.") == 10
 
 
+@pytest.mark.slow
 def test_ablate_and_its_studies(tmp_path):
   overrides = [f"--override={o}" for o in SMALL + ["num_epochs=0.5", "eval.ten_crop_final=False"]]
   common = ["--config=configs/tiny.py", f"--workdir={tmp_path}", "--seeds=1", *overrides]
@@ -107,6 +108,7 @@ def test_ablate_and_its_studies(tmp_path):
   assert (tmp_path / "columns.md").exists()
 
 
+@pytest.mark.slow
 def test_the_small_tools(tmp_path):
   from conftest import image_folder_tree
 

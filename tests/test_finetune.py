@@ -46,6 +46,7 @@ def _source(tmp_path):
   return workdir
 
 
+@pytest.mark.slow
 def test_fine_tuning_takes_the_sources_network_and_input_and_refuses_another_input(tmp_path):
   """configs/finetune.py is the paper's network on raw pixels; fine-tuned from a ÷64 grey
   network it used to train with pixel_scale 1 (|g| 10.4, 66.7 % error) after eight one-at-a-
@@ -74,6 +75,7 @@ def test_fine_tuning_takes_the_sources_network_and_input_and_refuses_another_inp
   assert not (tmp_path / "other" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_table_2_route_pretrains_with_conv6_and_fine_tunes_it_on_another_dataset(
     straight_run, tmp_path):
   """The paper's "*" models: conv6 is trained on the first dataset (configs/paper.py:conv6),
@@ -139,6 +141,7 @@ def _tool(module, *args):
                         env={**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"})
 
 
+@pytest.mark.slow
 def test_a_small_folder_fine_tunes_in_one_try_with_the_readmes_command(straight_run, tmp_path):
   """The README's small-dataset command on 60 RGB images: statistics computed at the start
   (no data.stats first), `data.stats` with the same flags writes the source's form, a batch

@@ -247,6 +247,7 @@ def test_a_mesh_that_cannot_hold_the_columns_is_a_one_line_error():
     make_mesh(model=3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("structure", [
     {}, {"response_norm": True, "lrn_conv1_pre_relu": True, "extra_conv6": True,  # the 2012
          "conv6_across_columns": True}])  # code's

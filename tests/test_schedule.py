@@ -165,6 +165,7 @@ def _run_145(epochs=90.0):
   return config
 
 
+@pytest.mark.slow
 def test_run_145_replayed_end_to_end_on_the_tiny_network(tmp_path, caplog):
   """conv1 frozen after epoch 72, biases still moving at 0.02 after the last drop, the colour
   noise off after epoch 67, every event logged, and a kill between two events resumes bitwise."""

@@ -60,7 +60,9 @@ def test_workers_minus_one_is_one_per_core_less_the_loops_two_for_files_only(mon
 
 
 def _shm_blocks() -> set:
-  return {n for n in os.listdir("/dev/shm") if not n.startswith("sem.")}
+  """The shared-memory blocks of this process's rings: another process's (a parallel test's)
+  come and go meanwhile."""
+  return {n for n in os.listdir("/dev/shm") if n.startswith(f"alexnet_jax_{os.getpid()}_")}
 
 
 def test_workers_hand_over_batches_in_reused_shared_memory_and_leave_none(tmp_path, monkeypatch):
@@ -68,8 +70,8 @@ def test_workers_hand_over_batches_in_reused_shared_memory_and_leave_none(tmp_pa
   each (grain's own hand-over makes blocks per batch), copied out unless lent, and closing
   leaves nothing in /dev/shm. Lent batches (the reader's copy made on the device) are the same
   batches, and a lent slot is freed at the next `next` (12 batches > the 8 slots). Mutations:
-  the ring bypassed, in training or evaluation -> dozens of blocks (red); the lent slot never
-  freed -> the workers wait for a slot: no batch in 60 s (red)."""
+  the ring bypassed, in training or evaluation -> none of the ring's blocks (red); the lent
+  slot never freed -> the workers wait for a slot: no batch in 60 s (red)."""
   image_folder_tree(tmp_path)
   config = folder_config(tmp_path)
   config.data.workers = 2
