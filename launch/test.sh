@@ -6,6 +6,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh" test,export
 cd "$ROOT"
 # The multi-device tests need 8 CPU devices; tests/conftest.py sets this before jax starts.
 export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"
-# One test worker per core, at most 4 (each holds a jax of its own); `-n 0` after these runs the
-# suite in one process.
-exec "$PY" -m pytest -q -ra --numprocesses=auto --maxprocesses=4 "$@"
+# One test worker per core this process may run on, at most 4 (each holds a jax of its own);
+# `-n 0` after these runs the suite in one process.
+WORKERS="$(nproc)"
+exec "$PY" -m pytest -q -ra --numprocesses="$(( WORKERS < 4 ? WORKERS : 4 ))" "$@"
