@@ -120,6 +120,15 @@ def assert_same_params(workdir, straight_workdir, step=8):
 
 # ----------------------------------------------------------------------------- input
 
+def ring_blocks(pid: int | None = None) -> set:
+  """The /dev/shm blocks of the input rings of process `pid` (this one): another process's (a
+  parallel test's) come and go meanwhile."""
+  from alexnet_jax.data import ring
+
+  prefix = ring.block_prefix(os.getpid() if pid is None else pid)
+  return {name for name in os.listdir("/dev/shm") if name.startswith(prefix)}
+
+
 def build_input(config):
   """The input of a training config, as `train.train_and_evaluate` builds it."""
   from alexnet_jax.data import pipeline

@@ -21,8 +21,8 @@ from absl import logging as absl_logging
 
 from alexnet_jax import steps, train
 from alexnet_jax.errors import UserError
-from conftest import (ROOT, assert_same_params, image_folder_tree, saved_state, small_config,
-                      small_flags)
+from conftest import (ROOT, assert_same_params, image_folder_tree, ring_blocks, saved_state,
+                      small_config, small_flags)
 
 
 def _start_and_signal(command, env, log, sig, delay):
@@ -196,14 +196,13 @@ def test_a_run_killed_leaves_no_input_worker_or_shared_memory_behind(tmp_path):
   assert len(workers) >= 2, log.read_text()[-2000:]
   proc.kill()
   proc.wait()
-  blocks = lambda: [n for n in os.listdir("/dev/shm") if n.startswith(f"alexnet_jax_{proc.pid}_")]
   deadline = time.time() + 20
-  while (any(map(_alive, workers)) or blocks()) and time.time() < deadline:
+  while (any(map(_alive, workers)) or ring_blocks(proc.pid)) and time.time() < deadline:
     time.sleep(0.2)
   left = [pid for pid in workers if _alive(pid)]
   for pid in left:
     os.kill(pid, signal.SIGKILL)
-  assert not left and not blocks()
+  assert not left and not ring_blocks(proc.pid)
 
 
 def test_resuming_a_finished_run_says_so_and_returns_its_last_evaluation(straight_run, tmp_path,

@@ -1,7 +1,6 @@
 """The shared memory the input workers hand their batches over in: reused slots, a writer that
 waits for a slot its reader still holds, one-line errors, nothing left behind."""
 
-import os
 import pickle
 import threading
 
@@ -11,6 +10,7 @@ import pytest
 from alexnet_jax.data import batch as batch_lib
 from alexnet_jax.data import ring
 from alexnet_jax.errors import UserError
+from conftest import ring_blocks
 
 LAYOUT = batch_lib.train_layout(4, 8, 3)
 
@@ -71,13 +71,11 @@ def test_too_little_shared_memory_is_one_line_naming_the_settings(monkeypatch):
 def test_closing_leaves_nothing_in_dev_shm():
   """Mutations: `close` without the unlink -> the blocks stay (red); the views over the
   block's own mapping -> reading the held view crashes the process (red)."""
-  mine = f"alexnet_jax_{os.getpid()}_"  # a parallel test's blocks come and go meanwhile
-  blocks = lambda: {n for n in os.listdir("/dev/shm") if n.startswith(mine)}
-  before = blocks()
+  before = ring_blocks()
   batches = ring.BatchRing(LAYOUT, workers=3)
-  made = blocks() - before
+  made = ring_blocks() - before
   assert len(made) == 3
   held = batches.views(batches.writer().map(_batch(5)))
   batches.close()
-  assert not blocks() & made
+  assert not ring_blocks() & made
   assert int(held["label"][0]) == 5  # a view still held keeps its memory (it used to crash)

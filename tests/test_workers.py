@@ -9,7 +9,8 @@ import pytest
 
 from alexnet_jax.data import readers, workers
 from alexnet_jax.errors import UserError
-from conftest import build_input, folder_config, image_folder_tree, load_config
+from conftest import (build_input, folder_config, image_folder_tree, load_config,
+                      ring_blocks)
 
 
 def test_worker_processes_read_the_batches_of_any_step_as_the_loop_does(tmp_path):
@@ -59,12 +60,6 @@ def test_workers_minus_one_is_one_per_core_less_the_loops_two_for_files_only(mon
   assert workers.input_workers(data, in_memory.encoded) == 3
 
 
-def _shm_blocks() -> set:
-  """The shared-memory blocks of this process's rings: another process's (a parallel test's)
-  come and go meanwhile."""
-  return {n for n in os.listdir("/dev/shm") if n.startswith(f"alexnet_jax_{os.getpid()}_")}
-
-
 def test_workers_hand_over_batches_in_reused_shared_memory_and_leave_none(tmp_path, monkeypatch):
   """2 workers' batches, training and evaluation, all come through 2 blocks of shared memory
   each (grain's own hand-over makes blocks per batch), copied out unless lent, and closing
@@ -75,7 +70,7 @@ def test_workers_hand_over_batches_in_reused_shared_memory_and_leave_none(tmp_pa
   image_folder_tree(tmp_path)
   config = folder_config(tmp_path)
   config.data.workers = 2
-  before = _shm_blocks()
+  before = ring_blocks()
 
   def read(lend):
     train, seen, taken = build_input(config).train, set(), []
@@ -85,25 +80,25 @@ def test_workers_hand_over_batches_in_reused_shared_memory_and_leave_none(tmp_pa
       for _ in range(12):
         batch = next(train)
         taken.append({k: v.copy() for k, v in batch.items()})
-        seen |= _shm_blocks() - before
+        seen |= ring_blocks() - before
     finally:
       train.close()
     return taken, seen
 
   copied, seen = read(False)
   assert len(seen) == 2
-  assert not _shm_blocks() & seen
+  assert not ring_blocks() & seen
   seen = set()
   for _ in build_input(config).eval_batches(True):  # ten-crop records, in the workers
-    seen |= _shm_blocks() - before
-  assert len(seen) == 2 and not _shm_blocks() & seen
+    seen |= ring_blocks() - before
+  assert len(seen) == 2 and not ring_blocks() & seen
   done = []
   thread = threading.Thread(target=lambda: done.append(read(True)), daemon=True)
   thread.start()
   thread.join(60)
   assert done, "no batch in 60 s: the workers wait for slots never freed"
   lent, seen = done[0]
-  assert len(seen) == 2 and not _shm_blocks() & seen
+  assert len(seen) == 2 and not ring_blocks() & seen
   for want, got in zip(copied, lent):
     for key in want:
       np.testing.assert_array_equal(got[key], want[key], err_msg=key)
@@ -120,7 +115,7 @@ def test_a_worker_that_dies_is_one_line_not_a_hang(tmp_path):
   image_folder_tree(tmp_path)
   config = folder_config(tmp_path)
   config.data.workers = 2
-  before = _shm_blocks()
+  before = ring_blocks()
   train = build_input(config).train
   try:
     next(train)
@@ -133,7 +128,7 @@ def test_a_worker_that_dies_is_one_line_not_a_hang(tmp_path):
     assert time.monotonic() - start < 30
   finally:
     train.close()
-  assert _shm_blocks() == before
+  assert ring_blocks() == before
 
 
 def test_a_worker_that_dies_during_evaluation_is_one_line(tmp_path):

@@ -70,6 +70,11 @@ def _own_mapping(block: shared_memory.SharedMemory):
     os.close(fd)
 
 
+def block_prefix(pid: int) -> str:
+  """How the names of process `pid`'s rings' blocks in /dev/shm begin."""
+  return f"alexnet_jax_{pid}_"
+
+
 def _shm_free_bytes() -> int | None:
   try:
     stat = os.statvfs("/dev/shm")
@@ -96,7 +101,7 @@ class BatchRing:
           f"shared memory ({slots} batches of {self._slot_bytes / 2**20:.1f} MiB each) but "
           f"/dev/shm has {free / 2**20:.0f} MiB free: lower data.workers or data.batch_size, "
           "or give the machine more (docker run --shm-size=...)")
-    prefix = f"alexnet_jax_{os.getpid()}_{secrets.token_hex(4)}"
+    prefix = block_prefix(os.getpid()) + secrets.token_hex(4)
     self._blocks = []
     try:
       for worker in range(workers):
