@@ -4,13 +4,14 @@ through TFDS."""
 import gzip
 import io
 import os
+import tempfile
 
 import numpy as np
 import pytest
 from PIL import Image
 from absl import logging as absl_logging
 
-from alexnet_jax.data import images, readers
+from alexnet_jax.data import images, readers, stats, store_format
 from alexnet_jax.errors import UserError
 from conftest import FASHION, build_input, image_folder_tree, load_config, save_image
 
@@ -74,6 +75,8 @@ def test_imagenet_through_tfds_data_source(tmp_path):
 
   config = load_config("tiny")
   config.model.update(dict(num_classes=1000, input_size=32))
+  (tmp_path / "imagenet2012" / "5.1.0").mkdir(parents=True)  # where a build puts it
+  (tmp_path / "imagenet2012" / "5.1.0" / "dataset_info.json").write_text("{}")
   config.data.update(dict(name="imagenet2012", data_dir=str(tmp_path), image_size=36,
                           batch_size=4, eval_batch_size=4, read_threads=2))
   with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE,
@@ -86,13 +89,36 @@ def test_imagenet_through_tfds_data_source(tmp_path):
     evaluated = sum(int(b["mask"].sum()) for b in inp.eval_batches(False))
   assert evaluated == 4  # the broken validation image is skipped, the rest count once
 
-def test_missing_imagenet_names_the_preparation_command(tmp_path):
+def test_missing_imagenet_names_the_preparation_command(tmp_path, monkeypatch):
+  scratch = tmp_path / "tmp"
+  scratch.mkdir()
+  monkeypatch.setattr(tempfile, "tempdir", str(scratch))
   config = load_config("paper")
   config.data.data_dir = str(tmp_path / "none")
-  with pytest.raises(UserError, match=r"in \S+/none \(no \S+/none/imagenet2012/[\d.]+/"
+  with pytest.raises(UserError, match=r"in \S+/none \(no \S+/none/imagenet2012/<version>/"
                                       r"dataset_info.json\): run `bash launch/prepare_imagenet.sh "
                                       "MANUAL_DIR DATA_DIR.*ILSVRC2012_img_train.tar"):
     build_input(config)
+  assert not list(scratch.iterdir())  # TFDS not asked: its builder leaves an empty folder there
+  # A build of a version this TFDS does not read: TFDS's reason.
+  (tmp_path / "none" / "imagenet2012" / "0.0.1").mkdir(parents=True)
+  (tmp_path / "none" / "imagenet2012" / "0.0.1" / "dataset_info.json").write_text("{}")
+  with pytest.raises(UserError, match=r"\(no \S+/none/imagenet2012/[\d.]+/dataset_info.json\)"):
+    build_input(config)
+
+
+def test_without_a_data_dir_imagenet_and_what_is_derived_from_it_live_in_tfds_data_dir(
+    tmp_path, monkeypatch):
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+  config = load_config("paper")
+  assert config.data.data_dir == ""
+  with pytest.raises(UserError, match=rf"in {tmp_path}/tfds \(no {tmp_path}/tfds/imagenet2012/"):
+    build_input(config)
+  assert store_format.store_dir(config.data).startswith(f"{tmp_path}/tfds/alexnet_jax_prepared/")
+  assert stats.default_path(config.data).startswith(f"{tmp_path}/tfds/alexnet_jax_stats/")
+  monkeypatch.delenv("TFDS_DATA_DIR")
+  assert readers.data_root("") == os.path.expanduser("~/tensorflow_datasets")
+  assert readers.data_root("/data") == "/data"
 
 
 def test_an_image_folder_without_its_root_is_one_line_before_any_store_is_looked_for(caplog):

@@ -68,7 +68,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.mesh = ml_collections.ConfigDict(dict(model=-1))
   config.data = ml_collections.ConfigDict(dict(
       name="imagenet2012",
-      data_dir="",
+      data_dir="",  # '' = $TFDS_DATA_DIR, else ~/tensorflow_datasets
       image_size=256,  # §2: shorter side 256, centre 256x256; crops of model.input_size
       batch_size=128,  # §5, global
       eval_batch_size=128,

@@ -8,6 +8,7 @@ Encoded image files, decoded in the input workers (`images.Decode`): an ImageFol
 from __future__ import annotations
 
 import dataclasses
+import glob
 import gzip
 import hashlib
 import json
@@ -285,21 +286,34 @@ class TfdsSplit(RandomAccessFiles):
             "name": name.decode() if isinstance(name, bytes) else str(name)}
 
 
+def data_root(data_dir: str) -> str:
+  """The folder a dataset is read from, with its statistics and prepared store beside it:
+  `data.data_dir`, else TFDS's own default (`$TFDS_DATA_DIR`, else ~/tensorflow_datasets)."""
+  return data_dir or os.path.expanduser(os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets")
+
+
 def tfds_imagenet(name: str, data_dir: str
                   ) -> tuple[TfdsSplit, TfdsSplit, tuple[str, ...], str]:
   """ImageNet (or another TFDS image classification set) prepared as array_record: (train,
   validation, class names, the fingerprint of the build's files)."""
-  import tensorflow_datasets as tfds
+  root = data_root(data_dir)
 
   def not_prepared(why: str) -> UserError:
     return UserError(
-        f"{name} is not prepared as array_record in {data_dir or '~/tensorflow_datasets'} "
-        f"({why}): run `{PREPARE_IMAGENET}` with ILSVRC2012_img_train.tar and "
-        "ILSVRC2012_img_val.tar in MANUAL_DIR, or use --config.data.name=image_folder")
+        f"{name} is not prepared as array_record in {root} ({why}): run `{PREPARE_IMAGENET}` "
+        "with ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in MANUAL_DIR, or use "
+        "--config.data.name=image_folder")
+
+  # Looked for before TFDS is asked: for a dataset it cannot find, its builder leaves an empty
+  # folder in the system's temporary directory each time.
+  folder = os.path.join(root, name)
+  if not glob.glob(os.path.join(glob.escape(folder), "**", "dataset_info.json"), recursive=True):
+    raise not_prepared(f"no {folder}/<version>/dataset_info.json")
+  import tensorflow_datasets as tfds
 
   builder = None
   try:
-    builder = tfds.builder(name, data_dir=data_dir or None)
+    builder = tfds.builder(name, data_dir=root)
     names = tuple(builder.info.features["label"].names)
     splits = TfdsSplit(name, "train", data_dir), TfdsSplit(name, "validation", data_dir)
   except Exception as e:  # tfds raises several types for "not prepared"

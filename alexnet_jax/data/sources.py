@@ -76,7 +76,7 @@ def originals(data, *, channels: int, num_classes: int,
     listing = fingerprint(train_listing, val_listing)
   elif data.name == "imagenet2012":
     train, val, names, listing = readers.tfds_imagenet(data.name, data.data_dir)
-    source = data.data_dir or os.path.expanduser("~/tensorflow_datasets")
+    source = readers.data_root(data.data_dir)
   else:
     raise UserError(f"unknown dataset {data.name!r}; known: {', '.join(DATASETS)}")
   if class_names is not None and tuple(class_names) != tuple(names):

@@ -13,7 +13,7 @@ import struct
 import numpy as np
 from absl import logging
 
-from alexnet_jax.data.readers import RandomAccessFiles
+from alexnet_jax.data.readers import RandomAccessFiles, data_root
 from alexnet_jax.errors import UserError, first_line
 
 PREPARED_FORMAT = 2
@@ -37,7 +37,7 @@ def store_dir(data) -> str:
   its settings (two configs that store differently never share shards)."""
   if data.get("prepared_dir"):
     return data.prepared_dir
-  root = data.data_dir or os.path.expanduser("~/tensorflow_datasets")
+  root = data_root(data.data_dir)
   return os.path.join(root, "alexnet_jax_prepared",
                       f"{data.name}-{data.image_size}-{data.resize}-q{data.prepared_quality}-"
                       f"{data.prepared_chroma}")

@@ -24,7 +24,7 @@ import grain
 import numpy as np
 from absl import logging
 
-from alexnet_jax.data import images, sources
+from alexnet_jax.data import images, readers, sources
 from alexnet_jax.data.identity import stats_fingerprint
 from alexnet_jax.errors import UserError
 
@@ -155,7 +155,7 @@ def compute(batches, total: int | None = None, progress: bool = False) -> Stats:
 def default_path(data_config) -> str:
   if data_config.stats_file:
     return data_config.stats_file
-  root = data_config.data_dir or os.path.expanduser("~/tensorflow_datasets")
+  root = readers.data_root(data_config.data_dir)
   return os.path.join(root, "alexnet_jax_stats", f"{data_config.name}-{data_config.image_size}.npz")
 
 
