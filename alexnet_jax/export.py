@@ -108,11 +108,19 @@ def _to_onnx(fn, trained, output: str) -> None:
   # with tracebacks at WARNING: neither concerns this network.
   for name in ("jax2onnx", "onnx_ir"):
     std_logging.getLogger(name).setLevel(std_logging.ERROR)
+  from importlib.metadata import version
+
   from jax2onnx import to_onnx
 
   batch, = jax.export.symbolic_shape("N")
-  model = to_onnx(fn, [_input(trained, batch)], model_name="alexnet",
-                  input_names=["crops"], output_names=["probs", "fc7"])
+  try:
+    model = to_onnx(fn, [_input(trained, batch)], model_name="alexnet",
+                    input_names=["crops"], output_names=["probs", "fc7"])
+  except (AttributeError, TypeError) as e:  # jax2onnx reaches into jax's internals
+    raise UserError(
+        f"jax2onnx {version('jax2onnx')} cannot trace with jax {jax.__version__} "
+        f"({type(e).__name__}: {first_line(e)}): pip install 'alexnet_jax[export]' installs the "
+        "jax it works with; --format=stablehlo needs no jax2onnx") from None
   with workdir_lib.output_file(output, "wb") as f:
     f.write(model.SerializeToString())
 

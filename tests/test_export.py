@@ -171,6 +171,25 @@ def test_bad_requests_are_one_line_errors(tmp_path):
 
 
 @pytest.mark.skipif(not HAS_ONNX, reason="needs the export extra (jax2onnx, onnxruntime)")
+def test_a_jax_that_jax2onnx_cannot_trace_with_is_one_line(tmp_path, monkeypatch):
+  """jax2onnx 0.13.0 under jax 0.12 (Python 3.12 and later get it without the export extra's
+  bound) failed in jax's internals with a traceback."""
+  import jax2onnx
+
+  def internals_moved(*args, **kwargs):
+    raise AttributeError("module 'jax._src.core' has no attribute 'ClosedJaxpr'")
+
+  monkeypatch.setattr(jax2onnx, "to_onnx", internals_moved)
+  workdir = paper_geometry_workdir(str(tmp_path / "paper"))
+  output = tmp_path / "m.onnx"
+  with pytest.raises(UserError, match=r"^jax2onnx 0\.13\.0 cannot trace with jax [\d.]+ "
+                                      r"\(AttributeError: module 'jax._src.core' has no attribute "
+                                      r"'ClosedJaxpr'\): pip install 'alexnet_jax\[export\]'"):
+    export.export(workdir, fmt="onnx", output=str(output))
+  assert not output.exists() and not os.path.exists(f"{output}.md")
+
+
+@pytest.mark.skipif(not HAS_ONNX, reason="needs the export extra (jax2onnx, onnxruntime)")
 def test_a_bfloat16_workdir_exports_an_onnx_file_that_onnx_runtime_loads(tmp_path):
   """A workdir trained in bfloat16 exported an ONNX file (exit 0, with a card) that ONNX
   Runtime could not load. Mutation: the export spec keeping the run's compute dtype -> red."""
