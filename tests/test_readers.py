@@ -52,7 +52,7 @@ def test_image_folder_decodes_every_format_and_counts_the_unreadable(tmp_path):
   again, _, _ = readers.image_folder(str(tmp_path), "train")
   assert again.paths == train.paths
 
-def test_imagenet_through_tfds_data_source(tmp_path):
+def test_imagenet_through_tfds_data_source(tmp_path, monkeypatch):
 
   import tensorflow_datasets as tfds
   from PIL import Image
@@ -76,6 +76,8 @@ def test_imagenet_through_tfds_data_source(tmp_path):
   config = load_config("tiny")
   config.model.update(dict(num_classes=1000, input_size=32))
   (tmp_path / "imagenet2012" / "5.1.0").mkdir(parents=True)  # where a build puts it
+  (tmp_path / "tmp").mkdir()  # TFDS's builder leaves empty folders in the temporary directory
+  monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
   (tmp_path / "imagenet2012" / "5.1.0" / "dataset_info.json").write_text("{}")
   config.data.update(dict(name="imagenet2012", data_dir=str(tmp_path), image_size=36,
                           batch_size=4, eval_batch_size=4, read_threads=2))
