@@ -271,12 +271,12 @@ class TfdsSplit(RandomAccessFiles):
 
   name: str
   split: str
-  data_dir: str
+  data_dir: str  # the root (`data_root`)
 
   def _make_source(self):
     import tensorflow_datasets as tfds
 
-    return tfds.data_source(self.name, split=self.split, data_dir=self.data_dir or None,
+    return tfds.data_source(self.name, split=self.split, data_dir=self.data_dir,
                             download=False, decoders={"image": tfds.decode.SkipDecoding()})
 
   def __getitem__(self, index: int) -> dict:
@@ -315,7 +315,7 @@ def tfds_imagenet(name: str, data_dir: str
   try:
     builder = tfds.builder(name, data_dir=root)
     names = tuple(builder.info.features["label"].names)
-    splits = TfdsSplit(name, "train", data_dir), TfdsSplit(name, "validation", data_dir)
+    splits = TfdsSplit(name, "train", root), TfdsSplit(name, "validation", root)
   except Exception as e:  # tfds raises several types for "not prepared"
     info = os.path.join(str(builder.data_dir), "dataset_info.json") if builder else ""
     why = (f"no {info}" if info and not os.path.isfile(info)
