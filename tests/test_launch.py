@@ -5,7 +5,6 @@ old or unable to make a virtualenv."""
 import os
 import subprocess
 
-
 from conftest import ROOT
 
 BANNER = "BuildBackendWarning: Editable installation."

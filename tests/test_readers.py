@@ -76,9 +76,9 @@ def test_imagenet_through_tfds_data_source(tmp_path, monkeypatch):
   config = load_config("tiny")
   config.model.update(dict(num_classes=1000, input_size=32))
   (tmp_path / "imagenet2012" / "5.1.0").mkdir(parents=True)  # where a build puts it
+  (tmp_path / "imagenet2012" / "5.1.0" / "dataset_info.json").write_text("{}")
   (tmp_path / "tmp").mkdir()  # TFDS's builder leaves empty folders in the temporary directory
   monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-  (tmp_path / "imagenet2012" / "5.1.0" / "dataset_info.json").write_text("{}")
   config.data.update(dict(name="imagenet2012", data_dir=str(tmp_path), image_size=36,
                           batch_size=4, eval_batch_size=4, read_threads=2))
   with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE,
