@@ -227,6 +227,8 @@ class DeviceDecoder:
     if all(isinstance(p, np.ndarray) for p in patches):
       image = np.stack(patches)
     else:
-      image = jax.numpy.stack([jax.device_put(p, self._device) for p in patches])
+      # a patch already on the device skips device_put: a call per patch costs host time
+      image = jax.numpy.stack([p if isinstance(p, jax.Array) else jax.device_put(p, self._device)
+                               for p in patches])
     batch.update(image=image, label=label, skipped=skipped)
     return batch
