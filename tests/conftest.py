@@ -129,6 +129,48 @@ def ring_blocks(pid: int | None = None) -> set:
   return {name for name in os.listdir("/dev/shm") if name.startswith(prefix)}
 
 
+def core_install_env(*extras: str) -> dict:
+  """The environment of a process that sees only what `pip install alexnet_jax[extras]` would
+  install: every other installed distribution's top-level modules hidden (the test extras',
+  the export extra's, their dependencies': flatbuffers came with onnxruntime, and a core
+  install's `export --format=stablehlo` failed for want of it). Read from pyproject.toml, so a
+  dependency dropped there is missing here at once."""
+  import json
+  import re
+  import tomllib
+  from importlib import metadata
+
+  from packaging.requirements import Requirement
+
+  def name(n):
+    return re.sub(r"[-_.]+", "-", n).lower()
+
+  with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+    project = tomllib.load(f)["project"]
+  wanted = [Requirement(r) for r in project["dependencies"]]
+  wanted += [Requirement(r) for e in extras for r in project["optional-dependencies"][e]]
+  kept = {name(project["name"])}
+  while wanted:
+    requirement = wanted.pop()
+    try:
+      dist = metadata.distribution(requirement.name)
+    except metadata.PackageNotFoundError:  # another platform's, or an extra not installed
+      continue
+    if name(requirement.name) in kept:
+      continue
+    kept.add(name(requirement.name))
+    for line in dist.requires or []:
+      r = Requirement(line)
+      if r.marker is None or any(r.marker.evaluate({"extra": e})
+                                 for e in ("", *requirement.extras)):
+        wanted.append(r)
+  hidden = sorted(module for module, dists in metadata.packages_distributions().items()
+                  if not any(name(d) in kept for d in dists))
+  site = os.path.join(ROOT, "tests", "core_install_site")
+  path = os.pathsep.join(p for p in (site, os.environ.get("PYTHONPATH", "")) if p)
+  return {**os.environ, "PYTHONPATH": path, "ALEXNET_HIDDEN_MODULES": json.dumps(hidden)}
+
+
 def build_input(config):
   """The input of a training config, as `train.train_and_evaluate` builds it."""
   from alexnet_jax.data import pipeline

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, small_flags
+from conftest import ROOT, core_install_env, small_flags
 
 MODULES = ["main", "predict", "evaluate", "features", "visualize", "export", "convert",
            "ablate", "benchmark", "layer_shapes", "data.prepare", "data.stats", "gpu_check",
@@ -20,11 +20,12 @@ MODULES = ["main", "predict", "evaluate", "features", "visualize", "export", "co
 SMALL = [f[len("--config."):] for f in small_flags(epochs=1.0) if f.startswith("--config.")]
 
 
-def run(module, *args, cwd=ROOT, timeout=300):
-  """`python -m alexnet_jax.<module> ARGS` as a user runs it: status 0 and no traceback."""
+def run(module, *args, cwd=ROOT, timeout=300, extras=()):
+  """`python -m alexnet_jax.<module> ARGS` as a user runs it, with what an install of the
+  package (and `extras`) has and nothing more: status 0 and no traceback."""
   proc = subprocess.run([sys.executable, "-m", f"alexnet_jax.{module}", *map(str, args)],
                         cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                        env={**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"})
+                        env={**core_install_env(*extras), "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"})
   assert proc.returncode == 0, f"{module} {args}: {proc.returncode}\n{proc.stderr[-3000:]}"
   assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
   assert "\\u00" not in proc.stdout, proc.stdout[-3000:]  # JSON lines print § and ε as they are
@@ -125,7 +126,7 @@ def test_the_small_tools(tmp_path):
   assert len(ways) == 4 and "fields, pageable host memory" in ways
   decoded = [json.loads(line) for line in run(
       "benchmark", "decode", "--config=configs/tiny.py", "--generate=8", "--batch=4",
-      "--seconds=0.05").stdout.splitlines()]
+      "--seconds=0.05", extras=("nvimgcodec",)).stdout.splitlines()]
   assert [r["max_abs_diff"] for r in decoded] == [0, 0, 0]
   image_folder_tree(tmp_path / "tree")
   data = ["--config=configs/tiny.py", "--config.data.name=image_folder",
