@@ -3,6 +3,7 @@ helpers several test files share: configs, the small training run, image trees."
 
 import atexit
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -135,6 +136,15 @@ def core_install_env(*extras: str) -> dict:
   the export extra's, their dependencies': flatbuffers came with onnxruntime, and a core
   install's `export --format=stablehlo` failed for want of it). Read from pyproject.toml, so a
   dependency dropped there is missing here at once."""
+  site = os.path.join(ROOT, "tests", "core_install_site")
+  path = os.pathsep.join(p for p in (site, os.environ.get("PYTHONPATH", "")) if p)
+  return {**os.environ, "PYTHONPATH": path, "ALEXNET_HIDDEN_MODULES": _hidden_modules(extras)}
+
+
+@functools.cache
+def _hidden_modules(extras: tuple) -> str:
+  """The top-level modules of the installed distributions that the package's dependencies and
+  `extras` do not require, directly or through others: a JSON list."""
   import json
   import re
   import tomllib
@@ -164,11 +174,19 @@ def core_install_env(*extras: str) -> dict:
       if r.marker is None or any(r.marker.evaluate({"extra": e})
                                  for e in ("", *requirement.extras)):
         wanted.append(r)
-  hidden = sorted(module for module, dists in metadata.packages_distributions().items()
-                  if not any(name(d) in kept for d in dists))
-  site = os.path.join(ROOT, "tests", "core_install_site")
-  path = os.pathsep.join(p for p in (site, os.environ.get("PYTHONPATH", "")) if p)
-  return {**os.environ, "PYTHONPATH": path, "ALEXNET_HIDDEN_MODULES": json.dumps(hidden)}
+  return json.dumps(sorted(module for module, dists in metadata.packages_distributions().items()
+                           if not any(name(d) in kept for d in dists)))
+
+
+def command(module: str, *args, cwd=ROOT, timeout=300, extras=()):
+  """`python -m alexnet_jax.<module> ARGS` in a fresh process on the CPU, as an install of the
+  package and `extras` has it (`core_install_env`): the finished process, output captured."""
+  import subprocess
+  import sys
+
+  return subprocess.run([sys.executable, "-m", f"alexnet_jax.{module}", *map(str, args)],
+                        cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                        env={**core_install_env(*extras), "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"})
 
 
 def build_input(config):

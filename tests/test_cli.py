@@ -7,13 +7,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
-
-
-def _run(module, *args, cwd=ROOT):
-  return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True,
-                        text=True, timeout=300,
-                        env={**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"})
+from conftest import ROOT, command
 
 
 def _one_error_line(proc, message, status=2):
@@ -39,29 +33,29 @@ def _one_error_line(proc, message, status=2):
 def test_main_reports_config_errors_in_one_line(tmp_path, args, message):
   config = [] if any(a.startswith("--config=") for a in args) else [
       "--config=configs/fashion_mnist.py"]
-  _one_error_line(_run("alexnet_jax.main", *config, f"--workdir={tmp_path}", *args), message)
+  _one_error_line(command("main", *config, f"--workdir={tmp_path}", *args), message)
 
 
 @pytest.mark.parametrize("module,args,message", [
-    ("alexnet_jax.benchmark", ["step", "--config=configs/tiny.py", "--steps=0"],
+    ("benchmark", ["step", "--config=configs/tiny.py", "--steps=0"],
      "--steps=0: 0 is not a positive integer"),
-    ("alexnet_jax.benchmark", ["input", "--seconds=0"], "--seconds must be positive"),
-    ("alexnet_jax.main", ["--config=configs/tiny.py", "--workdir=w", "--num_processes=-2"],
+    ("benchmark", ["input", "--seconds=0"], "--seconds must be positive"),
+    ("main", ["--config=configs/tiny.py", "--workdir=w", "--num_processes=-2"],
      "--num_processes=-2: -2 is not a non-negative integer"),
-    ("alexnet_jax.predict", ["--workdir=w", "--topk=0", "x.png"], "--topk=0: 0 is not a positive"),
+    ("predict", ["--workdir=w", "--topk=0", "x.png"], "--topk=0: 0 is not a positive"),
 ])
 def test_a_number_out_of_a_flags_range_is_one_line(tmp_path, module, args, message):
-  _one_error_line(_run(module, *args, cwd=str(tmp_path)), message)
+  _one_error_line(command(module, *args, cwd=str(tmp_path)), message)
 
 
 def test_a_config_given_by_its_path_from_another_directory_loads(tmp_path):
   """`--config` as an absolute path from another directory ended in `No module named
   'configs'`; `configs/<name>.py` finds the configs shipped with the package from anywhere."""
   for spec in (os.path.join(ROOT, "configs", "tiny.py:no_lrn"), "configs/tiny.py"):
-    proc = _run("alexnet_jax.layer_shapes", f"--config={spec}", cwd=str(tmp_path))
+    proc = command("layer_shapes", f"--config={spec}", cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "total params:" in proc.stdout
-  _one_error_line(_run("alexnet_jax.layer_shapes", "--config=nowhere/tiny.py", cwd=str(tmp_path)),
+  _one_error_line(command("layer_shapes", "--config=nowhere/tiny.py", cwd=str(tmp_path)),
                   "cannot load the config: .*nowhere/tiny.py")
 
 
@@ -77,15 +71,15 @@ def test_ctrl_c_is_one_line(tmp_path):
 def test_tools_refuse_outputs_they_cannot_write_before_any_work(straight_run, tmp_path):
   workdir, _ = straight_run
   image = os.path.join(ROOT, "tests", "conftest.py")  # never read: the output is checked first
-  _one_error_line(_run("alexnet_jax.predict", f"--workdir={workdir}",
-                       f"--output={tmp_path}/missing/p.json", image),
+  _one_error_line(command("predict", f"--workdir={workdir}",
+                          f"--output={tmp_path}/missing/p.json", image),
                   "the directory .*missing does not exist")
-  _one_error_line(_run("alexnet_jax.predict", f"--workdir={workdir}",
-                       f"--output={tmp_path}/p.txt", image), "ending in .json or .csv")
-  _one_error_line(_run("alexnet_jax.predict", f"--workdir={workdir}",
-                       f"--figure={tmp_path}/p.txt", image), "ending in .png")
-  _one_error_line(_run("alexnet_jax.visualize", "kernels", f"--workdir={workdir}",
-                       f"--output={tmp_path}/k.gif"), "ending in .png")
+  _one_error_line(command("predict", f"--workdir={workdir}",
+                          f"--output={tmp_path}/p.txt", image), "ending in .json or .csv")
+  _one_error_line(command("predict", f"--workdir={workdir}",
+                          f"--figure={tmp_path}/p.txt", image), "ending in .png")
+  _one_error_line(command("visualize", "kernels", f"--workdir={workdir}",
+                          f"--output={tmp_path}/k.gif"), "ending in .png")
 
 
 def test_a_damaged_best_checkpoint_is_one_line(straight_run, tmp_path):
@@ -101,6 +95,6 @@ def test_a_damaged_best_checkpoint_is_one_line(straight_run, tmp_path):
   from PIL import Image
 
   Image.new("RGB", (40, 40)).save(image)
-  proc = _run("alexnet_jax.predict", f"--workdir={workdir}", "--best", image)
+  proc = command("predict", f"--workdir={workdir}", "--best", image)
   _one_error_line(proc, "no checkpoint of .* can be restored")
   assert "Event loop is closed" not in proc.stderr

@@ -4,14 +4,12 @@ the ablate CLI validated its file-name `--config` as a config and ended in a tra
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, core_install_env, small_flags
+from conftest import ROOT, command, small_flags
 
 MODULES = ["main", "predict", "evaluate", "features", "visualize", "export", "convert",
            "ablate", "benchmark", "layer_shapes", "data.prepare", "data.stats", "gpu_check",
@@ -23,9 +21,7 @@ SMALL = [f[len("--config."):] for f in small_flags(epochs=1.0) if f.startswith("
 def run(module, *args, cwd=ROOT, timeout=300, extras=()):
   """`python -m alexnet_jax.<module> ARGS` as a user runs it, with what an install of the
   package (and `extras`) has and nothing more: status 0 and no traceback."""
-  proc = subprocess.run([sys.executable, "-m", f"alexnet_jax.{module}", *map(str, args)],
-                        cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                        env={**core_install_env(*extras), "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"})
+  proc = command(module, *args, cwd=cwd, timeout=timeout, extras=extras)
   assert proc.returncode == 0, f"{module} {args}: {proc.returncode}\n{proc.stderr[-3000:]}"
   assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
   assert "\\u00" not in proc.stdout, proc.stdout[-3000:]  # JSON lines print § and ε as they are

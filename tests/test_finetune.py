@@ -8,7 +8,7 @@ import pytest
 from alexnet_jax import checkpoint_meta, checkpoint, inference, train
 from alexnet_jax.configuration import apply_variants
 from alexnet_jax.errors import UserError
-from conftest import load_config, small_config
+from conftest import command, load_config, small_config
 
 
 def test_fine_tuning_restores_the_backbone_under_a_new_head(straight_run, tmp_path):
@@ -129,18 +129,6 @@ def _colour_folder(root, per_class=(16, 4)):
         Image.fromarray(image).save(folder / f"{i}.jpg")
 
 
-def _tool(module, *args):
-  import os
-  import subprocess
-  import sys
-
-  from conftest import ROOT
-
-  return subprocess.run([sys.executable, "-m", f"alexnet_jax.{module}", *map(str, args)],
-                        cwd=ROOT, capture_output=True, text=True, timeout=600,
-                        env={**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"})
-
-
 @pytest.mark.slow
 def test_a_small_folder_fine_tunes_in_one_try_with_the_readmes_command(straight_run, tmp_path):
   """The README's small-dataset command on 60 RGB images: statistics computed at the start
@@ -154,26 +142,27 @@ def test_a_small_folder_fine_tunes_in_one_try_with_the_readmes_command(straight_
   flags = ["--config=configs/finetune.py", f"--config.init_from.workdir={source}",
            "--config.model.num_classes=3", "--config.data.name=image_folder",
            f"--config.data.data_dir={tmp_path}/folder"]
-  refused = _tool("main", *flags, f"--workdir={tmp_path}/big")
+  refused = command("main", *flags, f"--workdir={tmp_path}/big", timeout=600)
   assert refused.returncode == 2 and "Traceback" not in refused.stderr
   assert "error: data.batch_size 128 is larger than the 48 training images" in refused.stderr
   assert "--config.data.batch_size to at most 48" in refused.stderr
-  alone = _tool("main", "--config=configs/finetune.py", f"--workdir={tmp_path}/none")
+  alone = command("main", "--config=configs/finetune.py", f"--workdir={tmp_path}/none",
+                  timeout=600)
   assert alone.returncode == 2 and "--config.init_from.workdir=DIR" in alone.stderr
 
   small = [*flags, "--config.data.batch_size=16", "--config.optimizer.learning_rate=0.01",
            "--config.num_epochs=2"]
-  tuned = _tool("main", *small, f"--workdir={tmp_path}/tuned")
+  tuned = command("main", *small, f"--workdir={tmp_path}/tuned", timeout=600)
   assert tuned.returncode == 0, tuned.stderr[-3000:]
   assert "computing them from the 48 training images" in refused.stderr + tuned.stderr
   assert "trained to step 6 of 6" in tuned.stdout
-  stats = _tool("data.stats", *small, f"--output={tmp_path}/stats.npz")
+  stats = command("data.stats", *small, f"--output={tmp_path}/stats.npz", timeout=600)
   assert stats.returncode == 0, stats.stderr[-3000:]
   with np.load(tmp_path / "stats.npz") as f:
     assert f["mean"].shape == (36, 36, 3)  # the source's stored form, not finetune.py's 256
 
-  frozen = _tool("main", *small, "--config.init_from.freeze_copied=True",
-                 f"--workdir={tmp_path}/frozen")
+  frozen = command("main", *small, "--config.init_from.freeze_copied=True",
+                   f"--workdir={tmp_path}/frozen", timeout=600)
   assert frozen.returncode == 0, frozen.stderr[-3000:]
   before, after = inference.load(source).params, inference.load(str(tmp_path / "frozen")).params
   for name in ("conv1", "conv3", "fc7"):
