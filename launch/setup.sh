@@ -35,11 +35,20 @@ if [ ! -x "$VENV/bin/python" ]; then
     exit 1
   fi
 fi
+# ALEXNET_LOWEST=1: the package's dependencies held at the lowest versions pyproject.toml
+# allows (each `name>=X` as `name==X`), to show that those floors hold.
+CONSTRAINTS=()
+if [ -n "${ALEXNET_LOWEST:-}" ]; then
+  sed -n '/^dependencies = \[/,/^]/p' "$ROOT/pyproject.toml" |
+    sed -nE 's/^ *"([A-Za-z0-9_.-]+)>=([^",;]+)".*/\1==\2/p' >"$VENV/lowest.txt"
+  CONSTRAINTS=(--constraint "$VENV/lowest.txt")
+fi
 # pip's and the build backend's chatter (setuptools warns about every editable install) goes to
 # a log, shown only when the install fails.
 LOG="$VENV/install.log"
 if ! { "$VENV/bin/python" -m pip install -q --upgrade pip &&
-       "$VENV/bin/python" -m pip install -q -e "$ROOT${EXTRAS:+[$EXTRAS]}"; } >"$LOG" 2>&1; then
+       "$VENV/bin/python" -m pip install -q -e "$ROOT${EXTRAS:+[$EXTRAS]}" "${CONSTRAINTS[@]}"
+     } >"$LOG" 2>&1; then
   cat "$LOG" >&2
   echo "error: installing alexnet_jax into $VENV failed (the log above: $LOG)" >&2
   exit 1

@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # Installs the package with its test and export extras into a virtualenv and runs the test suite
 # on CPU (the PyTorch export test runs where torch is installed, and skips otherwise).
+# `--lowest` first: in .venv-lowest, the package's dependencies at the lowest versions it allows.
 set -euo pipefail
+if [ "${1:-}" = "--lowest" ]; then
+  shift
+  export ALEXNET_LOWEST=1
+  export ALEXNET_VENV="${ALEXNET_VENV:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.venv-lowest}"
+fi
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh" test,export
 cd "$ROOT"
 # The multi-device tests need 8 CPU devices; tests/conftest.py sets this before jax starts.

@@ -107,3 +107,25 @@ def test_a_failed_venv_leaves_no_half_made_virtualenv(tmp_path):
   (tmp_path / "mine").mkdir()  # a folder that was there before is the user's: kept
   _setup(tmp_path / "mine", PYTHON=_base_python(tmp_path, venv_status=1))
   assert (tmp_path / "mine").is_dir()
+
+
+def test_lowest_installs_every_dependency_at_its_floor(tmp_path):
+  """`bash launch/test.sh --lowest` (ALEXNET_LOWEST=1): pip gets each dependency's `>=` floor
+  of pyproject.toml as an `==` constraint. Mutations: the constraint not passed to pip -> red;
+  a floor written with its `>=` -> red."""
+  import tomllib
+
+  from packaging.requirements import Requirement
+
+  python = tmp_path / "venv" / "bin" / "python"
+  python.parent.mkdir(parents=True)
+  python.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path}/pip.log\n")
+  python.chmod(0o755)
+  proc = _setup(tmp_path / "venv", ALEXNET_LOWEST="1")
+  assert proc.returncode == 0, proc.stderr
+  with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+    floors = [Requirement(r) for r in tomllib.load(f)["project"]["dependencies"]]
+  expected = [f"{r.name}=={s.version}" for r in floors for s in r.specifier if s.operator == ">="]
+  assert len(expected) == len(floors)
+  assert (tmp_path / "venv" / "lowest.txt").read_text().split() == expected
+  assert f"--constraint {tmp_path}/venv/lowest.txt" in (tmp_path / "pip.log").read_text()

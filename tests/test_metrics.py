@@ -40,6 +40,7 @@ def test_the_curves_have_a_top5_panel_only_where_top5_says_something(tmp_path):
   for classes in (3, 10, 20):
     with warnings.catch_warnings():
       warnings.simplefilter("error")  # no layout warning either
+      warnings.simplefilter("ignore", DeprecationWarning)  # matplotlib 3.9's use of pyparsing
       metrics.plot_curves(str(path), str(tmp_path / f"c{classes}.png"), classes)
     with Image.open(tmp_path / f"c{classes}.png") as png:
       widths[classes] = png.size[0]
