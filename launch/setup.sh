@@ -4,7 +4,7 @@
 # one (Debian without python3-venv), root installs the Debian package first.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${ALEXNET_VENV:-$ROOT/.venv}"
+VENV="${ALEXNET_VENV:-$ROOT/.venv${ALEXNET_LOWEST:+-lowest}}"
 EXTRAS="${1:-}"
 
 if [ ! -x "$VENV/bin/python" ]; then

@@ -6,7 +6,6 @@ set -euo pipefail
 if [ "${1:-}" = "--lowest" ]; then
   shift
   export ALEXNET_LOWEST=1
-  export ALEXNET_VENV="${ALEXNET_VENV:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.venv-lowest}"
 fi
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh" test,export
 cd "$ROOT"

@@ -162,11 +162,11 @@ def _hidden_modules(extras: tuple) -> str:
   kept = {name(project["name"])}
   while wanted:
     requirement = wanted.pop()
+    if name(requirement.name) in kept:
+      continue
     try:
       dist = metadata.distribution(requirement.name)
     except metadata.PackageNotFoundError:  # another platform's, or an extra not installed
-      continue
-    if name(requirement.name) in kept:
       continue
     kept.add(name(requirement.name))
     for line in dist.requires or []:

@@ -11,10 +11,12 @@ BANNER = "BuildBackendWarning: Editable installation."
 
 
 def _venv(tmp_path, status):
-  """A virtualenv whose python prints the editable-install banner and exits with `status`."""
+  """A virtualenv whose python logs its arguments to tmp_path/pip.log, prints the
+  editable-install banner and exits with `status`."""
   python = tmp_path / "venv" / "bin" / "python"
   python.parent.mkdir(parents=True)
-  python.write_text(f"#!/bin/sh\necho '{BANNER}' >&2\nexit {status}\n")
+  python.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path}/pip.log\necho '{BANNER}' >&2\n"
+                    f"exit {status}\n")
   python.chmod(0o755)
   return tmp_path / "venv"
 
@@ -117,11 +119,7 @@ def test_lowest_installs_every_dependency_at_its_floor(tmp_path):
 
   from packaging.requirements import Requirement
 
-  python = tmp_path / "venv" / "bin" / "python"
-  python.parent.mkdir(parents=True)
-  python.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path}/pip.log\n")
-  python.chmod(0o755)
-  proc = _setup(tmp_path / "venv", ALEXNET_LOWEST="1")
+  proc = _setup(_venv(tmp_path, 0), ALEXNET_LOWEST="1")
   assert proc.returncode == 0, proc.stderr
   with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
     floors = [Requirement(r) for r in tomllib.load(f)["project"]["dependencies"]]
