@@ -92,16 +92,22 @@ _HELP = ("-h", "--help", "-?", "--helpshort", "--helpfull", "--helpxml")
 
 def _parse_flags(argv: list[str]) -> list[str]:
   try:
-    return flags.FLAGS(argv)
+    rest = flags.FLAGS(argv)
   except SystemExit as e:  # absl ends --help with status 1: asking for help is no failure
     if e.code == 1 and any(a in _HELP for a in argv[1:]):
       sys.exit(0)
     raise
-  except Exception as e:  # noqa: BLE001 -- config overrides raise several kinds
+  except Exception as e:  # noqa: BLE001 -- config files and overrides raise several kinds
     message = configuration.load_error(e, *_config_arguments(argv))
     if message is None:
       raise
-  _fail(message)
+    _fail(message)
+  spec = _config_arguments(argv)[1]
+  if spec is not None and not isinstance(flags.FLAGS["config"].value, ml_collections.ConfigDict):
+    message = configuration.file_error(spec)  # None: a missing file, reported on first access
+    if message is not None:
+      _fail(message)
+  return rest
 
 
 def _config_arguments(argv: list[str]) -> tuple[list[str] | None, str | None]:

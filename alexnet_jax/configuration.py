@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.machinery
+import importlib.util
 import os
+import sys
 from typing import Any, Sequence
 
 import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from alexnet_jax.errors import UserError, last_line
+from alexnet_jax.errors import UserError, first_line, last_line
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,20 +124,54 @@ def resolve(spec: str) -> str:
   return packaged + colon + variants if os.path.isfile(packaged) else spec
 
 
+def file_error(spec: str) -> str | None:
+  """The one line for a config file (`spec`, 'path.py[:variants]') that is there but gives no
+  config: it does not run (a syntax error, a failed import), has no `get_config`, whose
+  `get_config(variants)` raises, or that returns something other than a ConfigDict; None when it
+  gives one, or is not there (`load_error` reports a missing file). The file is run as
+  `config_flags` runs it, once more."""
+  path, colon, variants = resolve(spec).partition(":")
+  if not os.path.isfile(path):
+    return None
+  where = f"the config {spec}"
+  loader = importlib.machinery.SourceFileLoader("alexnet_jax_config_check", path)
+  module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+  try:
+    loader.exec_module(module)
+  except SyntaxError as e:
+    line = f" at line {e.lineno}" if e.lineno else ""
+    return f"cannot load {where}: SyntaxError{line}: {e.msg}"
+  except Exception as e:  # noqa: BLE001 -- whatever the file raises is the user's to see
+    return f"cannot load {where}: {type(e).__name__}: {first_line(e)}"
+  if not callable(getattr(module, "get_config", None)):
+    return f"{where} defines no get_config() (a config file returns its ConfigDict from one)"
+  try:
+    config = module.get_config(*([variants] if colon else []))
+  except Exception as e:  # noqa: BLE001
+    return f"{where}: get_config() raised {type(e).__name__}: {first_line(e)}"
+  if not isinstance(config, ml_collections.ConfigDict):
+    return (f"{where}: get_config() returned {type(config).__name__}, not an ml_collections "
+            "ConfigDict")
+  return None
+
+
 def load(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
   """The config `--config=spec --config.<override> ...` gives on the command line: `spec` is
   'path/to/config.py[:variants]', each override 'a.b=value' (parsed by the field's type; a
   later one wins). A file that does not load, an unknown field or a bad value: `UserError`."""
   argv = ["load", f"--config={resolve(spec)}", *(f"--config.{o}" for o in overrides)]
+  # config_flags runs a file in the module of the file it ran last ('config_config', by
+  # importlib's load_module): one without get_config would give the last one's config.
+  sys.modules.pop("config_config", None)
   values = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, "training configuration file",
                                   flag_values=values, lock_config=True, sys_argv=argv)
   try:
     values(argv)
     config = values["config"].value
-    if config is None:
-      raise UserError(f"cannot load the config {spec!r}")
-    config.get("model")  # a file that failed to load raises its error on first access
+    if not isinstance(config, ml_collections.ConfigDict):
+      config.get("model")  # a file that failed to load raises its error on first access
+      raise UserError(file_error(spec) or f"cannot load the config {spec!r}")
   except UserError:
     raise
   except Exception as e:  # noqa: BLE001 -- loading and overriding raise many kinds
@@ -147,10 +184,13 @@ def load(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
 
 def load_error(e: BaseException, overrides: Sequence[str] | None = None,
                spec: str | None = None) -> str | None:
-  """The one line that reports a config which does not load, or a bad override (naming
-  `overrides` when they are known, and the field one of them names that the config of `spec`
-  lacks, with the names it has that are close); None when `e` is neither."""
+  """The one line that reports a config which does not load (`file_error` of `spec` first: the
+  file's own fault), or a bad override (naming `overrides` when they are known, and the field
+  one of them names that the config of `spec` lacks, with the names it has that are close);
+  None when `e` is neither."""
   text = str(e)
+  if spec and (message := file_error(spec)) is not None:
+    return message
   if isinstance(e, (AttributeError, KeyError)) and spec and overrides:
     missing = unknown_field(spec, overrides)
     if missing is not None:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import ml_collections
 
-from alexnet_jax import checkpoint, finetune, model_spec, optim, schedule, sharding, step_metrics
+from alexnet_jax import (checkpoint, configuration, finetune, model_spec, optim, schedule,
+                         sharding, step_metrics)
+from alexnet_jax.configs import paper
 from alexnet_jax.data import pipeline
 from alexnet_jax.errors import UserError
 
@@ -15,6 +17,7 @@ from alexnet_jax.errors import UserError
 def validate(config: ml_collections.ConfigDict) -> None:
   """The one validation pass of a loaded config: each section by its owner's validator, the
   run's own fields here. Raises `UserError` (one line) for the first value that cannot work."""
+  _validate_fields(config)
   model_spec.AlexNetSpec.from_config(config.model)
   sharding.validate(config.mesh)
   pipeline.validate(config.data)
@@ -24,6 +27,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
   checkpoint.validate(config.checkpoint)
   step_metrics.validate(config.divergence)
   _validate_run(config)
+
+
+def _validate_fields(config) -> None:
+  """Every field the defaults have (`configs/paper.py`): a config written from scratch rather
+  than from them lacks some."""
+  fields = configuration.flat(config)
+  missing = [path for path in configuration.flat(paper.get_config()) if path not in fields]
+  if missing:
+    shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+    raise UserError(f"the config lacks the fields {shown}: a config starts from "
+                    "configs/paper.py's get_config() (or another shipped config) and changes "
+                    "fields of it")
 
 
 def _validate_run(config) -> None:

@@ -36,6 +36,19 @@ def test_main_reports_config_errors_in_one_line(tmp_path, args, message):
   _one_error_line(command("main", *config, f"--workdir={tmp_path}", *args), message)
 
 
+@pytest.mark.parametrize("module", ["main", "layer_shapes"])
+def test_a_config_file_that_does_not_run_is_one_line(tmp_path, module):
+  """A user's config with a syntax error, or whose get_config returns no ConfigDict, ended in
+  a traceback (mutation: `cli._parse_flags` not asking `configuration.file_error` -> red)."""
+  (tmp_path / "typo.py").write_text("def get_config(:\n  pass\n")
+  (tmp_path / "five.py").write_text("def get_config():\n  return 5\n")
+  workdir = ["--workdir=w"] if module == "main" else []
+  _one_error_line(command(module, "--config=typo.py", *workdir, cwd=str(tmp_path)),
+                  r"^error: cannot load the config typo.py: SyntaxError at line 1")
+  _one_error_line(command(module, "--config=five.py", *workdir, cwd=str(tmp_path)),
+                  r"^error: the config five.py: get_config\(\) returned int")
+
+
 @pytest.mark.parametrize("module,args,message", [
     ("benchmark", ["step", "--config=configs/tiny.py", "--steps=0"],
      "--steps=0: 0 is not a positive integer"),

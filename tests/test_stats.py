@@ -79,3 +79,21 @@ def test_statistics_that_are_not_finite_are_refused(tmp_path):
   bad.save(str(tmp_path / "s.npz"))
   with pytest.raises(UserError, match="not finite"):
     Stats.load(str(tmp_path / "s.npz"))
+
+
+def test_a_statistics_file_set_in_the_config_is_read_for_in_memory_data_too(tmp_path):
+  """Mutation: dataset_stats computing in-memory data's statistics before looking at
+  data.stats_file (as it did: the file was passed over without a word) -> red."""
+  from conftest import synthetic_config
+
+  config = synthetic_config()
+  computed = build_input(config).stats
+  assert computed.count > 0
+  mine = Stats(np.full_like(computed.mean, 7.0), computed.eigval, computed.eigvec, 3)
+  mine.save(str(tmp_path / "mine.npz"))
+  config.data.stats_file = str(tmp_path / "mine.npz")
+  inp = build_input(config)
+  assert inp.stats.count == 3 and float(inp.stats.mean.max()) == 7.0
+  config.data.stats_file = str(tmp_path / "missing.npz")
+  with pytest.raises(UserError, match="cannot read the dataset statistics"):
+    build_input(config)

@@ -179,34 +179,33 @@ COMPUTED_AT_START = 20_000
 
 
 def dataset_stats(data, train, channels: int) -> Stats:
-  """The mean image and RGB PCA of the config's `data` section: computed for in-memory data,
-  else read from the stats file (`python -m alexnet_jax.data.stats`), else computed now and
-  written there for a small training set (`COMPUTED_AT_START`), else ImageNet's published values
-  with a warning (RGB only). `data.mean='channel'` replaces the mean image by its channel
-  means."""
-  if not train.encoded:
+  """The mean image and RGB PCA of the config's `data` section: read from `data.stats_file`
+  where it is set, else computed for in-memory data, else read from the stats file beside the
+  data (`python -m alexnet_jax.data.stats`), else computed now and written there for a small
+  training set (`COMPUTED_AT_START`), else ImageNet's published values with a warning (RGB
+  only). `data.mean='channel'` replaces the mean image by its channel means."""
+  path = data.stats_file or getattr(train, "stats_path", "") or default_path(data)
+  if data.stats_file or (train.encoded and os.path.exists(path)):
+    stats = Stats.load(path)
+  elif not train.encoded:
     stats = compute(stored_images(train, data.image_size, channels, len(train), batch=4096))
+  elif len(train) <= COMPUTED_AT_START:
+    logging.info("no dataset statistics at %s: computing them from the %d training images "
+                 "(written there for the next runs)", path, len(train))
+    stats = compute(stored_images(train, data.image_size, channels, len(train),
+                                  resize=data.resize), total=len(train))
+    stats.save(path)
+  elif channels != 3:
+    raise UserError(f"no dataset statistics at {path}: run `python -m alexnet_jax.data.stats "
+                    "--config=...` first")
   else:
-    path = data.stats_file or getattr(train, "stats_path", "") or default_path(data)
-    if os.path.exists(path) or data.stats_file:
-      stats = Stats.load(path)
-    elif len(train) <= COMPUTED_AT_START:
-      logging.info("no dataset statistics at %s: computing them from the %d training images "
-                   "(written there for the next runs)", path, len(train))
-      stats = compute(stored_images(train, data.image_size, channels, len(train),
-                                    resize=data.resize), total=len(train))
-      stats.save(path)
-    elif channels != 3:
-      raise UserError(f"no dataset statistics at {path}: run `python -m alexnet_jax.data.stats "
-                      "--config=...` first")
-    else:
-      logging.warning("no dataset statistics at %s: using ImageNet's published per-channel mean "
-                      "and RGB eigenvectors until `python -m alexnet_jax.data.stats --config=...` "
-                      "has computed this training set's", path)
-      stats = Stats.imagenet_defaults(data.image_size)
-    if stats.mean.shape != (data.image_size, data.image_size, channels):
-      raise UserError(f"the statistics in {path} are for images of shape {stats.mean.shape}, "
-                      f"not {data.image_size}x{data.image_size}x{channels}")
+    logging.warning("no dataset statistics at %s: using ImageNet's published per-channel mean "
+                    "and RGB eigenvectors until `python -m alexnet_jax.data.stats --config=...` "
+                    "has computed this training set's", path)
+    stats = Stats.imagenet_defaults(data.image_size)
+  if stats.mean.shape != (data.image_size, data.image_size, channels):
+    raise UserError(f"the statistics in {path} are for images of shape {stats.mean.shape}, "
+                    f"not {data.image_size}x{data.image_size}x{channels}")
   return stats.channel_mean() if data.mean == "channel" else stats
 
 
