@@ -23,6 +23,7 @@ from absl import logging
 from alexnet_jax import checkpoint, checkpoint_meta, finetune, metrics, validation
 from alexnet_jax import evaluation as evaluation_lib
 from alexnet_jax import workdir as workdir_lib
+from alexnet_jax.data import spawning
 from alexnet_jax.data.pipeline import build_input, position_train_iterator
 from alexnet_jax.data.stats import Stats
 from alexnet_jax.errors import UserError
@@ -76,6 +77,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   `overridden`: the config fields given on the command line, which fine-tuning keeps
   (`finetune.inherit`; None: none). `validated`: the caller has run `validation.validate`
   (the command line has)."""
+  spawning.stop_if_spawning()
   if not validated:
     validation.validate(config)
   created = bool(workdir) and not os.path.lexists(os.path.abspath(workdir))

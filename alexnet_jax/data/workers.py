@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from alexnet_jax.data import ring
+from alexnet_jax.data import ring, spawning
 from alexnet_jax.errors import UserError
 
 _WATCH_S = 0.5
@@ -44,6 +44,7 @@ def in_workers(dataset: grain.IterDataset, workers: int) -> grain.IterDataset:
   """`dataset` read in `workers` processes (grain's `mp_prefetch`), or here when 0."""
   if workers <= 0:
     return dataset
+  spawning.check_can_spawn(without="data.workers=0")
   if not flags.FLAGS.is_parsed():  # grain's workers read its flags: a library call's defaults
     flags.FLAGS.mark_as_parsed()
   return dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers),
@@ -56,7 +57,11 @@ def _handed_over(dataset: grain.IterDataset, layout: dict, workers: int,
   """`dataset`'s elements (of `layout`) read in `workers` processes and handed over in a
   `ring.BatchRing`: the ring and the iterator of their tickets."""
   slots_ = ring.BatchRing(layout, workers, slots)
-  return slots_, iter(in_workers(dataset.map(slots_.writer()), workers))
+  try:
+    return slots_, iter(in_workers(dataset.map(slots_.writer()), workers))
+  except BaseException:
+    slots_.close()
+    raise
 
 
 def _stop(slots: ring.BatchRing | None, iterator) -> None:

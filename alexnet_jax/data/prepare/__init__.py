@@ -43,7 +43,7 @@ import simplejpeg
 from absl import logging
 
 from alexnet_jax.data import identity as identity_lib
-from alexnet_jax.data import images, sources, store_format
+from alexnet_jax.data import images, sources, spawning, store_format
 from alexnet_jax.data.identity import Identity
 from alexnet_jax.data.stats import Accumulator
 from alexnet_jax.errors import UserError
@@ -223,6 +223,7 @@ def prepare(data, *, channels: int, num_classes: int, shard_size: int = 1024, wo
             progress: bool = True) -> dict:
   """Prepares the store of the dataset `data` names (see the module docstring); returns its
   manifest. `workers` processes (0: one per core; 1: in this process)."""
+  spawning.stop_if_spawning()
   if data.name not in sources.PREPARABLE:
     raise UserError(f"data.name={data.name!r} is held in memory already: only "
                     f"{' and '.join(sources.PREPARABLE)} are prepared")
@@ -285,6 +286,7 @@ def _write(store, dataset, form, shard_size, workers, progress, scanned=None) ->
       _SOURCE.update(shared)
       results = map(_write_shard, tasks)
     else:  # spawned, not forked: nothing of this process's threads (jax's) is copied
+      spawning.check_can_spawn(without="--workers=1")
       pool = multiprocessing.get_context("spawn").Pool(workers, _start_worker, (shared,))
       results = pool.imap_unordered(_write_shard, tasks)
     for sidecar in results:

@@ -1,0 +1,80 @@
+"""Worker processes started from a user's script (`data/spawning.py`): a script that trains or
+prepares at its top level, outside `if __name__ == "__main__":`, ends in one line naming the
+fix instead of waiting forever; a guarded one trains with its workers."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import core_install_env, image_folder_tree
+
+# A training set held in memory (some MB): the task each worker is sent is far larger than a
+# pipe's 64 KiB, so that a worker dying before it reads its task left the script waiting.
+TRAIN = """
+from alexnet_jax import configuration, train
+config = configuration.load("configs/tiny.py", [
+    "data.name=synthetic", "data.image_size=36", "data.batch_size=8", "data.eval_batch_size=16",
+    "data.synthetic_train_size=2048", "data.synthetic_eval_size=16", "data.workers=2",
+    "num_steps=2", "eval.ten_crop_final=False"])
+"""
+TRAIN_RUN = 'print("trained to step", train.train_and_evaluate(config, "run").step)\n'
+
+
+def _script(tmp_path, text: str, *, stdin: bool = False) -> subprocess.CompletedProcess:
+  path = tmp_path / "script.py"
+  path.write_text(text)
+  args, given = ([sys.executable, "-"], text) if stdin else ([sys.executable, str(path)], None)
+  return subprocess.run(args, cwd=tmp_path, input=given, capture_output=True, text=True,
+                        timeout=120, env={**core_install_env(), "XLA_FLAGS": "",
+                                          "JAX_PLATFORMS": "cpu"})
+
+
+def _last_line(proc) -> str:
+  return proc.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_a_script_that_trains_outside_the_main_guard_is_told_so(tmp_path):
+  """Mutation: `workers.in_workers` without `spawning.check_can_spawn` -> the script waited
+  on its workers' pipe until the subprocess timeout (red)."""
+  proc = _script(tmp_path, TRAIN + TRAIN_RUN)
+  assert proc.returncode == 1 and "trained to step" not in proc.stdout
+  assert _last_line(proc).endswith(
+      "UserError: worker processes cannot start: Python starts each by running "
+      f"{tmp_path / 'script.py'} again, and it trains (or prepares data) at its top level: put "
+      "that under `if __name__ == \"__main__\":`, or do without worker processes "
+      "(data.workers=0)"), proc.stderr[-3000:]
+  assert "leaked shared_memory" not in proc.stderr
+
+
+def test_a_script_read_from_standard_input_is_told_to_save_it(tmp_path):
+  proc = _script(tmp_path, TRAIN + TRAIN_RUN, stdin=True)
+  assert proc.returncode == 1
+  assert "worker processes cannot start from a script read from <stdin>" in _last_line(proc)
+
+
+@pytest.mark.slow
+def test_a_guarded_script_trains_with_its_workers(tmp_path):
+  """Mutation: `stop_if_spawning` ending every spawned process -> the probe fails (red)."""
+  proc = _script(tmp_path, TRAIN + 'if __name__ == "__main__":\n  ' + TRAIN_RUN)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "trained to step 2" in proc.stdout
+
+
+def test_a_script_that_prepares_outside_the_main_guard_is_told_so(tmp_path):
+  """`prepare`'s pool respawned its dying workers without end (mutation: no check before the
+  pool -> the subprocess timeout, red)."""
+  image_folder_tree(tmp_path / "images")
+  proc = _script(tmp_path, textwrap.dedent(f"""
+      from alexnet_jax import configuration
+      from alexnet_jax.data.prepare import prepare
+      config = configuration.load("configs/tiny.py", [
+          "data.name=image_folder", "data.data_dir={tmp_path / 'images'}",
+          "data.image_size=36", "model.num_classes=3"])
+      prepare(config.data, channels=3, num_classes=3, workers=2, progress=False)
+      """))
+  assert proc.returncode == 1
+  assert _last_line(proc).endswith("or do without worker processes (--workers=1)"), \
+      proc.stderr[-3000:]
