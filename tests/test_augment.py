@@ -98,6 +98,29 @@ def test_pca_lighting_adds_p_alpha_sqrt_lambda_with_alpha_of_std_0_1():
   assert not off.draws(np.arange(10))[1].any()
 
 
+def test_every_crop_position_and_either_reflection_are_equally_likely():
+  """§4.1's "random 224 x 224 patches (and their horizontal reflections)": each of the 33
+  offsets down and across and each reflection drawn equally often, and independently (chi-square
+  within 5 standard deviations of its mean). Mutations: a mirror with probability 0.3 -> red;
+  the last offset never drawn -> red; the same draw for top and left -> red."""
+  aug = augment.Augmentation(256, 224, True, 0.0, np.eye(3, dtype=np.float32), seed=5)
+  boxes, _, _ = aug.draws(np.arange(70_000))
+
+  def chi_square_is_uniform(values, cells):
+    counts = np.bincount(values, minlength=cells)
+    assert len(counts) == cells
+    expected = len(values) / cells
+    chi2 = ((counts - expected) ** 2 / expected).sum()
+    return chi2 < (cells - 1) + 5 * np.sqrt(2 * (cells - 1))
+
+  assert chi_square_is_uniform(boxes[:, 0], 33) and chi_square_is_uniform(boxes[:, 1], 33)
+  assert chi_square_is_uniform(boxes[:, 2], 2)
+  assert chi_square_is_uniform(boxes[:, 0] * 33 + boxes[:, 1], 33 * 33)
+  assert chi_square_is_uniform(boxes[:, 0] * 2 + boxes[:, 2], 33 * 2)
+  unflipped = augment.Augmentation(256, 224, False, 0.0, np.eye(3, dtype=np.float32), seed=5)
+  assert not unflipped.draws(np.arange(1000))[0][:, 2].any()
+
+
 def test_crop_chunk_shares_one_crop_and_mirror_among_consecutive_images():
   scale = np.eye(3, dtype=np.float32) * 10
   own = augment.Augmentation(40, 32, True, 0.1, scale, seed=3)

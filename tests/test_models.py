@@ -1,4 +1,5 @@
-"""The network of §3.5: shapes, parameter count, §5 init, the two columns as 'model' shards."""
+"""The network of §3.5: shapes, parameter count, §5 init, the two columns as 'model' shards,
+every activation against a float64 NumPy forward."""
 
 import re
 
@@ -222,6 +223,7 @@ def _numpy_head(model, pool5, masks=None, *, p: float, form: str):
 
 @pytest.mark.parametrize("form", ["paper", "inverted"])
 def test_dropout_of_section_4_2_at_test_and_training_time(tiny_config, form):
+  """Mutation: one mask for the whole batch -> red."""
   tiny_config.model.dropout_form = form
   p = tiny_config.model.dropout
   assert p == 0.5 and load_config("paper").model.dropout_form == "paper"
@@ -236,6 +238,8 @@ def test_dropout_of_section_4_2_at_test_and_training_time(tiny_config, form):
   masks = models.dropout_masks(model.spec, key, len(images))
   kept = np.mean([np.asarray(m).mean() for m in masks.values()])
   assert abs(kept - (1 - p)) < 0.05, kept
+  for m in map(np.asarray, masks.values()):  # "every time an input is presented": its own units
+    assert abs((m[0] == m[1:]).mean() - (p * p + (1 - p) ** 2)) < 0.1
   trained = model(images, dropout_key=key)
   expected = _numpy_head(model, captured["pool5"], {n: np.asarray(m) for n, m in masks.items()},
                          p=p, form=form)
@@ -284,3 +288,112 @@ def test_each_columns_maps_kept_apart_compute_the_same_network(tiny_config, stru
       np.testing.assert_allclose(captured[name], value, rtol=1e-5, atol=1e-5, err_msg=name)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                  jax.tree.leaves(grads), jax.tree.leaves(want_grads))
+
+
+def _reference_forward(spec, model, images):
+  """(logits, {captured name: activation}) of the network as §3.3-§3.5 and §4.2 write it, in
+  float64 NumPy with loops and windows of its own: per column conv -> ReLU -> LRN -> pool
+  (conv1, conv2), conv3 over both columns' maps, conv4 and conv5 over their own, pool, fc6-fc8
+  over every column's units, test-time dropout x (1 - p). The 2012 code's switches
+  (`lrn_conv1_pre_relu`, `response_norm`, `extra_conv6`) as docs/fidelity.md describes them."""
+  from numpy.lib.stride_tricks import sliding_window_view
+
+  def param(name):
+    layer = getattr(model, name)
+    return np.asarray(layer.kernel[...], np.float64), np.asarray(layer.bias[...], np.float64)
+
+  def conv(x, kernel, bias, stride, pads):
+    x = np.pad(x, ((0, 0), *pads, (0, 0)))
+    k = kernel.shape[0]
+    windows = sliding_window_view(x, (k, k), axis=(1, 2))[:, ::stride, ::stride]
+    return np.einsum("nhwcij,ijco->nhwo", windows, kernel) + bias
+
+  def conv_layer(name, maps, *, both):
+    kernel, bias = param(name)
+    k = spec.conv_kernel(name)
+    if name == "conv1":  # cuda-convnet's output size: zeros at the bottom and right only
+      stride, pads = spec.conv1_stride, ((0, spec.conv1_padding),) * 2
+    else:
+      stride, pads = 1, ((k // 2, k // 2),) * 2
+    inputs = [np.concatenate(maps, -1)] * spec.columns if both else maps
+    return [conv(x, kernel[c], bias[c], stride, pads) for c, x in enumerate(inputs)]
+
+  def lrn(a):  # §3.3 eq. 1 over one column's maps, the window clipped at its ends
+    n, count = spec.lrn_size, a.shape[-1]
+    alpha = spec.lrn_alpha / n if spec.lrn_alpha_over_size else spec.lrn_alpha
+    out = np.empty_like(a)
+    for i in range(count):
+      lo, hi = max(0, i - n // 2), min(count - 1, i + n // 2)
+      energy = (a[..., lo:hi + 1] ** 2).sum(-1)
+      out[..., i] = a[..., i] / (spec.lrn_k + alpha * energy) ** spec.lrn_beta
+    return out
+
+  def response_norm(a):  # each map over its own size x size neighbourhood, clipped at the edges
+    s, half = spec.response_norm_size, spec.response_norm_size // 2
+    padded = np.pad(a ** 2, ((0, 0), (half, half), (half, half), (0, 0)))
+    energy = sliding_window_view(padded, (s, s), axis=(1, 2)).sum((-1, -2))
+    return a * (1 + spec.response_norm_alpha / s**2 * energy) ** -spec.response_norm_beta
+
+  def pool(a):  # §3.4: windows of z x z at stride s, no padding
+    z, s = spec.pool_window, spec.pool_stride
+    return sliding_window_view(a, (z, z), axis=(1, 2))[:, ::s, ::s].max((-1, -2))
+
+  relu = lambda a: np.maximum(a, 0.0)
+  each = lambda fn, maps: [fn(a) for a in maps]
+  seen = {}
+
+  def record(name, maps):
+    seen[name] = np.concatenate(maps, -1)
+    return maps
+
+  h = conv_layer("conv1", [np.asarray(images, np.float64)] * spec.columns, both=False)
+  if spec.lrn_conv1_pre_relu:
+    h = record("pool1", each(relu, each(pool, record("conv1", each(lrn, h)))))
+  else:
+    h = record("pool1", each(pool, record("conv1", each(lrn, each(relu, h)))))
+  h = each(lrn, each(relu, conv_layer("conv2", h, both=False)))
+  if spec.response_norm:
+    h = each(response_norm, h)
+  h = record("pool2", each(pool, record("conv2", h)))
+  h = record("conv3", each(relu, conv_layer("conv3", h, both=True)))
+  h = record("conv4", each(relu, conv_layer("conv4", h, both=False)))
+  h = record("pool5", each(pool, record("conv5", each(relu, conv_layer("conv5", h, both=False)))))
+  if spec.extra_conv6:
+    conv6 = conv_layer(model_spec.CONV6, h, both=spec.conv6_across_columns)
+    h = record(model_spec.CONV6, each(relu, conv6))
+  units = np.concatenate(h, -1).reshape(len(images), -1)
+  for name in ("fc6", "fc7"):
+    kernel, bias = param(name)
+    h = [relu(units @ kernel[c] + bias[c]) for c in range(spec.columns)]
+    record(name, h)
+    units = np.concatenate(h, -1) * (1 - spec.dropout)
+  kernel, bias = param("fc8")
+  return units @ np.concatenate(list(kernel), 0) + bias, seen
+
+
+@pytest.mark.parametrize("config_name,variant", [
+    ("paper", ""), ("paper", "one_column"), ("paper_code", "conv6")])
+def test_the_whole_network_is_the_papers_written_out_in_numpy(config_name, variant):
+  """Every activation and the logits of the network (at small widths, conv1 11x11 at stride 4
+  with cuda-convnet's padding) against `_reference_forward`, with weights large enough that
+  LRN and the response norm change the maps. Mutations: LRN before conv1's ReLU in the
+  paper's network -> red; LRN's window across both columns -> red; conv4 over both columns ->
+  red (shape); the 2012 code's ReLU before conv1's LRN -> red."""
+  config = load_config(config_name, variant)
+  config.model.update(dict(num_classes=10, input_size=64, conv_features=(16, 32, 48, 48, 32),
+                           fc_features=(64, 64), dtype="float32"))
+  config.model.init_std.update(dict(conv1=0.05, conv2=0.03, conv3=0.03, conv4=0.04, conv5=0.04,
+                                    conv6=0.04, fc6=0.02, fc7=0.05, fc8=0.05))
+  spec = model_spec.AlexNetSpec.from_config(config.model)
+  assert spec.conv1_stride == 4 and spec.conv1_padding == 3 and spec.pool5_size == 1
+  model = models.create_model(config.model, seed=4)
+  images = 60.0 * jax.random.normal(jax.random.key(6), (3, 64, 64, 3))
+  logits, captured = model(images, capture=True)
+  want_logits, want = _reference_forward(spec, model, images)
+  assert set(captured) == set(want)
+  for name, value in want.items():
+    scale = np.abs(value).max()
+    assert scale > 1.0, name  # far from LRN's constant region: k + α Σ a² varies
+    np.testing.assert_allclose(captured[name], value, rtol=1e-4, atol=1e-5 * scale, err_msg=name)
+  np.testing.assert_allclose(logits, want_logits, rtol=1e-4,
+                             atol=1e-5 * np.abs(want_logits).max())

@@ -53,6 +53,15 @@ def test_at_most_max_drops_and_no_stop_unless_asked():
   assert math.isclose(s.learning_rate, 0.01)
 
 
+def test_after_a_drop_the_next_waits_patience_evaluations_again():
+  """Mutation: the count of evaluations without improvement kept across a drop -> red (every
+  evaluation after the first drop dropped ε again)."""
+  s = _schedule(patience=2, max_drops=3, stop_after_last_drop=False)
+  outcomes = [s.after_eval(0.5) for _ in range(8)]
+  assert [o.dropped for o in outcomes] == [False, False, True, False, True, False, True, False]
+  assert math.isclose(s.learning_rate, 1e-5)
+
+
 def test_state_round_trips_through_json_dict():
   s = _schedule()
   for e in (0.9, 0.9, 0.9):

@@ -63,3 +63,13 @@ def test_the_step_without_its_norms_updates_the_same_and_reports_no_norms(tiny_c
   assert {"grad_norm", "param_norm"} <= set(with_metrics)
   assert set(without_metrics) == set(with_metrics) - {"grad_norm", "param_norm"}
   jax.tree.map(np.testing.assert_array_equal, without_state, with_state)
+
+
+def test_top_1_and_top_5_errors_count_the_label_among_the_highest_scores():
+  """§6's error rates: the label the highest score (top-1) or among the five highest (top-5).
+  Mutation: the label looked for among the four highest -> red."""
+  scores = jnp.tile(jnp.arange(10.0), (4, 1))  # class 9 scores highest, class 0 lowest
+  top1, top5 = steps.topk_errors(scores, jnp.asarray([9, 5, 4, 0]))  # ranks 1, 5, 6, 10
+  assert top1.tolist() == [0.0, 1.0, 1.0, 1.0] and top5.tolist() == [0.0, 0.0, 1.0, 1.0]
+  top1, top5 = steps.topk_errors(jnp.asarray([[0.1, 0.7, 0.2]]), jnp.asarray([0]))
+  assert top1.tolist() == [1.0] and top5.tolist() == [0.0]  # three classes: all in the top 5
