@@ -33,6 +33,32 @@ def test_an_ensemble_of_a_model_with_itself_equals_the_model(straight_run, tmp_p
   assert single["ensemble"] is None  # no "average of 1"
 
 
+def test_the_ensemble_averages_its_models_probabilities(monkeypatch):
+  """Table 2's averaging of the predictions: two models each wrong on an image that their
+  average gets right. Mutation: the ensemble scored on the first model's softmax -> red."""
+  from types import SimpleNamespace
+
+  from conftest import load_config
+
+  labels = np.array([1, 0, 2])
+  softmax = {"A": np.array([[0.6, 0.4, 0.0], [0.7, 0.2, 0.1], [0.1, 0.5, 0.4]]),
+             "B": np.array([[0.0, 0.4, 0.6], [0.3, 0.4, 0.3], [0.0, 0.3, 0.7]])}
+  models = {w: SimpleNamespace(class_names=("a", "b", "c"), step=1, config=load_config("tiny"),
+                               probs=p) for w, p in softmax.items()}
+
+  def evaluated(model, data, split):
+    own = evaluate.scores(model.probs, labels)
+    figures_ = {k: own[k] / 100 for k in ("top1_error", "top5_error")}
+    return {split: {**figures_, "skipped_images": 0}}, {"probs": model.probs, "labels": labels}
+
+  monkeypatch.setattr(evaluate.inference, "load", lambda w, best=False: models[w])
+  monkeypatch.setattr(evaluate, "_evaluated", evaluated)
+  out = evaluate.evaluate(["A", "B"])
+  assert [m["top1_error"] for m in out["models"]] == [pytest.approx(200 / 3, abs=0.01)] * 2
+  assert out["ensemble"]["top1_error"] == 0.0  # the average: [.3 .4 .3], [.5 .3 .2], [.05 .4 .55]
+  assert out["confusion"] == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
+
+
 def _folder_run(root, workdir, **data):
   from alexnet_jax import train
   from conftest import folder_config
