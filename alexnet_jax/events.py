@@ -69,8 +69,9 @@ def parse(lines) -> list[Event]:
         number = float(value)
       except ValueError:
         number = None
-      if not eq or number is None or not number >= 0:
-        raise UserError(f"schedule.events: {line!r}: {setting!r} is not name=number (>= 0)")
+      if not eq or number is None or not (number >= 0 and math.isfinite(number)):
+        raise UserError(f"schedule.events: {line!r}: {setting!r} is not name=number (a finite "
+                        "number >= 0)")
       layer, _, kind = name.rpartition(".")
       if kind in RATES and (not layer or layer in LAYERS):
         rates.append((layer or None, RATES[kind], number))

@@ -41,8 +41,9 @@ def validate(optimizer_config) -> None:
   if opt.decay_on not in DECAY_ON:
     raise UserError(f"optimizer.decay_on must be one of {', '.join(DECAY_ON)}, got "
                     f"{opt.decay_on!r}")
-  if not opt.bias_lr_multiplier >= 0:
-    raise UserError(f"optimizer.bias_lr_multiplier must be >= 0, got {opt.bias_lr_multiplier}")
+  if not (math.isfinite(opt.bias_lr_multiplier) and opt.bias_lr_multiplier >= 0):
+    raise UserError(f"optimizer.bias_lr_multiplier must be a number >= 0, got "
+                    f"{opt.bias_lr_multiplier}")
 
 
 def rate_key(path) -> str:

@@ -42,10 +42,10 @@ def validate(schedule_config, optimizer_config=None) -> None:
     raise UserError(f"schedule.factor must be in (0, 1), got {c.factor}")
   if c.patience < 1 or c.max_drops < 0:
     raise UserError("schedule.patience must be >= 1 and schedule.max_drops >= 0")
-  if not c.min_delta >= 0:
-    raise UserError(f"schedule.min_delta must be >= 0, got {c.min_delta}")
-  if any(isinstance(e, bool) or not isinstance(e, (int, float)) or not e >= 0
-         for e in c.drop_epochs):
+  if not (math.isfinite(c.min_delta) and c.min_delta >= 0):
+    raise UserError(f"schedule.min_delta must be a number >= 0, got {c.min_delta}")
+  if any(isinstance(e, bool) or not isinstance(e, (int, float)) or not math.isfinite(e)
+         or not e >= 0 for e in c.drop_epochs):
     raise UserError(f"schedule.drop_epochs must be numbers >= 0, got {tuple(c.drop_epochs)}")
   if c.kind == "recorded":
     events_lib.validate(c.events)

@@ -5,6 +5,8 @@ twice: `main` says its config was)."""
 
 from __future__ import annotations
 
+import math
+
 import ml_collections
 
 from alexnet_jax import (checkpoint, configuration, finetune, model_spec, optim, schedule,
@@ -46,14 +48,15 @@ def _validate_run(config) -> None:
   if not isinstance(config.seed, int) or config.seed < 0:
     raise UserError(f"seed must be an integer >= 0, got {config.seed}")
   for name in ("num_epochs", "eval_every_epochs"):
-    if not config[name] > 0:  # NaN fails too
-      raise UserError(f"{name} must be positive, got {config[name]}")
+    if not (math.isfinite(config[name]) and config[name] > 0):
+      raise UserError(f"{name} must be a positive number, got {config[name]}")
   if not isinstance(config.num_steps, int) or config.num_steps < 0:
     raise UserError(f"num_steps must be an integer >= 0 (0: num_epochs decides), got "
                     f"{config.num_steps}")
   for name in ("log_every_steps", "stats_every_steps"):
     if config[name] < 1:
       raise UserError(f"{name} must be >= 1, got {config[name]}")
-  if config.stall.check_steps < 0 or not config.stall.band >= 0:
+  if config.stall.check_steps < 0 or not (math.isfinite(config.stall.band)
+                                          and config.stall.band >= 0):
     raise UserError(f"stall.check_steps and stall.band must be >= 0, got "
                     f"{config.stall.check_steps} and {config.stall.band}")

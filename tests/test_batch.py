@@ -50,6 +50,15 @@ def test_an_encoded_batch_is_its_layout():
   assert encoded["label"].tolist() == [2, 0]
 
 
+def test_jpegs_fill_their_buffer_to_the_last_byte_and_one_that_does_not_fit_is_not_sent():
+  """Mutation: a JPEG that fills the buffer exactly left out -> red."""
+  jpegs = [b"abc", b"defgh", b"ij"]
+  buffer, ends = batch.packed_jpegs(jpegs, 8)
+  assert ends.tolist() == [3, 8, 8] and bytes(buffer) == b"abcdefgh"  # the third is not sent
+  buffer, ends = batch.packed_jpegs(jpegs, 7)
+  assert ends.tolist() == [3, 3, 5] and bytes(buffer[:5]) == b"abcij"
+
+
 def test_an_evaluation_batch_is_padded_with_masked_zeros():
   """Mutation: the mask set for the padding too -> red."""
   records = {"image": np.full((2, 4, 4, 1), 7, np.uint8), "label": np.array([3, 5], np.int32),

@@ -26,14 +26,23 @@ from conftest import ROOT, load_config, small_config
     ("optimizer.decay_on", "kernals", "optimizer.decay_on must be one of all, kernels, got "
                                       "'kernals'"),
     ("optimizer.learning_rate", float("nan"), "learning_rate must be positive"),
-    ("eval_every_epochs", 0.0, "eval_every_epochs must be positive"),
-    ("num_epochs", float("nan"), "num_epochs must be positive"),
+    ("eval_every_epochs", 0.0, "eval_every_epochs must be a positive number"),
+    ("num_epochs", float("nan"), "num_epochs must be a positive number"),
+    # Infinite values were taken: a traceback (OverflowError) when the run started, or a run
+    # that diverged at its first step. Mutation: the finiteness checks dropped -> red.
+    ("num_epochs", float("inf"), "num_epochs must be a positive number, got inf"),
+    ("eval_every_epochs", float("inf"), "eval_every_epochs must be a positive number"),
+    ("optimizer.bias_lr_multiplier", float("inf"), "bias_lr_multiplier must be a number >= 0"),
+    ("schedule.min_delta", float("inf"), "schedule.min_delta must be a number >= 0"),
+    ("schedule.drop_epochs", (30.0, float("inf")), "drop_epochs must be numbers >= 0"),
+    ("stall.band", float("inf"), "stall.band must be >= 0"),
+    ("data.synthetic_eval_size", -1, "data.synthetic_eval_size must be >= 1"),  # a traceback
     ("divergence.factor", 0.5, "divergence.factor must be 0 .off. or a finite number > 1"),
     ("divergence.factor", float("nan"), "divergence.factor must be 0 .off. or a finite"),
     ("seed", -1, "seed must be an integer >= 0"),
     ("mesh.model", 0, "mesh.model must be -1"),
     ("schedule.kind", "cosine", "schedule.kind must be one of"),
-    ("schedule.min_delta", -0.1, "schedule.min_delta must be >= 0"),
+    ("schedule.min_delta", -0.1, "schedule.min_delta must be a number >= 0"),
     ("init_from.new_layers", ("fc9",), "unknown layers"),
     ("model.columns", 3, "columns must be 2"),
     ("data.name", "imagenet", "unknown dataset 'imagenet'; known: imagenet2012, image_folder"),

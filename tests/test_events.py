@@ -37,11 +37,14 @@ def test_a_frozen_layer_changes_only_by_name():
     ([START, "step 1.5: epsW=0.1"], "a step is a whole number"),
     ([START, "epoch 1: conv9.epsW=0.1"], "unknown setting 'conv9.epsW'"),
     ([START, "epoch 1: epsW=-1"], "is not name=number"),
+    ([START, "epoch 1: epsW=abc"], "'epsW=abc' is not name=number"),
+    ([START, "epoch 1: epsW=inf"], "'epsW=inf' is not name=number .a finite number"),
     ([START, "at 3: epsW=1"], "is not 'epoch E: setting=value"),
     ([START, 3], "3 is not 'epoch E: setting=value"),  # a number from the command line
 ])
 def test_a_schedule_that_cannot_be_replayed_is_one_line(lines, message):
-  """Mutation: the time-order check dropped -> the third case red."""
+  """Mutations: the time-order check dropped -> the third case red; `epsW=inf` accepted (it
+  was: the run diverged at that event) -> red."""
   with pytest.raises(UserError, match=message):
     events.validate(lines)
 

@@ -26,7 +26,10 @@ def test_stored_form_is_shorter_side_256_then_the_central_square():
 @pytest.mark.parametrize("size", [(256, 256), (300, 256), (500, 375), (1024, 700), (600, 513),
                                   (2000, 1500)])
 @pytest.mark.parametrize("mode", ["RGB", "L"])
-def test_simplejpeg_and_pillows_draft_decode_jpegs_to_the_same_pixels(size, mode):
+@pytest.mark.parametrize("resize", images.RESIZES)
+def test_simplejpeg_and_pillows_draft_decode_jpegs_to_the_same_pixels(size, mode, resize):
+  """Mutation: a squashed JPEG whose shorter side is already the stored size cropped to its
+  centre by the simplejpeg path -> red."""
   import io
 
   from PIL import Image
@@ -35,9 +38,10 @@ def test_simplejpeg_and_pillows_draft_decode_jpegs_to_the_same_pixels(size, mode
   buffer = io.BytesIO()
   Image.fromarray(small).resize(size, Image.BICUBIC).convert(mode).save(buffer, "JPEG")
   channels = 3 if mode == "RGB" else 1
-  fast = images.decode(buffer.getvalue(), 256, channels)
+  fast = images.decode(buffer.getvalue(), 256, channels, resize)
   assert fast.shape == (256, 256, channels) and fast.dtype == np.uint8
-  np.testing.assert_array_equal(fast, images._decode_with_pillow(buffer.getvalue(), 256, channels))
+  np.testing.assert_array_equal(fast, images._decode_with_pillow(buffer.getvalue(), 256, channels,
+                                                                 resize))
 
 
 # ----------------------------------------------------------------------------- 9: images
@@ -89,6 +93,9 @@ def test_what_one_image_may_cost_is_bounded(monkeypatch, tmp_path):
   cut = images.to_stored(Image.fromarray(wide), 64)  # 20:1 is cut to its central 8:1 first
   np.testing.assert_array_equal(cut, images.to_stored(Image.fromarray(wide[:, 6 * 64:14 * 64]),
                                                       64))
+  tall = np.ascontiguousarray(wide.transpose(1, 0, 2))  # and 1:20 to its central 1:8
+  np.testing.assert_array_equal(images.to_stored(Image.fromarray(tall), 64),
+                                images.to_stored(Image.fromarray(tall[6 * 64:14 * 64]), 64))
   monkeypatch.setattr(images, "MAX_FILE_BYTES", 1000)
   big = tmp_path / "big.jpg"
   big.write_bytes(b"\xff\xd8" + bytes(5000))

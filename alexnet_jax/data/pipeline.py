@@ -60,7 +60,8 @@ def validate(data) -> None:
   it is read)."""
   if data.name not in sources.DATASETS:
     raise UserError(f"unknown dataset {data.name!r}; known: {', '.join(sources.DATASETS)}")
-  for name in ("image_size", "batch_size", "eval_batch_size"):
+  for name in ("image_size", "batch_size", "eval_batch_size", "synthetic_train_size",
+               "synthetic_eval_size"):
     if data[name] < 1:
       raise UserError(f"data.{name} must be >= 1, got {data[name]}")
   if not (math.isfinite(data.pixel_scale) and data.pixel_scale > 0):
