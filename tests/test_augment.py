@@ -77,6 +77,10 @@ def test_image_files_give_the_crops_of_the_same_images_in_memory_and_stand_ins_f
   stand_in = int(got["label"][4])  # labels are the indices: the image that stood in
   assert stand_in != 5
   assert augmentation.stand_ins(104, 6, 32)[got["skipped"][4] - 1] == stand_in
+  # Stand-ins are drawn from every record alike (mutation: always the first record -> red).
+  drawn = np.concatenate([augmentation.stand_ins(p, 50, 8) for p in range(400)])
+  assert drawn.min() >= 0 and drawn.max() < 50
+  assert np.bincount(drawn, minlength=50).min() > 30  # 64 per record expected
   top, left, _ = got["crop"][4]
   np.testing.assert_array_equal(got["image"][4], stored[stand_in, top:top + 6, left:left + 6])
   assert not np.array_equal(want["crop"][0], want["crop"][2]) or not np.array_equal(

@@ -97,3 +97,23 @@ def test_a_statistics_file_set_in_the_config_is_read_for_in_memory_data_too(tmp_
   config.data.stats_file = str(tmp_path / "missing.npz")
   with pytest.raises(UserError, match="cannot read the dataset statistics"):
     build_input(config)
+
+
+def test_a_large_training_set_without_statistics_takes_the_published_ones_or_says_to_compute(
+    tmp_path, monkeypatch):
+  """More image files than are computed at the start and no statistics file: ImageNet's
+  published values for RGB, one line naming the command for greyscale (no published values).
+  Mutation: the two cases swapped -> red."""
+  from alexnet_jax.data import stats
+
+  image_folder_tree(tmp_path)
+  monkeypatch.setattr(stats, "COMPUTED_AT_START", 5)  # the tree has 12 training images
+  config = folder_config(tmp_path)
+  published = build_input(config).stats
+  assert published.count == 0
+  np.testing.assert_array_equal(published.mean, Stats.imagenet_defaults(36).mean)
+  assert not os.path.exists(stats.default_path(config.data))  # nothing computed or written
+  config.model.in_channels, config.data.pca_lighting = 1, 0.0
+  with pytest.raises(UserError, match="no dataset statistics at .*python -m "
+                                      "alexnet_jax.data.stats --config=..."):
+    build_input(config)
