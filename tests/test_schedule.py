@@ -62,6 +62,15 @@ def test_after_a_drop_the_next_waits_patience_evaluations_again():
   assert math.isclose(s.learning_rate, 1e-5)
 
 
+def test_a_new_base_rate_keeps_the_drops_already_taken():
+  """`optimizer.learning_rate` given on resume after a drop: the new base, divided as often as
+  the old one was. Mutation: the drops divided out instead of kept -> red."""
+  s = _schedule(lr=0.01, patience=1)
+  assert [s.after_eval(0.5).dropped for _ in range(2)] == [False, True]
+  s.rebase(0.02)
+  assert math.isclose(s.learning_rate, 0.002) and s.state.drops == 1
+
+
 def test_state_round_trips_through_json_dict():
   s = _schedule()
   for e in (0.9, 0.9, 0.9):
