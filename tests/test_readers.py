@@ -24,6 +24,13 @@ def test_a_corrupt_idx_file_is_a_one_line_error(tmp_path):
     readers.fashion_mnist(str(tmp_path), "train", size=32)
   with pytest.raises(UserError, match="apt-get install dataset-fashion-mnist"):
     readers.fashion_mnist(str(tmp_path / "nope"), "train", size=32)
+  # One wrong byte of the magic (int32 data, say) is not read as bytes. Mutation: the magic's
+  # checks joined by `and` -> red.
+  for magic in (b"\x01\x00\x08\x01", b"\x00\x01\x08\x01", b"\x00\x00\x0c\x01", b"\x00\x00"):
+    with gzip.open(tmp_path / "odd.gz", "wb") as f:
+      f.write(magic + (4).to_bytes(4, "big") + bytes(4))
+    with pytest.raises(UserError, match="is not an IDX file of unsigned bytes"):
+      readers._read_idx(str(tmp_path / "odd.gz"))
 
 @pytest.mark.skipif(not os.path.exists(FASHION), reason="needs Debian's dataset-fashion-mnist")
 def test_fashion_mnist_from_the_debian_package():
