@@ -200,9 +200,10 @@ def test_paper_code_variant_adds_the_response_norm_and_moves_conv1_lrn():
 
 
 def _numpy_head(model, pool5, masks=None, *, p: float, form: str):
-  """fc6 -> fc7 -> fc8 in float64 from pool5 (channels in column order), with §4.2's dropout
-  written out: at test time every fc6/fc7 output x (1 - p) ('paper') or as it is
-  ('inverted'); in training output x mask ('paper') or x mask / (1 - p) ('inverted')."""
+  """(logits, {'fc6', 'fc7': outputs after the ReLU, before dropout}): fc6 -> fc7 -> fc8 in
+  float64 from pool5 (channels in column order), with §4.2's dropout written out: at test time
+  every fc6/fc7 output x (1 - p) ('paper') or as it is ('inverted'); in training output x mask
+  ('paper') or x mask / (1 - p) ('inverted')."""
   def joined(layer):
     kernel = np.asarray(layer.kernel[...], np.float64)
     bias = np.asarray(layer.bias[...], np.float64).reshape(-1)
@@ -213,12 +214,14 @@ def _numpy_head(model, pool5, masks=None, *, p: float, form: str):
       return h * (1 - p) if form == "paper" else h
     return h * masks[name] / ((1 - p) if form == "inverted" else 1.0)
 
-  h = np.asarray(pool5, np.float64).reshape(len(pool5), -1)
+  h, seen = np.asarray(pool5, np.float64).reshape(len(pool5), -1), {}
   for name in ("fc6", "fc7"):
     kernel, bias = joined(getattr(model, name))
-    h = drop(name, np.maximum(h @ kernel + bias, 0.0))
+    seen[name] = np.maximum(h @ kernel + bias, 0.0)
+    h = drop(name, seen[name])
   kernel8 = np.asarray(model.fc8.kernel[...], np.float64)
-  return h @ kernel8.reshape(-1, kernel8.shape[-1]) + np.asarray(model.fc8.bias[...], np.float64)
+  logits = h @ kernel8.reshape(-1, kernel8.shape[-1]) + np.asarray(model.fc8.bias[...], np.float64)
+  return logits, seen
 
 
 @pytest.mark.parametrize("form", ["paper", "inverted"])
@@ -230,7 +233,7 @@ def test_dropout_of_section_4_2_at_test_and_training_time(tiny_config, form):
   model = models.create_model(tiny_config.model, seed=2)
   images = jax.random.normal(jax.random.key(3), (8, 32, 32, 3))
   logits, captured = model(images, capture=True)
-  expected = _numpy_head(model, captured["pool5"], p=p, form=form)
+  expected, _ = _numpy_head(model, captured["pool5"], p=p, form=form)
   scale = np.abs(expected).max()
   np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5 * scale)
   # Training: the masks the model draws for this key, each unit kept with probability 1 - p.
@@ -241,8 +244,8 @@ def test_dropout_of_section_4_2_at_test_and_training_time(tiny_config, form):
   for m in map(np.asarray, masks.values()):  # "every time an input is presented": its own units
     assert abs((m[0] == m[1:]).mean() - (p * p + (1 - p) ** 2)) < 0.1
   trained = model(images, dropout_key=key)
-  expected = _numpy_head(model, captured["pool5"], {n: np.asarray(m) for n, m in masks.items()},
-                         p=p, form=form)
+  expected, _ = _numpy_head(model, captured["pool5"],
+                            {n: np.asarray(m) for n, m in masks.items()}, p=p, form=form)
   np.testing.assert_allclose(trained, expected, rtol=1e-4, atol=1e-5 * scale)
 
 
@@ -361,14 +364,8 @@ def _reference_forward(spec, model, images):
   if spec.extra_conv6:
     conv6 = conv_layer(model_spec.CONV6, h, both=spec.conv6_across_columns)
     h = record(model_spec.CONV6, each(relu, conv6))
-  units = np.concatenate(h, -1).reshape(len(images), -1)
-  for name in ("fc6", "fc7"):
-    kernel, bias = param(name)
-    h = [relu(units @ kernel[c] + bias[c]) for c in range(spec.columns)]
-    record(name, h)
-    units = np.concatenate(h, -1) * (1 - spec.dropout)
-  kernel, bias = param("fc8")
-  return units @ np.concatenate(list(kernel), 0) + bias, seen
+  logits, fc = _numpy_head(model, np.concatenate(h, -1), p=spec.dropout, form=spec.dropout_form)
+  return logits, {**seen, **fc}
 
 
 @pytest.mark.parametrize("config_name,variant", [
