@@ -91,6 +91,7 @@ _HELP = ("-h", "--help", "-?", "--helpshort", "--helpfull", "--helpxml")
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
+  overrides, spec = _config_arguments(argv)
   try:
     rest = flags.FLAGS(argv)
   except SystemExit as e:  # absl ends --help with status 1: asking for help is no failure
@@ -98,11 +99,10 @@ def _parse_flags(argv: list[str]) -> list[str]:
       sys.exit(0)
     raise
   except Exception as e:  # noqa: BLE001 -- config files and overrides raise several kinds
-    message = configuration.load_error(e, *_config_arguments(argv))
+    message = configuration.load_error(e, overrides, spec)
     if message is None:
       raise
     _fail(message)
-  spec = _config_arguments(argv)[1]
   if spec is not None and not isinstance(flags.FLAGS["config"].value, ml_collections.ConfigDict):
     message = configuration.file_error(spec)  # None: a missing file, reported on first access
     if message is not None:
