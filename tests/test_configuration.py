@@ -54,6 +54,15 @@ from conftest import ROOT, load_config, small_config
     ("data.crop_chunk", 3, "crop_chunk .3. must be >= 1 and divide"),
     ("data.crop_chunk", 0, "crop_chunk .0. must be >= 1"),
     ("data.pixel_scale", float("nan"), "data.pixel_scale must be a positive number"),
+    # Each bound itself, on the refused side (`test_the_bounds_themselves_are_taken` has the
+    # other side).
+    ("schedule.factor", 1.0, r"schedule.factor must be in \(0, 1\), got 1.0"),
+    ("schedule.factor", 0.0, r"schedule.factor must be in \(0, 1\), got 0.0"),
+    ("schedule.patience", 0, "schedule.patience must be >= 1"),
+    ("schedule.max_drops", -1, "schedule.max_drops >= 0"),
+    ("optimizer.learning_rate", 0.0, "learning_rate must be positive, got 0.0"),
+    ("optimizer.momentum", 1.0, r"optimizer.momentum must be in \[0, 1\), got 1.0"),
+    ("model.num_classes", 1, "num_classes must be >= 2, got 1"),
 ])
 def test_settings_that_cannot_work_are_refused_before_anything_runs(tmp_path, field, value,
                                                                      message):
@@ -65,6 +74,20 @@ def test_settings_that_cannot_work_are_refused_before_anything_runs(tmp_path, fi
   with pytest.raises(UserError, match=message):
     train.train_and_evaluate(config, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run")
+
+
+def test_the_bounds_themselves_are_taken():
+  """The edge of each range that includes it: no drops, no momentum, no weight decay, no
+  bias rate, any improvement counts, two classes, no stall check, `num_epochs` deciding,
+  seed 0. Mutations: `0 <= momentum` made `0 <`, `max_drops < 0` made `<= 0`, `num_classes < 2`
+  made `<= 2` -> red."""
+  config = small_config()
+  config.schedule.update(dict(max_drops=0, min_delta=0.0, patience=1, factor=0.5))
+  config.optimizer.update(dict(momentum=0.0, weight_decay=0.0, bias_lr_multiplier=0.0))
+  config.model.num_classes = 2
+  config.stall.update(dict(check_steps=0, band=0.0))
+  config.update(dict(num_steps=0, seed=0, log_every_steps=1, stats_every_steps=1))
+  validation.validate(config)
 
 
 def test_every_shipped_config_and_variant_validates():

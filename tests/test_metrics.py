@@ -45,3 +45,57 @@ def test_the_curves_have_a_top5_panel_only_where_top5_says_something(tmp_path):
     with Image.open(tmp_path / f"c{classes}.png") as png:
       widths[classes] = png.size[0]
   assert widths[3] == widths[10] == 1500 and widths[20] == 2000
+
+
+def test_the_curves_draw_each_split_and_rate_from_the_metrics_file(tmp_path, monkeypatch):
+  """Each panel draws the file's rows: a line per split, labelled by it, at its epoch (an
+  evaluation row without one at step x epochs-per-step), errors in %; the last validation
+  figure written on its panel; the ε panel one line per group of parameters sharing a curve,
+  a frozen rate (0) not drawn. Mutations: a split's rows drawn under another's label (the `!=`
+  of `split != "train"` flipped), the epoch of an evaluation row taken as its step, the
+  grouping by name instead of by curve -> red."""
+  import contextlib
+  import json
+
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  drawn = {}
+
+  @contextlib.contextmanager
+  def keep(path, *subplots, **options):
+    fig, axes = plt.subplots(*subplots, **options)
+    drawn["axes"] = axes
+    yield fig, axes
+    plt.close(fig)
+
+  monkeypatch.setattr(metrics.figures, "figure", keep)
+  rates = lambda s: {"lr": 0.01, "lr/conv1/kernel": 0.01, "lr/conv1/bias": 0.02,
+                     "lr/fc8/kernel": 0.01, "lr/fc8/bias": 0.0 if s > 2 else 0.02}
+  rows = ([{"step": s, "epoch": s / 4, "split": "train", "loss": 3.0 - s / 4,
+            "top1_error": 0.8 - s / 10, **rates(s)} for s in (1, 2, 3, 4)]
+          + [{"step": s, "split": "eval", "loss": 2.5 - s / 8, "top1_error": 0.6 - s / 20}
+             for s in (2, 4)]
+          + [{"step": 4, "split": "eval_10crop", "top1_error": 0.3}])
+  path = tmp_path / "metrics.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  metrics.plot_curves(str(path), str(tmp_path / "curves.png"), 10)
+
+  loss, top1, rate = drawn["axes"]
+  lines = lambda ax: {l.get_label(): [tuple(map(float, xy)) for xy in l.get_xydata()]
+                      for l in ax.lines}
+  assert lines(loss) == {
+      metrics.SPLITS["train"]: [(0.25, 2.75), (0.5, 2.5), (0.75, 2.25), (1.0, 2.0)],
+      metrics.SPLITS["eval"]: [(0.5, 2.25), (1.0, 2.0)]}
+  got = lines(top1)
+  assert set(got) == set(metrics.SPLITS.values())
+  assert got[metrics.SPLITS["eval"]] == [(0.5, 50.0), (1.0, 40.0)]
+  assert got[metrics.SPLITS["eval_10crop"]] == [(1.0, 30.0)]
+  assert got[metrics.SPLITS["train"]][-1] == (1.0, 40.0)
+  assert sorted(t.get_text() for t in top1.texts) == ["30.00 %", "40.00 %"]
+  assert lines(rate) == {"conv1/kernel, fc8/kernel": [(0.25, 0.01), (0.5, 0.01), (0.75, 0.01),
+                                                      (1.0, 0.01)],
+                         "conv1/bias": [(0.25, 0.02), (0.5, 0.02), (0.75, 0.02), (1.0, 0.02)],
+                         "fc8/bias": [(0.25, 0.02), (0.5, 0.02)]}

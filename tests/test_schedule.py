@@ -124,7 +124,9 @@ def test_a_recorded_schedule_replays_its_events_at_their_steps():
                        "conv2/bias": 0.02, "fc8/kernel": 0.01, "fc8/bias": 0.02}
   assert s.advance(2) == [] and s.advance(3) == ["step 3: fc8.epsW=0.05"]
   assert s.rates()["fc8/kernel"] == 0.05 and s.rates()["conv2/kernel"] == 0.01
+  assert s.learning_rate == 0.01  # the logs' one `lr`: the kernels' most common rate
   assert s.advance(6) == ["epoch 1.5: conv1.epsW=0 conv1.epsB=0 pca_lighting=0"]
+  assert s.learning_rate == 0.05  # 0, 0.01, 0.05 once each: the largest
   s.advance(8)
   rates = s.rates()
   # "epsW=0.001" reaches every layer that is not frozen: conv1 stays 0 (the 2012 notes'
