@@ -82,3 +82,56 @@ def test_an_input_position_of_an_earlier_version_restores_and_a_bad_one_is_one_l
   np.testing.assert_array_equal(next(a.train)["image"], next(b.train)["image"])
   with pytest.raises(UserError, match="not an input position"):
     b.train.set_state({"workers_state": {}})
+
+
+def test_data_the_network_cannot_take_is_one_line_before_a_batch_is_read(tmp_path):
+  """Crops larger than the stored images (the stored size itself is taken), a split without
+  images, batch sizes that do not divide over the processes (either one alone), the wrong
+  channel count, and labels beyond the classes (a damaged label file: it named the class count
+  twice, as if it were the mismatch). Mutations: `crop >= stored`, the empty check or the
+  process check joined by `and`, the label check dropped or made `top > num_classes` -> red."""
+  import gzip
+
+  from alexnet_jax.data import pipeline
+
+  def build(config, **kw):
+    m = config.model
+    return pipeline.build_input(config.data, crop=m.input_size, channels=m.in_channels,
+                                num_classes=m.num_classes, seed=0, **kw)
+
+  config = synthetic_config()
+  config.model.input_size = 37
+  with pytest.raises(UserError, match=r"^model.input_size 37 is larger than the stored "
+                                      r"images \(36\)$"):
+    build(config)
+  config.model.input_size = 36
+  assert next(build(config).train)["image"].shape == (8, 36, 36, 3)
+  config = synthetic_config()
+  config.data.synthetic_eval_size = 0
+  with pytest.raises(UserError, match=r"has an empty split \(40 train, 0 eval examples\)"):
+    build(config)
+  for batch, eval_batch in ((8, 12), (12, 8)):
+    config = synthetic_config()
+    config.data.update(dict(batch_size=batch, eval_batch_size=eval_batch))
+    with pytest.raises(UserError, match="must divide evenly over 8 processes"):
+      build(config, process_index=0, process_count=8)
+
+  def idx(path, array):
+    with gzip.open(path, "wb") as f:
+      f.write(bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+              + array.astype(np.uint8).tobytes())
+
+  for prefix, labels in (("train", [0, 3, 9, 10]), ("t10k", [1, 2, 3, 4])):
+    idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", np.zeros((4, 28, 28)))
+    idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.array(labels))
+  config = load_config("fashion_mnist")
+  config.data.update(dict(data_dir=str(tmp_path), batch_size=2, eval_batch_size=2))
+  with pytest.raises(UserError, match=r"^fashion_mnist has a label 10 but 10 classes \(0 to 9\): "
+                                      "its label files are damaged$"):
+    build(config)
+  config.model.in_channels = 3
+  with pytest.raises(UserError, match="in_channels is 3 but fashion_mnist images have 1 channel$"):
+    build(config)
+  config.model.in_channels, config.model.num_classes = 1, 7
+  with pytest.raises(UserError, match="num_classes is 7 but fashion_mnist has 10 classes"):
+    build(config)

@@ -245,13 +245,17 @@ def build_input(data, *, crop: int, channels: int, num_classes: int, seed: int,
   if crop > stored:
     raise UserError(f"model.input_size {crop} is larger than the stored images ({stored})")
   if not train.encoded and train.images.shape[-1] != channels:
-    raise UserError(f"model.in_channels is {channels} but {data.name} images have "
-                    f"{train.images.shape[-1]} channels")
-  labels = [s.labels for s in (train, test) if hasattr(s, "labels") and len(s.labels)]
-  num_labels = max([int(l.max()) + 1 for l in labels] + [len(class_names)])
-  if num_labels > num_classes or len(class_names) != num_classes:
+    have = train.images.shape[-1]
+    raise UserError(f"model.in_channels is {channels} but {data.name} images have {have} "
+                    f"channel{'s' if have != 1 else ''}")
+  if len(class_names) != num_classes:
     raise UserError(f"model.num_classes is {num_classes} but {data.name} has "
                     f"{len(class_names)} classes")
+  top = max((int(s.labels.max()) for s in (train, test)
+             if hasattr(s, "labels") and len(s.labels)), default=0)
+  if top >= num_classes:
+    raise UserError(f"{data.name} has a label {top} but {num_classes} classes (0 to "
+                    f"{num_classes - 1}): its label files are damaged")
   if data.batch_size % process_count or data.eval_batch_size % process_count:
     raise UserError(f"batch sizes ({data.batch_size}, {data.eval_batch_size}) must divide "
                     f"evenly over {process_count} processes")
