@@ -79,14 +79,16 @@ def test_settings_that_cannot_work_are_refused_before_anything_runs(tmp_path, fi
 def test_the_bounds_themselves_are_taken():
   """The edge of each range that includes it: no drops, no momentum, no weight decay, no
   bias rate, any improvement counts, two classes, no stall check, `num_epochs` deciding,
-  seed 0. Mutations: `0 <= momentum` made `0 <`, `max_drops < 0` made `<= 0`, `num_classes < 2`
-  made `<= 2` -> red."""
+  seed 0, one checkpoint kept, one written every step. Mutations: `0 <= momentum` made `0 <`,
+  `max_drops < 0` made `<= 0`, `num_classes < 2` made `<= 2`, `checkpoint.keep < 1` made
+  `<= 1` -> red."""
   config = small_config()
   config.schedule.update(dict(max_drops=0, min_delta=0.0, patience=1, factor=0.5))
   config.optimizer.update(dict(momentum=0.0, weight_decay=0.0, bias_lr_multiplier=0.0))
   config.model.num_classes = 2
   config.stall.update(dict(check_steps=0, band=0.0))
   config.update(dict(num_steps=0, seed=0, log_every_steps=1, stats_every_steps=1))
+  config.checkpoint.update(dict(keep=1, every_steps=1))
   validation.validate(config)
 
 

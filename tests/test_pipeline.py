@@ -75,13 +75,15 @@ def test_image_folder_pipeline_is_deterministic_and_skips_bad_files(tmp_path):
 
 def test_an_input_position_of_an_earlier_version_restores_and_a_bad_one_is_one_line():
   """Checkpoints of earlier versions hold grain's in-process state (`next_index`: the step).
-  Mutation: only {'step'} read -> the old position is refused (red)."""
+  Mutations: only {'step'} read -> the old position is refused; the step's checks joined by
+  `and` (a negative step taken, a string a TypeError) -> red."""
   a, b = (build_input(synthetic_config()) for _ in range(2))
   a.train.set_state({"step": 3})
   b.train.set_state({"next_index": 3, "worker_count": 0})
   np.testing.assert_array_equal(next(a.train)["image"], next(b.train)["image"])
-  with pytest.raises(UserError, match="not an input position"):
-    b.train.set_state({"workers_state": {}})
+  for bad in ({"workers_state": {}}, {"step": -1}, {"step": "3"}, {"step": 2.0}, [3]):
+    with pytest.raises(UserError, match="not an input position"):
+      b.train.set_state(bad)
 
 
 def test_data_the_network_cannot_take_is_one_line_before_a_batch_is_read(tmp_path):

@@ -45,7 +45,7 @@ def test_worker_processes_read_the_batches_of_any_step_as_the_loop_does(tmp_path
 
 
 def test_workers_minus_one_is_one_per_core_less_the_loops_two_for_files_only(monkeypatch):
-  """Mutation: -1 resolved for in-memory images too -> red."""
+  """Mutations: -1 resolved for in-memory images too; 0 resolved as -1 -> red."""
   import os
 
   data = load_config("tiny").data
@@ -58,15 +58,21 @@ def test_workers_minus_one_is_one_per_core_less_the_loops_two_for_files_only(mon
   assert workers.input_workers(data, files.encoded) == 0
   data.workers = 3
   assert workers.input_workers(data, in_memory.encoded) == 3
+  monkeypatch.setattr(os, "cpu_count", lambda: 16)
+  data.workers = 0  # none asked: none, however many cores (`workers > 0` resolved 0 as -1)
+  assert workers.input_workers(data, files.encoded) == 0
 
 
 def test_workers_hand_over_batches_in_reused_shared_memory_and_leave_none(tmp_path, monkeypatch):
   """2 workers' batches, training and evaluation, all come through 2 blocks of shared memory
   each (grain's own hand-over makes blocks per batch), copied out unless lent, and closing
-  leaves nothing in /dev/shm. Lent batches (the reader's copy made on the device) are the same
+  leaves nothing in /dev/shm and no worker process. Lent batches (the reader's copy made on the device) are the same
   batches, and a lent slot is freed at the next `next` (12 batches > the 8 slots). Mutations:
   the ring bypassed, in training or evaluation -> none of the ring's blocks (red); the lent
-  slot never freed -> the workers wait for a slot: no batch in 60 s (red)."""
+  slot never freed -> the workers wait for a slot: no batch in 60 s (red); `close` freeing the
+  ring but keeping the workers' iterator -> its processes outlive it (red)."""
+  import multiprocessing
+
   image_folder_tree(tmp_path)
   config = folder_config(tmp_path)
   config.data.workers = 2
@@ -83,6 +89,7 @@ def test_workers_hand_over_batches_in_reused_shared_memory_and_leave_none(tmp_pa
         seen |= ring_blocks() - before
     finally:
       train.close()
+    assert not multiprocessing.active_children()  # the workers ended with the iterator
     return taken, seen
 
   copied, seen = read(False)
