@@ -140,6 +140,38 @@ def test_a_full_disk_is_one_line_and_leaves_the_previous_checkpoint(tmp_path, mo
       subprocess.run(["umount", str(disk)], check=False)
 
 
+@pytest.mark.parametrize("error,said", [
+    (OSError(errno.ENOSPC, "No space left on device"), "No space left on device: the disk is full"),
+    (OSError(errno.EDQUOT, ""), "no space left on device: the disk is full"),  # no strerror
+    (RuntimeError("RESOURCE_EXHAUSTED: writing chunk 3"), "No space left on device: the disk"),
+    (ValueError("tensorstore: ENOSPC"), "No space left on device: the disk is full"),
+    (OSError(errno.EROFS, "Read-only file system"), "Read-only file system"),
+    (OSError(errno.EACCES, ""), "[Errno 13] "),  # no strerror: the error itself
+    (OSError(errno.ENOENT, "No such file or directory"), None),  # not the disk: passed on
+    (ValueError("shape mismatch"), None),
+])
+def test_a_write_that_failed_for_space_or_permissions_says_so_and_orbax_logs_of_it_fold(error,
+                                                                                       said):
+  """What a failed checkpoint write says when the disk or permissions are the cause, and the
+  Orbax records that are folded into it: those whose exception, or any cause or context of
+  it, is such a failure. Mutations: the text checks joined by `and`; `__cause__ or
+  __context__` made `and` (a failure raised while handling another) -> red."""
+  got = checkpoint._write_failure(error)
+  assert got is None if said is None else got.startswith(said)
+  try:
+    try:
+      raise error
+    except Exception:
+      raise RuntimeError("writing step 4 failed")  # noqa: B904 (a context, not a cause)
+  except RuntimeError as wrapped:
+    record = logging.LogRecord("absl", logging.ERROR, os.path.join(os.sep, "site", "orbax", "x.py"),
+                               1, "background write failed", None, (RuntimeError, wrapped, None))
+  keep = lambda r: checkpoint._FoldWriteFailures().filter(r)
+  assert keep(record) == (said is None)
+  record.pathname = os.path.join(os.sep, "site", "alexnet_jax", "x.py")  # not Orbax's: kept
+  assert keep(record)
+
+
 def test_the_two_checkpoint_managers_never_share_a_barrier_name(tmp_path):
   # Orbax names its background barriers by step alone: the latest and best managers writing
   # the same step in two processes met at each other's barriers until each got a prefix.

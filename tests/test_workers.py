@@ -66,8 +66,9 @@ def test_workers_minus_one_is_one_per_core_less_the_loops_two_for_files_only(mon
 def test_workers_hand_over_batches_in_reused_shared_memory_and_leave_none(tmp_path, monkeypatch):
   """2 workers' batches, training and evaluation, all come through 2 blocks of shared memory
   each (grain's own hand-over makes blocks per batch), copied out unless lent, and closing
-  leaves nothing in /dev/shm and no worker process. Lent batches (the reader's copy made on the device) are the same
-  batches, and a lent slot is freed at the next `next` (12 batches > the 8 slots). Mutations:
+  leaves nothing in /dev/shm and no worker process. Lent batches (the reader's copy made on
+  the device) are the same batches, and a lent slot is freed at the next `next` (12 batches >
+  the 8 slots). Mutations:
   the ring bypassed, in training or evaluation -> none of the ring's blocks (red); the lent
   slot never freed -> the workers wait for a slot: no batch in 60 s (red); `close` freeing the
   ring but keeping the workers' iterator -> its processes outlive it (red)."""
