@@ -75,10 +75,10 @@ def test_a_learning_rate_given_on_resume_is_honoured_and_said(straight_run, tmp_
   assert rows and all(r["lr"] == pytest.approx(0.002) for r in rows)
 
 
-def test_checkpoints_of_earlier_versions_are_read_as_this_version_writes_them():
+def test_checkpoints_of_earlier_versions_are_read_as_this_version_writes_them(caplog):
   """Checkpoints written before `model.dropout_form` existed were trained with inverted
-  dropout and rebuild with it; fields added since take the values they were trained with;
-  fields since removed are dropped; the data a checkpoint
+  dropout and rebuild with it (said where they have dropout); fields added since take the
+  values they were trained with; fields since removed are dropped; the data a checkpoint
   without `data` was trained on comes from its config; ones with the old contrast norm cannot
   be rebuilt: one line."""
   old = load_config("tiny").to_dict()
@@ -91,7 +91,16 @@ def test_checkpoints_of_earlier_versions_are_read_as_this_version_writes_them():
     del old[section][name]
   old["model"].update(contrast_norm=False, contrast_norm_size=5, contrast_norm_k=1.0,
                       name="alexnet")
-  meta = checkpoint_meta.upgrade({"config": old, "step": 8}, "W/checkpoints/8")
+  predates = "W/checkpoints/8 predates model.dropout_form: restored with the inverted dropout"
+  with caplog.at_level("INFO"):
+    absl_logging.use_python_logging()
+    meta = checkpoint_meta.upgrade({"config": old, "step": 8}, "W/checkpoints/8")
+    assert predates in _said(caplog)
+    caplog.clear()
+    checkpoint_meta.upgrade({"config": {**old, "model": {**old["model"], "dropout": 0.0}}},
+                            "W/checkpoints/8")  # no dropout: nothing to say
+    checkpoint_meta.upgrade({"config": load_config("tiny").to_dict()}, "W/checkpoints/8")
+    assert "predates" not in _said(caplog)
   config = checkpoint_meta.config_of(meta)
   assert config.model.dropout_form == "inverted" and config.model.response_norm is False
   assert config.data.resize == "shorter_side"
