@@ -121,10 +121,15 @@ def test_checkpoints_of_earlier_versions_are_read_as_this_version_writes_them(ca
     (lambda m: m.update(step="8"), "step '8' is not a whole number"),
     (lambda m: m.update(class_names=5), "class_names is not a list"),
     (lambda m: m["config"]["data"].update(image_size="big"), "image_size 'big'"),
+    (lambda m: m["config"]["data"].update(image_size=0), "image_size 0 is not a positive"),
+    (lambda m: m.update(step=True), "step True is not a whole number"),
+    (lambda m: m.update(epoch="2.0"), "epoch '2.0' is not a number"),
+    (lambda m: m.update(data=[1]), "data is not an object"),
+    (lambda m: m.update(class_names=["n01", 2]), "class_names is not a list of names"),
 ])
 def test_a_meta_edited_out_of_shape_is_one_line(straight_run, tmp_path, edit, what):
-  """Checkpoint metas edited to odd values ended in tracebacks in every tool. Mutation: the
-  shape check in `upgrade` dropped -> red."""
+  """Checkpoint metas edited to odd values ended in tracebacks in every tool. Mutations: the
+  shape check in `upgrade` dropped; `image_size >= 0`; bools taken as whole numbers -> red."""
   import json
   import shutil
 
