@@ -63,6 +63,9 @@ from conftest import ROOT, load_config, small_config
     ("optimizer.learning_rate", 0.0, "learning_rate must be positive, got 0.0"),
     ("optimizer.momentum", 1.0, r"optimizer.momentum must be in \[0, 1\), got 1.0"),
     ("model.num_classes", 1, "num_classes must be >= 2, got 1"),
+    ("data.pixel_scale", 0.0, "data.pixel_scale must be a positive number, got 0.0"),
+    ("data.prepared_quality", 0, r"data.prepared_quality must be in 1..100, got 0"),
+    ("data.prepared_quality", 101, r"data.prepared_quality must be in 1..100, got 101"),
 ])
 def test_settings_that_cannot_work_are_refused_before_anything_runs(tmp_path, field, value,
                                                                      message):
@@ -79,9 +82,11 @@ def test_settings_that_cannot_work_are_refused_before_anything_runs(tmp_path, fi
 def test_the_bounds_themselves_are_taken():
   """The edge of each range that includes it: no drops, no momentum, no weight decay, no
   bias rate, any improvement counts, two classes, no stall check, `num_epochs` deciding,
-  seed 0, one checkpoint kept, one written every step. Mutations: `0 <= momentum` made `0 <`,
+  seed 0, one checkpoint kept, one written every step, one-image splits, JPEG quality 1 and
+  100. Mutations: `0 <= momentum` made `0 <`,
   `max_drops < 0` made `<= 0`, `num_classes < 2` made `<= 2`, `checkpoint.keep < 1` made
-  `<= 1` -> red."""
+  `<= 1`, the data sizes' `< 1` made `<= 1`, either end of `1 <= prepared_quality <= 100`
+  made strict -> red."""
   config = small_config()
   config.schedule.update(dict(max_drops=0, min_delta=0.0, patience=1, factor=0.5))
   config.optimizer.update(dict(momentum=0.0, weight_decay=0.0, bias_lr_multiplier=0.0))
@@ -89,6 +94,10 @@ def test_the_bounds_themselves_are_taken():
   config.stall.update(dict(check_steps=0, band=0.0))
   config.update(dict(num_steps=0, seed=0, log_every_steps=1, stats_every_steps=1))
   config.checkpoint.update(dict(keep=1, every_steps=1))
+  config.data.update(dict(synthetic_train_size=1, synthetic_eval_size=1, read_threads=0,
+                          prefetch=0, pca_lighting=0.0, prepared_quality=1))
+  validation.validate(config)
+  config.data.prepared_quality = 100
   validation.validate(config)
 
 
