@@ -15,21 +15,32 @@ CODE_STDS = [f"model.init_std.{n}=0.03" for n in ("conv3", "conv4", "conv5")]
 
 
 def test_the_input_dependent_part_is_the_spread_across_images_over_the_rms():
-  """Mutation: the part returned as 1 (RMS over RMS) -> red."""
+  """Mutations: the part returned as 1 (RMS over RMS); `rms >= 0` (a dead layer a
+  ZeroDivisionError) -> red."""
   rng = np.random.default_rng(0)
   signal = rng.normal(0, 1, (64, 500))
   rms, part = diagnose._input_dependent(3.0 + 0.01 * signal)  # a constant 3 and 1 % of noise
   assert rms == pytest.approx(3.0, rel=1e-3)
   assert part == pytest.approx(0.01 / 3.0, rel=0.05)
   assert diagnose._input_dependent(np.ones((4, 10)))[1] == 0.0
+  assert diagnose._input_dependent(np.zeros((4, 10))) == (0.0, 0.0)  # a dead layer (all ReLU off)
 
 
 def test_the_verdict_names_the_first_layer_below_the_dtypes_resolution():
+  """Mutations: float16's floor mistyped; `<=` at the floor or the logit limit; the logits'
+  row judged against the dtype -> red."""
   rows = tuple(diagnose.Layer(n, 1.0, p, 1.0) for n, p in
                (("conv1", 0.5), ("conv4", 0.01), ("fc6", 0.001), ("logits", 0.5)))
   assert diagnose.judge(rows, 0.05, "bfloat16").startswith("stall risk: at conv4 ")
   assert diagnose.judge(rows, 0.05, "float32").startswith("no stall risk")
   assert "logits barely depend" in diagnose.judge(rows, 1e-4, "float32")
+  # float16's 11 significant bits resolve 4 x 2^-11 = 0.002: fc6's 0.001 is below it.
+  assert diagnose.judge(rows, 0.05, "float16").startswith("stall risk: at fc6 ")
+  # At the floor itself, and logits spread exactly at the limit: resolved. The logits' own
+  # part is their spread, judged in nats, not against the dtype.
+  floor = diagnose.RESOLVES["bfloat16"]
+  rows = tuple(diagnose.Layer(n, 1.0, p, 1.0) for n, p in (("conv1", floor), ("logits", 1e-9)))
+  assert diagnose.judge(rows, diagnose.LOGIT_SPREAD, "bfloat16").startswith("no stall risk")
 
 
 @pytest.mark.skipif(not os.path.exists(FASHION), reason="needs Debian's dataset-fashion-mnist")
