@@ -229,8 +229,9 @@ def test_run_145_replayed_end_to_end_on_the_tiny_network(tmp_path, caplog):
 def test_a_plateau_run_resumed_after_a_drop_keeps_its_rate_and_count(tmp_path):
   """§5's rule across a kill: ε dropped at the evaluation of step 8 (no improvement by 0.5),
   a SIGTERM at step 10, the same command; the resumed run keeps ε/10 and drops again at step
-  12 as the straight run does, bitwise. Mutation: the schedule's state not restored on resume
-  (ε back to its base, the count lost) -> red."""
+  12 as the straight run does, bitwise; `best/` keeps the lowest error's step. Mutations: the
+  schedule's state not restored on resume (ε back to its base, the count lost); `best/`
+  written at every evaluation -> red."""
   from alexnet_jax import metrics, train
   from conftest import assert_same_params, sigterm_at_step, small_config
 
@@ -250,6 +251,8 @@ def test_a_plateau_run_resumed_after_a_drop_keeps_its_rate_and_count(tmp_path):
         if r["split"] == "train"}
   assert lr[8] == 0.01 and lr[10] == lr[12] == pytest.approx(0.001)  # logged before the eval
   assert_same_params(resumed, straight, step=12)
+  for run in (straight, resumed):  # the first evaluation's error was never bettered
+    assert os.listdir(os.path.join(run, "best")) == ["4"]
 
 
 def test_the_paper_configs_plateau_rule_tells_a_plateau_from_the_evaluations_noise():
