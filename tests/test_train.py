@@ -92,24 +92,35 @@ def test_stall_warning_names_the_cause_and_the_fix(caplog):
   warnings = [r.getMessage() for r in caplog.records if "stalled" in r.getMessage()]
   assert len(warnings) == 1
   message = warnings[0]
+  assert f"loss {math.log(1000) - 0.01:.3f} is still within 2% of ln(1000)" in message
   assert "data.pixel_scale is 0.015625" in message and "python -m alexnet_jax.diagnose" in message
   assert message.index("pixel_scale") < message.index("init (std") < message.index("bfloat16")
 
 
 @pytest.mark.slow
-def test_a_run_resumes_bitwise_with_another_number_of_input_workers(straight_run, tmp_path):
+def test_a_run_resumes_bitwise_with_another_number_of_input_workers(straight_run, tmp_path,
+                                                                     caplog):
   """Read in 2 worker processes, stopped by SIGTERM at step 3, resumed with 2 and stopped at
   step 5, resumed with 1 to the end: bitwise where the run read in-process ends (a run with
-  workers used to refuse to resume). Mutation: the position restored as the step-0 one
-  (`workers.FromStep.set_state` keeping step 0) -> red."""
+  workers used to refuse to resume). The stall check (at step 4, in the second part) warns
+  once, not again after a resume past it.
+  Mutations: the position restored as the step-0 one (`workers.FromStep.set_state` keeping
+  step 0); the check made again on every resume -> red."""
+  from absl import logging as absl_logging
+
   workdir = str(tmp_path / "run")
-  for workers, stop in ((2, 3), (2, 5), (1, None)):
-    config = small_config()
-    config.data.workers = workers
-    with sigterm_at_step(stop) if stop else contextlib.nullcontext():
-      result = train.train_and_evaluate(config, workdir)
-    assert result.step == (stop or 8) and result.complete == (stop is None)
+  with caplog.at_level("WARNING"):
+    absl_logging.use_python_logging()
+    for workers, stop in ((2, 3), (2, 5), (1, None)):
+      config = small_config()
+      config.data.workers = workers
+      config.stall.band = 1.0  # any loss below 2 ln(10) counts as stalled: the check is the subject
+      with sigterm_at_step(stop) if stop else contextlib.nullcontext():
+        result = train.train_and_evaluate(config, workdir)
+      assert result.step == (stop or 8) and result.complete == (stop is None)
   assert_same_params(workdir, straight_run[0])
+  stalled = [r.getMessage() for r in caplog.records if "training looks stalled" in r.getMessage()]
+  assert len(stalled) == 1 and "after 4 steps" in stalled[0], stalled
 
 
 @pytest.mark.slow
