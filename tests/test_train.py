@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from alexnet_jax import train
+from alexnet_jax import checkpoint, train
 from alexnet_jax.errors import UserError
 from conftest import assert_same_params, load_config, saved_state, sigterm_at_step, small_config
 
@@ -105,7 +105,8 @@ def test_a_run_resumes_bitwise_with_another_number_of_input_workers(straight_run
   workers used to refuse to resume). The stall check (at step 4, in the second part) warns
   once, not again after a resume past it.
   Mutations: the position restored as the step-0 one (`workers.FromStep.set_state` keeping
-  step 0); the check made again on every resume -> red."""
+  step 0); the check made again on every resume; the stop step not saved (the run resumed
+  from the step before, redoing one) -> red."""
   from absl import logging as absl_logging
 
   workdir = str(tmp_path / "run")
@@ -118,6 +119,7 @@ def test_a_run_resumes_bitwise_with_another_number_of_input_workers(straight_run
       with sigterm_at_step(stop) if stop else contextlib.nullcontext():
         result = train.train_and_evaluate(config, workdir)
       assert result.step == (stop or 8) and result.complete == (stop is None)
+      assert (stop or 8) in checkpoint.saved_steps(workdir)  # the step it stopped at, saved
   assert_same_params(workdir, straight_run[0])
   stalled = [r.getMessage() for r in caplog.records if "training looks stalled" in r.getMessage()]
   assert len(stalled) == 1 and "after 4 steps" in stalled[0], stalled
