@@ -9,9 +9,10 @@ import os
 
 import pytest
 
-from alexnet_jax import checkpoint, train
+from alexnet_jax import checkpoint, metrics, train
 from alexnet_jax.errors import UserError
-from conftest import assert_same_params, load_config, saved_state, sigterm_at_step, small_config
+from conftest import (assert_same_params, folder_config, image_folder_tree, load_config,
+                      saved_state, sigterm_at_step, small_config)
 
 FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 
@@ -95,6 +96,20 @@ def test_stall_warning_names_the_cause_and_the_fix(caplog):
   assert f"loss {math.log(1000) - 0.01:.3f} is still within 2% of ln(1000)" in message
   assert "data.pixel_scale is 0.015625" in message and "python -m alexnet_jax.diagnose" in message
   assert message.index("pixel_scale") < message.index("init (std") < message.index("bfloat16")
+
+
+def test_the_unreadable_training_images_skipped_are_counted_over_the_run(tmp_path):
+  """An image tree with three unreadable training files, two epochs: the metrics' count of
+  images skipped grows from log to log and holds at least the first epoch's three. Mutation:
+  each log the count of its last batch only -> red."""
+  image_folder_tree(tmp_path / "tree")
+  config = folder_config(tmp_path / "tree")
+  config.update(dict(num_epochs=2.0, log_every_steps=1, eval_every_epochs=2.0))
+  config.eval.ten_crop_final = False
+  train.train_and_evaluate(config, str(tmp_path / "run"))
+  counts = [r["skipped_images"] for r in metrics.run_rows(str(tmp_path / "run"))
+            if r["split"] == "train"]
+  assert counts == sorted(counts) and counts[-1] >= 3, counts
 
 
 @pytest.mark.slow
