@@ -43,6 +43,9 @@ def test_train_evaluate_writes_metrics_checkpoints_and_curves(straight_run):
   assert {"loss", "top1_error", "top5_error", "lr", "grad_norm", "param_norm",
           "img_per_s", "input_wait_fraction"} <= set(train_rows[0])
   assert any("act_rms/conv1" in r and "grad_norm/fc6" in r for r in train_rows)
+  # One ε for every parameter: `lr` says it, no per-parameter copies (mutation: written
+  # whenever there are rates -> red; the recorded run's test has them where they differ).
+  assert not [k for r in train_rows for k in r if k.startswith("lr/")]
   assert [r["step"] for r in rows if r["split"] == "eval"] == [4, 8]
   assert os.listdir(os.path.join(workdir, "tensorboard"))
   assert os.path.getsize(os.path.join(workdir, "curves.png")) > 1000
