@@ -1,6 +1,7 @@
 """§2's stored form prepared once (`python -m alexnet_jax.data.prepare`): the store against the
 originals, a killed prepare resumed, and training on the store."""
 
+import glob
 import json
 import os
 import shutil
@@ -101,9 +102,12 @@ def test_a_killed_prepare_continues_to_the_same_store_and_a_done_one_is_left_alo
                     progress=False)
   assert store_format.read_manifest(str(tmp_path / "killed")) is None  # never read as complete
   monkeypatch.setattr(prepare, "_write_shard", real)
+  done = [store_format.shard_path(t[-1], t[0], t[1], t[2]) for t in written]
+  before = {path: os.stat(path).st_mtime_ns for path in done}
   prepare.prepare(config.data, channels=3, num_classes=3, shard_size=4, workers=1,
                   progress=False)
   assert _store_files(tmp_path / "killed") == whole
+  assert before == {path: os.stat(path).st_mtime_ns for path in done}  # kept, not rewritten
   assert not [n for n in os.listdir(tmp_path / "killed") if ".tmp" in n]
   times = {n: os.path.getmtime(tmp_path / "killed" / n) for n in whole}
   prepare.prepare(config.data, channels=3, num_classes=3, shard_size=4, workers=1,
@@ -228,23 +232,28 @@ def test_a_record_that_cannot_be_read_is_an_unreadable_image_skipped_and_counted
 @pytest.mark.parametrize("sidecar", ["with its digest", "written before shards had digests"])
 def test_prepare_rewrites_a_shard_damaged_inside_a_chunk(tmp_path, sidecar):
   """Prepare said "nothing to do" over a corrupt chunk (the record count, which it checked, is
-  in the footer). Mutations: the digest compared with itself, or the records not read for a
-  sidecar without one -> the shard is left damaged (red)."""
+  in the footer); the whole shards are left as they are. Mutations: the digest compared with
+  itself, or the records not read for a sidecar without one -> the shard is left damaged
+  (red); a whole shard of such a sidecar read as not whole -> rewritten (red)."""
   image_folder_tree(tmp_path / "src")
   config = _prepared(tmp_path / "src", tmp_path / "store")
   shard = store_format.shard_path(str(tmp_path / "store"), "val", 0, 2)
   whole = open(shard, "rb").read()
+  shards = glob.glob(os.path.join(tmp_path, "store", "*.array_record"))
   if sidecar != "with its digest":
-    side = shard.replace(".array_record", ".json")
-    record = json.load(open(side))
-    del record["sha256"]
-    json.dump(record, open(side, "w"))
+    for path in shards:
+      side = path.replace(".array_record", ".json")
+      record = json.load(open(side))
+      del record["sha256"]
+      json.dump(record, open(side, "w"))
   raw = bytearray(whole)
   raw[100:164] = bytes(64)
   open(shard, "wb").write(bytes(raw))
+  others = {path: os.stat(path).st_mtime_ns for path in shards if path != shard}
   prepare.prepare(config.data, channels=3, num_classes=3, shard_size=4, workers=1,
                   progress=False)
   assert open(shard, "rb").read() == whole
+  assert others == {path: os.stat(path).st_mtime_ns for path in others}  # whole ones kept
 
 
 def test_a_store_removed_mid_run_stops_in_one_line_with_the_evaluated_step_saved(tmp_path,
