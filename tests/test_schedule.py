@@ -228,25 +228,28 @@ def test_run_145_replayed_end_to_end_on_the_tiny_network(tmp_path, caplog):
 @pytest.mark.slow
 def test_a_plateau_run_resumed_after_a_drop_keeps_its_rate_and_count(tmp_path):
   """§5's rule across a kill: ε dropped at the evaluation of step 8 (no improvement by 0.5),
-  a SIGTERM at step 10, the same command; the resumed run keeps ε/10 and drops again at step
-  12 as the straight run does, bitwise; `best/` keeps the lowest error's step. Mutations: the
-  schedule's state not restored on resume (ε back to its base, the count lost); `best/`
-  written at every evaluation -> red."""
+  a SIGTERM at step 10, the same command; the resumed run keeps ε/10 and, its one drop
+  taken, stops at the evaluation of step 12 as the straight run does (of 16 steps), bitwise;
+  `best/` keeps the lowest error's step. Mutations: the schedule's state not restored on
+  resume (ε back to its base, the count lost); `best/` written at every evaluation; the stop
+  not ending the run (reported as cut short) -> red."""
   from alexnet_jax import metrics, train
   from conftest import assert_same_params, sigterm_at_step, small_config
 
   def config():
-    c = small_config(epochs=3.0)
-    c.schedule.update(dict(kind="plateau", patience=1, min_delta=0.5, max_drops=3,
-                           stop_after_last_drop=False))
+    c = small_config(epochs=4.0)
+    c.schedule.update(dict(kind="plateau", patience=1, min_delta=0.5, max_drops=1,
+                           stop_after_last_drop=True))
     c.eval_every_epochs = 1.0
     return c
 
   straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  train.train_and_evaluate(config(), straight)
+  result = train.train_and_evaluate(config(), straight)
+  assert result.complete and result.step == 12
   with sigterm_at_step(10):
     assert not train.train_and_evaluate(config(), resumed).complete
-  train.train_and_evaluate(config(), resumed)
+  result = train.train_and_evaluate(config(), resumed)
+  assert result.complete and result.step == 12
   lr = {r["step"]: r["lr"] for r in metrics.read_metrics(os.path.join(resumed, "metrics.jsonl"))
         if r["split"] == "train"}
   assert lr[8] == 0.01 and lr[10] == lr[12] == pytest.approx(0.001)  # logged before the eval
