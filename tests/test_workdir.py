@@ -128,3 +128,16 @@ def test_only_a_workdir_holding_nothing_but_its_lock_and_empty_folders_is_remove
       open(os.path.join(run.root, path), "w").close()
     workdir_lib.remove_unused(run.root)
   assert sorted(os.listdir(tmp_path)) == ["row", "saved"]
+
+
+def test_an_output_file_is_checked_before_any_work(tmp_path):
+  """A tool's output path (predict's table, export's model, a figure): its extension, its
+  folder, that it is not a folder; the absolute path when it can be written, in any case of
+  extension. Mutations: each check's condition inverted -> red."""
+  (tmp_path / "taken.png").mkdir()
+  assert workdir_lib.check_output(str(tmp_path / "a.PNG"), (".png",)) == str(tmp_path / "a.PNG")
+  for path, why in ((tmp_path / "a.gif", r"give a file name ending in \.png or \.jpg"),
+                    (tmp_path / "none" / "a.png", "the directory .*none does not exist"),
+                    (tmp_path / "taken.png", "not writable")):
+    with pytest.raises(UserError, match=f"^cannot write {path}: {why}"):
+      workdir_lib.check_output(str(path), (".png", ".jpg"))
