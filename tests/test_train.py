@@ -40,6 +40,7 @@ def test_train_evaluate_writes_metrics_checkpoints_and_curves(straight_run):
   rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   train_rows = [r for r in rows if r["split"] == "train"]
   assert [r["step"] for r in train_rows] == [2, 4, 6, 8]
+  assert [r["epoch"] for r in train_rows] == [0.5, 1.0, 1.5, 2.0]  # epochs done at the step
   assert {"loss", "top1_error", "top5_error", "lr", "grad_norm", "param_norm",
           "img_per_s", "input_wait_fraction"} <= set(train_rows[0])
   assert any("act_rms/conv1" in r and "grad_norm/fc6" in r for r in train_rows)
@@ -63,6 +64,10 @@ def test_invalid_combinations_fail_before_compiling(tmp_path):
   config = small_config()
   config.mesh.model = 3
   with pytest.raises(UserError, match="'model' axis"):
+    train.train_and_evaluate(config, str(tmp_path))
+  config = small_config()  # a batch of one image more than the set: not one whole step
+  config.data.update(dict(synthetic_train_size=15, batch_size=16))
+  with pytest.raises(UserError, match="batch_size 16 is larger than the 15 training images"):
     train.train_and_evaluate(config, str(tmp_path))
 
 
