@@ -103,17 +103,23 @@ def test_alpha_over_size_matches_pytorch_local_response_norm(size):
   assert not np.allclose(paper, ours, rtol=1e-4)  # the conventions really differ
 
 
-def test_lrn_rejects_bad_arguments_and_takes_the_smallest_window():
-  """A window of one channel is the channel alone, b = a / (k + α a²)^β; rank 2 (a batch of
-  vectors) has channels. Mutations: `size <= 1`, `ndim <= 2` refused -> red."""
+def test_the_norms_reject_bad_sizes_and_take_the_smallest_window():
+  """A window of one channel (one pixel for the response norm) is the value alone:
+  b = a / (k + α a²)^β, and a (1 + α a²)^-β; rank 2 (a batch of vectors) has channels.
+  Mutations: `size <= 1`, `ndim <= 2` refused; the size checks joined by `and` -> red."""
   for size in (4, 0, -1):
     with pytest.raises(ValueError, match="odd"):
       ops.lrn(jnp.ones((2, 8)), size=size)
+    with pytest.raises(ValueError, match="odd"):
+      ops.response_norm(jnp.ones((1, 4, 4, 2)), size=size)
   with pytest.raises(ValueError, match="rank"):
     ops.lrn(jnp.ones((8,)))
   a = np.random.default_rng(0).normal(0, 3, (2, 8)).astype(np.float32)
   np.testing.assert_allclose(ops.lrn(jnp.asarray(a), size=1, k=2.0, alpha=1e-2, beta=0.75),
                              a / (2.0 + 1e-2 * a ** 2) ** 0.75, rtol=1e-6)
+  a = a.reshape(1, 2, 4, 2)
+  np.testing.assert_allclose(ops.response_norm(jnp.asarray(a), size=1, alpha=1e-2, beta=0.75),
+                             a * (1.0 + 1e-2 * a ** 2) ** -0.75, rtol=1e-6)
 
 
 def max_pool_reference(x, window, stride):
