@@ -70,6 +70,10 @@ def test_a_learning_rate_given_on_resume_is_honoured_and_said(straight_run, tmp_
   said = _said(caplog)
   assert "optimizer.learning_rate is 0.002, the checkpoint's was 0.01: honoured" in said
   assert "num_epochs: 2.0 → 3.0" in said and "come from the checkpoint" in said
+  # Only what differs (mutation: every field listed -> red).
+  assert [r.getMessage() for r in caplog.records if "differs from" in r.getMessage()] == [
+      "resume: this run's config differs from the checkpoint's in eval.ten_crop_final: True → "
+      "False; num_epochs: 2.0 → 3.0"]
   rows = [r for r in metrics.read_metrics(os.path.join(workdir, "metrics.jsonl"))
           if r["split"] == "train" and r["step"] > 8]
   assert rows and all(r["lr"] == pytest.approx(0.002) for r in rows)
