@@ -127,8 +127,8 @@ def _input_workers(pid: int) -> list[int]:
 def test_an_input_worker_killed_ends_the_run_in_one_line_with_its_step_saved(tmp_path):
   """kill -9 of an input worker process (as the out-of-memory killer does): the run stops
   within seconds, one `error:` line naming the signal and the step saved, no traceback; the
-  same command then continues from that step. Mutation: grain's RuntimeError passed on ->
-  a traceback (red)."""
+  same command then continues from that step. Mutations: grain's RuntimeError passed on ->
+  a traceback (red); the step whose batch failed saved in place of the one before -> red."""
   image_folder_tree(tmp_path / "images")
   workdir = str(tmp_path / "run")
   command = [sys.executable, "-m", "alexnet_jax.main", "--config=configs/tiny.py",
@@ -155,10 +155,11 @@ def test_an_input_worker_killed_ends_the_run_in_one_line_with_its_step_saved(tmp
   assert status == 2 and time.time() - killed < 30, text[-2000:]
   errors = [line for line in text.splitlines() if line.startswith("error:")]
   assert len(errors) == 1 and "Traceback" not in text, text[-3000:]
-  saved = re.search(r"an input worker process was killed by SIGKILL before step \d+'s batch: "
+  saved = re.search(r"an input worker process was killed by SIGKILL before step (\d+)'s batch: "
                     r".*; step (\d+) is saved: run the same command", errors[0])
   assert saved, errors[0]
-  assert max(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints"))) == int(saved[1])
+  assert int(saved[2]) == int(saved[1]) - 1  # the last step whose batch came
+  assert max(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints"))) == int(saved[2])
 
 
 def _alive(pid: int) -> bool:
