@@ -189,14 +189,16 @@ def command(module: str, *args, cwd=ROOT, timeout=300, extras=()):
                         env={**core_install_env(*extras), "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"})
 
 
-def build_input(config):
-  """The input of a training config, as `train.train_and_evaluate` builds it."""
+def build_input(config, **kw):
+  """The input of a training config, as `train.train_and_evaluate` builds it (`kw`: the
+  process's index and count, say)."""
   from alexnet_jax.data import pipeline
 
   m = config.model
   recorded = config.schedule.events if config.schedule.kind == "recorded" else ()
   return pipeline.build_input(config.data, crop=m.input_size, channels=m.in_channels,
-                              num_classes=m.num_classes, seed=config.seed, events=recorded)
+                              num_classes=m.num_classes, seed=config.seed, events=recorded,
+                              **kw)
 
 
 def synthetic_config():

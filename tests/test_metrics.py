@@ -51,9 +51,10 @@ def test_the_curves_draw_each_split_and_rate_from_the_metrics_file(tmp_path, mon
   """Each panel draws the file's rows: a line per split, labelled by it, at its epoch (an
   evaluation row without one at step x epochs-per-step), errors in %; the last validation
   figure written on its panel; the ε panel one line per group of parameters sharing a curve,
-  a frozen rate (0) not drawn. Mutations: a split's rows drawn under another's label (the `!=`
-  of `split != "train"` flipped), the epoch of an evaluation row taken as its step, the
-  grouping by name instead of by curve -> red."""
+  a frozen rate (0) not drawn. Mutations: the rows of every other split drawn under a split's
+  label (`r["split"] == split` flipped), the training curve annotated (`split != "train"`
+  flipped), the first figure annotated instead of the last, the epoch of an evaluation row
+  taken as its step, the grouping by name instead of by curve, a rate of 0 drawn -> red."""
   import contextlib
   import json
 

@@ -94,29 +94,22 @@ def test_data_the_network_cannot_take_is_one_line_before_a_batch_is_read(tmp_pat
   process check joined by `and`, the label check dropped or made `top > num_classes` -> red."""
   import gzip
 
-  from alexnet_jax.data import pipeline
-
-  def build(config, **kw):
-    m = config.model
-    return pipeline.build_input(config.data, crop=m.input_size, channels=m.in_channels,
-                                num_classes=m.num_classes, seed=0, **kw)
-
   config = synthetic_config()
   config.model.input_size = 37
   with pytest.raises(UserError, match=r"^model.input_size 37 is larger than the stored "
                                       r"images \(36\)$"):
-    build(config)
+    build_input(config)
   config.model.input_size = 36
-  assert next(build(config).train)["image"].shape == (8, 36, 36, 3)
+  assert next(build_input(config).train)["image"].shape == (8, 36, 36, 3)
   config = synthetic_config()
   config.data.synthetic_eval_size = 0
   with pytest.raises(UserError, match=r"has an empty split \(40 train, 0 eval examples\)"):
-    build(config)
+    build_input(config)
   for batch, eval_batch in ((8, 12), (12, 8)):
     config = synthetic_config()
     config.data.update(dict(batch_size=batch, eval_batch_size=eval_batch))
     with pytest.raises(UserError, match="must divide evenly over 8 processes"):
-      build(config, process_index=0, process_count=8)
+      build_input(config, process_index=0, process_count=8)
 
   def idx(path, array):
     with gzip.open(path, "wb") as f:
@@ -130,10 +123,10 @@ def test_data_the_network_cannot_take_is_one_line_before_a_batch_is_read(tmp_pat
   config.data.update(dict(data_dir=str(tmp_path), batch_size=2, eval_batch_size=2))
   with pytest.raises(UserError, match=r"^fashion_mnist has a label 10 but 10 classes \(0 to 9\): "
                                       "its label files are damaged$"):
-    build(config)
+    build_input(config)
   config.model.in_channels = 3
   with pytest.raises(UserError, match="in_channels is 3 but fashion_mnist images have 1 channel$"):
-    build(config)
+    build_input(config)
   config.model.in_channels, config.model.num_classes = 1, 7
   with pytest.raises(UserError, match="num_classes is 7 but fashion_mnist has 10 classes"):
-    build(config)
+    build_input(config)

@@ -250,8 +250,7 @@ def test_a_plateau_run_resumed_after_a_drop_keeps_its_rate_and_count(tmp_path):
     assert not train.train_and_evaluate(config(), resumed).complete
   result = train.train_and_evaluate(config(), resumed)
   assert result.complete and result.step == 12
-  lr = {r["step"]: r["lr"] for r in metrics.read_metrics(os.path.join(resumed, "metrics.jsonl"))
-        if r["split"] == "train"}
+  lr = {r["step"]: r["lr"] for r in metrics.run_rows(resumed) if r["split"] == "train"}
   assert lr[8] == 0.01 and lr[10] == lr[12] == pytest.approx(0.001)  # logged before the eval
   assert_same_params(resumed, straight, step=12)
   for run in (straight, resumed):  # the first evaluation's error was never bettered
