@@ -60,13 +60,13 @@ def run_without_alexnet_jax(folder, runner: str, jobs) -> None:
   assert json.loads(result.stdout.strip().splitlines()[-1]) == {"imported": []}
 
 
-def paper_geometry_workdir(path: str) -> str:
+def paper_geometry_workdir(path: str, overrides=()) -> str:
   """configs/paper.py's geometry (224 crops of 256, 11x11 stride-4 conv1, two columns meeting at
   conv3 and the fully connected layers) narrowed, with random weights scaled so the softmax is
-  neither uniform nor saturated."""
+  neither uniform nor saturated; `overrides`: more `--config.*` settings."""
   config = load_config("paper", "", ["model.conv_features=(8,16,24,24,16)",
                                      "model.fc_features=(32,32)", "model.num_classes=10",
-                                     "data.name=synthetic"])
+                                     "data.name=synthetic", *overrides])
   _, abstract = models.abstract_model(config.model)
   rng = np.random.default_rng(0)
 
@@ -139,6 +139,39 @@ def test_an_export_runs_without_alexnet_jax_and_gives_predicts_numbers(fmt, case
     np.testing.assert_allclose(probs, want["probs"], atol=1e-4, err_msg=out)
     np.testing.assert_allclose(fc7, want["fc7"], rtol=1e-4, atol=1e-4 * np.abs(want["fc7"]).max(),
                                err_msg=out)
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="needs PyTorch")
+@pytest.mark.parametrize("overrides", [
+    ("model.lrn_alpha_over_size=True", "model.lrn_conv1_pre_relu=True",
+     "model.response_norm=True", "data.mean_patch=centre"),
+    ("model.extra_conv6=True", "model.conv6_across_columns=True"),
+    ("model.extra_conv6=True",),
+    ("model.activation=tanh", "model.dropout_form=inverted", "model.lrn=False"),
+    ("model.columns=1", "model.dropout=0.3"),
+], ids=["paper_code", "conv6_across", "conv6_own", "tanh_inverted_no_lrn", "one_column"])
+def test_the_torch_network_computes_predicts_numbers_in_every_variant(overrides, tmp_path):
+  """`torch_module` writes the network again with torch's layers: each variant of the network
+  it spells out (the 2012 code's pre-ReLU LRN and response norm, conv6 over both columns or its
+  own, tanh, dropout's two forms, no LRN, one column) gives `predict`'s numbers. Mutations:
+  conv6 grouped when across the columns; the response norm's window sum without n²; LRN after
+  the ReLU at conv1 when pre-ReLU; tanh as ReLU; the test-time scale `1 - dropout` taken for
+  inverted dropout; LRN applied with lrn=False -> each red."""
+  import torch
+
+  workdir = paper_geometry_workdir(str(tmp_path / "run"), overrides)
+  trained = inference.load(workdir)
+  size, stored = int(trained.config.model.input_size), trained.stored_size
+  top = (stored - size) // 2
+  images = np.random.default_rng(2).integers(0, 256, (3, stored, stored, 3), dtype=np.uint8)
+  want = trained.predict(images)
+  assert np.ptp(want["probs"], axis=0).max() > 0.005  # 500x the tolerance: they depend on the image
+  with torch.no_grad():
+    probs, fc7 = export.torch_module(trained)(
+        torch.from_numpy(images[:, top:top + size, top:top + size].copy()))
+  np.testing.assert_allclose(probs.numpy(), want["probs"], atol=1e-5)
+  np.testing.assert_allclose(fc7.numpy(), want["fc7"], rtol=1e-4,
+                             atol=1e-5 * np.abs(want["fc7"]).max())
 
 
 def test_the_model_card_says_the_run_the_input_and_the_classes(straight_run, tmp_path):
