@@ -127,8 +127,9 @@ def test_inference_reads_and_scores_as_the_runs_own_evaluation(tmp_path, overrid
   """For every setting that changes pixels or numerics, the tools' inference path
   (`inference.split_images` + `predict_all`, what evaluate, predict and features use) gives the
   run's own logged evaluation: its loss to float precision and its errors exactly, centre crop
-  and ten crops. Mutation: inference ignoring data.mean_patch (the ten corner crops centred at
-  their own positions) -> red for mean_patch=centre."""
+  and ten crops; so does the evaluate tool's. Mutations: inference ignoring data.mean_patch (the
+  ten corner crops centred at their own positions) -> red for mean_patch=centre; the same in
+  `Trained.evaluate`, or its ten-crop choice inverted -> red."""
   import json
 
   from alexnet_jax import inference, train
@@ -172,6 +173,14 @@ def test_inference_reads_and_scores_as_the_runs_own_evaluation(tmp_path, overrid
     loop = _the_loops_probabilities(config, trained, ten_crop)
     np.testing.assert_allclose(probs, loop, atol=1e-3 if "model.dtype" in overrides else 1e-6,
                                err_msg=name)
+    # `python -m alexnet_jax.evaluate [--ten_crop]`'s own path (`Trained.evaluate` over the
+    # pipeline's evaluation batches): the logged figures of the same split.
+    run, kept = evaluate._evaluated(trained, trained.config.data.copy_and_resolve_references(),
+                                    name)
+    np.testing.assert_allclose(run[name]["loss"], logged[name]["loss"], rtol=2e-6 if
+                               "model.dtype" not in overrides else 1e-3, err_msg=name)
+    np.testing.assert_allclose(kept["probs"], loop, atol=1e-3 if "model.dtype" in overrides
+                               else 1e-6, err_msg=name)
 
 
 def _the_loops_probabilities(config, trained, ten_crop):
