@@ -141,6 +141,44 @@ def test_an_export_runs_without_alexnet_jax_and_gives_predicts_numbers(fmt, case
                                err_msg=out)
 
 
+@pytest.mark.parametrize("overrides", [(), ("data.pixel_scale=0.05",),
+                                       ("data.pixel_scale=0.05", "data.mean_patch=centre")])
+def test_the_exported_function_computes_predicts_numbers_at_any_pixel_scale(overrides, tmp_path):
+  """What the ONNX and StableHLO files hold (`inference_function`: the mean and the pixel
+  scale baked in) gives `predict`'s centre-crop numbers. Mutation: the crops divided by the
+  pixel scale -> red (the export test's workdirs have a scale of 1)."""
+  workdir = paper_geometry_workdir(str(tmp_path / "run"), overrides)
+  trained = inference.load(workdir)
+  size, stored = int(trained.config.model.input_size), trained.stored_size
+  top = (stored - size) // 2
+  images = np.random.default_rng(3).integers(0, 256, (3, stored, stored, 3), dtype=np.uint8)
+  want = trained.predict(images)
+  assert np.ptp(want["probs"], axis=0).max() > 0.005  # 500x the tolerance
+  probs, fc7 = export.inference_function(trained)(images[:, top:top + size, top:top + size])
+  np.testing.assert_allclose(np.asarray(probs), want["probs"], atol=1e-5)
+  np.testing.assert_allclose(np.asarray(fc7), want["fc7"], rtol=1e-4,
+                             atol=1e-5 * np.abs(want["fc7"]).max())
+
+
+def test_only_the_onnx_format_needs_jax2onnx(tmp_path, monkeypatch):
+  """Without jax2onnx, --format=onnx is one line saying what to install and writes nothing;
+  --format=stablehlo still exports. Mutation: the jax2onnx check for every format but onnx ->
+  red."""
+  import importlib.util
+
+  find_spec = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, "find_spec",
+                      lambda name, *a: None if name == "jax2onnx" else find_spec(name, *a))
+  workdir = paper_geometry_workdir(str(tmp_path / "paper"))
+  onnx = tmp_path / "m.onnx"
+  with pytest.raises(UserError, match=r"^this --format needs jax2onnx: pip install "
+                                      r"'alexnet_jax\[export\]'$"):
+    export.export(workdir, fmt="onnx", output=str(onnx))
+  assert not onnx.exists() and not os.path.exists(f"{onnx}.md")
+  written = export.export(workdir, fmt="stablehlo", output=str(tmp_path / "m.stablehlo"))
+  assert written["bytes"] > 0 and os.path.exists(written["model_card"])
+
+
 @pytest.mark.skipif(not HAS_TORCH, reason="needs PyTorch")
 @pytest.mark.parametrize("overrides", [
     ("model.lrn_alpha_over_size=True", "model.lrn_conv1_pre_relu=True",
@@ -148,15 +186,16 @@ def test_an_export_runs_without_alexnet_jax_and_gives_predicts_numbers(fmt, case
     ("model.extra_conv6=True", "model.conv6_across_columns=True"),
     ("model.extra_conv6=True",),
     ("model.activation=tanh", "model.dropout_form=inverted", "model.lrn=False"),
-    ("model.columns=1", "model.dropout=0.3"),
+    ("model.columns=1", "model.dropout=0.3", "data.pixel_scale=0.05"),
 ], ids=["paper_code", "conv6_across", "conv6_own", "tanh_inverted_no_lrn", "one_column"])
 def test_the_torch_network_computes_predicts_numbers_in_every_variant(overrides, tmp_path):
   """`torch_module` writes the network again with torch's layers: each variant of the network
   it spells out (the 2012 code's pre-ReLU LRN and response norm, conv6 over both columns or its
-  own, tanh, dropout's two forms, no LRN, one column) gives `predict`'s numbers. Mutations:
-  conv6 grouped when across the columns; the response norm's window sum without n²; LRN after
-  the ReLU at conv1 when pre-ReLU; tanh as ReLU; the test-time scale `1 - dropout` taken for
-  inverted dropout; LRN applied with lrn=False -> each red."""
+  own, tanh, dropout's two forms, no LRN, one column, a pixel scale) gives `predict`'s numbers.
+  Mutations: conv6 grouped when across the columns; the response norm's window sum without n²;
+  LRN after the ReLU at conv1 when pre-ReLU; tanh as ReLU; the test-time scale `1 - dropout`
+  taken for inverted dropout; LRN applied with lrn=False; the crops divided by the pixel scale
+  -> each red (the first five survived the export test above)."""
   import torch
 
   workdir = paper_geometry_workdir(str(tmp_path / "run"), overrides)
