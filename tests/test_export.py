@@ -195,7 +195,8 @@ def test_the_torch_network_computes_predicts_numbers_in_every_variant(overrides,
   Mutations: conv6 grouped when across the columns; the response norm's window sum without n²;
   LRN after the ReLU at conv1 when pre-ReLU; tanh as ReLU; the test-time scale `1 - dropout`
   taken for inverted dropout; LRN applied with lrn=False; the crops divided by the pixel scale
-  -> each red (the first five survived the export test above)."""
+  -> each red (conv6's, the response norm's, the pre-ReLU LRN's and tanh's survived the export
+  test above: its two workdirs use none of them)."""
   import torch
 
   workdir = paper_geometry_workdir(str(tmp_path / "run"), overrides)
