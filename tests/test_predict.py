@@ -41,8 +41,30 @@ def test_predict_prints_the_top_classes_reports_bad_images_and_writes_tables_and
   predict.predict_files(workdir, paths[:1], topk=2, output=str(out_csv))
   rows = list(csv.DictReader(out_csv.open()))
   assert [r["rank"] for r in rows] == ["1", "2"] and rows[0]["image"] == paths[0]
+  predict.predict_files(workdir, paths[:1], topk=1, output=str(out_csv))  # one is enough
+  assert [r["rank"] for r in csv.DictReader(out_csv.open())] == ["1"]
   with pytest.raises(UserError, match="--topk must be >= 1"):
     predict.predict_files(workdir, paths, topk=0)
+
+
+def test_figure4_draws_the_true_class_in_red_only_where_the_folder_names_one(straight_run,
+                                                                              tmp_path):
+  """Figure 4 (left): an image in a folder named after one of the model's classes has that
+  class's bar in red (all ten classes drawn, so it is among them); elsewhere no bar is red.
+  Mutation: the colour test inverted (every other bar red) -> red."""
+  workdir, _ = straight_run
+
+  in_x, in_3 = sample_images(str(tmp_path / "images"), n=2)  # pixels of at most 254
+
+  def red_pixels(path):
+    png = tmp_path / "figure.png"
+    predict.predict_files(workdir, [path], topk=10, figure=str(png))
+    with Image.open(png) as image:
+      rgb = np.asarray(image.convert("RGB")).astype(int)
+    return int(((rgb[..., 0] == 255) & (rgb[..., 1] == 0) & (rgb[..., 2] == 0)).sum())
+
+  assert red_pixels(in_3) > 50  # '3' is one of the straight run's classes, 0 to 9
+  assert red_pixels(in_x) == 0
 
 
 def test_fewer_classes_than_bars_are_fewer_bars():
@@ -71,10 +93,11 @@ def test_an_image_the_model_sees_otherwise_than_it_looks_is_said(tmp_path):
 
 
 def test_a_fifo_or_an_oversized_file_never_blocks_or_is_read_whole(straight_run, tmp_path,
-                                                                   capsys):
+                                                                   capsys, caplog):
   """A FIFO named *.jpg in a folder blocked predict forever; a file beyond training's limit on
   one image was read whole. Mutations: the regular-file filter dropped from images_under -> red;
-  read_image reading the whole file -> red."""
+  read_image reading the whole file -> red; the skip warning given with nothing skipped -> red."""
+  import logging
   import os
 
   from alexnet_jax import inference
@@ -83,8 +106,13 @@ def test_a_fifo_or_an_oversized_file_never_blocks_or_is_read_whole(straight_run,
   workdir, _ = straight_run
   folder = tmp_path / "images"
   paths = sample_images(str(folder), n=2)
+  caplog.set_level(logging.WARNING, logger="absl")
+  assert inference.images_under(str(folder)) == sorted(paths)
+  assert not caplog.messages
   os.mkfifo(folder / "x" / "pipe.jpg")
   assert inference.images_under(str(folder)) == sorted(paths)
+  assert caplog.messages == [f"{folder}: skipped 1 entries with an image's name that are not "
+                             "regular files (FIFOs, devices, sockets, broken links)"]
   trained = inference.load(workdir)
   with pytest.raises(images.UnreadableImage, match="not a regular file"):
     trained.read_image(str(folder / "x" / "pipe.jpg"))
