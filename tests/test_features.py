@@ -103,3 +103,53 @@ def test_more_neighbours_than_readable_training_images_is_one_line(straight_run,
 
   with pytest.raises(UserError, match="--neighbors=65 is more than the 64 readable training"):
     features.extract_and_search(straight_run[0], neighbors=65, grid=str(tmp_path / "g.png"))
+
+
+def test_an_image_folders_split_is_named_by_its_files_and_labelled_by_their_folders(tmp_path):
+  """`--split=train` of a run on an image folder: each row named by its file and labelled by
+  its class folder, an unreadable file's row NaN. Mutations: the file names taken only when
+  their count differs from the split's, or only for a TFDS split -> red."""
+  from alexnet_jax import features, train
+  from conftest import folder_config, image_folder_tree
+
+  image_folder_tree(tmp_path / "src")
+  config = folder_config(tmp_path / "src")
+  config.num_epochs = 1 / 3  # one step: the subject is what the rows are of
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir)
+  output = tmp_path / "train.npz"
+  features.extract_and_search(workdir, split="train", output=str(output))
+  with np.load(output, allow_pickle=False) as saved:
+    names, labels, rows = list(saved["names"]), saved["labels"].tolist(), saved["features"]
+    assert list(saved["class_names"]) == ["n01", "n02", "n03"]
+  train_dir = str(tmp_path / "src" / "train")
+  assert names == sorted(names) and len(names) == 15  # 12 images and 3 unreadable files
+  assert all(n.startswith(train_dir) for n in names)
+  assert labels == [("n01", "n02", "n03").index(n.split("/")[-2]) for n in names]
+  unreadable = [n.split("/")[-1] in ("truncated.JPEG", "text.JPEG", "empty.jpg") for n in names]
+  assert np.isnan(rows).all(axis=1).tolist() == unreadable and sum(unreadable) == 3
+
+
+def test_without_neighbours_features_only_extracts_and_asks_for_what_it_lacks(straight_run,
+                                                                               tmp_path,
+                                                                               monkeypatch,
+                                                                               capsys):
+  """Nothing asked, or a split without --output: one line each. Extracting alone neither
+  searches nor looks at --grid or --database. Mutations: `neighbors >= 0` in the
+  nothing-to-do check, in the grid's check, in the database's read, or as the search's
+  condition; `split and folder` needing --output -> each red."""
+  from alexnet_jax import features
+
+  workdir, _ = straight_run
+  with pytest.raises(UserError, match="^nothing to do: give --split or --folder"):
+    features.extract_and_search(workdir)
+  for given in ({"split": "train"}, {"folder": str(tmp_path)}):
+    with pytest.raises(UserError, match=r"^--output=FILE\.npz is needed with --split or "):
+      features.extract_and_search(workdir, **given)
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / "bad.npz").write_bytes(b"not numpy")
+  features.extract_and_search(workdir, split="eval", output=str(tmp_path / "eval.npz"),
+                              grid="grid.txt", database=str(tmp_path / "bad.npz"))
+  out = capsys.readouterr().out
+  assert "validation #" not in out and out.count("written") == 1
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.npz", "eval.npz"]
