@@ -51,3 +51,20 @@ def test_a_file_rewritten_in_place_changes_the_files_fingerprint(tmp_path):
   os.utime(path, ns=(1, 10**18))
   assert identity.files_fingerprint([str(path)], str(tmp_path)) != first
   assert identity.fingerprint(1, "a") != identity.fingerprint("a", 1)
+
+
+def test_changed_files_are_said_once_and_replace_takes_any_field():
+  """The originals' listing differing is said for the same dataset, and not beside another
+  dataset's name (which says it all); `replace` of any field, a stored form given as a dict.
+  Mutations: the listing said whatever the names (`==` -> `!=`), its words, `replace` reading
+  the form when none is given (`and` -> `or`) -> each red."""
+  before = _identity()
+  rewritten = _identity(listing="abd")
+  assert identity.same_data(before, rewritten, "resume") == [
+      "the original files changed (added, removed, renamed, relabelled or rewritten)"]
+  assert identity.same_data(before, _identity(name="tfds", listing="xyz"), "resume") == [
+      "dataset image_folder → tfds"]
+  assert identity.same_data(before, _identity(listing=""), "resume") == []  # not recorded
+  assert before.replace(num_train=11).num_train == 11
+  assert before.replace(form={"channels": 1, "image_size": 32}).form == (
+      ("channels", 1), ("image_size", 32))
