@@ -160,10 +160,42 @@ def test_an_unknown_variant_names_the_known_ones():
     ("model.lrn_sise=3", "model has no field 'lrn_sise'; did you mean lrn_size"),
     ("nosuchfield=1", "the config has no field 'nosuchfield'; its fields: checkpoint, data, "),
     ("seed.x=1", "seed is a value, not a section"),
+    ("model.column=1", r"model has no field 'column'; did you mean columns or column_maps\?$"),
+    ("model.init_std.conv9=0.1", r": model\.init_std has no field 'conv9'; did you mean conv"),
+    ("model.init_std.conv1.x=1", r": model\.init_std\.conv1 is a value, not a section"),
 ])
 def test_an_override_of_a_field_the_config_lacks_names_it_and_the_close_ones(override, message):
   with pytest.raises(UserError, match=message):
     load_config("tiny", overrides=["num_epochs=2", override])
+
+
+def test_a_packaged_config_is_found_from_any_directory_and_a_file_of_ones_own_wins(
+    tmp_path, monkeypatch):
+  """The README's --config=configs/paper.py works outside the checkout; a configs/paper.py of
+  one's own in the directory is that file. Mutations: `and` -> `or` in `resolve` (the packaged
+  one never found), `exists() and dirname not in` (one's own file replaced) -> red."""
+  from alexnet_jax import configuration
+
+  monkeypatch.chdir(tmp_path)
+  for spec in ("configs/paper.py", "paper.py", "configs/tiny.py:no_lrn"):
+    assert configuration.resolve(spec).startswith(configuration.PACKAGED)
+  assert configuration.load("configs/paper.py").model.num_classes == 1000
+  (tmp_path / "configs").mkdir()
+  (tmp_path / "configs" / "paper.py").write_text(
+      "from alexnet_jax.configs import paper\n\n\ndef get_config():\n"
+      "  config = paper.get_config()\n  config.model.num_classes = 7\n  return config\n")
+  assert configuration.resolve("configs/paper.py") == "configs/paper.py"
+  assert configuration.load("configs/paper.py").model.num_classes == 7
+  assert configuration.resolve("elsewhere/paper.py") == "elsewhere/paper.py"  # not shipped
+
+
+def test_a_bad_override_names_the_overrides_only_when_they_are_known():
+  from alexnet_jax import configuration
+
+  assert configuration.load_error(ValueError("x"), []) == "bad config override among (none): x"
+  assert configuration.load_error(ValueError("x"), ["a=1", "b=2"]) == (
+      "bad config override among a=1, b=2: x")
+  assert configuration.load_error(ValueError("x")) == "bad config override: x"
 
 
 def test_a_config_without_some_of_the_defaults_fields_names_them():
