@@ -64,9 +64,10 @@ def test_a_number_out_of_a_flags_range_is_one_line(tmp_path, module, args, messa
 def test_a_config_given_by_its_path_from_another_directory_loads(tmp_path):
   """`--config` as an absolute path from another directory ended in `No module named
   'configs'`; `configs/<name>.py` finds the configs shipped with the package from anywhere."""
-  for spec in (os.path.join(ROOT, "configs", "tiny.py:no_lrn"), "configs/tiny.py"):
-    proc = command("layer_shapes", f"--config={spec}", cwd=str(tmp_path))
-    assert proc.returncode == 0, proc.stderr[-2000:]
+  for args in ([f"--config={os.path.join(ROOT, 'configs', 'tiny.py:no_lrn')}"],
+               ["--config=configs/tiny.py"], ["--config", "configs/tiny.py"]):
+    proc = command("layer_shapes", *args, cwd=str(tmp_path))
+    assert proc.returncode == 0, (args, proc.stderr[-2000:])
     assert "total params:" in proc.stdout
   _one_error_line(command("layer_shapes", "--config=nowhere/tiny.py", cwd=str(tmp_path)),
                   "cannot load the config: .*nowhere/tiny.py")
@@ -111,3 +112,28 @@ def test_a_damaged_best_checkpoint_is_one_line(straight_run, tmp_path):
   proc = command("predict", f"--workdir={workdir}", "--best", image)
   _one_error_line(proc, "no checkpoint of .* can be restored")
   assert "Event loop is closed" not in proc.stderr
+
+
+def test_only_the_unraisable_errors_of_a_failed_checkpoint_read_are_kept_quiet(monkeypatch):
+  """Orbax's leftovers after a damaged checkpoint's read (asyncio's closed loop, an error
+  raised in Orbax's code) are logged at debug level; any other error Python cannot raise still
+  reaches the default hook. Mutation: every RuntimeError kept quiet (`and` -> `or`) -> red."""
+  import traceback
+  import types
+
+  from alexnet_jax import cli
+
+  monkeypatch.setattr(traceback, "extract_tb", lambda frames: frames)  # the frames given below
+
+  def unraisable(error, filename=os.path.join(os.sep, "app", "main.py")):
+    return types.SimpleNamespace(exc_value=error,
+                                 exc_traceback=[traceback.FrameSummary(filename, 1, "f")])
+
+  reached = []
+  orbax_file = os.path.join(os.sep, "site-packages", "orbax", "checkpoint", "x.py")
+  for error, filename in ((RuntimeError("Event loop is closed"), None),
+                          (ValueError("from a coroutine"), orbax_file),
+                          (RuntimeError("something else"), None),
+                          (ValueError("Event loop is closed"), None)):
+    cli._unraisable(unraisable(error, *([filename] if filename else [])), reached.append)
+  assert [str(u.exc_value) for u in reached] == ["something else", "Event loop is closed"]
