@@ -137,3 +137,27 @@ def test_only_the_unraisable_errors_of_a_failed_checkpoint_read_are_kept_quiet(m
                           (ValueError("Event loop is closed"), None)):
     cli._unraisable(unraisable(error, *([filename] if filename else [])), reached.append)
   assert [str(u.exc_value) for u in reached] == ["something else", "Event loop is closed"]
+
+
+def test_the_log_keeps_our_info_the_libraries_warnings_and_not_asyncios_leftovers():
+  """INFO lines from alexnet_jax and every library's warnings pass; a library's INFO (Orbax
+  logs every save) and asyncio's "exception was never retrieved" of a failed checkpoint read do
+  not. Mutations: either half of the asyncio condition dropped (`and` -> `or`, `==` -> `!=`)
+  -> red."""
+  import logging
+
+  from alexnet_jax import cli
+
+  def record(name, level, msg, pathname):
+    return logging.LogRecord(name, level, pathname, 1, msg, None, None)
+
+  ours = os.path.join(ROOT, "alexnet_jax", "train.py")
+  library = os.path.join(os.sep, "site-packages", "orbax", "checkpoint", "manager.py")
+  kept = cli._OnlyOurInfo().filter
+  assert kept(record("absl", logging.INFO, "step 8", ours))
+  assert not kept(record("absl", logging.INFO, "saved step 8", library))
+  assert kept(record("absl", logging.WARNING, "disk nearly full", library))
+  assert not kept(record("asyncio", logging.ERROR, "Future exception was never retrieved",
+                         library))
+  assert kept(record("asyncio", logging.ERROR, "Task was destroyed but it is pending", library))
+  assert kept(record("absl", logging.ERROR, "a value never retrieved", library))
