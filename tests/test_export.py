@@ -141,23 +141,32 @@ def test_an_export_runs_without_alexnet_jax_and_gives_predicts_numbers(fmt, case
                                err_msg=out)
 
 
+def _centre_crops_and_predictions(path, overrides, seed):
+  """(the restored network of a `paper_geometry_workdir` with `overrides`, the centre crops of
+  three random images in its stored form, `predict`'s outputs for them)."""
+  trained = inference.load(paper_geometry_workdir(path, overrides))
+  size, stored = int(trained.config.model.input_size), trained.stored_size
+  top = (stored - size) // 2
+  images = np.random.default_rng(seed).integers(0, 256, (3, stored, stored, 3), dtype=np.uint8)
+  want = trained.predict(images)
+  assert np.ptp(want["probs"], axis=0).max() > 0.005  # 500x the tolerance: they depend on the image
+  return trained, np.ascontiguousarray(images[:, top:top + size, top:top + size]), want
+
+
+def _assert_predicts(probs, fc7, want):
+  np.testing.assert_allclose(np.asarray(probs), want["probs"], atol=1e-5)
+  np.testing.assert_allclose(np.asarray(fc7), want["fc7"], rtol=1e-4,
+                             atol=1e-5 * np.abs(want["fc7"]).max())
+
+
 @pytest.mark.parametrize("overrides", [(), ("data.pixel_scale=0.05",),
                                        ("data.pixel_scale=0.05", "data.mean_patch=centre")])
 def test_the_exported_function_computes_predicts_numbers_at_any_pixel_scale(overrides, tmp_path):
   """What the ONNX and StableHLO files hold (`inference_function`: the mean and the pixel
   scale baked in) gives `predict`'s centre-crop numbers. Mutation: the crops divided by the
   pixel scale -> red (the export test's workdirs have a scale of 1)."""
-  workdir = paper_geometry_workdir(str(tmp_path / "run"), overrides)
-  trained = inference.load(workdir)
-  size, stored = int(trained.config.model.input_size), trained.stored_size
-  top = (stored - size) // 2
-  images = np.random.default_rng(3).integers(0, 256, (3, stored, stored, 3), dtype=np.uint8)
-  want = trained.predict(images)
-  assert np.ptp(want["probs"], axis=0).max() > 0.005  # 500x the tolerance
-  probs, fc7 = export.inference_function(trained)(images[:, top:top + size, top:top + size])
-  np.testing.assert_allclose(np.asarray(probs), want["probs"], atol=1e-5)
-  np.testing.assert_allclose(np.asarray(fc7), want["fc7"], rtol=1e-4,
-                             atol=1e-5 * np.abs(want["fc7"]).max())
+  trained, crops, want = _centre_crops_and_predictions(str(tmp_path / "run"), overrides, 3)
+  _assert_predicts(*export.inference_function(trained)(crops), want)
 
 
 def test_only_the_onnx_format_needs_jax2onnx(tmp_path, monkeypatch):
@@ -199,19 +208,10 @@ def test_the_torch_network_computes_predicts_numbers_in_every_variant(overrides,
   test above: its two workdirs use none of them)."""
   import torch
 
-  workdir = paper_geometry_workdir(str(tmp_path / "run"), overrides)
-  trained = inference.load(workdir)
-  size, stored = int(trained.config.model.input_size), trained.stored_size
-  top = (stored - size) // 2
-  images = np.random.default_rng(2).integers(0, 256, (3, stored, stored, 3), dtype=np.uint8)
-  want = trained.predict(images)
-  assert np.ptp(want["probs"], axis=0).max() > 0.005  # 500x the tolerance: they depend on the image
+  trained, crops, want = _centre_crops_and_predictions(str(tmp_path / "run"), overrides, 2)
   with torch.no_grad():
-    probs, fc7 = export.torch_module(trained)(
-        torch.from_numpy(images[:, top:top + size, top:top + size].copy()))
-  np.testing.assert_allclose(probs.numpy(), want["probs"], atol=1e-5)
-  np.testing.assert_allclose(fc7.numpy(), want["fc7"], rtol=1e-4,
-                             atol=1e-5 * np.abs(want["fc7"]).max())
+    probs, fc7 = export.torch_module(trained)(torch.from_numpy(crops))
+  _assert_predicts(probs.numpy(), fc7.numpy(), want)
 
 
 def test_the_model_card_says_the_run_the_input_and_the_classes(straight_run, tmp_path):
