@@ -19,6 +19,9 @@ def test_an_ensemble_of_a_model_with_itself_equals_the_model(straight_run, tmp_p
   assert average["top5_error"] == one["top5_error"] and out["examples"] == 40
   assert one["top1_error"] == pytest.approx(100 * result["eval"]["top1_error"], abs=0.01)
   assert one["top1_accuracy"] == pytest.approx(100 - one["top1_error"])
+  assert one["top5_error"] == pytest.approx(100 * result["eval"]["top5_error"], abs=0.01)
+  assert one["top5_error"] > 0
+  assert one["top5_accuracy"] == pytest.approx(100 - one["top5_error"])
   # The confusion matrix's diagonal is the accuracy; each row is one class's images.
   confusion = np.asarray(out["confusion"])
   assert confusion.sum() == 40
@@ -57,6 +60,27 @@ def test_the_ensemble_averages_its_models_probabilities(monkeypatch):
   assert [m["top1_error"] for m in out["models"]] == [pytest.approx(200 / 3, abs=0.01)] * 2
   assert out["ensemble"]["top1_error"] == 0.0  # the average: [.3 .4 .3], [.5 .3 .2], [.05 .4 .55]
   assert out["confusion"] == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
+
+
+def test_models_of_other_classes_or_reading_another_order_are_not_ensembled(monkeypatch):
+  """Mutations: the class check or the order check dropped (`!=` -> `==`) -> red."""
+  from types import SimpleNamespace
+
+  from conftest import load_config
+
+  probs = np.full((3, 3), 1 / 3)
+  models = {"A": (("a", "b", "c"), [0, 1, 2]), "B": (("a", "c", "b"), [0, 1, 2]),
+            "C": (("a", "b", "c"), [1, 0, 2])}
+  monkeypatch.setattr(evaluate.inference, "load", lambda w, best=False: SimpleNamespace(
+      class_names=models[w][0], step=1, config=load_config("tiny"), labels=models[w][1]))
+  monkeypatch.setattr(evaluate, "_evaluated", lambda model, data, split: (
+      {split: {"top1_error": 0.5, "top5_error": 0.0, "skipped_images": 0}},
+      {"probs": probs, "labels": np.array(model.labels)}))
+  with pytest.raises(UserError, match="^B predicts other classes than A: cannot ensemble$"):
+    evaluate.evaluate(["A", "B"])
+  with pytest.raises(UserError, match="read the validation images in another order"):
+    evaluate.evaluate(["A", "C"])
+  assert evaluate.evaluate(["A", "A"])["ensemble"]["model"] == "average of 2"
 
 
 def _folder_run(root, workdir, **data):
