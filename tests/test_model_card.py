@@ -56,7 +56,7 @@ def fashion_workdir(path: str) -> str:
 
 def _images(folder):
   """JPEGs large enough for the reduced-scale decode (colour, grey, non-square), PNGs small and
-  large, RGBA and 16-bit: what users feed."""
+  large, RGBA and 16-bit, wider and taller than 8:1: what users feed."""
   rng = np.random.default_rng(5)
   smooth = lambda h, w: np.clip(np.cumsum(rng.normal(0, 6, (h, w, 3)), axis=1) + 128, 0,
                                 255).astype(np.uint8)
@@ -68,6 +68,8 @@ def _images(folder):
   Image.fromarray(np.dstack([smooth(260, 300), np.full((260, 300), 200, np.uint8)])).save(
       f"{folder}/alpha.png")
   Image.fromarray((smooth(64, 90)[..., 0].astype(np.uint16) * 257)).save(f"{folder}/wide16.png")
+  Image.fromarray(smooth(40, 500)).save(f"{folder}/banner.png")  # over 8:1: its centre kept
+  Image.fromarray(smooth(420, 36)).save(f"{folder}/pole.png")
   return sorted(os.path.join(folder, n) for n in os.listdir(folder))
 
 
@@ -76,7 +78,8 @@ def _images(folder):
 def test_the_cards_preprocessing_and_the_onnx_model_give_predicts_probabilities(tmp_path):
   """Mutations: the card's `draft` line dropped (a full JPEG decode) -> red on the JPEGs; its
   resize filter BILINEAR -> BICUBIC -> red; Fashion-MNIST's 28x28 read as 32x32 (the card's
-  old advice) -> red."""
+  old advice) -> red; the central 8:1 part of a wider or a taller image cut at another
+  place -> red."""
   paths = _images(str(tmp_path / "images"))
   for name, workdir in (("fashion", fashion_workdir(str(tmp_path / "fashion"))),
                         ("paper", paper_geometry_workdir(str(tmp_path / "paper"))),
