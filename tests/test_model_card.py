@@ -98,3 +98,19 @@ def test_the_cards_preprocessing_and_the_onnx_model_give_predicts_probabilities(
            "out": str(tmp_path / f"{name}_probs.npy")}
     run_without_alexnet_jax(tmp_path, RUNNER, job)
     np.testing.assert_allclose(np.load(job["out"]), want, atol=1e-4, err_msg=name)
+
+
+def test_the_card_offers_ten_crops_only_where_training_subtracted_the_centre_patch(tmp_path):
+  """The exported model subtracts the mean's centre patch: its ten crops are the run's only when
+  training did the same (`data.mean_patch=centre`). Mutation: the mean-patch test inverted ->
+  red."""
+  from alexnet_jax import model_card
+
+  for overrides, mean, ten_crops in (
+      ((), "the mean image (at the crop)", "are not this model's: training subtracted"),
+      (("data.mean_patch=centre",), "the mean image (its centre patch)",
+       "the four corner and the centre 224x224 patches of `stored(path)` and their mirror")):
+    workdir = paper_geometry_workdir(str(tmp_path / "-".join(overrides or ("crop",))), overrides)
+    card = model_card.model_card(inference.load(workdir), "onnx", "m.onnx", workdir)
+    assert f"* Mean subtracted: {mean}; pixel scale 1." in card
+    assert ten_crops in card
