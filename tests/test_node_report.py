@@ -92,3 +92,15 @@ def test_markdown_shows_each_phase_its_tables_and_the_goals(tmp_path):
   assert len(rows) == 1 + len(report["goals"])
   assert "| the step >= 2x torch.compile (bf16, batch 128) | 2.0 | True |" in rows
   assert node_report.goals(report) == json.loads((tmp_path / "report.json").read_text())["goals"]
+
+
+def test_a_report_without_the_step_phase_judges_neither_goal_that_needs_it():
+  """The step phase failed or was left out: the speed-up and the loop's fraction of the step
+  are not judged, the rest still are. Mutation: the fraction computed when only the loop was
+  timed (`and` -> `or`) -> red (a TypeError)."""
+  report = _report()
+  del report["phases"]["step"]
+  speedup, loop, big, grey, hours, first_epoch, _ = node_report.goals(report)
+  assert (speedup["measured"], speedup["met"]) == (None, None)
+  assert (loop["measured"], loop["met"]) == (None, None)
+  assert (big["met"], grey["met"], hours["met"], first_epoch["met"]) == (False, False, False, True)
