@@ -94,6 +94,16 @@ def caffe_workdir(path: str, tmp_path) -> str:
   return path
 
 
+def predicted_centre_crops(trained, batch: int, rng):
+  """(the centre crops of `batch` random uint8 images in `trained`'s stored form, what an
+  exported model takes; `predict`'s outputs for those images)."""
+  size, stored = int(trained.config.model.input_size), trained.stored_size
+  top = (stored - size) // 2
+  images = rng.integers(0, 256, (batch, stored, stored, 3), dtype=np.uint8)
+  return (np.ascontiguousarray(images[:, top:top + size, top:top + size]),
+          trained.predict(images))
+
+
 @pytest.fixture(scope="module")
 def cases(tmp_path_factory):
   """The two workdirs, and per batch size the centre crops (saved) and `predict`'s outputs."""
@@ -103,16 +113,13 @@ def cases(tmp_path_factory):
   for name, workdir in (("paper", paper_geometry_workdir(str(tmp / "paper"))),
                         ("caffe", caffe_workdir(str(tmp / "caffe"), tmp))):
     trained = inference.load(workdir)
-    size, stored = int(trained.config.model.input_size), trained.stored_size
-    top = (stored - size) // 2
     batches = []
     for batch in (1, 3):
-      images = rng.integers(0, 256, (batch, stored, stored, 3), dtype=np.uint8)
-      want = trained.predict(images)
+      crops, want = predicted_centre_crops(trained, batch, rng)
       assert 0.3 < want["probs"].max() < 0.99  # a softmax neither uniform nor saturated
-      crops = str(tmp / f"{name}_{batch}.npy")
-      np.save(crops, images[:, top:top + size, top:top + size])
-      batches.append((crops, want))
+      path = str(tmp / f"{name}_{batch}.npy")
+      np.save(path, crops)
+      batches.append((path, want))
     found[name] = (workdir, batches)
   return found
 
@@ -145,12 +152,9 @@ def _centre_crops_and_predictions(path, overrides, seed):
   """(the restored network of a `paper_geometry_workdir` with `overrides`, the centre crops of
   three random images in its stored form, `predict`'s outputs for them)."""
   trained = inference.load(paper_geometry_workdir(path, overrides))
-  size, stored = int(trained.config.model.input_size), trained.stored_size
-  top = (stored - size) // 2
-  images = np.random.default_rng(seed).integers(0, 256, (3, stored, stored, 3), dtype=np.uint8)
-  want = trained.predict(images)
+  crops, want = predicted_centre_crops(trained, 3, np.random.default_rng(seed))
   assert np.ptp(want["probs"], axis=0).max() > 0.005  # 500x the tolerance: they depend on the image
-  return trained, np.ascontiguousarray(images[:, top:top + size, top:top + size]), want
+  return trained, crops, want
 
 
 def _assert_predicts(probs, fc7, want):
