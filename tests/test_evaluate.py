@@ -36,26 +36,32 @@ def test_an_ensemble_of_a_model_with_itself_equals_the_model(straight_run, tmp_p
   assert single["ensemble"] is None  # no "average of 1"
 
 
-def test_the_ensemble_averages_its_models_probabilities(monkeypatch):
-  """Table 2's averaging of the predictions: two models each wrong on an image that their
-  average gets right. Mutation: the ensemble scored on the first model's softmax -> red."""
+def _stand_in_models(monkeypatch, models):
+  """`evaluate` over stand-ins: workdir name -> (class names, its softmax over the validation
+  images, the labels it read them with), scored as `_evaluated` scores them."""
   from types import SimpleNamespace
 
   from conftest import load_config
 
-  labels = np.array([1, 0, 2])
-  softmax = {"A": np.array([[0.6, 0.4, 0.0], [0.7, 0.2, 0.1], [0.1, 0.5, 0.4]]),
-             "B": np.array([[0.0, 0.4, 0.6], [0.3, 0.4, 0.3], [0.0, 0.3, 0.7]])}
-  models = {w: SimpleNamespace(class_names=("a", "b", "c"), step=1, config=load_config("tiny"),
-                               probs=p) for w, p in softmax.items()}
-
   def evaluated(model, data, split):
-    own = evaluate.scores(model.probs, labels)
+    own = evaluate.scores(model.probs, model.labels)
     figures_ = {k: own[k] / 100 for k in ("top1_error", "top5_error")}
-    return {split: {**figures_, "skipped_images": 0}}, {"probs": model.probs, "labels": labels}
+    return ({split: {**figures_, "skipped_images": 0}},
+            {"probs": model.probs, "labels": model.labels})
 
-  monkeypatch.setattr(evaluate.inference, "load", lambda w, best=False: models[w])
+  monkeypatch.setattr(evaluate.inference, "load", lambda w, best=False: SimpleNamespace(
+      class_names=models[w][0], step=1, config=load_config("tiny"),
+      probs=np.asarray(models[w][1]), labels=np.asarray(models[w][2])))
   monkeypatch.setattr(evaluate, "_evaluated", evaluated)
+
+
+def test_the_ensemble_averages_its_models_probabilities(monkeypatch):
+  """Table 2's averaging of the predictions: two models each wrong on an image that their
+  average gets right. Mutation: the ensemble scored on the first model's softmax -> red."""
+  labels = [1, 0, 2]
+  _stand_in_models(monkeypatch, {
+      "A": (("a", "b", "c"), [[0.6, 0.4, 0.0], [0.7, 0.2, 0.1], [0.1, 0.5, 0.4]], labels),
+      "B": (("a", "b", "c"), [[0.0, 0.4, 0.6], [0.3, 0.4, 0.3], [0.0, 0.3, 0.7]], labels)})
   out = evaluate.evaluate(["A", "B"])
   assert [m["top1_error"] for m in out["models"]] == [pytest.approx(200 / 3, abs=0.01)] * 2
   assert out["ensemble"]["top1_error"] == 0.0  # the average: [.3 .4 .3], [.5 .3 .2], [.05 .4 .55]
@@ -64,18 +70,10 @@ def test_the_ensemble_averages_its_models_probabilities(monkeypatch):
 
 def test_models_of_other_classes_or_reading_another_order_are_not_ensembled(monkeypatch):
   """Mutations: the class check or the order check dropped (`!=` -> `==`) -> red."""
-  from types import SimpleNamespace
-
-  from conftest import load_config
-
   probs = np.full((3, 3), 1 / 3)
-  models = {"A": (("a", "b", "c"), [0, 1, 2]), "B": (("a", "c", "b"), [0, 1, 2]),
-            "C": (("a", "b", "c"), [1, 0, 2])}
-  monkeypatch.setattr(evaluate.inference, "load", lambda w, best=False: SimpleNamespace(
-      class_names=models[w][0], step=1, config=load_config("tiny"), labels=models[w][1]))
-  monkeypatch.setattr(evaluate, "_evaluated", lambda model, data, split: (
-      {split: {"top1_error": 0.5, "top5_error": 0.0, "skipped_images": 0}},
-      {"probs": probs, "labels": np.array(model.labels)}))
+  _stand_in_models(monkeypatch, {"A": (("a", "b", "c"), probs, [0, 1, 2]),
+                                 "B": (("a", "c", "b"), probs, [0, 1, 2]),
+                                 "C": (("a", "b", "c"), probs, [1, 0, 2])})
   with pytest.raises(UserError, match="^B predicts other classes than A: cannot ensemble$"):
     evaluate.evaluate(["A", "B"])
   with pytest.raises(UserError, match="read the validation images in another order"):
@@ -183,28 +181,27 @@ def test_inference_reads_and_scores_as_the_runs_own_evaluation(tmp_path, overrid
   trained = inference.load(workdir)
   split, image_at = inference.split_images(trained, "eval")
   labels = inference.split_labels(split)
+  bf16 = "model.dtype" in overrides
+  loss_rtol, probs_atol = (1e-3, 1e-3) if bf16 else (2e-6, 1e-6)
   for name, ten_crop in (("eval", False), ("eval_10crop", True)):
     out = inference.predict_all(trained, len(split), image_at, ten_crop=ten_crop)
     probs, truth = out["probs"][out["valid"]], labels[out["valid"]]
     loss = float(np.mean(-np.log(probs[np.arange(len(truth)), truth] + 1e-12)))
-    np.testing.assert_allclose(loss, logged[name]["loss"], rtol=2e-6 if "model.dtype" not in
-                               overrides else 1e-3, err_msg=name)
+    np.testing.assert_allclose(loss, logged[name]["loss"], rtol=loss_rtol, err_msg=name)
     top1 = float(np.mean(probs.argmax(-1) != truth))
     assert top1 == pytest.approx(logged[name]["top1_error"], abs=1e-6), name
     # Image by image, the probabilities the run's own evaluation computes: its pipeline's
     # batches through the step with the run's settings (a loss near ln 3 after two steps is
     # not sensitive enough alone).
     loop = _the_loops_probabilities(config, trained, ten_crop)
-    np.testing.assert_allclose(probs, loop, atol=1e-3 if "model.dtype" in overrides else 1e-6,
-                               err_msg=name)
+    np.testing.assert_allclose(probs, loop, atol=probs_atol, err_msg=name)
     # `python -m alexnet_jax.evaluate [--ten_crop]`'s own path (`Trained.evaluate` over the
     # pipeline's evaluation batches): the logged figures of the same split.
     run, kept = evaluate._evaluated(trained, trained.config.data.copy_and_resolve_references(),
                                     name)
-    np.testing.assert_allclose(run[name]["loss"], logged[name]["loss"], rtol=2e-6 if
-                               "model.dtype" not in overrides else 1e-3, err_msg=name)
-    np.testing.assert_allclose(kept["probs"], loop, atol=1e-3 if "model.dtype" in overrides
-                               else 1e-6, err_msg=name)
+    np.testing.assert_allclose(run[name]["loss"], logged[name]["loss"], rtol=loss_rtol,
+                               err_msg=name)
+    np.testing.assert_allclose(kept["probs"], loop, atol=probs_atol, err_msg=name)
 
 
 def _the_loops_probabilities(config, trained, ten_crop):
