@@ -261,6 +261,19 @@ def folder_config(root):
   return config
 
 
+def folder_run(root, workdir, **data):
+  """`folder_config(root)` (with `data` settings) trained for one step into `workdir`, without
+  the final ten-crop pass; its config."""
+  from alexnet_jax import train
+
+  config = folder_config(root)
+  config.data.update(data)
+  config.num_epochs = 1 / 3  # one step
+  config.eval.ten_crop_final = False
+  train.train_and_evaluate(config, str(workdir))
+  return config
+
+
 def sample_images(folder, n=5, seed=0):
   """`n` PNGs of a few sizes, in a class folder ('3') and another ('x'); their paths."""
   from PIL import Image

@@ -9,6 +9,7 @@ import pytest
 
 from alexnet_jax import evaluate
 from alexnet_jax.errors import UserError
+from conftest import folder_run
 
 
 def test_an_ensemble_of_a_model_with_itself_equals_the_model(straight_run, tmp_path):
@@ -81,25 +82,13 @@ def test_models_of_other_classes_or_reading_another_order_are_not_ensembled(monk
   assert evaluate.evaluate(["A", "A"])["ensemble"]["model"] == "average of 2"
 
 
-def _folder_run(root, workdir, **data):
-  from alexnet_jax import train
-  from conftest import folder_config
-
-  config = folder_config(root)
-  config.data.update(data)
-  config.num_epochs = 1 / 3  # one step
-  config.eval.ten_crop_final = False
-  train.train_and_evaluate(config, str(workdir))
-  return config
-
-
 def test_evaluation_labels_are_the_models_classes_and_a_changed_val_tree_is_refused(tmp_path):
   """`evaluate` took its labels from today's folder listing: a class folder added to val after
   training shifted every label."""
   from conftest import image_folder_tree, save_image
 
   image_folder_tree(tmp_path / "src")
-  _folder_run(tmp_path / "src", tmp_path / "run")
+  folder_run(tmp_path / "src", tmp_path / "run")
   before = evaluate.evaluate([str(tmp_path / "run")])["models"]
   save_image(str(tmp_path / "src" / "val" / "m00" / "a.png"), np.zeros((40, 40, 3), np.uint8),
              "PNG")  # sorts first: would have become label 0
@@ -116,8 +105,8 @@ def test_each_model_of_an_ensemble_reads_the_images_in_its_own_stored_form(tmp_p
   from conftest import image_folder_tree
 
   image_folder_tree(tmp_path / "src")
-  _folder_run(tmp_path / "src", tmp_path / "shorter")
-  _folder_run(tmp_path / "src", tmp_path / "squash", resize="squash")
+  folder_run(tmp_path / "src", tmp_path / "shorter")
+  folder_run(tmp_path / "src", tmp_path / "squash", resize="squash")
   alone = evaluate.evaluate([str(tmp_path / "squash")])["models"][0]
   together = evaluate.evaluate([str(tmp_path / "shorter"),
                                 str(tmp_path / "squash")])["models"][1]
@@ -134,7 +123,7 @@ def test_a_relative_data_dir_is_stored_absolute(tmp_path, monkeypatch):
   image_folder_tree(tmp_path / "b" / "src", seed=1)  # the same path from another directory
   os.remove(next((tmp_path / "b" / "src" / "val" / "n01").iterdir()))
   monkeypatch.chdir(tmp_path / "a")
-  _folder_run("src", tmp_path / "run")
+  folder_run("src", tmp_path / "run")
   monkeypatch.chdir(tmp_path / "b")
   # a's val: 6 files, one unreadable (b's has 4 readable)
   assert evaluate.evaluate([str(tmp_path / "run")])["examples"] == 5

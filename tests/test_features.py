@@ -109,14 +109,12 @@ def test_an_image_folders_split_is_named_by_its_files_and_labelled_by_their_fold
   """`--split=train` of a run on an image folder: each row named by its file and labelled by
   its class folder, an unreadable file's row NaN. Mutations: the file names taken only when
   their count differs from the split's, or only for a TFDS split -> red."""
-  from alexnet_jax import features, train
-  from conftest import folder_config, image_folder_tree
+  from alexnet_jax import features
+  from conftest import folder_run, image_folder_tree
 
   image_folder_tree(tmp_path / "src")
-  config = folder_config(tmp_path / "src")
-  config.num_epochs = 1 / 3  # one step: the subject is what the rows are of
   workdir = str(tmp_path / "run")
-  train.train_and_evaluate(config, workdir)
+  folder_run(tmp_path / "src", workdir)  # one step: the subject is what the rows are of
   output = tmp_path / "train.npz"
   features.extract_and_search(workdir, split="train", output=str(output))
   with np.load(output, allow_pickle=False) as saved:
