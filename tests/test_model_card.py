@@ -114,3 +114,31 @@ def test_the_card_offers_ten_crops_only_where_training_subtracted_the_centre_pat
     card = model_card.model_card(inference.load(workdir), "onnx", "m.onnx", workdir)
     assert f"* Mean subtracted: {mean}; pixel scale 1." in card
     assert ten_crops in card
+
+
+def test_the_cards_accuracy_is_the_exported_steps_or_the_last_said_as_such(tmp_path):
+  """The card's figures: none for a run without metrics (a converted network); the evaluation
+  at the exported checkpoint's step where there is one, for each split apart; else the last
+  one, naming the checkpoint's step. Mutations: the step match `==` -> `!=` -> red; the
+  fallback to the last evaluation dropped -> red; the note's `==` -> `!=` -> red."""
+  import json
+
+  from alexnet_jax import model_card, workdir as workdir_lib
+
+  workdir = paper_geometry_workdir(str(tmp_path / "paper"))
+  trained = inference.load(workdir)
+  card = lambda: model_card.model_card(trained, "onnx", "m.onnx", workdir)
+  assert "* not recorded (no metrics.jsonl beside the checkpoints)." in card()
+
+  row = lambda step, split, top1: {"step": step, "split": split, "loss": 1.0,
+                                   "top1_error": top1, "top5_error": top1 / 2}
+  rows = [row(trained.step, "train", 0.9), row(trained.step, "eval", 0.40),
+          row(trained.step + 7, "eval", 0.30), row(trained.step + 7, "eval_10crop", 0.20)]
+  with open(workdir_lib.RunDir(workdir).metrics, "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in rows)
+  text = card()
+  assert (f"* centre crop: top-1 60.00 %, top-5 80.00 % accuracy (step {trained.step}).\n"
+          in text)
+  assert (f"* ten crops (§4.1): top-1 80.00 %, top-5 90.00 % accuracy (step "
+          f"{trained.step + 7}; the exported checkpoint is step {trained.step}).\n" in text)
+  assert "not recorded" not in text
