@@ -290,3 +290,82 @@ def test_a_mean_image_that_is_not_finite_is_refused(tmp_path):
   (tmp_path / "mean.binaryproto").write_bytes(shape + _field(5, 2, blob.astype("<f4").tobytes()))
   with pytest.raises(UserError, match="not finite"):
     convert.read_mean(str(tmp_path / "mean.binaryproto"), size)
+
+
+def test_blobs_read_alike_in_every_encoding_caffe_writes():
+  """A BlobProto as Caffe writes it: legacy num/channels/height/width with single floats, a
+  BlobShape with packed floats, and a Blob<double>'s `double_data`, packed or one field per
+  value (the last 64-bit field ending the buffer). Mutations: the 64-bit field's bound `>` ->
+  `>=` (the last value called truncated) -> red; packed and unpacked doubles swapped -> red."""
+  array = np.random.default_rng(4).normal(size=(2, 3, 4)).astype(np.float32)
+  shape = _field(7, 2, _field(1, 2, b"".join(_varint(d) for d in array.shape)))
+  flat = array.reshape(-1).astype(np.float64)
+  encodings = {
+      "legacy floats": _blob(array, v1=True),
+      "packed floats": _blob(array, v1=False),
+      "packed doubles": shape + _field(8, 2, flat.astype("<f8").tobytes()),
+      "doubles": shape + b"".join(_field(8, 1, struct.pack("<d", v)) for v in flat)}
+  for name, buf in encodings.items():
+    got = convert.read_blob(buf)
+    want = array[None] if name == "legacy floats" else array  # legacy: 1 x 2 x 3 x 4
+    assert got.shape == want.shape, name
+    np.testing.assert_array_equal(got, want, err_msg=name)
+  with pytest.raises(ValueError, match=r"a blob of shape \(2, 3, 4\) holds 23 values"):
+    convert.read_blob(shape + _field(5, 2, flat[:-1].astype("<f4").tobytes()))
+
+
+def test_mean_images_of_three_or_four_dimensions_are_read_and_others_refused(tmp_path):
+  """Caffe's mean.binaryproto is 1 x 3 x S x S (legacy) or a 3 x S x S BlobShape; a blob of
+  another rank or size is one line. Mutations: rank `>= 3` -> `> 3` (the 3-d mean refused)
+  -> red; `image is None or` -> `and` (a 2-d blob a TypeError) -> red."""
+  size = 5
+  bgr = np.random.default_rng(6).uniform(0, 255, (3, size, size)).astype(np.float32)
+  rgb = bgr[::-1].transpose(1, 2, 0)
+  for name, blob in (("legacy.binaryproto", _blob(bgr[None], v1=True)),
+                     ("shape.binaryproto", _blob(bgr, v1=False))):
+    (tmp_path / name).write_bytes(blob)
+    np.testing.assert_array_equal(convert.read_mean(str(tmp_path / name), size), rgb)
+  for blob, shown in ((bgr[0], r"\(5, 5\)"), (bgr[:, :4], r"\(3, 4, 5\)")):
+    (tmp_path / "bad.binaryproto").write_bytes(_blob(blob, v1=False))
+    with pytest.raises(UserError, match=rf"holds a blob of shape {shown}, not 1 x 3 x 5 x 5"):
+      convert.read_mean(str(tmp_path / "bad.binaryproto"), size)
+
+
+def test_networks_caffes_weights_cannot_fill_are_refused(tmp_path):
+  """A net definition without weights (layers without blobs), and a config with conv6 or one
+  column, are one line each. Mutations: a layer kept when it has a name `or` blobs -> red
+  (blob-less layers reached the conversion); `columns != 2 or extra_conv6` -> `and` -> red."""
+  from alexnet_jax import model_spec
+
+  config = load_config("caffe_alexnet", "", NARROW)
+  spec = model_spec.AlexNetSpec.from_config(config.model)
+  weights = random_caffe_weights(spec)
+  empty = str(tmp_path / "deploy.caffemodel")
+  write_caffemodel(empty, {name: [] for name in weights}, v1=False)
+  with pytest.raises(UserError, match="is not a Caffe model with weights"):
+    convert.read_caffemodel(empty)
+  path = str(tmp_path / "narrow.caffemodel")
+  write_caffemodel(path, weights, v1=False)
+  for change in ("model.extra_conv6=True", "model.columns=1"):
+    other = load_config("caffe_alexnet", "", [*NARROW, change])
+    with pytest.raises(UserError, match="the Caffe network has two columns"):
+      convert.convert_caffe(path, str(tmp_path / change), other)
+
+
+def test_an_imagenet_conversion_names_its_classes_by_their_wordnet_ids(tmp_path):
+  """bvlc_alexnet's 1,000 outputs are ILSVRC-2012's synsets in sorted order, the order of
+  tensorflow-datasets' label file; another dataset's or another count's are numbered.
+  Mutations: the ImageNet test `==` -> `!=` -> red; the count check inverted -> red."""
+  from alexnet_jax import model_spec
+
+  names = convert.imagenet_class_names(1000)
+  assert names[:2] == ("n01440764", "n01443537") and list(names) == sorted(names)
+  assert convert.imagenet_class_names(10) == tuple(str(i) for i in range(10))
+  for dataset, first in (("imagenet2012", "n01440764"), ("synthetic", "0")):
+    config = load_config("caffe_alexnet", "", [*NARROW, "model.num_classes=1000",
+                                               f"data.name={dataset}"])
+    path = str(tmp_path / f"{dataset}.caffemodel")
+    write_caffemodel(path, random_caffe_weights(model_spec.AlexNetSpec.from_config(
+        config.model)), v1=False)
+    convert.convert_caffe(path, str(tmp_path / dataset), config)
+    assert inference.load(str(tmp_path / dataset)).class_names[:1] == (first,)
