@@ -1,9 +1,9 @@
 """`python -m alexnet_jax.visualize kernels`: Figure 3 and the columns' colour specificity."""
 
+import json
 
 import numpy as np
 from PIL import Image
-
 
 
 def test_kernels_figure_and_colour_specificity(straight_run, tmp_path, capsys):
@@ -27,3 +27,32 @@ def test_kernels_figure_and_colour_specificity(straight_run, tmp_path, capsys):
   # were 8 tall on a 2,448-pixel-wide figure). Mutation: the font size dropped -> red.
   inked = np.flatnonzero((title < 128).any(axis=1))
   assert inked.size and inked[-1] - inked[0] + 1 >= 12
+  # The printed chroma is the checkpoint's, and the first tile is column 0's first kernel
+  # normalised on its own, each pixel a 51x51 square (sampled at the squares' centres).
+  from alexnet_jax import inference
+
+  kernel = np.asarray(inference.load(workdir).params["conv1"]["kernel"])
+  for line, score in zip(lines, visualize.colour_specificity(kernel)):
+    assert json.loads(line)["mean_chroma"] == score
+  with Image.open(out) as png:
+    tile = np.asarray(png.convert("RGB"))[header + 25:header + 5 * 51:51, 25:5 * 51:51]
+  want = (visualize.normalised_kernels(kernel)[0, 0] * 255).round()
+  np.testing.assert_array_equal(tile, want.astype(np.uint8))
+
+
+def test_each_kernel_is_drawn_spanning_black_to_white_on_its_own():
+  """§6.1's figure scales each kernel to [0, 1] by itself: a kernel a hundred times larger, or
+  shifted, looks the same, and a constant kernel is black, not NaN. Mutations: min <-> max in
+  the normalisation -> red; `span > 0` -> `>= 0` (0/0 for a constant kernel) -> red."""
+  from alexnet_jax import visualize
+
+  kernel = np.random.default_rng(2).normal(size=(2, 3, 3, 3, 4))
+  kernel[..., 1] *= 100
+  kernel[1, ..., 3] = 0.7  # constant
+  k = visualize.normalised_kernels(kernel)
+  assert k.shape == (2, 4, 3, 3, 3)
+  spans = k.reshape(2, 4, -1)
+  np.testing.assert_allclose(spans.min(-1), 0)
+  np.testing.assert_allclose(np.delete(spans.max(-1).reshape(-1), 7), 1)
+  assert not k[1, 3].any()
+  np.testing.assert_allclose(visualize.normalised_kernels(7 * kernel + 3), k, atol=1e-12)
