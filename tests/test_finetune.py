@@ -169,3 +169,20 @@ def test_a_small_folder_fine_tunes_in_one_try_with_the_readmes_command(straight_
     np.testing.assert_array_equal(jax.device_get(after[name]["kernel"]),
                                   jax.device_get(before[name]["kernel"]))
   assert after["fc8"]["kernel"].shape[-1] == 3
+
+
+def test_the_source_is_read_at_its_chosen_step_and_a_resume_reads_the_runs_own_newest(
+    straight_run, tmp_path):
+  """`init_from.step`/`best` pick the source's checkpoint; a resumed fine-tune reads its own
+  workdir's newest, where that step need not exist. Mutation: the own-workdir test `!=` ->
+  `==` (the step looked for in the wrong workdir) -> red."""
+  from alexnet_jax import finetune
+
+  workdir, _ = straight_run
+  config = small_config(epochs=0.25)
+  config.init_from.step = 10**6
+  config.init_from.workdir = str(tmp_path / "the_source")  # resuming: the run is `workdir`
+  assert finetune.inherit(config, workdir).model.num_classes == config.model.num_classes
+  config.init_from.workdir = workdir  # fine-tuning from `workdir` at a step it does not have
+  with pytest.raises(UserError, match="no checkpoint for step 1000000 in"):
+    finetune.inherit(config, workdir)
