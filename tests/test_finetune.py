@@ -104,7 +104,8 @@ def test_table_2_route_pretrains_with_conv6_and_fine_tunes_it_on_another_dataset
 
   without = small_config(epochs=0.25)  # a conv6 source, conv6 switched off on the command line
   without.init_from.workdir = first
-  with pytest.raises(UserError, match="it has a conv6 layer and this config does not"):
+  with pytest.raises(UserError, match=r"it has a conv6 layer and this config does not \(set "
+                                      r"--config\.model\.extra_conv6=True"):
     train.train_and_evaluate(without, str(tmp_path / "without"),
                              overridden=["model.extra_conv6"])
   tune.init_from.workdir = straight_run[0]  # the paper's route from a source without conv6
