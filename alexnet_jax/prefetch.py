@@ -25,7 +25,7 @@ class DevicePrefetch(grain.DatasetIterator):
   """(device batch, unreadable images skipped) from `iterator`'s host batches, `put` (host
   batch -> device arrays) applied `depth` batches ahead in a thread that starts with the first
   `next` (a restored position is set before). `close` (or leaving the `with` block) stops the
-  thread and closes `iterator`."""
+  thread; `iterator` is left open, its owner's to close."""
 
   def __init__(self, iterator: grain.DatasetIterator, put: Callable[[dict], dict],
                depth: int = 2):
