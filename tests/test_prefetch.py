@@ -1,5 +1,7 @@
 """The device prefetcher: batches ahead of the loop, the loop's position for checkpoints."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -34,7 +36,13 @@ def test_the_state_is_the_loops_position_not_the_iterators():
     assert [int(b["x"][0]) for b, _ in taken] == [10, 20, 30, 40]  # `put` applied, in order
     assert [s for _, s in taken] == [1, 0, 1, 0]  # unreadable-image counts carried along
     assert batches.get_state() == {"next_index": 4}
-    assert source.position > 4  # the thread has read ahead
+    # The thread reads `depth` batches ahead into the queue and holds one more while it is
+    # full: it stops at 4 + 3 + 1. Mutation: `max(1, depth)` -> `min` -> 6 (red).
+    deadline = time.monotonic() + 10
+    while source.position < 8 and time.monotonic() < deadline:
+      time.sleep(0.01)
+    time.sleep(0.05)
+    assert source.position == 8
     thread = batches._thread
   finally:
     batches.close()
