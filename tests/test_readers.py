@@ -32,6 +32,7 @@ def test_a_corrupt_idx_file_is_a_one_line_error(tmp_path):
     with pytest.raises(UserError, match="is not an IDX file of unsigned bytes"):
       readers._read_idx(str(tmp_path / "odd.gz"))
 
+
 @pytest.mark.skipif(not os.path.exists(FASHION), reason="needs Debian's dataset-fashion-mnist")
 def test_fashion_mnist_from_the_debian_package():
   train = readers.fashion_mnist(FASHION, "train", size=32)
@@ -41,6 +42,20 @@ def test_fashion_mnist_from_the_debian_package():
   assert np.bincount(train.labels).tolist() == [6000] * 10
   with pytest.raises(UserError, match="even padding"):
     readers.fashion_mnist(FASHION, "test", size=31)
+
+
+@pytest.mark.skipif(not os.path.exists(FASHION), reason="needs Debian's dataset-fashion-mnist")
+def test_fashion_mnist_without_a_data_dir_is_the_debian_packages():
+  """A config naming fashion_mnist without data.data_dir (paper.py's fields with
+  --config.data.name=fashion_mnist) reads the Debian package's files, and its identity says so.
+  Mutation: the default `data_dir or FASHION_MNIST_DIR` -> `and` -> red."""
+  from alexnet_jax.data import sources
+
+  data = load_config("fashion_mnist").data
+  data.data_dir = ""
+  dataset = sources.load(data, channels=1, num_classes=10, first=4)
+  assert dataset.identity.source == FASHION and len(dataset.train) == 4
+
 
 def test_image_folder_decodes_every_format_and_counts_the_unreadable(tmp_path):
   listed, _ = image_folder_tree(tmp_path)

@@ -68,7 +68,7 @@ def fashion_paths(data_dir: str, split: str) -> list[str]:
 def fashion_mnist(data_dir: str, split: str, *, size: int, first: int = 0) -> Split:
   """Fashion-MNIST `train` (60k) or `test` (10k) at `size` x `size` (`fashion_mnist_stored`);
   its first `first` images only when > 0."""
-  paths = fashion_paths(data_dir or FASHION_MNIST_DIR, split)
+  paths = fashion_paths(data_dir, split)
   missing = [p for p in paths if not os.path.isfile(p)]
   if missing:
     raise UserError(f"Fashion-MNIST not found ({missing[0]} is missing): install it with "
