@@ -1,10 +1,14 @@
-"""The batch's crossing to the devices (`sharding.to_global`)."""
+"""The device mesh (`sharding.make_mesh`, `mesh_for`) and the batch's crossing to the devices
+(`sharding.to_global`)."""
 
 import jax
 import numpy as np
+import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 from alexnet_jax import sharding
+from alexnet_jax.errors import UserError
+from conftest import load_config
 
 
 def test_a_pinned_transfer_stages_the_batch_in_pinned_host_memory_and_lands_the_same(
@@ -47,3 +51,19 @@ def test_an_array_already_on_a_device_is_not_staged_through_the_host(monkeypatch
   assert staged == [(8,)]
   assert out["image"].sharding == batch_sharding
   np.testing.assert_array_equal(np.asarray(out["image"]), np.asarray(image))
+
+
+def test_the_mesh_takes_the_devices_asked_for_and_refuses_more():
+  """On the suite's 8 host devices: `data x model` devices or a one-line error, and
+  `mesh.model=-1` one device per column when the columns divide the devices, else 1.
+  Mutations: `data * model` -> `/` in the device check -> red; the columns' divisibility test
+  inverted -> red."""
+  assert dict(sharding.make_mesh(data=2, model=2).shape) == {"data": 2, "model": 2}
+  assert dict(sharding.make_mesh(model=2).shape) == {"data": 4, "model": 2}
+  for data, model in ((5, 2), (0, 1), (9, 1)):
+    with pytest.raises(UserError, match="needs more than the 8 devices available"):
+      sharding.make_mesh(data=data, model=model)
+  config = load_config("tiny")
+  for mesh_model, columns, want in ((-1, 2, (4, 2)), (-1, 3, (8, 1)), (4, 2, (2, 4))):
+    config.mesh.model, config.model.columns = mesh_model, columns
+    assert tuple(sharding.mesh_for(config).shape.values()) == want
