@@ -106,3 +106,19 @@ def test_a_lent_batch_is_on_the_device_before_the_next_is_asked_for(monkeypatch)
   with DevicePrefetch(_Lending(), lambda batch: {"x": batch["x"]}, depth=2) as batches:
     taken = [next(batches)[0]["x"] for _ in range(4)]
   assert [int(x[0]) for x in taken] == [1, 2, 3, 4]
+
+
+def test_start_prefetch_starts_the_host_input_where_it_can():
+  """The loop starts the input workers before the first step compiles (`start_prefetch`); an
+  iterator without it is left alone. Mutation: the `is not None` test inverted -> red."""
+  started = []
+
+  class _Starting(_Counting):
+    def start_prefetch(self):
+      started.append(self.position)
+
+  with DevicePrefetch(_Starting(), lambda b: b) as batches:
+    batches.start_prefetch()
+    assert started == [0] and batches._thread is None  # nothing read yet
+  with DevicePrefetch(_Counting(), lambda b: b) as batches:
+    batches.start_prefetch()
