@@ -32,6 +32,16 @@ def test_paper_layer_shapes_and_exact_parameter_count():
   assert sum(r[2] for r in rows) == 60_965_224
   assert np.prod(PAPER_SHAPES["pool5"]) == 9216
   assert layer_shapes.format_table(rows).splitlines()[-1] == "total params: 60965224"
+  # Figure 2: the columns meet at conv3 and the fully-connected layers only. Mutations: the
+  # one-column and the fc8 tests in `_connectivity` inverted -> red.
+  meets = {name: conn.split(":")[0] for name, _, _, conn in rows if name.startswith(("conv", "fc"))}
+  assert meets == {"conv1": "own column (2 x 48)", "conv2": "own column (2 x 128)",
+                   "conv3": "both columns", "conv4": "own column (2 x 192)",
+                   "conv5": "own column (2 x 128)", "fc6": "both columns", "fc7": "both columns",
+                   "fc8": "both columns"}
+  assert rows[-1][3] == "both columns: psum of the columns' partial logits"
+  one_column = layer_shapes.layer_rows(load_config("tiny", "one_column").model)
+  assert {conn for name, _, _, conn in one_column if name.startswith("conv")} == {"one column"}
 
 
 def test_real_forward_matches_the_shapes(tiny_config):
