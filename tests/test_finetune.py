@@ -174,7 +174,7 @@ def test_a_small_folder_fine_tunes_in_one_try_with_the_readmes_command(straight_
 
 def test_the_source_is_read_at_its_chosen_step_and_a_resume_reads_the_runs_own_newest(
     straight_run, tmp_path):
-  """`init_from.step`/`best` pick the source's checkpoint; a resumed fine-tune reads its own
+  """`init_from.step` picks the source's checkpoint; a resumed fine-tune reads its own
   workdir's newest, where that step need not exist. Mutation: the own-workdir test `!=` ->
   `==` (the step looked for in the wrong workdir) -> red."""
   from alexnet_jax import finetune

@@ -4,6 +4,7 @@ default's form (Fashion-MNIST: 28x28 grey padded to 32, 28 crops), the paper's (
 256, 224 crops) and a converted Caffe workdir's (squashed to 227+)."""
 
 import importlib.util
+import json
 import math
 import os
 import re
@@ -121,8 +122,6 @@ def test_the_cards_accuracy_is_the_exported_steps_or_the_last_said_as_such(tmp_p
   at the exported checkpoint's step where there is one, for each split apart; else the last
   one, naming the checkpoint's step. Mutations: the step match `==` -> `!=` -> red; the
   fallback to the last evaluation dropped -> red; the note's `==` -> `!=` -> red."""
-  import json
-
   from alexnet_jax import model_card, workdir as workdir_lib
 
   workdir = paper_geometry_workdir(str(tmp_path / "paper"))
