@@ -1,6 +1,7 @@
 """The ablation study runner: table, plot, and resuming an interrupted study."""
 
 import csv
+import json
 import os
 
 import numpy as np
@@ -178,3 +179,55 @@ def test_ablate_reads_the_one_variant_table():
                        "columns": "one_column", "relu": "tanh", "dropout": "no_dropout",
                        "pca_lighting": "no_pca_lighting"}
   assert VARIANTS["no_lrn"].paper_delta == (1.4, 1.2)
+
+
+def test_a_studys_progress_says_the_time_left_at_the_pace_so_far(caplog):
+  """Mutations: the runs left counted one too many -> red; the pace multiplied by the runs
+  left turned into a division -> red."""
+  from absl import logging as absl_logging
+
+  from alexnet_jax.ablate.runner import Runs
+
+  runs = Runs(4)
+  with caplog.at_level("INFO"):
+    absl_logging.use_python_logging()
+    runs.begin("baseline seed 0", "w/0", finished=False)
+    runs.trained_for(90.0)
+    runs.begin("lrn seed 0", "w/1", finished=False)
+    runs.begin("lrn seed 1", "w/2", finished=True)
+  said = [r.getMessage() for r in caplog.records if "study run" in r.getMessage()]
+  assert said == ["study run 1 of 4: baseline seed 0 in w/0",
+                  "study run 2 of 4: lrn seed 0 in w/1; about 4.5 min left",
+                  "study run 3 of 4: lrn seed 1 in w/2 (finished earlier: its result is read)"]
+
+
+def test_a_run_stopped_after_an_evaluation_is_not_taken_as_finished(tmp_path, monkeypatch):
+  """A run evaluated and then stopped (SIGTERM after an evaluation) stops the study and writes
+  no result: the same command continues it. Mutation: `not complete or not evaluation` ->
+  `and` (its mid-run evaluation written as the run's result) -> red."""
+  from alexnet_jax import workdir as workdir_lib
+  from alexnet_jax.ablate.runner import Runs, run_one
+  from alexnet_jax.errors import UserError
+
+  stopped = train.RunResult(evaluation={"eval": {"top1_error": 0.5}}, step=3, complete=False,
+                            data={})
+  monkeypatch.setattr(train, "train_and_evaluate", lambda *a, **k: stopped)
+  workdir = str(tmp_path / "baseline" / "seed0")
+  with pytest.raises(UserError, match="the study stopped: the run in .* was interrupted at step 3"):
+    run_one("configs/tiny.py", "", 0, workdir, OVERRIDES, Runs(1))
+  assert workdir_lib.RunDir(workdir).read_result() is None
+
+
+def test_a_training_curve_is_the_train_rows_last_record_of_each_step(tmp_path):
+  """The evaluation rows (which have a loss too) are not the training curve; a step logged
+  again after a resume counts once, its last record. Mutation: `split == 'train' and key in r`
+  -> `or` -> red."""
+  from alexnet_jax import workdir as workdir_lib
+  from alexnet_jax.ablate.runner import train_curve
+
+  rows = [{"step": 2, "split": "train", "loss": 2.0}, {"step": 4, "split": "train", "loss": 1.5},
+          {"step": 4, "split": "train", "loss": 1.4},
+          {"step": 5, "split": "eval", "loss": 9.0, "top1_error": 0.9}]
+  with open(workdir_lib.RunDir(str(tmp_path)).metrics, "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in rows)
+  assert train_curve(str(tmp_path), "loss") == [(2, 2.0), (4, 1.4)]
