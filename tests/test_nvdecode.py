@@ -238,6 +238,24 @@ def test_where_it_decodes_is_checked_at_load(tmp_path):
   assert not nvdecode.decodes_on_device(data, stored_form=False)
 
 
+def test_on_a_gpu_auto_decodes_the_store_on_the_device_with_nvimgcodec_only(monkeypatch):
+  """`decode_on=auto` on a CUDA device: nvImageCodec's patches of a prepared store are decoded
+  there; the default decoder, `decode_on=host` and the originals stay in the workers.
+  Mutation: `decoder != 'nvimgcodec' or decode_on == 'host'` -> `and` (the default decoder
+  sent to the device on a GPU) -> red."""
+  from alexnet_jax.configs import paper
+
+  monkeypatch.setattr(nvdecode.jax, "default_backend", lambda: "gpu")
+  data = paper.get_config().data
+  for decoder, decode_on, stored_form, on_device in (
+      ("nvimgcodec", "auto", True, True), ("nvimgcodec", "auto", False, False),
+      ("nvimgcodec", "host", True, False), (data.decoder, "auto", True, False),
+      (data.decoder, "host", True, False)):
+    data.decoder, data.decode_on = decoder, decode_on
+    assert nvdecode.decodes_on_device(data, stored_form=stored_form) is on_device, (
+        decoder, decode_on, stored_form)
+
+
 def test_an_unreadable_record_is_left_to_the_default_decoder():
   patches = nvdecode.PatchDecoder(3).patches([b"not a jpeg"], np.zeros((1, 3), np.int32), 4)
   assert patches == [None]
