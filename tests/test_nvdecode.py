@@ -206,7 +206,7 @@ def test_a_jpeg_not_sent_or_unreadable_is_decoded_on_the_host(tmp_path, monkeypa
 
 def test_a_device_that_decodes_nothing_is_said_once(tmp_path, monkeypatch, caplog):
   """No nvJPEG on a GPU node, say: every patch from the host, and one warning naming the
-  fix. Mutation: the warning dropped -> red."""
+  fix; none when no JPEG was sent to it. Mutation: the warning dropped -> red."""
   config = _prepared(tmp_path)
   monkeypatch.setattr(nvdecode.DeviceDecoder, "_decoded", lambda self, jpegs, boxes:
                       [None] * len(jpegs))
@@ -215,6 +215,16 @@ def test_a_device_that_decodes_nothing_is_said_once(tmp_path, monkeypatch, caplo
   _assert_same(_batches(config.copy_and_resolve_references(), "simplejpeg"), theirs)
   said = [r.getMessage() for r in caplog.records if "decoded none" in r.getMessage()]
   assert len(said) == 1 and "alexnet_jax[nvimgcodec]" in said[0]
+
+  # A batch whose JPEGs were none of them sent (no room in its buffer) says nothing of the
+  # device. Mutation: `(ends > starts).any()` -> `>=` -> red.
+  monkeypatch.undo()
+  monkeypatch.setattr(nvdecode, "JPEG_BYTES_PER_IMAGE", 1)
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    theirs = _batches(config.copy_and_resolve_references(), "nvimgcodec", decode_on="device")
+  _assert_same(_batches(config.copy_and_resolve_references(), "simplejpeg"), theirs)
+  assert not [r for r in caplog.records if "decoded none" in r.getMessage()]
 
 
 def test_where_it_decodes_is_checked_at_load(tmp_path):
