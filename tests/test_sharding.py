@@ -57,13 +57,20 @@ def test_the_mesh_takes_the_devices_asked_for_and_refuses_more():
   """On the suite's 8 host devices: `data x model` devices or a one-line error, and
   `mesh.model=-1` one device per column when the columns divide the devices, else 1.
   Mutations: `data * model` -> `/` in the device check -> red; the columns' divisibility test
-  inverted -> red."""
+  inverted -> red; mesh.model=1 refused (`< 1` -> `<= 1`) -> red."""
   assert dict(sharding.make_mesh(data=2, model=2).shape) == {"data": 2, "model": 2}
   assert dict(sharding.make_mesh(model=2).shape) == {"data": 4, "model": 2}
   for data, model in ((5, 2), (0, 1), (9, 1)):
     with pytest.raises(UserError, match="needs more than the 8 devices available"):
       sharding.make_mesh(data=data, model=model)
   config = load_config("tiny")
+  for accepted in (-1, 1, 2):  # mesh.model=1: both columns on each device (`--config.mesh.model=1`)
+    config.mesh.model = accepted
+    sharding.validate(config.mesh)
+  for refused in (0, -2):
+    config.mesh.model = refused
+    with pytest.raises(UserError, match=f"mesh.model must be -1 .* or >= 1, got {refused}"):
+      sharding.validate(config.mesh)
   for mesh_model, columns, want in ((-1, 2, (4, 2)), (-1, 3, (8, 1)), (4, 2, (2, 4))):
     config.mesh.model, config.model.columns = mesh_model, columns
     assert tuple(sharding.mesh_for(config).shape.values()) == want
