@@ -175,7 +175,6 @@ def test_a_store_of_changed_originals_is_refused_by_training_and_prepared_again(
   assert inp.num_train == 13
 
 
-
 def test_a_model_reads_a_store_or_a_dataset_only_with_its_own_classes_in_its_order(tmp_path):
   """evaluate, features and predict's split read a dataset with the model's classes: a store or
   a dataset labelling others, or the same in another order, is one line. Mutations: the
@@ -193,6 +192,7 @@ def test_a_model_reads_a_store_or_a_dataset_only_with_its_own_classes_in_its_ord
   with pytest.raises(UserError, match=r"synthetic does not have the classes given: classes: 3 → "
                                       r"3 classes; added 0, 1, 2; removed n01, n02, n03"):
     sources.load(config.data, channels=3, num_classes=3, class_names=("n01", "n02", "n03"))
+
 
 def test_each_stored_form_has_its_own_store_and_a_dir_shared_by_forms_or_trees_is_refused(
     tmp_path):

@@ -74,6 +74,7 @@ def test_image_folder_decodes_every_format_and_counts_the_unreadable(tmp_path):
   again, _, _ = readers.image_folder(str(tmp_path), "train")
   assert again.paths == train.paths
 
+
 def test_imagenet_through_tfds_data_source(tmp_path, monkeypatch):
 
   import tensorflow_datasets as tfds
@@ -112,6 +113,7 @@ def test_imagenet_through_tfds_data_source(tmp_path, monkeypatch):
     assert batch["image"].shape == (4, 32, 32, 3) and batch["label"].dtype == np.int32
     evaluated = sum(int(b["mask"].sum()) for b in inp.eval_batches(False))
   assert evaluated == 4  # the broken validation image is skipped, the rest count once
+
 
 def test_missing_imagenet_names_the_preparation_command(tmp_path, monkeypatch):
   scratch = tmp_path / "tmp"
