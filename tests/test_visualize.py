@@ -27,17 +27,37 @@ def test_kernels_figure_and_colour_specificity(straight_run, tmp_path, capsys):
   # were 8 tall on a 2,448-pixel-wide figure). Mutation: the font size dropped -> red.
   inked = np.flatnonzero((title < 128).any(axis=1))
   assert inked.size and inked[-1] - inked[0] + 1 >= 12
-  # The printed chroma is the checkpoint's, and the first tile is column 0's first kernel
-  # normalised on its own, each pixel a 51x51 square (sampled at the squares' centres).
+  # The printed chroma is the checkpoint's, and each block's first tile is its column's first
+  # kernel normalised on its own, each pixel a 51x51 square (sampled at the squares' centres).
+  # Mutations: the RGB test for drawing in grey inverted -> red; the second block cut from
+  # another place (`c * block` -> `c / block`) -> red.
   from alexnet_jax import inference
 
   kernel = np.asarray(inference.load(workdir).params["conv1"]["kernel"])
   for line, score in zip(lines, visualize.colour_specificity(kernel)):
     assert json.loads(line)["mean_chroma"] == score
   with Image.open(out) as png:
-    tile = np.asarray(png.convert("RGB"))[header + 25:header + 5 * 51:51, 25:5 * 51:51]
-  want = (visualize.normalised_kernels(kernel)[0, 0] * 255).round()
-  np.testing.assert_array_equal(tile, want.astype(np.uint8))
+    pixels = np.asarray(png.convert("RGB"))
+  for column in range(2):
+    top = column * ((2 * 6 + 5) * 51 + header) + header  # a block: 2 rows of 6 px and a gap
+    tile = pixels[top + 25:top + 5 * 51:51, 25:5 * 51:51]
+    want = (visualize.normalised_kernels(kernel)[column, 0] * 255).round()
+    np.testing.assert_array_equal(tile, want.astype(np.uint8), err_msg=f"column {column}")
+
+
+def test_a_grey_networks_kernels_are_drawn_without_a_chroma(tmp_path, capsys):
+  """The embedded default's network sees grey images: its kernels are drawn grey and no
+  colour score is printed (null). Mutation: `[None] * columns` -> `/` (a TypeError) -> red."""
+  from alexnet_jax import visualize
+  from test_model_card import fashion_workdir
+
+  workdir = fashion_workdir(str(tmp_path / "fashion"))
+  visualize.kernels_figure(workdir, output=str(tmp_path / "grey.png"))
+  lines = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
+  assert [line["mean_chroma"] for line in lines] == [None, None]
+  with Image.open(tmp_path / "grey.png") as png:
+    pixels = np.asarray(png.convert("RGB")).astype(int)
+  assert (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all()
 
 
 def test_each_kernel_is_drawn_spanning_black_to_white_on_its_own():
