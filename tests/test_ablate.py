@@ -78,8 +78,6 @@ def test_a_study_gives_a_table_and_a_plot_stops_at_an_interrupted_run_and_refuse
 def test_figure1_picks_each_activations_best_rate_and_reports_the_ratio(tmp_path, monkeypatch):
   """Scripted training curves: ReLU at ε 0.02 reaches 25 % at step 40, tanh at best (ε 0.01)
   at step 160; tanh at ε 0.02 never does."""
-  import json
-
   reached = {("relu", 0.01): 80, ("relu", 0.02): 40, ("tanh", 0.01): 160, ("tanh", 0.02): None}
   trained = []
 
@@ -222,12 +220,12 @@ def test_a_training_curve_is_the_train_rows_last_record_of_each_step(tmp_path):
   """The evaluation rows (which have a loss too) are not the training curve; a step logged
   again after a resume counts once, its last record. Mutation: `split == 'train' and key in r`
   -> `or` -> red."""
-  from alexnet_jax import workdir as workdir_lib
+  from alexnet_jax import metrics
   from alexnet_jax.ablate.runner import train_curve
 
-  rows = [{"step": 2, "split": "train", "loss": 2.0}, {"step": 4, "split": "train", "loss": 1.5},
-          {"step": 4, "split": "train", "loss": 1.4},
-          {"step": 5, "split": "eval", "loss": 9.0, "top1_error": 0.9}]
-  with open(workdir_lib.RunDir(str(tmp_path)).metrics, "w") as f:
-    f.writelines(json.dumps(r) + "\n" for r in rows)
+  with metrics.MetricWriter(str(tmp_path)) as writer:  # the rows as a run logs them
+    writer.write(2, "train", {"loss": 2.0})
+    writer.write(4, "train", {"loss": 1.5})
+    writer.write(4, "train", {"loss": 1.4})  # logged again after a resume
+    writer.write(5, "eval", {"loss": 9.0, "top1_error": 0.9})
   assert train_curve(str(tmp_path), "loss") == [(2, 2.0), (4, 1.4)]

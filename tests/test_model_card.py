@@ -4,7 +4,6 @@ default's form (Fashion-MNIST: 28x28 grey padded to 32, 28 crops), the paper's (
 256, 224 crops) and a converted Caffe workdir's (squashed to 227+)."""
 
 import importlib.util
-import json
 import math
 import os
 import re
@@ -122,19 +121,18 @@ def test_the_cards_accuracy_is_the_exported_steps_or_the_last_said_as_such(tmp_p
   at the exported checkpoint's step where there is one, for each split apart; else the last
   one, naming the checkpoint's step. Mutations: the step match `==` -> `!=` -> red; the
   fallback to the last evaluation dropped -> red; the note's `==` -> `!=` -> red."""
-  from alexnet_jax import model_card, workdir as workdir_lib
+  from alexnet_jax import metrics, model_card
 
   workdir = paper_geometry_workdir(str(tmp_path / "paper"))
   trained = inference.load(workdir)
   card = lambda: model_card.model_card(trained, "onnx", "m.onnx", workdir)
   assert "* not recorded (no metrics.jsonl beside the checkpoints)." in card()
 
-  row = lambda step, split, top1: {"step": step, "split": split, "loss": 1.0,
-                                   "top1_error": top1, "top5_error": top1 / 2}
-  rows = [row(trained.step, "train", 0.9), row(trained.step, "eval", 0.40),
-          row(trained.step + 7, "eval", 0.30), row(trained.step + 7, "eval_10crop", 0.20)]
-  with open(workdir_lib.RunDir(workdir).metrics, "w") as f:
-    f.writelines(json.dumps(r) + "\n" for r in rows)
+  with metrics.MetricWriter(workdir) as writer:  # the rows as a run logs them
+    for step, split, top1 in ((trained.step, "train", 0.9), (trained.step, "eval", 0.40),
+                              (trained.step + 7, "eval", 0.30),
+                              (trained.step + 7, "eval_10crop", 0.20)):
+      writer.write(step, split, {"loss": 1.0, "top1_error": top1, "top5_error": top1 / 2})
   text = card()
   assert (f"* centre crop: top-1 60.00 %, top-5 80.00 % accuracy (step {trained.step}).\n"
           in text)
