@@ -93,6 +93,19 @@ def random_caffe_weights(spec, seed=0):
   return weights
 
 
+def caffe_workdir(path: str, tmp_path, overrides=()) -> str:
+  """A workdir converted from a narrowed bvlc_alexnet with random weights (`NARROW` and
+  `overrides`), its caffemodel written in `tmp_path`; `path`."""
+  from alexnet_jax import model_spec
+
+  config = load_config("caffe_alexnet", "", [*NARROW, *overrides])
+  spec = model_spec.AlexNetSpec.from_config(config.model)
+  caffemodel = str(tmp_path / "narrow.caffemodel")
+  write_caffemodel(caffemodel, random_caffe_weights(spec, seed=4), v1=False)
+  convert.convert_caffe(caffemodel, path, config)
+  return path
+
+
 # ----------------------------------------------------------------------------- Caffe's forward
 
 def _conv(x, weight, bias, stride, pad, group):
@@ -356,16 +369,10 @@ def test_an_imagenet_conversion_names_its_classes_by_their_wordnet_ids(tmp_path)
   """bvlc_alexnet's 1,000 outputs are ILSVRC-2012's synsets in sorted order, the order of
   tensorflow-datasets' label file; another dataset's or another count's are numbered.
   Mutations: the ImageNet test `==` -> `!=` -> red; the count check inverted -> red."""
-  from alexnet_jax import model_spec
-
   names = convert.imagenet_class_names(1000)
   assert names[:2] == ("n01440764", "n01443537") and list(names) == sorted(names)
   assert convert.imagenet_class_names(10) == tuple(str(i) for i in range(10))
   for dataset, first in (("imagenet2012", "n01440764"), ("synthetic", "0")):
-    config = load_config("caffe_alexnet", "", [*NARROW, "model.num_classes=1000",
-                                               f"data.name={dataset}"])
-    path = str(tmp_path / f"{dataset}.caffemodel")
-    write_caffemodel(path, random_caffe_weights(model_spec.AlexNetSpec.from_config(
-        config.model)), v1=False)
-    convert.convert_caffe(path, str(tmp_path / dataset), config)
-    assert inference.load(str(tmp_path / dataset)).class_names[:1] == (first,)
+    workdir = caffe_workdir(str(tmp_path / dataset), tmp_path,
+                            ["model.num_classes=1000", f"data.name={dataset}"])
+    assert inference.load(workdir).class_names[:1] == (first,)

@@ -12,10 +12,10 @@ import sys
 import numpy as np
 import pytest
 
-from alexnet_jax import convert, export, inference, model_spec, models
+from alexnet_jax import convert, export, inference, models
 from alexnet_jax.errors import UserError
 from conftest import load_config
-from test_convert import NARROW, random_caffe_weights, write_caffemodel
+from test_convert import caffe_workdir
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 HAS_ONNX = all(importlib.util.find_spec(m) for m in ("jax2onnx", "onnxruntime"))
@@ -82,15 +82,6 @@ def paper_geometry_workdir(path: str, overrides=()) -> str:
   params = jax.tree_util.tree_map_with_path(weight, abstract)
   mean = rng.uniform(90, 130, (256, 256, 3)).astype(np.float32)
   convert.write_workdir(path, config, params, mean, converted_from=path)
-  return path
-
-
-def caffe_workdir(path: str, tmp_path) -> str:
-  config = load_config("caffe_alexnet", "", NARROW)
-  spec = model_spec.AlexNetSpec.from_config(config.model)
-  caffemodel = str(tmp_path / "narrow.caffemodel")
-  write_caffemodel(caffemodel, random_caffe_weights(spec, seed=4), v1=False)
-  convert.convert_caffe(caffemodel, path, config)
   return path
 
 

@@ -14,7 +14,8 @@ from PIL import Image
 
 from alexnet_jax import convert, export, inference, models
 from conftest import load_config
-from test_export import caffe_workdir, paper_geometry_workdir, run_without_alexnet_jax
+from test_convert import caffe_workdir
+from test_export import paper_geometry_workdir, run_without_alexnet_jax
 
 HAS_ONNX = all(importlib.util.find_spec(m) for m in ("jax2onnx", "onnxruntime"))
 
