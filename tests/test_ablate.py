@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_jax import inference, train, visualize
+from alexnet_jax import inference, metrics, train, visualize
 from alexnet_jax.ablate import ablations, columns, figure1, precision
 from conftest import sigterm_at_step
 
@@ -25,7 +25,6 @@ def test_a_study_gives_a_table_and_a_plot_stops_at_an_interrupted_run_and_refuse
   """SIGTERM (SLURM's preemption) ends a run normally with its checkpoint: the study used to
   write that mid-training evaluation (or {}) as the run's result and go on; a {} then failed
   every rerun with KeyError: 'eval'. The same command continues the study."""
-  import json
   import logging
 
   from alexnet_jax.errors import UserError
@@ -85,12 +84,10 @@ def test_figure1_picks_each_activations_best_rate_and_reports_the_ratio(tmp_path
     key = (config.model.activation, config.optimizer.learning_rate)
     assert config.model.dropout == 0.0 and config.optimizer.weight_decay == 0.0
     trained.append(key)
-    os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, "metrics.jsonl"), "w") as f:
+    with metrics.MetricWriter(run_dir) as writer:
       for step in range(20, 201, 20):
         below = reached[key] is not None and step >= reached[key]
-        f.write(json.dumps({"step": step, "split": "train",
-                            "top1_error": 0.2 if below else 0.5 - step / 1000}) + "\n")
+        writer.write(step, "train", {"top1_error": 0.2 if below else 0.5 - step / 1000})
     return train.RunResult({"eval": {"top1_error": 0.3, "top5_error": 0.1}}, 200, True, {})
 
   monkeypatch.setattr(train, "train_and_evaluate", scripted)
@@ -220,7 +217,6 @@ def test_a_training_curve_is_the_train_rows_last_record_of_each_step(tmp_path):
   """The evaluation rows (which have a loss too) are not the training curve; a step logged
   again after a resume counts once, its last record. Mutation: `split == 'train' and key in r`
   -> `or` -> red."""
-  from alexnet_jax import metrics
   from alexnet_jax.ablate.runner import train_curve
 
   with metrics.MetricWriter(str(tmp_path)) as writer:  # the rows as a run logs them
