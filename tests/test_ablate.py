@@ -148,6 +148,25 @@ def test_precision_compares_bfloat16_with_float32_against_the_seeds_spread(tmp_p
     assert png.format == "PNG"
 
 
+def test_the_table_is_each_variants_mean_and_spread_in_percent_beside_the_papers_change():
+  """Test errors are fractions in the runs' results, percent in the table; each Δ is against the
+  baseline's mean, top-1 and top-5 alike. Mutations: `100 * error` -> `100 / error`; top-5's Δ
+  `m5 - base5` -> `+` -> red."""
+  def runs(*errors):
+    return [{"eval": {"top1_error": e1, "top5_error": e5}} for e1, e5 in errors]
+
+  rows = ablations.summarize({"baseline": runs((0.40, 0.20), (0.42, 0.18)),
+                              "lrn": runs((0.43, 0.21), (0.45, 0.23))}, "eval")
+  base, lrn = rows
+  assert base["variant"] == "baseline" and base["seeds"] == 2 and base["section"] == ""
+  assert base["top1"] == pytest.approx(41.0) and base["top5"] == pytest.approx(19.0)
+  assert base["top1_std"] == pytest.approx(np.sqrt(2)) and base["delta_top5"] == 0.0
+  assert (lrn["top1"], lrn["top5"]) == (pytest.approx(44.0), pytest.approx(22.0))
+  assert (lrn["delta_top1"], lrn["delta_top5"]) == (pytest.approx(3.0), pytest.approx(3.0))
+  assert lrn["section"] == "§3.3" and (lrn["paper_delta_top1"], lrn["paper_delta_top5"]) == (
+      1.4, 1.2)
+
+
 @pytest.mark.parametrize("name", ["paper", "paper_code", "tiny", "fashion_mnist",
                                   "fashion_mnist_full", "finetune"])
 def test_every_config_keeps_every_ablation_it_is_asked_for(name):
