@@ -50,15 +50,13 @@ def initialize(coordinator_address: str = "", num_processes: int = 0,
     if num_processes > 1:
       raise UserError("--num_processes > 1 needs --coordinator_address (host:port of process 0)")
     return False
+  if coordinator_address and (num_processes < 1 or not 0 <= process_id < num_processes):
+    raise UserError(f"a multi-process run needs --num_processes >= 1 and 0 <= --process_id < "
+                    f"num_processes (got {num_processes}, {process_id})")
   if os.environ.get("JAX_PLATFORMS", "") == "cpu":
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  if coordinator_address:
-    if num_processes < 1 or not 0 <= process_id < num_processes:
-      raise UserError(f"a multi-process run needs --num_processes >= 1 and 0 <= --process_id < "
-                      f"num_processes (got {num_processes}, {process_id})")
-    args = (coordinator_address, num_processes, process_id)
-  else:  # SLURM: cluster auto-detection
-    args = ()
+  # Without a coordinator, SLURM's: jax.distributed detects the cluster itself.
+  args = (coordinator_address, num_processes, process_id) if coordinator_address else ()
   jax.distributed.initialize(*args, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
   _publish()
   logging.info("process %d of %d, %d local / %d global devices", jax.process_index(),

@@ -48,6 +48,89 @@ def test_a_second_launch_on_a_running_jobs_workdir_leaves_its_logs(tmp_path):
   assert not (workdir / "process_1.log").exists()
 
 
+def _exited_pid() -> int:
+  """The pid of a process that has exited and been reaped."""
+  done = subprocess.Popen([sys.executable, "-c", ""])
+  done.wait()
+  return done.pid
+
+
+def test_a_lost_peer_is_named_from_the_error_and_narrowed_to_those_that_exited(monkeypatch):
+  """`lost_peer` on errors as gloo and the coordination service word them, with the table the
+  processes published (this process is 0). Mutations: the peer-error test dropped; this
+  process counted among the suspects; the `Task N`, `unhealthy` and address readers each
+  dropped; `_gone`'s other-host test inverted; `in "ZX"` -> `not in` -> red."""
+  import socket
+  import time
+
+  from alexnet_jax import distributed
+
+  host = socket.gethostname()
+  zombie = subprocess.Popen([sys.executable, "-c", ""])  # exited, not reaped: state Z
+  deadline = time.time() + 30
+  while open(f"/proc/{zombie.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+    assert time.time() < deadline
+    time.sleep(0.05)
+  peers = {0: {"host": host, "address": "10.0.0.9", "pid": _exited_pid()},  # this process
+           1: {"host": host, "address": "10.0.0.1", "pid": os.getpid()},  # alive
+           2: {"host": host, "address": "10.0.0.2", "pid": _exited_pid()},
+           3: {"host": "elsewhere", "address": "10.0.0.3", "pid": 7},
+           4: {"host": host, "address": "10.0.0.4", "pid": os.getppid()},  # alive
+           5: {"host": host, "address": "10.0.0.5", "pid": zombie.pid}}
+  name = {i: f"process {i} ({p['host']}, pid {p['pid']})" for i, p in peers.items()}
+  lost = distributed.lost_peer
+  error = ConnectionError("Connection reset by peer")
+  assert lost(error) is None  # a single-process run publishes no table
+  monkeypatch.setattr(distributed, "_PEERS", peers)
+  try:
+    assert lost(ValueError("shapes (2,) and (3,) differ")) is None
+    assert lost(error) == (f"process 0 of 1 lost {name[2]} or {name[5]} "
+                           "(ConnectionError: Connection reset by peer)")
+    assert lost(RuntimeError("Task 4 heartbeat timeout\nmore")).startswith(
+        f"process 0 of 1 lost {name[4]} (RuntimeError: Task 4 heartbeat timeout)")
+    assert f"lost {name[1]} or {name[4]} (" in lost(RuntimeError(
+        "2 tasks are unhealthy (stopped sending heartbeats): 1, 4"))
+    assert f"lost {name[3]} (" in lost(RuntimeError("tasks are unhealthy: 1, 3"))
+    assert f"lost {name[1]} (" in lost(OSError("Connection refused [10.0.0.1]:1234"))
+  finally:
+    zombie.wait()
+
+
+def test_a_multi_process_launch_is_checked_before_jax_distributed_starts(monkeypatch):
+  """One line for counts that cannot be, before any setting changes; SLURM's batch script (no
+  job step) is one process. Mutations: the `num_processes > 1` test -> `>= 1`; the process-id
+  range test dropped; `and "SLURM_STEP_ID" in` -> `or` -> red."""
+  import jax
+
+  from alexnet_jax import distributed
+  from alexnet_jax.errors import UserError
+
+  for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "SLURM_NTASKS",
+               "SLURM_STEP_ID"):
+    monkeypatch.delenv(name, raising=False)
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu")  # read at each call
+  started, updated = [], []
+  monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **k: started.append(a))
+  monkeypatch.setattr(jax.config, "update", lambda *a: updated.append(a))
+  monkeypatch.setattr(distributed, "_publish", lambda: None)
+  assert distributed.initialize() is False and distributed.initialize(num_processes=1) is False
+  with pytest.raises(UserError, match=r"--num_processes > 1 needs --coordinator_address"):
+    distributed.initialize(num_processes=2)
+  for count, index in ((2, 2), (2, -1), (0, 0)):
+    with pytest.raises(UserError, match=rf"needs --num_processes >= 1 and 0 <= --process_id < "
+                                        rf"num_processes \(got {count}, {index}\)"):
+      distributed.initialize("host:1234", count, index)
+  monkeypatch.setenv("SLURM_NTASKS", "2")  # sbatch's script: no job step
+  assert distributed.initialize() is False and started == updated == []
+  monkeypatch.setenv("JAX_PROCESS_ID", "1")
+  monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
+  assert distributed.initialize("host:1234") is True
+  monkeypatch.setenv("SLURM_STEP_ID", "0")
+  assert distributed.initialize() is True
+  assert started == [("host:1234", 2, 1), ()]
+  assert updated == [("jax_cpu_collectives_implementation", "gloo")] * 2
+
+
 def _pid_of(process: int, workdir) -> int | None:
   for pid in filter(str.isdigit, os.listdir("/proc")):
     try:
