@@ -78,3 +78,68 @@ def test_a_script_that_prepares_outside_the_main_guard_is_told_so(tmp_path):
   assert proc.returncode == 1
   assert _last_line(proc).endswith("or do without worker processes (--workers=1)"), \
       proc.stderr[-3000:]
+
+
+# A script that probes its own re-run: each spawned start notes itself in `starts`, then ends
+# as its mode says (`ok`: at once; `fails`: status 7; `hangs`: past the probe's time).
+PROBED = """
+import sys, time
+from alexnet_jax.data import spawning
+mode = sys.argv[1]
+if __name__ == "__mp_main__":
+  with open("starts", "a") as f:
+    f.write(mode + "\\n")
+  if mode == "fails":
+    sys.exit(7)
+  if mode == "hangs":
+    time.sleep(60)
+if __name__ == "__main__":
+  spawning._PROBE_S = 2.0
+  try:
+    spawning.check_can_spawn("workers=0")
+    spawning.check_can_spawn("workers=0")
+    print("can spawn")
+  except spawning.UserError as e:
+    print(e)
+"""
+
+
+@pytest.mark.parametrize("mode, said", [
+    ("ok", "can spawn"),
+    ("fails", "and that ended with status 7 (its error is above): put the script's work under"),
+    ("hangs", "and that had not ended after 2 s in a probe process: put the script's work"),
+])
+def test_the_probe_is_started_once_and_says_how_the_rerun_failed(tmp_path, mode, said):
+  """Mutations: a probe that succeeded not remembered (`_CHECKED.add` dropped) -> two starts;
+  the exit status test `== 0` -> `!= 0`; `exitcode is None` -> `is not None` (a hung re-run
+  taken for a failed one) -> red."""
+  script = tmp_path / "probed.py"
+  script.write_text(PROBED)
+  proc = subprocess.run([sys.executable, str(script), mode], cwd=tmp_path, capture_output=True,
+                        text=True, timeout=60)
+  assert said in proc.stdout, proc.stderr[-3000:]
+  if mode != "ok":
+    assert proc.stdout.startswith(f"worker processes cannot start: Python starts each by "
+                                  f"running {script} again, and ")
+    assert proc.stdout.rstrip().endswith("or do without worker processes (workers=0)")
+  assert (tmp_path / "starts").read_text() == f"{mode}\n"
+
+
+def test_what_a_spawned_process_runs_again(monkeypatch):
+  """A script's path, a module run with `-m` by name; nothing for an interactive session, a
+  package's `__main__` or this project's commands (each starts under the guard). Mutations:
+  the `__main__` / alexnet_jax test `or` -> `and`; a module taken for a path -> red."""
+  from types import SimpleNamespace as Main
+
+  from alexnet_jax.data import spawning
+
+  def reruns(main):
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    return spawning._reruns()
+
+  assert reruns(Main(__file__="/runs/train.py")) == ("/runs/train.py", True)
+  assert reruns(Main(__spec__=Main(name="lab.train"), __file__="/lab/train.py")) == (
+      "lab.train", False)
+  assert reruns(Main(__spec__=Main(name="lab.__main__"))) is None
+  assert reruns(Main(__spec__=Main(name="alexnet_jax.main"))) is None
+  assert reruns(Main()) is None
