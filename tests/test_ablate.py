@@ -167,6 +167,32 @@ def test_the_table_is_each_variants_mean_and_spread_in_percent_beside_the_papers
       1.4, 1.2)
 
 
+def test_a_study_runs_every_seed_of_every_variant_and_tables_their_spread(tmp_path, monkeypatch,
+                                                                          caplog):
+  """Scripted runs, two seeds of the baseline and of no LRN, each evaluated on ten crops.
+  Mutations: the study's run count `(1 + names) * seeds` -> `/ seeds`; the split always
+  `eval`; the spread with ddof 0 -> red."""
+  import logging
+
+  top1 = {(True, 0): 0.40, (True, 1): 0.42, (False, 0): 0.43, (False, 1): 0.45}
+
+  def scripted(config, run_dir, **kwargs):
+    error = top1[config.model.lrn, config.seed]
+    os.makedirs(run_dir)
+    return train.RunResult({"eval": {"top1_error": error + 0.1, "top5_error": 0.3},
+                            "eval_10crop": {"top1_error": error, "top5_error": 0.2}}, 2, True, {})
+
+  monkeypatch.setattr(train, "train_and_evaluate", scripted)
+  caplog.set_level(logging.INFO, logger="absl")
+  table = ablations.study("configs/tiny.py", ["lrn"], 2, str(tmp_path), OVERRIDES)
+  runs = [m.split(":")[0] for m in caplog.messages if m.startswith("study run")]
+  assert runs == [f"study run {i} of 4" for i in (1, 2, 3, 4)]
+  assert "(eval_10crop)" in table.splitlines()[0]
+  assert "| baseline |  | 2 | 41.00 ± 1.41 | 20.00 ± 0.00 | +0.00 | +0.00 |" in table
+  assert "| no LRN | §3.3 | 2 | 44.00 ± 1.41 | 20.00 ± 0.00 | +3.00 | +0.00 | +1.40 | +1.20 |" in (
+      table)
+
+
 @pytest.mark.parametrize("name", ["paper", "paper_code", "tiny", "fashion_mnist",
                                   "fashion_mnist_full", "finetune"])
 def test_every_config_keeps_every_ablation_it_is_asked_for(name):
