@@ -39,6 +39,7 @@ class StepMetrics:
     self._queue = queue.Queue()
     self._added = self._done = 0
     self._divergence = None  # (step, what, value, running mean or None): the first one
+    self._error = None  # what the first failed fetch or check raised
     self._changed = threading.Condition()
     self._thread = threading.Thread(target=self._run, name="step-metrics", daemon=True)
     self._thread.start()
@@ -55,15 +56,23 @@ class StepMetrics:
 
   def _run(self) -> None:
     while (item := self._queue.get()) is not None:
-      step, values = item
-      host = jax.device_get(values)
+      try:
+        self._take(*item)
+      except Exception as e:  # a step that failed on the device fails its fetch: `wait` raises it
+        self._error = e
       with self._changed:
-        if self._divergence is None:
-          self._divergence = self._check(step, host)
-          if self._divergence is None:
-            self._fetched.append((step, host))
         self._done += 1
         self._changed.notify_all()
+
+  def _take(self, step: int, values) -> None:
+    if self._divergence is not None or self._error is not None:
+      return
+    host = jax.device_get(values)
+    divergence = self._check(step, host)
+    with self._changed:
+      if divergence is None:
+        self._fetched.append((step, host))
+      self._divergence = divergence
 
   def _check(self, step: int, values: dict):
     for name, said in self.WATCHED.items():
@@ -77,9 +86,12 @@ class StepMetrics:
     return None
 
   def wait(self) -> None:
-    """Blocks until every step added so far has been fetched and checked."""
+    """Blocks until every step added so far has been fetched and checked; raises what a failed
+    fetch raised (a device error surfaces here, not as a thread's traceback and a wait forever)."""
     with self._changed:
       self._changed.wait_for(lambda: self._done == self._added)
+    if self._error is not None:
+      raise self._error
 
   def fetch(self, last_saved: int | None) -> None:
     """Waits for the steps added so far; raises `UserError` if one diverged."""

@@ -1,5 +1,7 @@
 """The step metrics' background fetch: divergence stops a run before it is saved."""
 
+import threading
+
 import pytest
 
 from alexnet_jax.errors import UserError
@@ -36,3 +38,33 @@ def test_the_summary_averages_the_scalars_since_the_last_one():
     metrics.wait()
     assert metrics.summary() == {"loss": 2.0, "param_norm": 1.0, "grad_norm/fc6": 2.0}
     assert metrics.summary() is None
+
+
+class _Lost:
+  """A step's result whose fetch fails, as a device error surfaces when the host reads it."""
+
+  def __float__(self):
+    raise RuntimeError("INTERNAL: device lost")
+
+
+def test_a_fetch_that_fails_is_raised_to_the_loop_not_waited_on_forever():
+  """The fetch thread died with the error and the loop waited on it forever. Mutations: the
+  thread's `except` dropped (the wait below never ends); the steps after a failure fetched
+  -> red."""
+  raised = []
+
+  def loop(watch):
+    try:
+      watch.fetch(last_saved=None)
+    except RuntimeError as e:
+      raised.append(str(e))
+
+  with StepMetrics() as watch:
+    watch.add(1, {"loss": 2.3, "param_norm": 1.0})
+    watch.add(2, {"loss": _Lost(), "param_norm": 1.0})
+    watch.add(3, {"loss": 2.2, "param_norm": 1.0})  # after a failure: not fetched
+    waiting = threading.Thread(target=loop, args=(watch,), daemon=True)
+    waiting.start()
+    waiting.join(timeout=30)
+    assert not waiting.is_alive() and raised == ["INTERNAL: device lost"]
+    assert watch.summary() == {"loss": 2.3, "param_norm": 1.0}
