@@ -193,6 +193,47 @@ def test_a_study_runs_every_seed_of_every_variant_and_tables_their_spread(tmp_pa
       table)
 
 
+# Scripted training losses at steps 1, 2 (a run logging step 3 too shares no third point) and
+# test errors, per (compute dtype, seed).
+LOSSES = {("float32", 0): [2.0, 1.0], ("float32", 1): [2.2, 1.2, 0.5],
+          ("bfloat16", 0): [2.1, 1.1], ("bfloat16", 1): [2.3, 1.5]}
+TOP1 = {("float32", 0): 0.30, ("float32", 1): 0.32, ("bfloat16", 0): 0.31, ("bfloat16", 1): 0.33}
+
+
+def test_precision_reports_the_gap_of_the_mean_curves_against_float32s_seed_spread(
+    tmp_path, monkeypatch, caplog):
+  """Mutations: the study's run count `2 * seeds` -> `/`; the test error `100 *` -> `/`; the
+  largest gap `max` -> `min`; a seed-to-seed spread from one seed (`seeds > 1` -> `>= 1`) -> red."""
+  import logging
+
+  def scripted(config, run_dir, **kwargs):
+    key = (config.model.dtype, config.seed)
+    with metrics.MetricWriter(run_dir) as writer:
+      for step, loss in enumerate(LOSSES[key], 1):
+        writer.write(step, "train", {"loss": loss})
+    return train.RunResult({"eval": {"top1_error": TOP1[key], "top5_error": 0.1}}, 2, True, {})
+
+  monkeypatch.setattr(train, "train_and_evaluate", scripted)
+  caplog.set_level(logging.INFO, logger="absl")
+  summary = precision.precision("configs/tiny.py", 2, str(tmp_path / "two"), [], 1)
+  runs = [m.split(":")[0] for m in caplog.messages if m.startswith("study run")]
+  assert runs == [f"study run {i} of 4" for i in (1, 2, 3, 4)]
+  assert summary == pytest.approx({
+      "seeds": 2, "steps": 2, "points": 2, "mean_abs_gap": 0.15, "max_abs_gap": 0.2,
+      "mean_seed_spread": np.sqrt(0.02), "within_noise": False, "final_loss_float32": 1.1,
+      "final_loss_bfloat16": 1.3, "test_top1_float32": 31.0, "test_top1_bfloat16": 32.0,
+      "test_top1_std_float32": np.sqrt(2), "test_top1_std_bfloat16": np.sqrt(2)})
+  report = (tmp_path / "two" / "precision" / "precision.md").read_text()
+  assert "| float32 | 1.1000 | 31.00 ± 1.41 |" in report and "Within noise" in report
+  assert "no: bfloat16's mean |gap| to float32, 0.1500, against float32's mean seed-to-seed " \
+         "std, 0.1414." in report
+  one = precision.precision("configs/tiny.py", 1, str(tmp_path / "one"), [], 1)
+  assert one["mean_seed_spread"] is None and one["within_noise"] is None
+  assert one["test_top1_std_float32"] == 0.0
+  assert "not decided: one seed gives no seed-to-seed spread" in (
+      tmp_path / "one" / "precision" / "precision.md").read_text()
+
+
 @pytest.mark.parametrize("name", ["paper", "paper_code", "tiny", "fashion_mnist",
                                   "fashion_mnist_full", "finetune"])
 def test_every_config_keeps_every_ablation_it_is_asked_for(name):
