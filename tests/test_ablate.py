@@ -74,9 +74,16 @@ def test_a_study_gives_a_table_and_a_plot_stops_at_an_interrupted_run_and_refuse
                  [*OVERRIDES, "data.synthetic_train_size=48"])
 
 
-def test_figure1_picks_each_activations_best_rate_and_reports_the_ratio(tmp_path, monkeypatch):
+def test_figure1_picks_each_activations_best_rate_and_reports_the_ratio(tmp_path, monkeypatch,
+                                                                        caplog):
   """Scripted training curves: ReLU at ε 0.02 reaches 25 % at step 40, tanh at best (ε 0.01)
-  at step 160; tanh at ε 0.02 never does."""
+  at step 160; tanh at ε 0.02 never does. Then a threshold of 20 %, which ReLU's curves touch
+  and tanh's (at 22 %) never reach. Mutations: a curve at the threshold taken as above it
+  (`<=` -> `<`); the study's run count `2 * lrs` -> `/`; a sweep that never reached the
+  threshold judged by its highest final error (`min` -> `max`); a ratio with one side missing
+  (`and` -> `or`); the best rates not in bold -> red."""
+  import logging
+
   reached = {("relu", 0.01): 80, ("relu", 0.02): 40, ("tanh", 0.01): 160, ("tanh", 0.02): None}
   trained = []
 
@@ -84,24 +91,34 @@ def test_figure1_picks_each_activations_best_rate_and_reports_the_ratio(tmp_path
     key = (config.model.activation, config.optimizer.learning_rate)
     assert config.model.dropout == 0.0 and config.optimizer.weight_decay == 0.0
     trained.append(key)
+    floor = 0.2 if key[0] == "relu" else 0.22
     with metrics.MetricWriter(run_dir) as writer:
       for step in range(20, 201, 20):
         below = reached[key] is not None and step >= reached[key]
-        writer.write(step, "train", {"top1_error": 0.2 if below else 0.5 - step / 1000})
+        writer.write(step, "train", {"top1_error": floor if below else 0.5 - step / 1000})
     return train.RunResult({"eval": {"top1_error": 0.3, "top5_error": 0.1}}, 200, True, {})
 
   monkeypatch.setattr(train, "train_and_evaluate", scripted)
+  caplog.set_level(logging.INFO, logger="absl")
   summary = figure1.figure1("configs/tiny.py", [0.01, 0.02], 0.25, str(tmp_path), [], 20)
   assert summary == {"threshold": 0.25, "relu_lr": 0.02, "tanh_lr": 0.01, "relu_steps": 40,
                      "tanh_steps": 160, "tanh_over_relu": 4.0}
+  runs = [m.split(":")[0] for m in caplog.messages if m.startswith("study run")]
+  assert runs == [f"study run {i} of 4" for i in (1, 2, 3, 4)]
   report = (tmp_path / "figure1" / "figure1.md").read_text()
   assert "| tanh | 0.02 | not reached |" in report and "tanh / ReLU iterations: 4.00" in report
+  assert "| relu | **0.02** | 40 | 20.00 % |" in report and "| relu | 0.01 | 80 |" in report
   with Image.open(tmp_path / "figure1" / "figure1.png") as png:
     assert png.format == "PNG"
   assert len(trained) == 4
   trained.clear()
   figure1.figure1("configs/tiny.py", [0.01, 0.02], 0.25, str(tmp_path), [], 20)
   assert trained == []  # finished runs are kept
+  lower = figure1.figure1("configs/tiny.py", [0.01, 0.02], 0.2, str(tmp_path / "lower"), [], 20)
+  assert lower == {"threshold": 0.2, "relu_lr": 0.02, "tanh_lr": 0.01, "relu_steps": 40,
+                   "tanh_steps": None, "tanh_over_relu": None}
+  assert "tanh / ReLU iterations: not available" in (
+      tmp_path / "lower" / "figure1" / "figure1.md").read_text()
 
 
 def test_column_specialisation_needs_colour_and_reports_each_seed(tmp_path):
@@ -203,7 +220,8 @@ TOP1 = {("float32", 0): 0.30, ("float32", 1): 0.32, ("bfloat16", 0): 0.31, ("bfl
 def test_precision_reports_the_gap_of_the_mean_curves_against_float32s_seed_spread(
     tmp_path, monkeypatch, caplog):
   """Mutations: the study's run count `2 * seeds` -> `/`; the test error `100 *` -> `/`; the
-  largest gap `max` -> `min`; a seed-to-seed spread from one seed (`seeds > 1` -> `>= 1`) -> red."""
+  largest gap `max` -> `min`; a seed-to-seed spread from one seed (`seeds > 1` -> `>= 1`, in
+  the summary or the CSV) -> red."""
   import logging
 
   def scripted(config, run_dir, **kwargs):
@@ -230,6 +248,8 @@ def test_precision_reports_the_gap_of_the_mean_curves_against_float32s_seed_spre
   one = precision.precision("configs/tiny.py", 1, str(tmp_path / "one"), [], 1)
   assert one["mean_seed_spread"] is None and one["within_noise"] is None
   assert one["test_top1_std_float32"] == 0.0
+  with open(tmp_path / "one" / "precision" / "precision.csv", newline="") as f:
+    assert {r["float32_std"] for r in csv.DictReader(f)} == {"0.000000"}
   assert "not decided: one seed gives no seed-to-seed spread" in (
       tmp_path / "one" / "precision" / "precision.md").read_text()
 
