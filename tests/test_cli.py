@@ -61,6 +61,30 @@ def test_a_number_out_of_a_flags_range_is_one_line(tmp_path, module, args, messa
   _one_error_line(command(module, *args, cwd=str(tmp_path)), message)
 
 
+USAGE = r"^error: usage: python -m alexnet_jax.ablate \[figure1\|columns\|precision\] --config"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["figure2"], USAGE),
+    (["figure1", "columns"], USAGE),
+    (["--seeds=0"], r"^error: --seeds must be >= 1$"),
+    (["--override=num_epochs"], r"--override 'num_epochs': expected a.b=value"),
+    (["--override=model.colums=1"], r"has no field 'colums'; did you mean columns"),
+    (["figure1", "--lrs=0.01,fast"], r"--lrs must be comma-separated numbers, got '0.01,fast'$"),
+    (["figure1", "--lrs=0.01,0"], r"--lrs needs positive learning rates and --threshold a "),
+    (["figure1", "--lrs=,"], r"--lrs needs positive learning rates"),
+    (["figure1", "--threshold=1"], r"--threshold a fraction in \(0, 1\)$"),
+    (["--ablations=lrn,dropuot"], r"unknown ablations \['dropuot'\]; known: lrn, "),
+])
+def test_ablate_refuses_bad_arguments_in_one_line_before_any_run(tmp_path, args, message):
+  """Mutations: the command check `or` -> `and`; `seeds < 1` -> `< 0`; the override check
+  dropped; the config not loaded up front; `min(lrs) <= 0` -> `< 0`; the threshold's upper
+  bound dropped; the ablation names not checked -> red."""
+  _one_error_line(command("ablate", "--config=configs/tiny.py", f"--workdir={tmp_path}/study",
+                          *args), message)
+  assert not os.path.exists(tmp_path / "study")
+
+
 def test_a_config_given_by_its_path_from_another_directory_loads(tmp_path):
   """`--config` as an absolute path from another directory ended in `No module named
   'configs'`; `configs/<name>.py` finds the configs shipped with the package from anywhere."""
