@@ -75,3 +75,67 @@ def test_a_mistyped_fashion_mnist_folder_is_one_line_before_any_phase(tmp_path):
                           env={**os.environ, "JAX_PLATFORMS": "cpu"})
   assert result.returncode == 2 and "holds no Fashion-MNIST" in result.stderr
   assert "Traceback" not in result.stderr and not (tmp_path / "o").exists()
+
+
+def test_a_child_past_its_phases_deadline_is_killed_with_its_process_group():
+  """What it printed before is kept; its own children end with it. Mutations: only the child
+  killed, not its process group; the time left not checked -> red."""
+  import time
+
+  said = []
+  records, error = gpu_check._child(
+      ["alexnet_jax.benchmark", "--help"], time.monotonic() + 0.5, said.append)
+  assert (records, error) == ([], "no time left in this phase's share") and len(said) == 1
+  script = ("import json, subprocess, sys, time; "
+            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+            "print(json.dumps({'worker': p.pid}), flush=True); time.sleep(60)")
+  start = time.monotonic()
+  records, error = gpu_check._child(["timeit", "-n", "1", script], time.monotonic() + 3,
+                                    said.append)
+  assert error == "timed out after 3 s" and time.monotonic() - start < 30
+  assert said[-1].endswith(script) and len(records) == 1
+  deadline = time.monotonic() + 10
+  while time.monotonic() < deadline:  # the worker gone (or a zombie waiting for init)
+    try:
+      with open(f"/proc/{records[0]['worker']}/stat") as f:
+        if f.read().rsplit(")", 1)[1].split()[0] in "ZX":
+          break
+    except OSError:
+      break
+    time.sleep(0.1)
+  else:
+    pytest.fail("the timed-out child's own worker outlived it")
+
+
+def test_the_training_phase_reads_the_runs_curve(tmp_path, monkeypatch):
+  """(c)'s figures from the run's metrics: the steady img/s without the first interval (which
+  compiles), the last training loss within epoch 1, the accuracy at each evaluation.
+  Mutations: the first interval kept; `epoch <= 1.0` -> `< 1.0`; accuracy as the error -> red."""
+  from alexnet_jax import metrics
+
+  asked = []
+
+  def run(argv, deadline, log):
+    asked.append(argv)
+    workdir = next(a.split("=", 1)[1] for a in argv if a.startswith("--workdir="))
+    with metrics.MetricWriter(workdir) as writer:
+      for step, loss, rate in ((100, 2.3, 1000.0), (200, 1.5, 3000.0), (300, 0.9, 5000.0),
+                               (400, 0.5, 4000.0)):
+        writer.write(step, "train", {"epoch": step / 200, "loss": loss, "img_per_s": rate})
+        if step % 200 == 0:
+          writer.write(step, "eval", {"top1_error": 0.1 * (4 - step // 100) / 2})
+    return [], None
+
+  monkeypatch.setattr(gpu_check, "_child", run)
+  phase = gpu_check.phase_train(gpu_check.GPU, "/fm", str(tmp_path), 0.0, print)
+  assert asked == [["alexnet_jax.main", "--config=configs/fashion_mnist_full.py",
+                    f"--workdir={tmp_path}/fashion_mnist", "--config.eval.ten_crop_final=false",
+                    "--config.data.data_dir=/fm"]]
+  assert phase["img_per_s"] == 4000.0 and phase["loss_at_epoch_1"] == 1.5
+  assert phase["accuracy_by_epoch"] == [{"epoch": 1.0, "accuracy": 90.0},
+                                        {"epoch": 2.0, "accuracy": 100.0}]
+  assert phase["errors"] == [] and phase["config"] == "configs/fashion_mnist_full.py"
+  monkeypatch.setattr(gpu_check, "_child", lambda *a: ([], "timed out after 5 s"))
+  cut = gpu_check.phase_train(gpu_check.GPU, "/fm", str(tmp_path / "none"), 0.0, print)
+  assert cut["errors"] == ["timed out after 5 s"] and cut["img_per_s"] is None
+  assert cut["loss_at_epoch_1"] is None and cut["accuracy_by_epoch"] == []
