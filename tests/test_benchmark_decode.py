@@ -20,7 +20,8 @@ def _config():
 def test_every_way_is_compared_with_the_default_decoders_pixels(tmp_path, capsys, monkeypatch):
   """On a CPU every way decodes the default decoder's pixels. A way one grey level off
   everywhere, and one leaving a patch to the host, are seen. Mutations: the difference taken
-  against the way's own pixels -> red; the patches left to the host not counted -> red."""
+  against the way's own pixels; the patches left to the host not counted; the workers' way
+  decoding another record on the host for a patch it refused (`start + i` -> `- i`) -> red."""
   records = benchmark.bench_decode(_config(), batch=8, generate=12, seconds=0.02,
                                    store=str(tmp_path / "store"))
   assert [r["max_abs_diff"] for r in records] == [0, 0, 0]
@@ -34,6 +35,26 @@ def test_every_way_is_compared_with_the_default_decoders_pixels(tmp_path, capsys
     return out
 
   monkeypatch.setattr(nvdecode.DeviceDecoder, "_decoded", off_by_one)
-  device = benchmark.bench_decode(_config(), batch=8, generate=12, seconds=0.02)[2]
+  real_patches = nvdecode.PatchDecoder.patches
+
+  def one_refused(self, jpegs, boxes, crop):  # the workers' decoder refuses each batch's 4th
+    return [None if i == 3 else p for i, p in enumerate(real_patches(self, jpegs, boxes, crop))]
+
+  monkeypatch.setattr(nvdecode.PatchDecoder, "patches", one_refused)
+  _, workers, device = benchmark.bench_decode(_config(), batch=8, generate=12, seconds=0.02)
   assert device["max_abs_diff"] == 1 and 0.5 < device["differing_fraction"] < 1
   assert device["left_to_host"] == 2  # the first patch of each of the two batches
+  assert workers["max_abs_diff"] == 0 and workers["left_to_host"] == 2  # each its own patch
+
+
+def test_each_ways_rates_are_its_patches_over_the_time_it_took(monkeypatch):
+  """Mutations: patches per second or CPU ms per batch miswritten (`*` <-> `/`) -> red."""
+  real = benchmark.timed
+
+  def timed(call, seconds):  # 10 batches in 0.5 s of wall time, 0.25 s of CPU time
+    real(call, 0.0, warm=1)
+    return 0.5, 0.25, 10
+
+  monkeypatch.setattr(benchmark, "timed", timed)
+  for record in benchmark.bench_decode(_config(), batch=8, generate=12, seconds=0.02):
+    assert (record["img_per_s"], record["cpu_ms_per_batch"]) == (160.0, 25.0)

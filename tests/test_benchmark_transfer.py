@@ -37,3 +37,18 @@ def test_each_way_moves_the_batch_and_its_figures_agree(capsys, monkeypatch):
     assert record["gb_per_s"] == pytest.approx(
         record["mb_per_batch"] / record["ms_per_batch"], rel=0.02)
   assert len(checked) > 4 * 4
+
+
+def test_each_ways_rates_are_its_bytes_over_the_time_it_took(monkeypatch):
+  """Mutations: GB/s, ms or CPU ms per batch miswritten (`*` <-> `/`) -> red."""
+  real = benchmark.timed
+
+  def timed(call, seconds):  # 10 batches in 0.5 s of wall time, 0.25 s of CPU time
+    real(call, 0.0, warm=1)
+    return 0.5, 0.25, 10
+
+  monkeypatch.setattr(benchmark, "timed", timed)
+  crossing = 16 * (32 * 32 * 3 + 4 + 12 + 12 + 4)
+  for record in benchmark.bench_transfer(load_config("tiny"), batch=16, seconds=0.05):
+    assert (record["ms_per_batch"], record["cpu_ms_per_batch"]) == (50.0, 25.0)
+    assert record["gb_per_s"] == pytest.approx(crossing * 20 / 1e9, rel=0.005)
