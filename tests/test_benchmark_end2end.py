@@ -65,9 +65,12 @@ def test_the_null_model_loop_reports_host_time_by_part(source, prepared, monkeyp
   monkeypatch.setattr(input_pipeline, "plain_pil_loop", pil_loop)
   record = benchmark.bench_end2end(load_config("tiny"), source=source, root="", generate=64,
                                    batch=16, workers=0, steps=8, null_model=True,
-                                   prepared=prepared, pillow_seconds=0.3)
+                                   prepared=prepared,
+                                   pillow_seconds=0.3 if source == "jpeg" else 0.0)
   assert record["model"] == "null" and record["source"].startswith(source)
   assert ("(prepared)" in record["source"]) == prepared
+  # 0 s: no yardstick (mutation: `pillow_seconds >= 0` -> `> 0`, refusing it -> red).
+  assert ("vs_pillow_1_thread" in record) == (source == "jpeg")
   assert set(record["host_ms_per_step"]) == {"checkpoint", "device_wait", "dispatch",
                                              "input_wait", "metrics", "other", "transfer"}
   # In each logged interval the main thread's parts add up to the step's wall time
