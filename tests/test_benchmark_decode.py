@@ -5,7 +5,7 @@ import pytest
 
 from alexnet_jax.benchmark import decode as benchmark
 from alexnet_jax.data import nvdecode
-from conftest import load_config
+from conftest import fixed_timing, load_config
 
 pytest.importorskip("nvidia.nvimgcodec", reason="the nvimgcodec extra")
 
@@ -49,12 +49,6 @@ def test_every_way_is_compared_with_the_default_decoders_pixels(tmp_path, capsys
 
 def test_each_ways_rates_are_its_patches_over_the_time_it_took(monkeypatch):
   """Mutations: patches per second or CPU ms per batch miswritten (`*` <-> `/`) -> red."""
-  real = benchmark.timed
-
-  def timed(call, seconds):  # 10 batches in 0.5 s of wall time, 0.25 s of CPU time
-    real(call, 0.0, warm=1)
-    return 0.5, 0.25, 10
-
-  monkeypatch.setattr(benchmark, "timed", timed)
+  fixed_timing(monkeypatch, benchmark)  # 10 batches in 0.5 s of wall time, 0.25 s of CPU
   for record in benchmark.bench_decode(_config(), batch=8, generate=12, seconds=0.02):
     assert (record["img_per_s"], record["cpu_ms_per_batch"]) == (160.0, 25.0)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from alexnet_jax.benchmark import transfer as benchmark
-from conftest import load_config
+from conftest import fixed_timing, load_config
 
 
 def test_each_way_moves_the_batch_and_its_figures_agree(capsys, monkeypatch):
@@ -41,13 +41,7 @@ def test_each_way_moves_the_batch_and_its_figures_agree(capsys, monkeypatch):
 
 def test_each_ways_rates_are_its_bytes_over_the_time_it_took(monkeypatch):
   """Mutations: GB/s, ms or CPU ms per batch miswritten (`*` <-> `/`) -> red."""
-  real = benchmark.timed
-
-  def timed(call, seconds):  # 10 batches in 0.5 s of wall time, 0.25 s of CPU time
-    real(call, 0.0, warm=1)
-    return 0.5, 0.25, 10
-
-  monkeypatch.setattr(benchmark, "timed", timed)
+  fixed_timing(monkeypatch, benchmark)  # 10 batches in 0.5 s of wall time, 0.25 s of CPU
   crossing = 16 * (32 * 32 * 3 + 4 + 12 + 12 + 4)
   for record in benchmark.bench_transfer(load_config("tiny"), batch=16, seconds=0.05):
     assert (record["ms_per_batch"], record["cpu_ms_per_batch"]) == (50.0, 25.0)
