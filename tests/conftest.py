@@ -298,3 +298,13 @@ def fixed_timing(monkeypatch, module):
     return 0.5, 0.25, 10
 
   monkeypatch.setattr(module, "timed", timed)
+
+
+def process_state(pid: int) -> str | None:
+  """The state letter of process `pid` in /proc (R, S, ..., Z: exited, not yet reaped); None
+  when there is no such process."""
+  try:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+      return f.read().rsplit(")", 1)[1].split()[0]
+  except OSError:
+    return None

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 import os
 
 import numpy as np
@@ -19,14 +20,19 @@ OVERRIDES = [  # the small synthetic set-up of conftest.small_config, one epoch
     "log_every_steps=2", "checkpoint.every_steps=2", "eval.ten_crop_final=False"]
 
 
+@pytest.fixture
+def study_runs(caplog):
+  """The "study run i of N" the studies have logged so far (absl's INFO lines captured)."""
+  caplog.set_level(logging.INFO, logger="absl")
+  return lambda: [m.split(":")[0] for m in caplog.messages if m.startswith("study run")]
+
+
 @pytest.mark.slow
 def test_a_study_gives_a_table_and_a_plot_stops_at_an_interrupted_run_and_refuses_other_data(
     tmp_path, monkeypatch, caplog):
   """SIGTERM (SLURM's preemption) ends a run normally with its checkpoint: the study used to
   write that mid-training evaluation (or {}) as the run's result and go on; a {} then failed
   every rerun with KeyError: 'eval'. The same command continues the study."""
-  import logging
-
   from alexnet_jax.errors import UserError
 
   workdir = str(tmp_path)
@@ -75,15 +81,13 @@ def test_a_study_gives_a_table_and_a_plot_stops_at_an_interrupted_run_and_refuse
 
 
 def test_figure1_picks_each_activations_best_rate_and_reports_the_ratio(tmp_path, monkeypatch,
-                                                                        caplog):
+                                                                        study_runs):
   """Scripted training curves: ReLU at ε 0.02 reaches 25 % at step 40, tanh at best (ε 0.01)
   at step 160; tanh at ε 0.02 never does. Then a threshold of 20 %, which ReLU's curves touch
   and tanh's (at 22 %) never reach. Mutations: a curve at the threshold taken as above it
   (`<=` -> `<`); the study's run count `2 * lrs` -> `/`; a sweep that never reached the
   threshold judged by its highest final error (`min` -> `max`); a ratio with one side missing
   (`and` -> `or`); the best rates not in bold -> red."""
-  import logging
-
   reached = {("relu", 0.01): 80, ("relu", 0.02): 40, ("tanh", 0.01): 160, ("tanh", 0.02): None}
   trained = []
 
@@ -99,12 +103,10 @@ def test_figure1_picks_each_activations_best_rate_and_reports_the_ratio(tmp_path
     return train.RunResult({"eval": {"top1_error": 0.3, "top5_error": 0.1}}, 200, True, {})
 
   monkeypatch.setattr(train, "train_and_evaluate", scripted)
-  caplog.set_level(logging.INFO, logger="absl")
   summary = figure1.figure1("configs/tiny.py", [0.01, 0.02], 0.25, str(tmp_path), [], 20)
   assert summary == {"threshold": 0.25, "relu_lr": 0.02, "tanh_lr": 0.01, "relu_steps": 40,
                      "tanh_steps": 160, "tanh_over_relu": 4.0}
-  runs = [m.split(":")[0] for m in caplog.messages if m.startswith("study run")]
-  assert runs == [f"study run {i} of 4" for i in (1, 2, 3, 4)]
+  assert study_runs() == [f"study run {i} of 4" for i in (1, 2, 3, 4)]
   report = (tmp_path / "figure1" / "figure1.md").read_text()
   assert "| tanh | 0.02 | not reached |" in report and "tanh / ReLU iterations: 4.00" in report
   assert "| relu | **0.02** | 40 | 20.00 % |" in report and "| relu | 0.01 | 80 |" in report
@@ -185,12 +187,10 @@ def test_the_table_is_each_variants_mean_and_spread_in_percent_beside_the_papers
 
 
 def test_a_study_runs_every_seed_of_every_variant_and_tables_their_spread(tmp_path, monkeypatch,
-                                                                          caplog):
+                                                                          study_runs):
   """Scripted runs, two seeds of the baseline and of no LRN, each evaluated on ten crops.
   Mutations: the study's run count `(1 + names) * seeds` -> `/ seeds`; the split always
   `eval`; the spread with ddof 0 -> red."""
-  import logging
-
   top1 = {(True, 0): 0.40, (True, 1): 0.42, (False, 0): 0.43, (False, 1): 0.45}
 
   def scripted(config, run_dir, **kwargs):
@@ -200,10 +200,8 @@ def test_a_study_runs_every_seed_of_every_variant_and_tables_their_spread(tmp_pa
                             "eval_10crop": {"top1_error": error, "top5_error": 0.2}}, 2, True, {})
 
   monkeypatch.setattr(train, "train_and_evaluate", scripted)
-  caplog.set_level(logging.INFO, logger="absl")
   table = ablations.study("configs/tiny.py", ["lrn"], 2, str(tmp_path), OVERRIDES)
-  runs = [m.split(":")[0] for m in caplog.messages if m.startswith("study run")]
-  assert runs == [f"study run {i} of 4" for i in (1, 2, 3, 4)]
+  assert study_runs() == [f"study run {i} of 4" for i in (1, 2, 3, 4)]
   assert "(eval_10crop)" in table.splitlines()[0]
   assert "| baseline |  | 2 | 41.00 ± 1.41 | 20.00 ± 0.00 | +0.00 | +0.00 |" in table
   assert "| no LRN | §3.3 | 2 | 44.00 ± 1.41 | 20.00 ± 0.00 | +3.00 | +0.00 | +1.40 | +1.20 |" in (
@@ -218,12 +216,10 @@ TOP1 = {("float32", 0): 0.30, ("float32", 1): 0.32, ("bfloat16", 0): 0.31, ("bfl
 
 
 def test_precision_reports_the_gap_of_the_mean_curves_against_float32s_seed_spread(
-    tmp_path, monkeypatch, caplog):
+    tmp_path, monkeypatch, study_runs):
   """Mutations: the study's run count `2 * seeds` -> `/`; the test error `100 *` -> `/`; the
   largest gap `max` -> `min`; a seed-to-seed spread from one seed (`seeds > 1` -> `>= 1`, in
   the summary or the CSV) -> red."""
-  import logging
-
   def scripted(config, run_dir, **kwargs):
     key = (config.model.dtype, config.seed)
     with metrics.MetricWriter(run_dir) as writer:
@@ -232,10 +228,8 @@ def test_precision_reports_the_gap_of_the_mean_curves_against_float32s_seed_spre
     return train.RunResult({"eval": {"top1_error": TOP1[key], "top5_error": 0.1}}, 2, True, {})
 
   monkeypatch.setattr(train, "train_and_evaluate", scripted)
-  caplog.set_level(logging.INFO, logger="absl")
   summary = precision.precision("configs/tiny.py", 2, str(tmp_path / "two"), [], 1)
-  runs = [m.split(":")[0] for m in caplog.messages if m.startswith("study run")]
-  assert runs == [f"study run {i} of 4" for i in (1, 2, 3, 4)]
+  assert study_runs() == [f"study run {i} of 4" for i in (1, 2, 3, 4)]
   assert summary == pytest.approx({
       "seeds": 2, "steps": 2, "points": 2, "mean_abs_gap": 0.15, "max_abs_gap": 0.2,
       "mean_seed_spread": np.sqrt(0.02), "within_noise": False, "final_loss_float32": 1.1,

@@ -10,7 +10,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from alexnet_jax import train
-from conftest import small_config, small_flags
+from conftest import process_state, small_config, small_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,7 +68,7 @@ def test_a_lost_peer_is_named_from_the_error_and_narrowed_to_those_that_exited(m
   host = socket.gethostname()
   zombie = subprocess.Popen([sys.executable, "-c", ""])  # exited, not reaped: state Z
   deadline = time.time() + 30
-  while open(f"/proc/{zombie.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+  while process_state(zombie.pid) != "Z":
     assert time.time() < deadline
     time.sleep(0.05)
   peers = {0: {"host": host, "address": "10.0.0.9", "pid": _exited_pid()},  # this process

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from alexnet_jax import gpu_check
-from conftest import FASHION
+from conftest import FASHION, process_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -94,17 +94,10 @@ def test_a_child_past_its_phases_deadline_is_killed_with_its_process_group():
                                     said.append)
   assert error == "timed out after 3 s" and time.monotonic() - start < 30
   assert said[-1].endswith(script) and len(records) == 1
-  deadline = time.monotonic() + 10
-  while time.monotonic() < deadline:  # the worker gone (or a zombie waiting for init)
-    try:
-      with open(f"/proc/{records[0]['worker']}/stat") as f:
-        if f.read().rsplit(")", 1)[1].split()[0] in "ZX":
-          break
-    except OSError:
-      break
+  deadline = time.monotonic() + 10  # the worker gone (or a zombie waiting for init)
+  while process_state(records[0]["worker"]) not in (None, "Z", "X"):
+    assert time.monotonic() < deadline, "the timed-out child's own worker outlived it"
     time.sleep(0.1)
-  else:
-    pytest.fail("the timed-out child's own worker outlived it")
 
 
 def test_the_training_phase_reads_the_runs_curve(tmp_path, monkeypatch):
