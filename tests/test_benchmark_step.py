@@ -119,3 +119,65 @@ def test_the_step_benchmark_times_the_training_step_on_the_training_mesh(monkeyp
   (used, mesh), = built
   assert used is config and dict(mesh.shape) == {"data": 4, "model": 2}
   assert "all-gather" in hlo
+
+
+def test_the_step_record_and_torchs_beside_it_from_a_fixed_timing(monkeypatch, capsys):
+  """`bench_step`'s figures from a step of 10 ms and 3 GFLOP: img/s, TFLOP/s, the fraction of
+  the device's peak, GFLOP per image, the profile's ops; with --compare_torch, PyTorch eager
+  (30 ms) and compiled (20 ms) each timed on the same network and set against ours."""
+  import json
+  import types
+
+  import jax
+
+  from alexnet_jax import torch_alexnet
+
+  ops = [{"op": "conv", "ms_per_step": 4.0, "calls_per_step": 2.0}]
+  monkeypatch.setattr(benchmark, "timed_step", lambda config, batch, steps, profile_steps: (
+      0.01, 3e9, "", ops if profile_steps else []))
+  config = tiny.get_config()
+  kind = jax.devices()[0].device_kind
+  monkeypatch.setitem(benchmark.PEAK_FLOPS, (kind, config.model.dtype), 1e12)
+  monkeypatch.setattr(benchmark, "_torch_for_comparison", lambda: types.SimpleNamespace(
+      __version__="9.9", cuda=types.SimpleNamespace(get_device_name=lambda: "a GPU")))
+  timed = []
+
+  def torch_step(spec, batch, steps, dtype, compile):
+    timed.append((spec.num_classes, batch, dtype, compile))
+    return 0.02 if compile else 0.03
+
+  monkeypatch.setattr(torch_alexnet, "time_training_step", torch_step)
+  benchmark.bench_step(config, batch=6, steps=2, profile=True, compare_torch=True)
+  step, op, eager, compiled = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+  assert {k: step[k] for k in ("batch", "img_per_s", "ms_per_step", "tflop_per_s",
+                               "fraction_of_peak", "gflop_per_image")} == {
+      "batch": 6, "img_per_s": 600.0, "ms_per_step": 10.0, "tflop_per_s": 0.3,
+      "fraction_of_peak": 0.3, "gflop_per_image": 0.5}
+  assert op == {"profile": "conv", "ms_per_step": 4.0, "calls_per_step": 2.0}
+  assert timed == [(config.model.num_classes, 6, config.model.dtype, c) for c in (False, True)]
+  assert (eager["framework"], eager["img_per_s"], eager["jax_speedup"]) == (
+      "torch 9.9 eager", 200.0, 3.0)
+  assert (compiled["framework"], compiled["ms_per_step"], compiled["jax_speedup"]) == (
+      "torch 9.9 compile", 20.0, 2.0)
+
+  benchmark.bench_step(config, batch=0, steps=2, profile=False, compare_torch=False)
+  step, = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+  assert step["batch"] == config.data.batch_size
+  ops.clear()  # a backend whose trace has no device ops (XLA's CPU backend) says so
+  benchmark.bench_step(config, batch=0, steps=2, profile=True, compare_torch=False)
+  assert json.loads(capsys.readouterr().out.splitlines()[1])["profile"].startswith("no per-op")
+
+
+def test_compare_torch_without_pytorch_or_without_a_cuda_gpu_is_one_error(monkeypatch):
+  import sys
+  import types
+
+  from alexnet_jax.errors import UserError
+
+  monkeypatch.setitem(sys.modules, "torch", None)  # not installed
+  with pytest.raises(UserError, match="needs PyTorch"):
+    benchmark._torch_for_comparison()
+  monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(
+      cuda=types.SimpleNamespace(is_available=lambda: False)))
+  with pytest.raises(UserError, match="on a CUDA GPU and none is visible"):
+    benchmark._torch_for_comparison()

@@ -53,6 +53,8 @@ def test_a_config_file_that_does_not_run_is_one_line(tmp_path, module):
     ("benchmark", ["step", "--config=configs/tiny.py", "--steps=0"],
      "--steps=0: 0 is not a positive integer"),
     ("benchmark", ["input", "--seconds=0"], "--seconds must be positive"),
+    ("benchmark", ["step", "--config=configs/tiny.py", "--compare_torch"],
+     "--compare_torch (needs PyTorch|times PyTorch on a CUDA GPU and none is visible)"),
     ("main", ["--config=configs/tiny.py", "--workdir=w", "--num_processes=-2"],
      "--num_processes=-2: -2 is not a non-negative integer"),
     ("predict", ["--workdir=w", "--topk=0", "x.png"], "--topk=0: 0 is not a positive"),
