@@ -1,6 +1,7 @@
 """launch/gpu_check.sh: the whole check in its --smoke mode (so the script never rots), and its
 one-line errors."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -132,3 +133,116 @@ def test_the_training_phase_reads_the_runs_curve(tmp_path, monkeypatch):
   cut = gpu_check.phase_train(gpu_check.GPU, "/fm", str(tmp_path / "none"), 0.0, print)
   assert cut["errors"] == ["timed out after 5 s"] and cut["img_per_s"] is None
   assert cut["loss_at_epoch_1"] is None and cut["accuracy_by_epoch"] == []
+
+
+def _planned(monkeypatch, installed, fail=()):
+  """`gpu_check._child` replaced by one that records each command (the module it starts and
+  its arguments) and answers a record of its kind, or `fail`'s error for a command holding
+  one of `fail`'s words; `installed`: the optional modules found."""
+  from importlib import util
+
+  from alexnet_jax.data import samples
+
+  real = util.find_spec
+  monkeypatch.setattr(util, "find_spec", lambda name, *a: (
+      object() if name in installed else None if name in (
+          "torch", "nvidia.nvimgcodec", "skimage") else real(name, *a)))
+  made = []
+  for name in ("generate_imagenet_like", "generate_jpegs"):
+    monkeypatch.setattr(samples, name, lambda root, count, classes, seed=0, split="train",
+                        name=name: made.append((name, count, classes, split)) or {"kb": 110})
+  commands = []
+
+  def child(argv, deadline, log):
+    commands.append(argv)
+    failed = [word for word in fail if word in argv]
+    if failed:
+      return [], f"{failed[0]} failed"
+    if argv[0] == "alexnet_jax.data.prepare":
+      return [{"records": {"train": 2500}}], None
+    return [{"bench": argv[1], "n": len(commands)}], None
+
+  monkeypatch.setattr(gpu_check, "_child", child)
+  return commands, made
+
+
+def test_the_gpu_nodes_step_phase_runs_each_case_with_torch_and_the_levers_once(monkeypatch):
+  """(a) at the GPU's sizes: each batch and dtype against PyTorch where it is installed, the
+  levers (their own XLA flags) after the first; a failed case is named and the others run.
+  Mutations: torch asked for without PyTorch, or the levers run for every case -> red."""
+  commands, _ = _planned(monkeypatch, {"torch"}, fail=("--dtype=float32",))
+  phase = gpu_check.phase_step(gpu_check.GPU, 0.0, print)
+  step = ["--config=configs/paper.py", "--batch=128", "--dtype=bfloat16", "--steps=100"]
+  assert commands[:2] == [["alexnet_jax.benchmark", "step", *step, "--compare_torch"],
+                          ["alexnet_jax.benchmark", "levers", *step]]
+  assert [(c[1], c[3], c[4]) for c in commands[2:]] == [
+      ("step", "--batch=512", "--dtype=bfloat16"), ("step", "--batch=128", "--dtype=float32"),
+      ("step", "--batch=512", "--dtype=float32")]
+  assert all(c[-1] == "--compare_torch" for c in commands if c[1] == "step")
+  assert len(phase["records"]) == 2 and phase["levers"] == [{"bench": "levers", "n": 2}]
+  assert phase["errors"] == ["batch 128 float32: --dtype=float32 failed",
+                             "batch 512 float32: --dtype=float32 failed"]
+  commands.clear()
+  monkeypatch.setattr(gpu_check.importlib.util, "find_spec", lambda name, *a: None)
+  gpu_check.phase_step(gpu_check.GPU, 0.0, print)
+  assert not any("--compare_torch" in c for c in commands)
+  commands.clear()  # the smoke test's levers: no XLA flag (an empty list), the lever asked
+  gpu_check.phase_step(gpu_check.SMOKE, 0.0, print)
+  assert commands[1][-1] == "--xla_flags="
+  commands.clear()
+  gpu_check.phase_step(dataclasses.replace(gpu_check.SMOKE, lever_flags=("--a=1", "--b")),
+                       0.0, print)
+  assert commands[1][-2:] == ["--xla_flags=--a=1", "--xla_flags=--b"]
+
+
+def test_the_gpu_nodes_input_phase_runs_the_loop_in_the_order_the_goals_need(monkeypatch,
+                                                                              tmp_path):
+  """(b) at the GPU's sizes with nvImageCodec and scikit-image's photographs installed: the
+  photographs and their store, then the loop as the goals need it (the Pillow yardstick in
+  the first only), the ways of crossing and of decoding each in its own list; without
+  nvImageCodec its four commands are left out; a failed command is named by its variant."""
+  import itertools
+  import types
+
+  commands, made = _planned(monkeypatch, {"nvidia.nvimgcodec", "skimage"},
+                            fail=("--null_model",))
+  clock = itertools.count(100.0, 5.0)  # each reading of the clock 5 s after the last
+  monkeypatch.setattr(gpu_check, "time", types.SimpleNamespace(monotonic=lambda: next(clock)))
+  phase = gpu_check.phase_input(gpu_check.GPU, str(tmp_path), 0.0, print)
+  assert made == [("generate_imagenet_like", 2500, 1000, "train"),
+                  ("generate_imagenet_like", 1000, 1000, "val")]
+  assert phase["images"] == {"count": 2500, "seconds": 5.0, "kb": 110,
+                             "kind": "ImageNet-like crops of real photographs"}
+  # The store holds the training images and a tenth as many for validation.
+  assert phase["prepare"] == {"seconds": 5.0, "img_per_s": 550.0, "records": {"train": 2500}}
+  assert commands[0][:2] == ["alexnet_jax.data.prepare", "--config=configs/paper.py"]
+  end2end = commands[1]
+  assert end2end == ["alexnet_jax.benchmark", "end2end", "--config=configs/paper.py",
+                     "--source=jpeg", f"--root={tmp_path}/images", "--prepared",
+                     f"--store={tmp_path}/store", "--batch=128", "--dtype=bfloat16",
+                     "--steps=200"]  # with the Pillow yardstick
+  variants = [c[len(end2end):] if c[1] == "end2end" else c[1] for c in commands[2:]]
+  assert variants == [
+      ["--batch=512", "--decoder=nvimgcodec", "--pillow_seconds=0"],
+      ["--null_model", "--pillow_seconds=0"], "transfer", "decode",
+      ["--config.data.workers=0", "--pillow_seconds=0"],
+      ["--config.data.transfer=pinned", "--pillow_seconds=0"],
+      ["--decoder=nvimgcodec", "--pillow_seconds=0"],
+      ["--batch=512", "--null_model", "--pillow_seconds=0"],
+      ["--batch=512", "--decoder=nvimgcodec", "--config.data.decode_on=host",
+       "--pillow_seconds=0"]]
+  assert [r["bench"] for r in phase["transfer"]] == ["transfer"]
+  assert [r["bench"] for r in phase["decode"]] == ["decode"]
+  assert len(phase["records"]) == 6 and {r["bench"] for r in phase["records"]} == {"end2end"}
+  assert phase["errors"] == ["end2end --null_model --pillow_seconds=0: --null_model failed",
+                             "end2end --batch=512 --null_model --pillow_seconds=0: "
+                             "--null_model failed"]
+
+  commands.clear()
+  made.clear()
+  monkeypatch.setattr(gpu_check.importlib.util, "find_spec", lambda name, *a: None)
+  phase = gpu_check.phase_input(gpu_check.GPU, str(tmp_path), 0.0, print)
+  assert made[0][0] == "generate_jpegs" and phase["images"]["kind"].startswith("smooth")
+  assert [c[1] for c in commands[1:]] == ["end2end", "end2end", "transfer", "end2end",
+                                          "end2end", "end2end"]
+  assert not any("nvimgcodec" in " ".join(c) for c in commands)
