@@ -94,6 +94,25 @@ def test_pytorch_lrn_with_alpha_times_n_is_the_papers():
   np.testing.assert_allclose(theirs, ours, rtol=1e-5)
 
 
+def test_the_pytorch_network_normalises_as_its_config_says():
+  """After conv1 and conv2: the paper's LRN as `nn.LocalResponseNorm` takes it (α·n, since it
+  divides by n), Caffe's α as it is (Caffe divides by n too), none when LRN is ablated.
+  Mutations: α·n -> α/n; the LRN left out or kept under `no_lrn` -> red."""
+  torch = pytest.importorskip("torch", reason="PyTorch is a benchmark-only dependency")
+  from conftest import load_config
+
+  from alexnet_jax import torch_alexnet
+
+  def lrns(name, variant=""):
+    spec = model_spec.AlexNetSpec.from_config(load_config(name, variant).model)
+    return [(m.size, m.alpha, m.beta, m.k) for m in torch_alexnet.build(spec)
+            if isinstance(m, torch.nn.LocalResponseNorm)]
+
+  assert lrns("paper") == [(5, pytest.approx(5e-4), 0.75, 2.0)] * 2
+  assert lrns("caffe_alexnet") == [(5, pytest.approx(1e-4), 0.75, 1.0)] * 2
+  assert lrns("paper", "no_lrn") == []
+
+
 def test_the_step_benchmark_times_the_training_step_on_the_training_mesh(monkeypatch):
   """`benchmark step` builds through `train_setup.setup_train` (the config's optimizer, the
   training mesh): on 8 devices the two columns are on the 'model' axis, so the compiled step
