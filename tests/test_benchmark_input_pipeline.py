@@ -15,15 +15,29 @@ def test_worker_counts_double_up_to_the_cores():
   assert benchmark._worker_counts(16) == [1, 2, 4, 8, 16]
 
 
-def test_the_input_benchmark_compares_originals_prepared_and_a_pil_loop(capsys):
-  records = benchmark.bench_input(root="", generate=16, workers=1, seconds=0.1)
+def test_the_input_benchmark_compares_originals_prepared_and_a_pil_loop(capsys, monkeypatch):
+  """Each pipeline row timed as 10 batches of 128 in 0.5 s (0.25 s of CPU): 2,560 images/s,
+  5,120 per CPU-second; --workers=0: one reader thread per core. Mutations: the
+  prepared/originals ratio inverted or multiplied; 0 workers not taken as the cores -> red."""
+  from conftest import fixed_timing
+
+  fixed_timing(monkeypatch, benchmark)
+  records = benchmark.bench_input(root="", generate=16, workers=0, seconds=0.1)
   what = [r["what"] for r in records]
   assert what[0] == "generated ImageNet-like JPEGs" and what[1].startswith("prepare")
   assert "plain PIL loop on the originals, 1 core" in what
-  for form in ("originals", "prepared"):
-    assert f"pipeline on the {form}, 1 reader thread" in what
-  assert [r["workers"] for r in records if "workers" in r] == benchmark._worker_counts(
-      os.cpu_count())
+  cores = os.cpu_count()
+  pipeline = [r for r in records if r["what"].startswith("pipeline")]
+  assert [r["what"] for r in pipeline[:4]] == [
+      f"pipeline on the {form}, {n}" for form in ("originals", "prepared")
+      for n in ("1 reader thread", f"{cores} reader threads")]
+  assert {(r["img_per_s"], r["img_per_cpu_s"]) for r in pipeline} == {(2560.0, 5120.0)}
+  ratio, = (r for r in records if r["what"].startswith("prepared / originals"))
+  assert ratio["ratio"] == 1.0
+  assert [r["workers"] for r in records if "workers" in r] == benchmark._worker_counts(cores)
+  assert [r["what"] for r in pipeline[4:6]] == [
+      "pipeline on the prepared, 1 worker process", "pipeline on the prepared, 2 worker "
+      "processes"][:len(pipeline[4:6])]
   handover = [r for r in records if r["what"].startswith("hand-over")]
   assert [r["what"].split(", ", 1)[1] for r in handover[:3]] == [
       "in-process", "grain's shared memory", "reused shared memory"]
@@ -31,6 +45,36 @@ def test_the_input_benchmark_compares_originals_prepared_and_a_pil_loop(capsys):
   assert handover[3]["ratio"] == pytest.approx(
       handover[1]["cpu_ms_per_batch"] / handover[2]["cpu_ms_per_batch"], abs=0.01)
   assert len(capsys.readouterr().out.strip().splitlines()) == len(records)
+
+
+@pytest.mark.parametrize("width,height", [(400, 300), (300, 400)])
+def test_the_pil_yardstick_patch_is_a_crop_of_the_stored_image(width, height):
+  """The yardstick does the training input's work: its patch is a `crop`-pixel window of the
+  §2 stored image (`images.to_stored`: shorter side to 256, centre), at the place its rng
+  draws, mirrored when drawn. Mutations: the resize, the centre crop, the window or the
+  mirror changed -> red."""
+  import io
+
+  from PIL import Image
+
+  from alexnet_jax.data import images
+
+  y, x = np.mgrid[:height, :width]
+  pixels = np.stack([x * 255 // (width - 1), y * 255 // (height - 1),
+                     (x + y) % 256], -1).astype(np.uint8)
+  png = io.BytesIO()
+  Image.fromarray(pixels).save(png, format="PNG")
+  stored = images.to_stored(Image.fromarray(pixels), 256)
+  flips = set()
+  for seed in range(6):
+    draws = np.random.default_rng(seed)
+    top, left = draws.integers(0, 256 - 224 + 1, 2)
+    flip = draws.random() < 0.5
+    flips.add(flip)
+    window = stored[top:top + 224, left:left + 224]
+    patch = benchmark.pil_patch(png.getvalue(), np.random.default_rng(seed))
+    np.testing.assert_array_equal(patch, window[:, ::-1] if flip else window)
+  assert flips == {True, False}
 
 
 def test_the_plain_pil_loop_skips_and_counts_an_unreadable_file(tmp_path):
@@ -45,6 +89,21 @@ def test_the_plain_pil_loop_skips_and_counts_an_unreadable_file(tmp_path):
   assert rate > 0 and unreadable >= 1
   # Nothing readable: each file tried once, then it ends (not after its seconds).
   assert benchmark.plain_pil_loop([str(bad), str(bad)], seconds=600) == (0.0, 2)
+
+
+def test_the_plain_pil_loops_rate_from_a_fixed_clock(monkeypatch):
+  """Each reading of the clock 0.1 s after the last, 0.25 s asked: two images read in 0.4 s."""
+  import itertools
+  import types
+
+  clock = itertools.count(100.0, 0.1)
+  monkeypatch.setattr(benchmark, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+  read = []
+  monkeypatch.setattr(benchmark, "pil_patch", lambda item, rng, size, crop: read.append(
+      (item, size, crop)))
+  assert benchmark.plain_pil_loop([b"a", b"b", b"c"], 0.25, 64, 32) == (
+      pytest.approx(5.0), 0)
+  assert read == [(b"a", 64, 32), (b"b", 64, 32)]
 
 
 def test_the_hand_over_rows_from_a_fixed_timing(monkeypatch):

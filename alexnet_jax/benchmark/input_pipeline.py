@@ -36,38 +36,44 @@ def _time_batches(batches, seconds: float, batch_size: int) -> tuple[float, floa
   return n * batch_size / wall, n * batch_size / cpu
 
 
-def plain_pil_loop(images, seconds: float, size: int = 256,
-                   crop: int = 224) -> tuple[float, int]:
-  """The same work written the obvious way: open, RGB, resize, centre crop, random crop, flip,
-  lighting, for `images` (paths or encoded bytes); (images/s on one core, images it could not
-  read: skipped and counted)."""
+def pil_patch(item, rng: np.random.Generator, size: int = 256, crop: int = 224) -> np.ndarray:
+  """One image (a path or encoded bytes) the obvious way: open, RGB, shorter side resized to
+  `size`, centre crop, a random `crop`-pixel patch, mirrored half the time, a lighting draw.
+  Raises what Pillow raises for an unreadable file."""
   import io
 
   from PIL import Image
 
+  with Image.open(item if isinstance(item, str) else io.BytesIO(item)) as image:
+    image = image.convert("RGB")
+    w, h = image.size
+    s = size / min(w, h)
+    image = image.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BILINEAR)
+    w, h = image.size
+    image = image.crop(((w - size) // 2, (h - size) // 2, (w + size) // 2, (h + size) // 2))
+    array = np.asarray(image)
+  top, left = rng.integers(0, size - crop + 1, 2)
+  patch = array[top:top + crop, left:left + crop]
+  if rng.random() < 0.5:
+    patch = patch[:, ::-1]
+  np.eye(3, dtype=np.float32) @ rng.normal(0, 0.1, 3)
+  return np.ascontiguousarray(patch)
+
+
+def plain_pil_loop(images, seconds: float, size: int = 256,
+                   crop: int = 224) -> tuple[float, int]:
+  """`pil_patch` over `images` (paths or encoded bytes) again and again for `seconds`: (images/s
+  on one core, images it could not read: skipped and counted)."""
+  from PIL import Image
+
   rng = np.random.default_rng(0)
-  scale = np.eye(3, dtype=np.float32)
   start, n, unreadable = time.perf_counter(), 0, 0
   while time.perf_counter() - start < seconds and unreadable < len(images):
-    item = images[(n + unreadable) % len(images)]
     try:
-      with Image.open(item if isinstance(item, str) else io.BytesIO(item)) as image:
-        image = image.convert("RGB")
-        w, h = image.size
-        s = size / min(w, h)
-        image = image.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BILINEAR)
-        w, h = image.size
-        image = image.crop(((w - size) // 2, (h - size) // 2, (w + size) // 2, (h + size) // 2))
-        array = np.asarray(image)
+      pil_patch(images[(n + unreadable) % len(images)], rng, size, crop)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
       unreadable += 1
       continue
-    top, left = rng.integers(0, size - crop + 1, 2)
-    patch = array[top:top + crop, left:left + crop]
-    if rng.random() < 0.5:
-      patch = patch[:, ::-1]
-    np.ascontiguousarray(patch)
-    scale @ rng.normal(0, 0.1, 3)
     n += 1
   return n / (time.perf_counter() - start), unreadable
 
