@@ -121,22 +121,29 @@ def test_the_step_benchmark_times_the_training_step_on_the_training_mesh(monkeyp
 
   from alexnet_jax import train_setup
 
+  import itertools
+  import types
+
   built = []
   real = train_setup.setup_train
   monkeypatch.setattr(train_setup, "setup_train",
-                      lambda config, mesh, **kw: built.append((config, mesh))
+                      lambda config, mesh, **kw: built.append((config, mesh, kw))
                       or real(config, mesh, **kw))
+  clock = itertools.count(100.0, 0.5)  # each timing of `steps` steps takes 0.5 s
+  monkeypatch.setattr(benchmark, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
   config = load_config("paper_code", "", ["model.input_size=32", "model.conv1_stride=1",
                                           "model.conv_kernels=(5,5,3,3,3)",
                                           "model.conv_features=(16,32,48,48,32)",
                                           "model.fc_features=(64,64)", "model.num_classes=10"])
-  seconds, flops, hlo, _ = benchmark.timed_step(config, 8, steps=1)
+  seconds, flops, hlo, _ = benchmark.timed_step(config, 8, steps=2)
+  assert seconds == pytest.approx(0.25)  # per step
   # Forward, input gradients and weight gradients of 8 images, counted from the layer shapes.
   from alexnet_jax import model_spec
 
   assert flops == 3.0 * model_spec.AlexNetSpec.from_config(config.model).forward_flops() * 8
-  (used, mesh), = built
+  (used, mesh, kwargs), = built
   assert used is config and dict(mesh.shape) == {"data": 4, "model": 2}
+  assert kwargs == {"step_norms": True}  # the step as training runs it
   assert "all-gather" in hlo
 
 
@@ -200,3 +207,18 @@ def test_compare_torch_without_pytorch_or_without_a_cuda_gpu_is_one_error(monkey
       cuda=types.SimpleNamespace(is_available=lambda: False)))
   with pytest.raises(UserError, match="on a CUDA GPU and none is visible"):
     benchmark._torch_for_comparison()
+
+
+def test_the_profile_ranks_the_device_ops_of_the_trace_it_records(monkeypatch):
+  """`_profile` runs the steps under `jax.profiler` and ranks the ops of the trace-event file
+  it wrote (XLA's CPU backend records no device ops: the ranking is given the trace).
+  Mutations: the trace's folder not searched, the file found taken as none -> red."""
+  import jax
+  import jax.numpy as jnp
+
+  ranked = []
+  monkeypatch.setattr(benchmark, "top_device_ops", lambda trace, steps: ranked.append(
+      (sorted(trace) if isinstance(trace, dict) else "list", steps)) or ["ops"])
+  step = jax.jit(lambda state, x: (state + x, jnp.sum(state)))
+  assert benchmark._profile(step, (jnp.zeros(4), jnp.ones(4)), steps=3) == ["ops"]
+  assert len(ranked) == 1 and ranked[0][1] == 3 and "traceEvents" in ranked[0][0]

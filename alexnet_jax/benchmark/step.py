@@ -18,8 +18,8 @@ PEAK_FLOPS = {("NVIDIA H100 80GB HBM3", "bfloat16"): 989e12,
 
 
 def top_device_ops(trace: dict, steps: int, top: int = 25) -> list[dict]:
-  """The device ops of a Perfetto trace (`jax.profiler`'s `create_perfetto_trace`) that take
-  the most time: [{'op', 'ms_per_step', 'calls_per_step'}], largest first."""
+  """The device ops of a trace-event file (the `*.trace.json.gz` `jax.profiler` writes) that
+  take the most time: [{'op', 'ms_per_step', 'calls_per_step'}], largest first."""
   events = trace["traceEvents"] if isinstance(trace, dict) else trace
   devices = {e["pid"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"
              and e.get("args", {}).get("name", "").startswith("/device:")}
@@ -41,7 +41,7 @@ def _profile(compiled, args, steps: int) -> list[dict]:
   import jax
 
   with tempfile.TemporaryDirectory() as tmp:
-    jax.profiler.start_trace(tmp, create_perfetto_trace=True)
+    jax.profiler.start_trace(tmp)
     state, rest = args[0], args[1:]
     for _ in range(steps):
       state, metrics = compiled(state, *rest)
