@@ -124,6 +124,11 @@ def test_the_small_tools(tmp_path):
       "benchmark", "decode", "--config=configs/tiny.py", "--generate=8", "--batch=4",
       "--seconds=0.05", extras=("nvimgcodec",)).stdout.splitlines()]
   assert [r["max_abs_diff"] for r in decoded] == [0, 0, 0]
+  rows = [json.loads(line) for line in run(
+      "benchmark", "input", "--generate=8", "--workers=1", "--seconds=0.05", "--quality=80",
+      "--chroma=444").stdout.splitlines()]
+  assert rows[0]["photographs"] and rows[1]["what"] == "prepare (§2 form, JPEG quality 80, 444)"
+  assert rows[-1]["what"] == "hand-over CPU, grain's / reused shared memory"
   image_folder_tree(tmp_path / "tree")
   data = ["--config=configs/tiny.py", "--config.data.name=image_folder",
           f"--config.data.data_dir={tmp_path}/tree", "--config.model.num_classes=3"]
