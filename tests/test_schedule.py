@@ -279,3 +279,29 @@ def test_the_paper_configs_plateau_rule_tells_a_plateau_from_the_evaluations_noi
   flat = [first_drop(0.4 + noise()) for _ in range(200)]
   assert sum(d is not None for d in progressing) <= 10  # at most 5 % of the curves
   assert np.percentile([30 if d is None else d for d in flat], 90) <= 8
+
+
+@pytest.mark.slow
+def test_the_loop_takes_each_event_after_its_step_and_logs_its_epoch(tmp_path, caplog):
+  """4 steps an epoch, an event at epoch 1: steps 1-4 at the first ε, from step 5 on the
+  second; its log line gives the epoch done (1.00). Mutations: the schedule advanced to the
+  step after (the event two steps early), the epoch multiplied by the steps per epoch -> red."""
+  from absl import logging as absl_logging
+
+  from alexnet_jax import metrics, train
+  from conftest import small_config
+
+  config = small_config(epochs=2.0)  # train rows at steps 2, 4, 6, 8
+  config.optimizer.decay_on = "kernels"
+  config.schedule.update(dict(kind="recorded", events=("epoch 0: epsW=0.01 epsB=0.01",
+                                                       "epoch 1: epsW=0.001 epsB=0.001")))
+  config.eval.ten_crop_final = False
+  with caplog.at_level("INFO"):
+    absl_logging.use_python_logging()
+    train.train_and_evaluate(config, str(tmp_path))
+  fired = [r.getMessage() for r in caplog.records if "recorded event" in r.getMessage()]
+  assert len(fired) == 1 and fired[0].startswith("step 5 (epoch 1.00): recorded event"), fired
+  rows = [r for r in metrics.read_metrics(str(tmp_path / "metrics.jsonl"))
+          if r["split"] == "train"]
+  assert [(r["step"], r["lr"]) for r in rows] == [
+      (2, 0.01), (4, 0.01), (6, pytest.approx(0.001)), (8, pytest.approx(0.001))]
