@@ -106,18 +106,28 @@ def test_stall_warning_names_the_cause_and_the_fix(caplog):
   assert message.index("pixel_scale") < message.index("init (std") < message.index("bfloat16")
 
 
-def test_the_unreadable_training_images_skipped_are_counted_over_the_run(tmp_path):
+def test_the_unreadable_training_images_skipped_are_counted_over_the_run(tmp_path,
+                                                                         monkeypatch):
   """An image tree with three unreadable training files, two epochs: the metrics' count of
   images skipped grows from log to log and holds at least the first epoch's three. Mutation:
-  each log the count of its last batch only -> red."""
+  each log the count of its last batch only -> red. In the same run, logged every step: the
+  per-layer statistics on every third step only, the stall checked once, at the first log at
+  or after its step (mutations: the statistics' steps inverted; the check not marked done)."""
+  checked = []
+  monkeypatch.setattr(train, "_warn_if_stalled", lambda loss, classes, config: checked.append(
+      (loss, classes)))
   image_folder_tree(tmp_path / "tree")
   config = folder_config(tmp_path / "tree")
-  config.update(dict(num_epochs=2.0, log_every_steps=1, eval_every_epochs=2.0))
+  config.update(dict(num_epochs=2.0, log_every_steps=1, eval_every_epochs=2.0,
+                     stats_every_steps=3))
+  config.stall.check_steps = 3
   config.eval.ten_crop_final = False
   train.train_and_evaluate(config, str(tmp_path / "run"))
-  counts = [r["skipped_images"] for r in metrics.run_rows(str(tmp_path / "run"))
-            if r["split"] == "train"]
+  rows = [r for r in metrics.run_rows(str(tmp_path / "run")) if r["split"] == "train"]
+  counts = [r["skipped_images"] for r in rows]
   assert counts == sorted(counts) and counts[-1] >= 3, counts
+  assert [r["step"] for r in rows if "act_rms/conv1" in r] == [3, 6]
+  assert checked == [(rows[2]["loss"], 3)] and rows[2]["step"] == 3
 
 
 @pytest.mark.slow
