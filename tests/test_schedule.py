@@ -284,8 +284,9 @@ def test_the_paper_configs_plateau_rule_tells_a_plateau_from_the_evaluations_noi
 @pytest.mark.slow
 def test_the_loop_takes_each_event_after_its_step_and_logs_its_epoch(tmp_path, caplog):
   """4 steps an epoch, an event at epoch 1: steps 1-4 at the first ε, from step 5 on the
-  second; its log line gives the epoch done (1.00). Mutations: the schedule advanced to the
-  step after (the event two steps early), the epoch multiplied by the steps per epoch -> red."""
+  second; its log line gives the epoch done (1.00), as the validation's does. Mutations: the
+  schedule advanced to the step after (the event two steps early), either epoch multiplied by
+  the steps per epoch -> red."""
   from absl import logging as absl_logging
 
   from alexnet_jax import metrics, train
@@ -301,6 +302,8 @@ def test_the_loop_takes_each_event_after_its_step_and_logs_its_epoch(tmp_path, c
     train.train_and_evaluate(config, str(tmp_path))
   fired = [r.getMessage() for r in caplog.records if "recorded event" in r.getMessage()]
   assert len(fired) == 1 and fired[0].startswith("step 5 (epoch 1.00): recorded event"), fired
+  assert any(r.getMessage().startswith("validation at step 8 (epoch 2.00): ")
+             for r in caplog.records)
   rows = [r for r in metrics.read_metrics(str(tmp_path / "metrics.jsonl"))
           if r["split"] == "train"]
   assert [(r["step"], r["lr"]) for r in rows] == [

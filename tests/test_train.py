@@ -48,6 +48,7 @@ def test_train_evaluate_writes_metrics_checkpoints_and_curves(straight_run):
   # whenever there are rates -> red; the recorded run's test has them where they differ).
   assert not [k for r in train_rows for k in r if k.startswith("lr/")]
   assert [r["step"] for r in rows if r["split"] == "eval"] == [4, 8]
+  assert [r["step"] for r in rows if r["split"] == "eval_10crop"] == [8]  # the final one only
   assert os.listdir(os.path.join(workdir, "tensorboard"))
   assert os.path.getsize(os.path.join(workdir, "curves.png")) > 1000
   assert sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints"))) == [6, 8]
@@ -166,3 +167,17 @@ def test_batches_staged_in_pinned_host_memory_train_the_same_network(straight_ru
   workdir = str(tmp_path / "pinned")
   train.train_and_evaluate(config, workdir)
   assert_same_params(workdir, straight_run[0])
+
+
+def test_a_signal_at_the_last_step_ends_a_complete_run(tmp_path, capsys):
+  """SIGTERM as the run reaches its last step: the step is saved as the run's end and the
+  summary says the run trained to it, not that it was stopped (mutation: `step < total_steps`
+  -> `<=` -> red)."""
+  from conftest import sigterm_at_step
+
+  config = small_config(epochs=1.0)  # 4 steps
+  with sigterm_at_step(4):
+    result = train.train_and_evaluate(config, str(tmp_path))
+  assert result.complete and result.step == 4
+  out = capsys.readouterr().out
+  assert "trained to step 4 of 4" in out and "stopped by" not in out
