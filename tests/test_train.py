@@ -181,3 +181,28 @@ def test_a_signal_at_the_last_step_ends_a_complete_run(tmp_path, capsys):
   assert result.complete and result.step == 4
   out = capsys.readouterr().out
   assert "trained to step 4 of 4" in out and "stopped by" not in out
+
+
+@pytest.mark.parametrize("failing,saved,steps", [(1, None, []), (3, 2, [2]), (4, 3, [2, 3])])
+def test_input_that_fails_stops_the_run_with_the_last_step_saved(tmp_path, monkeypatch, failing,
+                                                                 saved, steps):
+  """The input failing at step `failing`'s batch (checkpoints every 2 steps): the steps before
+  it are saved, once, and the one-line error says which; a fresh run whose first batch fails
+  saves nothing. Mutations: the step whose batch failed saved (`step - 1` -> `step`); step 0
+  saved (`step > start_step` -> `>=`); "none" not said -> red."""
+  from alexnet_jax import prefetch
+
+  real, calls = prefetch.DevicePrefetch.__next__, []
+
+  def next_batch(self):
+    calls.append(True)
+    if len(calls) == failing:
+      raise UserError("the input failed")
+    return real(self)
+
+  monkeypatch.setattr(prefetch.DevicePrefetch, "__next__", next_batch)
+  said = "none" if saved is None else saved
+  with pytest.raises(UserError, match=f"^the input failed; step {said} is saved: run the same "
+                                      "command to continue once the data can be read$"):
+    train.train_and_evaluate(small_config(), str(tmp_path))
+  assert checkpoint.saved_steps(str(tmp_path)) == steps
