@@ -300,6 +300,16 @@ def fixed_timing(monkeypatch, module):
   monkeypatch.setattr(module, "timed", timed)
 
 
+def fixed_clock(monkeypatch, module, reading: str, every: float) -> None:
+  """`module.time` replaced by a clock whose `reading` (`perf_counter`, `monotonic`) is `every`
+  seconds later at each call, from 100 s (so that `t + start` is not `t - start`)."""
+  import itertools
+  import types
+
+  clock = itertools.count(100.0, every)
+  monkeypatch.setattr(module, "time", types.SimpleNamespace(**{reading: lambda: next(clock)}))
+
+
 def process_state(pid: int) -> str | None:
   """The state letter of process `pid` in /proc (R, S, ..., Z: exited, not yet reaped); None
   when there is no such process."""

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from alexnet_jax.benchmark import input_pipeline as benchmark
+from conftest import fixed_clock, fixed_timing
 
 
 def test_worker_counts_double_up_to_the_cores():
@@ -19,8 +20,6 @@ def test_the_input_benchmark_compares_originals_prepared_and_a_pil_loop(capsys, 
   """Each pipeline row timed as 10 batches of 128 in 0.5 s (0.25 s of CPU): 2,560 images/s,
   5,120 per CPU-second; --workers=0: one reader thread per core. Mutations: the
   prepared/originals ratio inverted or multiplied; 0 workers not taken as the cores -> red."""
-  from conftest import fixed_timing
-
   fixed_timing(monkeypatch, benchmark)
   records = benchmark.bench_input(root="", generate=16, workers=0, seconds=0.1)
   what = [r["what"] for r in records]
@@ -36,8 +35,8 @@ def test_the_input_benchmark_compares_originals_prepared_and_a_pil_loop(capsys, 
   assert ratio["ratio"] == 1.0
   assert [r["workers"] for r in records if "workers" in r] == benchmark._worker_counts(cores)
   assert [r["what"] for r in pipeline[4:6]] == [
-      "pipeline on the prepared, 1 worker process", "pipeline on the prepared, 2 worker "
-      "processes"][:len(pipeline[4:6])]
+      "pipeline on the prepared, 1 worker process",
+      "pipeline on the prepared, 2 worker processes"][:min(cores, 2)]
   handover = [r for r in records if r["what"].startswith("hand-over")]
   assert [r["what"].split(", ", 1)[1] for r in handover[:3]] == [
       "in-process", "grain's shared memory", "reused shared memory"]
@@ -93,11 +92,7 @@ def test_the_plain_pil_loop_skips_and_counts_an_unreadable_file(tmp_path):
 
 def test_the_plain_pil_loops_rate_from_a_fixed_clock(monkeypatch):
   """Each reading of the clock 0.1 s after the last, 0.25 s asked: two images read in 0.4 s."""
-  import itertools
-  import types
-
-  clock = itertools.count(100.0, 0.1)
-  monkeypatch.setattr(benchmark, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+  fixed_clock(monkeypatch, benchmark, "perf_counter", 0.1)
   read = []
   monkeypatch.setattr(benchmark, "pil_patch", lambda item, rng, size, crop: read.append(
       (item, size, crop)))
@@ -111,8 +106,6 @@ def test_the_hand_over_rows_from_a_fixed_timing(monkeypatch):
   through grain's shared memory; through the input's reused shared memory (`FromStep`, which
   copies each batch out); each batch of the layout asked for; ms per batch from the timing.
   Mutations: the ways swapped, wall or CPU time per batch inverted -> red."""
-  from conftest import fixed_timing
-
   from alexnet_jax.benchmark import handover
 
   fixed_timing(monkeypatch, handover)
@@ -150,8 +143,6 @@ def test_the_hand_over_rows_from_a_fixed_timing(monkeypatch):
 def test_the_batches_rates_from_a_fixed_timing(monkeypatch):
   """10 batches of 128 in 0.5 s of wall time and 0.25 s of CPU: 2,560 images/s, 5,120 per
   CPU-second; the input closed after. Mutations: either rate inverted; the input left open."""
-  from conftest import fixed_timing
-
   fixed_timing(monkeypatch, benchmark)
   closed = []
 

@@ -29,15 +29,20 @@ def test_each_lever_is_timed_beside_the_shipped_step(capsys):
   assert len(capsys.readouterr().out.splitlines()) == 4
 
 
-def _fixed_steps(monkeypatch, seconds: dict):
-  """`levers.compiled_step` replaced by one whose `run(steps)` takes `seconds[(column_maps,
+# Seconds per step of each in-process variant, by (model.column_maps, step_norms): the shipped
+# step, the step without its norms, the columns' maps apart.
+STEP_SECONDS = {("joined", True): 0.02, ("joined", False): 0.01, ("separate", True): 0.04}
+
+
+def _fixed_steps(monkeypatch):
+  """`levers.compiled_step` replaced by one whose `run(steps)` takes `STEP_SECONDS[(column_maps,
   step_norms)]` per step; the variants asked for, in order, are returned."""
   asked = []
 
   def compiled_step(config, batch, step_norms=True):
     key = (config.model.column_maps, step_norms)
     asked.append(key)
-    return (lambda steps: seconds[key]), None, None, None
+    return (lambda steps: STEP_SECONDS[key]), None, None, None
 
   monkeypatch.setattr(levers, "compiled_step", compiled_step)
   return asked
@@ -49,8 +54,7 @@ def test_the_levers_rates_from_a_fixed_timing(monkeypatch, capsys):
   against the shipped step exactly; with the LRN across columns the columns lever is not
   offered (it needs the maps joined)."""
   config = load_config("tiny")
-  asked = _fixed_steps(monkeypatch, {("joined", True): 0.02, ("joined", False): 0.01,
-                                     ("separate", True): 0.04})
+  asked = _fixed_steps(monkeypatch)
   norms, columns = levers.bench_levers(config, batch=0, steps=3, argv=[], flags=(), rounds=2)
   assert asked == [("joined", True), ("joined", False), ("separate", True)]
   batch = config.data.batch_size  # --batch=0: the config's
@@ -91,8 +95,7 @@ def test_each_flag_is_timed_against_a_child_of_the_shipped_step(monkeypatch):
   children's ms per step, a speed-up of 2; the command's own --xla_flags not passed on; when
   the shipped step's child fails, each flag is reported with its error, none timed."""
   config = load_config("tiny")
-  _fixed_steps(monkeypatch, {("joined", True): 0.02, ("joined", False): 0.01,
-                             ("separate", True): 0.04})
+  _fixed_steps(monkeypatch)
   children = []
 
   def step_child(argv, flag):

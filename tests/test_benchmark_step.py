@@ -117,20 +117,16 @@ def test_the_step_benchmark_times_the_training_step_on_the_training_mesh(monkeyp
   """`benchmark step` builds through `train_setup.setup_train` (the config's optimizer, the
   training mesh): on 8 devices the two columns are on the 'model' axis, so the compiled step
   holds the columns' all-gathers."""
-  from conftest import load_config
+  from conftest import fixed_clock, load_config
 
   from alexnet_jax import train_setup
-
-  import itertools
-  import types
 
   built = []
   real = train_setup.setup_train
   monkeypatch.setattr(train_setup, "setup_train",
                       lambda config, mesh, **kw: built.append((config, mesh, kw))
                       or real(config, mesh, **kw))
-  clock = itertools.count(100.0, 0.5)  # each timing of `steps` steps takes 0.5 s
-  monkeypatch.setattr(benchmark, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+  fixed_clock(monkeypatch, benchmark, "perf_counter", 0.5)  # each timing of `steps`: 0.5 s
   config = load_config("paper_code", "", ["model.input_size=32", "model.conv1_stride=1",
                                           "model.conv_kernels=(5,5,3,3,3)",
                                           "model.conv_features=(16,32,48,48,32)",

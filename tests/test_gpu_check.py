@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from alexnet_jax import gpu_check
-from conftest import FASHION, process_state
+from conftest import FASHION, fixed_clock, process_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -201,13 +201,9 @@ def test_the_gpu_nodes_input_phase_runs_the_loop_in_the_order_the_goals_need(mon
   photographs and their store, then the loop as the goals need it (the Pillow yardstick in
   the first only), the ways of crossing and of decoding each in its own list; without
   nvImageCodec its four commands are left out; a failed command is named by its variant."""
-  import itertools
-  import types
-
   commands, made = _planned(monkeypatch, {"nvidia.nvimgcodec", "skimage"},
                             fail=("--null_model",))
-  clock = itertools.count(100.0, 5.0)  # each reading of the clock 5 s after the last
-  monkeypatch.setattr(gpu_check, "time", types.SimpleNamespace(monotonic=lambda: next(clock)))
+  fixed_clock(monkeypatch, gpu_check, "monotonic", 5.0)  # each reading 5 s after the last
   phase = gpu_check.phase_input(gpu_check.GPU, str(tmp_path), 0.0, print)
   assert made == [("generate_imagenet_like", 2500, 1000, "train"),
                   ("generate_imagenet_like", 1000, 1000, "val")]
