@@ -63,6 +63,16 @@ def test_a_number_out_of_a_flags_range_is_one_line(tmp_path, module, args, messa
   _one_error_line(command(module, *args, cwd=str(tmp_path)), message)
 
 
+@pytest.mark.parametrize("args,message", [
+    (["steps", "--config=configs/tiny.py"],
+     r"^error: usage: python -m alexnet_jax.benchmark input\|step\|levers\|end2end"),
+    (["step", "levers", "--config=configs/tiny.py"], r"^error: usage: "),
+    (["levers"], r"^error: levers needs --config=configs/....py$"),
+])
+def test_a_benchmark_without_one_known_subcommand_or_its_config_is_one_line(args, message):
+  _one_error_line(command("benchmark", *args), message)
+
+
 USAGE = r"^error: usage: python -m alexnet_jax.ablate \[figure1\|columns\|precision\] --config"
 
 

@@ -114,8 +114,9 @@ def test_the_small_tools(tmp_path):
                 "--images=4").stdout.splitlines()[-1]
   assert verdict.startswith("verdict: ")
   step = json.loads(run("benchmark", "step", "--config=configs/tiny.py", "--batch=8",
-                        "--steps=2").stdout.splitlines()[-1])
+                        "--steps=2", "--dtype=bfloat16").stdout.splitlines()[-1])
   assert step["bench"] == "step" and step["batch"] == 8 and step["ms_per_step"] > 0
+  assert step["dtype"] == "bfloat16"
   ways = [json.loads(line)["way"] for line in run(
       "benchmark", "transfer", "--config=configs/tiny.py", "--batch=8",
       "--seconds=0.05").stdout.splitlines()]
