@@ -133,9 +133,12 @@ def test_the_small_tools(tmp_path):
   image_folder_tree(tmp_path / "tree")
   data = ["--config=configs/tiny.py", "--config.data.name=image_folder",
           f"--config.data.data_dir={tmp_path}/tree", "--config.model.num_classes=3"]
-  run("data.stats", *data, f"--output={tmp_path}/stats.npz")
+  assert "images: 2\n" in run("data.stats", *data, f"--output={tmp_path}/stats.npz",
+                               "--max_images=2").stdout
   with np.load(tmp_path / "stats.npz") as f:
     assert f["mean"].shape[-1] == 3
-  run("data.prepare", *data, "--workers=1")
-  assert any(name.endswith(".array_record") for _, _, files in os.walk(tmp_path / "tree")
-             for name in files)
+  run("data.prepare", *data, "--workers=1", "--shard_size=4")
+  shards = sorted(name for _, _, files in os.walk(tmp_path / "tree") for name in files
+                  if name.endswith(".array_record"))
+  assert shards[0] == "train-00000-of-00004.array_record"  # 15 files, at most 4 a shard
+  assert shards[-1] == "val-00001-of-00002.array_record"
