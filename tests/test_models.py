@@ -53,6 +53,14 @@ def test_real_forward_matches_the_shapes(tiny_config):
     assert value.shape[1:] == shapes[name], name
 
 
+@pytest.mark.parametrize("shape", [(2, 32, 32), (2, 30, 32, 3), (2, 32, 32, 1)])
+def test_images_of_another_shape_are_refused_by_name(tiny_config, shape):
+  model = models.create_model(tiny_config.model)
+  with pytest.raises(ValueError, match=r"expects images of shape \[batch, 32, 32, 3\], got "
+                     + re.escape(str(shape))):
+    model(jnp.zeros(shape))
+
+
 @pytest.mark.parametrize("config_name,conv345_std", [("paper", 0.01), ("paper_code", 0.03)])
 def test_initialisation_of_section_5(config_name, conv345_std):
   config = load_config(config_name)
