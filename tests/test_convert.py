@@ -271,14 +271,12 @@ def test_a_converted_workdir_predicts_and_fine_tunes_like_a_trained_one(tmp_path
                              np.asarray(source.params["conv2"]["kernel"]), atol=1e-6)
 
 
-def test_squash_resizes_ignoring_the_aspect_ratio_and_lrn_across_columns_needs_one_device():
+def test_squash_resizes_ignoring_the_aspect_ratio():
   import io
 
   from PIL import Image
 
-  from alexnet_jax import models
   from alexnet_jax.data import images
-  from alexnet_jax.sharding import make_mesh
 
   wide = np.zeros((60, 180, 3), np.uint8)
   wide[:, :60] = 255  # the left third white
@@ -289,9 +287,6 @@ def test_squash_resizes_ignoring_the_aspect_ratio_and_lrn_across_columns_needs_o
     cropped = images.decode(buf.getvalue(), 30, 3).astype(int)
     assert squashed[:, :8].mean() > 240 and squashed[:, 12:].mean() < 15  # all of it, squeezed
     assert cropped.mean() < 15  # §2: the central square only, all black
-  config = load_config("caffe_alexnet", "", NARROW)
-  with pytest.raises(UserError, match="lrn_across_columns .*--config.mesh.model=1"):
-    models.create_model(config.model, mesh=make_mesh(data=4, model=2))
 
 
 def test_a_mean_image_that_is_not_finite_is_refused(tmp_path):

@@ -273,6 +273,11 @@ def test_a_mesh_that_cannot_hold_the_columns_is_a_one_line_error():
     models.create_model(one_column.model, mesh=make_mesh(data=4, model=2))
   with pytest.raises(UserError, match="'model' axis"):
     make_mesh(model=3)
+  across = load_config("tiny")
+  across.model.lrn_across_columns = True  # Caffe's LRN: both columns' maps on one device
+  with pytest.raises(UserError, match="lrn_across_columns .*--config.mesh.model=1"):
+    models.create_model(across.model, mesh=make_mesh(data=4, model=2))
+  models.create_model(across.model, mesh=make_mesh(data=8, model=1))
 
 
 @pytest.mark.slow
