@@ -398,12 +398,13 @@ def test_the_whole_network_is_the_papers_written_out_in_numpy(config_name, varia
   with cuda-convnet's padding) against `_reference_forward`, with weights large enough that
   LRN and the response norm change the maps. Mutations: LRN before conv1's ReLU in the
   paper's network -> red; LRN's window across both columns -> red; conv4 over both columns ->
-  red (shape); the 2012 code's ReLU before conv1's LRN -> red."""
+  red (shape); the 2012 code's ReLU before conv1's LRN -> red; fc8's bias subtracted -> red."""
   config = load_config(config_name, variant)
   config.model.update(dict(num_classes=10, input_size=64, conv_features=(16, 32, 48, 48, 32),
                            fc_features=(64, 64), dtype="float32"))
   config.model.init_std.update(dict(conv1=0.05, conv2=0.03, conv3=0.03, conv4=0.04, conv5=0.04,
                                     conv6=0.04, fc6=0.02, fc7=0.05, fc8=0.05))
+  config.model.init_bias.update(dict(conv1=0.3, conv3=-0.2, fc8=0.7))  # the paper's 0s seen too
   spec = model_spec.AlexNetSpec.from_config(config.model)
   assert spec.conv1_stride == 4 and spec.conv1_padding == 3 and spec.pool5_size == 1
   model = models.create_model(config.model, seed=4)
