@@ -179,13 +179,15 @@ _max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 def strided_conv_as_space_to_depth(x: jax.Array, kernel: jax.Array, stride: int,
                                    pad: int) -> jax.Array:
-  """A VALID convolution of NHWC `x`, zero-padded by `pad` at the bottom/right, with the HWIO
-  `kernel` at `stride`, computed as a stride-1 convolution over stride x stride pixel blocks.
+  """A VALID convolution of NHWC `x`, zero-padded by `pad` at the bottom/right, with the square
+  HWIO `kernel` at `stride`, computed as a stride-1 convolution over stride x stride pixel blocks.
 
   The same products and sums (the kernel is zero-padded to a multiple of the stride), laid out
   for the GPU's matrix units: conv1's 3 input channels become 48 and its 11x11 stride-4 window
   a 3x3 stride-1 one (docs/performance.md has the speed-up).
   """
+  if kernel.shape[0] != kernel.shape[1]:
+    raise ValueError(f"strided_conv_as_space_to_depth takes square kernels, got {kernel.shape}")
   n, h, w, c = x.shape
   k, s = kernel.shape[0], stride
   out_h, out_w = (h + pad - k) // s + 1, (w + pad - k) // s + 1

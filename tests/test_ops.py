@@ -164,15 +164,16 @@ def test_max_pool_forward_and_grad(window, size, expected, dtype):
                              rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("window,stride,size",
-                         [(3, 2, 13), (2, 2, 13), (3, 1, 7), (2, 3, 11), (3, 3, 10)])
+@pytest.mark.parametrize("window,stride,size", [(3, 2, (13, 13)), (2, 2, (13, 13)), (3, 1, (7, 7)),
+                                                (2, 3, (11, 11)), (3, 3, (10, 10)),
+                                                (3, 2, (13, 8)), (2, 3, (7, 11))])
 def test_max_pool_gradient_goes_to_the_first_maximum_when_values_tie(window, stride, size):
   # Post-ReLU maps are full of equal values (zeros); the gradient must reach one pixel per
   # window, the first maximum in row-major order, as XLA's select-and-scatter gives it.
   rng = np.random.default_rng(window * 10 + stride)
-  x = np.maximum(rng.integers(-3, 3, size=(2, size, size, 4)), 0).astype(np.float32)
-  out = (size - window) // stride + 1
-  g = rng.normal(size=(2, out, out, 4)).astype(np.float32)
+  x = np.maximum(rng.integers(-3, 3, size=(2, *size, 4)), 0).astype(np.float32)
+  out = [(side - window) // stride + 1 for side in size]
+  g = rng.normal(size=(2, *out, 4)).astype(np.float32)
   _, vjp = jax.vjp(lambda v: ops.max_pool(v, window=window, stride=stride), jnp.asarray(x))
   (grad,) = vjp(jnp.asarray(g))
   np.testing.assert_allclose(grad, max_pool_grad_reference(x, g, window, stride), rtol=1e-6,
@@ -244,11 +245,12 @@ def test_response_norm_subtracts_no_local_mean():
   assert bf16.dtype == jnp.bfloat16
 
 
-@pytest.mark.parametrize("size,k,stride,pad", [(224, 11, 4, 3), (227, 11, 4, 0), (64, 7, 2, 1),
-                                               (31, 5, 3, 2)])
+@pytest.mark.parametrize("size,k,stride,pad", [((224, 224), 11, 4, 3), ((227, 227), 11, 4, 0),
+                                               ((64, 64), 7, 2, 1), ((31, 31), 5, 3, 2),
+                                               ((31, 20), 5, 3, 2)])
 def test_strided_conv_as_space_to_depth_equals_the_strided_conv(size, k, stride, pad):
   rng = np.random.default_rng(size)
-  x = jnp.asarray(rng.normal(size=(2, size, size, 3)), jnp.float32)
+  x = jnp.asarray(rng.normal(size=(2, *size, 3)), jnp.float32)
   kernel = jnp.asarray(rng.normal(size=(k, k, 3, 8)), jnp.float32)
   direct = jax.lax.conv_general_dilated(x, kernel, (stride, stride), ((0, pad), (0, pad)),
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
@@ -261,3 +263,5 @@ def test_strided_conv_as_space_to_depth_equals_the_strided_conv(size, k, stride,
       lambda v, w: ops.strided_conv_as_space_to_depth(v, w, stride, pad))]
   np.testing.assert_allclose(grads[1], grads[0], rtol=1e-3,
                              atol=1e-3 * float(jnp.abs(grads[0]).max()))
+  with pytest.raises(ValueError, match=r"square kernels, got \(5, 3, 3, 8\)"):
+    ops.strided_conv_as_space_to_depth(x, kernel[:5, :3], stride, pad)
