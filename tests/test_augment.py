@@ -102,6 +102,31 @@ def test_pca_lighting_adds_p_alpha_sqrt_lambda_with_alpha_of_std_0_1():
   assert not off.draws(np.arange(10))[1].any()
 
 
+# splitmix64's first outputs from state 0 (Steele, Lea & Flood 2014; Vigna's splitmix64.c)
+SPLITMIX64_FROM_0 = (0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F,
+                     0xF88BB8A8724C81EC)
+
+
+def test_a_seeds_draws_are_splitmix64_and_its_normals_box_muller():
+  """What a seed's batches are, pinned so that no version changes them: seed k's first uniform
+  is the top 53 bits of splitmix64's k-th output, each position has 64 streams, the crop and
+  mirror are streams 0-2 and the lighting's normals Box-Muller of the streams after them.
+  Mutations: a shift or the 64 changed -> red; cos(3πu) for cos(2πu) (the same distribution)
+  -> red."""
+  first = [augment._uniforms(k, np.array([0]), 1)[0, 0] for k in (1, 2, 3, 4)]
+  assert first == [(z >> 11) * 2.0**-53 for z in SPLITMIX64_FROM_0]
+  u = augment._uniforms(1, np.array([0, 1]), 65)
+  assert u[0, 64] == u[1, 0]
+  aug = augment.Augmentation(40, 32, True, 0.5, np.diag([3.0, 2.0, 1.0]).astype(np.float32),
+                             seed=7)
+  positions = np.array([0, 5, 999, 123_456])
+  boxes, lighting, _ = aug.draws(positions)
+  u = augment._uniforms(7, positions, 9)
+  np.testing.assert_array_equal(boxes, np.c_[np.floor(u[:, :2] * 9), u[:, 2] < 0.5])
+  normals = np.sqrt(-2 * np.log(1 - u[:, 3:6])) * np.cos(2 * np.pi * u[:, 6:9])
+  np.testing.assert_allclose(lighting, 0.5 * normals * [3.0, 2.0, 1.0], rtol=1e-5)
+
+
 def test_every_crop_position_and_either_reflection_are_equally_likely():
   """§4.1's "random 224 x 224 patches (and their horizontal reflections)": each of the 33
   offsets down and across and each reflection drawn equally often, and independently (chi-square
@@ -138,6 +163,8 @@ def test_crop_chunk_shares_one_crop_and_mirror_among_consecutive_images():
   assert len(np.unique(own_boxes, axis=0)) > 32  # the paper's text: every image its own
   np.testing.assert_array_equal(light, own_light)  # the lighting stays per image
   assert len(np.unique(light[:32], axis=0)) == 32
+  pairs = augment.Augmentation(40, 32, True, 0.1, scale, seed=3, crop_chunk=2).draws(positions)
+  np.testing.assert_array_equal(pairs[0][::2], pairs[0][1::2])
   config = synthetic_config()
   config.data.crop_chunk = 4
   batch = next(build_input(config).train)

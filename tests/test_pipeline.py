@@ -37,6 +37,7 @@ def test_evaluation_counts_every_example_once_and_batches_are_full():
   assert sum(b["mask"].sum() for b in batches) == 37
   ten = next(iter(inp.eval_batches(True)))
   assert ten["image"].shape == (16, 10, 32, 32, 3)
+  assert not any(b["skipped"].any() for b in [*batches, ten])  # in memory: nothing unreadable
 
 def test_same_seed_same_batches_and_a_restored_iterator_continues_exactly():
   a, b = (build_input(synthetic_config()) for _ in range(2))
