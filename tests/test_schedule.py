@@ -141,6 +141,13 @@ def test_a_recorded_schedule_replays_its_events_at_their_steps():
   assert events.input_changes(RECORDED, 40, 10) == {"pca_lighting": [(6, 0.0)]}
 
 
+def test_an_event_at_step_1_takes_effect_after_the_first_step_not_before_it():
+  s = _schedule(kind="recorded", events=("epoch 0: epsW=0.01 epsB=0.02", "step 1: epsW=0.5"))
+  assert s.rates()["conv2/kernel"] == 0.01
+  assert s.advance(0) == [] and s.advance(1) == ["step 1: epsW=0.5"]
+  assert s.rates()["conv2/kernel"] == 0.5
+
+
 @pytest.mark.parametrize("kw,message", [
     (dict(kind="cosine"), "schedule.kind"),
     (dict(drop_epochs=(30.0, "60")), r"drop_epochs must be numbers >= 0, got \(30.0, '60'\)"),
@@ -159,6 +166,8 @@ def test_a_recorded_schedule_replays_its_events_at_their_steps():
     # Across units: epoch 1 of 40 images in batches of 10 is step 4.
     (dict(kind="recorded", events=("epoch 0: epsW=0.01 epsB=0.02", "epoch 1: epsW=0.001",
                                    "step 3: epsW=0.0001")), "takes effect at step 3, not after"),
+    (dict(kind="recorded", events=("epoch 0: epsW=0.01 epsB=0.02", "step 0: epsW=0.001")),
+     "'step 0: epsW=0.001' takes effect at step 0, not after 'epoch 0"),
     # A layer this network lacks (LAYERS: conv1, conv2, fc8) was ignored.
     (dict(kind="recorded", events=("epoch 0: epsW=0.01 epsB=0.02", "epoch 1: conv6.epsW=0")),
      "rates of conv6, which this network does not have"),

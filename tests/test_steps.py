@@ -40,7 +40,8 @@ def test_the_training_loss_is_the_mean_negative_log_probability_of_the_label(tin
   key = jax.random.key(3)
   state = {"step": jnp.int32(0), "params": params, "opt_state": tx.init(params)}
   step = jax.jit(steps.make_train_step(graphdef, tx, with_stats=False, pixel_scale=1 / 64))
-  _, metrics = step(state, batch, key, mean, rates)
+  new_state, metrics = step(state, batch, key, mean, rates)
+  assert int(new_state["step"]) == 1
   # The same forward pass (the step's dropout key) and the loss computed in NumPy.
   logits = nnx.merge(graphdef, params)(normalize(batch, mean, 1 / 64),
                                        dropout_key=jax.random.fold_in(key, 0))
@@ -73,3 +74,47 @@ def test_top_1_and_top_5_errors_count_the_label_among_the_highest_scores():
   assert top1.tolist() == [0.0, 1.0, 1.0, 1.0] and top5.tolist() == [0.0, 0.0, 1.0, 1.0]
   top1, top5 = steps.topk_errors(jnp.asarray([[0.1, 0.7, 0.2]]), jnp.asarray([0]))
   assert top1.tolist() == [1.0] and top5.tolist() == [0.0]  # three classes: all in the top 5
+
+
+def _numpy_sums(probs, labels, mask):
+  """The evaluation's sums in float64: −log p(label), top-1 and top-5 errors, examples."""
+  p = np.asarray(probs, np.float64)[mask]
+  labels = np.asarray(labels)[mask]
+  ranks = (p > p[np.arange(len(labels)), labels][:, None]).sum(-1)  # classes scored higher
+  return {"loss": -np.log(p[np.arange(len(labels)), labels]).sum(),
+          "top1_error": (ranks >= 1).sum(), "top5_error": (ranks >= 5).sum(),
+          "count": len(labels)}
+
+
+def test_the_evaluation_scores_the_centre_view_and_the_ten_views_average(tiny_config):
+  """§4.1's test: a ten-crop batch is scored on the softmax averaged over its ten views
+  ('eval_10crop') and on its centre view alone ('eval'), a centre-crop batch on its one view;
+  masked examples are left out. The model's own logits, the softmax and sums in NumPy.
+  Mutations: the label's probability taken along the batch axis, the centre view the fifth
+  mirrored one, the average over the classes, a ten-crop batch taken as centre crops -> red."""
+  tiny_config.model.init_std.update({k: 0.05 for k in tiny_config.model.init_std})
+  graphdef, state = nnx.split(models.create_model(tiny_config.model, seed=2))  # views differ
+  params = nnx.to_pure_dict(state)
+  rng = np.random.default_rng(5)
+  b = 4
+  views = rng.integers(0, 256, (b, 10, 32, 32, 3), dtype=np.uint8)
+  boxes = np.tile(np.array([[0, 0, 0]] * 5 + [[0, 0, 1]] * 5, np.int32), (b, 1, 1))
+  labels, mask = np.array([1, 4, 7, 9], np.int32), np.array([True, True, True, False])
+  mean = jnp.zeros((32, 32, 3))
+  seen = np.concatenate([views[:, :5], views[:, 5:, :, ::-1]], axis=1)  # the mirrored five
+  logits = np.asarray(nnx.merge(graphdef, params)(
+      jnp.asarray(seen.reshape(-1, 32, 32, 3), jnp.float32)), np.float64)
+  z = np.exp(logits - logits.max(-1, keepdims=True))
+  probs = (z / z.sum(-1, keepdims=True)).reshape(b, 10, -1)
+  step = jax.jit(steps.make_eval_step(graphdef, pixel_scale=1.0))
+  ten = step(params, {"image": views, "crop": boxes, "label": labels, "mask": mask}, mean)
+  centre = step(params, {"image": views[:, 4], "crop": boxes[:, 4], "label": labels,
+                         "mask": mask}, mean)
+  want = {"eval_10crop": _numpy_sums(probs.mean(1), labels, mask),
+          "eval": _numpy_sums(probs[:, 4], labels, mask)}  # crop_boxes' fifth: the centre
+  assert set(ten) == set(want) and set(centre) == {"eval"}
+  for split, sums in [*ten.items(), ("eval", centre["eval"])]:
+    for name, value in want[split].items():
+      np.testing.assert_allclose(float(sums[name]), value, rtol=1e-4, err_msg=f"{split} {name}")
+  assert want["eval_10crop"]["loss"] != want["eval"]["loss"]
+
