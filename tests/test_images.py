@@ -24,12 +24,13 @@ def test_stored_form_is_shorter_side_256_then_the_central_square():
   assert grey.shape == (256, 256, 3) and (grey[..., 0] == grey[..., 2]).all()
 
 @pytest.mark.parametrize("size", [(256, 256), (300, 256), (500, 375), (1024, 700), (600, 513),
-                                  (2000, 1500)])
+                                  (2000, 1500), (200, 150)])
 @pytest.mark.parametrize("mode", ["RGB", "L"])
 @pytest.mark.parametrize("resize", images.RESIZES)
 def test_simplejpeg_and_pillows_draft_decode_jpegs_to_the_same_pixels(size, mode, resize):
-  """Mutation: a squashed JPEG whose shorter side is already the stored size cropped to its
-  centre by the simplejpeg path -> red."""
+  """Mutations: a squashed JPEG whose shorter side is already the stored size cropped to its
+  centre by the simplejpeg path -> red; a JPEG smaller than the stored size read at half
+  scale -> red."""
   import io
 
   from PIL import Image
@@ -137,3 +138,14 @@ def test_a_floating_point_image_is_unreadable_not_clipped(tmp_path):
       buffer, format="TIFF")
   with pytest.raises(images.UnreadableImage, match="floating-point image"):
     images.decode(buffer.getvalue(), 32)
+
+
+def test_each_unreadable_image_is_logged_with_the_count_so_far(caplog):
+  counter = images.SkipCounter()
+  counter.skip("a.JPEG", "truncated")
+  counter.skip("b.JPEG", "not an image file Pillow can read")
+  said = [r.getMessage() for r in caplog.records if "skipping unreadable image" in r.getMessage()]
+  assert said == ["skipping unreadable image a.JPEG (truncated); 1 skipped so far in this reader",
+                  "skipping unreadable image b.JPEG (not an image file Pillow can read); 2 "
+                  "skipped so far in this reader"]
+  assert counter.count == 2
