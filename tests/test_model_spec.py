@@ -74,6 +74,21 @@ def test_invalid_structures_are_one_line_errors(change, message):
     model_spec.AlexNetSpec.from_config(config.model)
 
 
+def test_the_smallest_network_the_checks_allow_is_built():
+  """The bounds of the checks above, from the accepted side: one unit a layer, two classes,
+  LRN windows of one map, k below 1, and the smallest input that leaves pool5 a pixel (64 ->
+  conv1 15 -> pool 7 -> conv2 7 -> pool 3 -> conv5 3 -> pool5 1). Mutations: each bound moved
+  by one -> red."""
+  config = load_config("paper", "one_column")
+  config.model.update(dict(conv_features=(1, 1, 1, 1, 1), fc_features=(1, 1), num_classes=2,
+                           lrn_size=1, response_norm_size=1, lrn_k=0.5, input_size=64))
+  spec = model_spec.AlexNetSpec.from_config(config.model)
+  assert (spec.conv1_size, spec.pool5_size) == (15, 1)
+  config.model.input_size = 63
+  with pytest.raises(UserError, match="input_size 63 is too small"):
+    model_spec.AlexNetSpec.from_config(config.model)
+
+
 def test_a_missing_field_is_named():
   model = load_config("tiny").model
   with pytest.raises(UserError, match="missing field lrn_size"):
