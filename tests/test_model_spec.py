@@ -31,6 +31,8 @@ def test_geometry_of_section_3_5():
   assert spec.kernel_shape("conv1") == (11, 11, 3, 48)
   assert param_count(spec) == 60_965_224
   assert spec.forward_flops() == pytest.approx(1.45e9, rel=0.01)
+  caffe = spec_of("caffe_alexnet")  # 227 pixels: (55 - 1) x 4 + 11 = 227, no padding
+  assert (caffe.input_size, caffe.conv1_padding, caffe.conv1_size) == (227, 0, 55)
 
 
 def test_the_2012_codes_conv6_sees_both_columns_and_the_texts_its_own():

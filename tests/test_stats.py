@@ -33,6 +33,12 @@ def test_the_published_pca_fallback_has_the_scale_of_a_real_photographs_statisti
                              np.cov(pixels, rowvar=False, bias=True), rtol=1e-3, atol=1e-2)
   np.testing.assert_allclose(np.sqrt(fallback.eigval), 255 * np.sqrt([0.2175, 0.0188, 0.0045]),
                              rtol=1e-3)
+  # The published eigenvectors are orthonormal to their 4 decimals (mutation: one entry
+  # doubled -> red); a rounding's negative eigenvalue gives no shift along its axis (mutation:
+  # eigenvalues under 1 raised to 1 -> red).
+  np.testing.assert_allclose(fallback.eigvec.T @ fallback.eigvec, np.eye(3), atol=2e-4)
+  small = Stats(fallback.mean, np.array([4.0, 0.25, -1e-6], np.float32), fallback.eigvec, 1)
+  np.testing.assert_allclose(small.lighting_scale, fallback.eigvec * [2.0, 0.5, 0.0], rtol=1e-6)
 
 def test_statistics_match_numpy_mean_and_covariance_eigenvectors():
   rng = np.random.default_rng(2)
