@@ -54,6 +54,15 @@ def test_statistics_match_numpy_mean_and_covariance_eigenvectors():
     assert abs(abs(float(stats.eigvec[:, i] @ eigvec[:, 2 - i])) - 1) < 1e-4
   assert stats.count == 50
 
+def test_the_channel_mean_is_the_mean_images_average_per_channel():
+  mean = np.random.default_rng(2).uniform(0, 255, (6, 5, 3)).astype(np.float32)
+  stats = Stats(mean, np.ones(3, np.float32), np.eye(3, dtype=np.float32), 10)
+  flat = stats.channel_mean()
+  assert flat.mean.shape == (6, 5, 3) and flat.count == 10
+  np.testing.assert_allclose(flat.mean, np.broadcast_to(
+      [[[mean[..., c].mean() for c in range(3)]]], (6, 5, 3)), rtol=1e-6)
+
+
 def test_statistics_command_writes_a_file_that_training_loads(tmp_path, capsys):
   from alexnet_jax.data import stats
 
