@@ -53,6 +53,20 @@ def test_statistics_match_numpy_mean_and_covariance_eigenvectors():
   for i in range(3):  # eigenvectors up to sign
     assert abs(abs(float(stats.eigvec[:, i] @ eigvec[:, 2 - i])) - 1) < 1e-4
   assert stats.count == 50
+  grey = compute([np.repeat(images[..., :1], 3, axis=-1)])  # one axis of variance; two of none
+  assert grey.eigval[0] > 100 and np.all(grey.eigval[1:] >= 0) and np.all(grey.eigval[1:] < 1e-6)
+
+
+def test_the_first_images_of_an_in_memory_split_in_batches():
+  from types import SimpleNamespace
+
+  from alexnet_jax.data.stats import stored_images
+
+  split = SimpleNamespace(encoded=False, images=np.arange(10 * 2 * 2 * 3).reshape(10, 2, 2, 3))
+  batches = list(stored_images(split, 2, 3, limit=7, batch=3))
+  assert [len(b) for b in batches] == [3, 3, 1]
+  np.testing.assert_array_equal(np.concatenate(batches), split.images[:7])
+
 
 def test_the_channel_mean_is_the_mean_images_average_per_channel():
   mean = np.random.default_rng(2).uniform(0, 255, (6, 5, 3)).astype(np.float32)
