@@ -83,9 +83,10 @@ def test_the_bounds_themselves_are_taken():
   """The edge of each range that includes it: no drops, no momentum, no weight decay, no
   bias rate, any improvement counts, two classes, no stall check, `num_epochs` deciding,
   seed 0, one checkpoint kept, one written every step, one-image splits, JPEG quality 1 and
-  100. Mutations: `0 <= momentum` made `0 <`, `max_drops < 0` made `<= 0`, `num_classes < 2`
-  made `<= 2`, `checkpoint.keep < 1` made `<= 1`, the data sizes' `< 1` made `<= 1`, either
-  end of `1 <= prepared_quality <= 100` made strict -> red."""
+  100, the divergence check off (0) and at a factor just above 1. Mutations: `0 <= momentum`
+  made `0 <`, `max_drops < 0` made `<= 0`, `num_classes < 2` made `<= 2`, `checkpoint.keep <
+  1` made `<= 1`, the data sizes' `< 1` made `<= 1`, either end of `1 <= prepared_quality <=
+  100` made strict, the divergence factor's `== 0` made `== 1` or `> 1` made `> 2` -> red."""
   config = small_config()
   config.schedule.update(dict(max_drops=0, min_delta=0.0, patience=1, factor=0.5))
   config.optimizer.update(dict(momentum=0.0, weight_decay=0.0, bias_lr_multiplier=0.0))
@@ -97,6 +98,9 @@ def test_the_bounds_themselves_are_taken():
                           prefetch=0, pca_lighting=0.0, prepared_quality=1))
   validation.validate(config)
   config.data.prepared_quality = 100
+  config.divergence.factor = 1.01  # just above 1: any rise beyond the running mean
+  validation.validate(config)
+  config.divergence.factor = 0.0  # finiteness only
   validation.validate(config)
 
 
