@@ -196,7 +196,7 @@ def strided_conv_as_space_to_depth(x: jax.Array, kernel: jax.Array, stride: int,
   x = jnp.pad(x, ((0, 0), (0, max(rows - h, 0)), (0, max(cols - w, 0)), (0, 0)))[:, :rows, :cols]
   x = x.reshape(n, rows // s, s, cols // s, s, c).transpose(0, 1, 3, 2, 4, 5)
   x = x.reshape(n, rows // s, cols // s, s * s * c)
-  kernel = jnp.pad(kernel, ((0, blocks * s - k), (0, blocks * s - kernel.shape[1]), (0, 0), (0, 0)))
+  kernel = jnp.pad(kernel, ((0, blocks * s - k), (0, blocks * s - k), (0, 0), (0, 0)))
   kernel = kernel.reshape(blocks, s, blocks, s, c, -1).transpose(0, 2, 1, 3, 4, 5)
   kernel = kernel.reshape(blocks, blocks, s * s * c, -1)
   return jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID",
