@@ -83,12 +83,17 @@ class Diagnosis:
     return "\n".join(lines)
 
 
-def _input_dependent(activation: np.ndarray) -> tuple[float, float]:
-  """(rms, std across images ÷ rms) of [images, ...] activations, in float64."""
+def _spread(activation: np.ndarray) -> float:
+  """The std of each unit of [images, ...] activations across the images, as an RMS over the
+  units, in float64."""
   a = activation.reshape(activation.shape[0], -1).astype(np.float64)
-  rms = float(np.sqrt(np.mean(a ** 2)))
-  spread = float(np.sqrt(np.mean(a.var(axis=0))))
-  return rms, (spread / rms if rms > 0 else 0.0)
+  return float(np.sqrt(np.mean(a.var(axis=0))))
+
+
+def _input_dependent(activation: np.ndarray) -> tuple[float, float]:
+  """(rms, `_spread` ÷ rms) of [images, ...] activations, in float64."""
+  rms = float(np.sqrt(np.mean(np.square(activation, dtype=np.float64))))
+  return rms, (_spread(activation) / rms if rms > 0 else 0.0)
 
 
 def judge(layers: tuple[Layer, ...], logit_spread: float, dtype: str) -> str:
@@ -156,7 +161,7 @@ def diagnose(config, images: int = 16) -> Diagnosis:
     rms, part = _input_dependent(np.asarray(activation, np.float32))
     grad = norms.get("fc8" if name == "logits" else name)
     rows.append(Layer(name, rms, part, None if grad is None else float(grad)))
-  spread = float(np.sqrt(np.mean(np.asarray(logits, np.float64).var(axis=0))))
+  spread = _spread(np.asarray(logits))
   dtype = str(config.model.dtype)
   layers = tuple(rows)
   return Diagnosis(layers, spread, dtype, images, judge(layers, spread, dtype))

@@ -3,10 +3,14 @@ verdict that separates a setting that sits at ln(classes) from one that learns."
 
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
-from alexnet_jax import diagnose
+from alexnet_jax import diagnose, models, optim, steps
+from alexnet_jax.errors import UserError
 from conftest import load_config
 
 FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
@@ -24,6 +28,51 @@ def test_the_input_dependent_part_is_the_spread_across_images_over_the_rms():
   assert part == pytest.approx(0.01 / 3.0, rel=0.05)
   assert diagnose._input_dependent(np.ones((4, 10)))[1] == 0.0
   assert diagnose._input_dependent(np.zeros((4, 10))) == (0.0, 0.0)  # a dead layer (all ReLU off)
+
+
+def test_the_spread_is_across_the_images_of_each_unit_not_across_the_units():
+  """Two images of two units each, worked by hand: unit 0 is 0.1 and 0.3 (variance 0.01),
+  unit 1 is 0.2 in both (0), so the spread is sqrt(0.005) and the RMS sqrt(0.045): the part is
+  1/3 (across the units of each image it would be 0.05 / sqrt(0.045) = 0.236). As [2, 1, 1, 2]
+  maps, it is the same. Mutations: the variance over axis 1; the maps flattened from their
+  second axis; `rms > 0` -> `rms > 1` (an RMS below 1 read as a dead layer) -> red. The
+  logits' spread is the same function."""
+  maps = np.array([[0.1, 0.2], [0.3, 0.2]])
+  assert diagnose._spread(maps) == pytest.approx(np.sqrt(0.005))
+  for activation in (maps, maps.reshape(2, 1, 1, 2)):
+    rms, part = diagnose._input_dependent(activation)
+    assert rms == pytest.approx(np.sqrt(0.045)) and part == pytest.approx(1 / 3)
+
+
+def test_the_images_asked_for_are_at_least_two(tiny_config):
+  """Mutation: `images < 2` -> `< 3` (two refused) -> red."""
+  tiny_config.data.name = "synthetic"
+  with pytest.raises(UserError, match="--images must be >= 2"):
+    diagnose.diagnose(tiny_config, images=1)
+  assert diagnose.diagnose(tiny_config, images=2).table().startswith("2 images, ")
+
+
+def test_the_gradients_are_those_of_the_runs_first_step(tiny_config):
+  """Each layer's gradient norm is the training step's at step 0 from the run's key (its
+  dropout masks in fc6 and fc7), on the same batch. Mutation: the key folded with 1 (the
+  second step's masks) -> red."""
+  tiny_config.data.name = "synthetic"
+  result = diagnose.diagnose(tiny_config, images=4)
+  batch, mean = diagnose._batch(tiny_config, 4)
+  graphdef, state = nnx.split(models.create_model(tiny_config.model, seed=tiny_config.seed))
+  params, tx = nnx.to_pure_dict(state), optim.paper_sgd()
+  rates = {optim.rate_key(p): jnp.float32(0.0)
+           for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
+  step = jax.jit(steps.make_train_step(graphdef, tx, with_stats=True,
+                                       pixel_scale=tiny_config.data.pixel_scale))
+  state = {"step": jnp.int32(0), "params": params, "opt_state": tx.init(params)}
+  _, metrics = step(state, jax.tree.map(jnp.asarray, batch), jax.random.key(tiny_config.seed),
+                    jnp.asarray(mean), rates)
+  grads = {r.name: r.grad_norm for r in result.layers if r.grad_norm is not None}
+  assert set(grads) >= {"conv1", "fc6", "fc7", "logits"}
+  for name, norm in grads.items():
+    want = float(metrics[f"grad_norm/{'fc8' if name == 'logits' else name}"])
+    assert norm == pytest.approx(want, rel=1e-4), name
 
 
 def test_the_verdict_names_the_first_layer_below_the_dtypes_resolution():
@@ -54,9 +103,9 @@ def test_the_verdict_names_the_first_layer_below_the_dtypes_resolution():
     ("shipped", [], False),
 ])
 def test_the_full_network_on_fashion_mnist(setting, overrides, stalls):
-  """Mutations: the spread taken across units instead of across images (in the layers and the
-  logits) -> 'stalled' passes as no risk, red; the shipped config's pixel_scale back to 1/64 ->
-  'shipped' red (a stall risk at conv4)."""
+  """Mutations: the spread taken across units instead of across images (`_spread`, for the
+  layers and the logits alike) -> 'stalled' passes as no risk, red; the shipped config's
+  pixel_scale back to 1/64 -> 'shipped' red (a stall risk at conv4)."""
   config = load_config("fashion_mnist_full", "", overrides)
   result = diagnose.diagnose(config, images=8)
   assert result.stall_risk is stalls, result.table()
