@@ -46,6 +46,42 @@ def test_a_writer_reuses_its_slots_and_waits_for_one_still_read():
     batches.close()
 
 
+def test_release_all_frees_a_writer_waiting_for_a_slot():
+  """What a stopping pipeline does so that a worker waiting for a slot goes on (to be
+  stopped). Mutation: `release_all` setting the flags to 1 -> the writer waits on (red)."""
+  batches = ring.BatchRing(LAYOUT, workers=1, slots=1)
+  try:
+    writer = batches.writer()
+    writer.map(_batch(1))
+    waiting = []
+    thread = threading.Thread(target=lambda: waiting.append(writer.map(_batch(2))), daemon=True)
+    thread.start()
+    thread.join(0.3)
+    assert thread.is_alive()
+    batches.release_all()
+    thread.join(10)
+    assert waiting == [ring.Ticket(0, 0)]
+  finally:
+    batches.release_all()
+    batches.close()
+
+
+def test_each_field_of_a_slot_starts_on_a_page_of_its_own():
+  """Fields of odd sizes (a 4-example int32 label: 16 bytes) still begin on 4,096-byte
+  boundaries, in every slot, and no two share a page. Mutations: `_ALIGN` 4097 and the first
+  offset 1 -> red."""
+  batches = ring.BatchRing(LAYOUT, workers=2, slots=3)
+  try:
+    for worker in range(2):
+      for slot in range(3):
+        views = batches.views(ring.Ticket(worker, slot))
+        spans = sorted((v.ctypes.data, v.ctypes.data + v.nbytes) for v in views.values())
+        assert all(start % 4096 == 0 for start, _ in spans), spans
+        assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:]))
+  finally:
+    batches.close()
+
+
 def test_a_batch_not_of_the_layout_is_refused():
   batches = ring.BatchRing(LAYOUT, workers=1)
   try:
