@@ -44,6 +44,47 @@ def test_fashion_mnist_from_the_debian_package():
     readers.fashion_mnist(FASHION, "test", size=31)
 
 
+def test_the_stored_fashion_mnist_sizes_at_their_bounds():
+  """28 is the images as they are, 32 a 2-pixel zero border, 33 the first bilinear upscale.
+  Mutations: `pad < 0` -> `pad < 1` (28 refused) and `size <= 32` -> `<= 33` (33 refused as an
+  odd padding) -> red."""
+  digits = np.random.default_rng(0).integers(1, 256, (3, 28, 28), dtype=np.uint8)
+  np.testing.assert_array_equal(readers.fashion_mnist_stored(digits, 28), digits[..., None])
+  padded = readers.fashion_mnist_stored(digits, 32)
+  np.testing.assert_array_equal(padded[:, 2:30, 2:30, 0], digits)
+  assert padded.sum() == digits.astype(np.int64).sum()
+  upscaled = readers.fashion_mnist_stored(digits, 33)
+  expected = np.asarray(Image.fromarray(digits[1]).resize((33, 33), Image.BILINEAR))
+  np.testing.assert_array_equal(upscaled[1, ..., 0], expected)
+
+
+def test_the_first_images_of_fashion_mnist_only_when_asked(tmp_path):
+  """`first=1` reads one image and its label, `first=0` all of them. Mutation: `first > 0` ->
+  `first > 1` -> red (all three read)."""
+  rng = np.random.default_rng(1)
+  digits, labels = rng.integers(0, 256, (3, 28, 28), dtype=np.uint8), np.array([7, 2, 5])
+  for name, array in (("train-images-idx3-ubyte.gz", digits),
+                      ("train-labels-idx1-ubyte.gz", labels.astype(np.uint8))):
+    with gzip.open(tmp_path / name, "wb") as f:
+      f.write(bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+              + array.tobytes())
+  one = readers.fashion_mnist(str(tmp_path), "train", size=28, first=1)
+  assert one.images.shape == (1, 28, 28, 1) and one.labels.tolist() == [7]
+  np.testing.assert_array_equal(one.images[0, ..., 0], digits[0])
+  assert readers.fashion_mnist(str(tmp_path), "train", size=28).labels.tolist() == [7, 2, 5]
+
+
+def test_synthetic_images_span_every_value_and_class_and_repeat_with_their_seed():
+  """Mutations: labels drawn from 1 (class 0 never seen) and pixels from 1 -> red."""
+  split = readers.synthetic(400, 8, 3, 10, seed=3)
+  assert split.images.shape == (400, 8, 8, 3) and split.images.dtype == np.uint8
+  assert split.images.min() == 0 and split.images.max() == 255
+  assert sorted(set(split.labels.tolist())) == list(range(10))
+  again = readers.synthetic(400, 8, 3, 10, seed=3)
+  np.testing.assert_array_equal(again.images, split.images)
+  assert not np.array_equal(readers.synthetic(400, 8, 3, 10, seed=4).labels, split.labels)
+
+
 @pytest.mark.skipif(not os.path.exists(FASHION), reason="needs Debian's dataset-fashion-mnist")
 def test_fashion_mnist_without_a_data_dir_is_the_debian_packages():
   """A config naming fashion_mnist without data.data_dir (paper.py's fields with
