@@ -1,9 +1,12 @@
 """The input's worker processes (`data.workers`): the batches of any step as the loop reads
 them, how many, the reused shared memory they hand over in, a worker that dies."""
 
+import contextlib
+import itertools
 import os
 import threading
 
+import grain
 import numpy as np
 import pytest
 
@@ -42,6 +45,35 @@ def test_worker_processes_read_the_batches_of_any_step_as_the_loop_does(tmp_path
     for key in want:
       np.testing.assert_array_equal(got[key], want[key], err_msg=key)
   assert len(examples) == 6 and examples_in_workers == examples  # 7 val files, 1 unreadable
+
+
+class _WithReaderPid(grain.transforms.Map):
+  def map(self, value):
+    return {"value": np.int64(value), "pid": np.int64(os.getpid())}
+
+
+def test_records_batched_from_a_worker_keep_a_last_batch_of_one():
+  """5 records in batches of 2 from 1 worker process: 2, 2, then the last record alone, in
+  order, each read in another process. Mutations: the end tested as `n == 1` (the last
+  record dropped), `n` starting at 1 (a stale extra batch), one worker read in this process
+  (`workers <= 1`) -> red."""
+  records = grain.MapDataset.range(5).to_iter_dataset().map(_WithReaderPid())
+  layout = {"value": ((), "<i8"), "pid": ((), "<i8")}
+  with contextlib.closing(workers.batched(records, layout, 2, workers=1)) as reading:
+    batches = list(itertools.islice(reading, 5))
+  assert [b["value"].tolist() for b in batches] == [[0, 1], [2, 3], [4]]
+  pids = {int(p) for b in batches for p in b["pid"]}
+  assert len(pids) == 1 and os.getpid() not in pids
+
+
+def test_a_worker_that_ended_is_said_by_its_status_or_its_signal():
+  """Mutation: `code >= 0` -> `>= 1` (status 0 read as a signal) -> red."""
+  assert workers._worker_ended(0, "step 3's batch") == (
+      "an input worker process exited (status 0) before step 3's batch")
+  assert workers._worker_ended(2, "x").startswith("an input worker process exited (status 2)")
+  assert "killed by SIGTERM before x" in workers._worker_ended(-15, "x")
+  assert "out-of-memory" not in workers._worker_ended(-15, "x")
+  assert "killed by signal 99 before x" in workers._worker_ended(-99, "x")
 
 
 def test_workers_minus_one_is_one_per_core_less_the_loops_two_for_files_only(monkeypatch):
