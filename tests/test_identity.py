@@ -68,3 +68,31 @@ def test_changed_files_are_said_once_and_replace_takes_any_field():
   assert before.replace(num_train=11).num_train == 11
   assert before.replace(form={"channels": 1, "image_size": 32}).form == (
       ("channels", 1), ("image_size", 32))
+
+
+def test_fingerprints_are_the_ones_stores_and_checkpoints_already_hold():
+  """Every prepared store's manifest and checkpoint's meta holds these digests: the first 16
+  hex digits of SHA-256 over the parts as compact, key-sorted JSON, and over the statistics as
+  float32 bytes. Another recipe would make every existing store and checkpoint look like other
+  data. Mutations: 17 digits; the JSON with spaces; float64 statistics -> red."""
+  import hashlib
+
+  import numpy as np
+
+  assert identity.fingerprint(1, "a", {"b": 2, "a": 1}) == hashlib.sha256(
+      b'[1,"a",{"a":1,"b":2}]').hexdigest()[:16]
+  assert identity.fingerprint(1, "a") == "2010945388e2de98"
+  mean, eigval, eigvec = np.zeros((2, 2, 3)), np.ones(3), np.eye(3)
+  digest = hashlib.sha256(b"".join(a.astype("<f4").tobytes() for a in (mean, eigval, eigvec)))
+  assert identity.stats_fingerprint(mean, eigval, eigvec) == digest.hexdigest()[:16]
+  assert identity.stats_fingerprint(mean, eigval, eigvec) == "6f17015013de9714"
+
+
+def test_a_long_class_difference_names_three_and_says_there_are_more():
+  """Mutations: four names shown; the ellipsis from five -> red."""
+  assert identity.class_difference(("a", "b"), ("a", "b", "c", "d", "e", "f")) == (
+      "classes: 2 → 6 classes; added c, d, e ...")
+  assert identity.class_difference(("a", "b", "c", "d", "e", "f"), ("a", "b")) == (
+      "classes: 6 → 2 classes; removed c, d, e ...")
+  assert identity.class_difference(("a", "b", "c", "d", "e"), ("a", "b")) == (
+      "classes: 5 → 2 classes; removed c, d, e")

@@ -49,6 +49,30 @@ def test_the_state_is_the_loops_position_not_the_iterators():
   assert not thread.is_alive()
 
 
+def test_the_transfer_time_is_the_threads_time_in_put_and_is_taken_once():
+  """What `benchmark end2end` reports as the transfer: the seconds spent in `put` since the
+  last `take_transfer`, here 10 ms a batch; a batch without a `skipped` field counts none.
+  Mutations: the time starting at 1.0 or reset to 1.0; no `skipped` counted as 1 -> red."""
+
+  class _Plain(_Counting):
+    def __next__(self):
+      return {"x": super().__next__()["x"]}
+
+  source = _Plain()
+  batches = DevicePrefetch(source, put=lambda b: (time.sleep(0.01), b)[1], depth=1)
+  try:
+    assert [next(batches)[1] for _ in range(3)] == [0, 0, 0]
+    deadline = time.monotonic() + 10
+    while source.position < 5 and time.monotonic() < deadline:  # 3 taken, 1 queued, 1 held
+      time.sleep(0.01)
+    time.sleep(0.05)
+    assert source.position == 5
+    assert 0.05 <= batches.take_transfer() < 0.9
+    assert batches.take_transfer() == 0.0  # the thread waits on the full queue: no `put` since
+  finally:
+    batches.close()
+
+
 def test_a_restored_position_drops_what_was_read_ahead_and_continues_there():
   source = _Counting()
   batches = DevicePrefetch(source, put=lambda b: b, depth=3)

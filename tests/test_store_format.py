@@ -49,3 +49,24 @@ def test_a_shard_missing_or_short_of_its_records_is_named(tmp_path):
   os.remove(store_format.shard_path(store, "train", 0, 1))
   with pytest.raises(UserError, match=r"damaged \(train-00000-of-00001.array_record"):
     store_format.check_store(store, manifest)
+
+
+def test_a_record_reads_back_as_its_label_and_its_jpeg(tmp_path):
+  """4 little-endian label bytes, then the JPEG's, bytes for bytes (a label above 255 pins the
+  byte order); a record past the shard's end reads as unreadable. Mutations: the JPEG taken
+  from byte 5 (a decoder may still read it, one byte short); the label unpacked big-endian ->
+  red."""
+  from array_record.python.array_record_module import ArrayRecordWriter
+
+  path = store_format.shard_path(str(tmp_path), "train", 0, 1)
+  jpegs = [b"\xff\xd8\xff\xe0first", b"\xff\xd8\xff\xdbsecond"]
+  writer = ArrayRecordWriter(path, "group_size:1")
+  for label, jpeg in zip((258, 7), jpegs):
+    writer.write(store_format.encode_record(label, jpeg))
+  writer.close()
+  split = store_format.PreparedSplit((path,), "train")
+  assert len(split) == 2
+  assert [(split[i]["encoded"], int(split[i]["label"])) for i in range(2)] == [
+      (jpegs[0], 258), (jpegs[1], 7)]
+  assert split[0]["name"] == "train#0"
+  assert split[5]["encoded"] == b""
