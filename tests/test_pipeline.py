@@ -131,3 +131,25 @@ def test_data_the_network_cannot_take_is_one_line_before_a_batch_is_read(tmp_pat
   config.model.in_channels, config.model.num_classes = 1, 7
   with pytest.raises(UserError, match="num_classes is 7 but fashion_mnist has 10 classes"):
     build_input(config)
+
+
+def test_reader_threads_are_one_a_core_here_one_a_worker_process_or_as_asked(monkeypatch):
+  """`data.read_threads` 0 is one thread per core in the training process and one in each
+  worker process (which is a core's reader already); grain's buffer holds at least a batch
+  a thread. Mutations: two threads a worker; one worker read with a thread per core; 2 threads
+  where the core count is unknown -> red."""
+  import os
+
+  from alexnet_jax.data import pipeline
+
+  monkeypatch.setattr(os, "cpu_count", lambda: 6)
+  data = load_config("tiny").data
+  data.read_threads, data.prefetch = 0, 2
+  for workers, threads in ((0, 6), (1, 1), (3, 1)):
+    options = pipeline._read_options(data, workers)
+    assert (options.num_threads, options.prefetch_buffer_size) == (threads, max(2, threads))
+  data.read_threads = 3
+  assert pipeline._read_options(data, 4).num_threads == 3
+  monkeypatch.setattr(os, "cpu_count", lambda: None)
+  data.read_threads = 0
+  assert pipeline._read_options(data, 0).num_threads == 1
