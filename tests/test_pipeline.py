@@ -153,3 +153,29 @@ def test_reader_threads_are_one_a_core_here_one_a_worker_process_or_as_asked(mon
   monkeypatch.setattr(os, "cpu_count", lambda: None)
   data.read_threads = 0
   assert pipeline._read_options(data, 0).num_threads == 1
+
+
+def test_two_processes_shares_make_up_the_one_process_batches_and_evaluation():
+  """Each process of a 2-process run reads its half of every global batch: process 0's and
+  process 1's batches side by side are the one-process batches, crops and mirrors included;
+  evaluation reads each image once in one of them, both running the same number of steps.
+  Mutations: `process_count > 1` -> `> 2` (each process the whole global batch's first
+  half); the share's offset `p * local` dropped; every process evaluating the shard of
+  process 0 -> red."""
+  config = synthetic_config()
+  one = build_input(config)
+  two = [build_input(config, process_index=p, process_count=2) for p in (0, 1)]
+  for _ in range(3):
+    whole, halves = next(one.train), [next(inp.train) for inp in two]
+    assert set(whole) == set(halves[0])
+    for key in whole:
+      np.testing.assert_array_equal(np.concatenate([h[key] for h in halves]), whole[key],
+                                    err_msg=key)
+
+  def examples(inp):
+    return sorted((int(b["label"][i]), b["image"][i].tobytes())
+                  for b in inp.eval_batches(False) for i in np.flatnonzero(b["mask"]))
+
+  assert two[0].eval_steps == two[1].eval_steps
+  assert len(examples(one)) == 37
+  assert sorted(examples(two[0]) + examples(two[1])) == examples(one)
