@@ -40,11 +40,16 @@ def test_evaluation_counts_every_example_once_and_batches_are_full():
   assert not any(b["skipped"].any() for b in [*batches, ten])  # in memory: nothing unreadable
 
 def test_same_seed_same_batches_and_a_restored_iterator_continues_exactly():
-  a, b = (build_input(synthetic_config()) for _ in range(2))
+  """The position is the steps taken, and a fresh iterator is at step 0. Mutations: the
+  position starting at 1 or counting 2 a batch -> red."""
+  a, b, c = (build_input(synthetic_config()) for _ in range(3))
+  c.train.set_state({"step": 0})
   for _ in range(3):
-    x, y = next(a.train), next(b.train)
+    x, y, z = next(a.train), next(b.train), next(c.train)
     np.testing.assert_array_equal(x["image"], y["image"])
+    np.testing.assert_array_equal(x["image"], z["image"])
   state = a.train.get_state()
+  assert state == {"step": 3}
   expected = [next(a.train) for _ in range(6)]  # crosses an epoch boundary (5 steps / epoch)
   b.train.set_state(state)
   for want in expected:

@@ -144,6 +144,30 @@ def test_workers_hand_over_batches_in_reused_shared_memory_and_leave_none(tmp_pa
       np.testing.assert_array_equal(got[key], want[key], err_msg=key)
 
 
+def test_one_worker_is_a_process_of_its_own(tmp_path, monkeypatch):
+  """`data.workers=1` reads the training batches in one worker process, through one block of
+  shared memory, not in the training process, and lends them on a GPU as more workers do.
+  Mutations: `self._workers > 0` -> `> 1` when opening the input (no child process) or in
+  `lend` -> red."""
+  import multiprocessing
+
+  image_folder_tree(tmp_path)
+  config = folder_config(tmp_path)
+  config.data.workers = 1
+  before, children = ring_blocks(), set(multiprocessing.active_children())
+  train = build_input(config).train
+  monkeypatch.setattr(workers.jax, "default_backend", lambda: "gpu")
+  assert train.lend()
+  monkeypatch.setattr(workers.jax, "default_backend", lambda: "cpu")
+  assert not train.lend()
+  try:
+    next(train)
+    assert len(set(multiprocessing.active_children()) - children) == 1
+    assert len(ring_blocks() - before) == 1
+  finally:
+    train.close()
+
+
 def test_a_worker_that_dies_is_one_line_not_a_hang(tmp_path):
   """A worker killed (the kernel's out-of-memory killer, say) ends the input with a UserError
   naming the signal within seconds; closing leaves no shared memory. Mutation: grain's
