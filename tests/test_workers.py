@@ -147,15 +147,20 @@ def test_workers_hand_over_batches_in_reused_shared_memory_and_leave_none(tmp_pa
 def test_one_worker_is_a_process_of_its_own(tmp_path, monkeypatch):
   """`data.workers=1` reads the training batches in one worker process, through one block of
   shared memory, not in the training process, and lends them on a GPU as more workers do.
-  Mutations: `self._workers > 0` -> `> 1` when opening the input (no child process) or in
-  `lend` -> red."""
+  Evaluation reads in one too. Mutations: `self._workers > 0` -> `> 1` when opening the input
+  (no child process) or in `lend`; `workers > 0` -> `> 1` for the evaluation batches -> red."""
   import multiprocessing
 
   image_folder_tree(tmp_path)
   config = folder_config(tmp_path)
   config.data.workers = 1
   before, children = ring_blocks(), set(multiprocessing.active_children())
-  train = build_input(config).train
+  inp = build_input(config)
+  batches = inp.eval_batches(False)
+  next(batches)
+  assert len(set(multiprocessing.active_children()) - children) == 1  # evaluation's too
+  batches.close()
+  train = inp.train
   monkeypatch.setattr(workers.jax, "default_backend", lambda: "gpu")
   assert train.lend()
   monkeypatch.setattr(workers.jax, "default_backend", lambda: "cpu")
