@@ -18,7 +18,10 @@ def test_restore_predict_is_deterministic_and_ten_crop_is_the_mean_of_its_views(
   again = trained.predict(stored, batch_size=3)
   np.testing.assert_allclose(one["probs"], again["probs"], rtol=1e-5, atol=1e-6)
   assert one["probs"].shape == (5, 10) and one["fc7"].shape == (5, 256)
-  none = trained.predict(stored[:0])  # no image: empty arrays of the same widths
+  (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not a JPEG")
+  unread, none_read, said = trained.read_images([str(tmp_path / "broken.jpg")])
+  assert unread == [] and none_read.shape == (0, 36, 36, 3) and len(said) == 1
+  none = trained.predict(none_read)  # no image: empty arrays of the same widths
   assert none["probs"].shape == (0, 10) and none["fc7"].shape == (0, 256)
   np.testing.assert_allclose(one["probs"].sum(-1), 1.0, rtol=1e-5)
   assert (one["fc7"] >= 0).all()  # post-ReLU
