@@ -58,6 +58,22 @@ def test_the_stored_fashion_mnist_sizes_at_their_bounds():
   np.testing.assert_array_equal(upscaled[1, ..., 0], expected)
 
 
+def test_an_image_file_for_a_fashion_mnist_model_is_read_in_its_stored_form():
+  """What `predict` and `features` do with a user's file for a Fashion-MNIST model: grey, at
+  28x28, then stored as training stored the dataset (32: a 2-pixel zero border). Mutations:
+  decoded at 29, in 2 channels, or its second channel taken -> red."""
+  from alexnet_jax.data import sources
+
+  digit = np.random.default_rng(2).integers(0, 256, (28, 28), dtype=np.uint8)
+  buffer = io.BytesIO()
+  Image.fromarray(digit).save(buffer, "PNG")
+  data = load_config("fashion_mnist").data
+  assert data.image_size == 32
+  stored = sources.stored_decoder(data, 1)(buffer.getvalue())
+  assert stored.shape == (32, 32, 1)
+  np.testing.assert_array_equal(stored[..., 0], np.pad(digit, 2))
+
+
 def test_the_first_images_of_fashion_mnist_only_when_asked(tmp_path):
   """`first=1` reads one image and its label, `first=0` all of them. Mutation: `first > 0` ->
   `first > 1` -> red (all three read)."""
