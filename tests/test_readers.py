@@ -99,6 +99,14 @@ def test_synthetic_images_span_every_value_and_class_and_repeat_with_their_seed(
   again = readers.synthetic(400, 8, 3, 10, seed=3)
   np.testing.assert_array_equal(again.images, split.images)
   assert not np.array_equal(readers.synthetic(400, 8, 3, 10, seed=4).labels, split.labels)
+  # The synthetic dataset's evaluation images are not its training images (seed 1 for both
+  # -> red).
+  from alexnet_jax.data import sources
+
+  data = load_config("tiny").data
+  data.update(dict(name="synthetic", synthetic_train_size=4, synthetic_eval_size=4))
+  dataset = sources.load(data, channels=3, num_classes=10)
+  assert not np.array_equal(dataset.train.images, dataset.val.images)
 
 
 @pytest.mark.skipif(not os.path.exists(FASHION), reason="needs Debian's dataset-fashion-mnist")
