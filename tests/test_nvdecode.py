@@ -3,6 +3,7 @@ patches of a prepared store bit for bit the default decoder's, decoded in the in
 or, from the JPEGs they send, in the training process (`data.decode_on=device`, a GPU's way)."""
 
 import logging
+import os
 import sys
 
 import numpy as np
@@ -307,3 +308,16 @@ def test_it_trains_the_default_decoders_network_in_worker_processes(tmp_path):
   assert steps[0] == steps[1] == steps[2] > 0
   for name, _, _ in runs[1:]:
     assert_same_params(str(tmp_path / name), str(tmp_path / "default"), step=steps[0])
+
+
+def test_what_nvimagecodec_prints_while_it_loads_is_dropped_and_the_output_restored(capfd):
+  """Its C code prints on stdout (and may on stderr) while a decoder is made: both silenced
+  for that time, both given back after. Mutations: stdout left out of the silencing, or of
+  the saving, or of the restoring -> red."""
+  with nvdecode._quiet():
+    os.write(1, b"from C on stdout\n")
+    os.write(2, b"from C on stderr\n")
+  os.write(1, b"after on stdout\n")
+  os.write(2, b"after on stderr\n")
+  out, err = capfd.readouterr()
+  assert (out, err) == ("after on stdout\n", "after on stderr\n")
