@@ -81,15 +81,22 @@ def test_the_patches_are_the_default_decoders_bit_for_bit(tmp_path, channels, ca
 def test_decoded_in_the_training_process_the_patches_are_the_default_decoders(
     tmp_path, channels, workers, monkeypatch):
   """The workers send the JPEGs (`batch.encoded_train`) and `DeviceDecoder` decodes them here.
+  Each JPEG is cut from the sent buffer whole, from its start-of-image marker to its end.
   Mutations: its region's top and left swapped -> red; `decode_on=device` not heeded (the
-  workers decode) -> none decoded here (red)."""
+  workers decode) -> none decoded here (red); the first JPEG cut from byte 1 (nvImageCodec
+  still decodes it) -> red."""
   config = _prepared(tmp_path, channels)
   config.data.workers = workers
+  sent, cut = [], nvdecode.DeviceDecoder._decoded
+  monkeypatch.setattr(nvdecode.DeviceDecoder, "_decoded",
+                      lambda self, jpegs, boxes: (sent.extend(jpegs), cut(self, jpegs, boxes))[1])
   calls = _calls(monkeypatch, nvdecode.DeviceDecoder, "_decoded")
   theirs = _batches(config.copy_and_resolve_references(), "nvimgcodec", decode_on="device")
   ours = _batches(config.copy_and_resolve_references(), "simplejpeg")
   decoded = _decoded(calls)
   assert len(decoded) >= 4 * config.data.batch_size and all(decoded)
+  assert len(sent) == len(decoded)
+  assert all(bytes(j[:2]) == b"\xff\xd8" and bytes(j[-2:]) == b"\xff\xd9" for j in sent)
   _assert_same(ours, theirs)
   assert theirs[0]["image"].shape[-1] == channels
 
