@@ -201,3 +201,14 @@ def test_state_shapes_name_every_array_by_its_path(straight_run):
   shapes = checkpoint.saved_shapes(os.path.join(straight_run[0], "checkpoints", "8"))
   assert shapes["params/conv1/kernel"] == (2, 5, 5, 3, 16) and shapes["step"] == ()
   assert any(p.startswith("opt_state/") for p in shapes)
+
+
+def test_best_holds_only_the_last_improvement(tmp_path):
+  """`best/` is replaced at each improvement: after three, only the third is there.
+  Mutation: the best manager keeping 2 -> two steps in best/ (red)."""
+  import jax.numpy as jnp
+
+  with checkpoint.Checkpoints(str(tmp_path), keep=3) as ckpts:
+    for step in (2, 4, 6):
+      ckpts.save_best(step, {"w": jnp.full(3, float(step))}, {"step": step})
+  assert sorted(s for s in os.listdir(tmp_path / "best") if s.isdigit()) == ["6"]
