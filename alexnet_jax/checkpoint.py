@@ -184,7 +184,7 @@ class Checkpoints:
     return kept
 
   def _restore_input(self, step: int, meta: dict, iterator, reposition) -> None:
-    writers = int(meta.get("processes", 1))
+    writers = meta["processes"]
     if writers == jax.process_count():
       try:
         self.latest.restore(step, args=ocp.args.Composite(

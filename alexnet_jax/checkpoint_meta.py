@@ -109,6 +109,7 @@ def upgrade(meta: dict, where: str) -> dict:
         class_names=meta.get("class_names", ()),
         form={"image_size": data.get("image_size", c["image_size"])}).to_dict()
   meta.setdefault("class_names", meta["data"]["class_names"])
+  meta.setdefault("processes", 1)  # before multi-process runs
   return meta
 
 
@@ -128,6 +129,8 @@ def _check_shape(meta, where: str) -> None:
     damaged(f"step {meta['step']!r} is not a whole number")
   if "epoch" in meta and not (whole(meta["epoch"]) or isinstance(meta["epoch"], float)):
     damaged(f"epoch {meta['epoch']!r} is not a number")
+  if "processes" in meta and not (whole(meta["processes"]) and meta["processes"] > 0):
+    damaged(f"processes {meta['processes']!r} is not a positive whole number")
   names = meta.get("class_names")
   if names is not None and not (isinstance(names, list) and all(isinstance(n, str)
                                                                 for n in names)):

@@ -112,6 +112,7 @@ def test_checkpoints_of_earlier_versions_are_read_as_this_version_writes_them(ca
           config.model.column_maps) == ("simplejpeg", "pageable", "auto", "joined")
   assert "contrast_norm" not in config.model and "name" not in config.model
   assert meta["data"]["name"] == old["data"]["name"]
+  assert meta["processes"] == 1  # its input position written by one process
   model_spec.AlexNetSpec.from_config(config.model)
   current = checkpoint_meta.upgrade({"config": load_config("tiny").to_dict()}, "W")
   assert checkpoint_meta.config_of(current).model.dropout_form == "paper"
@@ -130,6 +131,8 @@ def test_checkpoints_of_earlier_versions_are_read_as_this_version_writes_them(ca
     (lambda m: m.update(epoch="2.0"), "epoch '2.0' is not a number"),
     (lambda m: m.update(data=[1]), "data is not an object"),
     (lambda m: m.update(class_names=["n01", 2]), "class_names is not a list of names"),
+    (lambda m: m.update(processes="2"), "processes '2' is not a positive whole number"),
+    (lambda m: m.update(processes=0), "processes 0 is not a positive whole number"),
 ])
 def test_a_meta_edited_out_of_shape_is_one_line(straight_run, tmp_path, edit, what):
   """Checkpoint metas edited to odd values ended in tracebacks in every tool. Mutations: the
