@@ -8,8 +8,11 @@ from alexnet_jax import progress
 
 
 def test_an_interval_splits_the_wall_time_into_its_parts(monkeypatch):
-  """Mutation: `other` not what is left of the wall time -> red."""
-  clock = iter([0.0, 0.0, 1.0, 1.5, 2.0, 4.0]).__next__  # start; input 0-1; dispatch 1.5-2; now
+  """The next interval starts afresh: its parts from 0, one step its own. Mutations: `other`
+  not what is left of the wall time; the parts reset to 1 s; at least 2 steps an interval
+  -> red."""
+  clock = iter([0.0, 0.0, 1.0, 1.5, 2.0, 4.0, 6.0]).__next__  # start; input 0-1; dispatch
+  # 1.5-2; the first interval at 4, the second at 6
   monkeypatch.setattr(time, "perf_counter", clock)
   p = progress.Progress(start=0, total=10, batch_size=8)
   with p.timing("input_wait"):
@@ -21,6 +24,10 @@ def test_an_interval_splits_the_wall_time_into_its_parts(monkeypatch):
   assert out["input_wait_fraction"] == pytest.approx(0.25)
   assert out["host_ms/input_wait"] == pytest.approx(500) and out["host_ms/dispatch"] == 250
   assert out["host_ms/other"] == pytest.approx(1250) and out["host_ms/transfer"] == 100
+  out = p.interval(step=3)  # 2 s for 1 step, nothing timed
+  assert out["img_per_s"] == pytest.approx(4.0) and out["input_wait_fraction"] == 0.0
+  assert out["host_ms/input_wait"] == 0.0 and out["host_ms/dispatch"] == 0.0
+  assert out["host_ms/other"] == pytest.approx(2000)
 
 
 def test_track_yields_every_item_and_logs_progress(monkeypatch, caplog):
