@@ -25,8 +25,9 @@ def test_a_metrics_file_cut_mid_line_is_read_with_a_warning(tmp_path, caplog):
 
 
 def test_the_curves_have_a_top5_panel_only_where_top5_says_something(tmp_path):
-  """A top-5 error near 0 (3 or 10 classes) draws no panel; 20 classes do. Mutation: the
-  panel kept for every class count -> red (the 3-class figure is as wide as the 20-class one)."""
+  """A top-5 error near 0 (3 or 10 classes) draws no panel; 11 and 20 classes do. Mutations:
+  the panel kept for every class count (the 3-class figure as wide as the 20-class one); drawn
+  from 12 classes -> red."""
   import json
   import warnings
 
@@ -37,14 +38,14 @@ def test_the_curves_have_a_top5_panel_only_where_top5_says_something(tmp_path):
            "top5_error": 0.1 / s, "lr": 0.01} for s in (1, 2, 3, 4) for split in ("train", "eval")]
   path.write_text("".join(json.dumps(r) + "\n" for r in rows))
   widths = {}
-  for classes in (3, 10, 20):
+  for classes in (3, 10, 11, 20):
     with warnings.catch_warnings():
       warnings.simplefilter("error")  # no layout warning either
       warnings.simplefilter("ignore", DeprecationWarning)  # matplotlib 3.9's use of pyparsing
       metrics.plot_curves(str(path), str(tmp_path / f"c{classes}.png"), classes)
     with Image.open(tmp_path / f"c{classes}.png") as png:
       widths[classes] = png.size[0]
-  assert widths[3] == widths[10] == 1500 and widths[20] == 2000
+  assert widths[3] == widths[10] == 1500 and widths[11] == widths[20] == 2000
 
 
 def test_the_curves_draw_each_split_and_rate_from_the_metrics_file(tmp_path, monkeypatch):
@@ -54,7 +55,8 @@ def test_the_curves_draw_each_split_and_rate_from_the_metrics_file(tmp_path, mon
   a frozen rate (0) not drawn. Mutations: the rows of every other split drawn under a split's
   label (`r["split"] == split` flipped), the training curve annotated (`split != "train"`
   flipped), the first figure annotated instead of the last, the epoch of an evaluation row
-  taken as its step, the grouping by name instead of by curve, a rate of 0 drawn -> red."""
+  taken as its step, the grouping by name instead of by curve, a rate of 0 drawn, the top-5
+  error scaled by 200 -> red."""
   import contextlib
   import json
 
@@ -77,14 +79,14 @@ def test_the_curves_draw_each_split_and_rate_from_the_metrics_file(tmp_path, mon
                      "lr/fc8/kernel": 0.01, "lr/fc8/bias": 0.0 if s > 2 else 0.02}
   rows = ([{"step": s, "epoch": s / 4, "split": "train", "loss": 3.0 - s / 4,
             "top1_error": 0.8 - s / 10, **rates(s)} for s in (1, 2, 3, 4)]
-          + [{"step": s, "split": "eval", "loss": 2.5 - s / 8, "top1_error": 0.6 - s / 20}
-             for s in (2, 4)]
+          + [{"step": s, "split": "eval", "loss": 2.5 - s / 8, "top1_error": 0.6 - s / 20,
+              "top5_error": 0.5 / s} for s in (2, 4)]
           + [{"step": 4, "split": "eval_10crop", "top1_error": 0.3}])
   path = tmp_path / "metrics.jsonl"
   path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-  metrics.plot_curves(str(path), str(tmp_path / "curves.png"), 10)
+  metrics.plot_curves(str(path), str(tmp_path / "curves.png"), 20)
 
-  loss, top1, rate = drawn["axes"]
+  loss, top1, top5, rate = drawn["axes"]
   lines = lambda ax: {l.get_label(): [tuple(map(float, xy)) for xy in l.get_xydata()]
                       for l in ax.lines}
   assert lines(loss) == {
@@ -96,6 +98,7 @@ def test_the_curves_draw_each_split_and_rate_from_the_metrics_file(tmp_path, mon
   assert got[metrics.SPLITS["eval_10crop"]] == [(1.0, 30.0)]
   assert got[metrics.SPLITS["train"]][-1] == (1.0, 40.0)
   assert sorted(t.get_text() for t in top1.texts) == ["30.00 %", "40.00 %"]
+  assert lines(top5) == {metrics.SPLITS["eval"]: [(0.5, 25.0), (1.0, 12.5)]}  # in % too
   assert lines(rate) == {"conv1/kernel, fc8/kernel": [(0.25, 0.01), (0.5, 0.01), (0.75, 0.01),
                                                       (1.0, 0.01)],
                          "conv1/bias": [(0.25, 0.02), (0.5, 0.02), (0.75, 0.02), (1.0, 0.02)],
