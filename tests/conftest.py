@@ -208,6 +208,23 @@ def synthetic_config():
   return config
 
 
+def every_rate(params, rate: float) -> dict:
+  """The train step's `rates` argument with every parameter's ε = `rate`."""
+  from alexnet_jax import optim
+
+  return {optim.rate_key(p): jax.numpy.float32(rate)
+          for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
+
+
+def write_idx(path, array):
+  """`array` as a gzip'd IDX file of unsigned bytes, Fashion-MNIST's format."""
+  import gzip
+
+  with gzip.open(path, "wb") as f:
+    f.write(bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+            + np.asarray(array).astype(np.uint8).tobytes())
+
+
 def save_image(path, array, fmt, mode=None):
   from PIL import Image
 

@@ -1,6 +1,9 @@
 """A dataset's identity (`data.identity`): one "same data" rule per use, said in words."""
 
+import hashlib
 import os
+
+import numpy as np
 
 from alexnet_jax.data import identity
 from alexnet_jax.data.identity import Identity
@@ -75,10 +78,6 @@ def test_fingerprints_are_the_ones_stores_and_checkpoints_already_hold():
   hex digits of SHA-256 over the parts as compact, key-sorted JSON, and over the statistics as
   float32 bytes. Another recipe would make every existing store and checkpoint look like other
   data. Mutations: 17 digits; the JSON with spaces; float64 statistics -> red."""
-  import hashlib
-
-  import numpy as np
-
   assert identity.fingerprint(1, "a", {"b": 2, "a": 1}) == hashlib.sha256(
       b'[1,"a",{"a":1,"b":2}]').hexdigest()[:16]
   assert identity.fingerprint(1, "a") == "2010945388e2de98"

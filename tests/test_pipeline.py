@@ -1,14 +1,17 @@
 """The input pipeline (§2, §4.1): the device normalisation's mean patch, exact evaluation,
 determinism, iterator restore, an image folder's unreadable files."""
 
+import os
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from alexnet_jax.data import pipeline
 from alexnet_jax.data.normalize import normalize
 from alexnet_jax.errors import UserError
 from conftest import (build_input, folder_config, image_folder_tree, load_config,
-                      synthetic_config)
+                      synthetic_config, write_idx)
 
 
 def test_the_2012_codes_mean_patch_is_the_centre_of_the_mean_image_for_every_crop():
@@ -98,8 +101,6 @@ def test_data_the_network_cannot_take_is_one_line_before_a_batch_is_read(tmp_pat
   channel count, and labels beyond the classes (a damaged label file: it named the class count
   twice, as if it were the mismatch). Mutations: `crop >= stored`, the empty check or the
   process check joined by `and`, the label check dropped or made `top > num_classes` -> red."""
-  import gzip
-
   config = synthetic_config()
   config.model.input_size = 37
   with pytest.raises(UserError, match=r"^model.input_size 37 is larger than the stored "
@@ -117,14 +118,9 @@ def test_data_the_network_cannot_take_is_one_line_before_a_batch_is_read(tmp_pat
     with pytest.raises(UserError, match="must divide evenly over 8 processes"):
       build_input(config, process_index=0, process_count=8)
 
-  def idx(path, array):
-    with gzip.open(path, "wb") as f:
-      f.write(bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
-              + array.astype(np.uint8).tobytes())
-
   for prefix, labels in (("train", [0, 3, 9, 10]), ("t10k", [1, 2, 3, 4])):
-    idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", np.zeros((4, 28, 28)))
-    idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.array(labels))
+    write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", np.zeros((4, 28, 28)))
+    write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.array(labels))
   config = load_config("fashion_mnist")
   config.data.update(dict(data_dir=str(tmp_path), batch_size=2, eval_batch_size=2))
   with pytest.raises(UserError, match=r"^fashion_mnist has a label 10 but 10 classes \(0 to 9\): "
@@ -143,10 +139,6 @@ def test_reader_threads_are_one_a_core_here_one_a_worker_process_or_as_asked(mon
   worker process (which is a core's reader already); grain's buffer holds at least a batch
   a thread. Mutations: two threads a worker; one worker read with a thread per core; 2 threads
   where the core count is unknown -> red."""
-  import os
-
-  from alexnet_jax.data import pipeline
-
   monkeypatch.setattr(os, "cpu_count", lambda: 6)
   data = load_config("tiny").data
   data.read_threads, data.prefetch = 0, 2

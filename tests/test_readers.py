@@ -11,9 +11,10 @@ import pytest
 from PIL import Image
 from absl import logging as absl_logging
 
-from alexnet_jax.data import images, readers, stats, store_format
+from alexnet_jax.data import images, readers, sources, stats, store_format
 from alexnet_jax.errors import UserError
-from conftest import FASHION, build_input, image_folder_tree, load_config, save_image
+from conftest import (FASHION, build_input, image_folder_tree, load_config, save_image,
+                      write_idx)
 
 
 def test_a_corrupt_idx_file_is_a_one_line_error(tmp_path):
@@ -62,8 +63,6 @@ def test_an_image_file_for_a_fashion_mnist_model_is_read_in_its_stored_form():
   """What `predict` and `features` do with a user's file for a Fashion-MNIST model: grey, at
   28x28, then stored as training stored the dataset (32: a 2-pixel zero border). Mutations:
   decoded at 29, in 2 channels, or its second channel taken -> red."""
-  from alexnet_jax.data import sources
-
   digit = np.random.default_rng(2).integers(0, 256, (28, 28), dtype=np.uint8)
   buffer = io.BytesIO()
   Image.fromarray(digit).save(buffer, "PNG")
@@ -79,11 +78,8 @@ def test_the_first_images_of_fashion_mnist_only_when_asked(tmp_path):
   `first > 1` -> red (all three read)."""
   rng = np.random.default_rng(1)
   digits, labels = rng.integers(0, 256, (3, 28, 28), dtype=np.uint8), np.array([7, 2, 5])
-  for name, array in (("train-images-idx3-ubyte.gz", digits),
-                      ("train-labels-idx1-ubyte.gz", labels.astype(np.uint8))):
-    with gzip.open(tmp_path / name, "wb") as f:
-      f.write(bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
-              + array.tobytes())
+  write_idx(tmp_path / "train-images-idx3-ubyte.gz", digits)
+  write_idx(tmp_path / "train-labels-idx1-ubyte.gz", labels)
   one = readers.fashion_mnist(str(tmp_path), "train", size=28, first=1)
   assert one.images.shape == (1, 28, 28, 1) and one.labels.tolist() == [7]
   np.testing.assert_array_equal(one.images[0, ..., 0], digits[0])
@@ -101,8 +97,6 @@ def test_synthetic_images_span_every_value_and_class_and_repeat_with_their_seed(
   assert not np.array_equal(readers.synthetic(400, 8, 3, 10, seed=4).labels, split.labels)
   # The synthetic dataset's evaluation images are not its training images (seed 1 for both
   # -> red).
-  from alexnet_jax.data import sources
-
   data = load_config("tiny").data
   data.update(dict(name="synthetic", synthetic_train_size=4, synthetic_eval_size=4))
   dataset = sources.load(data, channels=3, num_classes=10)
@@ -114,8 +108,6 @@ def test_fashion_mnist_without_a_data_dir_is_the_debian_packages():
   """A config naming fashion_mnist without data.data_dir (paper.py's fields with
   --config.data.name=fashion_mnist) reads the Debian package's files, and its identity says so.
   Mutation: the default `data_dir or FASHION_MNIST_DIR` -> `and` -> red."""
-  from alexnet_jax.data import sources
-
   data = load_config("fashion_mnist").data
   data.data_dir = ""
   dataset = sources.load(data, channels=1, num_classes=10, first=4)

@@ -11,6 +11,16 @@ from alexnet_jax.data import store_format
 from alexnet_jax.errors import UserError
 
 
+def _write_shard(path, records):
+  """An array_record shard of (label, JPEG bytes) records, as prepare writes them."""
+  from array_record.python.array_record_module import ArrayRecordWriter
+
+  writer = ArrayRecordWriter(path, "group_size:1")
+  for label, jpeg in records:
+    writer.write(store_format.encode_record(label, jpeg))
+  writer.close()
+
+
 def test_two_stored_forms_never_share_a_folder(tmp_path):
   """Mutation: the quality left out of the folder name -> red."""
   a = folder_config(tmp_path).data
@@ -33,14 +43,10 @@ def test_a_manifest_of_another_version_or_damaged_is_no_store(tmp_path, manifest
 
 def test_a_shard_missing_or_short_of_its_records_is_named(tmp_path):
   """Mutation: the record count not compared -> the short shard passes (red)."""
-  from array_record.python.array_record_module import ArrayRecordWriter
-
   store = str(tmp_path)
   counts = {"train": 1, "val": 1}
   for split in counts:
-    writer = ArrayRecordWriter(store_format.shard_path(store, split, 0, 1), "group_size:1")
-    writer.write(store_format.encode_record(1, b"jpeg"))
-    writer.close()
+    _write_shard(store_format.shard_path(store, split, 0, 1), [(1, b"jpeg")])
   manifest = {"format": store_format.PREPARED_FORMAT, "shards": counts,
               "shard_records": {"train": [1], "val": [2]}}
   (tmp_path / "manifest.json").write_text(json.dumps(manifest))
@@ -56,14 +62,9 @@ def test_a_record_reads_back_as_its_label_and_its_jpeg(tmp_path):
   byte order); a record past the shard's end reads as unreadable. Mutations: the JPEG taken
   from byte 5 (a decoder may still read it, one byte short); the label unpacked big-endian ->
   red."""
-  from array_record.python.array_record_module import ArrayRecordWriter
-
   path = store_format.shard_path(str(tmp_path), "train", 0, 1)
   jpegs = [b"\xff\xd8\xff\xe0first", b"\xff\xd8\xff\xdbsecond"]
-  writer = ArrayRecordWriter(path, "group_size:1")
-  for label, jpeg in zip((258, 7), jpegs):
-    writer.write(store_format.encode_record(label, jpeg))
-  writer.close()
+  _write_shard(path, zip((258, 7), jpegs))
   split = store_format.PreparedSplit((path,), "train")
   assert len(split) == 2
   assert [(split[i]["encoded"], int(split[i]["label"])) for i in range(2)] == [
