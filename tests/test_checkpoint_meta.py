@@ -6,10 +6,12 @@ import glob
 import os
 import shutil
 
+import ml_collections
 import pytest
 from absl import logging as absl_logging
 
 from alexnet_jax import checkpoint_meta, metrics, model_spec, train
+from alexnet_jax.data.identity import Identity
 from alexnet_jax.errors import UserError
 from conftest import load_config, small_config
 
@@ -119,6 +121,56 @@ def test_checkpoints_of_earlier_versions_are_read_as_this_version_writes_them(ca
   old["model"]["contrast_norm"] = True
   with pytest.raises(UserError, match="contrast norm of earlier versions.*retrain"):
     checkpoint_meta.upgrade({"config": old}, "W/checkpoints/8")
+
+
+def test_fields_added_since_take_the_paper_configs_value_but_the_dropout_was_inverted():
+  """A checkpoint from before a field existed upgrades to what its version did: the paper
+  config's value, except for the fields whose earlier behaviour was another (dropout was
+  inverted, no response norm, one column's LRN and conv6, no default decoder but simplejpeg).
+  Mutations: response_norm_alpha 1e-4 or beta 1.5, crop_chunk 2, prepared_quality 91,
+  num_steps 1 in `_ADDED` -> red."""
+  paper = load_config("paper").to_dict()
+  config = checkpoint_meta.config_of(checkpoint_meta.upgrade(
+      {"config": {"model": {"dropout": 0.5}, "data": {"name": "imagenet", "image_size": 256}}},
+      "W/checkpoints/8"))
+  added = {"model": ("dropout_form", "response_norm", "response_norm_size", "response_norm_alpha",
+                     "response_norm_beta", "lrn_across_columns", "conv6_across_columns",
+                     "column_maps"),
+           "data": ("resize", "lighting_shrink", "crop_chunk", "prepared_quality",
+                    "prepared_chroma", "mean_patch", "decoder", "transfer", "decode_on"),
+           "init_from": ("accept_input_change", "required", "freeze_copied")}
+  differ = {f"{section}.{name}": (config[section][name], paper[section][name])
+            for section, names in added.items() for name in names
+            if config[section][name] != paper[section][name]}
+  assert differ == {"model.dropout_form": ("inverted", "paper")}
+  assert config.num_steps == paper["num_steps"] == 0  # the length came from num_epochs
+  assert tuple(config.schedule.events) == ()
+
+
+def test_a_resume_from_data_moved_elsewhere_is_said_and_one_of_another_array_names_it(caplog):
+  """The same data read from a new place resumes with a warning saying from where to where; a
+  checkpoint whose arrays differ outside `params/` (and not only in the optimizer state) names
+  the first of them. Mutations: `moved[1]`, `differ[1]` -> red (an IndexError, or the second
+  array named)."""
+  def identity(source):
+    return Identity.make(name="synthetic", source=source, listing="abc", num_train=64,
+                         num_eval=40, class_names=("a", "b"), form={"image_size": 36})
+
+  meta = {"data": identity("/old/tree").to_dict(), "config": {"data": {"batch_size": 16}}}
+  config = ml_collections.ConfigDict({"data": {"batch_size": 16}})
+  shapes = {"params/conv1/kernel": (3, 3), "opt_state/mu": (3, 3), "rng/key": (2,)}
+  with caplog.at_level("WARNING"):
+    absl_logging.use_python_logging()
+    checkpoint_meta.check_resume(meta, shapes, shapes=shapes, config=config,
+                                 identity=identity("/new/tree"), workdir="W")
+  assert [r.getMessage() for r in caplog.records] == [
+      "originals at /old/tree → /new/tree: the same data (files, classes and form agree), read "
+      "from its new place"]
+  saved = {**shapes, "opt_state/mu": (3, 4), "rng/key": (4,)}
+  with pytest.raises(UserError, match=r"another network: opt_state/mu is \(3, 4\) there and "
+                                      r"\(3, 3\) in this config \(2 arrays differ\)"):
+    checkpoint_meta.check_resume(meta, saved, shapes=shapes, config=config,
+                                 identity=identity("/old/tree"), workdir="W")
 
 
 @pytest.mark.parametrize("edit,what", [
