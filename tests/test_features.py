@@ -28,6 +28,37 @@ def test_nearest_neighbours_match_a_brute_force_search():
   assert int(index[0, 0]) == 123
 
 
+def test_the_grid_frames_the_query_in_red_and_shows_grey_images_in_grey(tmp_path, monkeypatch):
+  """A grey row (Fashion-MNIST's one channel) is drawn as a grey-scale picture, an RGB row as
+  it is; the query alone is framed in red with a red title; an empty cell is blank.
+  Mutations: `shape[-1] == 1` -> `shape[-2]` or `== 2`, channel 1 drawn, the frame or the red
+  title on another column -> red."""
+  import matplotlib.pyplot as plt
+  from matplotlib.colors import to_rgba
+
+  from alexnet_jax import features
+
+  drawn = []
+  monkeypatch.setattr(plt, "close", drawn.append)
+  rng = np.random.default_rng(0)
+  grey = [rng.integers(0, 256, (8, 8, 1), dtype=np.uint8) for _ in range(3)]
+  rgb = [rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for _ in range(2)]
+  features.draw_grid(str(tmp_path / "grid.png"), [grey, rgb],
+                     [["query: a\nbag", "bag\n1.5", "coat\n2"], ["query: b", "cat\n3"]])
+  axes = drawn[0].axes
+  cell = lambda r, c: axes[r * 3 + c]
+  np.testing.assert_array_equal(cell(0, 0).get_images()[0].get_array(), grey[0][..., 0])
+  assert cell(0, 2).get_images()[0].get_cmap().name == "gray"
+  np.testing.assert_array_equal(cell(1, 1).get_images()[0].get_array(), rgb[1])
+  for r in (0, 1):
+    query = cell(r, 0)
+    assert query.axison and query.title.get_color() == "tab:red"
+    assert all(spine.get_edgecolor() == to_rgba("tab:red") for spine in query.spines.values())
+    assert not cell(r, 1).axison and cell(r, 1).title.get_color() == "black"
+  assert cell(1, 1).title.get_text() == "cat\n3" and not cell(1, 2).get_images()
+  assert (tmp_path / "grid.png").stat().st_size > 0
+
+
 def test_features_writes_fc7_with_names_and_labels_and_a_labelled_neighbour_grid(
     straight_run, tmp_path, capsys):
   from alexnet_jax import features
