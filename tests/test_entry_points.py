@@ -70,9 +70,19 @@ def test_inference_tools_on_a_trained_workdir(trained, images, tmp_path):
   assert out.startswith("checkpoint: ") and out.count("\n  0.") + out.count("\n  1.") == 4
   line = json.loads(run("evaluate", f"--workdir={trained}").stdout.splitlines()[-1])
   assert 0 <= line["top1_accuracy"] <= 100
-  run("features", f"--workdir={trained}", "--split=eval", f"--output={tmp_path}/f.npz")
+  run("features", f"--workdir={trained}", "--split=eval", f"--output={tmp_path}/f.npz",
+      cwd=tmp_path)
   with np.load(tmp_path / "f.npz") as f:
     assert f["features"].shape[0] == 40
+  assert not (tmp_path / "neighbors.png").exists()  # no search unless asked
+  # The image files given are the queries, each with its one nearest training image.
+  # Mutations: `argv[2:]`; the search skipped or refused at one neighbour -> red.
+  out = run("features", f"--workdir={trained}", "--neighbors=1", f"--grid={tmp_path}/nn.png",
+            images / "im0.png", images / "im1.png").stdout.splitlines()
+  found = [line.split(": ", 1) for line in out if ": #" in line]
+  assert [(name, hit.count("#")) for name, hit in found] == [
+      (str(images / "im0.png"), 1), (str(images / "im1.png"), 1)]
+  assert (tmp_path / "nn.png").exists()
   run("visualize", "kernels", f"--workdir={trained}", f"--output={tmp_path}/k.png")
   run("export", f"--workdir={trained}", "--format=stablehlo", f"--output={tmp_path}/m.stablehlo")
   assert (tmp_path / "m.stablehlo").stat().st_size > 0 and (tmp_path / "m.stablehlo.md").exists()

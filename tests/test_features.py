@@ -119,9 +119,13 @@ def test_features_paths_that_cannot_work_are_one_line(straight_run, tmp_path):
   with pytest.raises(UserError, match="give a file name ending in .npz"):
     features.extract_and_search(workdir, split="train", output=str(tmp_path / "feats"))
   (tmp_path / "bad.npz").write_bytes(b"not numpy")
+  # One neighbour is a search too (mutations: `neighbors > 1` for the database's read or the
+  # grid's check -> red).
   with pytest.raises(UserError, match="cannot read --database"):
-    features.extract_and_search(workdir, neighbors=2, database=str(tmp_path / "bad.npz"),
+    features.extract_and_search(workdir, neighbors=1, database=str(tmp_path / "bad.npz"),
                                 grid=str(tmp_path / "g.png"))
+  with pytest.raises(UserError, match="give a file name ending in .png"):
+    features.extract_and_search(workdir, neighbors=1, grid=str(tmp_path / "g.txt"))
   np.savez(tmp_path / "vector.npz", features=np.zeros(5), names=np.array(["a"]))
   with pytest.raises(UserError, match="is not a feature matrix"):
     features.extract_and_search(workdir, neighbors=2, database=str(tmp_path / "vector.npz"),
