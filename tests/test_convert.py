@@ -237,6 +237,10 @@ def test_a_converted_workdir_predicts_and_fine_tunes_like_a_trained_one(tmp_path
   write_caffemodel(path, weights, v1=False)
   workdir = str(tmp_path / "converted")
   convert.convert_caffe(path, workdir, config)
+  # Without --mean, the channel mean Caffe's examples subtract (`mean_value: 104 117 123`, BGR)
+  # in RGB at every pixel (mutation: any of the three doubled -> red).
+  mean = inference.load(workdir).stats.mean
+  assert mean.shape == (110, 110, 3) and (mean == np.float32([123, 117, 104])).all()
   with pytest.raises(UserError, match="holds a run already"):
     convert.convert_caffe(path, workdir, config)
   # A trained workdir that kept only best/ (and its statistics) is refused as well: converting
@@ -308,14 +312,20 @@ def test_blobs_read_alike_in_every_encoding_caffe_writes():
   array = np.random.default_rng(4).normal(size=(2, 3, 4)).astype(np.float32)
   shape = _field(7, 2, _field(1, 2, b"".join(_varint(d) for d in array.shape)))
   flat = array.reshape(-1).astype(np.float64)
+  legacy_dims = b"".join(_field(n, 0, _varint(d)) for n, d in zip((2, 3, 4), array.shape))
   encodings = {
       "legacy floats": _blob(array, v1=True),
+      # `num` left out counts 1 (mutation: a legacy default 2 -> red).
+      "legacy, num left out": legacy_dims + _field(5, 2, array.astype("<f4").tobytes()),
+      # dims one field each, not packed (mutation: `_ints` reading kind 1 for 0 -> red).
+      "unpacked dims": _field(7, 2, b"".join(_field(1, 0, _varint(d)) for d in array.shape))
+                       + _field(5, 2, array.astype("<f4").tobytes()),
       "packed floats": _blob(array, v1=False),
       "packed doubles": shape + _field(8, 2, flat.astype("<f8").tobytes()),
       "doubles": shape + b"".join(_field(8, 1, struct.pack("<d", v)) for v in flat)}
   for name, buf in encodings.items():
     got = convert.read_blob(buf)
-    want = array[None] if name == "legacy floats" else array  # legacy: 1 x 2 x 3 x 4
+    want = array[None] if name.startswith("legacy") else array  # legacy: 1 x 2 x 3 x 4
     assert got.shape == want.shape, name
     np.testing.assert_array_equal(got, want, err_msg=name)
   with pytest.raises(ValueError, match=r"a blob of shape \(2, 3, 4\) holds 23 values"):
