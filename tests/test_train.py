@@ -107,6 +107,14 @@ def test_stall_warning_names_the_cause_and_the_fix(caplog):
   assert message.index("pixel_scale") < message.index("init (std") < message.index("bfloat16")
 
 
+def test_per_parameter_rates_are_logged_as_soon_as_two_differ():
+  """A fine-tune with fc8 at another ε has two rates: each is logged (mutation: `> 2` distinct
+  rates needed -> red)."""
+  assert train._per_layer_rates({"conv1/kernel": 0.01, "fc8/kernel": 0.1}) == {
+      "lr/conv1/kernel": 0.01, "lr/fc8/kernel": 0.1}
+  assert train._per_layer_rates({"conv1/kernel": 0.01, "fc8/kernel": 0.01}) == {}
+
+
 def test_the_unreadable_training_images_skipped_are_counted_over_the_run(tmp_path,
                                                                          monkeypatch):
   """An image tree with three unreadable training files, two epochs: the metrics' count of
