@@ -115,6 +115,16 @@ def test_per_parameter_rates_are_logged_as_soon_as_two_differ():
   assert train._per_layer_rates({"conv1/kernel": 0.01, "fc8/kernel": 0.01}) == {}
 
 
+def test_evaluations_asked_more_often_than_a_step_come_every_step(tmp_path):
+  """0.1 epochs of 4 steps rounds to no step: the run evaluates after every step, not never
+  or every other (mutation: `max(2, ...)` -> red; `max(0, ...)` divided by zero)."""
+  config = small_config(epochs=0.5)
+  config.eval_every_epochs = 0.1
+  train.train_and_evaluate(config, str(tmp_path))
+  rows = metrics.read_metrics(str(tmp_path / "metrics.jsonl"))
+  assert [r["step"] for r in rows if r["split"] == "eval"] == [1, 2]
+
+
 def test_the_unreadable_training_images_skipped_are_counted_over_the_run(tmp_path,
                                                                          monkeypatch):
   """An image tree with three unreadable training files, two epochs: the metrics' count of
