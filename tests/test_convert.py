@@ -3,14 +3,17 @@ random weights written in both protobuf encodings, its logits against an indepen
 NumPy implementation of Caffe's forward pass on the same BGR input."""
 
 import math
+import os
 import struct
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from alexnet_jax import convert, inference
+from alexnet_jax import checkpoint, convert, inference, models
+from alexnet_jax.data.stats import Stats
 from alexnet_jax.errors import UserError
 from conftest import load_config
 
@@ -273,6 +276,32 @@ def test_a_converted_workdir_predicts_and_fine_tunes_like_a_trained_one(tmp_path
   source = inference.load(workdir)
   np.testing.assert_allclose(np.asarray(tuned.params["conv2"]["kernel"]),
                              np.asarray(source.params["conv2"]["kernel"]), atol=1e-6)
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_weights_made_elsewhere_are_step_0_of_one_process_with_imagenets_lighting(tmp_path,
+                                                                                  channels):
+  """A workdir written from weights made elsewhere: checkpoint 0 at epoch 0, its input
+  position of one process, its origin named; ImageNet's published PCA lighting (a grey
+  network: the first component's eigenvalue and a unit vector), counted as defaults, not as
+  measured. Mutations: the meta's step 1, epoch 1.0 or processes 2; the grey eigvector
+  (2, 1) or (1, 2); the count 1 -> red."""
+  config = load_config("tiny", "", [f"model.in_channels={channels}", "data.name=synthetic"])
+  _, abstract = models.abstract_model(config.model)
+  params = jax.tree.map(lambda a: np.zeros(a.shape, np.float32), abstract)
+  workdir = str(tmp_path / "w")
+  mean = np.full((36, 36, channels), 100, np.float32)
+  step_dir = convert.write_workdir(workdir, config, params, mean, converted_from="model.bin")
+  path, meta = checkpoint.newest_meta(workdir)
+  assert path == step_dir and step_dir.endswith("checkpoints/0")
+  assert (meta["step"], meta["epoch"], meta["processes"]) == (0, 0.0, 1)
+  assert meta["converted_from"] == os.path.abspath("model.bin")
+  stats, published = Stats.load(f"{workdir}/data_stats.npz"), Stats.imagenet_defaults(36)
+  np.testing.assert_array_equal(stats.mean, mean)
+  np.testing.assert_array_equal(stats.eigval, published.eigval[:channels])
+  np.testing.assert_array_equal(stats.eigvec,
+                                published.eigvec if channels == 3 else np.ones((1, 1)))
+  assert stats.count == 0
 
 
 def test_squash_resizes_ignoring_the_aspect_ratio():
