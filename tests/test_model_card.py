@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_jax import convert, export, inference, models
+from alexnet_jax import convert, export, inference, model_card, models
+from alexnet_jax.data import sources
 from conftest import load_config
 from test_convert import caffe_workdir
 from test_export import paper_geometry_workdir, run_without_alexnet_jax
@@ -66,6 +67,7 @@ def _images(folder):
   Image.fromarray(smooth(900, 600)).save(f"{folder}/tall.jpg", quality=85)
   Image.fromarray(smooth(300, 300)[..., 0]).save(f"{folder}/grey.jpg")
   Image.fromarray(smooth(120, 80)).save(f"{folder}/small.png")
+  Image.fromarray(smooth(1400, 1500)).save(f"{folder}/huge.png")  # 6x Caffe's 227: reduced first
   Image.fromarray(np.dstack([smooth(260, 300), np.full((260, 300), 200, np.uint8)])).save(
       f"{folder}/alpha.png")
   Image.fromarray((smooth(64, 90)[..., 0].astype(np.uint16) * 257)).save(f"{folder}/wide16.png")
@@ -101,11 +103,29 @@ def test_the_cards_preprocessing_and_the_onnx_model_give_predicts_probabilities(
     np.testing.assert_allclose(np.load(job["out"]), want, atol=1e-4, err_msg=name)
 
 
+@pytest.mark.parametrize("overrides", [(), ("data.image_size=28",), ("data.image_size=33",
+                                                                      "model.input_size=30")])
+def test_the_cards_code_makes_the_fashion_mnist_crops_the_network_reads(tmp_path, overrides):
+  """The card's Python block, run in-process, against the crops inference makes for a
+  Fashion-MNIST network: 28x28 padded to 32 or not at all, and upscaled above 32 (the full
+  network's form; 33 stands for 256 here: the same branch). Mutations in the card's
+  `fashion_mnist_stored`: the upscale from channel 1, the branch at `size <= 33` -> red."""
+  config = load_config("fashion_mnist", "", overrides)
+  namespace = {}
+  exec(model_card.preprocessing_code(config), namespace)
+  decode = sources.stored_decoder(config.data, 1)
+  crop = int(config.model.input_size)
+  for path in _images(str(tmp_path / "images")):
+    stored = decode(open(path, "rb").read())
+    top = (stored.shape[0] - crop) // 2
+    np.testing.assert_array_equal(namespace["preprocess"](path),
+                                  stored[top:top + crop, top:top + crop], err_msg=path)
+
+
 def test_the_card_offers_ten_crops_only_where_training_subtracted_the_centre_patch(tmp_path):
   """The exported model subtracts the mean's centre patch: its ten crops are the run's only when
   training did the same (`data.mean_patch=centre`). Mutation: the mean-patch test inverted ->
   red."""
-  from alexnet_jax import model_card
 
   for overrides, mean, ten_crops in (
       ((), "the mean image (at the crop)", "are not this model's: training subtracted"),
@@ -122,7 +142,7 @@ def test_the_cards_accuracy_is_the_exported_steps_or_the_last_said_as_such(tmp_p
   at the exported checkpoint's step where there is one, for each split apart; else the last
   one, naming the checkpoint's step. Mutations: the step match `==` -> `!=` -> red; the
   fallback to the last evaluation dropped -> red; the note's `==` -> `!=` -> red."""
-  from alexnet_jax import metrics, model_card
+  from alexnet_jax import metrics
 
   workdir = paper_geometry_workdir(str(tmp_path / "paper"))
   trained = inference.load(workdir)
