@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from matplotlib.colors import to_rgba
 from PIL import Image
 
 from alexnet_jax import predict
@@ -90,6 +91,39 @@ def test_an_image_the_model_sees_otherwise_than_it_looks_is_said(tmp_path):
   assert "90x30 squashed to 32x32" in predict._how_it_is_seen(str(wide), model(3, "squash"))
   assert predict._how_it_is_seen(str(wide), model(3, "shorter_side")) is None
   assert predict._how_it_is_seen(str(square), model(1, "squash")) is None
+  # Within 5 % of square a squash is not worth saying (mutation: 10 % -> red).
+  for size, said in (((104, 100), False), ((100, 106), True)):
+    Image.new("RGB", size).save(tmp_path / "near.png")
+    assert (predict._how_it_is_seen(str(tmp_path / "near.png"), model(3, "squash"))
+            is not None) == said, size
+
+
+def test_figure4_puts_each_image_above_its_bars_four_to_a_row(tmp_path, monkeypatch):
+  """Five images, one grey: two rows of four columns, each image's bars in the axes under it
+  (its true class red), the grey one drawn in grey, the cells left over blank. Mutations:
+  five columns; an image or its bars in another row; the grey test on another axis or size,
+  channel 1 drawn -> red."""
+  import matplotlib.pyplot as plt
+
+  drawn = []
+  monkeypatch.setattr(plt, "close", drawn.append)
+  rng = np.random.default_rng(0)
+  stored = [rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for _ in range(4)]
+  stored.insert(2, rng.integers(0, 256, (8, 8, 1), dtype=np.uint8))
+  names = [f"/data/{c}/im{i}.png" for i, c in enumerate(("cat", "x", "dog", "y", "cat"))]
+  rows = [[("dog", 0.6), ("cat", 0.4)]] * 5
+  predict.draw_figure4(str(tmp_path / "f.png"), stored, names, rows, ("cat", "dog"))
+  axes = np.asarray(drawn[0].axes).reshape(4, 4)
+  for i, image in enumerate(stored):
+    top, bottom = axes[2 * (i // 4), i % 4], axes[2 * (i // 4) + 1, i % 4]
+    shown = top.get_images()[0]
+    np.testing.assert_array_equal(shown.get_array(), image[..., 0] if i == 2 else image,
+                                  strict=True)
+    assert (shown.get_cmap().name == "gray") == (i == 2)
+    truth = names[i].split("/")[2]
+    colours = [bar.get_facecolor() for bar in bottom.patches]
+    assert colours == [to_rgba("red" if c == truth else "tab:blue") for c in ("cat", "dog")], i
+  assert not axes[2, 1].get_images() and not axes[3, 1].patches and not axes[3, 1].axison
 
 
 def test_a_fifo_or_an_oversized_file_never_blocks_or_is_read_whole(straight_run, tmp_path,
