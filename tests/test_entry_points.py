@@ -66,8 +66,8 @@ def images(tmp_path_factory):
 
 
 def test_inference_tools_on_a_trained_workdir(trained, images, tmp_path):
-  out = run("predict", f"--workdir={trained}", "--topk=2", images).stdout
-  assert out.startswith("checkpoint: ") and out.count("\n  0.") + out.count("\n  1.") == 4
+  out = run("predict", f"--workdir={trained}", "--topk=1", images).stdout  # the least asked
+  assert out.startswith("checkpoint: ") and out.count("\n  0.") + out.count("\n  1.") == 2
   line = json.loads(run("evaluate", f"--workdir={trained}").stdout.splitlines()[-1])
   assert 0 <= line["top1_accuracy"] <= 100
   run("features", f"--workdir={trained}", "--split=eval", f"--output={tmp_path}/f.npz",

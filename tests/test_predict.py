@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from absl import logging as absl_logging
 from matplotlib.colors import to_rgba
 from PIL import Image
 
@@ -35,6 +36,11 @@ def test_predict_prints_the_top_classes_reports_bad_images_and_writes_tables_and
   table = json.loads(out_json.read_text())
   assert [r["image"] for r in table] == paths and table[0]["step"] == 8
   assert [p["probability"] for p in table[0]["predictions"]] == pytest.approx(probs, abs=1e-4)
+  # To 6 decimals, as the CSV writes them (mutation: rounded to 7 -> red).
+  assert all(p["probability"] == round(p["probability"], 6) for r in table
+             for p in r["predictions"])
+  assert any(p["probability"] != round(p["probability"], 5) for r in table
+             for p in r["predictions"])
   with Image.open(out_png) as png:
     assert png.format == "PNG" and png.size == (900, 420)  # 3 columns x 1 block of 4.2 in
   assert predict.predict_files(workdir, [str(broken)]) == 1  # nothing readable: status 1
@@ -96,6 +102,23 @@ def test_an_image_the_model_sees_otherwise_than_it_looks_is_said(tmp_path):
     Image.new("RGB", size).save(tmp_path / "near.png")
     assert (predict._how_it_is_seen(str(tmp_path / "near.png"), model(3, "squash"))
             is not None) == said, size
+
+
+def test_images_seen_otherwise_than_they_look_are_said_in_one_warning(straight_run, tmp_path,
+                                                                      monkeypatch, caplog):
+  """One warning names the first such image and why, and says "..." when there are more.
+  Mutations: the second image or its reason named; "..." from three images on -> red."""
+  workdir, _ = straight_run
+  paths = sorted(sample_images(str(tmp_path / "images"), n=2))
+  monkeypatch.setattr(predict, "_how_it_is_seen", lambda path, trained: f"why {path[-7:]}")
+  with caplog.at_level("WARNING"):
+    absl_logging.use_python_logging()
+    for given in (paths, paths[:1]):
+      predict.predict_files(workdir, given)
+  said = [r.getMessage() for r in caplog.records if "seen otherwise" in r.getMessage()]
+  first = f"{paths[0]} (why {paths[0][-7:]})"
+  assert said == [f"2 image(s) seen otherwise than they look: {first}, ...",
+                  f"1 image(s) seen otherwise than they look: {first}"]
 
 
 def test_figure4_puts_each_image_above_its_bars_four_to_a_row(tmp_path, monkeypatch):
