@@ -69,6 +69,20 @@ def test_the_ensemble_averages_its_models_probabilities(monkeypatch):
   assert out["confusion"] == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
 
 
+def test_the_accuracies_are_in_percent_to_two_decimals_per_class_too(monkeypatch):
+  """Six images, four right: 66.67 % (an ensemble of a model with itself); each class's
+  accuracy over its own images, none for a class without any. Mutations: 101 for 100 per
+  class, 3 decimals in either -> red."""
+  a, b = [0.8, 0.2, 0.0], [0.2, 0.8, 0.0]
+  model = (("a", "b", "c"), [a, a, b, b, b, a], [0, 0, 0, 1, 1, 1])
+  _stand_in_models(monkeypatch, {"A": model, "B": model})
+  out = evaluate.evaluate(["A", "B"])
+  assert (out["ensemble"]["top1_accuracy"], out["ensemble"]["top1_error"]) == (66.67, 33.33)
+  assert out["per_class"] == [{"class": "a", "examples": 3, "accuracy": 66.67},
+                              {"class": "b", "examples": 3, "accuracy": 66.67},
+                              {"class": "c", "examples": 0, "accuracy": None}]
+
+
 def test_models_of_other_classes_or_reading_another_order_are_not_ensembled(monkeypatch):
   """Mutations: the class check or the order check dropped (`!=` -> `==`) -> red."""
   probs = np.full((3, 3), 1 / 3)
