@@ -83,6 +83,32 @@ def test_the_accuracies_are_in_percent_to_two_decimals_per_class_too(monkeypatch
                               {"class": "c", "examples": 0, "accuracy": None}]
 
 
+@pytest.mark.parametrize("classes", [30, 31])
+def test_the_confusion_figure_shows_each_classs_fractions_named_when_few(tmp_path, monkeypatch,
+                                                                         classes):
+  """Each row the fraction of its class's images (a class of one image: 1, a class without
+  any: 0), on a fixed 0-1 scale; the class names on both axes up to 30 classes. Mutations:
+  a row divided by at least 2; the scale from 1 or to 2; names up to 31 -> red."""
+  import matplotlib.pyplot as plt
+
+  drawn = []
+  monkeypatch.setattr(plt, "close", drawn.append)
+  confusion = np.zeros((classes, classes), np.int64)
+  confusion[0, :2] = (3, 1)
+  confusion[1, 1] = 1
+  names = [f"c{i}" for i in range(classes)]
+  evaluate._draw_confusion(str(tmp_path / "c.png"), confusion, names)
+  ax = drawn[0].axes[0]
+  shown = ax.get_images()[0]
+  want = np.zeros((classes, classes))
+  want[0, :2], want[1, 1] = (0.75, 0.25), 1.0
+  np.testing.assert_array_equal(shown.get_array(), want)
+  assert shown.get_clim() == (0, 1)
+  labels = [t.get_text() for t in ax.get_xticklabels()]
+  assert (labels == names) == (classes <= 30)
+  assert ([t.get_text() for t in ax.get_yticklabels()] == names) == (classes <= 30)
+
+
 def test_models_of_other_classes_or_reading_another_order_are_not_ensembled(monkeypatch):
   """Mutations: the class check or the order check dropped (`!=` -> `==`) -> red."""
   probs = np.full((3, 3), 1 / 3)
