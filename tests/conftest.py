@@ -48,6 +48,20 @@ def load_config(name: str, variant: str = "", overrides=()):
 
 
 @pytest.fixture
+def drawn(monkeypatch):
+  """The figures the code under test draws, kept open to be read: `plt.close(fig)` appends
+  `fig` here instead of closing it."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  figures = []
+  monkeypatch.setattr(plt, "close", figures.append)
+  return figures
+
+
+@pytest.fixture
 def tiny_config():
   return load_config("tiny")
 

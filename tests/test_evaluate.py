@@ -84,15 +84,11 @@ def test_the_accuracies_are_in_percent_to_two_decimals_per_class_too(monkeypatch
 
 
 @pytest.mark.parametrize("classes", [30, 31])
-def test_the_confusion_figure_shows_each_classs_fractions_named_when_few(tmp_path, monkeypatch,
+def test_the_confusion_figure_shows_each_classs_fractions_named_when_few(tmp_path, drawn,
                                                                          classes):
   """Each row the fraction of its class's images (a class of one image: 1, a class without
   any: 0), on a fixed 0-1 scale; the class names on both axes up to 30 classes. Mutations:
   a row divided by at least 2; the scale from 1 or to 2; names up to 31 -> red."""
-  import matplotlib.pyplot as plt
-
-  drawn = []
-  monkeypatch.setattr(plt, "close", drawn.append)
   confusion = np.zeros((classes, classes), np.int64)
   confusion[0, :2] = (3, 1)
   confusion[1, 1] = 1

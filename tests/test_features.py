@@ -28,18 +28,15 @@ def test_nearest_neighbours_match_a_brute_force_search():
   assert int(index[0, 0]) == 123
 
 
-def test_the_grid_frames_the_query_in_red_and_shows_grey_images_in_grey(tmp_path, monkeypatch):
+def test_the_grid_frames_the_query_in_red_and_shows_grey_images_in_grey(tmp_path, drawn):
   """A grey row (Fashion-MNIST's one channel) is drawn as a grey-scale picture, an RGB row as
   it is; the query alone is framed in red with a red title; an empty cell is blank.
   Mutations: `shape[-1] == 1` -> `shape[-2]` or `== 2`, channel 1 drawn, the frame or the red
   title on another column -> red."""
-  import matplotlib.pyplot as plt
   from matplotlib.colors import to_rgba
 
   from alexnet_jax import features
 
-  drawn = []
-  monkeypatch.setattr(plt, "close", drawn.append)
   rng = np.random.default_rng(0)
   grey = [rng.integers(0, 256, (8, 8, 1), dtype=np.uint8) for _ in range(3)]
   rgb = [rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for _ in range(2)]

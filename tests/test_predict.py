@@ -121,15 +121,11 @@ def test_images_seen_otherwise_than_they_look_are_said_in_one_warning(straight_r
                   f"1 image(s) seen otherwise than they look: {first}"]
 
 
-def test_figure4_puts_each_image_above_its_bars_four_to_a_row(tmp_path, monkeypatch):
+def test_figure4_puts_each_image_above_its_bars_four_to_a_row(tmp_path, drawn):
   """Five images, one grey: two rows of four columns, each image's bars in the axes under it
   (its true class red), the grey one drawn in grey, the cells left over blank. Mutations:
   five columns; an image or its bars in another row; the grey test on another axis or size,
   channel 1 drawn -> red."""
-  import matplotlib.pyplot as plt
-
-  drawn = []
-  monkeypatch.setattr(plt, "close", drawn.append)
   rng = np.random.default_rng(0)
   stored = [rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for _ in range(4)]
   stored.insert(2, rng.integers(0, 256, (8, 8, 1), dtype=np.uint8))
