@@ -230,6 +230,11 @@ def every_rate(params, rate: float) -> dict:
           for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
 
 
+def leaves_by_path(tree) -> dict:
+  """A pytree's leaves by their path ("['conv1']['kernel']"), in the tree's order."""
+  return {jax.tree_util.keystr(p): leaf for p, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
 def write_idx(path, array):
   """`array` as a gzip'd IDX file of unsigned bytes, Fashion-MNIST's format."""
   import gzip

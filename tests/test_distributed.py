@@ -10,7 +10,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from alexnet_jax import train
-from conftest import process_state, small_config, small_flags
+from conftest import leaves_by_path, process_state, small_config, small_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -206,14 +206,8 @@ def params_at(workdir, step):
 
 
 def assert_close(a, b):
-  for (path, x), y in zip(_leaves(a), [v for _, v in _leaves(b)]):
+  for (path, x), y in zip(leaves_by_path(a).items(), leaves_by_path(b).values()):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=2e-6, err_msg=path)
-
-
-def _leaves(tree):
-  import jax
-
-  return [(jax.tree_util.keystr(k), v) for k, v in jax.tree_util.tree_leaves_with_path(tree)]
 
 
 @pytest.mark.slow

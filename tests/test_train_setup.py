@@ -9,14 +9,9 @@ from flax import nnx
 
 from alexnet_jax import models, train_setup
 from alexnet_jax.sharding import make_mesh
-from conftest import every_rate
+from conftest import every_rate, leaves_by_path
 
 MESH = dict(data=4, model=2)
-
-
-def _paths(tree):
-  leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-  return {jax.tree_util.keystr(path): leaf for path, leaf in leaves}
 
 
 def test_the_state_at_step_0_holds_the_seeds_weights_and_zero_momentum_each_on_its_shard(
@@ -34,10 +29,10 @@ def test_the_state_at_step_0_holds_the_seeds_weights_and_zero_momentum_each_on_i
   seeded = nnx.to_pure_dict(nnx.split(models.create_model(tiny_config.model, seed=3))[1])
   np.testing.assert_array_equal(state["params"]["conv1"]["kernel"], seeded["conv1"]["kernel"])
   np.testing.assert_array_equal(state["params"]["fc8"]["bias"], 7.0)
-  params = _paths(state["params"])
+  params = leaves_by_path(state["params"])
   velocity = {path.split(".velocity", 1)[1]: leaf
-              for path, leaf in _paths(state["opt_state"]).items() if ".velocity" in path}
-  shardings = _paths(setup.state_shardings["params"])
+              for path, leaf in leaves_by_path(state["opt_state"]).items() if ".velocity" in path}
+  shardings = leaves_by_path(setup.state_shardings["params"])
   assert velocity.keys() == params.keys() == shardings.keys()
   for path, leaf in velocity.items():
     assert leaf.sharding == params[path].sharding == shardings[path], path
