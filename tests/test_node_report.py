@@ -67,7 +67,7 @@ def test_goals_read_the_batch_128_bf16_step_against_torch_compile_and_the_loop()
 
 
 def test_each_goal_is_met_on_its_side_of_its_threshold():
-  """The thresholds as the issue states them: 90 epochs in at most 1.2 h (26,693 img/s), the
+  """The thresholds the GPU node check judges: 90 epochs in at most 1.2 h (26,693 img/s), the
   first epoch's loss below 0.9 ln 10 = 2.072, the accuracy judged from epoch 29.5 of 30; the
   loop's fraction of the step to 3 decimals. Mutations: 2.4 h; ln 11; judged from epoch 29;
   4 decimals -> red."""
