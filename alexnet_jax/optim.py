@@ -52,6 +52,11 @@ def rate_key(path) -> str:
   return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
+def every_rate(params, rate: float) -> dict:
+  """`learning_rates` with every parameter's ε = `rate` (a timed or a tested step's)."""
+  return {rate_key(p): jnp.float32(rate) for p, _ in jax.tree_util.tree_leaves_with_path(params)}
+
+
 class MomentumState(NamedTuple):
   velocity: Any  # like params
 

@@ -222,14 +222,6 @@ def synthetic_config():
   return config
 
 
-def every_rate(params, rate: float) -> dict:
-  """The train step's `rates` argument with every parameter's ε = `rate`."""
-  from alexnet_jax import optim
-
-  return {optim.rate_key(p): jax.numpy.float32(rate)
-          for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
-
-
 def leaves_by_path(tree) -> dict:
   """A pytree's leaves by their path ("['conv1']['kernel']"), in the tree's order."""
   return {jax.tree_util.keystr(p): leaf for p, leaf in jax.tree_util.tree_leaves_with_path(tree)}

@@ -11,7 +11,7 @@ from flax import nnx
 
 from alexnet_jax import diagnose, models, optim, steps
 from alexnet_jax.errors import UserError
-from conftest import every_rate, load_config
+from conftest import load_config
 
 FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 BIASES_OF_ONE = [f"model.init_bias.{n}=1.0" for n in ("conv2", "conv4", "conv5", "fc6", "fc7")]
@@ -65,7 +65,7 @@ def test_the_gradients_are_those_of_the_runs_first_step(tiny_config):
                                        pixel_scale=tiny_config.data.pixel_scale))
   state = {"step": jnp.int32(0), "params": params, "opt_state": tx.init(params)}
   _, metrics = step(state, jax.tree.map(jnp.asarray, batch), jax.random.key(tiny_config.seed),
-                    jnp.asarray(mean), every_rate(params, 0.0))
+                    jnp.asarray(mean), optim.every_rate(params, 0.0))
   grads = {r.name: r.grad_norm for r in result.layers if r.grad_norm is not None}
   assert set(grads) >= {"conv1", "fc6", "fc7", "logits"}
   for name, norm in grads.items():

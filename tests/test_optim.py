@@ -97,6 +97,15 @@ def test_each_parameter_has_its_own_rate_and_decay_stays_off_the_biases():
   np.testing.assert_allclose(updates["fc"]["kernel"], -0.1)
 
 
+def test_every_rate_names_each_parameters_rate_as_the_update_reads_it():
+  """Mutations: a rate doubled; the keys joined with '.' -> red."""
+  params = {"conv1": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}, "fc8": {"bias": 1.0}}
+  rates = optim.every_rate(params, 0.01)
+  assert rates == {"conv1/bias": np.float32(0.01), "conv1/kernel": np.float32(0.01),
+                   "fc8/bias": np.float32(0.01)}
+  assert {r.dtype for r in rates.values()} == {np.dtype(np.float32)}
+
+
 def test_a_parameter_with_rate_zero_is_frozen_velocity_and_all():
   """cuda-convnet skips the update of a layer whose epsW is 0 (`Weights::update`): the weights
   stay as they are and so does the velocity, which the next non-zero ε continues from."""

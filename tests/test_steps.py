@@ -8,7 +8,6 @@ from flax import nnx
 
 from alexnet_jax import models, optim, steps
 from alexnet_jax.data.normalize import normalize
-from conftest import every_rate
 
 
 def _numpy_cross_entropy(logits, labels):
@@ -25,7 +24,7 @@ def _step_inputs(config, rng, rate: float):
   params = nnx.to_pure_dict(state)
   batch = {"image": jnp.asarray(rng.integers(0, 256, (4, 32, 32, 3)), jnp.uint8),
            "label": jnp.asarray([1, 4, 7, 9]), "crop": jnp.zeros((4, 3), jnp.int32)}
-  return graphdef, params, optim.paper_sgd(), batch, every_rate(params, rate)
+  return graphdef, params, optim.paper_sgd(), batch, optim.every_rate(params, rate)
 
 
 def test_the_training_loss_is_the_mean_negative_log_probability_of_the_label(tiny_config):

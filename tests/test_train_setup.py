@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from alexnet_jax import models, train_setup
+from alexnet_jax import models, optim, train_setup
 from alexnet_jax.sharding import make_mesh
-from conftest import every_rate, leaves_by_path
+from conftest import leaves_by_path
 
 MESH = dict(data=4, model=2)
 
@@ -53,7 +53,7 @@ def test_the_steps_donate_the_state_and_differ_only_in_the_metrics_they_report(t
   out = {}
   for norms in (True, False):
     setup = train_setup.setup_train(tiny_config, mesh, step_norms=norms)
-    rates = every_rate(setup.state["params"], 0.01)
+    rates = optim.every_rate(setup.state["params"], 0.01)
     for name in ("train_step", "train_step_with_stats"):
       state = jax.tree.map(jnp.copy, setup.state)
       kernel = state["params"]["conv1"]["kernel"]

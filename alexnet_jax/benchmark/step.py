@@ -80,9 +80,8 @@ def compiled_step(config, batch_size: int, mesh=None, step_norms: bool = True):
   del batch["skipped"]  # a host-side count: the prefetcher keeps it off the devices
   batch = jax.device_put(batch, setup.batch_sharding)
   mean = jax.device_put(jnp.full((size, size, c), 120.0, jnp.float32), setup.replicated)
-  rates = jax.device_put({optim.rate_key(p): jnp.float32(config.optimizer.learning_rate)
-                          for p, _ in jax.tree_util.tree_flatten_with_path(
-                              setup.state["params"])[0]}, setup.replicated)
+  rates = jax.device_put(optim.every_rate(setup.state["params"], config.optimizer.learning_rate),
+                         setup.replicated)
   args = (batch, key, mean, rates)
   compiled = setup.train_step.lower(setup.state, *args).compile()
   held = {"state": setup.state}
