@@ -96,10 +96,34 @@ def test_a_lost_peer_is_named_from_the_error_and_narrowed_to_those_that_exited(m
     zombie.wait()
 
 
+def test_a_peer_whose_name_holds_a_parenthesis_is_read_from_after_the_last_one(tmp_path):
+  """/proc/PID/stat puts the process's name in parentheses, and a name may hold ')' itself:
+  the state letter follows the last one. Mutation: `rsplit(")", 1)` -> `2` (this name's
+  ') R' read as the state) -> red."""
+  import socket
+  import time
+
+  from alexnet_jax import distributed
+
+  odd = tmp_path / "a) R b"
+  odd.symlink_to(os.path.realpath(sys.executable))
+  zombie = subprocess.Popen([str(odd), "-c", ""])  # exits, not reaped: state Z
+  deadline = time.time() + 30
+  while process_state(zombie.pid) != "Z":
+    assert time.time() < deadline
+    time.sleep(0.05)
+  host = socket.gethostname()
+  assert distributed._gone({"host": host, "pid": zombie.pid}) is True
+  assert distributed._gone({"host": host, "pid": os.getpid()}) is False
+  zombie.wait()
+
+
 def test_a_multi_process_launch_is_checked_before_jax_distributed_starts(monkeypatch):
   """One line for counts that cannot be, before any setting changes; SLURM's batch script (no
   job step) is one process. Mutations: the `num_processes > 1` test -> `>= 1`; the process-id
-  range test dropped; `and "SLURM_STEP_ID" in` -> `or` -> red."""
+  range test dropped; `and "SLURM_STEP_ID" in` -> `or`; an empty JAX_NUM_PROCESSES read as 1, or
+  SLURM_NTASKS as 2; a coordinator refused for one process; the heartbeat timeout not passed
+  (JAX's 100 s) -> red."""
   import jax
 
   from alexnet_jax import distributed
@@ -109,8 +133,9 @@ def test_a_multi_process_launch_is_checked_before_jax_distributed_starts(monkeyp
                "SLURM_STEP_ID"):
     monkeypatch.delenv(name, raising=False)
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")  # read at each call
-  started, updated = [], []
-  monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **k: started.append(a))
+  started, updated, options = [], [], []
+  monkeypatch.setattr(jax.distributed, "initialize",
+                      lambda *a, **k: (started.append(a), options.append(k)))
   monkeypatch.setattr(jax.config, "update", lambda *a: updated.append(a))
   monkeypatch.setattr(distributed, "_publish", lambda: None)
   assert distributed.initialize() is False and distributed.initialize(num_processes=1) is False
@@ -120,6 +145,10 @@ def test_a_multi_process_launch_is_checked_before_jax_distributed_starts(monkeyp
     with pytest.raises(UserError, match=rf"needs --num_processes >= 1 and 0 <= --process_id < "
                                         rf"num_processes \(got {count}, {index}\)"):
       distributed.initialize("host:1234", count, index)
+  monkeypatch.setenv("JAX_NUM_PROCESSES", "")  # set but empty, as a job template may leave them
+  monkeypatch.setenv("JAX_PROCESS_ID", "")
+  with pytest.raises(UserError, match=r"\(got 0, -1\)"):
+    distributed.initialize("host:1234")
   monkeypatch.setenv("SLURM_NTASKS", "2")  # sbatch's script: no job step
   assert distributed.initialize() is False and started == updated == []
   monkeypatch.setenv("JAX_PROCESS_ID", "1")
@@ -127,8 +156,14 @@ def test_a_multi_process_launch_is_checked_before_jax_distributed_starts(monkeyp
   assert distributed.initialize("host:1234") is True
   monkeypatch.setenv("SLURM_STEP_ID", "0")
   assert distributed.initialize() is True
-  assert started == [("host:1234", 2, 1), ()]
-  assert updated == [("jax_cpu_collectives_implementation", "gloo")] * 2
+  monkeypatch.setenv("SLURM_NTASKS", "")  # a job step of one task
+  monkeypatch.delenv("JAX_NUM_PROCESSES")
+  monkeypatch.delenv("JAX_PROCESS_ID")
+  assert distributed.initialize() is False
+  assert distributed.initialize("host:1234", 1, 0) is True  # one process, given a coordinator
+  assert started == [("host:1234", 2, 1), (), ("host:1234", 1, 0)]
+  assert updated == [("jax_cpu_collectives_implementation", "gloo")] * 3
+  assert options == [{"heartbeat_timeout_seconds": distributed.HEARTBEAT_TIMEOUT_S}] * 3
 
 
 def _pid_of(process: int, workdir) -> int | None:

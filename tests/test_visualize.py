@@ -28,9 +28,10 @@ def test_kernels_figure_and_colour_specificity(straight_run, tmp_path, capsys):
   inked = np.flatnonzero((title < 128).any(axis=1))
   assert inked.size and inked[-1] - inked[0] + 1 >= 12
   # The printed chroma is the checkpoint's, and each block's first tile is its column's first
-  # kernel normalised on its own, each pixel a 51x51 square (sampled at the squares' centres).
+  # kernel normalised on its own, each pixel a 51x51 square from the block's left edge.
   # Mutations: the RGB test for drawing in grey inverted -> red; the second block cut from
-  # another place (`c * block` -> `c / block`) -> red.
+  # another place (`c * block` -> `c / block`) -> red; the block cut or pasted one pixel to
+  # the right -> red.
   from alexnet_jax import inference
 
   kernel = np.asarray(inference.load(workdir).params["conv1"]["kernel"])
@@ -40,9 +41,10 @@ def test_kernels_figure_and_colour_specificity(straight_run, tmp_path, capsys):
     pixels = np.asarray(png.convert("RGB"))
   for column in range(2):
     top = column * ((2 * 6 + 5) * 51 + header) + header  # a block: 2 rows of 6 px and a gap
-    tile = pixels[top + 25:top + 5 * 51:51, 25:5 * 51:51]
+    tile = pixels[top:top + 5 * 51, :5 * 51]
     want = (visualize.normalised_kernels(kernel)[column, 0] * 255).round()
-    np.testing.assert_array_equal(tile, want.astype(np.uint8), err_msg=f"column {column}")
+    want = np.kron(want, np.ones((51, 51, 1))).astype(np.uint8)
+    np.testing.assert_array_equal(tile, want, err_msg=f"column {column}")
 
 
 def test_a_grey_networks_kernels_are_drawn_without_a_chroma(tmp_path, capsys):
@@ -61,13 +63,15 @@ def test_a_grey_networks_kernels_are_drawn_without_a_chroma(tmp_path, capsys):
 
 
 def test_each_kernel_is_drawn_spanning_black_to_white_on_its_own():
-  """§6.1's figure scales each kernel to [0, 1] by itself: a kernel a hundred times larger, or
-  shifted, looks the same, and a constant kernel is black, not NaN. Mutations: min <-> max in
-  the normalisation -> red; `span > 0` -> `>= 0` (0/0 for a constant kernel) -> red."""
+  """§6.1's figure scales each kernel to [0, 1] by itself: a kernel a hundred times larger or
+  smaller (a trained conv1's weights span less than 1), or shifted, looks the same, and a
+  constant kernel is black, not NaN. Mutations: min <-> max in the normalisation -> red;
+  `span > 0` -> `>= 0` (0/0 for a constant kernel) -> red; `span > 0` -> `> 1` -> red."""
   from alexnet_jax import visualize
 
   kernel = np.random.default_rng(2).normal(size=(2, 3, 3, 3, 4))
   kernel[..., 1] *= 100
+  kernel[..., 2] *= 0.01
   kernel[1, ..., 3] = 0.7  # constant
   k = visualize.normalised_kernels(kernel)
   assert k.shape == (2, 4, 3, 3, 3)
