@@ -30,9 +30,14 @@ def run(module, *args, cwd=ROOT, timeout=300, extras=()):
 
 @pytest.mark.parametrize("module", MODULES)
 def test_help_exits_0_and_shows_the_usage(module):
+  """A tool that restores a checkpoint lists --workdir, --step and --best as its own flags.
+  Mutation: `define_restore_flags` filing them under `sys.argv[1]` -> red."""
   proc = run(module, "--help")
   assert f"python -m alexnet_jax.{module}" in proc.stdout, proc.stdout[:500]
   assert "--" in proc.stdout.split("flags:")[-1]
+  if module in ("predict", "features", "visualize", "export"):
+    for flag in ("--workdir", "--step", "--[no]best"):
+      assert flag in proc.stdout, (module, flag)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +103,9 @@ def test_convert_writes_a_workdir_predict_reads(tmp_path, images):
   run("convert", "caffe", f"--caffemodel={tmp_path}/narrow.caffemodel",
       f"--workdir={tmp_path}/w", "--config=configs/caffe_alexnet.py",
       *[f"--config.{o}" for o in NARROW])
-  assert run("predict", f"--workdir={tmp_path}/w", images).stdout.count("\n  0.") == 10
+  # Its one checkpoint is step 0, which --step names. Mutation: --step's lower bound 1 -> red.
+  assert run("predict", f"--workdir={tmp_path}/w", "--step=0",
+             images).stdout.count("\n  0.") == 10
 
 
 @pytest.mark.slow
