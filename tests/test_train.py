@@ -43,6 +43,8 @@ def test_train_evaluate_writes_metrics_checkpoints_and_curves(straight_run):
   assert [r["epoch"] for r in train_rows] == [0.5, 1.0, 1.5, 2.0]  # epochs done at the step
   assert {"loss", "top1_error", "top5_error", "lr", "grad_norm", "param_norm",
           "img_per_s", "input_wait_fraction"} <= set(train_rows[0])
+  # Readable images: none skipped (mutation: the run's count starting at 1 -> red).
+  assert [r["skipped_images"] for r in train_rows] == [0, 0, 0, 0]
   assert any("act_rms/conv1" in r and "grad_norm/fc6" in r for r in train_rows)
   # One ε for every parameter: `lr` says it, no per-parameter copies (mutation: written
   # whenever there are rates -> red; the recorded run's test has them where they differ).
