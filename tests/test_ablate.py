@@ -169,14 +169,16 @@ def test_precision_compares_bfloat16_with_float32_against_the_seeds_spread(tmp_p
 
 def test_the_table_is_each_variants_mean_and_spread_in_percent_beside_the_papers_change():
   """Test errors are fractions in the runs' results, percent in the table; each Δ is against the
-  baseline's mean, top-1 and top-5 alike. Mutations: `100 * error` -> `100 / error`; top-5's Δ
-  `m5 - base5` -> `+` -> red."""
+  baseline's mean, top-1 and top-5 alike; one seed has no spread. Mutations: `100 * error` ->
+  `100 / error`; top-5's Δ `m5 - base5` -> `+`; one seed's spread 1.0 -> red."""
   def runs(*errors):
     return [{"eval": {"top1_error": e1, "top5_error": e5}} for e1, e5 in errors]
 
   rows = ablations.summarize({"baseline": runs((0.40, 0.20), (0.42, 0.18)),
-                              "lrn": runs((0.43, 0.21), (0.45, 0.23))}, "eval")
-  base, lrn = rows
+                              "lrn": runs((0.43, 0.21), (0.45, 0.23)),
+                              "dropout": runs((0.50, 0.25))}, "eval")
+  base, lrn, dropout = rows
+  assert dropout["seeds"] == 1 and dropout["top1_std"] == dropout["top5_std"] == 0.0
   assert base["variant"] == "baseline" and base["seeds"] == 2 and base["section"] == ""
   assert base["top1"] == pytest.approx(41.0) and base["top5"] == pytest.approx(19.0)
   assert base["top1_std"] == pytest.approx(np.sqrt(2)) and base["delta_top5"] == 0.0
@@ -187,14 +189,18 @@ def test_the_table_is_each_variants_mean_and_spread_in_percent_beside_the_papers
 
 
 def test_a_study_runs_every_seed_of_every_variant_and_tables_their_spread(tmp_path, monkeypatch,
-                                                                          study_runs):
-  """Scripted runs, two seeds of the baseline and of no LRN, each evaluated on ten crops.
-  Mutations: the study's run count `(1 + names) * seeds` -> `/ seeds`; the split always
-  `eval`; the spread with ddof 0 -> red."""
+                                                                          study_runs, drawn):
+  """Scripted runs, two seeds of the baseline and of no LRN, each evaluated on ten crops; the
+  figure's baseline bar grey, the variant's blue. Mutations: the study's run count
+  `(1 + names) * seeds` -> `/ seeds`; the split always `eval`; the spread with ddof 0; one
+  colour too few (`len(rows) - 2`); the overrides' values passed as the fields overridden -> red.
+  """
   top1 = {(True, 0): 0.40, (True, 1): 0.42, (False, 0): 0.43, (False, 1): 0.45}
 
   def scripted(config, run_dir, **kwargs):
     error = top1[config.model.lrn, config.seed]
+    # The fields the command line sets, by path (a fine-tune keeps them over its source's).
+    assert kwargs["overridden"] == [o.split("=")[0] for o in OVERRIDES]
     os.makedirs(run_dir)
     return train.RunResult({"eval": {"top1_error": error + 0.1, "top5_error": 0.3},
                             "eval_10crop": {"top1_error": error, "top5_error": 0.2}}, 2, True, {})
@@ -206,6 +212,11 @@ def test_a_study_runs_every_seed_of_every_variant_and_tables_their_spread(tmp_pa
   assert "| baseline |  | 2 | 41.00 ± 1.41 | 20.00 ± 0.00 | +0.00 | +0.00 |" in table
   assert "| no LRN | §3.3 | 2 | 44.00 ± 1.41 | 20.00 ± 0.00 | +3.00 | +0.00 | +1.40 | +1.20 |" in (
       table)
+  from matplotlib.colors import to_hex
+
+  bars = drawn[-1].axes[0].patches
+  assert [to_hex(b.get_facecolor()) for b in bars] == [to_hex("tab:gray"), to_hex("tab:blue")]
+  assert [b.get_height() for b in bars] == [pytest.approx(41.0), pytest.approx(44.0)]
 
 
 # Scripted training losses at steps 1, 2 (a run logging step 3 too shares no third point) and
@@ -289,23 +300,23 @@ def test_ablate_reads_the_one_variant_table():
 
 
 def test_a_studys_progress_says_the_time_left_at_the_pace_so_far(caplog):
-  """Mutations: the runs left counted one too many -> red; the pace multiplied by the runs
-  left turned into a division -> red."""
+  """Mutations: the runs left counted one too many; the pace multiplied by the runs left turned
+  into a division; the time trained starting at 1 s (7 runs left: 0.1 min more) -> red."""
   from absl import logging as absl_logging
 
   from alexnet_jax.ablate.runner import Runs
 
-  runs = Runs(4)
+  runs = Runs(8)
   with caplog.at_level("INFO"):
     absl_logging.use_python_logging()
     runs.begin("baseline seed 0", "w/0", finished=False)
-    runs.trained_for(90.0)
+    runs.trained_for(60.0)
     runs.begin("lrn seed 0", "w/1", finished=False)
     runs.begin("lrn seed 1", "w/2", finished=True)
   said = [r.getMessage() for r in caplog.records if "study run" in r.getMessage()]
-  assert said == ["study run 1 of 4: baseline seed 0 in w/0",
-                  "study run 2 of 4: lrn seed 0 in w/1; about 4.5 min left",
-                  "study run 3 of 4: lrn seed 1 in w/2 (finished earlier: its result is read)"]
+  assert said == ["study run 1 of 8: baseline seed 0 in w/0",
+                  "study run 2 of 8: lrn seed 0 in w/1; about 7.0 min left",
+                  "study run 3 of 8: lrn seed 1 in w/2 (finished earlier: its result is read)"]
 
 
 def test_a_run_stopped_after_an_evaluation_is_not_taken_as_finished(tmp_path, monkeypatch):
