@@ -191,11 +191,11 @@ def test_the_table_is_each_variants_mean_and_spread_in_percent_beside_the_papers
 def test_a_study_runs_every_seed_of_every_variant_and_tables_their_spread(tmp_path, monkeypatch,
                                                                           study_runs, drawn):
   """Scripted runs, two seeds of the baseline and of no LRN, each evaluated on ten crops; the
-  figure's baseline bar grey, the variant's blue with its Δ and the paper's above it. Mutations:
-  the study's run count
-  `(1 + names) * seeds` -> `/ seeds`; the split always `eval`; the spread with ddof 0; one
-  colour too few (`len(rows) - 2`); the note's Δ top-5's; the y axis from 1 or to 2.5x the top;
-  the overrides' values passed as the fields overridden -> red."""
+  figure's baseline bar grey, the variant's blue with its Δ and the paper's above it.
+  Mutations: the study's run count `(1 + names) * seeds` -> `/ seeds`; the split always
+  `eval`; the spread with ddof 0; one colour too few (`len(rows) - 2`); the note's Δ top-5's;
+  the y axis from 1 or to 2.5x the top; the overrides' values passed as the fields overridden
+  -> red."""
   top1 = {(True, 0): 0.40, (True, 1): 0.42, (False, 0): 0.43, (False, 1): 0.45}
 
   def scripted(config, run_dir, **kwargs):
