@@ -232,10 +232,11 @@ TOP1 = {("float32", 0): 0.30, ("float32", 1): 0.32, ("bfloat16", 0): 0.31, ("bfl
 
 
 def test_precision_reports_the_gap_of_the_mean_curves_against_float32s_seed_spread(
-    tmp_path, monkeypatch, study_runs):
-  """Mutations: the study's run count `2 * seeds` -> `/`; the test error `100 *` -> `/`; the
+    tmp_path, monkeypatch, study_runs, drawn):
+  """The figure's bands are each compute's mean curve ± its seeds' std at each step.
+  Mutations: the study's run count `2 * seeds` -> `/`; the test error `100 *` -> `/`; the
   largest gap `max` -> `min`; a seed-to-seed spread from one seed (`seeds > 1` -> `>= 1`, in
-  the summary or the CSV) -> red."""
+  the summary or the CSV); the bands' std across the steps or with ddof 2 -> red."""
   def scripted(config, run_dir, **kwargs):
     key = (config.model.dtype, config.seed)
     with metrics.MetricWriter(run_dir) as writer:
@@ -251,6 +252,12 @@ def test_precision_reports_the_gap_of_the_mean_curves_against_float32s_seed_spre
       "mean_seed_spread": np.sqrt(0.02), "within_noise": False, "final_loss_float32": 1.1,
       "final_loss_bfloat16": 1.3, "test_top1_float32": 31.0, "test_top1_bfloat16": 32.0,
       "test_top1_std_float32": np.sqrt(2), "test_top1_std_bfloat16": np.sqrt(2)})
+  bands = drawn[-1].axes[0].collections
+  for band, means, stds in zip(bands, ([2.1, 1.1], [2.2, 1.3]), ([0.1, 0.1], [0.1, 0.2])):
+    outline = band.get_paths()[0].vertices
+    for step, mean, std in zip((1, 2), means, np.sqrt(2) * np.array(stds)):
+      ys = outline[outline[:, 0] == step, 1]
+      assert (ys.min(), ys.max()) == (pytest.approx(mean - std), pytest.approx(mean + std))
   report = (tmp_path / "two" / "precision" / "precision.md").read_text()
   assert "| float32 | 1.1000 | 31.00 ± 1.41 |" in report and "Within noise" in report
   assert "no: bfloat16's mean |gap| to float32, 0.1500, against float32's mean seed-to-seed " \
