@@ -87,7 +87,8 @@ def test_figure1_picks_each_activations_best_rate_and_reports_the_ratio(tmp_path
   and tanh's (at 22 %) never reach. Mutations: a curve at the threshold taken as above it
   (`<=` -> `<`); the study's run count `2 * lrs` -> `/`; a sweep that never reached the
   threshold judged by its highest final error (`min` -> `max`); a ratio with one side missing
-  (`and` -> `or`); the best rates not in bold -> red."""
+  (`and` -> `or`); the best rates not in bold; the final error read from the curve's
+  second-last point -> red."""
   reached = {("relu", 0.01): 80, ("relu", 0.02): 40, ("tanh", 0.01): 160, ("tanh", 0.02): None}
   trained = []
 
@@ -108,7 +109,8 @@ def test_figure1_picks_each_activations_best_rate_and_reports_the_ratio(tmp_path
                      "tanh_steps": 160, "tanh_over_relu": 4.0}
   assert study_runs() == [f"study run {i} of 4" for i in (1, 2, 3, 4)]
   report = (tmp_path / "figure1" / "figure1.md").read_text()
-  assert "| tanh | 0.02 | not reached |" in report and "tanh / ReLU iterations: 4.00" in report
+  assert "| tanh | 0.02 | not reached | 30.00 % |" in report  # its last point: 0.5 - 200/1000
+  assert "tanh / ReLU iterations: 4.00" in report
   assert "| relu | **0.02** | 40 | 20.00 % |" in report and "| relu | 0.01 | 80 |" in report
   with Image.open(tmp_path / "figure1" / "figure1.png") as png:
     assert png.format == "PNG"

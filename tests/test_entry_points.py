@@ -30,14 +30,17 @@ def run(module, *args, cwd=ROOT, timeout=300, extras=()):
 
 @pytest.mark.parametrize("module", MODULES)
 def test_help_exits_0_and_shows_the_usage(module):
-  """A tool that restores a checkpoint lists --workdir, --step and --best as its own flags.
-  Mutation: `define_restore_flags` filing them under `sys.argv[1]` -> red."""
+  """A tool that restores a checkpoint lists --workdir, --step and --best as its own flags;
+  Figure 1's study reaches 25 % training error unless told otherwise. Mutations:
+  `define_restore_flags` filing them under `sys.argv[1]`; the threshold's default 0.5 -> red."""
   proc = run(module, "--help")
   assert f"python -m alexnet_jax.{module}" in proc.stdout, proc.stdout[:500]
   assert "--" in proc.stdout.split("flags:")[-1]
   if module in ("predict", "features", "visualize", "export"):
     for flag in ("--workdir", "--step", "--[no]best"):
       assert flag in proc.stdout, (module, flag)
+  if module == "ablate":
+    assert "(Figure 1: 25 %)\n    (default: '0.25')" in proc.stdout
 
 
 @pytest.fixture(scope="module")
