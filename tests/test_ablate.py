@@ -81,14 +81,14 @@ def test_a_study_gives_a_table_and_a_plot_stops_at_an_interrupted_run_and_refuse
 
 
 def test_figure1_picks_each_activations_best_rate_and_reports_the_ratio(tmp_path, monkeypatch,
-                                                                        study_runs):
+                                                                        study_runs, drawn):
   """Scripted training curves: ReLU at ε 0.02 reaches 25 % at step 40, tanh at best (ε 0.01)
   at step 160; tanh at ε 0.02 never does. Then a threshold of 20 %, which ReLU's curves touch
   and tanh's (at 22 %) never reach. Mutations: a curve at the threshold taken as above it
   (`<=` -> `<`); the study's run count `2 * lrs` -> `/`; a sweep that never reached the
   threshold judged by its highest final error (`min` -> `max`); a ratio with one side missing
   (`and` -> `or`); the best rates not in bold; the final error read from the curve's
-  second-last point -> red."""
+  second-last point; the curves or the threshold's line at 101 * error -> red."""
   reached = {("relu", 0.01): 80, ("relu", 0.02): 40, ("tanh", 0.01): 160, ("tanh", 0.02): None}
   trained = []
 
@@ -114,6 +114,10 @@ def test_figure1_picks_each_activations_best_rate_and_reports_the_ratio(tmp_path
   assert "| relu | **0.02** | 40 | 20.00 % |" in report and "| relu | 0.01 | 80 |" in report
   with Image.open(tmp_path / "figure1" / "figure1.png") as png:
     assert png.format == "PNG"
+  plotted = {line.get_label(): list(line.get_ydata()) for line in drawn[-1].axes[0].lines}
+  assert plotted["relu (ε = 0.02)"] == pytest.approx([48.0] + [20.0] * 9)  # in %
+  assert plotted["tanh (ε = 0.01)"][-1] == pytest.approx(22.0)
+  assert [y for label, y in plotted.items() if label.startswith("_")] == [[25.0, 25.0]]
   assert len(trained) == 4
   trained.clear()
   figure1.figure1("configs/tiny.py", [0.01, 0.02], 0.25, str(tmp_path), [], 20)
@@ -125,7 +129,8 @@ def test_figure1_picks_each_activations_best_rate_and_reports_the_ratio(tmp_path
       tmp_path / "lower" / "figure1" / "figure1.md").read_text()
 
 
-def test_column_specialisation_needs_colour_and_reports_each_seed(tmp_path):
+def test_column_specialisation_needs_colour_and_reports_each_seed(tmp_path, monkeypatch):
+  """Mutation: two grey columns given a relative gap of 1.0 (one more colour-specific) -> red."""
   from alexnet_jax.errors import UserError
 
   with pytest.raises(UserError, match="greyscale conv1 kernels"):
@@ -144,6 +149,10 @@ def test_column_specialisation_needs_colour_and_reports_each_seed(tmp_path):
       s["relative_gap"] >= 0.2 for s in summary["seeds"])
   table = (tmp_path / "columns.md").read_text()
   assert table.count("\n| ") >= 3 and "in every seed" in table
+  monkeypatch.setattr(visualize, "colour_specificity", lambda kernel: [0.0, 0.0])  # two grey
+  grey = columns.column_specialisation("configs/tiny.py", 2, str(tmp_path), OVERRIDES, 0.2)
+  assert [s["relative_gap"] for s in grey["seeds"]] == [0.0, 0.0]
+  assert grey["one_column_more_colour_specific"] is False
 
 
 def test_precision_compares_bfloat16_with_float32_against_the_seeds_spread(tmp_path):
