@@ -48,6 +48,18 @@ def test_a_second_launch_on_a_running_jobs_workdir_leaves_its_logs(tmp_path):
   assert not (workdir / "process_1.log").exists()
 
 
+def _zombie(executable: str = sys.executable) -> subprocess.Popen:
+  """A child that has exited and is not reaped yet (state Z); the caller reaps it."""
+  import time
+
+  zombie = subprocess.Popen([executable, "-c", ""])
+  deadline = time.time() + 30
+  while process_state(zombie.pid) != "Z":
+    assert time.time() < deadline
+    time.sleep(0.05)
+  return zombie
+
+
 def _exited_pid() -> int:
   """The pid of a process that has exited and been reaped."""
   done = subprocess.Popen([sys.executable, "-c", ""])
@@ -61,16 +73,11 @@ def test_a_lost_peer_is_named_from_the_error_and_narrowed_to_those_that_exited(m
   process counted among the suspects; the `Task N`, `unhealthy` and address readers each
   dropped; `_gone`'s other-host test inverted; `in "ZX"` -> `not in` -> red."""
   import socket
-  import time
 
   from alexnet_jax import distributed
 
   host = socket.gethostname()
-  zombie = subprocess.Popen([sys.executable, "-c", ""])  # exited, not reaped: state Z
-  deadline = time.time() + 30
-  while process_state(zombie.pid) != "Z":
-    assert time.time() < deadline
-    time.sleep(0.05)
+  zombie = _zombie()
   peers = {0: {"host": host, "address": "10.0.0.9", "pid": _exited_pid()},  # this process
            1: {"host": host, "address": "10.0.0.1", "pid": os.getpid()},  # alive
            2: {"host": host, "address": "10.0.0.2", "pid": _exited_pid()},
@@ -101,17 +108,12 @@ def test_a_peer_whose_name_holds_a_parenthesis_is_read_from_after_the_last_one(t
   the state letter follows the last one. Mutation: `rsplit(")", 1)` -> `2` (this name's
   ') R' read as the state) -> red."""
   import socket
-  import time
 
   from alexnet_jax import distributed
 
   odd = tmp_path / "a) R b"
   odd.symlink_to(os.path.realpath(sys.executable))
-  zombie = subprocess.Popen([str(odd), "-c", ""])  # exits, not reaped: state Z
-  deadline = time.time() + 30
-  while process_state(zombie.pid) != "Z":
-    assert time.time() < deadline
-    time.sleep(0.05)
+  zombie = _zombie(str(odd))
   host = socket.gethostname()
   assert distributed._gone({"host": host, "pid": zombie.pid}) is True
   assert distributed._gone({"host": host, "pid": os.getpid()}) is False
