@@ -226,10 +226,10 @@ def test_a_study_runs_every_seed_of_every_variant_and_tables_their_spread(tmp_pa
       table)
   from matplotlib.colors import to_hex
 
-  bars = drawn[-1].axes[0].patches
+  axes = drawn[-1].axes[0]
+  bars = axes.patches
   assert [to_hex(b.get_facecolor()) for b in bars] == [to_hex("tab:gray"), to_hex("tab:blue")]
   assert [b.get_height() for b in bars] == [pytest.approx(41.0), pytest.approx(44.0)]
-  axes = drawn[-1].axes[0]
   assert [t.get_text() for t in axes.texts] == ["Δ +3.00\npaper +1.40"]  # above no LRN's bar
   low, high = axes.get_ylim()
   assert low == 0 and 44 + np.sqrt(2) < high < 60  # the bars from 0, room for the notes

@@ -1,5 +1,7 @@
 """The sample images (`data.samples`) benchmarks and the node check generate."""
 
+import functools
+
 import numpy as np
 
 from alexnet_jax.data import samples
@@ -25,6 +27,10 @@ def test_imagenet_like_jpegs_come_from_real_photographs_at_imagenets_sizes(tmp_p
   assert made["mean_kb"] > 10 and made["mean_pixels"] >= 333 * 500
 
 
+PERIOD = 40.0  # pixels: the waves of the synthetic photograph (`_stripes`)
+
+
+@functools.cache
 def _quantization(quality: int) -> dict:
   """The quantization tables PIL writes at `quality` (4:2:0 chroma)."""
   import io
@@ -37,11 +43,18 @@ def _quantization(quality: int) -> dict:
     return image.quantization
 
 
+def _saved_at_quality_90_420(image) -> bool:
+  """Whether an opened JPEG was written at quality 90 with 4:2:0 chroma."""
+  from PIL import JpegImagePlugin
+
+  return image.quantization == _quantization(90) and JpegImagePlugin.get_sampling(image) == 2
+
+
 def test_noise_jpegs_are_256_on_the_shorter_side_either_way_up_and_smooth(tmp_path):
   """The loop's stand-ins: shorter side 256, the longer 256-340 (aspect 1-1.33), landscape for
   odd indices, quality 90, upscaled noise (smooth, not flat). Mutations: the shorter side 257;
   `i % 3`; the aspect range 2.0-1.33 or 1.0-2.66; quality 91; four channels -> red."""
-  from PIL import Image, JpegImagePlugin
+  from PIL import Image
 
   samples.generate_jpegs(str(tmp_path), 6, classes=2, seed=0, split="val")
   paths = sorted((tmp_path / "val").rglob("*.JPEG"), key=lambda p: p.name)
@@ -49,8 +62,7 @@ def test_noise_jpegs_are_256_on_the_shorter_side_either_way_up_and_smooth(tmp_pa
       f"c{i % 2:03d}/{i:06d}.JPEG" for i in range(6)]
   for i, path in enumerate(paths):
     with Image.open(path) as image:
-      assert image.mode == "RGB" and image.quantization == _quantization(90)
-      assert JpegImagePlugin.get_sampling(image) == 2  # 4:2:0
+      assert image.mode == "RGB" and _saved_at_quality_90_420(image)
       width, height = image.size
       pixels = np.asarray(image, np.float64)
     shorter, longer = (height, width) if i % 2 else (width, height)
@@ -59,13 +71,13 @@ def test_noise_jpegs_are_256_on_the_shorter_side_either_way_up_and_smooth(tmp_pa
     assert pixels.std() > 30 and steps < 15, (pixels.std(), steps)  # noise: about 85
 
 
-def _stripes(height: int = 1200, width: int = 1600, period: float = 40.0) -> np.ndarray:
+def _stripes(height: int = 1200, width: int = 1600) -> np.ndarray:
   """A 'photograph' that shows how it was cut: red waves along x, green waves along y (both of
-  `period` pixels), and blue rising from left to right."""
+  `PERIOD` pixels), and blue rising from left to right."""
   y, x = np.mgrid[:height, :width]
   photo = np.empty((height, width, 3), np.uint8)
-  photo[..., 0] = 128 + 100 * np.sin(2 * np.pi * x / period)
-  photo[..., 1] = 128 + 100 * np.sin(2 * np.pi * y / period)
+  photo[..., 0] = 128 + 100 * np.sin(2 * np.pi * x / PERIOD)
+  photo[..., 1] = 128 + 100 * np.sin(2 * np.pi * y / PERIOD)
   photo[..., 2] = 40 + 175 * x / width
   return photo
 
@@ -91,7 +103,7 @@ def test_imagenet_like_jpegs_are_cut_at_their_aspect_from_a_fifth_to_all_mirrore
   `size[1] * size[1]`; the mean KB to 2 decimals -> red."""
   import os
 
-  from PIL import Image, JpegImagePlugin
+  from PIL import Image
 
   photo = _stripes()
   monkeypatch.setattr(samples, "real_photographs", lambda: {"stripes.png": photo})
@@ -101,14 +113,14 @@ def test_imagenet_like_jpegs_are_cut_at_their_aspect_from_a_fifth_to_all_mirrore
   sizes, fractions, mirrored, total_bytes = [], [], [], 0
   for path in paths:
     with Image.open(path) as image:
-      assert image.quantization == _quantization(90) and JpegImagePlugin.get_sampling(image) == 2
+      assert _saved_at_quality_90_420(image)
       pixels = np.asarray(image, np.float64)
     height, width = pixels.shape[:2]
     sizes.append((width, height))
     total_bytes += os.path.getsize(path)
     across, down = _period(pixels[..., 0].mean(axis=0)), _period(pixels[..., 1].mean(axis=1))
     assert abs(across / down - 1) < 0.03, (path.name, (width, height), across, down)
-    fractions.append((40 * width / across) * (40 * height / down) / photo[..., 0].size)
+    fractions.append((PERIOD * width / across) * (PERIOD * height / down) / photo[..., 0].size)
     blue = pixels[..., 2].mean(axis=0)
     mirrored.append(blue[: width // 2].mean() > blue[width // 2:].mean())
   assert made == {"photographs": ["stripes.png"], "images": count,
