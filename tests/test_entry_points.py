@@ -131,7 +131,7 @@ def test_the_small_tools(tmp_path):
 
   assert "total params:" in run("layer_shapes", "--config=configs/tiny.py").stdout
   verdict = run("diagnose", "--config=configs/tiny.py", "--config.data.name=synthetic",
-                "--images=4").stdout.splitlines()[-1]
+                "--config.data.image_size=36", "--images=4").stdout.splitlines()[-1]
   assert verdict.startswith("verdict: ")
   step = json.loads(run("benchmark", "step", "--config=configs/tiny.py", "--batch=8",
                         "--steps=2", "--dtype=bfloat16").stdout.splitlines()[-1])

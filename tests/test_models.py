@@ -303,8 +303,8 @@ def test_each_columns_maps_kept_apart_compute_the_same_network(tiny_config, stru
     def loss(state):
       return nnx.merge(graphdef, state)(images, dropout_key=key).sum()
 
-    logits, captured = model(images, capture=True)
-    return logits, captured, jax.grad(loss)(state)
+    forward = jax.jit(lambda state: nnx.merge(graphdef, state)(images, capture=True))
+    return *forward(state), jax.jit(jax.grad(loss))(state)
 
   want_logits, want_captured, want_grads = run(config.model)
   for mesh in (None, make_mesh(data=2, model=2)) if not structure else (None,):
