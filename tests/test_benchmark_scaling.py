@@ -1,7 +1,15 @@
-"""`benchmark scaling`: the collective byte count read from the compiled step."""
+"""`benchmark scaling`: the collective byte count read from the compiled step, each device
+count's child process and the record it prints."""
 
+import json
+import subprocess
+import sys
+
+import pytest
 
 from alexnet_jax.benchmark import scaling as benchmark
+from alexnet_jax.errors import UserError
+from conftest import load_config
 
 
 def test_collective_bytes_reads_result_shapes():
@@ -14,10 +22,6 @@ def test_collective_bytes_reads_result_shapes():
 def test_a_scaling_point_is_its_meshs_global_batch_over_the_step_time(monkeypatch, capsys):
   """The child's record on the 8 test devices: tiny's two columns leave 4 'data' shards.
   Mutations: the global batch `*` -> `/`; ms or img/s miswritten -> red."""
-  import json
-
-  from conftest import load_config
-
   hlo = "  %ar = f32[10]{0} all-reduce(%a), to_apply=%sum\n"
   asked = []
 
@@ -32,3 +36,42 @@ def test_a_scaling_point_is_its_meshs_global_batch_over_the_step_time(monkeypatc
   assert record == {"bench": "scaling", "devices": 8, "mesh": {"data": 4, "model": 2},
                     "batch_per_data_shard": 2, "global_batch": 8, "ms_per_step": 500.0,
                     "img_per_s": 16.0, "collective_bytes": {"all-reduce": 40}}
+
+
+def test_the_parent_starts_one_child_per_device_count_and_stops_at_one_that_fails(
+    monkeypatch, capsys):
+  """Each child is `benchmark scaling --devices=N` with the parent's own flags, N CPU devices
+  forced; its record printed as it comes; a child that fails is one line naming its count.
+  Mutations: a count's XLA flag or `--devices` from another count; the parent's flags dropped
+  (`argv` -> `[]`); a failed child's record printed, or the error from its stdout -> red."""
+  started = []
+
+  def child(argv, env, capture_output, text, fail_at=None):
+    n = int(env["XLA_FLAGS"].rsplit("=", 1)[1])
+    started.append((argv, env["XLA_FLAGS"], env["JAX_PLATFORMS"]))
+    if n == fail_at:
+      return subprocess.CompletedProcess(argv, 1, "", "Traceback ...\nMemoryError: no room\n")
+    return subprocess.CompletedProcess(argv, 0, f'compiling\n{{"devices": {n}}}\n', "")
+
+  monkeypatch.setattr(benchmark.subprocess, "run", child)
+  benchmark.bench_scaling(None, devices=0, per_device_batch=2, steps=3,
+                          argv=["--config=configs/tiny.py", "--batch=2"])
+  assert started == [([sys.executable, "-m", "alexnet_jax.benchmark", "scaling", f"--devices={n}",
+                       "--config=configs/tiny.py", "--batch=2"],
+                      f"--xla_force_host_platform_device_count={n}", "cpu") for n in (1, 2, 4, 8)]
+  assert capsys.readouterr().out.splitlines() == [
+      line for n in (1, 2, 4, 8) for line in ("compiling", f'{{"devices": {n}}}')]
+  started.clear()
+  monkeypatch.setattr(benchmark.subprocess, "run",
+                      lambda argv, **kw: child(argv, fail_at=4, **kw))
+  with pytest.raises(UserError, match=r"^scaling point 4 failed: MemoryError: no room$"):
+    benchmark.bench_scaling(None, devices=0, per_device_batch=2, steps=3, argv=[])
+  assert [flag for _, flag, _ in started][-1].endswith("=4")
+  assert '"devices": 4' not in capsys.readouterr().out
+
+
+def test_a_child_refuses_a_device_count_its_process_does_not_have():
+  """`--devices=N` run by hand where jax sees another count would label one mesh as another.
+  Mutation: the check dropped -> red."""
+  with pytest.raises(UserError, match=r"^--devices=2 but this process has 8: run scaling "):
+    benchmark.bench_scaling(load_config("tiny"), devices=2, per_device_batch=2, steps=1, argv=[])

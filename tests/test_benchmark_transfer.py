@@ -9,17 +9,18 @@ from conftest import fixed_timing, load_config
 
 def test_each_way_moves_the_batch_and_its_figures_agree(capsys, monkeypatch):
   """16 patches of 32x32x3 bytes and their label, box, lighting and shrink (the host-side
-  'skipped' stays). Every way puts the same bytes on the device. Mutations: a way's device
-  copy of the first batch's fields taken from another batch -> red; one image's bytes
-  counted for the batch -> red."""
+  'skipped' stays). Every way puts the same bytes on the first device. Mutations: a way's
+  device copy of the first batch's fields taken from another batch -> red; one image's bytes
+  counted for the batch -> red; the second device -> red."""
   import jax
 
   host = benchmark._host_batch(benchmark.batch_lib.device_layout(16, 32, 3))
   packed = np.concatenate([v.reshape(-1).view(np.uint8) for v in host.values()])
   real, checked = jax.device_put, []
 
-  def checked_put(x, *args, **kwargs):  # checked at once: some alias the ring's memory
-    out = real(x, *args, **kwargs)
+  def checked_put(x, sharding):  # checked at once: some alias the ring's memory
+    assert sharding.device_set == {jax.devices()[0]}
+    out = real(x, sharding)
     if isinstance(out, dict):
       for key, want in host.items():
         np.testing.assert_array_equal(np.asarray(out[key]), want, err_msg=key)

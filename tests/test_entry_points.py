@@ -137,6 +137,9 @@ def test_the_small_tools(tmp_path):
                         "--steps=2", "--dtype=bfloat16").stdout.splitlines()[-1])
   assert step["bench"] == "step" and step["batch"] == 8 and step["ms_per_step"] > 0
   assert step["dtype"] == "bfloat16"
+  point = json.loads(run("benchmark", "scaling", "--config=configs/tiny.py", "--devices=1",
+                         "--batch=2", "--steps=1").stdout.splitlines()[-1])
+  assert point["mesh"] == {"data": 1, "model": 1} and point["global_batch"] == 2
   ways = [json.loads(line)["way"] for line in run(
       "benchmark", "transfer", "--config=configs/tiny.py", "--batch=8",
       "--seconds=0.05").stdout.splitlines()]

@@ -83,7 +83,8 @@ if __name__ == "__main__":
                        "counted)", lower_bound=1)
   flags.DEFINE_multi_string("xla_flags", list(XLA_FLAGS_TRIED), "levers: each XLA flag to "
                             "time against the shipped step, in a child process ('' for none)")
-  flags.DEFINE_integer("devices", 0, "scaling: measure this device count only (a child run)",
+  flags.DEFINE_integer("devices", 0, "scaling: the child run measuring one device count "
+                       "(scaling starts one per count; this process must have that many)",
                        lower_bound=0)
   flags.DEFINE_bool("profile", False, "step: trace 10 more steps with jax.profiler and print "
                     "the device ops that take the most time (GPU/TPU)")

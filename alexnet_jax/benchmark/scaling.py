@@ -38,8 +38,13 @@ def bench_scaling(config, *, devices: int, per_device_batch: int, steps: int,
   collective bytes read from each compiled step (one child process per device count: the device
   count is fixed when jax starts)."""
   if devices:  # the child: measure one point
+    import jax
+
     from alexnet_jax.sharding import mesh_for
 
+    if jax.device_count() != devices:
+      raise UserError(f"--devices={devices} but this process has {jax.device_count()}: "
+                      "run scaling without --devices (it starts a process per device count)")
     mesh = mesh_for(config)
     batch = per_device_batch * mesh.shape["data"]
     seconds, _, hlo, _ = timed_step(config, batch, steps, mesh)
