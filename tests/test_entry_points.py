@@ -153,6 +153,7 @@ def test_the_small_tools(tmp_path):
       "--chroma=444").stdout.splitlines()]
   assert rows[0]["photographs"] and rows[1]["what"] == "prepare (§2 form, JPEG quality 80, 444)"
   assert rows[-1]["what"] == "hand-over CPU, grain's / reused shared memory"
+  assert [row["workers"] for row in rows if "workers" in row] == [1]  # --workers: the most
   image_folder_tree(tmp_path / "tree")
   data = ["--config=configs/tiny.py", "--config.data.name=image_folder",
           f"--config.data.data_dir={tmp_path}/tree", "--config.model.num_classes=3"]

@@ -5,11 +5,11 @@ benchmark is a module of this package (`input_pipeline`, `step`, `levers`, `end2
   python -m alexnet_jax.benchmark input [--root=DIR] [--workers=N] [--seconds=S]
       The training input pipeline (decode, §2 rescale + centre crop, §4.1 random crop, flip,
       PCA lighting, batching) on an ImageFolder tree's originals and on its prepared §2 store
-      (`data.prepare`), one reader thread and one per core, 1, 2, 4, ... worker processes,
-      with images per CPU-second; beside them, a plain PIL loop doing the same work, and what
-      handing a batch over from a worker costs (the input's reused shared memory against
-      grain's own). Without --root, generates ImageNet-like JPEGs from real photographs first
-      (`generate_imagenet_like`).
+      (`data.prepare`), one reader thread and --workers (one per core), 1, 2, 4, ... up to
+      --workers worker processes, with images per CPU-second; beside them, a plain PIL loop
+      doing the same work, and what handing a batch over from a worker costs (the input's
+      reused shared memory against grain's own). Without --root, generates ImageNet-like JPEGs
+      from real photographs first (`generate_imagenet_like`).
   python -m alexnet_jax.benchmark step --config=configs/paper.py [--batch=128]
       [--dtype=bfloat16|float32] [--steps=N]
       The jitted training step (forward, backward, the paper's SGD) on synthetic device data.

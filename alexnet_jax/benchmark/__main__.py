@@ -62,9 +62,9 @@ if __name__ == "__main__":
                       "(ROOT/train/<class>/*)")
   flags.DEFINE_integer("generate", 1024, "input, end2end, decode: images to generate when "
                        "--root is not given", lower_bound=1)
-  flags.DEFINE_integer("workers", 0, "input: reader threads and mp_prefetch worker processes "
-                       "(0: one per CPU core); end2end: worker processes (0: the config's)",
-                       lower_bound=0)
+  flags.DEFINE_integer("workers", 0, "input: reader threads, and the most worker processes of "
+                       "1, 2, 4, ... (0: one per CPU core); end2end: worker processes (0: the "
+                       "config's)", lower_bound=0)
   flags.DEFINE_float("seconds", 10.0, "input, transfer, decode: seconds to time each "
                      "configuration")
   flags.register_validator("seconds", lambda seconds: seconds > 0,

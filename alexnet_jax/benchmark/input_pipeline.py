@@ -99,8 +99,9 @@ def bench_input(*, root: str, generate: int, workers: int, seconds: float,
                 quality: int = 90, chroma: str = "420") -> list[dict]:
   """Prints (and returns) in one run, for ImageNet-like JPEGs (`generate_imagenet_like`, or the
   ImageFolder tree at `root`): a plain PIL loop on the originals; the training pipeline on the
-  originals; the pipeline on the prepared §2 store (`data.prepare`, at `quality`); images/s
-  and images per CPU-second of this process and its workers."""
+  originals and on the prepared §2 store (`data.prepare`, at `quality`) with one reader thread
+  and `workers` (0: one per core); the pipeline on the store in 1, 2, 4, ... up to `workers`
+  worker processes; images/s and images per CPU-second of this process and its workers."""
   from alexnet_jax.data import pipeline, prepare, readers, sources
   from alexnet_jax.data.stats import Stats
 
@@ -145,7 +146,7 @@ def bench_input(*, root: str, generate: int, workers: int, seconds: float,
     say({"bench": "input", "what": "prepared / originals, images per CPU-second (1 thread)",
           "ratio": round(rates["prepared"] / rates["originals"], 2)})
     repeated = _Repeated(stored, IMAGENET_TRAIN_SIZE)
-    for n in _worker_counts(cores):
+    for n in _worker_counts(workers):
       data.update(workers=n, read_threads=1, prefetch=2)
       batches = pipeline.train_dataset(data, repeated, stats, crop=224, channels=3, seed=0,
                                        local_batch=128)
@@ -159,7 +160,7 @@ def bench_input(*, root: str, generate: int, workers: int, seconds: float,
   return records
 
 
-def _worker_counts(cores: int) -> list[int]:
-  """1, 2, 4, ... up to `cores`, and `cores` itself."""
-  counts = [1 << k for k in range(cores.bit_length()) if 1 << k <= cores]
-  return counts + ([cores] if counts[-1] != cores else [])
+def _worker_counts(most: int) -> list[int]:
+  """1, 2, 4, ... up to `most`, and `most` itself."""
+  counts = [1 << k for k in range(most.bit_length()) if 1 << k <= most]
+  return counts + ([most] if counts[-1] != most else [])
