@@ -14,7 +14,13 @@ from alexnet_jax.benchmark.step import timed_step
 from alexnet_jax.errors import UserError
 
 _COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "collective-permute", "all-to-all")
-_BYTES = {"f32": 4, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "f64": 8, "s8": 1, "u8": 1, "pred": 1}
+
+
+def _bits(dtype: str) -> int:
+  """Bits per element of an HLO element type: the number its name starts with after the
+  letters (f32, bf16, s8, c64, f8e4m3fn), a byte for `pred`."""
+  width = re.match(r"[a-z]+(\d+)", dtype)
+  return int(width.group(1)) if width else 8 if dtype == "pred" else 0
 
 
 def collective_bytes(hlo_text: str) -> dict[str, int]:
@@ -24,10 +30,9 @@ def collective_bytes(hlo_text: str) -> dict[str, int]:
     for op in _COLLECTIVES:
       if f" {op}(" in line or f" {op}-start(" in line:
         result = line.split("=", 1)[1].split(f" {op}", 1)[0]
-        size = 0
-        for dtype, dims in re.findall(r"([a-z]+[0-9]*)\[([0-9,]*)\]", result):
-          size += _BYTES.get(dtype, 4) * math.prod(int(d) for d in dims.split(",") if d)
-        totals[op] = totals.get(op, 0) + size
+        bits = sum(_bits(dtype) * math.prod(int(d) for d in dims.split(",") if d)
+                   for dtype, dims in re.findall(r"([a-z][a-z0-9]*)\[([0-9,]*)\]", result))
+        totals[op] = totals.get(op, 0) + bits // 8
   return totals
 
 
