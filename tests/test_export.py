@@ -60,29 +60,38 @@ def run_without_alexnet_jax(folder, runner: str, jobs) -> None:
   assert json.loads(result.stdout.strip().splitlines()[-1]) == {"imported": []}
 
 
-def paper_geometry_workdir(path: str, overrides=()) -> str:
-  """configs/paper.py's geometry (224 crops of 256, 11x11 stride-4 conv1, two columns meeting at
-  conv3 and the fully connected layers) narrowed, with random weights scaled so the softmax is
-  neither uniform nor saturated; `overrides`: more `--config.*` settings."""
-  config = load_config("paper", "", ["model.conv_features=(8,16,24,24,16)",
-                                     "model.fc_features=(32,32)", "model.num_classes=10",
-                                     "data.name=synthetic", *overrides])
+def random_workdir(path: str, config, *, seed: int, fc8_gain: float, mean: tuple) -> str:
+  """`config`'s network with random weights (He, fc8's at `fc8_gain`: how sure its softmax
+  is; biases of std 0.1) and a mean image uniform in `mean` (low, high), written as a
+  converted workdir at `path`."""
+  import jax
+
   _, abstract = models.abstract_model(config.model)
-  rng = np.random.default_rng(0)
+  rng = np.random.default_rng(seed)
 
   def weight(path_, leaf):
     if path_[-1].key == "bias":
       return rng.normal(0, 0.1, leaf.shape).astype(np.float32)
-    fan_in = math.prod(leaf.shape[1:-1])
-    gain = 0.3 if path_[0].key == "fc8" else math.sqrt(2)  # He, and a softmax near 0.75
-    return rng.normal(0, gain / math.sqrt(fan_in), leaf.shape).astype(np.float32)
-
-  import jax
+    gain = fc8_gain if path_[0].key == "fc8" else math.sqrt(2)
+    return rng.normal(0, gain / math.sqrt(math.prod(leaf.shape[1:-1])), leaf.shape).astype(
+        np.float32)
 
   params = jax.tree_util.tree_map_with_path(weight, abstract)
-  mean = rng.uniform(90, 130, (256, 256, 3)).astype(np.float32)
-  convert.write_workdir(path, config, params, mean, converted_from=path)
+  size = config.data.image_size
+  image = rng.uniform(*mean, (size, size, config.model.in_channels)).astype(np.float32)
+  convert.write_workdir(path, config, params, image, converted_from=path)
   return path
+
+
+def paper_geometry_workdir(path: str, overrides=()) -> str:
+  """configs/paper.py's geometry (224 crops of 256, 11x11 stride-4 conv1, two columns meeting at
+  conv3 and the fully connected layers) narrowed, with random weights scaled so the softmax is
+  neither uniform nor saturated (its top probability near 0.75); `overrides`: more
+  `--config.*` settings."""
+  config = load_config("paper", "", ["model.conv_features=(8,16,24,24,16)",
+                                     "model.fc_features=(32,32)", "model.num_classes=10",
+                                     "data.name=synthetic", *overrides])
+  return random_workdir(path, config, seed=0, fc8_gain=0.3, mean=(90, 130))
 
 
 def predicted_centre_crops(trained, batch: int, rng):

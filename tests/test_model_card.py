@@ -4,7 +4,6 @@ default's form (Fashion-MNIST: 28x28 grey padded to 32, 28 crops), the paper's (
 256, 224 crops) and a converted Caffe workdir's (squashed to 227+)."""
 
 import importlib.util
-import math
 import os
 import re
 
@@ -12,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_jax import convert, export, inference, model_card, models
+from alexnet_jax import export, inference, model_card
 from alexnet_jax.data import sources
 from conftest import load_config
 from test_convert import caffe_workdir
-from test_export import paper_geometry_workdir, run_without_alexnet_jax
+from test_export import paper_geometry_workdir, random_workdir, run_without_alexnet_jax
 
 HAS_ONNX = all(importlib.util.find_spec(m) for m in ("jax2onnx", "onnxruntime"))
 
@@ -37,23 +36,7 @@ print(json.dumps({"imported": sorted(m for m in sys.modules if m.startswith("ale
 
 def fashion_workdir(path: str) -> str:
   """configs/fashion_mnist.py's network with random He weights (softmax not saturated)."""
-  config = load_config("fashion_mnist")
-  _, abstract = models.abstract_model(config.model)
-  rng = np.random.default_rng(2)
-
-  def weight(path_, leaf):
-    if path_[-1].key == "bias":
-      return rng.normal(0, 0.1, leaf.shape).astype(np.float32)
-    gain = 4.0 if path_[0].key == "fc8" else math.sqrt(2)
-    return rng.normal(0, gain / math.sqrt(math.prod(leaf.shape[1:-1])), leaf.shape).astype(
-        np.float32)
-
-  import jax
-
-  params = jax.tree_util.tree_map_with_path(weight, abstract)
-  mean = rng.uniform(20, 90, (32, 32, 1)).astype(np.float32)
-  convert.write_workdir(path, config, params, mean, converted_from=path)
-  return path
+  return random_workdir(path, load_config("fashion_mnist"), seed=2, fc8_gain=4.0, mean=(20, 90))
 
 
 def _images(folder):
