@@ -10,16 +10,21 @@ from alexnet_jax.configs import tiny
 
 
 def test_top_device_ops_ranks_device_events_per_step():
+  """Per step over 3 steps, ms to 4 decimals and calls to 2; an event without a duration
+  lasts nothing. Mutations: a rounding one digit longer; a missing duration taken as 1 µs
+  -> red."""
   trace = {"traceEvents": [
       {"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/device:GPU:0"}},
       {"ph": "M", "name": "process_name", "pid": 2, "args": {"name": "/host:CPU"}},
-      *[{"ph": "X", "pid": 1, "name": "conv", "dur": 300.0} for _ in range(4)],
+      *[{"ph": "X", "pid": 1, "name": "conv", "dur": 300.123} for _ in range(4)],
       *[{"ph": "X", "pid": 1, "name": "lrn", "dur": 100.0} for _ in range(2)],
+      {"ph": "X", "pid": 1, "name": "marker"},
       {"ph": "X", "pid": 2, "name": "host work", "dur": 1e6},
   ]}
-  ops = benchmark.top_device_ops(trace, steps=2)
-  assert ops == [{"op": "conv", "ms_per_step": 0.6, "calls_per_step": 2.0},
-                 {"op": "lrn", "ms_per_step": 0.1, "calls_per_step": 1.0}]
+  ops = benchmark.top_device_ops(trace, steps=3)
+  assert ops == [{"op": "conv", "ms_per_step": 0.4002, "calls_per_step": 1.33},
+                 {"op": "lrn", "ms_per_step": 0.0667, "calls_per_step": 0.67},
+                 {"op": "marker", "ms_per_step": 0.0, "calls_per_step": 0.33}]
 
 
 def test_forward_flops_of_the_paper_network():
@@ -131,8 +136,8 @@ def test_the_step_benchmark_times_the_training_step_on_the_training_mesh(monkeyp
                                           "model.conv_kernels=(5,5,3,3,3)",
                                           "model.conv_features=(16,32,48,48,32)",
                                           "model.fc_features=(64,64)", "model.num_classes=10"])
-  seconds, flops, hlo, _ = benchmark.timed_step(config, 8, steps=2)
-  assert seconds == pytest.approx(0.25)  # per step
+  seconds, flops, hlo, _ = benchmark.timed_step(config, 8, steps=1)
+  assert seconds == pytest.approx(0.5)  # per step (mutation: divided by 2 -> red)
   # Forward, input gradients and weight gradients of 8 images, counted from the layer shapes.
   from alexnet_jax import model_spec
 
@@ -144,9 +149,11 @@ def test_the_step_benchmark_times_the_training_step_on_the_training_mesh(monkeyp
 
 
 def test_the_step_record_and_torchs_beside_it_from_a_fixed_timing(monkeypatch, capsys):
-  """`bench_step`'s figures from a step of 10 ms and 3 GFLOP: img/s, TFLOP/s, the fraction of
-  the device's peak, GFLOP per image, the profile's ops; with --compare_torch, PyTorch eager
-  (30 ms) and compiled (20 ms) each timed on the same network and set against ours."""
+  """`bench_step`'s figures from a step of 7.1234 ms and 3 GFLOP for 7 images, each at its
+  rounding: img/s, TFLOP/s, the fraction of the device's peak, GFLOP per image, the profile's
+  ops; with --compare_torch, PyTorch eager (30.1234 ms) and compiled (20.1234 ms) each timed
+  on the same network and set against ours. Mutations: a figure rounded to one more digit
+  -> red."""
   import json
   import types
 
@@ -156,7 +163,7 @@ def test_the_step_record_and_torchs_beside_it_from_a_fixed_timing(monkeypatch, c
 
   ops = [{"op": "conv", "ms_per_step": 4.0, "calls_per_step": 2.0}]
   monkeypatch.setattr(benchmark, "timed_step", lambda config, batch, steps, profile_steps: (
-      0.01, 3e9, "", ops if profile_steps else []))
+      0.0071234, 3e9, "", ops if profile_steps else []))
   config = tiny.get_config()
   kind = jax.devices()[0].device_kind
   monkeypatch.setitem(benchmark.PEAK_FLOPS, (kind, config.model.dtype), 1e12)
@@ -166,21 +173,20 @@ def test_the_step_record_and_torchs_beside_it_from_a_fixed_timing(monkeypatch, c
 
   def torch_step(spec, batch, steps, dtype, compile):
     timed.append((spec.num_classes, batch, dtype, compile))
-    return 0.02 if compile else 0.03
+    return 0.0201234 if compile else 0.0301234
 
   monkeypatch.setattr(torch_alexnet, "time_training_step", torch_step)
-  benchmark.bench_step(config, batch=6, steps=2, profile=True, compare_torch=True)
+  benchmark.bench_step(config, batch=7, steps=2, profile=True, compare_torch=True)
   step, op, eager, compiled = (json.loads(line) for line in capsys.readouterr().out.splitlines())
   assert {k: step[k] for k in ("batch", "img_per_s", "ms_per_step", "tflop_per_s",
                                "fraction_of_peak", "gflop_per_image")} == {
-      "batch": 6, "img_per_s": 600.0, "ms_per_step": 10.0, "tflop_per_s": 0.3,
-      "fraction_of_peak": 0.3, "gflop_per_image": 0.5}
+      "batch": 7, "img_per_s": 982.7, "ms_per_step": 7.123, "tflop_per_s": 0.421,
+      "fraction_of_peak": 0.4211, "gflop_per_image": 0.429}
   assert op == {"profile": "conv", "ms_per_step": 4.0, "calls_per_step": 2.0}
-  assert timed == [(config.model.num_classes, 6, config.model.dtype, c) for c in (False, True)]
-  assert (eager["framework"], eager["img_per_s"], eager["jax_speedup"]) == (
-      "torch 9.9 eager", 200.0, 3.0)
-  assert (compiled["framework"], compiled["ms_per_step"], compiled["jax_speedup"]) == (
-      "torch 9.9 compile", 20.0, 2.0)
+  assert timed == [(config.model.num_classes, 7, config.model.dtype, c) for c in (False, True)]
+  assert [(r["framework"], r["img_per_s"], r["ms_per_step"], r["jax_speedup"])
+          for r in (eager, compiled)] == [("torch 9.9 eager", 232.4, 30.123, 4.229),
+                                          ("torch 9.9 compile", 347.9, 20.123, 2.825)]
 
   benchmark.bench_step(config, batch=0, steps=2, profile=False, compare_torch=False)
   step, = (json.loads(line) for line in capsys.readouterr().out.splitlines())
@@ -208,13 +214,16 @@ def test_compare_torch_without_pytorch_or_without_a_cuda_gpu_is_one_error(monkey
 def test_the_profile_ranks_the_device_ops_of_the_trace_it_records(monkeypatch):
   """`_profile` runs the steps under `jax.profiler` and ranks the ops of the trace-event file
   it wrote (XLA's CPU backend records no device ops: the ranking is given the trace).
-  Mutations: the trace's folder not searched, the file found taken as none -> red."""
+  Each step is given the state the last one returned. Mutations: the trace's folder not
+  searched, the file found taken as none; the batch given as the state -> red."""
   import jax
   import jax.numpy as jnp
 
   ranked = []
   monkeypatch.setattr(benchmark, "top_device_ops", lambda trace, steps: ranked.append(
       (sorted(trace) if isinstance(trace, dict) else "list", steps)) or ["ops"])
-  step = jax.jit(lambda state, x: (state + x, jnp.sum(state)))
+  jitted, states = jax.jit(lambda state, x: (state + x, jnp.sum(state))), []
+  step = lambda state, x: states.append(np.asarray(state)) or jitted(state, x)
   assert benchmark._profile(step, (jnp.zeros(4), jnp.ones(4)), steps=3) == ["ops"]
   assert len(ranked) == 1 and ranked[0][1] == 3 and "traceEvents" in ranked[0][0]
+  assert [float(s[0]) for s in states] == [0.0, 1.0, 2.0]
