@@ -78,5 +78,5 @@ def test_the_parent_starts_one_child_per_device_count_and_stops_at_one_that_fail
 def test_a_child_refuses_a_device_count_its_process_does_not_have():
   """`--devices=N` run by hand where jax sees another count would label one mesh as another.
   Mutation: the check dropped -> red."""
-  with pytest.raises(UserError, match=r"^--devices=2 but this process has 8: run scaling "):
+  with pytest.raises(UserError, match=r"^--devices=2 but this process has 8 devices: run scaling "):
     benchmark.bench_scaling(load_config("tiny"), devices=2, per_device_batch=2, steps=1, argv=[])

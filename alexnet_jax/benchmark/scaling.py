@@ -48,7 +48,7 @@ def bench_scaling(config, *, devices: int, per_device_batch: int, steps: int,
     from alexnet_jax.sharding import mesh_for
 
     if jax.device_count() != devices:
-      raise UserError(f"--devices={devices} but this process has {jax.device_count()}: "
+      raise UserError(f"--devices={devices} but this process has {jax.device_count()} devices: "
                       "run scaling without --devices (it starts a process per device count)")
     mesh = mesh_for(config)
     batch = per_device_batch * mesh.shape["data"]
