@@ -71,10 +71,11 @@ if __name__ == "__main__":
                            "--seconds must be positive")
   flags.DEFINE_float("pillow_seconds", PILLOW_SECONDS, "end2end --source=jpeg: seconds to time the "
                      "one-thread Pillow yardstick (0: none)")
-  flags.DEFINE_integer("quality", 90, "input: JPEG quality of the prepared store",
-                       lower_bound=1, upper_bound=100)
-  flags.DEFINE_enum("chroma", "420", ["444", "422", "420"],
-                    "input: chroma subsampling of the prepared store")
+  flags.DEFINE_integer("quality", None, "input: JPEG quality of the prepared store (default: "
+                       "configs/paper.py's data.prepared_quality)", lower_bound=1,
+                       upper_bound=100)
+  flags.DEFINE_enum("chroma", None, ["444", "422", "420"], "input: chroma subsampling of the "
+                    "prepared store (default: configs/paper.py's data.prepared_chroma)")
   flags.DEFINE_integer("batch", 0, "batch size (0: the config's)", lower_bound=0)
   flags.DEFINE_enum("dtype", "", ["", "bfloat16", "float32"],
                     "step, levers, end2end: compute dtype (default: config)")

@@ -14,14 +14,18 @@ from alexnet_jax.benchmark import emit, handover, timed
 from alexnet_jax.data.samples import IMAGENET_TRAIN_SIZE, generate_imagenet_like
 
 
-def _input_data(root: str, store: str, quality: int, chroma: str):
+def _input_data(root: str, store: str, quality: int | None, chroma: str | None):
   """configs/paper.py's `data` section (§4.1 crops of 256-pixel stored images, flips, PCA
-  lighting) for the ImageFolder tree at `root`, its store in `store`."""
+  lighting) for the ImageFolder tree at `root`, its store in `store` at the JPEG `quality` and
+  `chroma` given (None: the config's)."""
   from alexnet_jax.configs import paper
 
   data = paper.get_config().data
-  data.update(dict(name="image_folder", data_dir=root, prepared_dir=store,
-                   prepared_quality=quality, prepared_chroma=chroma))
+  data.update(dict(name="image_folder", data_dir=root, prepared_dir=store))
+  if quality is not None:
+    data.prepared_quality = quality
+  if chroma is not None:
+    data.prepared_chroma = chroma
   return data
 
 
@@ -96,12 +100,13 @@ class _Repeated:
 
 
 def bench_input(*, root: str, generate: int, workers: int, seconds: float,
-                quality: int = 90, chroma: str = "420") -> list[dict]:
+                quality: int | None = None, chroma: str | None = None) -> list[dict]:
   """Prints (and returns) in one run, for ImageNet-like JPEGs (`generate_imagenet_like`, or the
   ImageFolder tree at `root`): a plain PIL loop on the originals; the training pipeline on the
-  originals and on the prepared §2 store (`data.prepare`, at `quality`) with one reader thread
-  and `workers` (0: one per core); the pipeline on the store in 1, 2, 4, ... up to `workers`
-  worker processes; images/s and images per CPU-second of this process and its workers."""
+  originals and on the prepared §2 store (`data.prepare`, at `quality` and `chroma`; None:
+  configs/paper.py's) with one reader thread and `workers` (0: one per core); the pipeline on
+  the store in 1, 2, 4, ... up to `workers` worker processes; images/s and images per
+  CPU-second of this process and its workers."""
   from alexnet_jax.data import pipeline, prepare, readers, sources
   from alexnet_jax.data.stats import Stats
 
@@ -121,7 +126,8 @@ def bench_input(*, root: str, generate: int, workers: int, seconds: float,
     data = _input_data(root, os.path.join(tmp, "store"), quality, chroma)
     start = time.perf_counter()
     prepare.prepare(data, channels=3, num_classes=len(names), progress=False)
-    say({"bench": "input", "what": f"prepare (§2 form, JPEG quality {quality}, {chroma})",
+    say({"bench": "input", "what": "prepare (§2 form, JPEG quality "
+                                   f"{data.prepared_quality}, {data.prepared_chroma})",
           "img_per_s": round(len(files) / (time.perf_counter() - start), 1),
           "cpu_cores": os.cpu_count()})
     stored = sources.load(data, channels=3, num_classes=len(names)).train
