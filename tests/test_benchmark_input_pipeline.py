@@ -20,14 +20,15 @@ def test_the_input_benchmark_compares_originals_prepared_and_a_pil_loop(capsys, 
   """Each pipeline row timed as 10 batches of 128 in 0.5 s (0.25 s of CPU): 2,560 images/s,
   5,120 per CPU-second; --workers=0: one reader thread per core; the store in the paper
   config's form. Mutations: the prepared/originals ratio inverted or multiplied; 0 workers
-  not taken as the cores; the thread rows in a worker process, or one with 2 threads; the
-  store's quality not the config's -> red."""
+  not taken as the cores; the thread rows in a worker process, or one with 2 threads; a
+  pipeline of other patches or batches than the 224-pixel ones of 128 counted; the store's
+  quality not the config's -> red."""
   from alexnet_jax.data import pipeline
 
   fixed_timing(monkeypatch, benchmark)
   built, real = [], pipeline.train_dataset
   monkeypatch.setattr(pipeline, "train_dataset", lambda data, *a, **kw: built.append(
-      (data.workers, data.read_threads)) or real(data, *a, **kw))
+      (data.workers, data.read_threads, kw["crop"], kw["local_batch"])) or real(data, *a, **kw))
   records = benchmark.bench_input(root="", generate=16, workers=0, seconds=0.1)
   what = [r["what"] for r in records]
   assert what[0] == "generated ImageNet-like JPEGs"
@@ -42,7 +43,8 @@ def test_the_input_benchmark_compares_originals_prepared_and_a_pil_loop(capsys, 
   ratio, = (r for r in records if r["what"].startswith("prepared / originals"))
   assert ratio["ratio"] == 1.0
   assert [r["workers"] for r in records if "workers" in r] == benchmark._worker_counts(cores)
-  assert built == [(0, 1), (0, cores)] * 2 + [(n, 1) for n in benchmark._worker_counts(cores)]
+  assert built == [(0, 1, 224, 128), (0, cores, 224, 128)] * 2 + [
+      (n, 1, 224, 128) for n in benchmark._worker_counts(cores)]
   assert [r["what"] for r in pipeline[4:6]] == [
       "pipeline on the prepared, 1 worker process",
       "pipeline on the prepared, 2 worker processes"][:min(cores, 2)]
