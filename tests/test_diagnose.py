@@ -11,7 +11,7 @@ from flax import nnx
 
 from alexnet_jax import diagnose, models, optim, steps
 from alexnet_jax.errors import UserError
-from conftest import load_config
+from conftest import load_config, synthetic_config
 
 FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 BIASES_OF_ONE = [f"model.init_bias.{n}=1.0" for n in ("conv2", "conv4", "conv5", "fc6", "fc7")]
@@ -44,25 +44,19 @@ def test_the_spread_is_across_the_images_of_each_unit_not_across_the_units():
     assert rms == pytest.approx(np.sqrt(0.045)) and part == pytest.approx(1 / 3)
 
 
-@pytest.fixture
-def tiny_config():
-  """The tiny network on 64 synthetic 36x36 images (the mean over them is computed in a blink)."""
-  config = load_config("tiny")
-  config.data.update(dict(name="synthetic", image_size=36, synthetic_train_size=64))
-  return config
-
-
-def test_the_images_asked_for_are_at_least_two(tiny_config):
+def test_the_images_asked_for_are_at_least_two():
   """Mutation: `images < 2` -> `< 3` (two refused) -> red."""
+  tiny_config = synthetic_config()  # 40 images of 36 pixels: their mean in a blink
   with pytest.raises(UserError, match="--images must be >= 2"):
     diagnose.diagnose(tiny_config, images=1)
   assert diagnose.diagnose(tiny_config, images=2).table().startswith("2 images, ")
 
 
-def test_the_gradients_are_those_of_the_runs_first_step(tiny_config):
+def test_the_gradients_are_those_of_the_runs_first_step():
   """Each layer's gradient norm is the training step's at step 0 from the run's key (its
   dropout masks in fc6 and fc7), on the same batch. Mutation: the key folded with 1 (the
   second step's masks) -> red."""
+  tiny_config = synthetic_config()
   result = diagnose.diagnose(tiny_config, images=4)
   batch, mean = diagnose._batch(tiny_config, 4)
   graphdef, state = nnx.split(models.create_model(tiny_config.model, seed=tiny_config.seed))
