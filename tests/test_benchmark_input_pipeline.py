@@ -23,11 +23,11 @@ def test_the_input_benchmark_compares_originals_prepared_and_a_pil_loop(capsys, 
   not taken as the cores; the thread rows in a worker process, or one with 2 threads; a
   pipeline of other patches or batches than the 224-pixel ones of 128 counted; the store's
   quality not the config's -> red."""
-  from alexnet_jax.data import pipeline
+  from alexnet_jax.data import pipeline as data_pipeline
 
   fixed_timing(monkeypatch, benchmark)
-  built, real = [], pipeline.train_dataset
-  monkeypatch.setattr(pipeline, "train_dataset", lambda data, *a, **kw: built.append(
+  built, real = [], data_pipeline.train_dataset
+  monkeypatch.setattr(data_pipeline, "train_dataset", lambda data, *a, **kw: built.append(
       (data.workers, data.read_threads, kw["crop"], kw["local_batch"])) or real(data, *a, **kw))
   records = benchmark.bench_input(root="", generate=16, workers=0, seconds=0.1)
   what = [r["what"] for r in records]
