@@ -158,11 +158,16 @@ def config_overrides() -> tuple[str, ...]:
   return tuple(given) + tuple(named)
 
 
-def define_restore_flags() -> None:
-  """--workdir, --step, --best: which checkpoint an inference tool restores; listed by the
-  tool's --help as its own (absl lists the main module's flags)."""
+def define_restore_flags(*, several: bool = False) -> None:
+  """--workdir, --step, --best: which checkpoint an inference tool restores (`several`: of each
+  of several workdirs, --workdir repeated); listed by the tool's --help as its own (absl lists
+  the main module's flags)."""
   main = {"module_name": sys.argv[0]}
-  flags.DEFINE_string("workdir", None, "training workdir to restore", **main)
+  if several:
+    flags.DEFINE_multi_string("workdir", None, "a training workdir to restore (repeat for an "
+                              "ensemble)", **main)
+  else:
+    flags.DEFINE_string("workdir", None, "training workdir to restore", **main)
   flags.DEFINE_integer("step", None, "checkpoint step (default: the newest that restores)",
                        lower_bound=0, **main)
   flags.DEFINE_bool("best", False, "restore the best (lowest validation error) checkpoint", **main)

@@ -1,6 +1,6 @@
 r"""Validation accuracy of trained workdirs and of their average (Table 2's ensembles, §6).
 
-  python -m alexnet_jax.evaluate --workdir=A [--workdir=B ...] [--ten_crop] [--best] \
+  python -m alexnet_jax.evaluate --workdir=A [--workdir=B ...] [--best | --step=N] [--ten_crop] \
       [--output=results.json]
 
 Each model is evaluated on the validation split of the first workdir's dataset, with its own
@@ -34,14 +34,15 @@ def scores(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
   return _percent({"top1_error": top1, "top5_error": top5})
 
 
-def evaluate(workdirs: list[str], *, best: bool = False, ten_crop: bool = False,
-             output: str = "") -> dict:
+def evaluate(workdirs: list[str], *, step: int | None = None, best: bool = False,
+             ten_crop: bool = False, output: str = "") -> dict:
   """{'models': [per model], 'ensemble': the average's or None, 'examples', 'ten_crop',
   'per_class': [{'class', 'examples', 'accuracy'}], 'confusion': [[count]]} over the readable
-  validation images (see the module docstring); `output`: where to write it all."""
+  validation images (see the module docstring); `step`, `best`: each workdir's checkpoint, as
+  `inference.load` takes them; `output`: where to write it all."""
   if output:
     workdir_lib.check_output(output, (".json",))
-  models = [inference.load(w, best=best) for w in workdirs]
+  models = [inference.load(w, step=step, best=best) for w in workdirs]
   for w, m in zip(workdirs[1:], models[1:]):
     if m.class_names != models[0].class_names:
       raise UserError(f"{w} predicts other classes than {workdirs[0]}: cannot ensemble")
@@ -131,7 +132,8 @@ def _draw_confusion(path: str, confusion: np.ndarray, classes) -> None:
 def main(argv):
   del argv
   FLAGS = flags.FLAGS
-  result = evaluate(FLAGS.workdir, best=FLAGS.best, ten_crop=FLAGS.ten_crop, output=FLAGS.output)
+  result = evaluate(FLAGS.workdir, step=FLAGS.step, best=FLAGS.best, ten_crop=FLAGS.ten_crop,
+                    output=FLAGS.output)
   for row in result["models"] + ([result["ensemble"]] if result["ensemble"] else []):
     print(json.dumps({**row, "examples": result["examples"], "ten_crop": result["ten_crop"]},
                      ensure_ascii=False))
@@ -144,8 +146,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.DEFINE_multi_string("workdir", None, "a trained workdir (repeat for an ensemble)")
-  flags.DEFINE_bool("best", False, "restore each workdir's best checkpoint")
+  cli.define_restore_flags(several=True)
   flags.DEFINE_bool("ten_crop", False, "average the softmax over the ten §4.1 crops")
   flags.DEFINE_string("output", "", "FILE.json: all the figures, the per-class accuracy and the "
                       "confusion matrix (CSV and PNG beside it)")

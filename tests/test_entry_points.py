@@ -36,7 +36,7 @@ def test_help_exits_0_and_shows_the_usage(module):
   proc = run(module, "--help")
   assert f"python -m alexnet_jax.{module}" in proc.stdout, proc.stdout[:500]
   assert "--" in proc.stdout.split("flags:")[-1]
-  if module in ("predict", "features", "visualize", "export"):
+  if module in ("predict", "features", "visualize", "export", "evaluate"):
     for flag in ("--workdir", "--step", "--[no]best"):
       assert flag in proc.stdout, (module, flag)
   if module == "ablate":
@@ -77,7 +77,10 @@ def test_inference_tools_on_a_trained_workdir(trained, images, tmp_path):
   out = run("predict", f"--workdir={trained}", "--topk=1", images).stdout  # the least asked
   assert out.startswith("checkpoint: ") and out.count("\n  0.") + out.count("\n  1.") == 2
   line = json.loads(run("evaluate", f"--workdir={trained}").stdout.splitlines()[-1])
-  assert 0 <= line["top1_accuracy"] <= 100
+  assert 0 <= line["top1_accuracy"] <= 100 and line["step"] == 4
+  line = json.loads(run("evaluate", f"--workdir={trained}", "--workdir", trained,
+                        "--step=2").stdout.splitlines()[0])
+  assert line["step"] == 2  # each workdir's --step (mutation: the flag not passed on -> red)
   run("features", f"--workdir={trained}", "--split=eval", f"--output={tmp_path}/f.npz",
       cwd=tmp_path)
   with np.load(tmp_path / "f.npz") as f:

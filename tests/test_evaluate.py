@@ -37,6 +37,17 @@ def test_an_ensemble_of_a_model_with_itself_equals_the_model(straight_run, tmp_p
   assert single["ensemble"] is None  # no "average of 1"
 
 
+def test_each_workdir_is_evaluated_at_the_step_asked(straight_run):
+  """`--step` names each workdir's checkpoint, as the other tools' does; the models' rows say
+  which step they are. Mutation: the step not passed to `inference.load` -> red."""
+  workdir, _ = straight_run
+  out = evaluate.evaluate([workdir, workdir], step=6)
+  assert [m["step"] for m in out["models"]] == [6, 6]
+  assert evaluate.evaluate([workdir])["models"][0]["step"] == 8
+  with pytest.raises(UserError, match=r"no checkpoint for step 5 .*\(have \[6, 8\]\)"):
+    evaluate.evaluate([workdir], step=5)
+
+
 def _stand_in_models(monkeypatch, models):
   """`evaluate` over stand-ins: workdir name -> (class names, its softmax over the validation
   images, the labels it read them with), scored as `_evaluated` scores them."""
@@ -50,7 +61,7 @@ def _stand_in_models(monkeypatch, models):
     return ({split: {**figures_, "skipped_images": 0}},
             {"probs": model.probs, "labels": model.labels})
 
-  monkeypatch.setattr(evaluate.inference, "load", lambda w, best=False: SimpleNamespace(
+  monkeypatch.setattr(evaluate.inference, "load", lambda w, step=None, best=False: SimpleNamespace(
       class_names=models[w][0], step=1, config=load_config("tiny"),
       probs=np.asarray(models[w][1]), labels=np.asarray(models[w][2])))
   monkeypatch.setattr(evaluate, "_evaluated", evaluated)
