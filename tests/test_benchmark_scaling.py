@@ -14,14 +14,20 @@ from conftest import load_config
 
 def test_collective_bytes_reads_result_shapes():
   """Every element type by its width (a byte for pred, none for a token), the operands not
-  counted. Mutations: a width's digits misread; pred as 2 bytes; the operands counted -> red."""
+  counted; an asynchronous collective by its `-done` (its `-start`'s result holds the operands
+  too). Mutations: a width's digits misread; pred as 2 bytes; the operands
+  counted; the `-start` counted in place of the `-done` -> red."""
   hlo = ("  %ag = bf16[128,13,13,256]{3,2,1,0} all-gather(bf16[128,13,13,128] %x), dimensions={3}\n"
          "  %ar = (f32[10]{0}, f32[4,4]{1,0}) all-reduce(%a, %b), to_apply=%sum\n"
          "  %cp = (f16[3]{0}, s32[5]{0}, u64[7]{0}, c64[2]{0}, s8[11]{0}, u8[13]{0}, pred[17]{0},"
-         " f8e4m3fn[19]{0}, s4[6]{0}, token[]) collective-permute-start(f32[99] %y)\n")
+         " f8e4m3fn[19]{0}, s4[6]{0}, token[]) collective-permute(f32[99] %y)\n"
+         "  %ag-start = (f32[8,256]{1,0}, f32[16,256]{1,0}) all-gather-start(f32[8,256] %z)\n"
+         "  %ag-done = f32[16,256]{1,0} all-gather-done((f32[8,256], f32[16,256]) %ag-start)\n"
+         "  %cp-start = (u8[5]{0}, u8[5]{0}, u32[], u32[]) collective-permute-start(u8[5] %w)\n"
+         "  ROOT %cp-done = u8[5]{0} collective-permute-done(%cp-start)\n")
   assert benchmark.collective_bytes(hlo) == {
-      "all-gather": 2 * 128 * 13 * 13 * 256, "all-reduce": 4 * (10 + 16),
-      "collective-permute": 2 * 3 + 4 * 5 + 8 * 7 + 8 * 2 + 11 + 13 + 17 + 19 + 3}
+      "all-gather": 2 * 128 * 13 * 13 * 256 + 4 * 16 * 256, "all-reduce": 4 * (10 + 16),
+      "collective-permute": 2 * 3 + 4 * 5 + 8 * 7 + 8 * 2 + 11 + 13 + 17 + 19 + 3 + 5}
 
 
 def test_a_scaling_point_is_its_meshs_global_batch_over_the_step_time(monkeypatch, capsys):

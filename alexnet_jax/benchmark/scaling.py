@@ -24,11 +24,13 @@ def _bits(dtype: str) -> int:
 
 
 def collective_bytes(hlo_text: str) -> dict[str, int]:
-  """Bytes each kind of collective produces per step, from the result shapes in the HLO."""
+  """Bytes each kind of collective produces per step, from the result shapes in the HLO: of
+  the op, or of its `-done` when it runs asynchronously (the `-start`'s result is a tuple that
+  holds the operands too)."""
   totals = {}
   for line in hlo_text.splitlines():
     for op in _COLLECTIVES:
-      if f" {op}(" in line or f" {op}-start(" in line:
+      if f" {op}(" in line or f" {op}-done(" in line:
         result = line.split("=", 1)[1].split(f" {op}", 1)[0]
         bits = sum(_bits(dtype) * math.prod(int(d) for d in dims.split(",") if d)
                    for dtype, dims in re.findall(r"([a-z][a-z0-9]*)\[([0-9,]*)\]", result))
@@ -47,8 +49,8 @@ def bench_scaling(config, *, devices: int, per_device_batch: int, steps: int,
 
     from alexnet_jax.sharding import mesh_for
 
-    if jax.device_count() != devices:
-      raise UserError(f"--devices={devices} but this process has {jax.device_count()} devices: "
+    if (have := jax.device_count()) != devices:
+      raise UserError(f"--devices={devices} but this process has {have} devices: "
                       "run scaling without --devices (it starts a process per device count)")
     mesh = mesh_for(config)
     batch = per_device_batch * mesh.shape["data"]
