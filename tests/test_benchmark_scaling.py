@@ -47,6 +47,10 @@ def test_a_scaling_point_is_its_meshs_global_batch_over_the_step_time(monkeypatc
   assert record == {"bench": "scaling", "devices": 8, "mesh": {"data": 4, "model": 2},
                     "batch_per_data_shard": 2, "global_batch": 8, "ms_per_step": 12.35,
                     "img_per_s": 648.0, "collective_bytes": {"all-reduce": 40}}
+  # No --batch: SHARD_BATCH images per shard. Mutation: `or SHARD_BATCH` dropped -> red.
+  benchmark.bench_scaling(load_config("tiny"), devices=8, per_device_batch=0, steps=3, argv=[])
+  assert asked[-1] == (4 * benchmark.SHARD_BATCH, 3, {"data": 4, "model": 2})
+  assert json.loads(capsys.readouterr().out)["batch_per_data_shard"] == benchmark.SHARD_BATCH
 
 
 def test_the_parent_starts_one_child_per_device_count_and_stops_at_one_that_fails(

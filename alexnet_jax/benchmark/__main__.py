@@ -12,7 +12,7 @@ from alexnet_jax.benchmark.decode import bench_decode
 from alexnet_jax.benchmark.end2end import PILLOW_SECONDS, bench_end2end
 from alexnet_jax.benchmark.input_pipeline import bench_input
 from alexnet_jax.benchmark.levers import XLA_FLAGS_TRIED, bench_levers
-from alexnet_jax.benchmark.scaling import bench_scaling
+from alexnet_jax.benchmark.scaling import SHARD_BATCH, bench_scaling
 from alexnet_jax.benchmark.step import bench_step
 from alexnet_jax.benchmark.transfer import bench_transfer
 from alexnet_jax.errors import UserError
@@ -51,7 +51,7 @@ def main(argv):
     bench_decode(config, batch=FLAGS.batch, generate=FLAGS.generate, seconds=FLAGS.seconds,
                  root=FLAGS.root, store=FLAGS.store)
   else:
-    bench_scaling(config, devices=FLAGS.devices, per_device_batch=FLAGS.batch or 16,
+    bench_scaling(config, devices=FLAGS.devices, per_device_batch=FLAGS.batch,
                   steps=FLAGS.steps, argv=sys.argv[2:])
 
 
@@ -76,7 +76,8 @@ if __name__ == "__main__":
                        upper_bound=100)
   flags.DEFINE_enum("chroma", None, ["444", "422", "420"], "input: chroma subsampling of the "
                     "prepared store (default: configs/paper.py's data.prepared_chroma)")
-  flags.DEFINE_integer("batch", 0, "batch size (0: the config's)", lower_bound=0)
+  flags.DEFINE_integer("batch", 0, "batch size (0: the config's); scaling: images per "
+                       f"'data' shard (0: {SHARD_BATCH})", lower_bound=0)
   flags.DEFINE_enum("dtype", "", ["", "bfloat16", "float32"],
                     "step, levers, end2end: compute dtype (default: config)")
   flags.DEFINE_integer("steps", 50, "step, levers, scaling: timed steps after warm-up; end2end: "

@@ -13,6 +13,7 @@ from alexnet_jax.benchmark import child_output, emit
 from alexnet_jax.benchmark.step import timed_step
 from alexnet_jax.errors import UserError
 
+SHARD_BATCH = 16  # images per 'data' shard when --batch is not given
 _COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "collective-permute", "all-to-all")
 
 
@@ -40,10 +41,10 @@ def collective_bytes(hlo_text: str) -> dict[str, int]:
 
 def bench_scaling(config, *, devices: int, per_device_batch: int, steps: int,
                   argv: list[str]) -> None:
-  """Step time on 1, 2, 4, 8 CPU devices at a fixed batch per 'data' shard, on the mesh
-  training uses for that many devices (the columns on the 'model' axis when it is 2), with the
-  collective bytes read from each compiled step (one child process per device count: the device
-  count is fixed when jax starts)."""
+  """Step time on 1, 2, 4, 8 CPU devices at a fixed batch per 'data' shard (0: `SHARD_BATCH`),
+  on the mesh training uses for that many devices (the columns on the 'model' axis when it is
+  2), with the collective bytes read from each compiled step (one child process per device
+  count: the device count is fixed when jax starts)."""
   if devices:  # the child: measure one point
     import jax
 
@@ -53,6 +54,7 @@ def bench_scaling(config, *, devices: int, per_device_batch: int, steps: int,
       raise UserError(f"--devices={devices} but this process has {have} devices: "
                       "run scaling without --devices (it starts a process per device count)")
     mesh = mesh_for(config)
+    per_device_batch = per_device_batch or SHARD_BATCH
     batch = per_device_batch * mesh.shape["data"]
     seconds, _, hlo, _ = timed_step(config, batch, steps, mesh)
     emit({"bench": "scaling", "devices": devices, "mesh": dict(mesh.shape),
