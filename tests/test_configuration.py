@@ -66,6 +66,23 @@ from conftest import ROOT, load_config, small_config
     ("data.pixel_scale", 0.0, "data.pixel_scale must be a positive number, got 0.0"),
     ("data.prepared_quality", 0, r"data.prepared_quality must be in 1..100, got 0"),
     ("data.prepared_quality", 101, r"data.prepared_quality must be in 1..100, got 101"),
+    # Each remaining check of its section's validator, which no other row reaches.
+    ("data.resize", "crop", "data.resize must be one of shorter_side, squash, got 'crop'"),
+    ("data.mean_patch", "corner", "data.mean_patch must be one of crop, centre, got 'corner'"),
+    ("data.prepared_chroma", "411", "data.prepared_chroma must be one of 444, 422, 420, got "
+                                    "'411'"),
+    ("num_steps", -1, r"num_steps must be an integer >= 0 \(0: num_epochs decides\), got -1"),
+    ("init_from.step", -1, r"init_from.step must be >= 0 \(0: the newest\), got -1"),
+    ("init_from.freeze_copied", True, "freezes the layers copied from init_from.workdir, which "
+                                      "is not set"),
+    ("model.conv_features", (32, 64, 96, 96), "conv_features and conv_kernels need 5 entries"),
+    ("model.fc_features", (256, 256, 256), "need 5 entries and fc_features 2"),
+    ("model.init_std.fc8", 0.0, "init_std must be positive numbers"),
+    ("model.activation", "gelu", "activation must be 'relu' or 'tanh', got 'gelu'"),
+    ("model.dropout_form", "scaled", "dropout_form must be one of paper, inverted, got "
+                                     "'scaled'"),
+    ("model.dtype", "float8", "dtype must be float32, bfloat16 or float16, got 'float8'"),
+    ("model.param_dtype", "int8", "dtype must be float32, bfloat16 or float16, got 'int8'"),
 ])
 def test_settings_that_cannot_work_are_refused_before_anything_runs(tmp_path, field, value,
                                                                      message):

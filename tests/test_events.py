@@ -35,6 +35,7 @@ def test_a_frozen_layer_changes_only_by_name():
     (["epoch 0: epsW=0.01"], "must give epsW= and epsB= for every layer"),
     ([START, "epoch 2: epsW=0.1", "epoch 1: epsW=0.2"], "is listed after 'epoch 2"),
     ([START, "step 1.5: epsW=0.1"], "a step is a whole number"),
+    ([START, "epoch 1..2: epsW=0.1"], "'epoch 1..2: epsW=0.1': 1..2 is not a number"),
     ([START, "epoch 1: conv9.epsW=0.1"], "unknown setting 'conv9.epsW'"),
     ([START, "epoch 1: epsW=-1"], "is not name=number"),
     ([START, "epoch 1: epsW=abc"], "'epsW=abc' is not name=number"),
