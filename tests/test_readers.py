@@ -32,6 +32,16 @@ def test_a_corrupt_idx_file_is_a_one_line_error(tmp_path):
       f.write(magic + (4).to_bytes(4, "big") + bytes(4))
     with pytest.raises(UserError, match="is not an IDX file of unsigned bytes"):
       readers._read_idx(str(tmp_path / "odd.gz"))
+  # Not gzip'd at all, and a labels file of another length than the images'. Mutations: the
+  # gzip error let through; the count check dropped -> red.
+  (tmp_path / "plain.gz").write_bytes(b"\x00\x00\x08\x01 not gzip")
+  with pytest.raises(UserError, match=r"plain.gz is not a readable gzip'd IDX file \(Not a "
+                                      r"gzipped file"):
+    readers._read_idx(str(tmp_path / "plain.gz"))
+  write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.zeros((5, 28, 28), np.uint8))
+  write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.zeros(3, np.uint8))
+  with pytest.raises(UserError, match="^Fashion-MNIST train: 5 images but 3 labels$"):
+    readers.fashion_mnist(str(tmp_path), "train", size=32)
 
 
 @pytest.mark.skipif(not os.path.exists(FASHION), reason="needs Debian's dataset-fashion-mnist")
@@ -243,3 +253,41 @@ def test_empty_class_folders_and_images_below_the_class_folders_are_said(tmp_pat
   assert names == ("a", "b") and len(split) == 1
   assert "1 class folder(s) without images (b)" in said
   assert "1 image(s) in folders below the class folders are not read" in said
+
+
+def test_an_image_folder_without_the_split_or_its_classes_is_one_line(tmp_path):
+  """Mutations: either check dropped -> red (a traceback or an empty split trained on)."""
+  (tmp_path / "train").mkdir()
+  with pytest.raises(UserError, match=r"^image folder split not found: .*/val \(expected "
+                                      r".*/train/<class>/\*.JPEG and .*/val/<class>/\*\)$"):
+    readers.image_folder(str(tmp_path), "val")
+  (tmp_path / "train" / ".hidden").mkdir()  # not a class
+  with pytest.raises(UserError, match=r"^.*/train has no class folders$"):
+    readers.image_folder(str(tmp_path), "train")
+
+
+def test_a_class_the_split_lacks_is_said_and_hidden_files_are_not_read(tmp_path, caplog):
+  """The validation split read with the training split's classes, one of which it lacks; a
+  hidden file in a class folder is not an image of it. Mutations: the missing folder listed as
+  a class with images (a traceback); hidden files read -> red."""
+  save_image(str(tmp_path / "val" / "a" / "x.png"), np.zeros((8, 8, 3), np.uint8), "PNG")
+  save_image(str(tmp_path / "val" / "a" / ".y.png"), np.zeros((8, 8, 3), np.uint8), "PNG")
+  with caplog.at_level("WARNING"):
+    absl_logging.use_python_logging()
+    split, names, _ = readers.image_folder(str(tmp_path), "val", class_names=("a", "b"))
+  assert names == ("a", "b") and split.paths == (str(tmp_path / "val" / "a" / "x.png"),)
+  assert "1 class folder(s) without images (b)" in " ".join(r.getMessage()
+                                                            for r in caplog.records)
+
+
+def test_a_file_list_that_cannot_be_cached_is_a_warning(tmp_path, monkeypatch, caplog):
+  """A cache directory that cannot be written (here a file stands where it would be) costs
+  the listing's reuse, not the run. Mutation: the write's OSError let through -> red."""
+  save_image(str(tmp_path / "train" / "a" / "x.png"), np.zeros((8, 8, 3), np.uint8), "PNG")
+  (tmp_path / "cache").write_text("a file")
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+  with caplog.at_level("WARNING"):
+    absl_logging.use_python_logging()
+    split, _, _ = readers.image_folder(str(tmp_path), "train")
+  assert len(split) == 1
+  assert "could not cache the file list of" in " ".join(r.getMessage() for r in caplog.records)
