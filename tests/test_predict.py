@@ -52,6 +52,22 @@ def test_predict_prints_the_top_classes_reports_bad_images_and_writes_tables_and
   assert [r["rank"] for r in csv.DictReader(out_csv.open())] == ["1"]
   with pytest.raises(UserError, match="--topk must be >= 1"):
     predict.predict_files(workdir, paths, topk=0)
+  # Nothing to predict, and a workdir whose statistics are gone: one line each. Mutations:
+  # each check dropped -> red.
+  with pytest.raises(UserError, match="^give one or more image files or folders after the "
+                                      "flags$"):
+    predict.predict_files(workdir, [])
+  (tmp_path / "none").mkdir()
+  with pytest.raises(UserError, match=f"^no images under {tmp_path}/none$"):
+    predict.predict_files(workdir, [str(tmp_path / "none")])
+  import shutil
+
+  copy = tmp_path / "copy"
+  shutil.copytree(workdir, copy)
+  (copy / "data_stats.npz").unlink()
+  with pytest.raises(UserError, match=f"^{copy}/data_stats.npz is missing: the workdir was not "
+                                      "written by alexnet_jax.train$"):
+    predict.predict_files(str(copy), paths[:1])
 
 
 def test_figure4_draws_the_true_class_in_red_only_where_the_folder_names_one(straight_run,
