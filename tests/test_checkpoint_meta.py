@@ -171,9 +171,19 @@ def test_a_resume_from_data_moved_elsewhere_is_said_and_one_of_another_array_nam
                                       r"\(3, 3\) in this config \(2 arrays differ\)"):
     checkpoint_meta.check_resume(meta, saved, shapes=shapes, config=config,
                                  identity=identity("/old/tree"), workdir="W")
+  # Only the optimizer state differs (an earlier version's): fine-tune from it, not resume.
+  # Mutations: the optimizer-state case dropped (then "another network"), `differ[1]` -> red.
+  saved = {**shapes, "opt_state/mu": (3, 4), "opt_state/nu": (1,)}
+  with pytest.raises(UserError, match=r"^the checkpoints in W hold the optimizer state of an "
+                                      r"earlier version \(opt_state/mu and 1 more\): they restore "
+                                      r"for inference and fine-tuning \(--config.init_from.workdir"
+                                      r"=W\), not for a resume"):
+    checkpoint_meta.check_resume(meta, saved, shapes=shapes, config=config,
+                                 identity=identity("/old/tree"), workdir="W")
 
 
 @pytest.mark.parametrize("edit,what", [
+    (lambda m: [m], "not a JSON object"),
     (lambda m: m.update(config="x"), "no model and data sections"),
     (lambda m: m.update(step="8"), "step '8' is not a whole number"),
     (lambda m: m.update(class_names=5), "class_names is not a list"),
@@ -199,7 +209,6 @@ def test_a_meta_edited_out_of_shape_is_one_line(straight_run, tmp_path, edit, wh
   for step_dir in list((workdir / "checkpoints").iterdir()) + list((workdir / "best").iterdir()):
     path = step_dir / "meta" / "metadata"
     meta = json.loads(path.read_text())
-    edit(meta)
-    path.write_text(json.dumps(meta))
+    path.write_text(json.dumps(edit(meta) or meta))
   with pytest.raises(UserError, match=f"is damaged or was edited .*{what}"):
     inference.load(str(workdir))
