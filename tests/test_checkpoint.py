@@ -84,6 +84,26 @@ def test_a_damaged_newest_checkpoint_is_named_set_aside_and_the_previous_one_res
   assert_same_params(workdir, straight_run[0])
 
 
+def test_an_unreadable_input_position_is_said_and_taken_from_the_step(straight_run, tmp_path,
+                                                                     caplog):
+  """The input position is the step: a checkpoint whose saved iterator state cannot be read
+  resumes from its step all the same, with a warning, to the straight run's parameters.
+  Mutations: the iterator's failure let through; the position taken from step 0 -> red."""
+  workdir = tmp_path / "copy"
+  shutil.copytree(straight_run[0], workdir)
+  shutil.rmtree(workdir / "checkpoints" / "8")
+  (workdir / "checkpoints" / "6" / "data" / "process_0-of-1.json").write_text('{"step": ')
+  with caplog.at_level("WARNING"):
+    from absl import logging as absl_logging
+
+    absl_logging.use_python_logging()
+    train.train_and_evaluate(small_config(), str(workdir))
+  assert [r.getMessage() for r in caplog.records if "input position" in r.getMessage()] == [
+      "checkpoint step 6: its input position cannot be read (JSONDecodeError); input "
+      "positioned from the step"]
+  assert_same_params(str(workdir), straight_run[0])
+
+
 def test_inference_falls_back_from_a_damaged_newest_step_and_touches_nothing(straight_run,
                                                                              tmp_path):
   workdir = str(tmp_path / "copy")
@@ -95,6 +115,11 @@ def test_inference_falls_back_from_a_damaged_newest_step_and_touches_nothing(str
     inference.load(straight_run[0], step=5)
   with pytest.raises(UserError, match="no checkpoints in"):
     inference.load(str(tmp_path / "nowhere"))
+  # A run that died before its first checkpoint leaves the folder empty. Mutation: the check
+  # dropped (an IndexError from the empty list) -> red.
+  (tmp_path / "early" / "checkpoints").mkdir(parents=True)
+  with pytest.raises(UserError, match=f"^no checkpoints in {tmp_path}/early/checkpoints$"):
+    inference.load(str(tmp_path / "early"))
   assert inference.load(straight_run[0], best=True).path.startswith(
       os.path.join(straight_run[0], "best"))
 
