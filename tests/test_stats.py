@@ -146,3 +146,48 @@ def test_a_large_training_set_without_statistics_takes_the_published_ones_or_say
   with pytest.raises(UserError, match="no dataset statistics at .*python -m "
                                       "alexnet_jax.data.stats --config=..."):
     build_input(config)
+
+
+def test_statistics_of_other_shapes_or_another_image_size_are_refused(tmp_path):
+  """A file whose arrays do not fit together, or the statistics of another stored size: one
+  line each before anything trains. Mutations: the shape check in Stats.load dropped, or
+  the size check in dataset_stats -> red."""
+  from conftest import synthetic_config
+
+  good = Stats.imagenet_defaults(8)
+  Stats(good.mean, good.eigval[:2], good.eigvec, 0).save(str(tmp_path / "odd.npz"))
+  with pytest.raises(UserError, match=f"^{tmp_path}/odd.npz holds statistics of unexpected "
+                                      "shapes$"):
+    Stats.load(str(tmp_path / "odd.npz"))
+  good.save(str(tmp_path / "8.npz"))
+  config = synthetic_config()
+  config.data.stats_file = str(tmp_path / "8.npz")
+  with pytest.raises(UserError, match=r"^the statistics in .*/8.npz are for images of shape "
+                                      r"\(8, 8, 3\), not 36x36x3$"):
+    build_input(config)
+
+
+def test_a_training_split_with_no_readable_image_has_no_statistics(tmp_path):
+  """Mutation: the empty count let through (a mean of NaN from 0/0) -> red."""
+  image_folder_tree(tmp_path)
+  for root, _, files in os.walk(tmp_path / "train"):
+    for name in files:
+      with open(os.path.join(root, name), "wb") as f:
+        f.write(b"not an image")
+  with pytest.raises(UserError, match="^no readable training images to compute statistics "
+                                      "from$"):
+    build_input(folder_config(tmp_path))
+
+
+def test_statistics_that_cannot_be_written_say_where_else_to_put_them(tmp_path):
+  """Beside read-only data the command names its --output and the config's stats_file.
+  Mutation: the save's error let through without the advice -> red."""
+  from alexnet_jax.data import stats
+
+  image_folder_tree(tmp_path)
+  (tmp_path / "file").write_text("")
+  with pytest.raises(UserError, match=r"^cannot write .*/file/s.npz \(File exists\): pass "
+                                      r"--output=PATH and set --config.data.stats_file=PATH when "
+                                      r"training$"):
+    stats.write_statistics(folder_config(tmp_path).data, 3, 3, output=str(tmp_path / "file" /
+                                                                            "s.npz"))
