@@ -9,6 +9,7 @@ import pytest
 from alexnet_jax.data import augment, readers
 from alexnet_jax.data.normalize import normalize
 from alexnet_jax.data.stats import Stats
+from alexnet_jax.errors import UserError
 from conftest import build_input, load_config, save_image, synthetic_config
 
 
@@ -85,6 +86,17 @@ def test_image_files_give_the_crops_of_the_same_images_in_memory_and_stand_ins_f
   np.testing.assert_array_equal(got["image"][4], stored[stand_in, top:top + 6, left:left + 6])
   assert not np.array_equal(want["crop"][0], want["crop"][2]) or not np.array_equal(
       want["lighting"][0], want["lighting"][2])  # the same image, used twice: new draws
+  # Every file unreadable: one line after MAX_ATTEMPTS tries, never an endless search.
+  # Mutations: the attempts' bound one more (an IndexError past the stand-ins drawn) or one
+  # fewer -> red.
+  for path in paths:
+    open(path, "wb").close()
+  decode, tried = files._decode.map, []
+  files._decode.map = lambda record: tried.append(record) or decode(record)
+  with pytest.raises(UserError, match=f"^{augment.TrainBatch.MAX_ATTEMPTS} unreadable images in "
+                                      "a row for one training example: is the dataset damaged"):
+    files.map(batch)
+  assert len(tried) == augment.TrainBatch.MAX_ATTEMPTS
 
 def test_pca_lighting_adds_p_alpha_sqrt_lambda_with_alpha_of_std_0_1():
   rng = np.random.default_rng(1)
