@@ -103,3 +103,15 @@ def test_the_curves_draw_each_split_and_rate_from_the_metrics_file(tmp_path, mon
                                                       (1.0, 0.01)],
                          "conv1/bias": [(0.25, 0.02), (0.5, 0.02), (0.75, 0.02), (1.0, 0.02)],
                          "fc8/bias": [(0.25, 0.02), (0.5, 0.02)]}
+
+
+def test_a_metrics_file_that_cannot_be_opened_is_one_line(tmp_path):
+  """Mutation: the open's OSError let through (a traceback) -> red."""
+  import pytest
+
+  from alexnet_jax.errors import UserError
+
+  (tmp_path / "metrics.jsonl").mkdir()
+  with pytest.raises(UserError, match=f"^cannot write the metrics in {tmp_path} \\(Is a "
+                                      "directory\\)$"):
+    metrics.MetricWriter(str(tmp_path))
