@@ -29,12 +29,12 @@ def normalised_kernels(kernel: np.ndarray) -> np.ndarray:
   return (k - low) / np.where(span > 0, span, 1.0)
 
 
-def colour_specificity(kernel: np.ndarray) -> list[float]:
-  """Mean chroma (max − min over RGB, per pixel, of the normalised kernel) per column."""
+def colour_specificity(kernel: np.ndarray) -> list[float | None]:
+  """Mean chroma (max − min over RGB, per pixel, of the normalised kernel) per column; None
+  per column for kernels of a greyscale dataset, which cannot show it."""
   k = normalised_kernels(kernel)
   if k.shape[-1] != 3:
-    raise UserError(f"colour specificity needs RGB kernels; conv1 has {k.shape[-1]} input "
-                        "channel(s) (a greyscale dataset cannot show it)")
+    return [None] * k.shape[0]
   chroma = k.max(axis=-1) - k.min(axis=-1)
   return [float(c) for c in chroma.mean(axis=(1, 2, 3))]
 
@@ -86,7 +86,7 @@ def kernels_figure(workdir: str, *, step: int | None = None, best: bool = False,
   workdir_lib.check_output(output, (".png", ".jpg"))
   trained = inference.load(workdir, step=step, best=best)
   kernel = np.asarray(jax.device_get(trained.params["conv1"]["kernel"]))
-  scores = colour_specificity(kernel) if kernel.shape[-2] == 3 else [None] * kernel.shape[0]
+  scores = colour_specificity(kernel)
   size = draw_kernels(output, kernel, chroma=scores)
   for column, score in enumerate(scores):
     print(json.dumps({"column": column, "kernels": kernel.shape[-1], "mean_chroma": score},

@@ -49,7 +49,8 @@ def test_kernels_figure_and_colour_specificity(straight_run, tmp_path, capsys):
 
 def test_a_grey_networks_kernels_are_drawn_without_a_chroma(tmp_path, capsys):
   """The embedded default's network sees grey images: its kernels are drawn grey and no
-  colour score is printed (null). Mutation: `[None] * columns` -> `/` (a TypeError) -> red."""
+  colour score is printed (null). Mutations: `[None] * columns` -> `/` (a TypeError); the
+  chroma of the one grey channel (0 per column) -> red."""
   from alexnet_jax import visualize
   from test_model_card import fashion_workdir
 
