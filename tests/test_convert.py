@@ -225,6 +225,61 @@ def test_bad_caffe_files_are_one_line_errors(tmp_path):
     convert.convert_caffe(good, str(tmp_path / "w3"), other)
   with pytest.raises(UserError, match="cannot read"):
     convert.convert_caffe(str(tmp_path / "absent.caffemodel"), str(tmp_path / "w4"), config)
+  # A layer missing, a layer with one blob, a mean image absent or not a blob. Mutations:
+  # each check dropped (a KeyError, an IndexError, a traceback) -> red.
+  weights = random_caffe_weights(spec)
+  write_caffemodel(tmp_path / "no_fc8.caffemodel", {n: b for n, b in weights.items()
+                                                    if n != "fc8"}, v1=False)
+  with pytest.raises(UserError, match=r"^the Caffe model has no layer fc8 \(layers: conv1, "
+                                      r"conv2, conv3, conv4, conv5, fc6, fc7\)$"):
+    convert.convert_caffe(str(tmp_path / "no_fc8.caffemodel"), str(tmp_path / "w5"), config)
+  write_caffemodel(tmp_path / "one.caffemodel", {**weights, "conv2": weights["conv2"][:1]},
+                   v1=False)
+  with pytest.raises(UserError, match="^layer conv2: 1 blobs, expected a kernel and a bias$"):
+    convert.convert_caffe(str(tmp_path / "one.caffemodel"), str(tmp_path / "w6"), config)
+  with pytest.raises(UserError, match=f"^cannot read {tmp_path}/absent.binaryproto: No such "
+                                      "file or directory$"):
+    convert.read_mean(str(tmp_path / "absent.binaryproto"), 5)
+  with pytest.raises(UserError, match=f"^{noise} is not a Caffe mean image"):
+    convert.read_mean(str(noise), 5)
+
+
+def _layer(*blob_fields):
+  """A V2 file of one layer 'conv1' whose one blob holds `blob_fields`."""
+  return _field(100, 2, _field(1, 2, b"conv1") + _field(7, 2, b"".join(blob_fields)))
+
+
+@pytest.mark.parametrize("body,message", [
+    (b"\x80", "is truncated .the file ends inside a number.: download it again"),
+    (b"\xff" * 10 + b"\x01", "is not a Caffe model .a number longer than 10 bytes."),
+    (b"\x00", "is not a Caffe model .field number 0."),
+    (_field(1, 1, b"1234567"), "is truncated .the file ends inside a 64-bit field.: download "
+                               "it again"),
+    (_field(1, 5, b"123"), "is truncated .the file ends inside a 32-bit field.: download it "
+                           "again"),
+    (_field(1, 2, b"abc")[:-1], "is truncated .the file ends inside a field.: download it "
+                                "again"),
+    (_field(1, 3, b""), "is not a Caffe model .wire type 3."),
+    (_layer(_field(5, 2, b"12345")), "is not a Caffe model .a packed float array of odd length."),
+    (_layer(_field(5, 0, _varint(7))), "is not a Caffe model .a float field of another wire "
+                                       "type."),
+    (_layer(_field(7, 2, _field(1, 5, b"1234"))), "is not a Caffe model .an integer field of "
+                                                  "another wire type."),
+], ids=["varint cut", "varint too long", "field 0", "fixed64 cut", "fixed32 cut", "bytes cut",
+        "wire type 3", "odd floats", "float varint", "int fixed32"])
+def test_each_fault_of_the_wire_format_is_one_line(tmp_path, body, message):
+  """Every refusal of the protobuf reader, through `read_caffemodel` as convert reads a file.
+  Mutations: each check dropped (a traceback, or a file read as something it is not) -> red;
+  a 10-byte number refused -> red (the fault is the eleventh byte)."""
+  (tmp_path / "m.caffemodel").write_bytes(body)
+  with pytest.raises(UserError, match=f"^{tmp_path}/m.caffemodel {message}$"):
+    convert.read_caffemodel(str(tmp_path / "m.caffemodel"))
+
+
+def test_a_ten_byte_number_is_read():
+  """The longest varint protobuf writes (a negative int64). Mutation: `shift > 63` -> `> 56`
+  -> red."""
+  assert convert._varint(b"\xff" * 9 + b"\x01", 0) == (2 ** 64 - 1, 10)
 
 
 @pytest.mark.slow
