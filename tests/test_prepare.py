@@ -115,6 +115,50 @@ def test_a_killed_prepare_continues_to_the_same_store_and_a_done_one_is_left_alo
   assert times == {n: os.path.getmtime(tmp_path / "killed" / n) for n in whole}
 
 
+def test_a_prepare_left_with_other_settings_starts_afresh_and_what_cannot_be_prepared_is_one_line(
+    tmp_path, monkeypatch, caplog):
+  """A prepare killed with one shard size and run again with another: the shards already
+  written are of the other layout, so it starts afresh, and says so. Mutations: the pending
+  settings not compared (the old shards kept beside the new) -> red; each refusal dropped
+  -> red."""
+  image_folder_tree(tmp_path / "src")
+  config = folder_config(tmp_path / "src")
+  config.data.prepared_dir = str(tmp_path / "whole")
+  prepare.prepare(config.data, channels=3, num_classes=3, shard_size=3, workers=1,
+                  progress=False)
+  config.data.prepared_dir = str(tmp_path / "store")
+  real = prepare._write_shard
+
+  def killed_after_two_shards(task, written=[]):
+    if len(written) == 2:
+      raise KeyboardInterrupt
+    written.append(task)
+    return real(task)
+
+  monkeypatch.setattr(prepare, "_write_shard", killed_after_two_shards)
+  with pytest.raises(KeyboardInterrupt):
+    prepare.prepare(config.data, channels=3, num_classes=3, shard_size=4, workers=1,
+                    progress=False)
+  monkeypatch.undo()
+  with caplog.at_level("WARNING"):
+    absl_logging.use_python_logging()
+    prepare.prepare(config.data, channels=3, num_classes=3, shard_size=3, workers=1,
+                    progress=False)
+  assert [r.getMessage() for r in caplog.records if "in progress" in r.getMessage()] == [
+      f"{tmp_path}/store: the prepare in progress there had other originals or settings: "
+      "starting afresh"]
+  assert _store_files(tmp_path / "store") == _store_files(tmp_path / "whole")
+  config.data.name = "synthetic"
+  with pytest.raises(UserError, match="^data.name='synthetic' is held in memory already: only "
+                                      "imagenet2012 and image_folder are prepared$"):
+    prepare.prepare(config.data, channels=3, num_classes=3, workers=1, progress=False)
+  config.data.name = "image_folder"
+  (tmp_path / "file").write_text("")
+  config.data.prepared_dir = str(tmp_path / "file" / "store")
+  with pytest.raises(UserError, match=f"^cannot create {tmp_path}/file/store: Not a directory$"):
+    prepare.prepare(config.data, channels=3, num_classes=3, workers=1, progress=False)
+
+
 def test_training_reads_the_store_when_it_exists_and_says_which_form(tmp_path, caplog):
   image_folder_tree(tmp_path / "src")
   config = folder_config(tmp_path / "src")
