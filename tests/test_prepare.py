@@ -191,6 +191,28 @@ def _prepared(root, store=None, **data):
   return config
 
 
+def test_a_store_whose_originals_are_gone_is_read_and_says_from_where(tmp_path, caplog):
+  """The originals removed once prepared (to free their disk): the store alone is read, with
+  its images and labels. Mutation: the listing's error let through (no training without the
+  originals) -> red."""
+  image_folder_tree(tmp_path / "src")
+  config = _prepared(tmp_path / "src", tmp_path / "store")
+  load = lambda: sources.load(config.data, channels=3, num_classes=3)
+  want = load()
+  shutil.rmtree(tmp_path / "src")
+  with caplog.at_level("INFO"):
+    absl_logging.use_python_logging()
+    got = load()
+  assert isinstance(got.train, store_format.PreparedSplit) and len(got.train) == len(want.train)
+  assert [got.train[i]["label"] for i in range(len(got.train))] == [
+      want.train[i]["label"] for i in range(len(want.train))]
+  assert got.class_names == want.class_names
+  assert any(m.startswith(f"the originals of the prepared store {tmp_path}/store cannot be "
+                          "listed (image folder split not found") and
+             m.endswith(f"reading the store prepared from {tmp_path}/src")
+             for m in (r.getMessage() for r in caplog.records))
+
+
 def test_a_store_of_changed_originals_is_refused_by_training_and_prepared_again(tmp_path,
                                                                                 caplog):
   """Prepare a tree, swap two class folders and add files: training must not read the old
