@@ -38,3 +38,25 @@ def test_track_yields_every_item_and_logs_progress(monkeypatch, caplog):
   with caplog.at_level("INFO"):
     assert list(progress.track(range(5), 5, "counting", unit="image")) == [0, 1, 2, 3, 4]
   assert any("counting: 1/5 image(s)" in r.getMessage() for r in caplog.records)
+
+
+def test_on_a_terminal_a_bar_counts_the_steps_with_the_loss_and_evaluations_print_above(
+    monkeypatch, capsys):
+  """A run in a terminal: tqdm's bar from the resumed step, its loss and rate beside it, each
+  evaluation a line of its own; `track` a bar of its own. Mutations: the bar not updated, or
+  started at 0; the postfix or the evaluation's line dropped -> red."""
+  import sys
+
+  monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+  with progress.Progress(start=2, total=5, batch_size=8) as p:
+    p.update(3)
+    p.update(4)
+    p.log(4, {"epoch": 0.5, "loss": 1.2345, "top1_error": 0.5, "lr": 0.01, "grad_norm": 1.0,
+              "img_per_s": 123.4, "input_wait_fraction": 0.0})
+    p.log_eval(4, 0.5, {"eval": {"top1_error": 0.25, "top5_error": 0.05, "loss": 0.9}})
+  out = capsys.readouterr()
+  assert "4/5" in out.err and "loss 1.234 123 img/s" in out.err
+  assert out.out.startswith("validation at step 4 (epoch 0.50): centre crop: top-1 error "
+                            "25.00 % (accuracy 75.00 %)")
+  assert list(progress.track(range(3), 3, "reading", unit="image")) == [0, 1, 2]
+  assert "reading:   0%|          | 0/3 [" in capsys.readouterr().err  # erased when done
