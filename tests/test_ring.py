@@ -104,6 +104,27 @@ def test_too_little_shared_memory_is_one_line_naming_the_settings(monkeypatch):
     ring.BatchRing(batch_lib.train_layout(128, 227, 3), workers=14)
 
 
+def test_shared_memory_that_cannot_be_created_is_one_line_and_leaves_nothing(monkeypatch):
+  """The third block refused (a /dev/shm that is not writable, or its inodes spent): one line,
+  and the two blocks made before it removed. Mutations: the error let through; the blocks
+  made left behind (no `close`) -> red."""
+  made, create = [], ring.shared_memory.SharedMemory
+
+  def third_refused(name, create_, size):
+    if len(made) == 2:
+      raise PermissionError(13, "Permission denied")
+    made.append(create(name, create=create_, size=size))
+    return made[-1]
+
+  before = ring_blocks()
+  monkeypatch.setattr(ring.shared_memory, "SharedMemory",
+                      lambda name, create, size: third_refused(name, create, size))
+  with pytest.raises(UserError, match=r"^cannot create the input workers' shared memory: "
+                                      r"\[Errno 13\] Permission denied$"):
+    ring.BatchRing(LAYOUT, workers=3)
+  assert len(made) == 2 and not ring_blocks() - before
+
+
 def test_closing_leaves_nothing_in_dev_shm():
   """Mutations: `close` without the unlink -> the blocks stay (red); the views over the
   block's own mapping -> reading the held view crashes the process (red)."""
