@@ -229,3 +229,19 @@ def test_a_worker_that_dies_during_evaluation_is_one_line(tmp_path):
         pass
   finally:
     inp.train.close()
+
+
+def test_workers_that_cannot_start_leave_no_shared_memory(monkeypatch):
+  """The hand-over's blocks are made before the workers start: a start refused (here the
+  spawn probe's one line) removes them. Mutation: the ring not closed on the way out -> red."""
+  from alexnet_jax.data import batch as batch_lib
+
+  def refused(without):
+    raise UserError(f"worker processes cannot start ({without})")
+
+  monkeypatch.setattr(workers.spawning, "check_can_spawn", refused)
+  before = ring_blocks()
+  with pytest.raises(UserError, match=r"^worker processes cannot start \(data.workers=0\)$"):
+    workers._handed_over(grain.MapDataset.range(4).to_iter_dataset(),
+                         batch_lib.train_layout(2, 8, 3), 2)
+  assert not ring_blocks() - before
