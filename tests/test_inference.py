@@ -37,6 +37,21 @@ def test_restore_predict_is_deterministic_and_ten_crop_is_the_mean_of_its_views(
   np.testing.assert_allclose(per_view[:, 4], one["probs"], rtol=1e-4, atol=1e-6)
 
 
+def test_predict_all_in_batches_keeps_each_images_row_and_marks_the_unreadable(straight_run):
+  """More images than a batch (5 in batches of 2), one unreadable: each row the image's own,
+  in order, the unreadable one NaN and not valid. Mutations: a full batch not cleared after
+  it is predicted; the last, partial batch dropped; the validity of another row -> red."""
+  trained = inference.load(straight_run[0])
+  stored = np.random.default_rng(0).integers(0, 255, (5, 36, 36, 3), np.uint8)
+  image_at = lambda i: None if i == 3 else stored[i]
+  out = inference.predict_all(trained, 5, image_at, batch=2)
+  assert out["valid"].tolist() == [True, True, True, False, True]
+  assert np.isnan(out["probs"][3]).all() and np.isnan(out["fc7"][3]).all()
+  whole = trained.predict(stored[[0, 1, 2, 4]])
+  np.testing.assert_allclose(out["probs"][[0, 1, 2, 4]], whole["probs"], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(out["fc7"][[0, 1, 2, 4]], whole["fc7"], rtol=1e-5, atol=1e-5)
+
+
 def _predict_crops(trained, crops, view):
   """Probabilities of already-cut crops (view index of §4.1's ten) through the same step."""
   import jax
