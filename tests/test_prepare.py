@@ -77,6 +77,25 @@ def test_the_store_holds_the_section_2_form_labels_statistics_and_a_report(tmp_p
   assert got.count == 12
 
 
+def _killed_on_the_third_shard(data, monkeypatch) -> list:
+  """A prepare of `data` in shards of 4 killed while it writes its third shard, a temporary
+  file of it left behind: the tasks of the two shards written."""
+  written, real = [], prepare._write_shard
+
+  def killed(task):
+    if len(written) == 2:
+      open(store_format.shard_path(task[-1], task[0], task[1], task[2]) + ".tmp-1", "w").close()
+      raise KeyboardInterrupt
+    written.append(task)
+    return real(task)
+
+  monkeypatch.setattr(prepare, "_write_shard", killed)
+  with pytest.raises(KeyboardInterrupt):
+    prepare.prepare(data, channels=3, num_classes=3, shard_size=4, workers=1, progress=False)
+  monkeypatch.setattr(prepare, "_write_shard", real)
+  return written
+
+
 def test_a_killed_prepare_continues_to_the_same_store_and_a_done_one_is_left_alone(
     tmp_path, monkeypatch):
   image_folder_tree(tmp_path / "src")
@@ -87,21 +106,8 @@ def test_a_killed_prepare_continues_to_the_same_store_and_a_done_one_is_left_alo
   whole = _store_files(tmp_path / "whole")
 
   config.data.prepared_dir = str(tmp_path / "killed")
-  written, real = [], prepare._write_shard
-
-  def killed_on_the_third_shard(task):
-    if len(written) == 2:  # mid-shard: a temporary file is left behind
-      open(store_format.shard_path(task[-1], task[0], task[1], task[2]) + ".tmp-1", "w").close()
-      raise KeyboardInterrupt
-    written.append(task)
-    return real(task)
-
-  monkeypatch.setattr(prepare, "_write_shard", killed_on_the_third_shard)
-  with pytest.raises(KeyboardInterrupt):
-    prepare.prepare(config.data, channels=3, num_classes=3, shard_size=4, workers=1,
-                    progress=False)
+  written = _killed_on_the_third_shard(config.data, monkeypatch)
   assert store_format.read_manifest(str(tmp_path / "killed")) is None  # never read as complete
-  monkeypatch.setattr(prepare, "_write_shard", real)
   done = [store_format.shard_path(t[-1], t[0], t[1], t[2]) for t in written]
   before = {path: os.stat(path).st_mtime_ns for path in done}
   prepare.prepare(config.data, channels=3, num_classes=3, shard_size=4, workers=1,
@@ -127,19 +133,7 @@ def test_a_prepare_left_with_other_settings_starts_afresh_and_what_cannot_be_pre
   prepare.prepare(config.data, channels=3, num_classes=3, shard_size=3, workers=1,
                   progress=False)
   config.data.prepared_dir = str(tmp_path / "store")
-  real = prepare._write_shard
-
-  def killed_after_two_shards(task, written=[]):
-    if len(written) == 2:
-      raise KeyboardInterrupt
-    written.append(task)
-    return real(task)
-
-  monkeypatch.setattr(prepare, "_write_shard", killed_after_two_shards)
-  with pytest.raises(KeyboardInterrupt):
-    prepare.prepare(config.data, channels=3, num_classes=3, shard_size=4, workers=1,
-                    progress=False)
-  monkeypatch.undo()
+  _killed_on_the_third_shard(config.data, monkeypatch)
   with caplog.at_level("WARNING"):
     absl_logging.use_python_logging()
     prepare.prepare(config.data, channels=3, num_classes=3, shard_size=3, workers=1,
