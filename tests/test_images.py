@@ -149,3 +149,16 @@ def test_each_unreadable_image_is_logged_with_the_count_so_far(caplog):
                   "skipping unreadable image b.JPEG (not an image file Pillow can read); 2 "
                   "skipped so far in this reader"]
   assert counter.count == 2
+
+
+def test_a_jpeg_cut_after_its_header_is_unreadable_and_a_whole_one_decodes():
+  """simplejpeg reads the header of a JPEG cut short, then refuses its body: Pillow decides,
+  and a cut image is unreadable (a counted skip), never a half-grey one. Mutation: the
+  body's refusal let through (a ValueError, a traceback) -> red."""
+  buffer = io.BytesIO()
+  Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300, 3), np.uint8)).save(
+      buffer, "JPEG")
+  whole = buffer.getvalue()
+  assert images.decode(whole, 256).shape == (256, 256, 3)
+  with pytest.raises(images.UnreadableImage):
+    images.decode(whole[:len(whole) // 2], 256)
