@@ -46,25 +46,25 @@ def test_the_spread_is_across_the_images_of_each_unit_not_across_the_units():
 
 def test_the_images_asked_for_are_at_least_two():
   """Mutation: `images < 2` -> `< 3` (two refused) -> red."""
-  tiny_config = synthetic_config()  # 40 images of 36 pixels: their mean in a blink
+  config = synthetic_config()  # 40 images of 36 pixels: their mean in a blink
   with pytest.raises(UserError, match="--images must be >= 2"):
-    diagnose.diagnose(tiny_config, images=1)
-  assert diagnose.diagnose(tiny_config, images=2).table().startswith("2 images, ")
+    diagnose.diagnose(config, images=1)
+  assert diagnose.diagnose(config, images=2).table().startswith("2 images, ")
 
 
 def test_the_gradients_are_those_of_the_runs_first_step():
   """Each layer's gradient norm is the training step's at step 0 from the run's key (its
   dropout masks in fc6 and fc7), on the same batch. Mutation: the key folded with 1 (the
   second step's masks) -> red."""
-  tiny_config = synthetic_config()
-  result = diagnose.diagnose(tiny_config, images=4)
-  batch, mean = diagnose._batch(tiny_config, 4)
-  graphdef, state = nnx.split(models.create_model(tiny_config.model, seed=tiny_config.seed))
+  config = synthetic_config()
+  result = diagnose.diagnose(config, images=4)
+  batch, mean = diagnose._batch(config, 4)
+  graphdef, state = nnx.split(models.create_model(config.model, seed=config.seed))
   params, tx = nnx.to_pure_dict(state), optim.paper_sgd()
   step = jax.jit(steps.make_train_step(graphdef, tx, with_stats=True,
-                                       pixel_scale=tiny_config.data.pixel_scale))
+                                       pixel_scale=config.data.pixel_scale))
   state = {"step": jnp.int32(0), "params": params, "opt_state": tx.init(params)}
-  _, metrics = step(state, jax.tree.map(jnp.asarray, batch), jax.random.key(tiny_config.seed),
+  _, metrics = step(state, jax.tree.map(jnp.asarray, batch), jax.random.key(config.seed),
                     jnp.asarray(mean), optim.every_rate(params, 0.0))
   grads = {r.name: r.grad_norm for r in result.layers if r.grad_norm is not None}
   assert set(grads) >= {"conv1", "fc6", "fc7", "logits"}
