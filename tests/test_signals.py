@@ -8,16 +8,45 @@ import pytest
 from alexnet_jax.signals import StopRequest
 
 
+@pytest.fixture
+def handlers():
+  """Sets SIGINT's and SIGTERM's handlers for one test, then puts back those this process had
+  (one started in the background by a script inherits SIGINT ignored)."""
+  inherited = {s: signal.getsignal(s) for s in StopRequest.SIGNALS}
+
+  def set_(sigint, sigterm=signal.SIG_DFL):
+    signal.signal(signal.SIGINT, sigint)
+    signal.signal(signal.SIGTERM, sigterm)
+
+  yield set_
+  for s, handler in inherited.items():
+    signal.signal(s, handler)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_inside_is_a_request_and_the_handlers_come_back_after(sig):
+def test_a_signal_inside_is_a_request_and_the_handlers_come_back_after(sig, handlers):
   """Mutations: a signal left out of SIGNALS (SIGINT raised KeyboardInterrupt; SIGTERM ended the
   test process); the handlers not restored -> red."""
-  before = {s: signal.getsignal(s) for s in StopRequest.SIGNALS}
+  handlers(signal.default_int_handler)  # as Python starts in a terminal
   with StopRequest() as stop:
     assert stop.signal is None
     signal.raise_signal(sig)
     assert stop.signal == sig.name
-  assert {s: signal.getsignal(s) for s in StopRequest.SIGNALS} == before
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
   if sig == signal.SIGINT:  # Ctrl-C outside a run is Python's again
     with pytest.raises(KeyboardInterrupt):
       signal.raise_signal(sig)
+
+
+def test_an_ignored_sigint_is_a_request_inside_and_ignored_again_after(handlers):
+  """A process a script starts in the background (launch/local_multiprocess.sh's) inherits
+  SIGINT ignored: Ctrl-C on the script still stops its loop cleanly, and is ignored outside it.
+  Mutations: SIGINT left out of SIGNALS (no request); the ignored handler not restored (the
+  request's handler stays) -> red."""
+  handlers(signal.SIG_IGN)
+  with StopRequest() as stop:
+    signal.raise_signal(signal.SIGINT)
+    assert stop.signal == "SIGINT"
+  assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+  signal.raise_signal(signal.SIGINT)  # ignored: neither KeyboardInterrupt nor the end
