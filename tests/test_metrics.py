@@ -115,3 +115,44 @@ def test_a_metrics_file_that_cannot_be_opened_is_one_line(tmp_path):
   with pytest.raises(UserError, match=f"^cannot write the metrics in {tmp_path} \\(Is a "
                                       "directory\\)$"):
     metrics.MetricWriter(str(tmp_path))
+
+
+def _events(folder):
+  """The events of TensorBoard files (TFRecord framing: a length, its CRC, the record, its
+  CRC), read without TensorBoard."""
+  import struct
+
+  from tensorboardX.proto.event_pb2 import Event
+
+  events = []
+  for name in sorted(folder.iterdir()):
+    data = name.read_bytes()
+    pos = 0
+    while pos < len(data):
+      (length,) = struct.unpack("<Q", data[pos:pos + 8])
+      events.append(Event.FromString(data[pos + 12:pos + 12 + length]))
+      pos += 12 + length + 4
+  return events
+
+
+def test_tensorboard_receives_each_finite_value_under_its_split_at_its_step(tmp_path):
+  """The values TensorBoard shows, read back from its files, with NumPy's deprecations as
+  errors: tensorboardX before 2.6.2.2 converts each value through a 1-element array, which
+  NumPy 2.5 refuses (every run ended in a TypeError at its first log). Mutations: the tag
+  without its split; the finite check dropped (a NaN written); the values as given (a jax
+  scalar) -> red; and under `launch/test.sh --lowest` the floor `tensorboardX>=2.6.1`."""
+  import warnings
+
+  import jax.numpy as jnp
+  import numpy as np
+
+  with warnings.catch_warnings():
+    warnings.simplefilter("error", DeprecationWarning)
+    with metrics.MetricWriter(str(tmp_path)) as writer:
+      writer.write(2, "train", {"loss": 2.5, "top1_error": np.float32(0.75),
+                                "lr": jnp.asarray(0.01), "grad_norm": float("nan")})
+      writer.write(4, "eval", {"loss": 2.25})
+  scalars = [(e.step, v.tag, v.simple_value) for e in _events(tmp_path / "tensorboard")
+             for v in e.summary.value]
+  assert scalars == [(2, "train/loss", 2.5), (2, "train/top1_error", 0.75),
+                     (2, "train/lr", np.float32(0.01)), (4, "eval/loss", 2.25)]
