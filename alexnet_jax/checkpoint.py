@@ -33,7 +33,7 @@ from absl import logging
 
 from alexnet_jax import checkpoint_meta, models
 from alexnet_jax import workdir as workdir_lib
-from alexnet_jax.errors import UserError, first_line
+from alexnet_jax.errors import UserError, first_line, innermost
 
 STATE, META, DATA = "state", "meta", "data"  # items of a step directory
 _REMOVE_ATTEMPTS = 50  # 0.1 s apart: removing the partial directories of a failed write
@@ -299,8 +299,9 @@ def _newest_that_restores(candidates, read, *, on_damaged=None, none_left: str, 
       raise
     except Exception as e:  # noqa: BLE001 -- any failure to read means this step is damaged
       done = on_damaged(candidate) if on_damaged else "skipped"
+      why = innermost(e)
       logging.warning("checkpoint %s cannot be restored (%s: %s); %s, trying the previous one",
-                      name(candidate), type(e).__name__, first_line(e), done)
+                      name(candidate), type(why).__name__, first_line(why), done)
   raise UserError(none_left)
 
 

@@ -19,3 +19,13 @@ def last_line(text) -> str:
   """The last non-empty line of `text` (where a traceback names the error)."""
   lines = [line.strip() for line in str(text).splitlines() if line.strip()]
   return lines[-1] if lines else ""
+
+
+def innermost(error: BaseException) -> BaseException:
+  """The exception at the bottom of `error`'s explicit chain (`raise ... from`): Orbax wraps
+  TensorStore's error, which names the damaged file, in one that names an array index."""
+  for _ in range(16):
+    if error.__cause__ is None:
+      break
+    error = error.__cause__
+  return error
