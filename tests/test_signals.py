@@ -14,11 +14,11 @@ def handlers():
   (one started in the background by a script inherits SIGINT ignored)."""
   inherited = {s: signal.getsignal(s) for s in StopRequest.SIGNALS}
 
-  def set_(sigint, sigterm=signal.SIG_DFL):
+  def set_handlers(sigint, sigterm=signal.SIG_DFL):
     signal.signal(signal.SIGINT, sigint)
     signal.signal(signal.SIGTERM, sigterm)
 
-  yield set_
+  yield set_handlers
   for s, handler in inherited.items():
     signal.signal(s, handler)
 
