@@ -37,7 +37,8 @@ _ADDED = {
               "column_maps": "joined"},
     "data": {"resize": "shorter_side", "lighting_shrink": False, "crop_chunk": 1,
              "prepared_quality": 90, "prepared_chroma": "420", "mean_patch": "crop",
-             "decoder": "simplejpeg", "transfer": "pageable", "decode_on": "auto"},
+             "decoder": "simplejpeg", "transfer": "pageable", "decode_on": "auto",
+             "reshuffle_each_epoch": True},
     "init_from": {"accept_input_change": False, "required": False, "freeze_copied": False},
     "schedule": {"events": ()},
 }

@@ -137,7 +137,8 @@ def test_fields_added_since_take_the_paper_configs_value_but_the_dropout_was_inv
                      "response_norm_beta", "lrn_across_columns", "conv6_across_columns",
                      "column_maps"),
            "data": ("resize", "lighting_shrink", "crop_chunk", "prepared_quality",
-                    "prepared_chroma", "mean_patch", "decoder", "transfer", "decode_on"),
+                    "prepared_chroma", "mean_patch", "decoder", "transfer", "decode_on",
+                    "reshuffle_each_epoch"),
            "init_from": ("accept_input_change", "required", "freeze_copied")}
   differ = {f"{section}.{name}": (config[section][name], paper[section][name])
             for section, names in added.items() for name in names

@@ -31,7 +31,8 @@ def test_paper_code_is_run_145():
   assert (m.response_norm_size, m.response_norm_alpha, m.response_norm_beta) == (5, 1e-3, 0.75)
   assert [m.init_std[n] for n in LAYERS] == [0.01, 0.01, 0.03, 0.03, 0.03, 0.01, 0.01, 0.01]
   assert [m.init_bias[n] for n in LAYERS] == [0, 1, 0, 1, 1, 1, 1, 0]
-  assert (c.data.lighting_shrink, c.data.crop_chunk, c.data.mean_patch) == (True, 32, "centre")
+  assert (c.data.lighting_shrink, c.data.crop_chunk, c.data.mean_patch,
+          c.data.reshuffle_each_epoch) == (True, 32, "centre", False)
   assert (c.optimizer.decay_on, c.optimizer.momentum, c.optimizer.weight_decay) == (
       "kernels", 0.9, 5e-4)
   assert c.schedule.kind == "recorded" and c.num_epochs == 90.0

@@ -60,6 +60,27 @@ def test_same_seed_same_batches_and_a_restored_iterator_continues_exactly():
     np.testing.assert_array_equal(got["image"], want["image"])
     np.testing.assert_array_equal(got["label"], want["label"])
 
+@pytest.mark.parametrize("reshuffle", [True, False])
+def test_each_epoch_is_a_new_order_or_the_first_ones_again(reshuffle):
+  """grain's shuffle anew each epoch, or (`data.reshuffle_each_epoch=False`, the 2012 code's
+  data provider) the first epoch's order every epoch; either way each epoch holds every record
+  once and the augmentation is drawn anew. Mutations: the `reseed_each_epoch` argument dropped;
+  the position taken modulo the split's length (the same lighting each epoch) -> red."""
+  config = synthetic_config()  # 40 records, batches of 8: 5 steps an epoch
+  config.data.update(dict(image_size=32, flip=False, reshuffle_each_epoch=reshuffle))
+  train = build_input(config).train  # crops of 32 from images of 32: the patch is the record
+  epochs = [[next(train) for _ in range(5)] for _ in range(3)]
+  images = [np.concatenate([b["image"] for b in e]).reshape(40, -1) for e in epochs]
+  lighting = [np.concatenate([b["lighting"] for b in e]) for e in epochs]
+  records = lambda e: sorted(map(bytes, e))
+  assert len(set(records(images[0]))) == 40
+  assert records(images[0]) == records(images[1]) == records(images[2])
+  assert [np.array_equal(images[0], e) for e in images[1:]] == [not reshuffle] * 2
+  assert not np.array_equal(lighting[0], lighting[1])
+  assert load_config("paper").data.reshuffle_each_epoch
+  assert not load_config("paper_code").data.reshuffle_each_epoch
+
+
 def test_image_folder_pipeline_is_deterministic_and_skips_bad_files(tmp_path):
   image_folder_tree(tmp_path)
   config = folder_config(tmp_path)

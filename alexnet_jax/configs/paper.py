@@ -93,6 +93,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       # mirror (crop_chunk 1: every image its own, the paper's text).
       lighting_shrink=False,
       crop_chunk=1,
+      # §5 does not say: a new order of the training set each epoch (True), or the first
+      # epoch's order every epoch (False: the 2012 code, configs/paper_code.py).
+      reshuffle_each_epoch=True,
       read_threads=0,  # threads reading, decoding and cropping whole batches; 0: one per core
       prefetch=4,  # batches in flight (at least read_threads)
       # Processes reading, decoding and cropping whole batches (grain's mp_prefetch); -1: one

@@ -39,6 +39,8 @@ def get_config(variant: str = ""):
   config.data.lighting_shrink = True  # `cropped /= 1 + color_noise_coeff`
   config.data.crop_chunk = 32  # `crop_chunk = 32`: one crop offset and mirror per 32 images
   config.data.mean_patch = "centre"  # `data_mean_crop`: the mean image's centre 224 patch
+  # The data provider reads its data-batch files in one order, each file's images as written.
+  config.data.reshuffle_each_epoch = False
   config.optimizer.decay_on = "kernels"  # wc on weights; layer.cu builds biases with wc = 0
   config.schedule.update(dict(kind="recorded", events=RUN_145))
   config.num_epochs = 90.0  # epoch 91: killed (after 90 passes)

@@ -194,9 +194,10 @@ def train_dataset(data, split, stats: Stats, *, crop: int, channels: int, seed: 
                   local_batch: int, process_index: int = 0, process_count: int = 1,
                   events: tuple[str, ...] = ()) -> grain.DatasetIterator:
   """Endless shuffled training batches, this process's share of each global batch: grain
-  shuffles record indices, batches them, and `augment.TrainBatch` reads, decodes and crops a whole
-  batch per task, in `data.read_threads` threads of this process or, with worker processes
-  (`input_workers`), in those (one thread each unless `data.read_threads` says more).
+  shuffles record indices (anew each epoch, or the first epoch's order again:
+  `data.reshuffle_each_epoch`), batches them, and `augment.TrainBatch` reads, decodes and crops
+  a whole batch per task, in `data.read_threads` threads of this process or, with worker
+  processes (`input_workers`), in those (one thread each unless `data.read_threads` says more).
   Positioned by the step (`workers.FromStep`). `events`: a recorded schedule's, whose
   `pca_lighting` changes σ from their step on."""
   changes = events_lib.input_changes(events, len(split), data.batch_size).get("pca_lighting", [])
@@ -204,7 +205,8 @@ def train_dataset(data, split, stats: Stats, *, crop: int, channels: int, seed: 
                               float(data.pca_lighting), stats.lighting_scale, int(seed),
                               int(data.crop_chunk), tuple(changes), int(data.batch_size),
                               bool(data.lighting_shrink))
-  records = (grain.MapDataset.range(len(split)).seed(seed).shuffle().repeat()
+  records = (grain.MapDataset.range(len(split)).seed(seed).shuffle()
+             .repeat(reseed_each_epoch=bool(data.reshuffle_each_epoch))
              .map_with_index(_with_position))
   if process_count > 1:
     records = _ProcessShare(records, local_batch, process_index, process_count)
