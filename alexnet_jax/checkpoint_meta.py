@@ -34,7 +34,7 @@ _ADDED = {
     "model": {"dropout_form": "inverted", "response_norm": False, "response_norm_size": 5,
               "response_norm_alpha": 1e-3, "response_norm_beta": 0.75,
               "lrn_across_columns": False, "conv6_across_columns": False,
-              "column_maps": "joined"},
+              "column_maps": "joined", "removed_conv": ""},
     "data": {"resize": "shorter_side", "lighting_shrink": False, "crop_chunk": 1,
              "prepared_quality": 90, "prepared_chroma": "420", "mean_patch": "crop",
              "decoder": "simplejpeg", "transfer": "pageable", "decode_on": "auto",

@@ -47,6 +47,12 @@ VARIANTS = {
     # "substantial overfitting" without it; no figure.
     "no_dropout": Variant("§4.2", {"model.dropout": 0.0}, "dropout"),
     "no_pca_lighting": Variant("§4.1", {"data.pca_lighting": 0.0}, "pca_lighting", (1.0, None)),
+    # §7: "removing any of the middle layers results in a loss of about 2% for the top-1"
+    # (conv2-conv4, between the first and the last); of conv5 it says only that removing any
+    # convolutional layer degrades the network.
+    **{f"no_{name}": Variant("§7", {"model.removed_conv": name}, name,
+                             (2.0 if name != "conv5" else None, None))
+       for name in ("conv2", "conv3", "conv4", "conv5")},
     # Table 2's "*" models: trained with a sixth convolutional layer over pool5, then
     # fine-tuned with it (configs/finetune.py:conv6).
     "conv6": Variant("Table 2", {"model.extra_conv6": True}),
@@ -79,11 +85,17 @@ def set_field(config: ml_collections.ConfigDict, path: str, value) -> None:
 
 
 def apply_variants(config: ml_collections.ConfigDict, names: str) -> ml_collections.ConfigDict:
-  """`config` with the comma-separated variants `names` ('' for none) of `VARIANTS` applied."""
+  """`config` with the comma-separated variants `names` ('' for none) of `VARIANTS` applied;
+  two that set one field to different values (`no_conv3,no_conv4`) are refused."""
+  set_by = {}
   for name in filter(None, (n.strip() for n in names.split(","))):
     if name not in VARIANTS:
       raise ValueError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
     for path, value in VARIANTS[name].overrides.items():
+      other = set_by.setdefault(path, name)
+      if VARIANTS[other].overrides[path] != value:
+        raise ValueError(f"variants {other} and {name} both set {path}: combine variants that "
+                         "change different fields")
       set_field(config, path, value)
   return config
 

@@ -186,8 +186,9 @@ def caffe_to_params(layers: dict[str, list[np.ndarray]], spec: model_spec.AlexNe
   if missing:
     raise UserError(f"the Caffe model has no layer {missing[0]} (layers: "
                     f"{', '.join(sorted(layers))})")
-  if spec.columns != 2 or spec.extra_conv6:
-    raise UserError("the Caffe network has two columns (groups) and no conv6")
+  if spec.columns != 2 or spec.extra_conv6 or spec.removed_conv:
+    raise UserError("the Caffe network has two columns (groups), five convolutional layers "
+                    "and no conv6")
   w = spec.widths
   params = {}
   for name in model_spec.CONV_LAYERS:

@@ -150,9 +150,10 @@ def _to_torch(trained, output: str) -> None:
 
 def torch_module(trained):
   """The network of `trained` at test time as a `torch.nn.Module` (uint8 crops in, (probs, fc7)
-  out), written with torch's layers: the columns as channel groups (conv2, conv4, conv5, and
-  conv6 over its own column), LRN within each column or across them, the 2012 code's response
-  norm, §4.2's test-time dropout scale."""
+  out), written with torch's layers: the columns as channel groups (the convolutional layers
+  after conv1 that see only their own column: conv2, conv4, conv5, conv6 over its own), LRN
+  within each column or across them, the 2012 code's response norm, §4.2's test-time dropout
+  scale."""
   import torch
   import torch.nn.functional as F
   from torch import nn
@@ -172,7 +173,7 @@ def torch_module(trained):
     return torch.tensor(np.ascontiguousarray(joined.T))
 
   bias = lambda name: torch.tensor(params[name]["bias"].reshape(-1))
-  own = {"conv2", "conv4", "conv5"} | ({"conv6"} if not spec.conv6_across_columns else set())
+  own = {n for n in spec.layers if n.startswith("conv") and n != "conv1" and n not in spec.meets}
   keep = 1.0 - spec.dropout if spec.dropout_form == "paper" else 1.0
   lrn_alpha = (spec.lrn_alpha / spec.lrn_size if spec.lrn_alpha_over_size else spec.lrn_alpha)
 
@@ -224,9 +225,12 @@ def torch_module(trained):
         h = self.act(self.pool(self.lrn(h)))
       else:
         h = self.pool(self.lrn(self.act(h)))
-      h = self.pool(self.response_norm(self.lrn(self.act(self.conv("conv2", h)))))
+      if "conv2" in spec.layers:
+        h = self.response_norm(self.lrn(self.act(self.conv("conv2", h))))
+      h = self.pool(h)
       for name in ("conv3", "conv4", "conv5"):
-        h = self.act(self.conv(name, h))
+        if name in spec.layers:
+          h = self.act(self.conv(name, h))
       h = self.pool(h)
       if spec.extra_conv6:
         h = self.act(self.conv("conv6", h))

@@ -101,7 +101,8 @@ def model_card(trained: inference.Trained, fmt: str, output: str, workdir: str) 
            f"* {spec.columns} column(s), convolutions {tuple(m.conv_features)}, fully connected "
            f"{tuple(m.fc_features)}, {m.num_classes} classes"
            + (", conv6 over pool5" + (" (both columns)" if m.conv6_across_columns else "")
-              if m.extra_conv6 else "") + ".",
+              if m.extra_conv6 else "")
+           + (f", {spec.removed_conv} removed (§7)" if spec.removed_conv else "") + ".",
            f"* {sum(int(np.prod(np.shape(x))) for x in jax.tree.leaves(trained.params)):,} "
            f"parameters; LRN {'on' if m.lrn else 'off'}, {m.activation}, dropout {m.dropout} "
            f"({m.dropout_form} form); computed in float32 (trained in {m.dtype}).",

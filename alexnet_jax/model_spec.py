@@ -3,7 +3,8 @@ the geometry of every layer, from the config's `model` section.
 
 Paper §3.5 (layers, sizes, where the columns meet), §3.2 (the one-column comparison net), §3.3
 (LRN), §3.4 (overlapping pooling), §4.2 (dropout), §5 (initialisation); Table 2's sixth
-convolutional layer. `models` builds and runs the network a spec describes.
+convolutional layer; §7's network with one convolutional layer removed. `models` builds and
+runs the network a spec describes.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ CAPTURED = ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool
 # present when `extra_conv6` is set: between pool5 and fc6; over its own column's pool5 maps, or
 # over both columns' (`conv6_across_columns`: the 2012 code's conv6a/conv6b, inputs=pool3a,pool3b).
 CONV6 = "conv6"
+# §7: "our network's performance degrades if a single convolutional layer is removed": the layer
+# left out (`removed_conv`), any but conv1, which takes the image. Its ReLU and normalisation go
+# with it; the pooling layers stay where they are, so every map keeps its size; with conv3
+# gone, the columns meet in front of the next convolutional layer instead.
+REMOVABLE = ("conv2", "conv3", "conv4", "conv5")
 # §4.2's dropout: 'paper' zeroes units with probability p in training and multiplies every
 # output by 1 - p at test time (the paper, the 2012 code); 'inverted' divides the kept units by
 # 1 - p in training and is the identity at test time (Caffe, PyTorch, Flax).
@@ -57,6 +63,7 @@ class AlexNetSpec:
   fc_features: tuple[int, ...]
   extra_conv6: bool
   conv6_across_columns: bool
+  removed_conv: str
   activation: str
   lrn: bool
   lrn_size: int
@@ -134,6 +141,9 @@ class AlexNetSpec:
     if self.columns == 2 and any(f % 2 for f in self.conv_features + self.fc_features):
       bad("every width must be even to split into two columns: "
           f"{self.conv_features + self.fc_features}")
+    if self.removed_conv not in ("",) + REMOVABLE:
+      bad(f"removed_conv must be '' (none) or one of {', '.join(REMOVABLE)}, got "
+          f"{self.removed_conv!r}")
     if self.activation not in ("relu", "tanh"):
       bad(f"activation must be 'relu' or 'tanh', got {self.activation!r}")
     if not 0.0 <= self.dropout < 1.0:
@@ -160,19 +170,27 @@ class AlexNetSpec:
   # --- geometry -----------------------------------------------------------------------------
 
   @property
+  def convs(self) -> tuple[str, ...]:
+    """The five convolutional layers of §3.5 less `removed_conv`, in order."""
+    return tuple(n for n in CONV_LAYERS if n != self.removed_conv)
+
+  @property
   def layers(self) -> tuple[str, ...]:
     """The layers with parameters, in order."""
-    return CONV_LAYERS + ((CONV6,) if self.extra_conv6 else ()) + FC_LAYERS
+    return self.convs + ((CONV6,) if self.extra_conv6 else ()) + FC_LAYERS
 
   @property
   def meets(self) -> tuple[str, ...]:
-    """The layers in front of which the columns meet."""
-    return MEETS[:1] + ((CONV6,) if self.extra_conv6 and self.conv6_across_columns else ()) + \
+    """The layers in front of which the columns meet: conv3 (or the convolutional layer after
+    it, when it is removed), conv6 over both columns, the fully-connected layers."""
+    first = next(n for n in self.convs if n in CONV_LAYERS[2:])
+    return (first,) + ((CONV6,) if self.extra_conv6 and self.conv6_across_columns else ()) + \
         MEETS[1:]
 
   @property
   def captured(self) -> tuple[str, ...]:
-    return CAPTURED[:8] + ((CONV6,) if self.extra_conv6 else ()) + CAPTURED[8:]
+    return tuple(n for n in CAPTURED[:8] if n != self.removed_conv) + \
+        ((CONV6,) if self.extra_conv6 else ()) + CAPTURED[8:]
 
   @property
   def widths(self) -> dict[str, int]:
@@ -204,19 +222,17 @@ class AlexNetSpec:
     return self._pool(self._pool(self._pool(self.conv1_size)))
 
   def in_features(self, layer: str) -> int:
-    """Input width of one column's kernel in `layer` (§3.5 connectivity)."""
+    """Input width of one column's kernel in `layer` (§3.5 connectivity): the maps of the layer
+    before it, every column's where the columns meet (fc8: its own column's units, the
+    columns' partial logits summed)."""
     w, c = self.widths, self.columns
-    return {
-        "conv1": self.in_channels,
-        "conv2": w["conv1"],
-        "conv3": c * w["conv2"],
-        "conv4": w["conv3"],
-        "conv5": w["conv4"],
-        CONV6: (c if self.conv6_across_columns else 1) * w["conv5"],
-        "fc6": c * w["conv5"] * self.pool5_size ** 2,
-        "fc7": c * w["fc6"],
-        "fc8": w["fc7"],
-    }[layer]
+    if layer == "conv1":
+      return self.in_channels
+    before = dict(zip(self.layers[1:], self.layers))[layer]
+    seen = (c if layer in self.meets and layer != "fc8" else 1) * w[before]
+    if layer == "fc6":
+      return seen * self.pool5_size ** 2
+    return seen
 
   def forward_flops(self) -> int:
     """Multiply-adds ×2 of one image's forward pass through the convolutions and matmuls

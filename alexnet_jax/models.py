@@ -8,9 +8,9 @@ and runs it.
 Every per-column weight is stacked on a leading column axis sharded over `'model'`. The forward
 pass is one `jax.shard_map`: each device runs plain convolutions for the columns it holds, and an
 explicit `all_gather` over `'model'` joins the columns where the paper's GPUs communicate
-(inputs of conv3, fc6 and fc7); fc8 contracts each column's fc7 units and sums the two partial
-logits (`psum`). With a `'model'` axis of size 1 one device computes both columns. The batch is
-sharded over `'data'`.
+(inputs of conv3, fc6 and fc7: `AlexNetSpec.meets`); fc8 contracts each column's fc7 units
+and sums the two partial logits (`psum`). With a `'model'` axis of size 1 one device computes
+both columns. The batch is sharded over `'data'`.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ class ColumnLayer(nnx.Module):
 
 
 class AlexNet(nnx.Module):
-  """The network of paper §3.5 (Figure 2), two columns or the §3.2 one-column net."""
+  """The network of paper §3.5 (Figure 2), two columns or the §3.2 one-column net (or §7's,
+  a convolutional layer removed)."""
 
   def __init__(self, spec: AlexNetSpec, *, mesh: jax.sharding.Mesh | None = None,
                rngs: nnx.Rngs):
@@ -235,20 +236,26 @@ def _column_forward(spec: AlexNetSpec, x, params, masks, capture: bool, portable
     return jax.lax.all_gather(h, MODEL, axis=h.ndim - 1, tiled=True)
 
   relu = lambda h: each(act, h)
+
+  def conv_relu(name, h):
+    """A 3x3 layer over its own column's maps, or over every column's where they meet."""
+    across = name in spec.meets
+    return record(name, relu(conv(name, meet(h) if across else h, own_column=not across)))
+
   h = conv("conv1", x.astype(dtype), own_column=False)
   if spec.lrn_conv1_pre_relu:  # 2012 code: LRN on the conv output, ReLU at the pool.
     h = record("pool1", relu(pool(record("conv1", norm(h)))))
   else:
     h = record("pool1", pool(record("conv1", norm(relu(h)))))
-  h = record("conv2", conv2_norm(relu(conv("conv2", h, own_column=True))))
+  if "conv2" in spec.layers:
+    h = record("conv2", conv2_norm(relu(conv("conv2", h, own_column=True))))
   h = record("pool2", pool(h))
-  h = record("conv3", relu(conv("conv3", meet(h), own_column=False)))
-  h = record("conv4", relu(conv("conv4", h, own_column=True)))
-  h = record("conv5", relu(conv("conv5", h, own_column=True)))
+  for name in ("conv3", "conv4", "conv5"):
+    if name in spec.layers:
+      h = conv_relu(name, h)
   h = record("pool5", pool(h))
   if spec.extra_conv6:
-    across = spec.conv6_across_columns
-    h = record(CONV6, relu(conv(CONV6, meet(h) if across else h, own_column=not across)))
+    h = conv_relu(CONV6, h)
   full = meet(h)
   h = dropout("fc6", record("fc6", act(dense("fc6", full.reshape(full.shape[0], -1)))))
   h = dropout("fc7", record("fc7", act(dense("fc7", meet(h)))))

@@ -25,7 +25,6 @@ def build(spec):
   from torch import nn
 
   act = nn.ReLU if spec.activation == "relu" else nn.Tanh
-  k = spec.conv_kernels
   own = spec.columns  # groups of the layers that see only their own column
 
   def width(layer):
@@ -40,17 +39,22 @@ def build(spec):
   def pool():
     return nn.MaxPool2d(spec.pool_window, spec.pool_stride)
 
+  def conv(layer):  # after conv1: grouped where a column sees only its own maps
+    before = spec.convs[spec.convs.index(layer) - 1]
+    k = spec.conv_kernel(layer)
+    return [nn.Conv2d(width(before), width(layer), k, padding=k // 2,
+                      groups=1 if layer in spec.meets else own), act()]
+
   return nn.Sequential(
       nn.ZeroPad2d((0, spec.conv1_padding, 0, spec.conv1_padding)),
-      nn.Conv2d(spec.in_channels, width("conv1"), k[0], stride=spec.conv1_stride), act(),
+      nn.Conv2d(spec.in_channels, width("conv1"), spec.conv_kernels[0],
+                stride=spec.conv1_stride), act(),
       lrn(), pool(),
-      nn.Conv2d(width("conv1"), width("conv2"), k[1], padding=k[1] // 2, groups=own), act(),
-      lrn(), pool(),
-      nn.Conv2d(width("conv2"), width("conv3"), k[2], padding=k[2] // 2), act(),
-      nn.Conv2d(width("conv3"), width("conv4"), k[3], padding=k[3] // 2, groups=own), act(),
-      nn.Conv2d(width("conv4"), width("conv5"), k[4], padding=k[4] // 2, groups=own), act(),
+      *(conv("conv2") + [lrn()] if "conv2" in spec.convs else []), pool(),
+      *(layer for name in ("conv3", "conv4", "conv5") if name in spec.convs
+        for layer in conv(name)),
       pool(), nn.Flatten(),
-      nn.Linear(width("conv5") * spec.pool5_size ** 2, width("fc6")), act(),
+      nn.Linear(width(spec.convs[-1]) * spec.pool5_size ** 2, width("fc6")), act(),
       nn.Dropout(spec.dropout),
       nn.Linear(width("fc6"), width("fc7")), act(), nn.Dropout(spec.dropout),
       nn.Linear(width("fc7"), spec.num_classes),

@@ -175,6 +175,17 @@ def test_an_unknown_variant_names_the_known_ones():
     load_config("tiny", "bogus")
 
 
+def test_variants_that_set_one_field_to_different_values_are_refused():
+  """`no_conv3,no_conv4` would remove conv4 alone (the later variant wins): one line; variants
+  that agree (`conv6` and `new_conv6` both add conv6) combine. Mutation: the check dropped ->
+  red."""
+  with pytest.raises(UserError, match=r"tiny.py:no_conv3,no_conv4: .*variants no_conv3 and "
+                                      r"no_conv4 both set model.removed_conv"):
+    configuration.load("configs/tiny.py:no_conv3,no_conv4")
+  both = configuration.load("configs/tiny.py:conv6,new_conv6")
+  assert both.model.extra_conv6 and tuple(both.init_from.new_layers) == ("fc8", "conv6")
+
+
 @pytest.mark.parametrize("override,message", [
     ("optim.learning_rate=0.1", r"^--config.optim.learning_rate=0.1: the config has no field "
                                 r"'optim'; did you mean optimizer\?$"),

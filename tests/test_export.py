@@ -164,7 +164,8 @@ def _assert_predicts(probs, fc7, want):
 
 
 @pytest.mark.parametrize("overrides", [(), ("data.pixel_scale=0.05",),
-                                       ("data.pixel_scale=0.05", "data.mean_patch=centre")])
+                                       ("data.pixel_scale=0.05", "data.mean_patch=centre"),
+                                       ("model.removed_conv=conv3", "data.pixel_scale=0.05")])
 def test_the_exported_function_computes_predicts_numbers_at_any_pixel_scale(overrides, tmp_path):
   """What the ONNX and StableHLO files hold (`inference_function`: the mean and the pixel
   scale baked in) gives `predict`'s centre-crop numbers. Mutation: the crops divided by the
@@ -200,11 +201,15 @@ def test_only_the_onnx_format_needs_jax2onnx(tmp_path, monkeypatch):
     ("model.extra_conv6=True",),
     ("model.activation=tanh", "model.dropout_form=inverted", "model.lrn=False"),
     ("model.columns=1", "model.dropout=0.3", "data.pixel_scale=0.05"),
-], ids=["paper_code", "conv6_across", "conv6_own", "tanh_inverted_no_lrn", "one_column"])
+    ("model.removed_conv=conv2", "data.pixel_scale=0.05"),
+    ("model.removed_conv=conv3", "data.pixel_scale=0.05"),
+], ids=["paper_code", "conv6_across", "conv6_own", "tanh_inverted_no_lrn", "one_column",
+        "no_conv2", "no_conv3"])
 def test_the_torch_network_computes_predicts_numbers_in_every_variant(overrides, tmp_path):
   """`torch_module` writes the network again with torch's layers: each variant of the network
   it spells out (the 2012 code's pre-ReLU LRN and response norm, conv6 over both columns or its
-  own, tanh, dropout's two forms, no LRN, one column, a pixel scale) gives `predict`'s numbers.
+  own, tanh, dropout's two forms, no LRN, one column, a pixel scale, §7's conv2 or conv3
+  removed) gives `predict`'s numbers.
   Mutations: conv6 grouped when across the columns; the response norm's window sum without n²;
   LRN after the ReLU at conv1 when pre-ReLU; tanh as ReLU; the test-time scale `1 - dropout`
   taken for inverted dropout; LRN applied with lrn=False; the crops divided by the pixel scale

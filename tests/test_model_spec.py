@@ -54,8 +54,37 @@ def test_one_column_net_of_section_3_2():
   assert param_count(spec_of("paper", "one_column")) == expected == 59_798_312
 
 
+@pytest.mark.parametrize("variant,removed,added,meets,in_features", [
+    # conv2 (2 x (5x5x48x128 + 128)) out; conv3 sees both columns' pool2 of conv1: 96 maps,
+    # not 256 (2 x 3x3x(256 - 96)x192 fewer)
+    ("no_conv2", 307_456 + 552_960, 0, "conv3", [3, 96, 192, 192, 9216, 4096, 2048]),
+    # conv3 (2 x (3x3x256x192 + 192)) out; conv4 now meets: 256 maps in, not 192 (+2 x 3x3x64x192)
+    ("no_conv3", 885_120, 221_184, "conv4", [3, 48, 256, 192, 9216, 4096, 2048]),
+    ("no_conv4", 663_936, 0, "conv3", [3, 48, 256, 192, 9216, 4096, 2048]),
+    # conv5 (2 x (3x3x192x128 + 128)) out; pool5 pools conv4's 384 maps: fc6 sees 6x6x384, not
+    # 6x6x256 (+2 x 4608 x 2048)
+    ("no_conv5", 442_624, 18_874_368, "conv3", [3, 48, 256, 192, 13824, 4096, 2048]),
+])
+def test_section_7s_networks_have_one_convolutional_layer_less(variant, removed, added, meets,
+                                                                in_features):
+  """§7 "if a single convolutional layer is removed": its kernels go, the next layer reads the
+  maps before it (pooled as before: every size stays), the columns meet in front of conv3 or,
+  without it, of conv4. Mutations: conv3's meeting not moved to conv4 (its input 128 per
+  column); fc6 reading conv5's width when conv5 is gone; conv2's maps kept in conv3's input ->
+  red."""
+  spec = spec_of("paper", variant)
+  name = variant[3:]
+  assert name not in spec.layers and name not in spec.captured and "pool2" in spec.captured
+  assert param_count(spec) == 60_965_224 - removed + added
+  assert spec.meets == (meets, "fc6", "fc7", "fc8")
+  assert [spec.in_features(n) for n in spec.layers] == in_features
+  assert (spec.conv1_size, spec.pool5_size) == (55, 6)
+
+
 @pytest.mark.parametrize("change,message", [
     ({"columns": 3}, "columns must be 2"),
+    ({"removed_conv": "conv1"}, "removed_conv must be '' .none. or one of conv2, conv3, conv4, "
+                                "conv5, got 'conv1'"),
     ({"conv_features": ("wide", 64, 96, 96, 64)}, "invalid model config"),
     ({"conv_features": (96, 255, 384, 384, 256)}, "every width must be even"),
     ({"lrn_size": 4}, "lrn_size must be a positive odd number"),

@@ -119,11 +119,14 @@ def test_each_columns_parameters_live_only_on_its_model_shard(tiny_config):
   assert model.fc8.bias[...].sharding.is_fully_replicated
 
 
-@pytest.mark.parametrize("variant,gathers", [
-    ("", ["2,13,13,256", "2,4096", "2,6,6,256"]),
-    ("conv6", ["2,13,13,256", "2,4096", "2,6,6,256", "2,6,6,256"])])
-def test_compiled_forward_communicates_only_where_the_columns_meet(variant, gathers):
-  config = load_config("paper_code" if variant else "paper", variant)
+@pytest.mark.parametrize("config_name,variant,gathers", [
+    ("paper", "", ["2,13,13,256", "2,4096", "2,6,6,256"]),
+    ("paper_code", "conv6", ["2,13,13,256", "2,4096", "2,6,6,256", "2,6,6,256"]),
+    ("paper", "no_conv3", ["2,13,13,256", "2,4096", "2,6,6,256"]),  # in front of conv4
+    ("paper", "no_conv2", ["2,13,13,96", "2,4096", "2,6,6,256"])])  # pool2 of conv1's maps
+def test_compiled_forward_communicates_only_where_the_columns_meet(config_name, variant,
+                                                                   gathers):
+  config = load_config(config_name, variant)
   mesh = make_mesh(data=4, model=2)
   abstract = nnx.eval_shape(lambda: models.AlexNet(
       model_spec.AlexNetSpec.from_config(config.model), mesh=mesh, rngs=nnx.Rngs(0)))
@@ -321,7 +324,9 @@ def _reference_forward(spec, model, images):
   float64 NumPy with loops and windows of its own: per column conv -> ReLU -> LRN -> pool
   (conv1, conv2), conv3 over both columns' maps, conv4 and conv5 over their own, pool, fc6-fc8
   over every column's units, test-time dropout x (1 - p). The 2012 code's switches
-  (`lrn_conv1_pre_relu`, `response_norm`, `extra_conv6`) as docs/fidelity.md describes them."""
+  (`lrn_conv1_pre_relu`, `response_norm`, `extra_conv6`) as docs/fidelity.md describes them;
+  §7's `removed_conv`: that layer, its ReLU and its norms skipped, the pooling kept, and
+  without conv3 the columns meeting at conv4."""
   from numpy.lib.stride_tricks import sliding_window_view
 
   def param(name):
@@ -377,13 +382,20 @@ def _reference_forward(spec, model, images):
     h = record("pool1", each(relu, each(pool, record("conv1", each(lrn, h)))))
   else:
     h = record("pool1", each(pool, record("conv1", each(lrn, each(relu, h)))))
-  h = each(lrn, each(relu, conv_layer("conv2", h, both=False)))
-  if spec.response_norm:
-    h = each(response_norm, h)
-  h = record("pool2", each(pool, record("conv2", h)))
-  h = record("conv3", each(relu, conv_layer("conv3", h, both=True)))
-  h = record("conv4", each(relu, conv_layer("conv4", h, both=False)))
-  h = record("pool5", each(pool, record("conv5", each(relu, conv_layer("conv5", h, both=False)))))
+  gone = spec.removed_conv
+  if gone != "conv2":
+    h = each(lrn, each(relu, conv_layer("conv2", h, both=False)))
+    if spec.response_norm:
+      h = each(response_norm, h)
+    h = record("conv2", h)
+  h = record("pool2", each(pool, h))
+  if gone != "conv3":
+    h = record("conv3", each(relu, conv_layer("conv3", h, both=True)))
+  if gone != "conv4":
+    h = record("conv4", each(relu, conv_layer("conv4", h, both=gone == "conv3")))
+  if gone != "conv5":
+    h = record("conv5", each(relu, conv_layer("conv5", h, both=False)))
+  h = record("pool5", each(pool, h))
   if spec.extra_conv6:
     conv6 = conv_layer(model_spec.CONV6, h, both=spec.conv6_across_columns)
     h = record(model_spec.CONV6, each(relu, conv6))
@@ -392,13 +404,16 @@ def _reference_forward(spec, model, images):
 
 
 @pytest.mark.parametrize("config_name,variant", [
-    ("paper", ""), ("paper", "one_column"), ("paper_code", "conv6")])
+    ("paper", ""), ("paper", "one_column"), ("paper_code", "conv6"), ("paper_code", "no_conv2"),
+    ("paper", "no_conv3"), ("paper", "no_conv5")])
 def test_the_whole_network_is_the_papers_written_out_in_numpy(config_name, variant):
   """Every activation and the logits of the network (at small widths, conv1 11x11 at stride 4
   with cuda-convnet's padding) against `_reference_forward`, with weights large enough that
   LRN and the response norm change the maps. Mutations: LRN before conv1's ReLU in the
   paper's network -> red; LRN's window across both columns -> red; conv4 over both columns ->
-  red (shape); the 2012 code's ReLU before conv1's LRN -> red; fc8's bias subtracted -> red."""
+  red (shape); the 2012 code's ReLU before conv1's LRN -> red; fc8's bias subtracted -> red;
+  a removed conv2's LRN kept; pool2 skipped with conv2 (shape); conv4 over its own column
+  without conv3 (shape) -> red."""
   config = load_config(config_name, variant)
   config.model.update(dict(num_classes=10, input_size=64, conv_features=(16, 32, 48, 48, 32),
                            fc_features=(64, 64), dtype="float32"))

@@ -1,4 +1,4 @@
-"""The single-change ablations (§3.1-§4.2): the baseline and each variant that removes one
+"""The single-change ablations (§3.1-§4.2, §7): the baseline and each variant that removes one
 ingredient, for every seed, in one table beside the paper's reported changes."""
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from alexnet_jax.configuration import ABLATIONS, VARIANTS
 
 LABELS = {"baseline": "baseline", "lrn": "no LRN", "overlap_pool": "no overlapping pooling",
           "columns": "one column", "pca_lighting": "no PCA lighting", "dropout": "no dropout",
-          "relu": "tanh instead of ReLU"}
+          "relu": "tanh instead of ReLU",
+          **{f"conv{i}": f"no conv{i}" for i in range(2, 6)}}
 
 
 def summarize(results: dict[str, list[dict]], split: str) -> list[dict]:

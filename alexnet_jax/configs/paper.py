@@ -26,6 +26,9 @@ def model_config() -> ml_collections.ConfigDict:
       # conv6 over its own column's pool5 maps (the text's pattern: only conv3 and the fc layers
       # see both columns), or over both (the 2012 code: configs/paper_code.py).
       conv6_across_columns=False,
+      # §7: a convolutional layer left out (conv2-conv5; '' keeps all five: variants :no_conv3,
+      # ...): its ReLU and normalisation go with it, the pooling layers stay.
+      removed_conv="",
       activation="relu",
       lrn=True,
       lrn_size=5,
