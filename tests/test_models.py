@@ -87,8 +87,11 @@ def _sharded(config, mesh, seed=0):
   return models.create_model(config.model, mesh=mesh, seed=seed)
 
 
-def test_sharded_forward_equals_single_device_forward(tiny_config):
+@pytest.mark.parametrize("removed", ["", "conv3"])  # conv3 out: the columns meet at conv4
+def test_sharded_forward_equals_single_device_forward(tiny_config, removed):
+  """Mutation: without conv3, conv4 over its own column on the mesh alone -> red."""
   assert jax.device_count() == 8, "conftest forces 8 CPU devices"
+  tiny_config.model.removed_conv = removed
   images = jax.random.normal(jax.random.key(0), (8, 32, 32, 3))
   single = models.create_model(tiny_config.model, seed=3)
   mesh = make_mesh(data=4, model=2)
