@@ -238,7 +238,8 @@ def _column_forward(spec: AlexNetSpec, x, params, masks, capture: bool, portable
   relu = lambda h: each(act, h)
 
   def conv_relu(name, h):
-    """A 3x3 layer over its own column's maps, or over every column's where they meet."""
+    """A convolution after pool2 and its ReLU, over its own column's maps or, where the
+    columns meet, over every column's."""
     across = name in spec.meets
     return record(name, relu(conv(name, meet(h) if across else h, own_column=not across)))
 
