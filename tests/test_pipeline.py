@@ -60,6 +60,7 @@ def test_same_seed_same_batches_and_a_restored_iterator_continues_exactly():
     np.testing.assert_array_equal(got["image"], want["image"])
     np.testing.assert_array_equal(got["label"], want["label"])
 
+
 @pytest.mark.parametrize("reshuffle", [True, False])
 def test_each_epoch_is_a_new_order_or_the_first_ones_again(reshuffle):
   """grain's shuffle anew each epoch, or (`data.reshuffle_each_epoch=False`, the 2012 code's
