@@ -221,6 +221,10 @@ class AlexNetSpec:
   def pool5_size(self) -> int:
     return self._pool(self._pool(self._pool(self.conv1_size)))
 
+  def before(self, layer: str) -> str:
+    """The layer whose output `layer` reads (through a pooling layer or not)."""
+    return dict(zip(self.layers[1:], self.layers))[layer]
+
   def in_features(self, layer: str) -> int:
     """Input width of one column's kernel in `layer` (§3.5 connectivity): the maps of the layer
     before it, every column's where the columns meet (fc8: its own column's units, the
@@ -228,8 +232,7 @@ class AlexNetSpec:
     w, c = self.widths, self.columns
     if layer == "conv1":
       return self.in_channels
-    before = dict(zip(self.layers[1:], self.layers))[layer]
-    seen = (c if layer in self.meets and layer != "fc8" else 1) * w[before]
+    seen = (c if layer in self.meets and layer != "fc8" else 1) * w[self.before(layer)]
     if layer == "fc6":
       return seen * self.pool5_size ** 2
     return seen

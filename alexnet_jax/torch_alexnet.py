@@ -40,9 +40,8 @@ def build(spec):
     return nn.MaxPool2d(spec.pool_window, spec.pool_stride)
 
   def conv(layer):  # after conv1: grouped where a column sees only its own maps
-    before = spec.convs[spec.convs.index(layer) - 1]
     k = spec.conv_kernel(layer)
-    return [nn.Conv2d(width(before), width(layer), k, padding=k // 2,
+    return [nn.Conv2d(width(spec.before(layer)), width(layer), k, padding=k // 2,
                       groups=1 if layer in spec.meets else own), act()]
 
   return nn.Sequential(
