@@ -41,6 +41,7 @@ _ADDED = {
              "reshuffle_each_epoch": True},
     "init_from": {"accept_input_change": False, "required": False, "freeze_copied": False},
     "schedule": {"events": ()},
+    "profile": {"steps": 0, "skip_steps": 5, "python": False},
 }
 _ADDED_TOP = {"num_steps": 0}
 # Config fields earlier versions wrote that this one no longer has.

@@ -54,13 +54,15 @@ class DevicePrefetch(grain.DatasetIterator):
   def _run(self) -> None:
     try:
       while not self._stop.is_set():
-        batch = next(self._iterator)
+        with jax.profiler.TraceAnnotation("host_batch"):
+          batch = next(self._iterator)
         state = self._iterator.get_state()
         skipped = int(batch.pop("skipped").sum()) if "skipped" in batch else 0
         start = time.perf_counter()
-        arrays = self._put(batch)
-        if self._borrowed:
-          jax.block_until_ready(arrays)
+        with jax.profiler.TraceAnnotation("transfer"):
+          arrays = self._put(batch)
+          if self._borrowed:
+            jax.block_until_ready(arrays)
         self.transfer_seconds += time.perf_counter() - start
         self._offer((arrays, skipped, state))
     except BaseException as e:  # noqa: BLE001 -- handed to the loop's thread and raised there

@@ -20,7 +20,7 @@ import jax
 import ml_collections
 from absl import logging
 
-from alexnet_jax import checkpoint, checkpoint_meta, finetune, metrics, validation
+from alexnet_jax import checkpoint, checkpoint_meta, finetune, metrics, profiling, validation
 from alexnet_jax import evaluation as evaluation_lib
 from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.data import spawning
@@ -35,8 +35,6 @@ from alexnet_jax.sharding import DATA, MODEL, mesh_for, to_global
 from alexnet_jax.signals import StopRequest
 from alexnet_jax.step_metrics import StepMetrics
 from alexnet_jax.train_setup import setup_train
-
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,6 +231,9 @@ def _loop(run: "_Run", resources: contextlib.ExitStack) -> RunResult:
   stop = resources.enter_context(StopRequest())
   step_metrics = resources.enter_context(StepMetrics(config.divergence.factor))
   progress = resources.enter_context(Progress(start_step, total_steps, batch_size))
+  trace = resources.enter_context(profiling.StepTrace(
+      profiling.trace_dir(workdir_lib.RunDir(workdir).tensorboard, jax.process_index()),
+      config.profile, start_step, total_steps))
   evaluation = {}
   stall_checked = start_step >= config.stall.check_steps
   skipped_images = 0  # unreadable training images this run has skipped (logged by the reader)
@@ -272,6 +273,7 @@ def _loop(run: "_Run", resources: contextlib.ExitStack) -> RunResult:
   batches.start_prefetch()  # the input's workers start while the step compiles
   logging.info("compiling the training step (the first step waits for it)")
   for step in range(start_step + 1, total_steps + 1):
+    trace.begin(step)
     with progress.timing("input_wait"), saved_if_input_fails(step - 1):
       batch, skipped = next(batches)
     skipped_images += skipped
@@ -325,6 +327,7 @@ def _loop(run: "_Run", resources: contextlib.ExitStack) -> RunResult:
         break
     elif step % config.checkpoint.every_steps == 0:
       save(step)
+    trace.end(step, state)
 
     if stop.signal:
       logging.warning("%s received: saving step %d and exiting (the same command resumes)",

@@ -9,8 +9,8 @@ import math
 
 import ml_collections
 
-from alexnet_jax import (checkpoint, configuration, finetune, model_spec, optim, schedule,
-                         sharding, step_metrics)
+from alexnet_jax import (checkpoint, configuration, finetune, model_spec, optim, profiling,
+                         schedule, sharding, step_metrics)
 from alexnet_jax.configs import paper
 from alexnet_jax.data import pipeline
 from alexnet_jax.errors import UserError
@@ -28,6 +28,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   finetune.validate(config.init_from)
   checkpoint.validate(config.checkpoint)
   step_metrics.validate(config.divergence)
+  profiling.validate(config.profile)
   _validate_run(config)
 
 

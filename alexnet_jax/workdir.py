@@ -38,7 +38,7 @@ class RunDir:
       checkpoints/<step>/   the latest checkpoints (`checkpoint`)
       best/<step>/          the best one
       metrics.jsonl         the metrics rows (`metrics`)
-      tensorboard/          TensorBoard events
+      tensorboard/          TensorBoard events; plugins/profile/ the profiles (`profiling`)
       data_stats.npz        the run's own mean image and RGB PCA, written when it starts
       curves.png            the curves at the end
       result.json           a finished run's final evaluation and data (an ablation's run)

@@ -128,7 +128,7 @@ def test_fields_added_since_take_the_paper_configs_value_but_the_dropout_was_inv
   config's value, except for the fields whose earlier behaviour was another (dropout was
   inverted, no response norm, one column's LRN and conv6, no default decoder but simplejpeg).
   Mutations: response_norm_alpha 1e-4 or beta 1.5, crop_chunk 2, prepared_quality 91,
-  num_steps 1 in `_ADDED` -> red."""
+  num_steps 1, profile steps 1 in `_ADDED` -> red."""
   paper = load_config("paper").to_dict()
   config = checkpoint_meta.config_of(checkpoint_meta.upgrade(
       {"config": {"model": {"dropout": 0.5}, "data": {"name": "imagenet", "image_size": 256}}},
@@ -139,7 +139,8 @@ def test_fields_added_since_take_the_paper_configs_value_but_the_dropout_was_inv
            "data": ("resize", "lighting_shrink", "crop_chunk", "prepared_quality",
                     "prepared_chroma", "mean_patch", "decoder", "transfer", "decode_on",
                     "reshuffle_each_epoch"),
-           "init_from": ("accept_input_change", "required", "freeze_copied")}
+           "init_from": ("accept_input_change", "required", "freeze_copied"),
+           "profile": ("steps", "skip_steps", "python")}
   differ = {f"{section}.{name}": (config[section][name], paper[section][name])
             for section, names in added.items() for name in names
             if config[section][name] != paper[section][name]}

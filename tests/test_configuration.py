@@ -54,6 +54,8 @@ from conftest import ROOT, load_config, small_config
     ("data.crop_chunk", 3, "crop_chunk .3. must be >= 1 and divide"),
     ("data.crop_chunk", 0, "crop_chunk .0. must be >= 1"),
     ("data.pixel_scale", float("nan"), "data.pixel_scale must be a positive number"),
+    ("profile.steps", -1, "profile.steps must be >= 0, got -1"),
+    ("profile.skip_steps", -1, "profile.skip_steps must be >= 0, got -1"),
     # Each bound itself, on the refused side (`test_the_bounds_themselves_are_taken` has the
     # other side).
     ("schedule.factor", 1.0, r"schedule.factor must be in \(0, 1\), got 1.0"),
@@ -99,8 +101,9 @@ def test_settings_that_cannot_work_are_refused_before_anything_runs(tmp_path, fi
 def test_the_bounds_themselves_are_taken():
   """The edge of each range that includes it: no drops, no momentum, no weight decay, no
   bias rate, any improvement counts, two classes, no stall check, `num_epochs` deciding,
-  seed 0, one checkpoint kept, one written every step, one-image splits, JPEG quality 1 and
-  100, the divergence check off (0) and at a factor just above 1. Mutations: `0 <= momentum`
+  seed 0, no profile and one from the first step, one checkpoint kept, one written every step,
+  one-image splits, JPEG quality 1 and 100, the divergence check off (0) and at a factor just
+  above 1. Mutations: `0 <= momentum`
   made `0 <`, `max_drops < 0` made `<= 0`, `num_classes < 2` made `<= 2`, `checkpoint.keep <
   1` made `<= 1`, the data sizes' `< 1` made `<= 1`, either end of `1 <= prepared_quality <=
   100` made strict, the divergence factor's `== 0` made `== 1` or `> 1` made `> 2` -> red."""
@@ -110,6 +113,7 @@ def test_the_bounds_themselves_are_taken():
   config.model.num_classes = 2
   config.stall.update(dict(check_steps=0, band=0.0))
   config.update(dict(num_steps=0, seed=0, log_every_steps=1, stats_every_steps=1))
+  config.profile.update(dict(steps=0, skip_steps=0))
   config.checkpoint.update(dict(keep=1, every_steps=1))
   config.data.update(dict(synthetic_train_size=1, synthetic_eval_size=1, read_threads=0,
                           prefetch=0, pca_lighting=0.0, prepared_quality=1))

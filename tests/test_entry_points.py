@@ -54,14 +54,18 @@ def trained(tmp_path_factory):
 
 def test_a_resume_reads_as_a_resume(trained, tmp_path):
   """No library noise that looks like damage (Orbax warned of a missing metadata file on every
-  resume). Mutation: the shapes read through a StandardCheckpointer again -> red."""
+  resume); the resumed steps profiled as asked. Mutations: the shapes read through a
+  StandardCheckpointer again; `profile` left out of the loop -> red."""
   import shutil
 
   workdir = tmp_path / "resumed"
   shutil.copytree(trained, workdir)
-  proc = run("main", *small_flags(epochs=1.5), f"--workdir={workdir}")
+  proc = run("main", *small_flags(epochs=1.5), f"--workdir={workdir}",
+             "--config.profile.steps=1", "--config.profile.skip_steps=0")
   assert "trained to step 6 of 6" in proc.stdout
   assert "does not exist" not in proc.stderr, proc.stderr[-2000:]
+  assert "profile of steps 5-5 written to" in proc.stderr
+  assert len(list(workdir.glob("tensorboard/plugins/profile/*/perfetto_trace.json.gz"))) == 1
 
 
 @pytest.fixture(scope="module")

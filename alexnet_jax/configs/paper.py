@@ -160,4 +160,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # The run stops, without saving, when the loss or the parameter norm exceeds `factor` times
   # its running mean (or is not finite); 0 checks finiteness only.
   config.divergence = ml_collections.ConfigDict(dict(factor=100.0))
+  # A jax.profiler trace of `steps` training steps (0: none) after this process's first
+  # `skip_steps` (the first compiles), into tensorboard/plugins/profile/ (alexnet_jax.profiling);
+  # `python`: every Python function call too (about 10x the trace, and a slower host).
+  config.profile = ml_collections.ConfigDict(dict(steps=0, skip_steps=5, python=False))
   return apply_variants(config, variant)

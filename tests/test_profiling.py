@@ -1,0 +1,110 @@
+"""A `jax.profiler` trace of a window of training steps (`profiling`): which steps it holds,
+the loop's parts annotated in it, and a profile that cannot be taken never stopping a run."""
+
+import collections
+import glob
+import gzip
+import json
+import logging
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from alexnet_jax import profiling, train
+from conftest import sigterm_at_step, small_config
+
+PARTS = ("input_wait", "dispatch", "device_wait", "metrics", "checkpoint", "host_batch",
+         "transfer")
+
+
+def traces(workdir) -> list[dict]:
+  """Each profile written into the workdir's TensorBoard folder, the oldest first: the steps
+  its 'train' annotations number, how often each of the loop's parts was annotated, and
+  whether it holds Python function calls."""
+  found = []
+  for folder in sorted(glob.glob(os.path.join(workdir, "tensorboard", "plugins", "profile", "*")),
+                       key=os.path.getmtime):
+    with gzip.open(os.path.join(folder, "perfetto_trace.json.gz"), "rt") as f:
+      events = [e for e in json.load(f)["traceEvents"] if e.get("ph") == "X"]
+    found.append({
+        "steps": sorted(int(e["args"]["step_num"]) for e in events if e["name"] == "train"),
+        "parts": collections.Counter(e["name"] for e in events if e["name"] in PARTS),
+        "python": any(e["name"].startswith("$") for e in events)})
+  return found
+
+
+def test_the_trace_holds_its_window_of_steps_counted_from_the_runs_start(tmp_path, caplog):
+  """Steps 2-3 of a 4-step run (1 skipped), then a resume to step 8 whose window of 10 after
+  1 skipped is cut at the run's end: 6-8. Each traced step has its input wait and dispatch,
+  the prefetch thread's host batch and transfer appear, the checkpoint of step 2 too; no
+  Python calls unless asked. Mutations: the first step one early, or counted from step 0
+  rather than from the resumed run's start; the window not cut at the run's end (it says
+  6-15); Python traced always; `Progress.timing` without its annotation; either of the
+  prefetch thread's annotations renamed -> red."""
+  workdir = str(tmp_path / "run")
+  config = small_config(epochs=1.0)
+  config.profile.update(dict(steps=2, skip_steps=1))
+  with caplog.at_level(logging.INFO):
+    train.train_and_evaluate(config, workdir)
+  config.num_epochs = 2.0
+  config.profile.update(dict(steps=10, skip_steps=1))
+  with caplog.at_level(logging.INFO):
+    train.train_and_evaluate(config, workdir)
+
+  first, resumed = traces(workdir)
+  assert first["steps"] == [2, 3] and resumed["steps"] == [6, 7, 8]
+  assert first["parts"]["input_wait"] == first["parts"]["dispatch"] == 2
+  assert resumed["parts"]["dispatch"] == 3
+  assert first["parts"]["checkpoint"] == 1 and first["parts"]["transfer"] >= 1
+  assert first["parts"]["host_batch"] >= 1
+  assert not first["python"] and not resumed["python"]
+  assert "profile of steps 2-3 written to" in caplog.text
+  assert "profiling steps 6-8" in caplog.text and "profile of steps 6-8 written to" in caplog.text
+
+
+def test_a_run_stopped_inside_its_window_writes_the_steps_it_took(tmp_path, caplog):
+  """SIGTERM at step 2 of a window of steps 2-3: the run saves step 2 and exits, its trace
+  (with Python's calls, as asked) holds step 2. Mutation: `StepTrace` not closed when the
+  loop ends -> red (no trace; jax's profiler left running)."""
+  workdir = str(tmp_path / "run")
+  config = small_config(epochs=1.0)
+  config.profile.update(dict(steps=2, skip_steps=1, python=True))
+  with sigterm_at_step(2), caplog.at_level(logging.INFO):
+    result = train.train_and_evaluate(config, workdir)
+  assert result.step == 2 and not result.complete
+  [trace] = traces(workdir)
+  assert trace["steps"] == [2] and trace["python"]
+  assert "profile of steps 2-2 written to" in caplog.text
+
+
+def test_a_profile_that_cannot_be_taken_or_written_is_a_warning(tmp_path, caplog):
+  """Another trace running, then a trace folder that cannot be made: a warning each, and the
+  steps go on. Mutation: either `except` dropped -> red."""
+  profile = ml_collections.ConfigDict(dict(steps=1, skip_steps=0, python=False))
+  state = jnp.zeros(())
+  jax.profiler.start_trace(str(tmp_path / "other"))
+  try:
+    with profiling.StepTrace(str(tmp_path / "tb"), profile, 0, 5) as trace:
+      trace.begin(1)
+      trace.end(1, state)
+  finally:
+    jax.profiler.stop_trace()
+  assert "profile of steps 1-1 not taken: Profile has already been started" in caplog.text
+
+  (tmp_path / "file").write_text("")
+  with profiling.StepTrace(str(tmp_path / "file" / "tb"), profile, 0, 5) as trace:
+    trace.begin(1)
+    trace.end(1, state)
+  assert "the profile of steps 1-1 could not be written to" in caplog.text
+  assert "is not a directory" in caplog.text
+  shutil.rmtree(tmp_path / "other")
+
+
+def test_each_process_traces_into_a_folder_of_its_own():
+  """Processes on one host would write the same file names into one folder."""
+  assert profiling.trace_dir("run/tensorboard", 0) == "run/tensorboard"
+  assert profiling.trace_dir("run/tensorboard", 3) == os.path.join("run/tensorboard",
+                                                                    "process_3")
