@@ -25,9 +25,12 @@ import time
 
 from absl import flags
 
-from alexnet_jax import cli, node_report
+from alexnet_jax import cli, node_report, prefetch, profiling
+from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.benchmark import child_output
+from alexnet_jax.benchmark.step import top_device_ops
 from alexnet_jax.errors import UserError
+from alexnet_jax.progress import Progress
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,12 +56,13 @@ class Sizes:
 GPU = Sizes("configs/paper.py", ((128, "bfloat16"), (512, "bfloat16"), (128, "float32"),
                                  (512, "float32")), 100,
             2500, 1000, True, "configs/paper.py", 128, 200, 512,
-            "configs/fashion_mnist_full.py", ("eval.ten_crop_final=false",),
+            "configs/fashion_mnist_full.py", ("eval.ten_crop_final=false", "profile.steps=20"),
             (0.3, 0.35, 0.35))
 SMOKE = Sizes("configs/tiny.py", ((4, "bfloat16"),), 2,
               48, 10, False, "configs/tiny.py", 4, 8, 8,
               "configs/fashion_mnist.py", ("num_epochs=0.02", "eval.ten_crop_final=false",
-                                          "eval_every_epochs=0.02"),
+                                          "eval_every_epochs=0.02", "profile.steps=2",
+                                          "profile.skip_steps=1"),
               (0.4, 0.3, 0.3), (), 0.2)  # no flags: `benchmark levers`'s test times one
 
 
@@ -173,7 +177,8 @@ def phase_input(sizes: Sizes, work: str, deadline: float, log) -> dict:
 
 def phase_train(sizes: Sizes, fashion_mnist: str, work: str, deadline: float, log) -> dict:
   """(c) `train_config` trained on Fashion-MNIST (the full network's 30 epochs on a GPU):
-  accuracy by epoch, the training loss at the end of the first epoch, img/s."""
+  accuracy by epoch, the training loss at the end of the first epoch, img/s, and the profile
+  of a few of its steps (`profile.steps` in `train_overrides`)."""
   from alexnet_jax import metrics
 
   workdir = os.path.join(work, "fashion_mnist")
@@ -194,7 +199,20 @@ def phase_train(sizes: Sizes, fashion_mnist: str, work: str, deadline: float, lo
                                  for r in rows if r["split"] == "eval"]
   first = [r for r in train if r["epoch"] <= 1.0]
   result["loss_at_epoch_1"] = round(first[-1]["loss"], 4) if first else None
+  result["profile"] = _profile(workdir)
   return result
+
+
+def _profile(workdir: str) -> dict | None:
+  """The run's profile: the host's ms per traced step by part and the device's top ops (None
+  when the run wrote none, or not whole)."""
+  try:
+    events = profiling.read(profiling.newest(workdir_lib.RunDir(workdir).tensorboard))
+  except (OSError, EOFError, ValueError, KeyError):
+    return None
+  summary = profiling.ms_per_step(events, Progress.PARTS + prefetch.PARTS)
+  summary["device_ops"] = top_device_ops(events, max(summary["steps"], 1), top=10)
+  return summary
 
 
 def main(argv):

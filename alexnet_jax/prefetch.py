@@ -19,6 +19,9 @@ import grain
 import jax
 
 _DONE = object()
+# The thread's parts of each batch, as annotations in a profile (`profiling`).
+HOST_BATCH, TRANSFER = "host_batch", "transfer"
+PARTS = (HOST_BATCH, TRANSFER)
 
 
 class DevicePrefetch(grain.DatasetIterator):
@@ -54,12 +57,12 @@ class DevicePrefetch(grain.DatasetIterator):
   def _run(self) -> None:
     try:
       while not self._stop.is_set():
-        with jax.profiler.TraceAnnotation("host_batch"):
+        with jax.profiler.TraceAnnotation(HOST_BATCH):
           batch = next(self._iterator)
         state = self._iterator.get_state()
         skipped = int(batch.pop("skipped").sum()) if "skipped" in batch else 0
         start = time.perf_counter()
-        with jax.profiler.TraceAnnotation("transfer"):
+        with jax.profiler.TraceAnnotation(TRANSFER):
           arrays = self._put(batch)
           if self._borrowed:
             jax.block_until_ready(arrays)

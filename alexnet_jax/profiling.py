@@ -11,6 +11,8 @@ goes on.
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 
 import jax
@@ -32,6 +34,32 @@ def trace_dir(tensorboard_dir: str, process_index: int) -> str:
   if process_index == 0:
     return tensorboard_dir
   return os.path.join(tensorboard_dir, f"process_{process_index}")
+
+
+def newest(directory: str) -> str:
+  """The newest profile's folder in `directory` (a trace's log dir); OSError or ValueError when
+  it holds none."""
+  folder = os.path.join(directory, "plugins", "profile")
+  return max((os.path.join(folder, d) for d in os.listdir(folder)), key=os.path.getmtime)
+
+
+def read(folder: str) -> list[dict]:
+  """The events of a profile folder's perfetto_trace.json.gz."""
+  with gzip.open(os.path.join(folder, "perfetto_trace.json.gz"), "rt", encoding="utf-8") as f:
+    return json.load(f)["traceEvents"]
+
+
+def ms_per_step(events: list[dict], parts) -> dict:
+  """The traced steps' count, their mean host time ('train' annotations) and each of `parts`'
+  annotated time per step, in ms."""
+  events = [e for e in events if e.get("ph") == "X"]
+  steps = [e for e in events if e["name"] == "train"]
+  if not steps:
+    return {"steps": 0}
+  per_step = lambda name: round(sum(float(e["dur"]) for e in events if e["name"] == name)
+                                / 1e3 / len(steps), 3)
+  return {"steps": len(steps), "step_ms": per_step("train"),
+          "host_ms": {part: per_step(part) for part in parts}}
 
 
 class StepTrace:
@@ -95,8 +123,7 @@ class StepTrace:
     self._tracing = False
     try:
       jax.profiler.stop_trace()
-      folder = os.path.join(self.directory, "plugins", "profile")
-      newest = max((os.path.join(folder, d) for d in os.listdir(folder)), key=os.path.getmtime)
+      folder = newest(self.directory)
     except (RuntimeError, OSError, ValueError) as e:
       logging.warning("the profile of steps %d-%d could not be written to %s: %s", self.first,
                       self._step, self.directory, first_line(e) or type(e).__name__)
@@ -104,5 +131,5 @@ class StepTrace:
     logging.info(
         "profile of steps %d-%d written to %s: TensorBoard's Profile tab (`tensorboard "
         "--logdir=%s` with the tensorboard-plugin-profile package), or its "
-        "perfetto_trace.json.gz opened at ui.perfetto.dev", self.first, self._step, newest,
+        "perfetto_trace.json.gz opened at ui.perfetto.dev", self.first, self._step, folder,
         self.directory)

@@ -46,6 +46,13 @@ def test_smoke_mode_runs_every_phase_and_writes_the_report(tmp_path):
   assert [r["max_abs_diff"] for r in phases["input"]["decode"]] == [0, 0, 0]
   if os.path.isdir(FASHION):
     assert phases["train"]["img_per_s"] > 0 and phases["train"]["accuracy_by_epoch"]
+    # Its profile: 2 steps after the first, each part of the host's time by name.
+    profile = phases["train"]["profile"]
+    assert profile["steps"] == 2 and profile["step_ms"] > 0
+    assert sorted(profile["host_ms"]) == sorted(("input_wait", "dispatch", "device_wait",
+                                                 "metrics", "checkpoint", "host_batch",
+                                                 "transfer"))
+    assert profile["host_ms"]["dispatch"] > 0 and profile["host_ms"]["transfer"] > 0
   assert phases["projection"]["hours_at_loop_speed"] > 0
   assert [g["goal"].split()[1:3] for g in report["goals"]] == [
       ["step", ">="], ["loop", "from"], ["loop", "with"], ["on", "the"],
@@ -124,7 +131,7 @@ def test_the_training_phase_reads_the_runs_curve(tmp_path, monkeypatch):
   phase = gpu_check.phase_train(gpu_check.GPU, "/fm", str(tmp_path), 0.0, print)
   assert asked == [["alexnet_jax.main", "--config=configs/fashion_mnist_full.py",
                     f"--workdir={tmp_path}/fashion_mnist", "--config.eval.ten_crop_final=false",
-                    "--config.data.data_dir=/fm"]]
+                    "--config.profile.steps=20", "--config.data.data_dir=/fm"]]
   assert phase["img_per_s"] == 4000.0 and phase["loss_at_epoch_1"] == 1.5
   assert phase["accuracy_by_epoch"] == [{"epoch": 1.0, "accuracy": 90.0},
                                         {"epoch": 2.0, "accuracy": 100.0}]
@@ -133,6 +140,7 @@ def test_the_training_phase_reads_the_runs_curve(tmp_path, monkeypatch):
   cut = gpu_check.phase_train(gpu_check.GPU, "/fm", str(tmp_path / "none"), 0.0, print)
   assert cut["errors"] == ["timed out after 5 s"] and cut["img_per_s"] is None
   assert cut["loss_at_epoch_1"] is None and cut["accuracy_by_epoch"] == []
+  assert cut["profile"] is None  # no trace written
 
 
 def _planned(monkeypatch, installed, fail=()):

@@ -3,8 +3,6 @@ the loop's parts annotated in it, and a profile that cannot be taken never stopp
 
 import collections
 import glob
-import gzip
-import json
 import logging
 import os
 import shutil
@@ -27,8 +25,7 @@ def traces(workdir) -> list[dict]:
   found = []
   for folder in sorted(glob.glob(os.path.join(workdir, "tensorboard", "plugins", "profile", "*")),
                        key=os.path.getmtime):
-    with gzip.open(os.path.join(folder, "perfetto_trace.json.gz"), "rt") as f:
-      events = [e for e in json.load(f)["traceEvents"] if e.get("ph") == "X"]
+    events = [e for e in profiling.read(folder) if e.get("ph") == "X"]
     found.append({
         "steps": sorted(int(e["args"]["step_num"]) for e in events if e["name"] == "train"),
         "parts": collections.Counter(e["name"] for e in events if e["name"] in PARTS),
@@ -108,3 +105,17 @@ def test_each_process_traces_into_a_folder_of_its_own():
   assert profiling.trace_dir("run/tensorboard", 0) == "run/tensorboard"
   assert profiling.trace_dir("run/tensorboard", 3) == os.path.join("run/tensorboard",
                                                                     "process_3")
+
+
+def test_the_host_time_per_step_of_each_part_is_summed_over_the_traced_steps():
+  """`gpu_check`'s figures from a trace: two steps of 1 and 3 ms, two dispatches of 0.1 ms, one
+  transfer of 0.5 ms (the prefetch thread's, whenever it ran) -> per step 2, 0.1 and 0.25 ms;
+  a part never annotated is 0; metadata and instant events are not time. Mutations: divided by
+  the part's own count, or by the events' -> red."""
+  x = lambda name, dur: {"ph": "X", "name": name, "dur": dur, "pid": 1, "tid": 1, "ts": 0}
+  events = [{"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/host:CPU"}},
+            x("train", 1000.0), x("dispatch", 100.0), x("train", 3000.0), x("dispatch", 100.0),
+            x("transfer", 500.0), {"ph": "i", "name": "dispatch", "pid": 1, "ts": 5}]
+  assert profiling.ms_per_step(events, ("dispatch", "transfer", "metrics")) == {
+      "steps": 2, "step_ms": 2.0, "host_ms": {"dispatch": 0.1, "transfer": 0.25, "metrics": 0.0}}
+  assert profiling.ms_per_step(events[:1], ("dispatch",)) == {"steps": 0}
