@@ -34,47 +34,35 @@ def traces(workdir) -> list[dict]:
 
 
 def test_the_trace_holds_its_window_of_steps_counted_from_the_runs_start(tmp_path, caplog):
-  """Steps 2-3 of a 4-step run (1 skipped), then a resume to step 8 whose window of 10 after
-  1 skipped is cut at the run's end: 6-8. Each traced step has its input wait and dispatch,
-  the prefetch thread's host batch and transfer appear, the checkpoint of step 2 too; no
-  Python calls unless asked. Mutations: the first step one early, or counted from step 0
+  """Steps 2-3 of a 4-step run (1 skipped). Then a resume to step 8 whose window of 10 after 1
+  skipped is cut at the run's end (6-8), stopped by SIGTERM at step 7: it saves step 7 and
+  its trace holds steps 6-7. Each traced step has its input wait and dispatch, the prefetch
+  thread's host batch and transfer appear, the checkpoint of step 2 too; Python's calls only
+  when asked (the resume). Mutations: the first step one early, or counted from step 0
   rather than from the resumed run's start; the window not cut at the run's end (it says
-  6-15); Python traced always; `Progress.timing` without its annotation; either of the
-  prefetch thread's annotations renamed -> red."""
+  6-15); Python traced always, or never; `Progress.timing` without its annotation; either of
+  the prefetch thread's annotations renamed; `StepTrace` not closed when the loop ends (no
+  second trace; jax's profiler left running) -> red."""
   workdir = str(tmp_path / "run")
   config = small_config(epochs=1.0)
   config.profile.update(dict(steps=2, skip_steps=1))
   with caplog.at_level(logging.INFO):
     train.train_and_evaluate(config, workdir)
   config.num_epochs = 2.0
-  config.profile.update(dict(steps=10, skip_steps=1))
-  with caplog.at_level(logging.INFO):
-    train.train_and_evaluate(config, workdir)
+  config.profile.update(dict(steps=10, skip_steps=1, python=True))
+  with sigterm_at_step(7), caplog.at_level(logging.INFO):
+    result = train.train_and_evaluate(config, workdir)
+  assert result.step == 7 and not result.complete
 
   first, resumed = traces(workdir)
-  assert first["steps"] == [2, 3] and resumed["steps"] == [6, 7, 8]
+  assert first["steps"] == [2, 3] and resumed["steps"] == [6, 7]
   assert first["parts"]["input_wait"] == first["parts"]["dispatch"] == 2
-  assert resumed["parts"]["dispatch"] == 3
+  assert resumed["parts"]["dispatch"] == 2
   assert first["parts"]["checkpoint"] == 1 and first["parts"]["transfer"] >= 1
   assert first["parts"]["host_batch"] >= 1
-  assert not first["python"] and not resumed["python"]
+  assert not first["python"] and resumed["python"]
   assert "profile of steps 2-3 written to" in caplog.text
-  assert "profiling steps 6-8" in caplog.text and "profile of steps 6-8 written to" in caplog.text
-
-
-def test_a_run_stopped_inside_its_window_writes_the_steps_it_took(tmp_path, caplog):
-  """SIGTERM at step 2 of a window of steps 2-3: the run saves step 2 and exits, its trace
-  (with Python's calls, as asked) holds step 2. Mutation: `StepTrace` not closed when the
-  loop ends -> red (no trace; jax's profiler left running)."""
-  workdir = str(tmp_path / "run")
-  config = small_config(epochs=1.0)
-  config.profile.update(dict(steps=2, skip_steps=1, python=True))
-  with sigterm_at_step(2), caplog.at_level(logging.INFO):
-    result = train.train_and_evaluate(config, workdir)
-  assert result.step == 2 and not result.complete
-  [trace] = traces(workdir)
-  assert trace["steps"] == [2] and trace["python"]
-  assert "profile of steps 2-2 written to" in caplog.text
+  assert "profiling steps 6-8" in caplog.text and "profile of steps 6-7 written to" in caplog.text
 
 
 def test_a_profile_that_cannot_be_taken_or_written_is_a_warning(tmp_path, caplog):
