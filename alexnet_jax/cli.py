@@ -13,7 +13,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from alexnet_jax import configuration, validation, xla_flags
-from alexnet_jax.errors import UserError, first_line
+from alexnet_jax.errors import UserError, first_line, out_of_memory
 
 
 def run(main: Callable[[list[str]], None], *, required_flags: tuple[str, ...] = (),
@@ -43,6 +43,13 @@ def run(main: Callable[[list[str]], None], *, required_flags: tuple[str, ...] = 
       _fail(str(e))
     except KeyboardInterrupt:
       _fail("interrupted (Ctrl-C)", status=130)
+    except RuntimeError as e:
+      xla = out_of_memory(e)
+      if xla is None:
+        raise
+      _fail(f"the device ran out of memory ({xla}): use a smaller batch (training: "
+            "--config.data.batch_size, evaluations: --config.data.eval_batch_size) or compute "
+            "in bfloat16 (--config.model.dtype=bfloat16)")
     except (OSError, flags.Error) as e:  # a --config file that does not load, met on first access
       message = configuration.load_error(e)
       if message is None:

@@ -29,3 +29,14 @@ def innermost(error: BaseException) -> BaseException:
       break
     error = error.__cause__
   return error
+
+
+def out_of_memory(error: BaseException) -> str | None:
+  """XLA's failed device allocation (RESOURCE_EXHAUSTED: out of memory, at compile time or when
+  a program runs) as the first line of its message; None for any other error. A full disk is
+  RESOURCE_EXHAUSTED too, without "out of memory"."""
+  text = str(error)
+  if isinstance(error, RuntimeError) and "RESOURCE_EXHAUSTED" in text and (
+      "out of memory" in text.lower()):
+    return first_line(text)
+  return None

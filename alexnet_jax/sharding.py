@@ -46,6 +46,17 @@ def mesh_for(config) -> jax.sharding.Mesh:
   return make_mesh(model=model_axis)
 
 
+def check_batch_sizes(data_config, mesh) -> None:
+  """A training config's batch sizes against the 'data' axis of its mesh (the device count)."""
+  data_axis = mesh.shape[DATA]
+  for name in ("batch_size", "eval_batch_size"):
+    size = data_config[name]
+    if size % data_axis:
+      raise UserError(f"data.{name}={size} must be a positive multiple of the 'data' mesh axis "
+                      f"({data_axis} = {jax.device_count()} devices / model axis "
+                      f"{mesh.shape[MODEL]})")
+
+
 TRANSFERS = ("pageable", "pinned")
 
 

@@ -26,12 +26,12 @@ from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.data import spawning
 from alexnet_jax.data.pipeline import build_input, position_train_iterator
 from alexnet_jax.data.stats import Stats
-from alexnet_jax.errors import UserError
+from alexnet_jax.errors import UserError, out_of_memory
 from alexnet_jax.prefetch import DevicePrefetch
 from alexnet_jax.progress import Progress
 from alexnet_jax.run_summary import closing_summary
 from alexnet_jax.schedule import LearningRateSchedule, log_events
-from alexnet_jax.sharding import DATA, MODEL, mesh_for, to_global
+from alexnet_jax.sharding import check_batch_sizes, mesh_for, to_global
 from alexnet_jax.signals import StopRequest
 from alexnet_jax.step_metrics import StepMetrics
 from alexnet_jax.train_setup import setup_train
@@ -52,17 +52,6 @@ class RunResult:
 def itstime(step: int, every: int, total: int) -> bool:
   """Whether `step` is one of every `every` steps, or the last one."""
   return step == total or step % every == 0
-
-
-def _check_batch_sizes(config, mesh) -> None:
-  """The batch sizes against the 'data' axis of this run's mesh (the device count)."""
-  data_axis = mesh.shape[DATA]
-  for name in ("batch_size", "eval_batch_size"):
-    size = config.data[name]
-    if size % data_axis:
-      raise UserError(f"data.{name}={size} must be a positive multiple of the 'data' mesh axis "
-                      f"({data_axis} = {jax.device_count()} devices / model axis "
-                      f"{mesh.shape[MODEL]})")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -130,7 +119,7 @@ def _start(config, workdir: str, setup_fn, resuming: bool,
 
   # --- mesh ---------------------------------------------------------------------------------
   mesh = mesh_for(config)
-  _check_batch_sizes(config, mesh)
+  check_batch_sizes(config.data, mesh)
   logging.info("mesh: %s over %d %s device(s)", dict(mesh.shape), jax.device_count(),
                jax.devices()[0].platform)
 
@@ -218,7 +207,10 @@ def _loop(run: "_Run", resources: contextlib.ExitStack) -> RunResult:
                             best_step=max(best) if best else None), flush=True)
     return RunResult(evaluation, step, step >= total_steps, input_.identity.to_dict())
 
-  if start_step >= total_steps:
+  # A checkpoint saved when its step's evaluation failed (input, device memory): evaluated first.
+  unevaluated = (bool(saved) and "evaluation" not in saved
+                 and itstime(start_step, eval_every, total_steps))
+  if start_step >= total_steps and not unevaluated:
     logging.warning(
         "the run in %s is complete: its checkpoint is at step %d and this config ends at step "
         "%d (num_epochs=%g); results: metrics.jsonl, curves.png, best/ and checkpoints/ there "
@@ -257,24 +249,62 @@ def _loop(run: "_Run", resources: contextlib.ExitStack) -> RunResult:
       ckpts.save(step, state, meta(step, **evaluated), batches)
 
   @contextlib.contextmanager
-  def saved_if_input_fails(step: int):
-    """Input that cannot be read any more stops the run with `step` saved (the input
-    position included: nothing is lost)."""
+  def saved_if_it_fails(step: int, evaluation: bool = False):
+    """Input that cannot be read any more, or an evaluation that runs out of device memory,
+    stops the run with `step` saved (the input position included: nothing is lost)."""
     try:
       yield
-    except UserError as e:
+    except (UserError, RuntimeError) as e:
+      xla = out_of_memory(e) if evaluation else None
+      if not isinstance(e, UserError) and xla is None:
+        raise
       if step > start_step and ckpts.last_saved != step:
         save(step)
         ckpts.wait()
       kept = ckpts.last_saved if ckpts.last_saved is not None else "none"
-      raise UserError(f"{e}; step {kept} is saved: run the same command to continue once the "
-                      "data can be read") from None
+      if xla is None:
+        raise UserError(f"{e}; step {kept} is saved: run the same command to continue once the "
+                        "data can be read") from None
+      raise UserError(f"the evaluation ran out of device memory ({xla}); step {kept} is saved: "
+                      "run the same command with a smaller --config.data.eval_batch_size (now "
+                      f"{config.data.eval_batch_size}) to continue") from None
 
+  def evaluated(step: int):
+    """`step`'s evaluation, its ε schedule decision, best/ and checkpoint: the outcome."""
+    nonlocal evaluation
+    step_metrics.fetch(ckpts.last_saved)
+    ten_crop = config.eval.ten_crop_every_eval or (
+        step == total_steps and config.eval.ten_crop_final)
+    with saved_if_it_fails(step, evaluation=True):
+      evaluation, _ = evaluation_lib.evaluate(
+          setup.eval_step, state["params"], mean, input_.eval_batches(ten_crop),
+          input_.eval_steps, setup.batch_sharding,
+          what="validation, ten crops" if ten_crop else "validation")
+    for split, values in evaluation.items():
+      write(step, split, values)
+    progress.log_eval(step, step / steps_per_epoch, evaluation)
+    outcome = schedule.after_eval(evaluation["eval"]["top1_error"])
+    if outcome.improved:
+      ckpts.save_best(step, state, meta(step, evaluation=evaluation))
+    if outcome.dropped:
+      logging.info("validation error plateaued: learning rate ÷10 → %g (drop %d of %d)",
+                   schedule.learning_rate, schedule.state.drops, schedule.max_drops)
+    if ckpts.last_saved != step:  # (a step saved without its evaluation keeps its checkpoint)
+      save(step, evaluation=evaluation)
+    progress.interval(step, batches.take_transfer())  # the next interval leaves eval out
+    if outcome.stop:
+      logging.info("validation error stalled after the last drop: stopping at step %d", step)
+    return outcome
+
+  if unevaluated:
+    logging.info("step %d was saved without its evaluation: evaluating it first", start_step)
+    if evaluated(start_step).stop:
+      total_steps = start_step
   batches.start_prefetch()  # the input's workers start while the step compiles
   logging.info("compiling the training step (the first step waits for it)")
   for step in range(start_step + 1, total_steps + 1):
     trace.begin(step)
-    with progress.timing("input_wait"), saved_if_input_fails(step - 1):
+    with progress.timing("input_wait"), saved_if_it_fails(step - 1):
       batch, skipped = next(batches)
     skipped_images += skipped
     log_events(schedule.advance(step - 1), step, (step - 1) / steps_per_epoch, schedule)
@@ -302,27 +332,7 @@ def _loop(run: "_Run", resources: contextlib.ExitStack) -> RunResult:
           _warn_if_stalled(summary["loss"], input_.num_classes, config)
 
     if itstime(step, eval_every, total_steps):
-      step_metrics.fetch(ckpts.last_saved)
-      ten_crop = config.eval.ten_crop_every_eval or (
-          step == total_steps and config.eval.ten_crop_final)
-      with saved_if_input_fails(step):
-        evaluation, _ = evaluation_lib.evaluate(
-            setup.eval_step, state["params"], mean, input_.eval_batches(ten_crop),
-            input_.eval_steps, setup.batch_sharding,
-            what="validation, ten crops" if ten_crop else "validation")
-      for split, values in evaluation.items():
-        write(step, split, values)
-      progress.log_eval(step, step / steps_per_epoch, evaluation)
-      outcome = schedule.after_eval(evaluation["eval"]["top1_error"])
-      if outcome.improved:
-        ckpts.save_best(step, state, meta(step, evaluation=evaluation))
-      if outcome.dropped:
-        logging.info("validation error plateaued: learning rate ÷10 → %g (drop %d of %d)",
-                     schedule.learning_rate, schedule.state.drops, schedule.max_drops)
-      save(step, evaluation=evaluation)
-      progress.interval(step, batches.take_transfer())  # the next interval leaves eval out
-      if outcome.stop:
-        logging.info("validation error stalled after the last drop: stopping at step %d", step)
+      if evaluated(step).stop:
         total_steps = step  # the run's end
         break
     elif step % config.checkpoint.every_steps == 0:

@@ -118,6 +118,23 @@ def test_ctrl_c_is_one_line(tmp_path):
   _one_error_line(proc, "interrupted", status=130)
 
 
+def test_a_device_that_runs_out_of_memory_is_one_line_and_other_runtime_errors_are_not_hidden():
+  """XLA's RESOURCE_EXHAUSTED for a 100 TB allocation: one line naming the batch sizes and
+  bfloat16; another runtime error keeps its traceback (a bug to report, not a setting).
+  Mutation: the out-of-memory branch dropped; every RuntimeError made one line -> red."""
+  def tool(body):
+    code = ("import jax, jax.numpy as jnp\nfrom alexnet_jax import cli\n"
+            f"def main(argv):\n  {body}\ncli.run(main)\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  _one_error_line(tool("jax.jit(lambda: jnp.zeros((10**14,), jnp.uint8))()"),
+                  r"^error: the device ran out of memory \(RESOURCE_EXHAUSTED: Out of memory "
+                  r"allocating 100000000000000 bytes.\): use a smaller batch .*"
+                  r"--config.data.eval_batch_size.*--config.model.dtype=bfloat16\)$")
+  other = tool("raise RuntimeError('INTERNAL: something else')")
+  assert other.returncode == 1 and "Traceback" in other.stderr
+
+
 def test_tools_refuse_outputs_they_cannot_write_before_any_work(straight_run, tmp_path):
   workdir, _ = straight_run
   image = os.path.join(ROOT, "tests", "conftest.py")  # never read: the output is checked first

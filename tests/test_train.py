@@ -226,3 +226,37 @@ def test_input_that_fails_stops_the_run_with_the_last_step_saved(tmp_path, monke
                                       "command to continue once the data can be read$"):
     train.train_and_evaluate(small_config(), str(tmp_path))
   assert checkpoint.saved_steps(str(tmp_path)) == steps
+
+
+def test_an_evaluation_out_of_device_memory_saves_its_step_and_a_smaller_eval_batch_continues(
+    tmp_path, monkeypatch):
+  """The evaluation of step 4 (the end of a 4-step run; checkpoints every 2) runs out of
+  device memory (XLA's own error, from a 100 TB allocation): step 4 is saved and one line
+  names the field to lower; the same command with a smaller eval batch resumes and ends the
+  run, evaluating step 4 first; another runtime error in the evaluation is not taken for it.
+  Mutations: the evaluation's wrapper not told it is one; the save skipped; a step saved
+  without its evaluation not evaluated on resume -> red."""
+  from alexnet_jax import evaluation
+  from test_errors import device_out_of_memory
+
+  real = evaluation.evaluate
+  monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: (_ for _ in ()).throw(
+      device_out_of_memory()))
+  config = small_config(epochs=1.0)
+  with pytest.raises(UserError, match=r"^the evaluation ran out of device memory "
+                                      r"\(RESOURCE_EXHAUSTED: Out of memory allocating "
+                                      r"100000000000000 bytes.\); step 4 is saved: run the same "
+                                      r"command with a smaller --config.data.eval_batch_size "
+                                      r"\(now 16\) to continue$"):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert checkpoint.saved_steps(str(tmp_path)) == [2, 4]
+  monkeypatch.setattr(evaluation, "evaluate", real)
+  config.data.eval_batch_size = 8
+  result = train.train_and_evaluate(config, str(tmp_path))
+  assert result.complete and result.step == 4 and "eval" in result.evaluation
+  assert [r["step"] for r in metrics.run_rows(str(tmp_path)) if r["split"] == "eval"] == [4]
+
+  monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: (_ for _ in ()).throw(
+      RuntimeError("INTERNAL: something else")))
+  with pytest.raises(RuntimeError, match="something else"):
+    train.train_and_evaluate(small_config(epochs=1.0), str(tmp_path / "other"))
