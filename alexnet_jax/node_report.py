@@ -1,5 +1,6 @@
 """The GPU node check's report: the goals it judges (the step against PyTorch, the loop against
-the step, the decoders, the full network's first epoch and its accuracy), the time 90 ImageNet
+the step, the decoders, the full network's first epoch and its accuracy, the loop's dispatch
+and its batches' transfer), the time 90 ImageNet
 epochs (§5) would take, and report.json / report.md as `gpu_check` writes them.
 """
 
@@ -23,6 +24,8 @@ LEAVES_CHANCE = 0.9
 FULL_FASHION_ACCURACY = 94.0
 NVIMGCODEC_IMG_PER_S = 45_000  # the loop at the big batch with the GPU decoder
 PROJECTED_HOURS = 1.2  # 90 ImageNet epochs end to end
+DISPATCH_MS = 0.5  # the loop's main thread per step, the input at full speed
+TRANSFER_GB_PER_S = 10.0  # the training batches' host-to-device copy
 FULL_FASHION_EPOCHS = 30  # configs/fashion_mnist_full.py's num_epochs
 VERSIONS = ("jax", "jaxlib", "jax-cuda12-plugin", "jax-cuda13-plugin", "flax", "optax",
             "orbax-checkpoint", "grain", "numpy", "torch")
@@ -67,6 +70,8 @@ def goals(report: dict) -> list[dict]:
   last = (train.get("accuracy_by_epoch") or [None])[-1]
   speedup = compiled[0]["jax_speedup"] if compiled else None
   finished = bool(last) and last["epoch"] >= FULL_FASHION_EPOCHS - 0.5
+  dispatch = loop.get("host_ms_per_step", {}).get("dispatch") if loop else None
+  crossing = loop.get("transfer_gb_per_s") if loop else None
   fraction = (loop.get("of_step") if loop and "of_step" in loop  # timed in its process
               else round(loop["img_per_s"] / step["img_per_s"], 3) if loop and step else None)
   return [
@@ -93,7 +98,13 @@ def goals(report: dict) -> list[dict]:
        "measured": last and last["accuracy"],
        "met": last["accuracy"] >= FULL_FASHION_ACCURACY if finished else None,
        **({} if finished or not last else
-          {"note": f"the run ended at epoch {last['epoch']}"})}]
+          {"note": f"the run ended at epoch {last['epoch']}"})},
+      {"goal": f"the loop's main thread dispatches a step in <= {DISPATCH_MS:g} ms (bf16, batch "
+               f"{batch})", "measured": dispatch,
+       "met": None if dispatch is None else dispatch <= DISPATCH_MS},
+      {"goal": f"the training batches cross to the device at >= {TRANSFER_GB_PER_S:g} GB/s "
+               f"(bf16, batch {batch})", "measured": crossing,
+       "met": None if crossing is None else crossing >= TRANSFER_GB_PER_S}]
 
 
 # ----------------------------------------------------------------------------- the files

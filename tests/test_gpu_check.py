@@ -57,7 +57,7 @@ def test_smoke_mode_runs_every_phase_and_writes_the_report(tmp_path):
   assert [g["goal"].split()[1:3] for g in report["goals"]] == [
       ["step", ">="], ["loop", "from"], ["loop", "with"], ["on", "the"],
       ["ImageNet", "epochs"],
-      ["full", "network's"], ["full", "network"]]
+      ["full", "network's"], ["full", "network"], ["loop's", "main"], ["training", "batches"]]
   markdown = (out / "report.md").read_text()
   for heading in ("(a) The training step", "(b) The store and the loop",
                   "(c) The full network on Fashion-MNIST", "(d) 90 epochs", "## Goals"):

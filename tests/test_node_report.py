@@ -6,7 +6,7 @@ from alexnet_jax import node_report
 
 
 def _report(step_img_per_s=36000.0, compile_img_per_s=18000.0, loop_img_per_s=4500.0,
-            big_img_per_s=40000.0, grey=2):
+            big_img_per_s=40000.0, grey=2, dispatch_ms=10.7, gb_per_s=3.9):
   return {"loop_batch": 128, "loop_big_batch": 512, "phases": {
       "step": {"records": [
           {"framework": "jax 0.11.2", "dtype": "bfloat16", "batch": 512, "img_per_s": 1.0},
@@ -20,7 +20,8 @@ def _report(step_img_per_s=36000.0, compile_img_per_s=18000.0, loop_img_per_s=45
           {"bench": "end2end", "model": "alexnet", "batch": 512, "decoder": "simplejpeg",
            "img_per_s": 1.0},
           {"bench": "end2end", "model": "alexnet", "batch": 128, "decoder": "simplejpeg",
-           "img_per_s": loop_img_per_s},
+           "img_per_s": loop_img_per_s, "host_ms_per_step": {"dispatch": dispatch_ms},
+           "transfer_gb_per_s": gb_per_s},
           {"bench": "end2end", "model": "null", "batch": 128, "img_per_s": 99999.0},
           {"bench": "end2end", "model": "alexnet", "batch": 512, "decoder": "nvimgcodec",
            "decoded_on": "host", "img_per_s": 2.0 * big_img_per_s},
@@ -40,7 +41,8 @@ def test_goals_read_the_batch_128_bf16_step_against_torch_compile_and_the_loop()
   """Mutations: the loop's record found at any batch (the first, batch 512's) -> red; the
   nvImageCodec goal read off the default decoder's record, or off the workers' decoding ->
   red; the grey levels read off the workers' way -> red."""
-  speedup, loop, big, grey, hours, first_epoch, fashion = node_report.goals(_report())
+  speedup, loop, big, grey, hours, first_epoch, fashion, dispatch, crossing = (
+      node_report.goals(_report()))
   assert (speedup["measured"], speedup["met"]) == (2.0, True)
   assert (loop["measured"], loop["met"]) == (0.125, False)
   assert (big["measured"], big["met"]) == (40000.0, False)
@@ -49,7 +51,9 @@ def test_goals_read_the_batch_128_bf16_step_against_torch_compile_and_the_loop()
   assert (first_epoch["measured"], first_epoch["met"]) == (0.45, True)
   assert (fashion["measured"], fashion["met"]) == (80.0, None)  # 2 epochs of 30: not judged
   assert "ended at epoch 2.0" in fashion["note"]
-  speedup, loop, big, grey, hours, _, _ = node_report.goals(
+  assert (dispatch["measured"], dispatch["met"]) == (10.7, False)
+  assert (crossing["measured"], crossing["met"]) == (3.9, False)
+  speedup, loop, big, grey, hours, *_ = node_report.goals(
       _report(compile_img_per_s=20000.0, loop_img_per_s=33000.0, big_img_per_s=46000.0,
               grey=1))
   assert (speedup["met"], loop["met"], big["met"], grey["met"], hours["met"]) == (
@@ -62,24 +66,30 @@ def test_goals_read_the_batch_128_bf16_step_against_torch_compile_and_the_loop()
   assert node_report.goals(report)[1]["measured"] == 0.93
   report["phases"]["train"] = {"loss_at_epoch_1": 2.3026, "accuracy_by_epoch": [
       {"epoch": 30.0, "accuracy": 94.2}]}
-  *_, first_epoch, fashion = node_report.goals(report)
+  *_, first_epoch, fashion, _, _ = node_report.goals(report)
   assert first_epoch["met"] is False and fashion["met"] is True
+  del report["phases"]["input"]  # no loop timed: neither of its host figures judged
+  assert [g["met"] for g in node_report.goals(report)[-2:]] == [None, None]
 
 
 def test_each_goal_is_met_on_its_side_of_its_threshold():
   """The thresholds the GPU node check judges: 90 epochs in at most 1.2 h (26,693 img/s), the
   first epoch's loss below 0.9 ln 10 = 2.072, the accuracy judged from epoch 29.5 of 30; the
-  loop's fraction of the step to 3 decimals. Mutations: 2.4 h; ln 11; judged from epoch 29;
-  4 decimals -> red."""
-  def judged(loop, loss, epoch):
-    report = _report(step_img_per_s=30000.0, loop_img_per_s=loop)
+  loop's fraction of the step to 3 decimals; dispatch at most 0.5 ms, the transfer at least 10
+  GB/s. Mutations: 2.4 h; ln 11; judged from epoch 29; 4 decimals; `<` for the dispatch's
+  `<=`; `>` for the transfer's `>=`; 0.51 ms -> red."""
+  def judged(loop, loss, epoch, dispatch_ms=0.5, gb_per_s=10.0):
+    report = _report(step_img_per_s=30000.0, loop_img_per_s=loop, dispatch_ms=dispatch_ms,
+                     gb_per_s=gb_per_s)
     report["phases"]["train"] = {"loss_at_epoch_1": loss,
                                  "accuracy_by_epoch": [{"epoch": epoch, "accuracy": 95.0}]}
-    _, fraction, _, _, hours, first_epoch, fashion = node_report.goals(report)
-    return fraction["measured"], hours["met"], first_epoch["met"], fashion["met"]
+    _, fraction, _, _, hours, first_epoch, fashion, dispatch, crossing = (
+        node_report.goals(report))
+    return (fraction["measured"], hours["met"], first_epoch["met"], fashion["met"],
+            dispatch["met"], crossing["met"])
 
-  assert judged(27000.0, 2.05, 29.5) == (0.9, True, True, True)
-  assert judged(26500.0, 2.10, 29.4) == (0.883, False, False, None)
+  assert judged(27000.0, 2.05, 29.5) == (0.9, True, True, True, True, True)
+  assert judged(26500.0, 2.10, 29.4, 0.51, 9.9) == (0.883, False, False, None, False, False)
   assert judged(20000.0, 2.10, 29.4)[0] == 0.667
 
 
@@ -118,7 +128,7 @@ def test_a_report_without_the_step_phase_judges_neither_goal_that_needs_it():
   timed (`and` -> `or`) -> red (a TypeError)."""
   report = _report()
   del report["phases"]["step"]
-  speedup, loop, big, grey, hours, first_epoch, _ = node_report.goals(report)
+  speedup, loop, big, grey, hours, first_epoch, *_ = node_report.goals(report)
   assert (speedup["measured"], speedup["met"]) == (None, None)
   assert (loop["measured"], loop["met"]) == (None, None)
   assert (big["met"], grey["met"], hours["met"], first_epoch["met"]) == (False, False, False, True)
