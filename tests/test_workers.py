@@ -5,7 +5,6 @@ import contextlib
 import itertools
 import os
 import threading
-import time
 
 import grain
 import numpy as np
@@ -222,10 +221,6 @@ def test_a_worker_that_dies_during_evaluation_is_one_line(tmp_path):
   try:
     batches = inp.eval_batches(False)
     next(batches)
-    # Killed once they wait on grain's full queue, where they touch its stop event's lock once
-    # a wait: a worker killed while it holds that lock leaves grain's own clean-up waiting for
-    # it forever (seen once, a worker killed while it was still producing).
-    time.sleep(1.0)
     for child in multiprocessing.active_children():
       os.kill(child.pid, signal.SIGKILL)
     with pytest.raises(UserError, match=r"an input worker process was killed by SIGKILL before "

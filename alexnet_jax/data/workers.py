@@ -1,7 +1,8 @@
 """The input's worker processes (`data.workers`): how many, starting them (grain's
 `mp_prefetch`), the training batches from any step read in them (`FromStep`), evaluation
 records read in them (`batched`), each handed over in reused shared memory (`data.ring`), a
-worker that dies as one line (`read`), and workers that end with the training process."""
+worker that dies as one line (`read`; the locks it shared given back by `data.worker_locks`),
+and workers that end with the training process."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from alexnet_jax.data import ring, spawning
+from alexnet_jax.data import ring, spawning, worker_locks
 from alexnet_jax.errors import UserError
 
 _WATCH_S = 0.5
@@ -47,6 +48,7 @@ def in_workers(dataset: grain.IterDataset, workers: int) -> grain.IterDataset:
   spawning.check_can_spawn(without="data.workers=0")
   if not flags.FLAGS.is_parsed():  # grain's workers read its flags: a library call's defaults
     flags.FLAGS.mark_as_parsed()
+  worker_locks.watch()
   return dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers),
                              worker_init_fn=functools.partial(_start_worker,
                                                               parent=os.getpid()))
