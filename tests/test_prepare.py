@@ -5,6 +5,7 @@ import glob
 import json
 import os
 import shutil
+import signal
 
 import numpy as np
 import pytest
@@ -377,6 +378,60 @@ def test_prepare_starts_no_forked_worker_and_a_full_disk_is_one_line(tmp_path, m
                     progress=False)
   with pytest.raises(UserError, match=r"--shard_size must be >= 1 and --workers >= 0"):
     prepare.prepare(config.data, channels=3, num_classes=3, shard_size=0, progress=False)
+
+
+_WRITE_SHARD = prepare._write_shard
+
+
+def _dies_on_train_shard_2(task):
+  """A worker's shard writer killed (SIGKILL, as by the out-of-memory killer) on train shard 2;
+  pickled by name, so in a worker `_WRITE_SHARD` is prepare's own."""
+  if task[:2] == ("train", 2):
+    os.kill(os.getpid(), signal.SIGKILL)
+  return _WRITE_SHARD(task)
+
+
+def test_a_prepare_worker_killed_is_one_line_and_the_same_command_continues(tmp_path,
+                                                                           monkeypatch):
+  """2 worker processes, one killed while it writes a shard: one line within seconds naming
+  the signal, no worker left; the same prepare then writes the rest, the store as one
+  uninterrupted prepare writes it. Mutation: the shards
+  written in `multiprocessing.Pool.imap_unordered` (as they were) -> red: the pool waits
+  forever for the killed worker's shard (the thread is still running at the timeout)."""
+  import multiprocessing
+  import threading
+
+  image_folder_tree(tmp_path / "src")
+  config = folder_config(tmp_path / "src")
+  config.data.prepared_dir = str(tmp_path / "store")
+  monkeypatch.setattr(prepare, "_write_shard", _dies_on_train_shard_2)
+  before = set(multiprocessing.active_children())
+  raised = []
+
+  def run():
+    try:
+      prepare.prepare(config.data, channels=3, num_classes=3, shard_size=2, workers=2,
+                      progress=False)
+    except UserError as e:
+      raised.append(str(e))
+
+  thread = threading.Thread(target=run, daemon=True)
+  thread.start()
+  thread.join(60)
+  assert not thread.is_alive(), "prepare waits for a killed worker's shard"
+  assert raised == ["a prepare worker process was killed by SIGKILL while it wrote a shard: the "
+                    "kernel's out-of-memory killer sends it, if no one else did; the whole "
+                    "shards are kept: the same command continues (with fewer --workers if "
+                    "memory ran out)"]
+  assert set(multiprocessing.active_children()) <= before
+  monkeypatch.setattr(prepare, "_write_shard", _WRITE_SHARD)
+  continued = prepare.prepare(config.data, channels=3, num_classes=3, shard_size=2, workers=2,
+                              progress=False)
+  config.data.prepared_dir = str(tmp_path / "whole")
+  whole = prepare.prepare(config.data, channels=3, num_classes=3, shard_size=2, workers=1,
+                          progress=False)
+  assert continued["records"] == whole["records"] and continued["records"]["train"] > 0
+  assert continued["unreadable"] == whole["unreadable"]
 
 
 def test_originals_rewritten_in_place_are_seen(tmp_path):

@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 
+from alexnet_jax.data import spawning
 from conftest import core_install_env, image_folder_tree
 
 # A training set held in memory (some MB): the task each worker is sent is far larger than a
@@ -143,3 +144,32 @@ def test_what_a_spawned_process_runs_again(monkeypatch):
   assert reruns(Main(__spec__=Main(name="lab.__main__"))) is None
   assert reruns(Main(__spec__=Main(name="alexnet_jax.main"))) is None
   assert reruns(Main()) is None
+
+
+def test_a_worker_that_ended_is_said_by_its_status_or_its_signal():
+  """Mutation: `code >= 0` -> `>= 1` (status 0 read as a signal) -> red."""
+  worker = "an input worker process"
+  assert spawning.ended(0, worker, "before step 3's batch") == (
+      "an input worker process exited (status 0) before step 3's batch")
+  assert spawning.ended(2, worker, "x").startswith("an input worker process exited (status 2)")
+  assert "killed by SIGTERM x" in spawning.ended(-15, worker, "x")
+  assert "out-of-memory" not in spawning.ended(-15, worker, "x")
+  assert spawning.ended(-9, worker, "x").endswith(
+      "killed by SIGKILL x: the kernel's out-of-memory killer sends it, if no one else did")
+  assert "killed by signal 99 x" in spawning.ended(-99, worker, "x")
+
+
+def test_the_process_that_died_is_named_not_those_the_pool_stopped_after_it():
+  """The pool stops the others with SIGTERM once one has died. Mutation: the sort key dropped
+  (the first code found named) -> red."""
+
+  class Ended:
+    def __init__(self, exitcode):
+      self.exitcode = exitcode
+
+    def join(self, timeout):
+      pass
+
+  said = spawning._first_ended([Ended(-15), Ended(None), Ended(-9), Ended(0)], "w", "x")
+  assert said.startswith("w was killed by SIGKILL x")
+  assert spawning._first_ended([Ended(None)], "w", "x") == "w ended abruptly x"

@@ -66,16 +66,6 @@ def test_records_batched_from_a_worker_keep_a_last_batch_of_one():
   assert len(pids) == 1 and os.getpid() not in pids
 
 
-def test_a_worker_that_ended_is_said_by_its_status_or_its_signal():
-  """Mutation: `code >= 0` -> `>= 1` (status 0 read as a signal) -> red."""
-  assert workers._worker_ended(0, "step 3's batch") == (
-      "an input worker process exited (status 0) before step 3's batch")
-  assert workers._worker_ended(2, "x").startswith("an input worker process exited (status 2)")
-  assert "killed by SIGTERM before x" in workers._worker_ended(-15, "x")
-  assert "out-of-memory" not in workers._worker_ended(-15, "x")
-  assert "killed by signal 99 before x" in workers._worker_ended(-99, "x")
-
-
 def test_workers_minus_one_is_one_per_core_less_the_loops_two_for_files_only(monkeypatch):
   """Mutations: -1 resolved for in-memory images too; 0 resolved as -1 -> red."""
   import os

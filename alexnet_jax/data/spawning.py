@@ -8,18 +8,25 @@ files) the process that started it waits on that pipe forever.
 `check_can_spawn`, in the process that starts workers, starts one small probe process first
 and turns its failure into one line; `stop_if_spawning`, at the top of each Python entry that
 starts workers, ends such a re-run at once and quietly, with a status the probe recognises.
+`map_unordered` runs tasks in spawned processes (`prepare`'s), and a process killed meanwhile
+is one line (`ended`: what a worker's exit status says), where `multiprocessing.Pool` would
+wait forever for the task it held.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import multiprocessing
 import os
+import signal
 import sys
+from typing import Callable, Iterator
 
 from alexnet_jax.errors import UserError
 
 _RERAN = 3  # the status of a process whose start re-ran a script that trains at its top level
 _PROBE_S = 300.0
+_STOP_S = 10.0  # for a stopped worker to end
 _CHECKED: set[str] = set()
 
 
@@ -82,3 +89,60 @@ def check_can_spawn(without: str) -> None:
                     f"put the script's work under {guard}, {fix}")
   raise UserError(f"{start} that ended with status {probe.exitcode} (its error is above): put "
                   f"the script's work under {guard}, {fix}")
+
+
+def ended(code: int, who: str, when: str) -> str:
+  """What the exit status `code` of the worker process `who` says, in a line (`when`: what it
+  was doing, or about to)."""
+  if code >= 0:
+    return f"{who} exited (status {code}) {when}"
+  try:
+    name = signal.Signals(-code).name
+  except ValueError:
+    name = f"signal {-code}"
+  oom = (": the kernel's out-of-memory killer sends it, if no one else did"
+         if -code == signal.SIGKILL else "")
+  return f"{who} was killed by {name} {when}{oom}"
+
+
+def map_unordered(fn: Callable, tasks: list, workers: int, *, initializer: Callable,
+                  initargs: tuple, who: str, when: str, then: str, without: str) -> Iterator:
+  """`fn(task)` of each task in `workers` spawned processes (each starting with
+  `initializer(*initargs)`), yielded as they finish. A process that dies meanwhile (killed by
+  the out-of-memory killer, say) is a one-line `UserError` (`ended`'s line for `who` and
+  `when`, then `then`) and the others are stopped; they are stopped too when the caller
+  stops reading (closes the iterator) or fails. `without`: the setting that does without
+  processes."""
+  check_can_spawn(without=without)
+  before = set(multiprocessing.active_children())
+  pool = concurrent.futures.ProcessPoolExecutor(
+      workers, mp_context=multiprocessing.get_context("spawn"), initializer=initializer,
+      initargs=initargs)
+  try:
+    futures = [pool.submit(fn, task) for task in tasks]
+    started = set(multiprocessing.active_children()) - before
+    for future in concurrent.futures.as_completed(futures):
+      try:
+        result = future.result()
+      except concurrent.futures.process.BrokenProcessPool:
+        raise UserError(f"{_first_ended(started, who, when)}; {then}") from None
+      yield result
+  finally:
+    pool.shutdown(wait=False, cancel_futures=True)
+    left = set(multiprocessing.active_children()) - before
+    for process in left:
+      process.terminate()
+    for process in left:
+      process.join(_STOP_S)
+
+
+def _first_ended(processes: set, who: str, when: str) -> str:
+  """The line of the process that ended first among `processes`: the pool stops the others
+  with SIGTERM once one has died (each is waited for: the pool's thread may be reaping it)."""
+  for process in processes:
+    process.join(_STOP_S)
+  codes = sorted((p.exitcode for p in processes if p.exitcode),
+                 key=lambda code: code == -signal.SIGTERM)
+  if not codes:
+    return f"{who} ended abruptly {when}"
+  return ended(codes[0], who, when)

@@ -10,7 +10,6 @@ import functools
 import itertools
 import os
 import re
-import signal
 import threading
 import time
 from typing import Iterator
@@ -115,20 +114,8 @@ def read(iterator, what: str, *default):
     code = re.search(r"terminated unexpectedly with exit code (-?\d+)", str(e))
     if code is None:
       raise
-    raise UserError(_worker_ended(int(code[1]), what)) from None
-
-
-def _worker_ended(code: int, what: str) -> str:
-  """What a worker process's exit code says, in a line."""
-  if code >= 0:
-    return f"an input worker process exited (status {code}) before {what}"
-  try:
-    name = signal.Signals(-code).name
-  except ValueError:
-    name = f"signal {-code}"
-  oom = (": the kernel's out-of-memory killer sends it, if no one else did"
-         if -code == signal.SIGKILL else "")
-  return f"an input worker process was killed by {name} before {what}{oom}"
+    raise UserError(spawning.ended(int(code[1]), "an input worker process",
+                                   f"before {what}")) from None
 
 
 class FromStep(grain.DatasetIterator):

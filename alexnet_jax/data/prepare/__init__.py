@@ -32,7 +32,6 @@ import concurrent.futures
 import hashlib
 import json
 import math
-import multiprocessing
 import os
 import signal
 import sys
@@ -280,25 +279,22 @@ def _write(store, dataset, form, shard_size, workers, progress, scanned=None) ->
 
     bar = tqdm(total=total, unit="img", dynamic_ncols=True, smoothing=0.05,
                disable=not sys.stderr.isatty())
-  pool = None
+  if workers == 1:
+    _SOURCE.update(shared)
+    results = map(_write_shard, tasks)
+  else:  # spawned, not forked: nothing of this process's threads (jax's) is copied
+    results = spawning.map_unordered(
+        _write_shard, tasks, workers, initializer=_start_worker, initargs=(shared,),
+        who="a prepare worker process", when="while it wrote a shard", without="--workers=1",
+        then="the whole shards are kept: the same command continues (with fewer --workers if "
+             "memory ran out)")
   try:
-    if workers == 1:
-      _SOURCE.update(shared)
-      results = map(_write_shard, tasks)
-    else:  # spawned, not forked: nothing of this process's threads (jax's) is copied
-      spawning.check_can_spawn(without="--workers=1")
-      pool = multiprocessing.get_context("spawn").Pool(workers, _start_worker, (shared,))
-      results = pool.imap_unordered(_write_shard, tasks)
     for sidecar in results:
       sidecars[sidecar["split"]][sidecar["index"]] = sidecar
       if bar is not None:
         bar.update(sidecar["records"] + len(sidecar["bad"]))
-    if pool is not None:
-      pool.close()
-      pool.join()
   finally:
-    if pool is not None:
-      pool.terminate()
+    getattr(results, "close", lambda: None)()
     if bar is not None:
       bar.close()
     _SOURCE.clear()
