@@ -69,7 +69,7 @@ def _worker_iterators_in_use() -> list:
   found = []
   for frame in sys._current_frames().values():  # noqa: SLF001
     while frame is not None:
-      if frame.f_code.co_qualname.startswith(_ITERATOR):
+      if frame.f_code.co_qualname.lstrip("_").startswith(_ITERATOR):  # "_P..." in grain 0.2.16
         found.append(frame.f_locals.get("self"))
       frame = frame.f_back
   return found
