@@ -61,11 +61,10 @@ class Checkpoints:
     logging.get_absl_logger().addFilter(self._folded)
     self.last_saved = None
     run = workdir_lib.RunDir(workdir)
-    self.latest = ocp.CheckpointManager(
-        run.checkpoints, options=_options("latest", keep),
-        item_names=(STATE, META, DATA))
-    self.best = ocp.CheckpointManager(
-        run.best, options=_options("best", 1), item_names=(STATE, META))
+    self.latest = ocp.CheckpointManager(run.checkpoints, options=_options("latest", keep),
+                                        handler_registry=_handlers(with_input=True))
+    self.best = ocp.CheckpointManager(run.best, options=_options("best", 1),
+                                      handler_registry=_handlers())
 
   def __enter__(self) -> "Checkpoints":
     return self
@@ -80,7 +79,7 @@ class Checkpoints:
   def save(self, step: int, state, meta: dict, iterator: grain.DatasetIterator) -> None:
     with self._writing(step):
       self.latest.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta),
+          state=ocp.args.PyTreeSave(state), meta=ocp.args.JsonSave(meta),
           data=grain.checkpoint.CheckpointSave(iterator)), force=True)
     self.last_saved = step
 
@@ -93,7 +92,7 @@ class Checkpoints:
       for stale in [s for s in self.best.all_steps() if s >= step]:
         self.best.delete(stale)
       self.best.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+          state=ocp.args.PyTreeSave(state), meta=ocp.args.JsonSave(meta)), force=True)
 
   @contextlib.contextmanager
   def _writing(self, step: int | None):
@@ -159,7 +158,8 @@ class Checkpoints:
       if check is not None:
         check(meta, saved_shapes(step_dir))
       restored = self.latest.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state)))
+          state=ocp.args.PyTreeRestore(abstract_state, restore_args=(
+              ocp.checkpoint_utils.construct_restore_args(abstract_state)))))
       return restored["state"], meta
 
     def set_aside(step):
@@ -226,6 +226,25 @@ def _options(name: str, keep: int) -> ocp.CheckpointManagerOptions:
   return ocp.CheckpointManagerOptions(
       max_to_keep=keep, create=True,
       multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name))
+
+
+def _handlers(with_input: bool = False) -> ocp.handlers.DefaultCheckpointHandlerRegistry:
+  """The handlers of a step directory's items. The state's arrays are written each whole by
+  the device that holds its first copy: Orbax's default for an array replicated over devices
+  (replica-parallel) first cuts it into one slice per device, compiling a slice program per
+  shape and device at a process's first save, which only a run of several hosts gains from."""
+  arrays = ocp.type_handlers.create_type_handler_registry(*[
+      (kind, ocp.type_handlers.ArrayHandler(use_replica_parallel=False) if kind is jax.Array
+       else ocp.type_handlers.get_type_handler(kind))
+      for kind in ocp.type_handlers.supported_types()])
+  state = ocp.PyTreeCheckpointHandler(type_handler_registry=arrays)
+  handlers = ocp.handlers.DefaultCheckpointHandlerRegistry()
+  for item, args in ((STATE, ocp.args.PyTreeSave), (STATE, ocp.args.PyTreeRestore),
+                     (META, ocp.args.JsonSave), (META, ocp.args.JsonRestore),
+                     *([(DATA, grain.checkpoint.CheckpointSave),
+                        (DATA, grain.checkpoint.CheckpointRestore)] if with_input else [])):
+    handlers.add(item, args, state if item == STATE else None)
+  return handlers
 
 
 def abstract_like(tree):
@@ -341,10 +360,10 @@ def write_converted(workdir: str, params: dict, meta: dict, step: int = 0) -> st
   if found:
     raise UserError(f"{os.path.abspath(run.root)} holds a run already ({', '.join(found)}): "
                     "convert into a new --workdir")
-  manager = ocp.CheckpointManager(root, item_names=(STATE, META),
-                                  options=ocp.CheckpointManagerOptions(create=True))
+  manager = ocp.CheckpointManager(root, options=ocp.CheckpointManagerOptions(create=True),
+                                  handler_registry=_handlers())
   try:
-    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave({"params": params}),
+    manager.save(step, args=ocp.args.Composite(state=ocp.args.PyTreeSave({"params": params}),
                                                meta=ocp.args.JsonSave(meta)))
     manager.wait_until_finished()
   except OSError as e:

@@ -239,3 +239,58 @@ def test_best_holds_only_the_last_improvement(tmp_path):
     for step in (2, 4, 6):
       ckpts.save_best(step, {"w": jnp.full(3, float(step))}, {"step": step})
   assert sorted(s for s in os.listdir(tmp_path / "best") if s.isdigit()) == ["6"]
+
+
+def test_a_save_of_replicated_arrays_compiles_nothing(tmp_path, caplog):
+  """The state's arrays are written whole by one device each: Orbax's default for an array
+  replicated over devices cut it into one slice per device first, compiling a program per
+  shape and device at a process's first save (most of a short run's time on 8 CPU devices).
+  Mutation: `use_replica_parallel=True` -> red."""
+  import jax
+  import jax.numpy as jnp
+  from jax.sharding import NamedSharding, PartitionSpec as P
+
+  from alexnet_jax.sharding import make_mesh
+
+  mesh = make_mesh(model=2)
+  state = {"replicated": jax.device_put(jnp.arange(8 * 37, dtype=jnp.float32).reshape(8, 37),
+                                        NamedSharding(mesh, P())),
+           "columns": jax.device_put(jnp.ones((3, 2 * 29)), NamedSharding(mesh, P(None, "model")))}
+  with checkpoint.Checkpoints(str(tmp_path), keep=1) as ckpts:
+    with jax.log_compiles(True), caplog.at_level(logging.WARNING):
+      ckpts.save_best(1, state, {"step": 1})
+      ckpts.wait()
+  compiled = [r.getMessage() for r in caplog.records if "ompil" in r.getMessage()]
+  assert compiled == []
+  restored = ocp.StandardCheckpointer().restore(str(tmp_path / "best" / "1" / "state"))
+  assert (restored["replicated"] == jax.device_get(state["replicated"])).all()
+
+
+def test_a_workdir_written_through_orbaxs_standard_handler_resumes_to_the_straight_run(
+    straight_run, tmp_path, monkeypatch):
+  """Checkpoints written before the state had a handler of its own (Orbax's standard one, its
+  name in each step's metadata) resume bitwise. Mutation: the state restored with
+  `StandardRestore` from a registry that has none -> red."""
+  import grain
+
+  workdir = str(tmp_path / "run")
+
+  def standard(with_input=False):
+    handlers = ocp.handlers.DefaultCheckpointHandlerRegistry()
+    items = ((checkpoint.STATE, ocp.args.StandardSave),
+             (checkpoint.STATE, ocp.args.StandardRestore),
+             (checkpoint.META, ocp.args.JsonSave), (checkpoint.META, ocp.args.JsonRestore),
+             (checkpoint.DATA, grain.checkpoint.CheckpointSave),
+             (checkpoint.DATA, grain.checkpoint.CheckpointRestore))
+    for item, args in items[:6 if with_input else 4]:
+      handlers.add(item, args)
+    return handlers
+
+  monkeypatch.setattr(checkpoint, "_handlers", standard)
+  monkeypatch.setattr(ocp.args, "PyTreeSave", ocp.args.StandardSave)
+  train.train_and_evaluate(small_config(epochs=1.0), workdir)
+  monkeypatch.undo()
+  with open(os.path.join(workdir, "checkpoints", "4", "_CHECKPOINT_METADATA")) as f:
+    assert "StandardCheckpointHandler" in f.read()
+  train.train_and_evaluate(small_config(), workdir)
+  assert_same_params(workdir, straight_run[0])
