@@ -271,26 +271,34 @@ def create_model(model_config, *, mesh: jax.sharding.Mesh | None = None, seed: i
   """Builds the network of `model_config` with its parameters placed on `mesh`.
 
   Initialisation runs under `jax.jit` with the parameters' shardings as outputs, so each
-  device creates only its own column's weights; the values do not depend on the mesh.
+  device creates only its own column's weights; the values do not depend on the mesh. The
+  seed's key is the compiled initialiser's argument: another seed of the same network on the
+  same mesh (an ablation study's seeds) is not compiled again.
   """
-  build, mesh = _builder(model_config, mesh, seed)
-  graphdef, abstract_state = nnx.split(nnx.eval_shape(build))
-  shardings = nnx.get_named_sharding(abstract_state, mesh)
-  state = jax.jit(lambda: nnx.state(build()), out_shardings=shardings)()
-  return nnx.merge(graphdef, state)
+  spec = AlexNetSpec.from_config(model_config)
+  graphdef, initialise = _initialiser(spec, mesh if mesh is not None else make_mesh(data=1,
+                                                                                  model=1))
+  return nnx.merge(graphdef, initialise(jax.random.key(seed)))
 
 
 def abstract_model(model_config, *, mesh: jax.sharding.Mesh | None = None):
   """(graphdef, params as ShapeDtypeStructs with their shardings): a restore target."""
-  build, mesh = _builder(model_config, mesh, 0)
-  graphdef, abstract_state = nnx.split(nnx.eval_shape(build))
+  mesh = mesh if mesh is not None else make_mesh(data=1, model=1)
+  graphdef, abstract_state = _abstract(AlexNetSpec.from_config(model_config), mesh)
   shardings = nnx.to_pure_dict(nnx.get_named_sharding(abstract_state, mesh))
   shapes = nnx.to_pure_dict(abstract_state)
   return graphdef, jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes, shardings)
 
 
-def _builder(model_config, mesh, seed):
-  spec = AlexNetSpec.from_config(model_config)
-  mesh = mesh if mesh is not None else make_mesh(data=1, model=1)
-  return (lambda: AlexNet(spec, mesh=mesh, rngs=nnx.Rngs(params=seed))), mesh
+@functools.lru_cache(maxsize=8)
+def _initialiser(spec: AlexNetSpec, mesh: jax.sharding.Mesh):
+  """(graphdef, jitted key -> parameters placed on `mesh`)."""
+  graphdef, abstract_state = _abstract(spec, mesh)
+  build = lambda key: nnx.state(AlexNet(spec, mesh=mesh, rngs=nnx.Rngs(params=key)))
+  return graphdef, jax.jit(build, out_shardings=nnx.get_named_sharding(abstract_state, mesh))
+
+
+def _abstract(spec: AlexNetSpec, mesh: jax.sharding.Mesh):
+  return nnx.split(nnx.eval_shape(
+      lambda: AlexNet(spec, mesh=mesh, rngs=nnx.Rngs(params=jax.random.key(0)))))

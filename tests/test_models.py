@@ -61,6 +61,36 @@ def test_images_of_another_shape_are_refused_by_name(tiny_config, shape):
     model(jnp.zeros(shape))
 
 
+def _digest(model) -> str:
+  import hashlib
+
+  digest = hashlib.sha256()
+  state = nnx.to_pure_dict(nnx.state(model))
+  for path, leaf in sorted(jax.tree_util.tree_flatten_with_path(state)[0],
+                           key=lambda entry: jax.tree_util.keystr(entry[0])):
+    digest.update(np.asarray(leaf).tobytes())
+  return digest.hexdigest()[:16]
+
+
+def test_a_seed_draws_the_weights_it_always_drew_and_another_seed_compiles_nothing(caplog):
+  """Seed 3's initial weights are the ones earlier versions drew (a digest of every array, on
+  one device and on two columns' devices alike); another seed of the same network on the same
+  mesh runs the compiled initialiser again. Mutations: the key of seed + 1 -> red (digest); the
+  initialiser compiled at each call -> red (compiled)."""
+  import logging
+
+  tiny = load_config("tiny").model
+  code = load_config("paper_code").model
+  code.update(dict(input_size=64, conv_features=(16, 32, 48, 48, 32), fc_features=(64, 64)))
+  assert [_digest(models.create_model(config, mesh=make_mesh(model=model), seed=3))
+          for config, model in ((tiny, 1), (tiny, 2), (code, 2))] == [
+              "3d1429689dbcdeea", "3d1429689dbcdeea", "4e5c1212858f4b83"]
+  with jax.log_compiles(True), caplog.at_level(logging.WARNING):
+    other = models.create_model(tiny, mesh=make_mesh(model=2), seed=4)
+  assert [r.getMessage() for r in caplog.records if "ompil" in r.getMessage()] == []
+  assert _digest(other) != "3d1429689dbcdeea"
+
+
 @pytest.mark.parametrize("config_name,conv345_std", [("paper", 0.01), ("paper_code", 0.03)])
 def test_initialisation_of_section_5(config_name, conv345_std):
   config = load_config(config_name)
