@@ -275,9 +275,8 @@ def create_model(model_config, *, mesh: jax.sharding.Mesh | None = None, seed: i
   seed's key is the compiled initialiser's argument: another seed of the same network on the
   same mesh (an ablation study's seeds) is not compiled again.
   """
-  spec = AlexNetSpec.from_config(model_config)
-  graphdef, initialise = _initialiser(spec, mesh if mesh is not None else make_mesh(data=1,
-                                                                                  model=1))
+  mesh = mesh if mesh is not None else make_mesh(data=1, model=1)
+  graphdef, initialise = _initialiser(AlexNetSpec.from_config(model_config), mesh)
   return nnx.merge(graphdef, initialise(jax.random.key(seed)))
 
 
