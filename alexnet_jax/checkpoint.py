@@ -232,7 +232,8 @@ def _handlers(with_input: bool = False) -> ocp.handlers.DefaultCheckpointHandler
   """The handlers of a step directory's items. The state's arrays are written each whole by
   the device that holds its first copy: Orbax's default for an array replicated over devices
   (replica-parallel) first cuts it into one slice per device, compiling a slice program per
-  shape and device at a process's first save, which only a run of several hosts gains from."""
+  shape and device at a process's first save; spreading the write pays only for states far
+  larger than this network's."""
   arrays = ocp.type_handlers.create_type_handler_registry(*[
       (kind, ocp.type_handlers.ArrayHandler(use_replica_parallel=False) if kind is jax.Array
        else ocp.type_handlers.get_type_handler(kind))

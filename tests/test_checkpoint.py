@@ -244,8 +244,8 @@ def test_best_holds_only_the_last_improvement(tmp_path):
 def test_a_save_of_replicated_arrays_compiles_nothing(tmp_path, caplog):
   """The state's arrays are written whole by one device each: Orbax's default for an array
   replicated over devices cut it into one slice per device first, compiling a program per
-  shape and device at a process's first save (most of a short run's time on 8 CPU devices).
-  Mutation: `use_replica_parallel=True` -> red."""
+  shape and device at a process's first save (seconds on 8 CPU devices). Mutation:
+  `use_replica_parallel=True` -> red."""
   import jax
   import jax.numpy as jnp
   from jax.sharding import NamedSharding, PartitionSpec as P
