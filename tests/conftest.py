@@ -100,6 +100,18 @@ def straight_run(tmp_path_factory):
 
 
 @contextlib.contextmanager
+def compiled(caplog):
+  """Yields a list that, when the block ends, holds jax's messages of the programs compiled
+  within it."""
+  import logging
+
+  messages, start = [], len(caplog.records)
+  with jax.log_compiles(True), caplog.at_level(logging.WARNING):
+    yield messages
+  messages += [r.getMessage() for r in caplog.records[start:] if "ompil" in r.getMessage()]
+
+
+@contextlib.contextmanager
 def sigterm_at_step(step: int):
   """Within the block, SIGTERM (a preemption) is sent to this process as the training loop
   reaches `step`."""

@@ -15,7 +15,7 @@ import pytest
 
 from alexnet_jax import checkpoint, inference, train
 from alexnet_jax.errors import UserError
-from conftest import assert_same_params, saved_state, small_config
+from conftest import assert_same_params, compiled, saved_state, small_config
 
 
 class _Killed(BaseException):
@@ -256,12 +256,10 @@ def test_a_save_of_replicated_arrays_compiles_nothing(tmp_path, caplog):
   state = {"replicated": jax.device_put(jnp.arange(8 * 37, dtype=jnp.float32).reshape(8, 37),
                                         NamedSharding(mesh, P())),
            "columns": jax.device_put(jnp.ones((3, 2 * 29)), NamedSharding(mesh, P(None, "model")))}
-  with checkpoint.Checkpoints(str(tmp_path), keep=1) as ckpts:
-    with jax.log_compiles(True), caplog.at_level(logging.WARNING):
-      ckpts.save_best(1, state, {"step": 1})
-      ckpts.wait()
-  compiled = [r.getMessage() for r in caplog.records if "ompil" in r.getMessage()]
-  assert compiled == []
+  with checkpoint.Checkpoints(str(tmp_path), keep=1) as ckpts, compiled(caplog) as programs:
+    ckpts.save_best(1, state, {"step": 1})
+    ckpts.wait()
+  assert programs == []
   restored = ocp.StandardCheckpointer().restore(str(tmp_path / "best" / "1" / "state"))
   assert (restored["replicated"] == jax.device_get(state["replicated"])).all()
 
