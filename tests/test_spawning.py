@@ -173,3 +173,18 @@ def test_the_process_that_died_is_named_not_those_the_pool_stopped_after_it():
   said = spawning._first_ended([Ended(-15), Ended(None), Ended(-9), Ended(0)], "w", "x")
   assert said.startswith("w was killed by SIGKILL x")
   assert spawning._first_ended([Ended(None)], "w", "x") == "w ended abruptly x"
+
+
+def test_the_pools_processes_are_stopped_when_the_caller_stops_reading():
+  """A caller that stops reading (an error of its own, Ctrl-C) leaves no worker behind, even one
+  still busy with its task: the executor alone would let it run to the end. Mutation: the
+  terminate and join of the processes left dropped -> red."""
+  import multiprocessing
+  import time
+
+  before = set(multiprocessing.active_children())
+  results = spawning.map_unordered(time.sleep, [0, 60, 60], 2, initializer=int, initargs=(),
+                                   who="w", when="x", then="y", without="z")
+  assert next(results) is None
+  results.close()
+  assert set(multiprocessing.active_children()) <= before
