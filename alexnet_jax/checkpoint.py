@@ -8,10 +8,11 @@ paths are `workdir.RunDir`'s).
 `meta` is JSON, written, upgraded and checked by `checkpoint_meta`; `data` is the input
 position (the training loop's iterator: `prefetch.DevicePrefetch`).
 
-Two ways back in, both newest first with a damaged step reported and the previous one tried:
-`Checkpoints.restore_latest` (training: the whole state and the input position; a damaged step
-is set aside so that training can write it again) and `restore_trained` (inference and
-fine-tuning: the parameters only, onto any mesh; nothing on disk is changed).
+Two ways back in, both newest first with a damaged step reported and the previous one tried
+(`newest_that_restores`): `Checkpoints.restore_latest` (training: the whole state and the input
+position; a damaged step is set aside so that training can write it again) and
+`checkpoint_params.restore` (inference and fine-tuning: the parameters only, onto any mesh;
+nothing on disk is changed).
 """
 
 from __future__ import annotations
@@ -26,12 +27,11 @@ from typing import Callable
 
 import grain
 import jax
-import ml_collections
 from etils import epath
 import orbax.checkpoint as ocp
 from absl import logging
 
-from alexnet_jax import checkpoint_meta, models
+from alexnet_jax import checkpoint_meta
 from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.errors import UserError, first_line, innermost
 
@@ -165,7 +165,7 @@ class Checkpoints:
     def set_aside(step):
       return f"moved to {self._set_aside(step)}"
 
-    step, (state, meta) = _newest_that_restores(
+    step, (state, meta) = newest_that_restores(
         steps, read, on_damaged=set_aside, name=lambda step: f"step {step}",
         none_left=f"no checkpoint in {self.latest.directory} can be restored (steps {steps}); "
                   "move the directory away to start afresh")
@@ -286,9 +286,11 @@ def _complete_steps(root: str) -> list[int]:
   return [int(n) for n in os.listdir(root) if n.isdigit()] if os.path.isdir(root) else []
 
 
-def saved_steps(workdir: str) -> list[int]:
-  """The steps of `workdir`'s `checkpoints/` (nothing is created)."""
-  return sorted(_complete_steps(workdir_lib.RunDir(workdir).checkpoints))
+def saved_steps(workdir: str, best: bool = False) -> list[int]:
+  """The steps of `workdir`'s `checkpoints/` (`best`: of `best/`), oldest first (nothing is
+  created)."""
+  run = workdir_lib.RunDir(workdir)
+  return sorted(_complete_steps(run.best if best else run.checkpoints))
 
 
 def saved_shapes(step_dir: str) -> dict[str, tuple[int, ...]]:
@@ -308,7 +310,7 @@ def state_shapes(state) -> dict[str, tuple[int, ...]]:
           for p, x in jax.tree_util.tree_flatten_with_path(state)[0]}
 
 
-def _newest_that_restores(candidates, read, *, on_damaged=None, none_left: str, name=str):
+def newest_that_restores(candidates, read, *, on_damaged=None, none_left: str, name=str):
   """(candidate, read(candidate)) of the first candidate that reads; each one that fails is
   reported by `name(candidate)` (`on_damaged(candidate)` may act on it and say what it did) and
   the next tried."""
@@ -323,25 +325,6 @@ def _newest_that_restores(candidates, read, *, on_damaged=None, none_left: str, 
       logging.warning("checkpoint %s cannot be restored (%s: %s); %s, trying the previous one",
                       name(candidate), type(why).__name__, first_line(why), done)
   raise UserError(none_left)
-
-
-# ----------------------------------------------------------------------------- trained models
-
-def step_dirs(workdir: str, *, step: int | None = None, best: bool = False) -> list[str]:
-  """Step directories to try, newest first: `best/<step>`, `checkpoints/<step>`, or all of
-  `checkpoints/` (the newest first, older ones as fallbacks)."""
-  run = workdir_lib.RunDir(workdir)
-  root = run.best if best else run.checkpoints
-  if not os.path.isdir(root):
-    raise UserError(f"no checkpoints in {workdir} (missing {root})")
-  steps = sorted(_complete_steps(root), reverse=True)
-  if step is not None:
-    if step not in steps:
-      raise UserError(f"no checkpoint for step {step} in {root} (have {sorted(steps)})")
-    steps = [step]
-  if not steps:
-    raise UserError(f"no checkpoints in {root}")
-  return [run.step_dir(s, best) for s in steps]
 
 
 def read_meta(step_dir: str) -> dict:
@@ -372,41 +355,3 @@ def write_converted(workdir: str, params: dict, meta: dict, step: int = 0) -> st
   finally:
     manager.close()
   return run.step_dir(step)
-
-
-def newest_meta(workdir: str, *, step: int | None = None, best: bool = False
-                ) -> tuple[str, dict]:
-  """(step dir, meta) of the newest checkpoint of `workdir` whose meta reads (`step`, `best`
-  as in `step_dirs`)."""
-  candidates = step_dirs(workdir, step=step, best=best)
-  return _newest_that_restores(candidates, read_meta, none_left=f"no checkpoint of {workdir} "
-                               f"can be read ({', '.join(candidates)})")
-
-
-def restore_params(step_dir: str, abstract_params) -> dict:
-  """The 'params' subtree of a checkpoint's state, placed as `abstract_params` says (Orbax
-  partial restore: the optimizer state stays on disk)."""
-  restored = ocp.PyTreeCheckpointer().restore(
-      os.path.join(step_dir, STATE),
-      args=ocp.args.PyTreeRestore(
-          item={"params": abstract_params},
-          restore_args={"params": ocp.checkpoint_utils.construct_restore_args(abstract_params)},
-          partial_restore=True))
-  return restored["params"]
-
-
-def restore_trained(workdir: str, *, step: int | None = None, best: bool = False,
-                    mesh_for: Callable[[ml_collections.ConfigDict], jax.sharding.Mesh]):
-  """(step dir, meta, config, graphdef, params) of the newest checkpoint of `workdir` that
-  restores (`best`: the best one; `step`: that step), parameters only, on `mesh_for(config)`."""
-  def read(step_dir):
-    meta = read_meta(step_dir)
-    config = checkpoint_meta.config_of(meta)
-    graphdef, abstract = models.abstract_model(config.model, mesh=mesh_for(config))
-    return meta, config, graphdef, restore_params(step_dir, abstract)
-
-  candidates = step_dirs(workdir, step=step, best=best)
-  step_dir, (meta, config, graphdef, params) = _newest_that_restores(
-      candidates, read, none_left=f"no checkpoint of {workdir} can be restored "
-                                  f"({', '.join(candidates)})")
-  return step_dir, meta, config, graphdef, params

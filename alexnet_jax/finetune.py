@@ -1,7 +1,7 @@
 """Fine-tuning (Table 2, "*"): a trained workdir's layers copied into a fresh network.
 
-Every layer comes from the `init_from.workdir` checkpoint (`checkpoint.restore_trained`) except
-those in `init_from.new_layers` (fc8: a head for the new classes; conv6 with
+Every layer comes from the `init_from.workdir` checkpoint (`checkpoint_params.restore`)
+except those in `init_from.new_layers` (fc8: a head for the new classes; conv6 with
 configs/finetune.py:new_conv6). The network and what it expects of its input are the source's
 (`inherit`): the model section (but the class count) and the input settings (stored size,
 resize rule, pixel scale, mean) are taken from the source's checkpoint unless given on the
@@ -17,7 +17,7 @@ import copy
 import jax
 from absl import logging
 
-from alexnet_jax import checkpoint, checkpoint_meta, configuration, model_spec
+from alexnet_jax import checkpoint_meta, checkpoint_params, configuration, model_spec
 from alexnet_jax.errors import UserError
 
 # The input settings a trained network expects (with model.in_channels and model.input_size).
@@ -52,7 +52,7 @@ def inherit(config, source_workdir: str, overridden=None):
   differs from the source's is named in one `UserError`."""
   init = config.init_from
   own = source_workdir != init.workdir
-  step_dir, meta = checkpoint.newest_meta(
+  step_dir, meta = checkpoint_params.newest_meta(
       source_workdir, step=None if own else (int(init.step) or None),
       best=False if own else bool(init.best))
   source = checkpoint_meta.config_of(meta)
@@ -88,7 +88,7 @@ def transfer(params: dict, init_from, mesh: jax.sharding.Mesh) -> dict:
   """`params` (a fresh model's) with each layer of the source checkpoint copied in, except the
   layers in `init_from.new_layers`. Every layer that only one of the two networks has, or of
   another shape, is named in one `UserError`: the backbone must be the source's."""
-  step_dir, _, _, _, source = checkpoint.restore_trained(
+  step_dir, _, _, _, source = checkpoint_params.restore(
       init_from.workdir, step=int(init_from.step) or None, best=bool(init_from.best),
       mesh_for=lambda _: mesh)
   new_layers = tuple(init_from.new_layers)

@@ -2,7 +2,7 @@
 
 `load(workdir)` reads the newest checkpoint that restores (a damaged newest one is reported and
 the previous step used), `best=True` the best one, `step=N` that step, onto whatever devices
-exist (CPU included), through `checkpoint.restore_trained`: the model config, class names and
+exist (CPU included), through `checkpoint_params.restore`: the model config, class names and
 the dataset statistics come from the workdir; only the parameters are read.
 """
 
@@ -21,7 +21,7 @@ from absl import logging
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from alexnet_jax import checkpoint, checkpoint_meta, evaluation
+from alexnet_jax import checkpoint_meta, checkpoint_params, evaluation
 from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.data import batch as batch_lib
 from alexnet_jax.data import identity as identity_lib
@@ -128,11 +128,11 @@ def load(workdir: str, *, step: int | None = None, best: bool = False) -> Traine
   """The trained network of `workdir` on this process's devices, with the statistics it was
   trained with (`data_stats.npz`, checked against the checkpoint's record of them)."""
   stats_path = workdir_lib.RunDir(workdir).stats
-  checkpoint.step_dirs(workdir, step=step, best=best)  # no checkpoints: that error first
+  checkpoint_params.step_dirs(workdir, step=step, best=best)  # no checkpoints: that error first
   if not os.path.exists(stats_path):
     raise UserError(f"{stats_path} is missing: the workdir was not written by alexnet_jax.train")
   stats = Stats.load(stats_path)
-  step_dir, meta, config, graphdef, params = checkpoint.restore_trained(
+  step_dir, meta, config, graphdef, params = checkpoint_params.restore(
       workdir, step=step, best=best, mesh_for=mesh_for)
   identity = checkpoint_meta.identity_of(meta)
   if identity.stats and identity.stats != stats.fingerprint:

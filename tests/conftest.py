@@ -4,6 +4,7 @@ helpers several test files share: configs, the small training run, image trees."
 import atexit
 import contextlib
 import functools
+import glob
 import os
 import shutil
 import signal
@@ -137,6 +138,20 @@ def saved_state(workdir, step):
 
   return ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step),
                                                          "state"))
+
+
+def damage_state(step_dir, how: str) -> None:
+  """Damages the arrays of a checkpoint's state: each data file 'truncate'd to half or
+  'delete'd."""
+  victims = [f for f in glob.glob(os.path.join(step_dir, "state", "**", "*"), recursive=True)
+             if os.path.isfile(f) and os.path.getsize(f) > 64 and "ocdbt.process" in f]
+  assert victims
+  for path in victims:
+    if how == "truncate":
+      with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+    else:
+      os.remove(path)
 
 
 def assert_same_params(workdir, straight_workdir, step=8):

@@ -1,6 +1,6 @@
 """The workdir's checkpoints (`checkpoint.py`): a kill anywhere in the save sequence, a damaged
-step, a full disk, the managers' barriers, and the two ways back in (training's whole state,
-inference's parameters), one of them with plain Orbax."""
+step, a full disk, the managers' barriers, and training's way back in; a checkpoint read with
+plain Orbax. (Inference's way back in: test_checkpoint_params.py.)"""
 
 import errno
 import glob
@@ -13,9 +13,9 @@ import sys
 import orbax.checkpoint as ocp
 import pytest
 
-from alexnet_jax import checkpoint, inference, train
+from alexnet_jax import checkpoint, train
 from alexnet_jax.errors import UserError
-from conftest import assert_same_params, compiled, saved_state, small_config
+from conftest import assert_same_params, compiled, damage_state, saved_state, small_config
 
 
 class _Killed(BaseException):
@@ -55,24 +55,12 @@ def test_a_kill_at_any_point_of_the_save_sequence_resumes_to_the_straight_run(
   assert steps(workdir) == steps(straight_run[0])
 
 
-def _damage(step_dir, how):
-  victims = [f for f in glob.glob(os.path.join(step_dir, "state", "**", "*"), recursive=True)
-             if os.path.isfile(f) and os.path.getsize(f) > 64 and "ocdbt.process" in f]
-  assert victims
-  for path in victims:
-    if how == "truncate":
-      with open(path, "r+b") as f:
-        f.truncate(os.path.getsize(path) // 2)
-    else:
-      os.remove(path)
-
-
 @pytest.mark.parametrize("damage", ["truncate", "delete"])
 def test_a_damaged_newest_checkpoint_is_named_set_aside_and_the_previous_one_resumes(
     straight_run, tmp_path, caplog, damage):
   workdir = str(tmp_path / "copy")
   shutil.copytree(straight_run[0], workdir)
-  _damage(os.path.join(workdir, "checkpoints", "8"), damage)
+  damage_state(os.path.join(workdir, "checkpoints", "8"), damage)
   with caplog.at_level("WARNING"):
     from absl import logging as absl_logging
 
@@ -104,26 +92,6 @@ def test_an_unreadable_input_position_is_said_and_taken_from_the_step(straight_r
       "checkpoint step 6: its input position cannot be read (JSONDecodeError); input "
       "positioned from the step"]
   assert_same_params(str(workdir), straight_run[0])
-
-
-def test_inference_falls_back_from_a_damaged_newest_step_and_touches_nothing(straight_run,
-                                                                             tmp_path):
-  workdir = str(tmp_path / "copy")
-  shutil.copytree(straight_run[0], workdir)
-  _damage(os.path.join(workdir, "checkpoints", "8"), "truncate")
-  assert inference.load(workdir).step == 6
-  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["6", "8"]
-  with pytest.raises(UserError, match="no checkpoint for step 5"):
-    inference.load(straight_run[0], step=5)
-  with pytest.raises(UserError, match="no checkpoints in"):
-    inference.load(str(tmp_path / "nowhere"))
-  # A run that died before its first checkpoint leaves the folder empty. Mutation: the check
-  # dropped (an IndexError from the empty list) -> red.
-  (tmp_path / "early" / "checkpoints").mkdir(parents=True)
-  with pytest.raises(UserError, match=f"^no checkpoints in {tmp_path}/early/checkpoints$"):
-    inference.load(str(tmp_path / "early"))
-  assert inference.load(straight_run[0], best=True).path.startswith(
-      os.path.join(straight_run[0], "best"))
 
 
 def _tmpfs(path, size: str) -> bool:

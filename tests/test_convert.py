@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from alexnet_jax import checkpoint, convert, inference, models
+from alexnet_jax import checkpoint_params, convert, inference, models
 from alexnet_jax.data.stats import Stats
 from alexnet_jax.errors import UserError
 from conftest import load_config
@@ -347,7 +347,7 @@ def test_weights_made_elsewhere_are_step_0_of_one_process_with_imagenets_lightin
   workdir = str(tmp_path / "w")
   mean = np.full((36, 36, channels), 100, np.float32)
   step_dir = convert.write_workdir(workdir, config, params, mean, converted_from="model.bin")
-  path, meta = checkpoint.newest_meta(workdir)
+  path, meta = checkpoint_params.newest_meta(workdir)
   assert path == step_dir and step_dir.endswith("checkpoints/0")
   assert (meta["step"], meta["epoch"], meta["processes"]) == (0, 0.0, 1)
   assert meta["converted_from"] == os.path.abspath("model.bin")

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax import checkpoint_meta, checkpoint, inference, train
+from alexnet_jax import checkpoint_meta, checkpoint_params, inference, train
 from alexnet_jax.configuration import apply_variants
 from alexnet_jax.errors import UserError
 from conftest import command, load_config, small_config
@@ -60,7 +60,7 @@ def test_fine_tuning_takes_the_sources_network_and_input_and_refuses_another_inp
   config.init_from.workdir = source
   tuned = str(tmp_path / "tuned")
   train.train_and_evaluate(config, tuned, overridden=["model.num_classes"])
-  _, meta = checkpoint.newest_meta(tuned)
+  _, meta = checkpoint_params.newest_meta(tuned)
   used = checkpoint_meta.config_of(meta)
   assert used.data.pixel_scale == 1 / 64 and used.model.in_channels == 1
   assert used.model.input_size == 32 and tuple(used.model.fc_features) == (128, 128)
