@@ -289,8 +289,7 @@ def _complete_steps(root: str) -> list[int]:
 def saved_steps(workdir: str, best: bool = False) -> list[int]:
   """The steps of `workdir`'s `checkpoints/` (`best`: of `best/`), oldest first (nothing is
   created)."""
-  run = workdir_lib.RunDir(workdir)
-  return sorted(_complete_steps(run.best if best else run.checkpoints))
+  return sorted(_complete_steps(workdir_lib.RunDir(workdir).steps_dir(best)))
 
 
 def saved_shapes(step_dir: str) -> dict[str, tuple[int, ...]]:

@@ -23,7 +23,7 @@ def step_dirs(workdir: str, *, step: int | None = None, best: bool = False) -> l
   """Step directories to try, newest first: `best/<step>`, `checkpoints/<step>`, or all of
   `checkpoints/` (the newest first, older ones as fallbacks)."""
   run = workdir_lib.RunDir(workdir)
-  root = run.best if best else run.checkpoints
+  root = run.steps_dir(best)
   if not os.path.isdir(root):
     raise UserError(f"no checkpoints in {workdir} (missing {root})")
   steps = checkpoint.saved_steps(workdir, best)[::-1]

@@ -59,8 +59,12 @@ class RunDir:
   result = property(lambda self: self._path(RESULT))
   lock = property(lambda self: self._path(LOCK))
 
+  def steps_dir(self, best: bool = False) -> str:
+    """Where the step directories are: `best/`, or `checkpoints/`."""
+    return self.best if best else self.checkpoints
+
   def step_dir(self, step: int, best: bool = False) -> str:
-    return os.path.join(self.best if best else self.checkpoints, str(step))
+    return os.path.join(self.steps_dir(best), str(step))
 
   def read_result(self) -> dict | None:
     """The JSON of `result.json`, or None when it is missing or unreadable."""
