@@ -47,15 +47,21 @@ def roots(folder: str) -> list:
           for line in open(os.path.join(folder, name)).read().splitlines() if line.strip()]
 
 
-def meets(version, specifiers) -> bool:
-  """Whether the node's `version` (None: any) meets every specifier."""
-  return version is None or all(s.contains(version, prereleases=True) for s in specifiers)
+def specifiers(requirements) -> dict:
+  """{name: the version specifiers of `requirements` on it}."""
+  specs = {}
+  for req in requirements:
+    specs.setdefault(norm(req.name), []).append(req.specifier)
+  return specs
+
+
+def meets(version, specs) -> bool:
+  """Whether the node's `version` (None: any) meets every specifier in `specs`."""
+  return version is None or all(s.contains(version, prereleases=True) for s in specs)
 
 
 def constraints(folder: str, have_file: str) -> None:
-  specs = {}
-  for req in roots(folder):
-    specs.setdefault(norm(req.name), []).append(req.specifier)
+  specs = specifiers(roots(folder))
   lines = []
   for name, version in sorted(node_packages(have_file).items()):
     try:
@@ -89,10 +95,8 @@ def prune(folder: str, have_file: str, pyver: str) -> None:
     asked.setdefault(norm(req.name), set()).update(req.extras)
   # Every requirement on a package from any wheel of the set (one from a wheel that will not
   # be installed can only keep a wheel that was not needed): the node's version meets them all.
-  specs = {}
-  for req in top + [r for name, (_, reqs) in wheels.items() for r in reqs
-                    if applies(r, asked.get(name, ()))]:
-    specs.setdefault(norm(req.name), []).append(req.specifier)
+  specs = specifiers(top + [r for name, (_, reqs) in wheels.items() for r in reqs
+                            if applies(r, asked.get(name, ()))])
   own = {name for name, version in have.items()
          if name in wheels and meets(version, specs.get(name, []))}
   needed, todo = set(), [(req, ()) for req in top]
