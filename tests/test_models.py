@@ -76,7 +76,8 @@ def test_a_seed_draws_the_weights_it_always_drew_and_another_seed_compiles_nothi
   """Seed 3's initial weights are the ones earlier versions drew (a digest of every array, on
   one device and on two columns' devices alike); another seed of the same network on the same
   mesh runs the compiled initialiser again. Mutations: the key of seed + 1 -> red (digest); the
-  initialiser compiled at each call -> red (compiled)."""
+  initialiser compiled at each call -> red (compiled); compiled at XLA's backend optimisation
+  level 0 (its level 2 keeps the bits) -> red (digest)."""
   tiny = load_config("tiny").model
   code = load_config("paper_code").model
   code.update(dict(input_size=64, conv_features=(16, 32, 48, 48, 32), fc_features=(64, 64)))
