@@ -10,6 +10,7 @@ The state is a plain dict {'step', 'params', 'opt_state'} (params as nested dict
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable
 
 import jax
@@ -38,15 +39,6 @@ class TrainSetup:
   eval_step: Callable  # (params, batch, mean) -> {split: sums}
 
 
-def make_optimizer(optimizer_config, params) -> optax.GradientTransformation:
-  """§5's SGD (`optim.paper_sgd`) with the config's momentum, weight decay and decay mask;
-  every parameter's ε is the schedule's, an argument of each step
-  (`schedule.LearningRateSchedule.rates_on`)."""
-  opt = optimizer_config
-  return optim.paper_sgd(momentum=opt.momentum, weight_decay=opt.weight_decay,
-                         decay_mask=optim.decay_mask(params, opt.decay_on))
-
-
 def setup_train(config, mesh: jax.sharding.Mesh, *,
                 init_params: Callable[[dict], dict] | None = None,
                 step_norms: bool = True) -> TrainSetup:
@@ -54,37 +46,58 @@ def setup_train(config, mesh: jax.sharding.Mesh, *,
   replace layers: fine-tuning), the optimizer of `config.optimizer`, the state at step 0 with
   every array placed (each column's weights and optimizer slots on its 'model' shard), and the
   jitted steps with their shardings. `step_norms` False: the plain training step without the
-  global norms (`steps.make_train_step`; a lever the benchmark times, not training's)."""
+  global norms (`steps.make_train_step`; a lever the benchmark times, not training's).
+
+  The jitted steps are those of an earlier call in this process with the same network,
+  parameters' shapes and shardings, optimizer and input scaling: another seed or learning
+  rate (an ablation study's runs) traces and compiles nothing again."""
   model = models.create_model(config.model, mesh=mesh, seed=config.seed)
   graphdef, param_state = nnx.split(model)
   params = nnx.to_pure_dict(param_state)
   if init_params is not None:
     params = init_params(params)
-  param_shardings = nnx.to_pure_dict(nnx.get_named_sharding(param_state, mesh))
+  placed = jax.tree.map(lambda p, s: jax.ShapeDtypeStruct(p.shape, p.dtype, sharding=s), params,
+                        nnx.to_pure_dict(nnx.get_named_sharding(param_state, mesh)))
+  leaves, treedef = jax.tree.flatten(placed)
+  opt = config.optimizer
+  setup, init_state = _jitted(graphdef, treedef, tuple(leaves), mesh,
+                              (float(opt.momentum), float(opt.weight_decay), opt.decay_on),
+                              float(config.data.pixel_scale), config.data.mean_patch == "centre",
+                              step_norms)
+  return dataclasses.replace(setup, state=init_state(params))
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted(graphdef, treedef, placed: tuple, mesh: jax.sharding.Mesh, optimizer: tuple,
+            pixel_scale: float, centre_mean: bool, step_norms: bool):
+  """(a TrainSetup but for its state, the jitted state at step 0 from the parameters), for
+  the parameters `placed` (ShapeDtypeStructs with their shardings) and §5's SGD
+  (`optim.paper_sgd`) with the config's momentum, weight decay and parameters that decay;
+  every parameter's ε is the schedule's, an argument of each step
+  (`schedule.LearningRateSchedule.rates_on`)."""
+  momentum, weight_decay, decay_on = optimizer
+  abstract = jax.tree.unflatten(treedef, placed)
+  param_shardings = jax.tree.map(lambda a: a.sharding, abstract)
   replicated = NamedSharding(mesh, P())
   batch_sharding = NamedSharding(mesh, P(DATA))
-  tx = make_optimizer(config.optimizer, params)
+  tx = optim.paper_sgd(momentum=momentum, weight_decay=weight_decay,
+                       decay_mask=optim.decay_mask(abstract, decay_on))
   opt_shardings = optax.tree_utils.tree_map_params(
-      tx, lambda _, s: s, jax.eval_shape(tx.init, params), param_shardings,
+      tx, lambda _, s: s, jax.eval_shape(tx.init, abstract), param_shardings,
       transform_non_params=lambda _: replicated)
   state_shardings = {"step": replicated, "params": param_shardings, "opt_state": opt_shardings}
-  state = jax.jit(lambda p: {"step": jnp.zeros((), jnp.int32), "params": p,
-                             "opt_state": tx.init(p)}, out_shardings=state_shardings)(params)
-
-  centre_mean = config.data.mean_patch == "centre"
+  init_state = jax.jit(lambda p: {"step": jnp.zeros((), jnp.int32), "params": p,
+                                  "opt_state": tx.init(p)}, out_shardings=state_shardings)
 
   def jit_train(with_stats: bool):
-    step = make_train_step(graphdef, tx, with_stats=with_stats,
-                           pixel_scale=float(config.data.pixel_scale), centre_mean=centre_mean,
-                           with_norms=step_norms or with_stats)
+    step = make_train_step(graphdef, tx, with_stats=with_stats, pixel_scale=pixel_scale,
+                           centre_mean=centre_mean, with_norms=step_norms or with_stats)
     return jax.jit(step, in_shardings=(state_shardings, batch_sharding, replicated, replicated,
                                        replicated),
                    out_shardings=(state_shardings, replicated), donate_argnums=0)
 
-  eval_step = jax.jit(make_eval_step(graphdef, pixel_scale=float(config.data.pixel_scale),
-                                     centre_mean=centre_mean),
+  eval_step = jax.jit(make_eval_step(graphdef, pixel_scale=pixel_scale, centre_mean=centre_mean),
                       in_shardings=(param_shardings, batch_sharding, replicated),
                       out_shardings=replicated)
-  return TrainSetup(mesh, graphdef, tx, state, state_shardings, batch_sharding, replicated,
-                    jit_train(False), jit_train(True), eval_step)
-
+  return TrainSetup(mesh, graphdef, tx, None, state_shardings, batch_sharding, replicated,
+                    jit_train(False), jit_train(True), eval_step), init_state

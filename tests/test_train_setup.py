@@ -7,9 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from alexnet_jax import models, optim, train_setup
+import pytest
+
+from alexnet_jax import models, optim, steps, train_setup
 from alexnet_jax.sharding import make_mesh
-from conftest import leaves_by_path
+from conftest import compiled, leaves_by_path, load_config
 
 MESH = dict(data=4, model=2)
 
@@ -41,15 +43,69 @@ def test_the_state_at_step_0_holds_the_seeds_weights_and_zero_momentum_each_on_i
   assert velocity["['conv2']['kernel']"].sharding.spec[0] == "model"
 
 
+def _batch(size=32, stored=36, count=8):
+  """A batch of `size` crops at random boxes (some mirrored) of `stored`-pixel images, and a
+  mean image that varies across them."""
+  rng = np.random.default_rng(0)
+  at = lambda high: rng.integers(0, high, count)
+  boxes = np.stack([at(stored - size + 1), at(stored - size + 1), at(2)], axis=1)
+  return ({"image": jnp.asarray(rng.integers(0, 256, (count, size, size, 3)), jnp.uint8),
+           "label": jnp.asarray(rng.integers(0, 10, count)),
+           "crop": jnp.asarray(boxes, jnp.int32)},
+          jnp.asarray(rng.uniform(80.0, 160.0, (stored, stored, 3)), jnp.float32))
+
+
+def _two_steps(step, state):
+  """Two steps from a copy of `state` (the steps donate theirs)."""
+  state = jax.tree.map(jnp.copy, state)
+  batch, mean = _batch()
+  rates = optim.every_rate(state["params"], 0.01)
+  for i in range(2):
+    state, _ = step(state, batch, jax.random.key(i), mean, rates)
+  return state
+
+
+@pytest.mark.parametrize("changes", [
+    ("optimizer.momentum=0.5", "optimizer.weight_decay=0.01", "optimizer.decay_on=kernels"),
+    ("data.pixel_scale=0.5", "data.mean_patch=centre")])
+def test_steps_built_before_serve_another_seed_and_only_the_same_network_and_optimizer(
+    changes, caplog):
+  """Another seed of the same network, optimizer and input scaling on the same mesh (an
+  ablation study's seeds, its learning rates) traces and compiles nothing; after another
+  optimizer or input scaling, two steps are those of the config's own optimizer and step
+  assembled here. Mutations: the cache dropped (compiles); the momentum, the weight decay,
+  the decayed parameters, the pixel scale or the centre mean left out of its key (the base
+  config's value in its place) -> red."""
+  mesh = make_mesh(data=1, model=1)
+  base = load_config("tiny")
+  first = train_setup.setup_train(base, mesh)
+  _two_steps(first.train_step, first.state)
+  base.seed = 1
+  with compiled(caplog) as programs:
+    again = train_setup.setup_train(base, mesh)
+    _two_steps(again.train_step, again.state)
+  assert programs == []
+  assert not np.array_equal(again.state["params"]["conv1"]["kernel"],
+                            first.state["params"]["conv1"]["kernel"])
+
+  config = load_config("tiny", overrides=changes)
+  setup = train_setup.setup_train(config, mesh)
+  opt, data = config.optimizer, config.data
+  tx = optim.paper_sgd(momentum=opt.momentum, weight_decay=opt.weight_decay,
+                       decay_mask=optim.decay_mask(setup.state["params"], opt.decay_on))
+  own = jax.jit(steps.make_train_step(setup.graphdef, tx, with_stats=False,
+                                      pixel_scale=data.pixel_scale,
+                                      centre_mean=data.mean_patch == "centre"))
+  jax.tree.map(np.testing.assert_array_equal, _two_steps(setup.train_step, setup.state),
+               _two_steps(own, setup.state))
+
+
 def test_the_steps_donate_the_state_and_differ_only_in_the_metrics_they_report(tiny_config):
   """`train_step` (without the per-layer statistics) and `train_step_with_stats` update alike;
   `step_norms=False` drops the global norms from the plain step only. Mutations: the two steps
   swapped; `step_norms or with_stats` -> `and`; `donate_argnums` dropped -> red."""
   mesh = make_mesh(**MESH)
-  rng = np.random.default_rng(0)
-  batch = {"image": jnp.asarray(rng.integers(0, 256, (8, 32, 32, 3)), jnp.uint8),
-           "label": jnp.asarray(rng.integers(0, 10, 8)), "crop": jnp.zeros((8, 3), jnp.int32)}
-  mean = jnp.full((32, 32, 3), 120.0)
+  batch, mean = _batch()
   out = {}
   for norms in (True, False):
     setup = train_setup.setup_train(tiny_config, mesh, step_norms=norms)
