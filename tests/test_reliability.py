@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from absl import logging as absl_logging
 
-from alexnet_jax import steps, train
+from alexnet_jax import steps, train, train_setup
 from alexnet_jax.errors import UserError
 from conftest import (ROOT, assert_same_params, image_folder_tree, process_state, ring_blocks,
                       saved_state, small_config, small_flags)
@@ -68,11 +68,14 @@ def test_sigterm_then_kill_9_then_the_same_command_ends_as_an_uninterrupted_run(
 
 
 def test_a_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path,
-                                                                            monkeypatch):
+                                                                            monkeypatch, request):
   workdir = str(tmp_path)
   train.train_and_evaluate(small_config(epochs=0.5), workdir)  # steps 1-2, checkpoint at 2
   normalize = steps.normalize
   monkeypatch.setattr(steps, "normalize", lambda *a: normalize(*a) * np.nan)  # NaN images
+  # The process's steps were traced with the real `normalize`; the NaN ones are not kept.
+  train_setup._jitted.cache_clear()
+  request.addfinalizer(train_setup._jitted.cache_clear)
   with pytest.raises(UserError, match=r"loss became nan at step 3.*checkpoint \(step 2\)"):
     train.train_and_evaluate(small_config(), workdir)
   state = saved_state(workdir, 2)
