@@ -148,6 +148,21 @@ def test_the_step_benchmark_times_the_training_step_on_the_training_mesh(monkeyp
   assert "all-gather" in hlo
 
 
+def test_the_step_timed_is_the_program_training_compiled(tmp_path, caplog):
+  """After a run in this process, the step benchmark (what `benchmark end2end` times after
+  its loop) traces and compiles no training step of its own: the same program, its mean
+  image at the stored size included. Mutation: the mean at the crop's size -> red."""
+  from conftest import compiled, small_config
+
+  from alexnet_jax import train
+
+  config = small_config(epochs=0.5)
+  train.train_and_evaluate(config, str(tmp_path))
+  with compiled(caplog) as programs:
+    benchmark.timed_step(config, config.data.batch_size, steps=1)
+  assert [p for p in programs if "train_step" in p] == []
+
+
 def test_the_step_record_and_torchs_beside_it_from_a_fixed_timing(monkeypatch, capsys):
   """`bench_step`'s figures from a step of 7.1234 ms and 3 GFLOP for 7 images, each at its
   rounding: img/s, TFLOP/s, the fraction of the device's peak, GFLOP per image, the profile's

@@ -79,7 +79,8 @@ def compiled_step(config, batch_size: int, mesh=None, step_norms: bool = True):
       jnp.ones(batch_size, jnp.float32), jnp.zeros(batch_size, jnp.int32))
   del batch["skipped"]  # a host-side count: the prefetcher keeps it off the devices
   batch = jax.device_put(batch, setup.batch_sharding)
-  mean = jax.device_put(jnp.full((size, size, c), 120.0, jnp.float32), setup.replicated)
+  stored = config.data.image_size  # the mean image at the stored size, as training has it
+  mean = jax.device_put(jnp.full((stored, stored, c), 120.0, jnp.float32), setup.replicated)
   rates = jax.device_put(optim.every_rate(setup.state["params"], config.optimizer.learning_rate),
                          setup.replicated)
   args = (batch, key, mean, rates)
