@@ -62,6 +62,7 @@ def compiled_step(config, batch_size: int, mesh=None, step_norms: bool = True):
   run})."""
   import jax
   import jax.numpy as jnp
+  import numpy as np
 
   from alexnet_jax import optim
   from alexnet_jax.data import batch as batch_lib
@@ -72,11 +73,12 @@ def compiled_step(config, batch_size: int, mesh=None, step_norms: bool = True):
                       step_norms=step_norms)
   size, c = config.model.input_size, config.model.in_channels
   key = jax.random.key(0)
+  draw = np.random.default_rng(0).integers  # on the host: jax's would compile a sampler
   batch = batch_lib.train(
-      jax.random.randint(key, (batch_size, size, size, c), 0, 256).astype(jnp.uint8),
-      jax.random.randint(key, (batch_size,), 0, config.model.num_classes),
-      jnp.zeros((batch_size, 3), jnp.int32), jnp.zeros((batch_size, c), jnp.float32),
-      jnp.ones(batch_size, jnp.float32), jnp.zeros(batch_size, jnp.int32))
+      draw(0, 256, (batch_size, size, size, c), dtype=np.uint8),
+      draw(0, config.model.num_classes, batch_size, dtype=np.int32),
+      np.zeros((batch_size, 3), np.int32), np.zeros((batch_size, c), np.float32),
+      np.ones(batch_size, np.float32), np.zeros(batch_size, np.int32))
   del batch["skipped"]  # a host-side count: the prefetcher keeps it off the devices
   batch = jax.device_put(batch, setup.batch_sharding)
   stored = config.data.image_size  # the mean image at the stored size, as training has it
