@@ -26,7 +26,6 @@ from alexnet_jax.errors import UserError
 
 _RERAN = 3  # the status of a process whose start re-ran a script that trains at its top level
 _PROBE_S = 300.0
-_STOP_S = 10.0  # for a stopped worker to end
 _CHECKED: set[str] = set()
 
 
@@ -125,22 +124,22 @@ def map_unordered(fn: Callable, tasks: list, workers: int, *, initializer: Calla
       try:
         result = future.result()
       except concurrent.futures.process.BrokenProcessPool:
+        pool.shutdown(wait=True)  # the pool's thread has stopped the others and read each status
         raise UserError(f"{_first_ended(started, who, when)}; {then}") from None
       yield result
   finally:
-    pool.shutdown(wait=False, cancel_futures=True)
-    left = set(multiprocessing.active_children()) - before
-    for process in left:
+    # Each process still running (one busy with a task too: the executor would let it run to
+    # its end) is stopped, and the pool's thread, which waits for its processes' exits, is
+    # waited for: a process waited for here as well could still seem to run (each `waitpid`
+    # but the first fails) after its exit.
+    for process in set(multiprocessing.active_children()) - before:
       process.terminate()
-    for process in left:
-      process.join(_STOP_S)
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _first_ended(processes: set, who: str, when: str) -> str:
-  """The line of the process that ended first among `processes`: the pool stops the others
-  with SIGTERM once one has died (each is waited for: the pool's thread may be reaping it)."""
-  for process in processes:
-    process.join(_STOP_S)
+  """The line of the process that ended first among `processes` (ended and waited for): the
+  pool stops the others with SIGTERM once one has died."""
   codes = sorted((p.exitcode for p in processes if p.exitcode),
                  key=lambda code: code == -signal.SIGTERM)
   if not codes:
