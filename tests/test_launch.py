@@ -69,6 +69,23 @@ def test_a_good_install_prints_nothing_of_pip_or_the_build_backend(tmp_path):
   assert BANNER not in proc.stdout + proc.stderr
 
 
+def test_run_sh_installs_the_package_alone_and_passes_its_arguments_to_the_run(tmp_path):
+  """`bash launch/run.sh --config.num_epochs=1` read its first argument as the extras to
+  install (`source` passes the script's own arguments on): pip failed on
+  `alexnet_jax[--config.num_epochs=1]`. Mutation: setup.sh sourced without its empty argument
+  -> red."""
+  venv = _venv(tmp_path, 0)
+  proc = subprocess.run(["bash", os.path.join(ROOT, "launch", "run.sh"),
+                         "--config.num_epochs=1", f"--workdir={tmp_path}/w"],
+                        capture_output=True, text=True, timeout=120,
+                        env={**os.environ, "ALEXNET_VENV": str(venv)})
+  assert proc.returncode == 0, proc.stderr
+  calls = (tmp_path / "pip.log").read_text().splitlines()
+  assert calls[1] == f"-m pip install -q -e {ROOT}"
+  assert calls[-1] == ("-m alexnet_jax.main --config=configs/fashion_mnist.py --workdir="
+                       f"{ROOT}/workdir/fashion_mnist --config.num_epochs=1 --workdir={tmp_path}/w")
+
+
 def test_a_failed_install_shows_its_log_and_one_error_line(tmp_path):
   proc = _setup(_venv(tmp_path, 1))
   assert proc.returncode == 1 and "sourced" not in proc.stdout
