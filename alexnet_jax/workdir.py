@@ -43,9 +43,14 @@ class RunDir:
       curves.png            the curves at the end
       result.json           a finished run's final evaluation and data (an ablation's run)
       .alexnet_jax.lock     the lock of the run that owns it
+
+  `root` is made absolute: Orbax reads and writes checkpoints at absolute paths only.
   """
 
   root: str
+
+  def __post_init__(self):
+    object.__setattr__(self, "root", os.path.abspath(self.root))
 
   def _path(self, name: str) -> str:
     return os.path.join(self.root, name)

@@ -21,8 +21,9 @@ def test_a_finished_run_reads_in_percent_and_says_what_to_run_next():
       "validation accuracy, centre crop: top-1 89.73 %, top-5 99.69 %",
       "validation accuracy, ten crops (§4.1): top-1 90.14 %, top-5 99.71 % (2 unreadable images "
       "left out)"]
-  assert lines[5] == "best checkpoint (lowest validation top-1 error): step 90, W/best/90"
-  assert "tensorboard --logdir W/tensorboard" in lines[7]
+  here = os.path.abspath("W")  # the files by their absolute paths: they open from anywhere
+  assert lines[5] == f"best checkpoint (lowest validation top-1 error): step 90, {here}/best/90"
+  assert f"tensorboard --logdir {here}/tensorboard" in lines[7]
   assert lines[8] == "next:" and len(lines) == 13
   assert lines[-1].startswith(f"  {python} -m alexnet_jax.export --workdir=W --best")
 
