@@ -55,12 +55,11 @@ class Checkpoints:
 
   def __init__(self, workdir: str, keep: int):
     """`workdir` exists and its paths were checked (`workdir.prepare`)."""
-    workdir = os.path.abspath(workdir)
-    self.workdir = workdir
+    run = workdir_lib.RunDir(workdir)
+    self.workdir = run.root
     self._folded = _FoldWriteFailures()
     logging.get_absl_logger().addFilter(self._folded)
     self.last_saved = None
-    run = workdir_lib.RunDir(workdir)
     self.latest = ocp.CheckpointManager(run.checkpoints, options=_options("latest", keep),
                                         handler_registry=_handlers(with_input=True))
     self.best = ocp.CheckpointManager(run.best, options=_options("best", 1),
@@ -341,7 +340,7 @@ def write_converted(workdir: str, params: dict, meta: dict, step: int = 0) -> st
   root = run.checkpoints
   found = [n for n in workdir_lib.PATHS if os.path.lexists(os.path.join(run.root, n))]
   if found:
-    raise UserError(f"{os.path.abspath(run.root)} holds a run already ({', '.join(found)}): "
+    raise UserError(f"{run.root} holds a run already ({', '.join(found)}): "
                     "convert into a new --workdir")
   manager = ocp.CheckpointManager(root, options=ocp.CheckpointManagerOptions(create=True),
                                   handler_registry=_handlers())
