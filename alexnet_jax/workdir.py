@@ -90,7 +90,7 @@ def prepare(workdir: str) -> str:
   absolute path."""
   if not workdir or not workdir.strip():
     raise UserError("--workdir is empty: give the directory the run's checkpoints go to")
-  path = os.path.abspath(workdir)
+  path = RunDir(workdir).root
   if os.path.exists(path) and not os.path.isdir(path):
     raise UserError(f"workdir {path} is a file, not a directory")
   try:
