@@ -107,8 +107,9 @@ class Checkpoints:
       self._remove_partial()
       kept = [s for s in _complete_steps(str(self.latest.directory)) if s != step]
       which = f"of step {step} " if step is not None else ""
-      raise UserError(f"cannot write the checkpoint {which}in {self.workdir} ({why}); the "
-                      f"previous checkpoint (step {max(kept) if kept else 'none'}) is intact"
+      before = (f"the previous checkpoint (step {max(kept)}) is intact" if kept else
+                "no earlier checkpoint exists")
+      raise UserError(f"cannot write the checkpoint {which}in {self.workdir} ({why}); {before}"
                       ) from None
 
   def _remove_partial(self) -> None:

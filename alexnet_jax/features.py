@@ -4,15 +4,16 @@ right).
   python -m alexnet_jax.features --workdir=DIR --split=train --output=train_fc7.npz
   python -m alexnet_jax.features --workdir=DIR --folder=PATH --output=folder_fc7.npz
   python -m alexnet_jax.features --workdir=DIR --neighbors=6 --num_queries=5 \
-      --grid=neighbors.png [--database=train_fc7.npz] [IMAGE ...]
+      --grid=neighbors.png [--database=train_fc7.npz] [IMAGE_OR_FOLDER ...]
 
 Features are fc7's 4096 post-ReLU activations (the tiny configs: their fc7 width) of the centre
 crop, in one .npz: `features` float32 [N, F] (rows of unreadable images are NaN), `names` (each
 image's path, or split#index), `labels` (int, -1 where unknown) and `class_names`.
-`--neighbors=K` shows, for each query (the image files given, else the first `--num_queries`
-validation images), the K training images whose features are nearest in Euclidean distance: a
-batched search on the accelerator (`nearest`), printed with their classes and drawn as a PNG
-grid, the query apart in the first column, each neighbour under its class and distance.
+`--neighbors=K` shows, for each query (the image files given and the images below the
+folders given, else the first `--num_queries` validation images), the K training images whose
+features are nearest in Euclidean distance: a batched search on the accelerator (`nearest`),
+printed with their classes and drawn as a PNG grid, the query apart in the first column, each
+neighbour under its class and distance.
 """
 
 from __future__ import annotations
@@ -160,7 +161,7 @@ def extract_and_search(workdir: str, *, step: int | None = None, best: bool = Fa
     rows_db = inference.predict_all(trained, len(train_split), train_image,
                                     what="features of the training split")["fc7"]
   if query_paths:
-    names, queries, bad = trained.read_images(query_paths)
+    names, queries, bad = trained.read_images(inference.image_paths(query_paths))
     for message in bad:
       print(message, file=sys.stderr)
     query_classes = [inference.folder_class(n, classes) for n in names]

@@ -175,6 +175,17 @@ def split_labels(split) -> np.ndarray:
   return np.asarray([int(split[i]["label"]) for i in range(len(split))], np.int64)
 
 
+def image_paths(args) -> list[str]:
+  """The files given, and every image file below each folder given (sorted)."""
+  paths = []
+  for arg in args:
+    if os.path.isdir(arg):
+      paths += images_under(arg)
+    else:
+      paths.append(arg)
+  return paths
+
+
 def images_under(folder: str) -> list[str]:
   """Every image file below `folder`, sorted (a one-line error when there is none); entries
   with an image's name that are not regular files (FIFOs, devices, sockets) are skipped and

@@ -37,17 +37,6 @@ def top_k(probs: np.ndarray, class_names, k: int = 5) -> list[list[tuple[str, fl
   return [[(class_names[j], float(p[j])) for j in row] for p, row in zip(probs, order)]
 
 
-def image_paths(args: list[str]) -> list[str]:
-  """The files given, and every image file below each folder given (sorted)."""
-  paths = []
-  for arg in args:
-    if os.path.isdir(arg):
-      paths += inference.images_under(arg)
-    else:
-      paths.append(arg)
-  return paths
-
-
 def _how_it_is_seen(path: str, trained) -> str | None:
   """What the model does to this image that a reader might not expect, or None."""
   try:
@@ -117,7 +106,7 @@ def predict_files(workdir: str, paths: list[str], *, step: int | None = None,
     workdir_lib.check_output(output, TABLES)
   if figure:
     workdir_lib.check_output(figure, workdir_lib.FIGURES)
-  paths = image_paths(paths)
+  paths = inference.image_paths(paths)
   trained = inference.load(workdir, step=step, best=best)
   print(f"checkpoint: {trained.path} (step {trained.step})")
   good, stored, bad = trained.read_images(paths)

@@ -170,6 +170,17 @@ def test_a_write_that_failed_for_space_or_permissions_says_so_and_orbax_logs_of_
   assert keep(record)
 
 
+def test_a_first_write_that_fails_says_no_earlier_checkpoint_exists(tmp_path):
+  """Mutation: the sentence of a workdir with no checkpoint yet made the one with a step ->
+  red ("the previous checkpoint (step none) is intact")."""
+  with pytest.raises(UserError) as error, checkpoint.Checkpoints(str(tmp_path), keep=2) as ckpts:
+    with ckpts._writing(4):
+      raise OSError(errno.ENOSPC, "No space left on device")
+  assert str(error.value) == (
+      f"cannot write the checkpoint of step 4 in {tmp_path} (No space left on device: the disk "
+      "is full); no earlier checkpoint exists")
+
+
 def test_the_two_checkpoint_managers_never_share_a_barrier_name(tmp_path):
   # Orbax names its background barriers by step alone: the latest and best managers writing
   # the same step in two processes met at each other's barriers until each got a prefix.

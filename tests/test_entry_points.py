@@ -93,13 +93,14 @@ def test_inference_tools_on_a_trained_workdir(trained, images, tmp_path):
   with np.load(tmp_path / "f.npz") as f:
     assert f["features"].shape[0] == 40
   assert not (tmp_path / "neighbors.png").exists()  # no search unless asked
-  # The image files given are the queries, each with its one nearest training image.
-  # Mutations: `argv[2:]`; the search skipped or refused at one neighbour -> red.
+  # The image files given and those below a folder given are the queries, each with its one
+  # nearest training image. Mutations: `argv[2:]`; the search skipped or refused at one
+  # neighbour; the folder not expanded (it was "unreadable (not a regular file)") -> red.
   out = run("features", f"--workdir={trained}", "--neighbors=1", f"--grid={tmp_path}/nn.png",
-            images / "im0.png", images / "im1.png").stdout.splitlines()
+            images / "im1.png", images).stdout.splitlines()
   found = [line.split(": ", 1) for line in out if ": #" in line]
   assert [(name, hit.count("#")) for name, hit in found] == [
-      (str(images / "im0.png"), 1), (str(images / "im1.png"), 1)]
+      (str(images / name), 1) for name in ("im1.png", "im0.png", "im1.png")]
   assert (tmp_path / "nn.png").exists()
   run("visualize", "kernels", f"--workdir={trained}", f"--output={tmp_path}/k.png")
   run("export", f"--workdir={trained}", "--format=stablehlo", f"--output={tmp_path}/m.stablehlo")
