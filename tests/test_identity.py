@@ -36,6 +36,24 @@ def test_each_use_compares_its_own_keys():
   assert identity.same_data(before, relabelled, "inference") == []  # the model's order is read
 
 
+def test_a_model_read_again_through_a_store_or_the_originals_is_said():
+  """A model trained on the originals and evaluated once a prepared store exists (or the
+  reverse) sees other pixels: said by the inference rule, as before by the resume rule (the
+  originals -> a store is no refusal there). Mutations: 'reader' left out of the inference rule;
+  the encoding's keys listed beside the switch -> red."""
+  originals = _identity()
+  store = _identity(form={"image_size": 256, "channels": 3, "quality": 90, "chroma": "420"})
+  assert identity.same_data(originals, store, "inference") == [
+      "read from the original files → the prepared store (JPEG quality 90, chroma 420)"]
+  assert identity.same_data(store, originals, "inference") == [
+      "read from the prepared store (JPEG quality 90, chroma 420) → the original files"]
+  assert identity.same_data(originals, store, "resume") == []
+  assert identity.same_data(store, originals, "resume") == [
+      "stored form: chroma 420 → None, quality 90 → None"]
+  assert identity.same_data(store, _identity(form=store.stored | {"quality": 80}),
+                            "inference") == ["stored form: quality 90 → 80"]
+
+
 def test_what_an_earlier_version_did_not_record_is_not_compared():
   """Mutation: the `>= 0` guard on the split sizes dropped -> an old checkpoint refused (red)."""
   old = Identity.from_dict({"name": "image_folder", "class_names": ["a", "b"]})

@@ -100,17 +100,19 @@ class Identity:
 
 # What each check compares (`differences(..., keys=...)`).
 DATA = ("name", "source", "listing", "num_train", "num_eval", "classes")
-ALL = DATA + ("form", "stats")
+ALL = DATA + ("form", "reader", "stats")
 # The content of the originals: the files (relative paths, labels, sizes, times), the counts and
 # the classes, wherever the tree is reached from (a symlink, a node-local copy).
 CONTENT = tuple(k for k in DATA if k != "source")
 # "The same data", one rule for each use: the content always; the originals' path only where a
-# moved tree is to be said, not refused; the stored form where the data is read through it.
+# moved tree is to be said, not refused; the stored form where the data is read through it, and
+# (`reader`) whether from the originals or a prepared store where a number is read again.
 SAME_DATA = {
     "store": CONTENT,  # a prepared store and the originals it was prepared from
     "resume": CONTENT + ("form",),  # a checkpoint and the run resuming it
     "study": CONTENT + ("form",),  # a finished study run and the study reading it again
-    "inference": ("name", "source", "listing", "num_train"),  # a model and what a tool reads
+    # a model and what a tool reads: the stored form (`reader`: the originals or a store)
+    "inference": ("name", "source", "listing", "num_train", "form", "reader"),
     "moved": ("source",),  # said where the rest is the same
     "statistics": ("stats",),  # what a run centres and shifts by
 }
@@ -141,13 +143,27 @@ def differences(before: Identity, now: Identity, keys: Iterable[str] = ALL) -> l
     out.append(class_difference(before.class_names, now.class_names))
   if "form" in keys and before.form:
     was, is_ = before.stored, now.stored
+    switched = "reader" in keys and ("quality" in was) != ("quality" in is_)
+    if switched:
+      out.append(f"read from {_reader(was)} → {_reader(is_)}")
     changed = [f"{k} {was.get(k)} → {is_.get(k)}" for k in sorted(set(was) | set(is_))
-               if k in was and was.get(k) != is_.get(k)]
+               if k in was and was.get(k) != is_.get(k) and not (switched and k in _ENCODING)]
     if changed:
       out.append("stored form: " + ", ".join(changed))
   if "stats" in keys and before.stats and now.stats and before.stats != now.stats:
     out.append("the mean image and RGB PCA (statistics) differ")
   return out
+
+
+_ENCODING = ("quality", "chroma")  # a prepared store's form only: its JPEGs' encoding
+
+
+def _reader(form: dict) -> str:
+  """Where images of a stored form are decoded from: a prepared store's form records its JPEG
+  encoding, the originals' form none."""
+  if "quality" not in form:
+    return "the original files"
+  return f"the prepared store (JPEG quality {form['quality']}, chroma {form.get('chroma')})"
 
 
 def class_difference(before: tuple[str, ...], now: tuple[str, ...]) -> str:
