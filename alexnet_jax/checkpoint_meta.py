@@ -178,10 +178,13 @@ def check_resume(meta: dict, saved_shapes: dict, *, shapes: dict, config, identi
   saved = identity_of(meta)
   moved = identity_lib.same_data(saved, identity, "moved")
   other = identity_lib.same_data(saved, identity, "resume")
+  switched = identity_lib.same_data(saved, identity, "switched")
   if other:
+    originals = (" (--config.data.use_prepared=False reads the original files they were trained "
+                 "on)" if switched and "quality" in identity.stored else "")
     raise UserError(f"the checkpoints in {workdir} were trained on other data than this run "
-                    f"reads ({'; '.join(other)}): use the data they were trained on, or a new "
-                    "--workdir")
+                    f"reads ({'; '.join(other)}): use the data they were trained on{originals}, "
+                    "or a new --workdir")
   if identity_lib.same_data(saved, identity, "statistics"):
     raise UserError(f"the statistics this run would subtract and shift by ({workdir}/"
                     "data_stats.npz, or the dataset's where that file is missing) are not those "
@@ -196,6 +199,9 @@ def check_resume(meta: dict, saved_shapes: dict, *, shapes: dict, config, identi
   if moved:
     logging.warning("%s: the same data (files, classes and form agree), read from its new "
                     "place", moved[0])
+  for said in switched:
+    logging.warning("%s: the run goes on from its checkpoint with the same images re-encoded "
+                    "(not bitwise the run the originals would have given)", said)
 
 
 def report_resume(meta: dict, config, schedule) -> None:

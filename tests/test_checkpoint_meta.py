@@ -168,6 +168,29 @@ def test_a_resume_from_data_moved_elsewhere_is_said_and_one_of_another_array_nam
   assert [r.getMessage() for r in caplog.records] == [
       "originals at /old/tree → /new/tree: the same data (files, classes and form agree), read "
       "from its new place"]
+  # A store prepared since the run read the originals: said (mutation: the loop dropped -> red);
+  # the reverse is another form, refused.
+  caplog.clear()
+  stored = identity("/old/tree").replace(form={"image_size": 36, "quality": 90, "chroma": "420"})
+  checkpoint_meta.check_resume(meta, shapes, shapes=shapes, config=config, identity=stored,
+                               workdir="W")
+  assert [r.getMessage() for r in caplog.records] == [
+      "read from the original files → the prepared store (JPEG quality 90, chroma 420): the "
+      "run goes on from its checkpoint with the same images re-encoded (not bitwise the run "
+      "the originals would have given)"]
+  with pytest.raises(UserError, match=r"stored form: chroma 420 → None, quality 90 → None"):
+    checkpoint_meta.check_resume({**meta, "data": stored.to_dict()}, shapes, shapes=shapes,
+                                 config=config, identity=identity("/old/tree"), workdir="W")
+  # The store left out an unreadable original: the way back to the originals is named
+  # (mutation: the hint's condition `and` -> `or`, said for the reverse too -> red).
+  with pytest.raises(UserError, match=r"\(training images 64 → 63\): use the data they were "
+                                      r"trained on \(--config.data.use_prepared=False reads the "
+                                      r"original files they were trained on\), or a new"):
+    checkpoint_meta.check_resume(meta, shapes, shapes=shapes, config=config,
+                                 identity=stored.replace(num_train=63), workdir="W")
+  with pytest.raises(UserError, match=r"quality 90 → None\): use the data they were trained on, "):
+    checkpoint_meta.check_resume({**meta, "data": stored.to_dict()}, shapes, shapes=shapes,
+                                 config=config, identity=identity("/old/tree"), workdir="W")
   saved = {**shapes, "opt_state/mu": (3, 4), "rng/key": (4,)}
   with pytest.raises(UserError, match=r"another network: opt_state/mu is \(3, 4\) there and "
                                       r"\(3, 3\) in this config \(2 arrays differ\)"):

@@ -114,6 +114,7 @@ SAME_DATA = {
     # a model and what a tool reads: the stored form (`reader`: the originals or a store)
     "inference": ("name", "source", "listing", "num_train", "form", "reader"),
     "moved": ("source",),  # said where the rest is the same
+    "switched": ("form", "reader"),  # said on a resume whose form agrees: originals -> store
     "statistics": ("stats",),  # what a run centres and shifts by
 }
 
