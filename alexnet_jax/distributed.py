@@ -57,6 +57,7 @@ def initialize(coordinator_address: str = "", num_processes: int = 0,
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
   # Without a coordinator, SLURM's: jax.distributed detects the cluster itself.
   args = (coordinator_address, num_processes, process_id) if coordinator_address else ()
+  jax.config.update("jax_enable_preemption_service", True)  # `stop_agreed`'s
   jax.distributed.initialize(*args, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
   _publish()
   logging.info("process %d of %d, %d local / %d global devices", jax.process_index(),
@@ -79,6 +80,16 @@ def _publish() -> None:
   client.key_value_set(f"{_KEY}{jax.process_index()}", json.dumps(me))
   for i in range(jax.process_count()):
     _PEERS[i] = json.loads(client.blocking_key_value_get(f"{_KEY}{i}", 60_000))
+
+
+def stop_agreed(step: int) -> bool:
+  """Whether every process stops after `step`, asked after each step by each process: once any
+  of them has received a SIGTERM, JAX's preemption service (which catches SIGTERM in every
+  process of a `jax.distributed` run) makes it true at one step on all of them, the one after
+  the furthest any had reached."""
+  from jax.experimental import multihost_utils
+
+  return multihost_utils.reached_preemption_sync_point(step)
 
 
 def _gone(peer: dict) -> bool | None:

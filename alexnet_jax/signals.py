@@ -4,20 +4,28 @@ cleanly (a preempted SLURM job, Ctrl-C), instead of dying mid-write."""
 from __future__ import annotations
 
 import signal
+from typing import Callable
 
 
 class StopRequest:
   """While entered, SIGTERM/SIGINT set `signal` (the signal's name) instead of ending the
-  process; leaving restores the previous handlers."""
+  process; leaving restores the previous handlers. `stop_at(step)`: whether the loop stops
+  after `step`.
+
+  Several processes must stop after the same step (a process saving while another runs the
+  next step waits for it forever): given `agree` (step -> whether every process stops after
+  it: `distributed.stop_agreed`), SIGTERM is left to the service behind it, which passes a
+  notice any process receives to all, and SIGINT is handed to it as a SIGTERM."""
 
   SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-  def __init__(self):
+  def __init__(self, agree: Callable[[int], bool] | None = None):
     self.signal = None
+    self._agree = agree
     self._previous = {}
 
   def __enter__(self) -> "StopRequest":
-    for sig in self.SIGNALS:
+    for sig in self.SIGNALS if self._agree is None else (signal.SIGINT,):
       self._previous[sig] = signal.signal(sig, self._handle)
     return self
 
@@ -26,6 +34,16 @@ class StopRequest:
       signal.signal(sig, handler)
     self._previous = {}
 
+  def stop_at(self, step: int) -> bool:
+    if self._agree is None:
+      return self.signal is not None
+    if not self._agree(step):
+      return False
+    self.signal = self.signal or "SIGTERM (to one of the processes)"
+    return True
+
   def _handle(self, signum, frame) -> None:
     del frame
     self.signal = signal.Signals(signum).name
+    if self._agree is not None:
+      signal.raise_signal(signal.SIGTERM)

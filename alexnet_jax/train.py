@@ -20,7 +20,8 @@ import jax
 import ml_collections
 from absl import logging
 
-from alexnet_jax import checkpoint, checkpoint_meta, finetune, metrics, profiling, validation
+from alexnet_jax import checkpoint, checkpoint_meta, distributed, finetune, metrics, profiling
+from alexnet_jax import validation
 from alexnet_jax import evaluation as evaluation_lib
 from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.data import spawning
@@ -220,7 +221,8 @@ def _loop(run: "_Run", resources: contextlib.ExitStack) -> RunResult:
 
   # --- loop ---------------------------------------------------------------------------------
   writer = resources.enter_context(metrics.MetricWriter(workdir))
-  stop = resources.enter_context(StopRequest())
+  stop = resources.enter_context(StopRequest(
+      distributed.stop_agreed if jax.process_count() > 1 else None))
   step_metrics = resources.enter_context(StepMetrics(config.divergence.factor))
   progress = resources.enter_context(Progress(start_step, total_steps, batch_size))
   trace = resources.enter_context(profiling.StepTrace(
@@ -339,7 +341,7 @@ def _loop(run: "_Run", resources: contextlib.ExitStack) -> RunResult:
       save(step)
     trace.end(step, state)
 
-    if stop.signal:
+    if stop.stop_at(step):
       logging.warning("%s received: saving step %d and exiting (the same command resumes)",
                       stop.signal, step)
       if ckpts.last_saved != step:  # an evaluation step has just been saved

@@ -2,6 +2,7 @@
 process x 8 devices, and checkpoints that move between the two."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -164,7 +165,8 @@ def test_a_multi_process_launch_is_checked_before_jax_distributed_starts(monkeyp
   assert distributed.initialize() is False
   assert distributed.initialize("host:1234", 1, 0) is True  # one process, given a coordinator
   assert started == [("host:1234", 2, 1), (), ("host:1234", 1, 0)]
-  assert updated == [("jax_cpu_collectives_implementation", "gloo")] * 3
+  assert updated == [("jax_cpu_collectives_implementation", "gloo"),
+                     ("jax_enable_preemption_service", True)] * 3
   assert options == [{"heartbeat_timeout_seconds": distributed.HEARTBEAT_TIMEOUT_S}] * 3
 
 
@@ -214,6 +216,41 @@ def test_a_peer_that_dies_ends_the_run_in_one_line_naming_it(tmp_path):
   assert "every process stops, the checkpoints are kept" in errors[0]
   assert "Traceback" not in log and "Check failure" not in log, log[-2000:]
   assert errors[0] in out and "process 1 was ended by signal 9" in err
+
+
+@pytest.mark.slow
+def test_a_sigterm_to_one_process_stops_every_process_after_the_same_step(tmp_path):
+  """A preempted job's SIGTERM reaches its processes one by one, or one alone. Each used to
+  stop after the step it had reached: the one that saved waited for the others at Orbax's
+  barrier while they waited for it in the next step's collective, until killed. Now every
+  process stops after one agreed step, saved once. Mutation: each process stopping on its own
+  signal (`StopRequest()` in the loop) -> the launch outlives the 120 s (red)."""
+  import signal
+  import time
+
+  workdir = tmp_path / "run"
+  launch = subprocess.Popen(
+      ["bash", "launch/local_multiprocess.sh", "2", "--devices=4", "--", *small_flags(),
+       "--config.num_epochs=500", "--config.checkpoint.every_steps=1000",
+       "--config.eval_every_epochs=100", f"--workdir={workdir}"], stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True, cwd=ROOT, env=os.environ | {"PYTHON": sys.executable})
+  try:
+    deadline = time.time() + 300
+    while "step 6/" not in _read(workdir / "process_0.log") and time.time() < deadline:
+      assert launch.poll() is None, launch.communicate()
+      time.sleep(0.5)
+    os.kill(_pid_of(1, workdir), signal.SIGTERM)
+    out, err = launch.communicate(timeout=120)
+  finally:
+    launch.kill()
+    for pid in filter(None, (_pid_of(i, workdir) for i in (0, 1))):  # hung: not the suite's
+      os.kill(pid, signal.SIGKILL)
+  assert launch.returncode == 0, err[-2000:]
+  stopped = [re.findall(r"received: saving step (\d+) and exiting", _read(
+      workdir / f"process_{i}.log")) for i in (0, 1)]
+  assert stopped[0] == stopped[1] and len(stopped[0]) == 1, stopped
+  assert f"at step {stopped[0][0]} of 2000; step {stopped[0][0]} is saved" in out
+  assert sorted(os.listdir(workdir / "checkpoints")) == [stopped[0][0]]
 
 
 def _read(path) -> str:

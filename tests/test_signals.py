@@ -50,3 +50,23 @@ def test_an_ignored_sigint_is_a_request_inside_and_ignored_again_after(handlers)
     assert stop.signal == "SIGINT"
   assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
   signal.raise_signal(signal.SIGINT)  # ignored: neither KeyboardInterrupt nor the end
+
+
+def test_with_an_agreement_sigterm_is_left_to_it_and_sigint_is_handed_to_it(handlers):
+  """Several processes: SIGTERM stays with the service that agrees on the stop (JAX's
+  preemption service, which caught it before the loop began), SIGINT is passed to it as a
+  SIGTERM, and the loop stops where the agreement says. Mutations: SIGTERM taken by the
+  request anyway; SIGINT not handed on; `stop_at` reading the local signal -> red."""
+  notices = []
+  handlers(signal.default_int_handler, lambda *_: notices.append("SIGTERM"))
+  agreed = {7}
+  with StopRequest(agree=lambda step: step in agreed) as stop:
+    signal.raise_signal(signal.SIGTERM)
+    assert notices == ["SIGTERM"] and stop.signal is None
+    signal.raise_signal(signal.SIGINT)
+    assert notices == ["SIGTERM", "SIGTERM"] and stop.signal == "SIGINT"
+    assert not stop.stop_at(6) and stop.stop_at(7)
+  with StopRequest(agree=lambda step: step in agreed) as stop:
+    assert not stop.stop_at(6) and stop.stop_at(7)  # another process's notice
+    assert stop.signal == "SIGTERM (to one of the processes)"
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
