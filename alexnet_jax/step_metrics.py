@@ -85,6 +85,12 @@ class StepMetrics:
       self._running[name] = value if running is None else 0.9 * running + 0.1 * value
     return None
 
+  def behind(self, steps: int) -> None:
+    """Blocks while more than `steps` of the steps added are not fetched yet: each is fetched
+    as the device finishes it, so the device is then at most `steps` steps behind."""
+    with self._changed:
+      self._changed.wait_for(lambda: self._added - self._done <= steps)
+
   def wait(self) -> None:
     """Blocks until every step added so far has been fetched and checked; raises what a failed
     fetch raised (a device error surfaces here, not as a thread's traceback and a wait forever)."""

@@ -223,8 +223,11 @@ def test_a_sigterm_to_one_process_stops_every_process_after_the_same_step(tmp_pa
   """A preempted job's SIGTERM reaches its processes one by one, or one alone. Each used to
   stop after the step it had reached: the one that saved waited for the others at Orbax's
   barrier while they waited for it in the next step's collective, until killed. Now every
-  process stops after one agreed step, saved once. Mutation: each process stopping on its own
-  signal (`StopRequest()` in the loop) -> the launch outlives the 120 s (red)."""
+  process stops after one agreed step, saved once. Logged every 50 steps, the loop also runs
+  50 steps ahead of the device unless held back: 2 processes x 4 CPU devices then hung in
+  XLA:CPU's collectives before step 50. Mutations: each process stopping on its own signal
+  (`StopRequest()` in the loop) -> the launch outlives the 120 s; the loop not held
+  (`IN_FLIGHT_STEPS` = 10**6) -> no step 50 in 150 s (red)."""
   import signal
   import time
 
@@ -232,12 +235,14 @@ def test_a_sigterm_to_one_process_stops_every_process_after_the_same_step(tmp_pa
   launch = subprocess.Popen(
       ["bash", "launch/local_multiprocess.sh", "2", "--devices=4", "--", *small_flags(),
        "--config.num_epochs=500", "--config.checkpoint.every_steps=1000",
-       "--config.eval_every_epochs=100", f"--workdir={workdir}"], stdout=subprocess.PIPE,
+       "--config.eval_every_epochs=100", "--config.log_every_steps=50",
+       f"--workdir={workdir}"], stdout=subprocess.PIPE,
       stderr=subprocess.PIPE, text=True, cwd=ROOT, env=os.environ | {"PYTHON": sys.executable})
   try:
-    deadline = time.time() + 300
-    while "step 6/" not in _read(workdir / "process_0.log") and time.time() < deadline:
+    deadline = time.time() + 150
+    while "step 50/" not in _read(workdir / "process_0.log"):
       assert launch.poll() is None, launch.communicate()
+      assert time.time() < deadline, _read(workdir / "process_0.log")[-1000:]
       time.sleep(0.5)
     os.kill(_pid_of(1, workdir), signal.SIGTERM)
     out, err = launch.communicate(timeout=120)

@@ -68,3 +68,28 @@ def test_a_fetch_that_fails_is_raised_to_the_loop_not_waited_on_forever():
     waiting.join(timeout=30)
     assert not waiting.is_alive() and raised == ["INTERNAL: device lost"]
     assert watch.summary() == {"loss": 2.3, "param_norm": 1.0}
+
+
+def test_the_loop_is_held_at_most_the_given_steps_ahead_of_the_fetches(monkeypatch):
+  """`behind(n)` returns once no more than n added steps wait for their fetch. Mutations: `<=`
+  -> `<` (one step fewer), the wait dropped -> red."""
+  from alexnet_jax import step_metrics
+
+  finished = threading.Semaphore(0)
+  monkeypatch.setattr(step_metrics.jax, "device_get", lambda v: (finished.acquire(), v)[1])
+  with StepMetrics() as watch:
+    for step in range(1, 12):
+      watch.add(step, {"loss": 1.0, "param_norm": 1.0})
+    released = threading.Event()
+    waiter = threading.Thread(target=lambda: (watch.behind(8), released.set()), daemon=True)
+    waiter.start()
+    try:
+      for _ in range(2):
+        finished.release()
+      assert not released.wait(0.3)  # 9 of 11 still to fetch
+      finished.release()
+      assert released.wait(10)  # 8 to fetch
+    finally:
+      for _ in range(11):  # every fetch let through, whatever failed
+        finished.release()
+    watch.wait()
