@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 
@@ -43,16 +44,16 @@ def closing_summary(workdir: str, *, evaluation: dict, step: int, total_steps: i
                  f"{run.step_dir(best_step, best=True)}")
   lines.append(f"metrics: {run.metrics}; curves: {run.curves}")
   tensorboard = shutil.which("tensorboard")
-  lines.append(f"TensorBoard: {tensorboard or 'tensorboard'} --logdir "
-               f"{run.tensorboard}" + (
+  lines.append(f"TensorBoard: {shlex.quote(tensorboard or 'tensorboard')} --logdir "
+               f"{shlex.quote(run.tensorboard)}" + (
                    "" if tensorboard else " (pip install 'alexnet_jax[tensorboard]' first)"))
-  if not stopped_by:
-    python = python_command()
+  if not stopped_by:  # commands to paste into a shell: paths with spaces or quotes quoted
+    python, given = shlex.quote(python_command()), shlex.quote(f"--workdir={workdir}")
     lines += ["next:",
-              f"  {python} -m alexnet_jax.predict --workdir={workdir} --best IMAGE...",
-              f"  {python} -m alexnet_jax.evaluate --workdir={workdir} --best --ten_crop",
-              f"  {python} -m alexnet_jax.features --workdir={workdir} --split=train "
+              f"  {python} -m alexnet_jax.predict {given} --best IMAGE...",
+              f"  {python} -m alexnet_jax.evaluate {given} --best --ten_crop",
+              f"  {python} -m alexnet_jax.features {given} --split=train "
               "--output=train_fc7.npz",
-              f"  {python} -m alexnet_jax.export --workdir={workdir} --best --format=onnx "
+              f"  {python} -m alexnet_jax.export {given} --best --format=onnx "
               "--output=alexnet.onnx"]
   return "\n".join(lines)

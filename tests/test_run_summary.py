@@ -28,6 +28,21 @@ def test_a_finished_run_reads_in_percent_and_says_what_to_run_next():
   assert lines[-1].startswith(f"  {python} -m alexnet_jax.export --workdir=W --best")
 
 
+def test_the_commands_paste_into_a_shell_whatever_the_workdirs_name():
+  """A workdir with a space (or a quote, or a non-ASCII letter) was printed bare: the pasted
+  command split it. Mutation: the workdir argument not quoted -> red."""
+  import shlex
+
+  workdir = "my runs/l'été"
+  lines = closing_summary(workdir, evaluation=EVALUATION, step=100, total_steps=100,
+                          stopped_by=None, best_step=90).splitlines()
+  commands = [shlex.split(line) for line in lines if " -m alexnet_jax." in line]
+  assert len(commands) == 4
+  assert all(f"--workdir={workdir}" in argv for argv in commands), commands
+  logdir = shlex.split(lines[7].split(": ", 1)[1].split(" (pip")[0])
+  assert logdir[1:] == ["--logdir", os.path.join(os.path.abspath(workdir), "tensorboard")]
+
+
 def test_the_next_commands_start_this_interpreter_from_any_shell(tmp_path):
   """Outside an activated virtualenv `python` is another interpreter (or none): the commands
   name this one by its path. Mutation: always 'python' -> red."""
