@@ -32,7 +32,11 @@ class MetricWriter:
       try:
         os.makedirs(events, exist_ok=True)
         self._tb = EventsWriter(os.path.join(events, "events"))
-        self._file = open(self.path, "a", encoding="utf-8")
+        self._file = open(self.path, "a+b")
+        if self._file.tell() > 0:  # a run killed mid-line leaves one: end it, not the next
+          self._file.seek(-1, os.SEEK_END)
+          if self._file.read(1) != b"\n":
+            self._file.write(b"\n")
       except OSError as e:
         raise UserError(f"cannot write the metrics in {workdir} ({e.strerror or e})") from None
 
@@ -50,7 +54,7 @@ class MetricWriter:
 
     clean = {k: float(v) for k, v in values.items()}
     try:
-      self._file.write(json.dumps({"step": step, "split": split, **clean}) + "\n")
+      self._file.write((json.dumps({"step": step, "split": split, **clean}) + "\n").encode())
       self._file.flush()
       now = time.time()
       for k, v in clean.items():

@@ -22,6 +22,14 @@ def test_a_metrics_file_cut_mid_line_is_read_with_a_warning(tmp_path, caplog):
   assert any("skipped 3 unreadable line" in r.getMessage() for r in caplog.records)
   metrics.plot_curves(str(path), str(tmp_path / "curves.png"), 10)
   assert (tmp_path / "curves.png").exists()
+  # The resumed run's first record starts a line of its own: it was appended to the cut one
+  # and lost with it. Mutation: the cut line not ended on open -> red.
+  with metrics.MetricWriter(str(tmp_path)) as writer:
+    writer.write(5, "train", {"loss": 0.5})
+  assert metrics.read_metrics(str(path))[1:] == [{"step": 5, "split": "train", "loss": 0.5}]
+  with metrics.MetricWriter(str(tmp_path)) as writer:  # a whole last line: nothing added
+    writer.write(6, "train", {"loss": 0.25})
+  assert path.read_text().endswith('"loss": 0.5}\n{"step": 6, "split": "train", "loss": 0.25}\n')
 
 
 def test_the_curves_have_a_top5_panel_only_where_top5_says_something(tmp_path):
