@@ -54,10 +54,19 @@ for ((i = 0; i < N; i++)); do
   fi
   pids+=($!)
 done
+# SIGTERM or SIGINT to this script (kill, a scheduler, Ctrl-C) reaches every process: they stop
+# after one agreed step and save it, and the script waits for them.
+trap 'kill -TERM "${pids[@]}" 2>/dev/null || true' TERM
+trap 'kill -INT "${pids[@]}" 2>/dev/null || true' INT
 status=0
 for i in "${!pids[@]}"; do
-  wait "${pids[$i]}" && continue
-  rc=$?
+  while :; do
+    wait "${pids[$i]}" && rc=0 || rc=$?
+    # a trapped signal ends `wait` with status > 128 while the process runs on: wait again
+    [ "$rc" -gt 128 ] && kill -0 "${pids[$i]}" 2>/dev/null && continue
+    break
+  done
+  [ "$rc" = 0 ] && continue
   [ "$status" = 0 ] && status=$rc
   why="exited with status $rc"
   [ "$rc" -gt 128 ] && why="was ended by signal $((rc - 128))"

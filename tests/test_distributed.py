@@ -219,15 +219,18 @@ def test_a_peer_that_dies_ends_the_run_in_one_line_naming_it(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_sigterm_to_one_process_stops_every_process_after_the_same_step(tmp_path):
-  """A preempted job's SIGTERM reaches its processes one by one, or one alone. Each used to
+def test_a_sigterm_to_the_launch_stops_every_process_after_the_same_step(tmp_path):
+  """SIGTERM to the launch script reaches each process, each at its own step. Each used to
   stop after the step it had reached: the one that saved waited for the others at Orbax's
-  barrier while they waited for it in the next step's collective, until killed. Now every
-  process stops after one agreed step, saved once. Logged every 50 steps, the loop also runs
-  50 steps ahead of the device unless held back: 2 processes x 4 CPU devices then hung in
-  XLA:CPU's collectives before step 50. Mutations: each process stopping on its own signal
-  (`StopRequest()` in the loop) -> the launch outlives the 120 s; the loop not held
-  (`IN_FLIGHT_STEPS` = 10**6) -> no step 50 in 150 s (red)."""
+  barrier while they waited for it in the next step's collective, until killed (and the
+  script, killed, left them running). Now every process stops after one agreed step, saved
+  once (`distributed.stop_agreed`). Logged
+  every 50 steps, the loop also runs 50 steps ahead of the device unless held back: 2
+  processes x 4 CPU devices then hung in XLA:CPU's collectives before step 50. Mutations:
+  each process stopping on its own signal (`StopRequest()` in the loop) -> the launch
+  outlives the 120 s; the script's TERM trap dropped -> the script ends, its processes run on
+  (and hold its output open past the 120 s); the loop not held (`IN_FLIGHT_STEPS` = 10**6)
+  -> no step 50 in 150 s (red)."""
   import signal
   import time
 
@@ -244,7 +247,7 @@ def test_a_sigterm_to_one_process_stops_every_process_after_the_same_step(tmp_pa
       assert launch.poll() is None, launch.communicate()
       assert time.time() < deadline, _read(workdir / "process_0.log")[-1000:]
       time.sleep(0.5)
-    os.kill(_pid_of(1, workdir), signal.SIGTERM)
+    launch.send_signal(signal.SIGTERM)
     out, err = launch.communicate(timeout=120)
   finally:
     launch.kill()
