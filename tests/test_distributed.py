@@ -224,13 +224,12 @@ def test_a_sigterm_to_the_launch_stops_every_process_after_the_same_step(tmp_pat
   stop after the step it had reached: the one that saved waited for the others at Orbax's
   barrier while they waited for it in the next step's collective, until killed (and the
   script, killed, left them running). Now every process stops after one agreed step, saved
-  once (`distributed.stop_agreed`). Logged
-  every 50 steps, the loop also runs 50 steps ahead of the device unless held back: 2
-  processes x 4 CPU devices then hung in XLA:CPU's collectives before step 50. Mutations:
-  each process stopping on its own signal (`StopRequest()` in the loop) -> the launch
-  outlives the 120 s; the script's TERM trap dropped -> the script ends, its processes run on
-  (and hold its output open past the 120 s); the loop not held (`IN_FLIGHT_STEPS` = 10**6)
-  -> no step 50 in 150 s (red)."""
+  once (`distributed.stop_agreed`). Logged every 50 steps, the loop also runs 50 steps ahead
+  of the device unless held back: 2 processes x 4 CPU devices then hung in XLA:CPU's
+  collectives before step 50. Mutations: each process stopping on its own signal
+  (`StopRequest()` in the loop) -> the launch outlives the 120 s; the script's TERM trap
+  dropped -> the script ends, its processes run on (and hold its output open past the 120 s);
+  the loop not held (`IN_FLIGHT_STEPS` = 10**6) -> no step 50 in 150 s (red)."""
   import signal
   import time
 
