@@ -28,7 +28,7 @@ import struct
 import numpy as np
 from absl import logging
 
-from alexnet_jax import checkpoint, checkpoint_meta, cli, model_spec
+from alexnet_jax import checkpoint, checkpoint_meta, cli, configuration, model_spec
 from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.data.stats import Stats
 from alexnet_jax.errors import UserError
@@ -314,6 +314,6 @@ if __name__ == "__main__":
   flags.DEFINE_string("caffemodel", None, "the .caffemodel file")
   flags.DEFINE_string("mean", "", "Caffe's mean image (.binaryproto); default: its channel mean")
   flags.DEFINE_string("workdir", None, "the workdir to write")
-  config_flags.DEFINE_config_file("config", "configs/caffe_alexnet.py",
+  config_flags.DEFINE_config_file("config", configuration.resolve("configs/caffe_alexnet.py"),
                                   "the network the weights are for", lock_config=True)
   cli.run(main, required_flags=("caffemodel", "workdir"), positional=True)

@@ -114,9 +114,11 @@ def test_convert_writes_a_workdir_predict_reads(tmp_path, images):
 
   spec = model_spec.AlexNetSpec.from_config(load_config("caffe_alexnet", "", NARROW).model)
   write_caffemodel(tmp_path / "narrow.caffemodel", random_caffe_weights(spec), v1=False)
+  # Without --config, from another directory than the repository's: its default is the
+  # packaged config (mutation: the default left as the relative path -> "cannot load the
+  # config" -> red).
   run("convert", "caffe", f"--caffemodel={tmp_path}/narrow.caffemodel",
-      f"--workdir={tmp_path}/w", "--config=configs/caffe_alexnet.py",
-      *[f"--config.{o}" for o in NARROW])
+      f"--workdir={tmp_path}/w", *[f"--config.{o}" for o in NARROW], cwd=tmp_path)
   # Its one checkpoint is step 0, which --step names. Mutation: --step's lower bound 1 -> red.
   assert run("predict", f"--workdir={tmp_path}/w", "--step=0",
              images).stdout.count("\n  0.") == 10
