@@ -6,11 +6,14 @@ from __future__ import annotations
 import signal
 from typing import Callable
 
+from absl import logging
+
 
 class StopRequest:
   """While entered, SIGTERM/SIGINT set `signal` (the signal's name) instead of ending the
-  process; leaving restores the previous handlers. `stop_at(step)`: whether the loop stops
-  after `step`.
+  process, and say so at once (an evaluation may run for a while before the step ends); a
+  second SIGINT raises KeyboardInterrupt. Leaving restores the previous handlers.
+  `stop_at(step)`: whether the loop stops after `step`.
 
   Several processes must stop after the same step (a process saving while another runs the
   next step waits for it forever): given `agree` (step -> whether every process stops after
@@ -44,6 +47,11 @@ class StopRequest:
 
   def _handle(self, signum, frame) -> None:
     del frame
+    if signum == signal.SIGINT and self.signal == "SIGINT":
+      raise KeyboardInterrupt  # Ctrl-C twice: now, without the save
     self.signal = signal.Signals(signum).name
+    logging.warning("%s received: the run stops at the end of a step and saves it%s", self.signal,
+                    " (Ctrl-C again stops at once, without saving)" if signum == signal.SIGINT
+                    else "")
     if self._agree is not None:
       signal.raise_signal(signal.SIGTERM)

@@ -70,3 +70,26 @@ def test_with_an_agreement_sigterm_is_left_to_it_and_sigint_is_handed_to_it(hand
     assert not stop.stop_at(6) and stop.stop_at(7)  # another process's notice
     assert stop.signal == "SIGTERM (to one of the processes)"
   assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_the_request_is_said_at_once_and_a_second_ctrl_c_stops_now(handlers, caplog):
+  """A run in a long evaluation said nothing until its step ended, and Ctrl-C again did
+  nothing. Mutations: the second SIGINT taken as the first; SIGTERM twice raising too; the
+  line not logged -> red."""
+  from absl import logging as absl_logging
+
+  handlers(signal.default_int_handler)
+  with caplog.at_level("WARNING"):
+    absl_logging.use_python_logging()
+    with StopRequest() as stop:
+      signal.raise_signal(signal.SIGTERM)
+      signal.raise_signal(signal.SIGTERM)  # a scheduler's repeated notice: still a request
+      assert stop.signal == "SIGTERM"
+    with StopRequest() as stop:
+      signal.raise_signal(signal.SIGINT)
+      with pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGINT)
+  said = [r.getMessage() for r in caplog.records]
+  assert said == ["SIGTERM received: the run stops at the end of a step and saves it"] * 2 + [
+      "SIGINT received: the run stops at the end of a step and saves it (Ctrl-C again stops at "
+      "once, without saving)"]
