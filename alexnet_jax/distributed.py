@@ -26,6 +26,7 @@ import sys
 
 import jax
 from absl import logging
+from jax.experimental import multihost_utils
 
 from alexnet_jax.errors import UserError, first_line
 
@@ -87,8 +88,6 @@ def stop_agreed(step: int) -> bool:
   of them has received a SIGTERM, JAX's preemption service (which catches SIGTERM in every
   process of a `jax.distributed` run) makes it true at one step on all of them, the one after
   the furthest any had reached."""
-  from jax.experimental import multihost_utils
-
   return multihost_utils.reached_preemption_sync_point(step)
 
 
