@@ -191,15 +191,9 @@ def test_a_peer_that_dies_ends_the_run_in_one_line_naming_it(tmp_path):
   import time
 
   workdir = tmp_path / "run"
-  launch = subprocess.Popen(
-      ["bash", "launch/local_multiprocess.sh", "2", "--devices=4", "--", *small_flags(),
-       "--config.num_epochs=500", f"--workdir={workdir}"], stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True, cwd=ROOT, env=os.environ | {"PYTHON": sys.executable})
+  launch = _launch(workdir)
   try:
-    deadline = time.time() + 300
-    while "step 4/" not in _read(workdir / "process_0.log") and time.time() < deadline:
-      assert launch.poll() is None, launch.communicate()
-      time.sleep(0.5)
+    _wait_for(launch, workdir, "step 4/", seconds=300)
     peer = _pid_of(1, workdir)
     assert peer is not None
     os.kill(peer, signal.SIGKILL)
@@ -207,7 +201,7 @@ def test_a_peer_that_dies_ends_the_run_in_one_line_naming_it(tmp_path):
     out, err = launch.communicate(timeout=120)
     took = time.time() - killed
   finally:
-    launch.kill()
+    _end(launch, workdir)
   log = _read(workdir / "process_0.log").rsplit("=== launch of ", 1)[1]
   errors = [line for line in log.splitlines() if line.startswith("error:")]
   assert took < 30 and launch.returncode != 0, (took, launch.returncode, log[-2000:])
@@ -231,33 +225,50 @@ def test_a_sigterm_to_the_launch_stops_every_process_after_the_same_step(tmp_pat
   dropped -> the script ends, its processes run on (and hold its output open past the 120 s);
   the loop not held (`IN_FLIGHT_STEPS` = 10**6) -> no step 50 in 150 s (red)."""
   import signal
-  import time
 
   workdir = tmp_path / "run"
-  launch = subprocess.Popen(
-      ["bash", "launch/local_multiprocess.sh", "2", "--devices=4", "--", *small_flags(),
-       "--config.num_epochs=500", "--config.checkpoint.every_steps=1000",
-       "--config.eval_every_epochs=100", "--config.log_every_steps=50",
-       f"--workdir={workdir}"], stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True, cwd=ROOT, env=os.environ | {"PYTHON": sys.executable})
+  launch = _launch(workdir, "--config.checkpoint.every_steps=1000",
+                   "--config.eval_every_epochs=100", "--config.log_every_steps=50")
   try:
-    deadline = time.time() + 150
-    while "step 50/" not in _read(workdir / "process_0.log"):
-      assert launch.poll() is None, launch.communicate()
-      assert time.time() < deadline, _read(workdir / "process_0.log")[-1000:]
-      time.sleep(0.5)
+    _wait_for(launch, workdir, "step 50/", seconds=150)
     launch.send_signal(signal.SIGTERM)
     out, err = launch.communicate(timeout=120)
   finally:
-    launch.kill()
-    for pid in filter(None, (_pid_of(i, workdir) for i in (0, 1))):  # hung: not the suite's
-      os.kill(pid, signal.SIGKILL)
+    _end(launch, workdir)
   assert launch.returncode == 0, err[-2000:]
   stopped = [re.findall(r"received: saving step (\d+) and exiting", _read(
       workdir / f"process_{i}.log")) for i in (0, 1)]
   assert stopped[0] == stopped[1] and len(stopped[0]) == 1, stopped
   assert f"at step {stopped[0][0]} of 2000; step {stopped[0][0]} is saved" in out
   assert sorted(os.listdir(workdir / "checkpoints")) == [stopped[0][0]]
+
+
+def _launch(workdir, *flags) -> subprocess.Popen:
+  """The small config's 2-process launch for 500 epochs (2,000 steps), `flags` added."""
+  return subprocess.Popen(
+      ["bash", "launch/local_multiprocess.sh", "2", "--devices=4", "--", *small_flags(),
+       "--config.num_epochs=500", *flags, f"--workdir={workdir}"], stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True, cwd=ROOT, env=os.environ | {"PYTHON": sys.executable})
+
+
+def _wait_for(launch: subprocess.Popen, workdir, text: str, seconds: float) -> None:
+  """Until process 0's log holds `text`; the launch must not end, nor the time run out."""
+  import time
+
+  deadline = time.time() + seconds
+  while text not in _read(workdir / "process_0.log"):
+    assert launch.poll() is None, launch.communicate()
+    assert time.time() < deadline, _read(workdir / "process_0.log")[-1000:]
+    time.sleep(0.5)
+
+
+def _end(launch: subprocess.Popen, workdir) -> None:
+  """The launch and any of its processes still running (hung: not left to the suite) killed."""
+  import signal
+
+  launch.kill()
+  for pid in filter(None, (_pid_of(i, workdir) for i in (0, 1))):
+    os.kill(pid, signal.SIGKILL)
 
 
 def _read(path) -> str:
