@@ -180,11 +180,9 @@ def check_resume(meta: dict, saved_shapes: dict, *, shapes: dict, config, identi
   other = identity_lib.same_data(saved, identity, "resume")
   switched = identity_lib.same_data(saved, identity, "switched")
   if other:
-    originals = (" (--config.data.use_prepared=False reads the original files they were trained "
-                 "on)" if switched and "quality" in identity.stored else "")
     raise UserError(f"the checkpoints in {workdir} were trained on other data than this run "
-                    f"reads ({'; '.join(other)}): use the data they were trained on{originals}, "
-                    "or a new --workdir")
+                    f"reads ({'; '.join(other)}): use the data they were trained on"
+                    f"{_way_back(saved, identity)}, or a new --workdir")
   if identity_lib.same_data(saved, identity, "statistics"):
     raise UserError(f"the statistics this run would subtract and shift by ({workdir}/"
                     "data_stats.npz, or the dataset's where that file is missing) are not those "
@@ -202,6 +200,17 @@ def check_resume(meta: dict, saved_shapes: dict, *, shapes: dict, config, identi
   for said in switched:
     logging.warning("%s: the run goes on from its checkpoint with the same images re-encoded "
                     "(not bitwise the run the originals would have given)", said)
+
+
+def _way_back(saved, now) -> str:
+  """How to read again what a run read, where it read the originals and now a store, or the
+  reverse."""
+  if now.prepared and not saved.prepared:
+    return " (--config.data.use_prepared=False reads the original files they were trained on)"
+  if saved.prepared and not now.prepared:
+    return (" (their prepared store: `python -m alexnet_jax.data.prepare` with this config "
+            "writes it again where it is gone, --config.data.use_prepared=True reads it)")
+  return ""
 
 
 def report_resume(meta: dict, config, schedule) -> None:

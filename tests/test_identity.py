@@ -48,8 +48,11 @@ def test_a_model_read_again_through_a_store_or_the_originals_is_said():
   assert identity.same_data(store, originals, "inference") == [
       "read from the prepared store (JPEG quality 90, chroma 420) → the original files"]
   assert identity.same_data(originals, store, "resume") == []
+  # A store -> the originals is said as the switch by the resume rule too (it said "stored
+  # form: chroma 420 → None, quality 90 → None"). Mutation: the switch said only where
+  # `reader` is compared -> red.
   assert identity.same_data(store, originals, "resume") == [
-      "stored form: chroma 420 → None, quality 90 → None"]
+      "read from the prepared store (JPEG quality 90, chroma 420) → the original files"]
   assert identity.same_data(store, _identity(form=store.stored | {"quality": 80}),
                             "inference") == ["stored form: quality 90 → 80"]
 

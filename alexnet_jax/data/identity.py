@@ -75,6 +75,12 @@ class Identity:
   def stored(self) -> dict:
     return dict(self.form)
 
+  @property
+  def prepared(self) -> bool:
+    """Whether the images are read from a prepared store (its form records their JPEG
+    encoding) rather than from the original files."""
+    return "quality" in self.stored
+
   def replace(self, **changes) -> "Identity":
     if "form" in changes and isinstance(changes["form"], dict):
       changes["form"] = tuple(sorted(changes["form"].items()))
@@ -144,9 +150,11 @@ def differences(before: Identity, now: Identity, keys: Iterable[str] = ALL) -> l
     out.append(class_difference(before.class_names, now.class_names))
   if "form" in keys and before.form:
     was, is_ = before.stored, now.stored
-    switched = "reader" in keys and ("quality" in was) != ("quality" in is_)
-    if switched:
-      out.append(f"read from {_reader(was)} → {_reader(is_)}")
+    # Between the originals and a store the encoding's keys are said as the switch: a store ->
+    # the originals always, the originals -> a store where `reader` is compared.
+    switched = before.prepared != now.prepared
+    if switched and ("reader" in keys or before.prepared):
+      out.append(f"read from {_reader(before)} → {_reader(now)}")
     changed = [f"{k} {was.get(k)} → {is_.get(k)}" for k in sorted(set(was) | set(is_))
                if k in was and was.get(k) != is_.get(k) and not (switched and k in _ENCODING)]
     if changed:
@@ -159,11 +167,11 @@ def differences(before: Identity, now: Identity, keys: Iterable[str] = ALL) -> l
 _ENCODING = ("quality", "chroma")  # a prepared store's form only: its JPEGs' encoding
 
 
-def _reader(form: dict) -> str:
-  """Where images of a stored form are decoded from: a prepared store's form records its JPEG
-  encoding, the originals' form none."""
-  if "quality" not in form:
+def _reader(identity: Identity) -> str:
+  """Where the images are decoded from, in words."""
+  if not identity.prepared:
     return "the original files"
+  form = identity.stored
   return f"the prepared store (JPEG quality {form['quality']}, chroma {form.get('chroma')})"
 
 
