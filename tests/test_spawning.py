@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from alexnet_jax.data import spawning
-from conftest import core_install_env, image_folder_tree
+from conftest import FAST_COMPILE, core_install_env, image_folder_tree
 
 # A training set held in memory (some MB): the task each worker is sent is far larger than a
 # pipe's 64 KiB, so that a worker dying before it reads its task left the script waiting.
@@ -28,7 +28,7 @@ def _script(tmp_path, text: str, *, stdin: bool = False) -> subprocess.Completed
   path.write_text(text)
   args, given = ([sys.executable, "-"], text) if stdin else ([sys.executable, str(path)], None)
   return subprocess.run(args, cwd=tmp_path, input=given, capture_output=True, text=True,
-                        timeout=120, env={**core_install_env(), "XLA_FLAGS": "",
+                        timeout=120, env={**core_install_env(), "XLA_FLAGS": FAST_COMPILE,
                                           "JAX_PLATFORMS": "cpu"})
 
 
