@@ -349,7 +349,7 @@ def _loop(run: "_Run", resources: contextlib.ExitStack) -> RunResult:
     trace.end(step, state)
 
     if stop.stop_at(step):
-      logging.warning("%s received: saving step %d and exiting (the same command resumes)",
+      logging.warning("stopping on %s: saving step %d and exiting (the same command resumes)",
                       stop.signal, step)
       if ckpts.last_saved != step:  # an evaluation step has just been saved
         save(step)

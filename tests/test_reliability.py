@@ -47,7 +47,7 @@ def test_sigterm_then_kill_9_then_the_same_command_ends_as_an_uninterrupted_run(
   status = _start_and_signal(command, env, tmp_path / "first.log", signal.SIGTERM, 0.0)
   assert status == 0, (tmp_path / "first.log").read_text()[-2000:]
   first = (tmp_path / "first.log").read_text()
-  assert "SIGTERM received: saving step" in first
+  assert "stopping on SIGTERM: saving step" in first
   saved = max(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")))
   assert 2 <= saved < 8
   assert (f"stopped by SIGTERM at step {saved} of 8; step {saved} is saved: run the same "
