@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging as std_logging
 import os
+import re
 import sys
 import traceback
 from typing import Callable
@@ -106,7 +107,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
       sys.exit(0)
     raise
   except Exception as e:  # noqa: BLE001 -- config files and overrides raise several kinds
-    message = configuration.load_error(e, overrides, spec)
+    message = _missing_flags(str(e)) or configuration.load_error(e, overrides, spec)
     if message is None:
       raise
     _fail(message)
@@ -115,6 +116,19 @@ def _parse_flags(argv: list[str]) -> list[str]:
     if message is not None:
       _fail(message)
   return rest
+
+
+def _missing_flags(text: str) -> str | None:
+  """The one line for required flags not given (absl names each "must have a value other than
+  None"), the packaged configs named where --config is one; None for any other error."""
+  names = re.findall(r"Flag --(\w+) must have a value other than None", text)
+  if not names:
+    return None
+  names = list(dict.fromkeys(names))
+  configs = (f" (--config: a config file, or one of the package's: "
+             f"{', '.join(configuration.packaged())})" if "config" in names else "")
+  return (f"{' and '.join(f'--{n}' for n in names)} {'is' if len(names) == 1 else 'are'} "
+          f"required{configs}; --help lists every flag")
 
 
 def _config_arguments(argv: list[str]) -> tuple[list[str] | None, str | None]:

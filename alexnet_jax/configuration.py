@@ -136,6 +136,12 @@ def resolve(spec: str) -> str:
   return packaged + colon + variants if os.path.isfile(packaged) else spec
 
 
+def packaged() -> list[str]:
+  """The configs shipped with the package, as `--config` names them."""
+  return sorted(f"configs/{name}" for name in os.listdir(PACKAGED)
+                if name.endswith(".py") and not name.startswith("_"))
+
+
 def file_error(spec: str) -> str | None:
   """The one line for a config file (`spec`, 'path.py[:variants]') that is there but gives no
   config: it does not run (a syntax error, a failed import), has no `get_config`, whose
@@ -212,7 +218,8 @@ def load_error(e: BaseException, overrides: Sequence[str] | None = None,
     return f"{text.split(':', 1)[0]}: {last_line(text)}" if "Traceback" in text else text
   if isinstance(e, OSError):  # a file that does not exist or does not load
     if isinstance(e, FileNotFoundError) or "onfiguration" in text:
-      return f"cannot load the config: {last_line(text)}"
+      return (f"cannot load the config: {last_line(text)} (the package's: "
+              f"{', '.join(packaged())})")
     return None
   if isinstance(e, (AttributeError, KeyError, TypeError, ValueError)):
     what = e.args[0] if e.args else e

@@ -27,13 +27,25 @@ def _one_error_line(proc, message, status=2):
     (["--config.schedule.kind=cosine"], "schedule.kind"),
     (["--config.optimizer.decay_on=kernals"], "decay_on must be one of all, kernels"),
     (["--config=configs/tinny.py", "--config.num_epochs=1"],
-     "cannot load the config: .*No such file or directory"),
+     r"cannot load the config: .*No such file or directory: 'configs/tinny.py' \(the "
+     r"package's: configs/caffe_alexnet.py, .*configs/tiny.py\)$"),
     (["extra"], "unexpected arguments: extra"),
 ])
 def test_main_reports_config_errors_in_one_line(tmp_path, args, message):
   config = [] if any(a.startswith("--config=") for a in args) else [
       "--config=configs/fashion_mnist.py"]
   _one_error_line(command("main", *config, f"--workdir={tmp_path}", *args), message)
+
+
+def test_required_flags_not_given_are_named_in_one_line_with_the_packaged_configs(tmp_path):
+  """absl said "flag --config=None: Flag --config must have a value other than None." for
+  each. Mutation: `_missing_flags` not asked -> red."""
+  _one_error_line(command("main", cwd=str(tmp_path)),
+                  r"^error: --config and --workdir are required \(--config: a config file, or "
+                  r"one of the package's: configs/caffe_alexnet.py, .*configs/paper.py, .*\); "
+                  r"--help lists every flag$")
+  _one_error_line(command("evaluate", cwd=str(tmp_path)),
+                  r"^error: --workdir is required; --help lists every flag$")
 
 
 @pytest.mark.parametrize("module", ["main", "layer_shapes"])
