@@ -10,13 +10,23 @@
 # workdir whose run is alive (its lock held) is refused before any log is touched. Exits with
 # the first failing process's status, with one line for each process that failed.
 set -euo pipefail
-N="${1:?usage: bash launch/local_multiprocess.sh N [--devices=D] -- MAIN_ARGS...}"
+USAGE="usage: bash launch/local_multiprocess.sh N [--devices=D] -- MAIN_ARGS..."
+count() {  # NAME VALUE: VALUE, a whole number >= 1, or one error line
+  case "$2" in
+    '' | *[!0-9]*) ;;
+    *) [ "$((10#$2))" -ge 1 ] && return 0 ;;
+  esac
+  echo "error: $1 must be a whole number >= 1, got '$2' ($USAGE)" >&2
+  exit 2
+}
+N="${1:-}"
+count N "$N"
 shift
 DEVICES=4
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do
   case "$1" in
-    --devices=*) DEVICES="${1#--devices=}" ;;
-    *) echo "unknown option $1" >&2; exit 2 ;;
+    --devices=*) DEVICES="${1#--devices=}"; count --devices "$DEVICES" ;;
+    *) echo "error: unknown option $1 ($USAGE)" >&2; exit 2 ;;
   esac
   shift
 done

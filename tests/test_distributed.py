@@ -49,6 +49,22 @@ def test_a_second_launch_on_a_running_jobs_workdir_leaves_its_logs(tmp_path):
   assert not (workdir / "process_1.log").exists()
 
 
+@pytest.mark.parametrize("args,said", [
+    ([], "N must be a whole number >= 1, got ''"),
+    (["--", "--config=configs/tiny.py"], "N must be a whole number >= 1, got '--'"),
+    (["0"], "N must be a whole number >= 1, got '0'"),
+    (["2", "--devices=x"], "--devices must be a whole number >= 1, got 'x'"),
+    (["2", "--bad"], "unknown option --bad"),
+])
+def test_a_bad_launch_argument_is_one_line(args, said):
+  """A count that is no number ended in bash's "nope: unbound variable". Mutation: the check
+  of N dropped -> red."""
+  result = subprocess.run(["bash", "launch/local_multiprocess.sh", *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=60)
+  assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+  assert result.stderr.startswith(f"error: {said} (usage: bash launch/local_multiprocess.sh N ")
+
+
 def _zombie(executable: str = sys.executable) -> subprocess.Popen:
   """A child that has exited and is not reaped yet (state Z); the caller reaps it."""
   import time
