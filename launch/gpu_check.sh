@@ -17,6 +17,8 @@ PY="${PYTHON:-python3}"
 WHEELHOUSE="" ARGS=() OUT="gpu_check-$(date -u +%Y%m%d-%H%M%S)"
 while [ $# -gt 0 ]; do
   case "$1" in
+    --wheelhouse|--fashion_mnist|--minutes|--out)
+      [ $# -ge 2 ] || { echo "gpu_check.sh: $1 needs a value (--help lists the arguments)" >&2; exit 2; } ;;&
     --wheelhouse) WHEELHOUSE="$2"; shift 2 ;;
     --fashion_mnist|--minutes) ARGS+=("$1=$2"); shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
@@ -26,6 +28,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+if ! command -v "$PY" >/dev/null; then
+  echo "gpu_check.sh: no Python at $PY: set PYTHON to one (3.11 or later)" >&2
+  exit 2
+fi
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 if [ -n "$WHEELHOUSE" ]; then
@@ -44,6 +50,16 @@ if [ -n "$WHEELHOUSE" ]; then
     exit 1
   fi
   rm -f "$OUT/pip.err"
+fi
+# What the check imports, looked up without importing it: one line where the Python lacks it.
+if ! MISSING="$("$PY" -c 'import importlib.util as u, sys
+m = [n for n in ("absl", "jax", "flax", "optax", "orbax.checkpoint", "grain", "ml_collections")
+     if u.find_spec(n.split(".")[0]) is None]
+print(" ".join(m)); sys.exit(bool(m))')"; then
+  echo "gpu_check.sh: $PY lacks $MISSING: give --wheelhouse DIR (made by launch/wheelhouse.sh)" \
+    "or set PYTHON to a Python that has alexnet_jax's dependencies" >&2
+  rmdir "$OUT" 2>/dev/null || true  # nothing was written to it
+  exit 2
 fi
 cd "$ROOT"
 exec "$PY" -m alexnet_jax.gpu_check --out="$OUT" "${ARGS[@]}"

@@ -73,6 +73,24 @@ def test_a_bad_argument_is_one_line(tmp_path):
                            "--wheelhouse", str(tmp_path), "--out", str(tmp_path / "o")],
                           capture_output=True, text=True, cwd=tmp_path)
   assert result.returncode == 2 and "launch/wheelhouse.sh" in result.stderr
+  result = subprocess.run(["bash", os.path.join(ROOT, "launch", "gpu_check.sh"), "--minutes"],
+                          capture_output=True, text=True, cwd=tmp_path)
+  assert result.returncode == 2 and result.stderr == (
+      "gpu_check.sh: --minutes needs a value (--help lists the arguments)\n")
+
+
+def test_a_python_without_the_dependencies_is_one_line_and_leaves_no_report_folder(tmp_path):
+  """It ended in a ModuleNotFoundError traceback. Mutation: the look-up dropped -> red."""
+  bare = tmp_path / "python"  # this Python without its site-packages
+  bare.write_text(f"#!/bin/sh\nexec {sys.executable} -S \"$@\"\n")
+  bare.chmod(0o755)
+  result = subprocess.run(["bash", os.path.join(ROOT, "launch", "gpu_check.sh"), "--smoke"],
+                          capture_output=True, text=True, cwd=tmp_path,
+                          env=dict(os.environ, PYTHON=str(bare)))
+  assert result.returncode == 2, result.stderr
+  assert result.stderr.startswith(f"gpu_check.sh: {bare} lacks absl jax flax optax ")
+  assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+  assert sorted(os.listdir(tmp_path)) == ["python"]
 
 
 def test_a_mistyped_fashion_mnist_folder_is_one_line_before_any_phase(tmp_path):
