@@ -252,8 +252,8 @@ def test_a_sigterm_to_the_launch_stops_every_process_after_the_same_step(tmp_pat
   finally:
     _end(launch, workdir)
   assert launch.returncode == 0, err[-2000:]
-  stopped = [re.findall(r"stopping on SIGTERM: saving step (\d+) and exiting", _read(
-      workdir / f"process_{i}.log")) for i in (0, 1)]
+  line = r"stopping on SIGTERM \(to one of the processes\): saving step (\d+) and exiting"
+  stopped = [re.findall(line, _read(workdir / f"process_{i}.log")) for i in (0, 1)]
   assert stopped[0] == stopped[1] and len(stopped[0]) == 1, stopped
   assert f"at step {stopped[0][0]} of 2000; step {stopped[0][0]} is saved" in out
   assert sorted(os.listdir(workdir / "checkpoints")) == [stopped[0][0]]
