@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging as std_logging
 import os
-import re
 import sys
 import traceback
 from typing import Callable
@@ -20,18 +19,20 @@ from alexnet_jax.errors import UserError, first_line, out_of_memory
 def run(main: Callable[[list[str]], None], *, required_flags: tuple[str, ...] = (),
         positional: bool = False) -> None:
   """`absl.app.run(main)` for a tool: the process-wide XLA settings before jax starts
-  (`xla_flags.configure`), flags parsed, unexpected arguments refused (unless `positional`:
-  the tool reads them), INFO logging of this project's lines, a `--config` validated
-  (`validation.validate`), then `main(argv)`. Bad flags, a config that does not load or
-  validate, a `UserError` and Ctrl-C each end in one line (status 2; 130 for Ctrl-C)."""
+  (`xla_flags.configure`), flags parsed, `required_flags` not given and unexpected arguments
+  refused (unless `positional`: the tool reads them), INFO logging of this project's lines, a
+  `--config` validated (`validation.validate`), then `main(argv)`. Bad flags, a config that
+  does not load or validate, a `UserError` and Ctrl-C each end in one line (status 2; 130 for
+  Ctrl-C)."""
   xla_flags.configure()
   sys.unraisablehook = _unraisable
   sys.argv = [_resolved(a, before) for before, a in zip([""] + sys.argv, sys.argv)]
-  for name in required_flags:
-    flags.mark_flag_as_required(name)
 
   def guarded(argv):
     try:
+      missing = [name for name in required_flags if flags.FLAGS[name].value is None]
+      if missing:
+        raise UserError(_missing_flags(missing))
       if len(argv) > 1 and not positional:
         raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
       _log_our_info()
@@ -107,7 +108,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
       sys.exit(0)
     raise
   except Exception as e:  # noqa: BLE001 -- config files and overrides raise several kinds
-    message = _missing_flags(str(e)) or configuration.load_error(e, overrides, spec)
+    message = configuration.load_error(e, overrides, spec)
     if message is None:
       raise
     _fail(message)
@@ -118,13 +119,9 @@ def _parse_flags(argv: list[str]) -> list[str]:
   return rest
 
 
-def _missing_flags(text: str) -> str | None:
-  """The one line for required flags not given (absl names each "must have a value other than
-  None"), the packaged configs named where --config is one; None for any other error."""
-  names = re.findall(r"Flag --(\w+) must have a value other than None", text)
-  if not names:
-    return None
-  names = list(dict.fromkeys(names))
+def _missing_flags(names: list[str]) -> str:
+  """The one line for required flags not given, the packaged configs named where --config is
+  one."""
   configs = (f" (--config: a config file, or one of the package's: "
              f"{', '.join(configuration.packaged())})" if "config" in names else "")
   return (f"{' and '.join(f'--{n}' for n in names)} {'is' if len(names) == 1 else 'are'} "

@@ -39,7 +39,7 @@ def test_main_reports_config_errors_in_one_line(tmp_path, args, message):
 
 def test_required_flags_not_given_are_named_in_one_line_with_the_packaged_configs(tmp_path):
   """absl said "flag --config=None: Flag --config must have a value other than None." for
-  each. Mutation: `_missing_flags` not asked -> red."""
+  each. Mutation: `cli.run` not checking `required_flags` -> red."""
   _one_error_line(command("main", cwd=str(tmp_path)),
                   r"^error: --config and --workdir are required \(--config: a config file, or "
                   r"one of the package's: configs/caffe_alexnet.py, .*configs/paper.py, .*\); "
