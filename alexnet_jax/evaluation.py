@@ -7,6 +7,8 @@ ensembles, per-class accuracy and the confusion matrix).
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,13 +18,21 @@ from alexnet_jax.progress import track
 from alexnet_jax.sharding import to_global
 
 
+class Interrupted(Exception):
+  """The evaluation was left unfinished because a stop was requested."""
+
+
 def evaluate(eval_step, params, mean, batches, steps: int, sharding, *, what: str,
-             keep: str = "") -> tuple[dict, dict | None]:
+             keep: str = "", stopped: Callable[[], bool] | None = None
+             ) -> tuple[dict, dict | None]:
   """({split: {'loss', 'top1_error', 'top5_error', 'skipped_images'}}, kept) over `steps`
   evaluation batches. `keep` a split: `eval_step` returns (sums, probs) and `kept` is
-  {'probs': that split's softmax [n, C], 'labels': [n]} of the readable images, in order."""
+  {'probs': that split's softmax [n, C], 'labels': [n]} of the readable images, in order.
+  `stopped`: asked before each batch; when it says so, `Interrupted` is raised."""
   totals, skipped, kept = None, 0, {"probs": [], "labels": []}
   for batch in track(batches, steps, what):
+    if stopped is not None and stopped():
+      raise Interrupted
     skipped += int(batch.pop("skipped").sum())
     out = eval_step(params, to_global(batch, sharding), mean)
     if keep:

@@ -11,7 +11,7 @@ from absl import logging
 
 class StopRequest:
   """While entered, SIGTERM/SIGINT set `signal` (the signal's name) instead of ending the
-  process, and say so at once (an evaluation may run for a while before the step ends); a
+  process, and say so at once (an evaluation of several processes runs to its end first); a
   second SIGINT raises KeyboardInterrupt. Leaving restores the previous handlers.
   `stop_at(step)`: whether the loop stops after `step`.
 

@@ -205,13 +205,16 @@ def _loop(run: "_Run", resources: contextlib.ExitStack) -> RunResult:
   mean, rng, state, saved, start_step = run.mean, run.rng, run.state, run.saved, run.start_step
   total_steps, eval_every, steps_per_epoch = run.total_steps, run.eval_every, run.steps_per_epoch
   batch_size = config.data.batch_size
-  def result(evaluation: dict, step: int, stopped_by: str | None) -> RunResult:
+  def result(evaluation: dict, step: int, stopped_by: str | None,
+             unevaluated: bool = False) -> RunResult:
     if jax.process_index() == 0:
       best = ckpts.best.all_steps()
       print(closing_summary(workdir, evaluation=evaluation, step=step,
                             total_steps=total_steps, stopped_by=stopped_by,
-                            best_step=max(best) if best else None), flush=True)
-    return RunResult(evaluation, step, step >= total_steps, input_.identity.to_dict())
+                            best_step=max(best) if best else None, unevaluated=unevaluated),
+            flush=True)
+    return RunResult(evaluation, step, step >= total_steps and not unevaluated,
+                     input_.identity.to_dict())
 
   # A checkpoint saved when its step's evaluation failed (input, device memory): evaluated first.
   unevaluated = (bool(saved) and "evaluation" not in saved
@@ -276,17 +279,32 @@ def _loop(run: "_Run", resources: contextlib.ExitStack) -> RunResult:
                       "run the same command with a smaller --config.data.eval_batch_size (now "
                       f"{config.data.eval_batch_size}) to continue") from None
 
-  def evaluated(step: int):
-    """`step`'s evaluation, its ε schedule decision, best/ and checkpoint: the outcome."""
-    nonlocal evaluation
+  interrupted = False  # a stop request has left an evaluation
+
+  def evaluated(step: int) -> bool:
+    """`step`'s evaluation, its ε schedule decision, best/ and checkpoint; whether the run ends
+    at `step`: the schedule's stop, or a stop request during the evaluation (in a run of one
+    process: several agree on stops at the ends of steps only), which saves the step without
+    it, for the next start to run first."""
+    nonlocal evaluation, interrupted, total_steps
     step_metrics.fetch(ckpts.last_saved)
     ten_crop = config.eval.ten_crop_every_eval or (
         step == total_steps and config.eval.ten_crop_final)
-    with saved_if_it_fails(step, evaluation=True):
-      evaluation, _ = evaluation_lib.evaluate(
-          setup.eval_step, state["params"], mean, input_.eval_batches(ten_crop),
-          input_.eval_steps, setup.batch_sharding,
-          what="validation, ten crops" if ten_crop else "validation")
+    try:
+      with saved_if_it_fails(step, evaluation=True):
+        evaluation, _ = evaluation_lib.evaluate(
+            setup.eval_step, state["params"], mean, input_.eval_batches(ten_crop),
+            input_.eval_steps, setup.batch_sharding,
+            what="validation, ten crops" if ten_crop else "validation",
+            stopped=(lambda: stop.signal is not None) if jax.process_count() == 1 else None)
+    except evaluation_lib.Interrupted:
+      logging.warning("stopping on %s during step %d's evaluation: saving step %d without it "
+                      "and exiting (the same command evaluates it first)", stop.signal, step,
+                      step)
+      if ckpts.last_saved != step:
+        save(step)
+      interrupted = True
+      return True
     for split, values in evaluation.items():
       write(step, split, values)
     progress.log_eval(step, step / steps_per_epoch, evaluation)
@@ -301,12 +319,21 @@ def _loop(run: "_Run", resources: contextlib.ExitStack) -> RunResult:
     progress.interval(step, batches.take_transfer())  # the next interval leaves eval out
     if outcome.stop:
       logging.info("validation error stalled after the last drop: stopping at step %d", step)
-    return outcome
+      total_steps = step  # the run's end
+    return outcome.stop
+
+  def finish(step: int) -> RunResult:
+    ckpts.wait()
+    if jax.process_index() == 0 and os.path.exists(writer.path):
+      metrics.plot_curves(writer.path, workdir_lib.RunDir(workdir).curves,
+                          config.model.num_classes)
+    return result(evaluation, step, stop.signal if step < total_steps or interrupted else None,
+                  unevaluated=interrupted)
 
   if unevaluated:
     logging.info("step %d was saved without its evaluation: evaluating it first", start_step)
-    if evaluated(start_step).stop:
-      total_steps = start_step
+    if evaluated(start_step) or start_step == total_steps:
+      return finish(start_step)
   batches.start_prefetch()  # the input's workers start while the step compiles
   logging.info("compiling the training step (the first step waits for it)")
   for step in range(start_step + 1, total_steps + 1):
@@ -341,8 +368,7 @@ def _loop(run: "_Run", resources: contextlib.ExitStack) -> RunResult:
           _warn_if_stalled(summary["loss"], input_.num_classes, config)
 
     if itstime(step, eval_every, total_steps):
-      if evaluated(step).stop:
-        total_steps = step  # the run's end
+      if evaluated(step):
         break
     elif step % config.checkpoint.every_steps == 0:
       save(step)
@@ -354,11 +380,7 @@ def _loop(run: "_Run", resources: contextlib.ExitStack) -> RunResult:
       if ckpts.last_saved != step:  # an evaluation step has just been saved
         save(step)
       break
-  ckpts.wait()
-  if jax.process_index() == 0 and os.path.exists(writer.path):
-    metrics.plot_curves(writer.path, workdir_lib.RunDir(workdir).curves,
-                        config.model.num_classes)
-  return result(evaluation, step, stop.signal if step < total_steps else None)
+  return finish(step)
 
 
 def _per_layer_rates(rates: dict[str, float]) -> dict[str, float]:

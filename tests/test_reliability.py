@@ -67,6 +67,40 @@ def test_sigterm_then_kill_9_then_the_same_command_ends_as_an_uninterrupted_run(
   assert f" -m alexnet_jax.export --workdir={workdir} --best" in third.stdout
 
 
+def test_a_sigterm_during_an_evaluation_saves_its_step_without_it_and_the_resume_runs_it_first(
+    straight_run, tmp_path, monkeypatch, capsys):
+  """SIGTERM as the final (ten-crop) evaluation reads its first batch: the evaluation is left,
+  step 8 saved without it, the run not complete; the same command evaluates step 8 first and
+  ends as the uninterrupted run. It used to wait for the evaluation to end. Mutations: the
+  stop not asked in the evaluation; the step not saved; the run counted complete -> red."""
+  from alexnet_jax import checkpoint, evaluation, metrics
+
+  real_track = evaluation.track
+
+  def track(batches, steps, what, **kwargs):
+    for done, batch in enumerate(real_track(batches, steps, what, **kwargs)):
+      if "ten crops" in what and done == 1:
+        signal.raise_signal(signal.SIGTERM)
+      yield batch
+
+  monkeypatch.setattr(evaluation, "track", track)
+  workdir = str(tmp_path / "run")
+  first = train.train_and_evaluate(small_config(ten_crop=True), workdir)
+  assert (first.step, first.complete) == (8, False)
+  assert "eval_10crop" not in first.evaluation  # the last one is step 4's
+  assert checkpoint.saved_steps(workdir) == [6, 8]
+  assert "stopped by SIGTERM at step 8 of 8, during its evaluation; step 8 is saved without it: " \
+         "run the same command to evaluate it and resume" in capsys.readouterr().out
+  assert [r["step"] for r in metrics.run_rows(workdir) if r["split"] == "eval"] == [4]
+
+  monkeypatch.setattr(evaluation, "track", real_track)
+  second = train.train_and_evaluate(small_config(ten_crop=True), workdir)
+  assert (second.step, second.complete) == (8, True)
+  assert second.evaluation == straight_run[1]
+  assert [r["step"] for r in metrics.run_rows(workdir) if r["split"] == "eval"] == [4, 8]
+  assert_same_params(workdir, straight_run[0])
+
+
 def test_a_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path,
                                                                             monkeypatch, request):
   workdir = str(tmp_path)
