@@ -15,11 +15,23 @@
 #SBATCH --requeue
 #SBATCH --output=slurm-%j.out
 set -euo pipefail
-CONFIG="${1:?usage: sbatch launch/slurm.sh CONFIG WORKDIR [--config.x=y ...]}"
-WORKDIR="${2:?usage: sbatch launch/slurm.sh CONFIG WORKDIR [--config.x=y ...]}"
+USAGE="usage: sbatch --nodes=N launch/slurm.sh CONFIG WORKDIR [--config.x=y ...]"
+if [ $# -lt 2 ] || [ -z "$1" ] || [ -z "$2" ] || [[ "$1" == -* ]] || [[ "$2" == -* ]]; then
+  echo "error: a CONFIG and a WORKDIR come first ($USAGE)" >&2
+  exit 2
+fi
+CONFIG="$1" WORKDIR="$2"
 shift 2
 ROOT="${SLURM_SUBMIT_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 VENV="${ALEXNET_VENV:-$ROOT/.venv}"
+if ! command -v srun >/dev/null; then
+  echo "error: srun not found: submit this script with sbatch on a SLURM cluster ($USAGE)" >&2
+  exit 2
+fi
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "error: $VENV/bin/python not found: set ALEXNET_VENV to a virtualenv every node reads, made with 'bash launch/setup.sh cuda12'" >&2
+  exit 2
+fi
 cd "$ROOT"
 srun --kill-on-bad-exit=1 "$VENV/bin/python" -m alexnet_jax.main --config="$CONFIG" \
   --workdir="$WORKDIR" "$@"

@@ -65,6 +65,44 @@ def test_a_bad_launch_argument_is_one_line(args, said):
   assert result.stderr.startswith(f"error: {said} (usage: bash launch/local_multiprocess.sh N ")
 
 
+@pytest.mark.parametrize("args,path,said", [
+    ([], "", "a CONFIG and a WORKDIR come first (usage: sbatch --nodes=N launch/slurm.sh "),
+    (["configs/paper.py", "--config.seed=1"], "", "a CONFIG and a WORKDIR come first"),
+    (["configs/paper.py", "w"], "", "srun not found: submit this script with sbatch on a SLURM "
+                                    "cluster (usage: "),
+    (["configs/paper.py", "w"], "srun", "/nowhere/bin/python not found: set ALEXNET_VENV to a "
+                                        "virtualenv every node reads, made with 'bash "
+                                        "launch/setup.sh cuda12'")])
+def test_a_slurm_job_without_its_arguments_srun_or_virtualenv_is_one_line(tmp_path, args, path,
+                                                                          said):
+  """The job's output file held bash's "line 18: 1: usage: ..." or, past it, srun's or the
+  interpreter's "command not found". Mutations: the srun look-up dropped; the virtualenv's
+  check dropped -> red."""
+  if path:
+    (tmp_path / "srun").write_text("#!/bin/sh\necho srun ran\n")
+    (tmp_path / "srun").chmod(0o755)
+  env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "ALEXNET_VENV": "/nowhere"}
+  result = subprocess.run(["bash", "launch/slurm.sh", *args], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=60)
+  assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+  assert result.stderr.startswith(f"error: {said}") and result.stdout == ""
+
+
+def test_a_slurm_job_starts_one_training_process_per_task_with_its_arguments(tmp_path):
+  (tmp_path / "srun").write_text("#!/bin/sh\necho \"$@\"\n")
+  (tmp_path / "srun").chmod(0o755)
+  (tmp_path / "venv" / "bin").mkdir(parents=True)
+  (tmp_path / "venv" / "bin" / "python").write_text("")
+  (tmp_path / "venv" / "bin" / "python").chmod(0o755)
+  result = subprocess.run(["bash", "launch/slurm.sh", "configs/paper.py", "w", "--config.seed=1"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60,
+                          env={"PATH": f"{tmp_path}:/usr/bin:/bin",
+                               "ALEXNET_VENV": str(tmp_path / "venv")})
+  assert (result.returncode, result.stderr) == (0, "")
+  assert result.stdout == (f"--kill-on-bad-exit=1 {tmp_path}/venv/bin/python -m alexnet_jax.main "
+                           "--config=configs/paper.py --workdir=w --config.seed=1\n")
+
+
 def _zombie(executable: str = sys.executable) -> subprocess.Popen:
   """A child that has exited and is not reaped yet (state Z); the caller reaps it."""
   import time
