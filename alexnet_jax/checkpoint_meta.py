@@ -11,6 +11,8 @@ the run about to resume (`check_resume`, `report_resume`). Its fields:
   originals' fingerprint, sizes, class names, stored form, the statistics' fingerprint), and
   `class_names`, the same names for readers of the plain JSON;
 * `processes`: how many processes wrote the input position;
+* `environment`: the software and devices that wrote it (`environment.describe`: versions,
+  devices, XLA flags; earlier versions did not record it);
 * `evaluation`: the figures of the evaluation at this step, when it was evaluated (the last
   checkpoint of a run and every `best/` one);
 * `converted_from`: the weights' origin, in a workdir written by `convert`.
@@ -23,7 +25,7 @@ import os
 import ml_collections
 from absl import logging
 
-from alexnet_jax import configuration
+from alexnet_jax import configuration, environment
 from alexnet_jax.data import identity as identity_lib
 from alexnet_jax.data.identity import Identity
 from alexnet_jax.errors import UserError
@@ -62,7 +64,8 @@ def build(step: int, *, epoch: float, config, processes: int, schedule_state: di
     if config[section][name]:
       config[section][name] = os.path.abspath(config[section][name])
   meta = {"step": step, "epoch": epoch, "config": config, "processes": processes,
-          "class_names": list(data.class_names if data is not None else class_names)}
+          "class_names": list(data.class_names if data is not None else class_names),
+          "environment": environment.describe()}
   if schedule_state is not None:
     meta["schedule"] = schedule_state
   if data is not None:
@@ -139,6 +142,10 @@ def _check_shape(meta, where: str) -> None:
     damaged("class_names is not a list of names")
   if meta.get("data") is not None and not isinstance(meta["data"], dict):
     damaged("data is not an object")
+  env = meta.get("environment")
+  if env is not None and not (isinstance(env, dict) and all(isinstance(v, str)
+                                                            for v in env.values())):
+    damaged("environment is not an object of names and versions")
   size = config["data"].get("image_size")
   if size is not None and not (whole(size) and size > 0):
     damaged(f"data.image_size {size!r} is not a positive whole number")
@@ -232,3 +239,9 @@ def report_resume(meta: dict, config, schedule) -> None:
   if changed:
     logging.info("resume: this run's config differs from the checkpoint's in %s",
                  "; ".join(f"{k}: {a!r} → {b!r}" for k, (a, b) in changed.items()))
+  moved = environment.differences(meta["environment"], environment.describe()) if (
+      "environment" in meta) else []  # (earlier versions did not record it)
+  if moved:
+    logging.warning("resume: the software or devices differ from those that wrote the "
+                    "checkpoint (%s): the run goes on from it, but may not be bitwise what "
+                    "it would have been", "; ".join(moved))

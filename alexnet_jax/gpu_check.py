@@ -25,7 +25,7 @@ import time
 
 from absl import flags
 
-from alexnet_jax import cli, node_report, prefetch, profiling
+from alexnet_jax import cli, environment, node_report, prefetch, profiling
 from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.benchmark import child_output
 from alexnet_jax.benchmark.step import top_device_ops
@@ -229,7 +229,8 @@ def main(argv):
   end = time.monotonic() + FLAGS.minutes * 60
   report = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "host": platform.node(), "cpus": os.cpu_count(), "device": node_report.device_name(),
-            "versions": node_report.versions(), "minutes": FLAGS.minutes, "smoke": FLAGS.smoke,
+            "versions": environment.versions(environment.PACKAGES + ("torch",)),
+            "minutes": FLAGS.minutes, "smoke": FLAGS.smoke,
             "loop_batch": sizes.loop_batch, "loop_big_batch": sizes.loop_big_batch,
             "phases": {}}
   runs = (("step", lambda deadline, log: phase_step(sizes, deadline, log)),

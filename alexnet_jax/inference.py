@@ -46,6 +46,7 @@ class Trained:
   class_names: tuple[str, ...]
   path: str  # the checkpoint step directory
   identity: Identity  # of the data it was trained on (`data.identity`)
+  environment: dict  # the software and devices that wrote it ({}: not recorded)
 
   def __post_init__(self):
     replicated = NamedSharding(self.mesh, P())
@@ -142,7 +143,7 @@ def load(workdir: str, *, step: int | None = None, best: bool = False) -> Traine
   mesh = jax.tree.leaves(params)[0].sharding.mesh
   names = tuple(meta["class_names"] or (str(i) for i in range(config.model.num_classes)))
   return Trained(config, graphdef, params, mesh, int(meta["step"]), stats, names, step_dir,
-                 identity)
+                 identity, meta.get("environment", {}))
 
 
 def split_images(trained: Trained, which: str, data=None):

@@ -10,7 +10,7 @@ import os
 import jax
 import numpy as np
 
-from alexnet_jax import inference, metrics, model_spec
+from alexnet_jax import environment, inference, metrics, model_spec
 from alexnet_jax.data import images
 
 # What every stored form shares: 8 bits (wide-integer images scaled), the colour mode, and the
@@ -106,7 +106,9 @@ def model_card(trained: inference.Trained, fmt: str, output: str, workdir: str) 
            f"* {sum(int(np.prod(np.shape(x))) for x in jax.tree.leaves(trained.params)):,} "
            f"parameters; LRN {'on' if m.lrn else 'off'}, {m.activation}, dropout {m.dropout} "
            f"({m.dropout_form} form); computed in float32 (trained in {m.dtype}).",
-           f"* Checkpoint: {trained.path} (step {trained.step}).",
+           f"* Checkpoint: {trained.path} (step {trained.step})"
+           + (f", written with {environment.said(trained.environment)}."
+              if trained.environment else "."),
            "", "## Data", "",
            f"* {identity.describe()}.",
            f"* Mean subtracted: {'the mean image' if d.mean == 'pixel' else 'the per-channel mean'}"

@@ -6,11 +6,9 @@ epochs (§5) would take, and report.json / report.md as `gpu_check` writes them.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import math
 import os
-import platform
 import shutil
 import subprocess
 
@@ -27,8 +25,6 @@ PROJECTED_HOURS = 1.2  # 90 ImageNet epochs end to end
 DISPATCH_MS = 0.5  # the loop's main thread per step, the input at full speed
 TRANSFER_GB_PER_S = 10.0  # the training batches' host-to-device copy
 FULL_FASHION_EPOCHS = 30  # configs/fashion_mnist_full.py's num_epochs
-VERSIONS = ("jax", "jaxlib", "jax-cuda12-plugin", "jax-cuda13-plugin", "flax", "optax",
-            "orbax-checkpoint", "grain", "numpy", "torch")
 
 
 def projection(report: dict) -> dict:
@@ -117,17 +113,6 @@ def device_name() -> str:
     if answer.returncode == 0 and answer.stdout.strip():
       return answer.stdout.strip().splitlines()[0]
   return "no NVIDIA GPU (nvidia-smi absent); jax's devices: see the step records"
-
-
-def versions() -> dict:
-  """Python's version and each installed package of `VERSIONS`'s."""
-  found = {"python": platform.python_version()}
-  for name in VERSIONS:
-    try:
-      found[name] = importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-      pass
-  return found
 
 
 def write(report: dict, out: str) -> None:

@@ -224,6 +224,8 @@ def test_a_resume_from_data_moved_elsewhere_is_said_and_one_of_another_array_nam
     (lambda m: m.update(class_names=["n01", 2]), "class_names is not a list of names"),
     (lambda m: m.update(processes="2"), "processes '2' is not a positive whole number"),
     (lambda m: m.update(processes=0), "processes 0 is not a positive whole number"),
+    (lambda m: m.update(environment=["jax"]), "environment is not an object of names and "),
+    (lambda m: m["environment"].update(jax=11), "environment is not an object of names and "),
 ])
 def test_a_meta_edited_out_of_shape_is_one_line(straight_run, tmp_path, edit, what):
   """Checkpoint metas edited to odd values ended in tracebacks in every tool. Mutations: the
