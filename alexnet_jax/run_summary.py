@@ -22,14 +22,14 @@ def python_command() -> str:
 
 def closing_summary(workdir: str, *, evaluation: dict, step: int, total_steps: int,
                     stopped_by: str | None, best_step: int | None,
-                    unevaluated: bool = False) -> str:
+                    during_evaluation: bool = False) -> str:
   """The lines printed when a run ends (the first one included): accuracy in % (centre crop
   and ten crops), the best step and its path, the run's files, and the next commands; a run
-  stopped by a signal says how to resume it (`unevaluated`: stopped during the step's
+  stopped by a signal says how to resume it (`during_evaluation`: stopped during the step's
   evaluation, which the resume runs first)."""
   run = workdir_lib.RunDir(workdir)
   lines = ["", f"=== {workdir} ==="]
-  if stopped_by and unevaluated:
+  if stopped_by and during_evaluation:
     lines.append(f"stopped by {stopped_by} at step {step} of {total_steps}, during its "
                  f"evaluation; step {step} is saved without it: run the same command to "
                  "evaluate it and resume")

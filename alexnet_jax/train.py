@@ -206,14 +206,15 @@ def _loop(run: "_Run", resources: contextlib.ExitStack) -> RunResult:
   total_steps, eval_every, steps_per_epoch = run.total_steps, run.eval_every, run.steps_per_epoch
   batch_size = config.data.batch_size
   def result(evaluation: dict, step: int, stopped_by: str | None,
-             unevaluated: bool = False) -> RunResult:
+             during_evaluation: bool = False) -> RunResult:
     if jax.process_index() == 0:
       best = ckpts.best.all_steps()
       print(closing_summary(workdir, evaluation=evaluation, step=step,
                             total_steps=total_steps, stopped_by=stopped_by,
-                            best_step=max(best) if best else None, unevaluated=unevaluated),
+                            best_step=max(best) if best else None,
+                            during_evaluation=during_evaluation),
             flush=True)
-    return RunResult(evaluation, step, step >= total_steps and not unevaluated,
+    return RunResult(evaluation, step, step >= total_steps and not during_evaluation,
                      input_.identity.to_dict())
 
   # A checkpoint saved when its step's evaluation failed (input, device memory): evaluated first.
@@ -328,7 +329,7 @@ def _loop(run: "_Run", resources: contextlib.ExitStack) -> RunResult:
       metrics.plot_curves(writer.path, workdir_lib.RunDir(workdir).curves,
                           config.model.num_classes)
     return result(evaluation, step, stop.signal if step < total_steps or interrupted else None,
-                  unevaluated=interrupted)
+                  during_evaluation=interrupted)
 
   if unevaluated:
     logging.info("step %d was saved without its evaluation: evaluating it first", start_step)
