@@ -7,6 +7,7 @@ ensembles, per-class accuracy and the confusion matrix).
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import jax
@@ -18,19 +19,30 @@ from alexnet_jax.progress import track
 from alexnet_jax.sharding import to_global
 
 
+_clock = time.perf_counter
+
+
 class Interrupted(Exception):
   """The evaluation was left unfinished because a stop was requested."""
 
 
 def evaluate(eval_step, params, mean, batches, steps: int, sharding, *, what: str,
-             keep: str = "", stopped: Callable[[], bool] | None = None
-             ) -> tuple[dict, dict | None]:
+             keep: str = "", stopped: Callable[[], bool] | None = None,
+             timing: dict | None = None) -> tuple[dict, dict | None]:
   """({split: {'loss', 'top1_error', 'top5_error', 'skipped_images'}}, kept) over `steps`
   evaluation batches. `keep` a split: `eval_step` returns (sums, probs) and `kept` is
   {'probs': that split's softmax [n, C], 'labels': [n]} of the readable images, in order.
-  `stopped`: asked before each batch; when it says so, `Interrupted` is raised."""
+  `stopped`: asked before each batch; when it says so, `Interrupted` is raised.
+  `timing`: filled with the pass's 'seconds', its 'input_start_seconds' (until the input's
+  first batch came), its readable 'images' and 'img_per_s': those per second after the first
+  batch, whose time holds the step's compilation in a run's first evaluation (over the whole
+  pass when it had one batch)."""
   totals, skipped, kept = None, 0, {"probs": [], "labels": []}
+  start = came = _clock()
+  first_done = first_images = None  # when the first batch's sums were on the host, and its images
   for batch in track(batches, steps, what):
+    if totals is None:
+      came = _clock()
     if stopped is not None and stopped():
       raise Interrupted
     skipped += int(batch.pop("skipped").sum())
@@ -40,9 +52,18 @@ def evaluate(eval_step, params, mean, batches, steps: int, sharding, *, what: st
       mask = batch["mask"]
       kept["probs"].append(np.asarray(jax.device_get(probs[keep]))[mask])
       kept["labels"].append(batch["label"][mask])
+    if totals is None and timing is not None:
+      first_images, first_done = _count(out), _clock()
     totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
+  totals = jax.device_get(totals)
+  if timing is not None and totals is not None:
+    end, images = _clock(), _count(totals)
+    steady = images > first_images  # readable images after the first batch
+    timing.update(seconds=end - start, input_start_seconds=came - start, images=images,
+                  img_per_s=(images - first_images) / max(end - first_done, 1e-9) if steady
+                  else images / max(end - start, 1e-9))
   results = {}
-  for split, split_sums in jax.device_get(totals).items():
+  for split, split_sums in totals.items():
     count = float(split_sums.pop("count"))
     if count == 0:
       raise UserError(f"no evaluation image could be read ({skipped} unreadable)")
@@ -51,3 +72,8 @@ def evaluate(eval_step, params, mean, batches, steps: int, sharding, *, what: st
   if not keep:
     return results, None
   return results, {k: np.concatenate(v) for k, v in kept.items()}
+
+
+def _count(sums: dict) -> float:
+  """The readable images of an eval step's sums (every split counts the same ones)."""
+  return float(jax.device_get(next(iter(sums.values()))["count"]))

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 
 from alexnet_jax import workdir as workdir_lib
-from alexnet_jax.data.samples import IMAGENET_TRAIN_SIZE
+from alexnet_jax.data.samples import IMAGENET_TRAIN_SIZE, IMAGENET_VAL_SIZE
 
 PAPER_EPOCHS = 90
 # configs/fashion_mnist_full.py's goals: its training loss out of ln 10 within the first epoch
@@ -29,13 +29,24 @@ FULL_FASHION_EPOCHS = 30  # configs/fashion_mnist_full.py's num_epochs
 
 def projection(report: dict) -> dict:
   """(d) 90 epochs of ImageNet's 1,281,167 training images at the step's speed and at the
-  loop's from the store (bf16, the loop's batch)."""
+  loop's from the store (bf16, the loop's batch); end to end, `configs/paper.py`'s
+  evaluations beside the loop's: the 50,000 validation images after each epoch, each pass at
+  the rate and with the input's start of the loop's own evaluation, the last one over ten
+  crops (charged as ten passes: it decodes each image once, so at most that)."""
   step = _find(report, "step", framework="jax", dtype="bfloat16", batch=report["loop_batch"])
   loop = _find(report, "input", bench="end2end", model="alexnet", batch=report["loop_batch"])
-  hours = lambda rate: round(PAPER_EPOCHS * IMAGENET_TRAIN_SIZE / rate / 3600, 2) if rate else None
-  return {"epochs": PAPER_EPOCHS, "images_per_epoch": IMAGENET_TRAIN_SIZE,
-          "hours_at_step_speed": hours(step and step["img_per_s"]),
-          "hours_at_loop_speed": hours(loop and loop["img_per_s"])}
+  training = lambda record: (PAPER_EPOCHS * IMAGENET_TRAIN_SIZE / record["img_per_s"]
+                            if record and record.get("img_per_s") else None)  # seconds
+  hours = lambda seconds: None if seconds is None else round(seconds / 3600, 2)
+  out = {"epochs": PAPER_EPOCHS, "images_per_epoch": IMAGENET_TRAIN_SIZE,
+         "hours_at_step_speed": hours(training(step)), "hours_at_loop_speed": hours(training(loop)),
+         "evaluation_hours": None, "hours_end_to_end": None}
+  if training(loop) and loop.get("eval_img_per_s"):
+    passes = (PAPER_EPOCHS - 1) + 10  # the last evaluation's ten crops
+    seconds = PAPER_EPOCHS * loop["eval_input_start_seconds"] + (
+        passes * IMAGENET_VAL_SIZE / loop["eval_img_per_s"])
+    out.update(evaluation_hours=hours(seconds), hours_end_to_end=hours(training(loop) + seconds))
+  return out
 
 
 def _find(report: dict, phase: str, **match) -> dict | None:
@@ -61,7 +72,8 @@ def goals(report: dict) -> list[dict]:
             if r["way"].startswith("nvImageCodec in the training process")
             and r.get("device", "cpu") != "cpu"]
   grey = on_gpu[0]["max_abs_diff"] if on_gpu else None
-  hours = projection(report)["hours_at_loop_speed"]
+  projected = projection(report)
+  hours = projected["hours_end_to_end"] or projected["hours_at_loop_speed"]
   train = report["phases"].get("train", {})
   last = (train.get("accuracy_by_epoch") or [None])[-1]
   speedup = compiled[0]["jax_speedup"] if compiled else None
@@ -82,8 +94,11 @@ def goals(report: dict) -> list[dict]:
        "met": None if big is None else big["img_per_s"] >= NVIMGCODEC_IMG_PER_S},
       {"goal": "nvImageCodec on the GPU within 1 grey level of the default decoder",
        "measured": grey, "met": None if grey is None else grey <= 1},
-      {"goal": f"{PAPER_EPOCHS} ImageNet epochs at the loop's speed <= {PROJECTED_HOURS:g} h",
-       "measured": hours, "met": None if hours is None else hours <= PROJECTED_HOURS},
+      {"goal": f"{PAPER_EPOCHS} ImageNet epochs end to end (the loop's training and "
+               f"evaluations) <= {PROJECTED_HOURS:g} h",
+       "measured": hours, "met": None if hours is None else hours <= PROJECTED_HOURS,
+       **({"note": "the loop's evaluation was not timed: its training only"}
+          if hours is not None and projected["hours_end_to_end"] is None else {})},
       {"goal": f"the full network's training loss below {LEAVES_CHANCE:g} ln 10 by the end "
                "of its first epoch on Fashion-MNIST",
        "measured": train.get("loss_at_epoch_1"),
@@ -158,7 +173,7 @@ def markdown(report: dict) -> str:
       lines += _table(records, ("model", "source", "decoder", "decoded_on", "workers",
                                 "transfer", "batch",
                                 "img_per_s", "of_step", "transfer_gb_per_s",
-                                "input_wait_fraction", "host_ms_per_step"))
+                                "input_wait_fraction", "host_ms_per_step", "eval_img_per_s"))
       lines += [""] + _table(phase.get("transfer", []), ("way", "batch", "mb_per_batch",
                                                          "gb_per_s", "cpu_ms_per_batch"))
       lines += [""] + _table(phase.get("decode", []), ("way", "batch", "img_per_s",

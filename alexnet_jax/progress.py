@@ -110,13 +110,14 @@ class Progress:
     else:
       logging.info(text)
 
-  def log_eval(self, step: int, epoch: float, evaluation: dict) -> None:
+  def log_eval(self, step: int, epoch: float, evaluation: dict, seconds: float) -> None:
     parts = [f"{EVALUATIONS.get(split, split)}: top-1 error {100 * r['top1_error']:.2f} % "
              f"(accuracy {100 * (1 - r['top1_error']):.2f} %), top-5 error "
              f"{100 * r['top5_error']:.2f} %, loss {r['loss']:.4f}"
              + (f" ({r['skipped_images']} unreadable skipped)" if r.get("skipped_images") else "")
              for split, r in evaluation.items()]
-    message = f"validation at step {step} (epoch {epoch:.2f}): " + "; ".join(parts)
+    message = (f"validation at step {step} (epoch {epoch:.2f}, {seconds:.1f} s): "
+               + "; ".join(parts))
     if self.bar:
       self.bar.write(message)
     logging.info(message)

@@ -291,13 +291,15 @@ def _loop(run: "_Run", resources: contextlib.ExitStack) -> RunResult:
     step_metrics.fetch(ckpts.last_saved)
     ten_crop = config.eval.ten_crop_every_eval or (
         step == total_steps and config.eval.ten_crop_final)
+    timing = {}
     try:
       with saved_if_it_fails(step, evaluation=True):
         evaluation, _ = evaluation_lib.evaluate(
             setup.eval_step, state["params"], mean, input_.eval_batches(ten_crop),
             input_.eval_steps, setup.batch_sharding,
             what="validation, ten crops" if ten_crop else "validation",
-            stopped=(lambda: stop.signal is not None) if jax.process_count() == 1 else None)
+            stopped=(lambda: stop.signal is not None) if jax.process_count() == 1 else None,
+            timing=timing)
     except evaluation_lib.Interrupted:
       logging.warning("stopping on %s during step %d's evaluation: saving step %d without it "
                       "and exiting (the same command evaluates it first)", stop.signal, step,
@@ -307,8 +309,8 @@ def _loop(run: "_Run", resources: contextlib.ExitStack) -> RunResult:
       interrupted = True
       return True
     for split, values in evaluation.items():
-      write(step, split, values)
-    progress.log_eval(step, step / steps_per_epoch, evaluation)
+      write(step, split, {**values, **timing})
+    progress.log_eval(step, step / steps_per_epoch, evaluation, timing["seconds"])
     outcome = schedule.after_eval(evaluation["eval"]["top1_error"])
     if outcome.improved:
       ckpts.save_best(step, state, meta(step, evaluation=evaluation))

@@ -42,6 +42,12 @@ def test_end2end_reports_the_training_loops_own_rate_and_input_wait(monkeypatch,
       crossing / record["host_ms_per_step"]["transfer"] / 1e6, rel=0.02)
   assert record["of_step"] == pytest.approx(record["img_per_s"] / record["step_img_per_s"],
                                             rel=0.01)
+  # The one evaluation, after the timed steps, over 4 batches: its row's rate and input start
+  # (mutations: one batch of images made for it; the figures of another row -> red).
+  evaluated = [r for r in rows if r["split"] == "eval"]
+  assert [(r["step"], r["images"]) for r in evaluated] == [(8, 4 * 16)]
+  assert record["eval_img_per_s"] == round(evaluated[0]["img_per_s"], 1)
+  assert record["eval_input_start_seconds"] == round(evaluated[0]["input_start_seconds"], 3)
 
 
 @pytest.mark.parametrize("source,prepared", [("synthetic", False), ("jpeg", True)])

@@ -44,3 +44,33 @@ def test_the_figures_are_means_over_the_readable_images_of_every_batch():
   unreadable = _batch([0.0], [0], [False], [4])
   with pytest.raises(UserError, match=r"no evaluation image could be read \(4 unreadable\)"):
     evaluation.evaluate(sums_only, None, None, iter([unreadable]), 1, sharding, what="t")
+
+
+def test_the_timing_parts_the_inputs_start_and_the_first_batch_from_the_rate(monkeypatch):
+  """On a clock the batches and the step move: the input's first batch comes after 5 s, the
+  first step takes 10 (compiling), each later batch 1 s to come and 2 to evaluate; 3, 1 and 2
+  readable images. The pass: 21 s, 5 s of input start, (1 + 2) images in the 6 s after the
+  first batch. Mutations, each red: the input's start taken at the first batch's end; the rate
+  over the whole pass; the first batch's images counted in it; one batch's pass over its own
+  images and whole time (not 0 images in 0 s)."""
+  now = [0.0]
+  monkeypatch.setattr(evaluation, "_clock", lambda: now[0])
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+  def batches(masks):
+    for i, mask in enumerate(masks):
+      now[0] += 5.0 if i == 0 else 1.0
+      yield _batch([1.0] * 3, [0] * 3, mask, [0])
+
+  def step(*args):
+    now[0] += 10.0 if now[0] == 5.0 else 2.0
+    return _sums(*args)[0]
+
+  masks = [[True, True, True], [False, True, False], [True, False, True]]
+  timing = {}
+  evaluation.evaluate(step, None, None, batches(masks), 3, sharding, what="t", timing=timing)
+  assert timing == {"seconds": 21.0, "input_start_seconds": 5.0, "images": 6.0,
+                    "img_per_s": 0.5}
+  now[0], one = 0.0, {}
+  evaluation.evaluate(step, None, None, batches(masks[:1]), 1, sharding, what="t", timing=one)
+  assert one == {"seconds": 15.0, "input_start_seconds": 5.0, "images": 3.0, "img_per_s": 0.2}

@@ -54,10 +54,10 @@ def test_on_a_terminal_a_bar_counts_the_steps_with_the_loss_and_evaluations_prin
     p.update(4)
     p.log(4, {"epoch": 0.5, "loss": 1.2345, "top1_error": 0.5, "lr": 0.01, "grad_norm": 1.0,
               "img_per_s": 123.4, "input_wait_fraction": 0.0})
-    p.log_eval(4, 0.5, {"eval": {"top1_error": 0.25, "top5_error": 0.05, "loss": 0.9}})
+    p.log_eval(4, 0.5, {"eval": {"top1_error": 0.25, "top5_error": 0.05, "loss": 0.9}}, 12.34)
   out = capsys.readouterr()
   assert "4/5" in out.err and "loss 1.234 123 img/s" in out.err
-  assert out.out.startswith("validation at step 4 (epoch 0.50): centre crop: top-1 error "
+  assert out.out.startswith("validation at step 4 (epoch 0.50, 12.3 s): centre crop: top-1 error "
                             "25.00 % (accuracy 75.00 %)")
   assert list(progress.track(range(3), 3, "reading", unit="image")) == [0, 1, 2]
   # erased when done; the bar's width is tqdm's to choose (10 wide in 4.70, 40 in 4.66)

@@ -311,7 +311,7 @@ def test_the_loop_takes_each_event_after_its_step_and_logs_its_epoch(tmp_path, c
     train.train_and_evaluate(config, str(tmp_path))
   fired = [r.getMessage() for r in caplog.records if "recorded event" in r.getMessage()]
   assert len(fired) == 1 and fired[0].startswith("step 5 (epoch 1.00): recorded event"), fired
-  assert any(r.getMessage().startswith("validation at step 8 (epoch 2.00): ")
+  assert any(r.getMessage().startswith("validation at step 8 (epoch 2.00, ")
              for r in caplog.records)
   rows = [r for r in metrics.read_metrics(str(tmp_path / "metrics.jsonl"))
           if r["split"] == "train"]

@@ -52,6 +52,11 @@ def test_train_evaluate_writes_metrics_checkpoints_and_curves(straight_run):
   assert not [k for r in train_rows for k in r if k.startswith("lr/")]
   assert [r["step"] for r in rows if r["split"] == "eval"] == [4, 8]
   assert [r["step"] for r in rows if r["split"] == "eval_10crop"] == [8]  # the final one only
+  # Each evaluation row says how long its pass took (`evaluation.evaluate`'s timing; mutation:
+  # the rows written without it -> red).
+  assert all({"seconds", "input_start_seconds", "images", "img_per_s"} <= set(r) and
+             0 < r["input_start_seconds"] < r["seconds"] and r["img_per_s"] > 0
+             for r in rows if r["split"].startswith("eval"))
   assert os.listdir(os.path.join(workdir, "tensorboard"))
   assert os.path.getsize(os.path.join(workdir, "curves.png")) > 1000
   assert sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints"))) == [6, 8]

@@ -24,8 +24,9 @@ benchmark is a module of this package (`input_pipeline`, `step`, `levers`, `end2
       [--prepared] [--null_model] [--root=DIR] [--workers=N] [--steps=N]
       The real training loop: steady images/s, the fraction of time it waits for input, the
       host's milliseconds per step by part, the batches' GB/s to the devices, the decoder and
-      the worker processes; with the network, its fraction of the step timed alone in the same
-      process; for JPEGs, its ratio to a one-thread Pillow decode and crop of them.
+      the worker processes, the evaluation's images/s and its input's start; with the network,
+      its fraction of the step timed alone in the same process; for JPEGs, its ratio to a
+      one-thread Pillow decode and crop of them.
       --null_model puts a trivial step in place of the network (the loop's own ceiling).
   python -m alexnet_jax.benchmark transfer --config=configs/paper.py [--batch=128]
       [--seconds=S]

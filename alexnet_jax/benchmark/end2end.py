@@ -48,6 +48,7 @@ def null_setup(config, mesh, **kwargs):
 
 
 PILLOW_SECONDS = 3.0  # the one-thread Pillow yardstick's timing, by default
+EVAL_BATCHES = 4  # the validation images made for the evaluation after the timed steps
 
 
 def _pillow_yardstick(config, seconds: float) -> float:
@@ -68,9 +69,11 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
   the prepared §2 store): steady-state images/s, the fraction of the loop's time spent
   waiting for input and the host's milliseconds per step by part, from the loop's own metrics
   after the first (compiling) interval; the batches' host-to-device GB/s; with the network,
-  the step alone timed after it in the same process and the loop's fraction of it; for JPEGs,
-  its ratio to a one-thread Pillow decode and crop of the same JPEGs timed in the same run
-  for `pillow_seconds` (0: not timed).
+  the step alone timed after it in the same process and the loop's fraction of it; the
+  evaluation after the timed steps (`EVAL_BATCHES` batches of made images, or `root`'s): its
+  images/s after its first batch and its input's start; for JPEGs, the loop's ratio to a
+  one-thread Pillow decode and crop of the same JPEGs timed in the same run for
+  `pillow_seconds` (0: not timed).
   `null_model`: a trivial step in place of the network (`null_setup`), so the figures are the
   loop's own ceiling. `store`: the prepared store's folder, kept (prepared once and reused by
   later runs). Prints and returns the record."""
@@ -87,12 +90,12 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
     raise UserError(f"--pillow_seconds must be >= 0 (0: no yardstick), got {pillow_seconds}")
   with tempfile.TemporaryDirectory() as tmp:
     if source == "jpeg":
-      jpeg_folder(config, root=root, generate=generate, val=batch, store=store, tmp=tmp,
-                  prepared=prepared)
+      jpeg_folder(config, root=root, generate=generate, val=EVAL_BATCHES * batch, store=store,
+                  tmp=tmp, prepared=prepared)
       size = len(readers.image_folder(config.data.data_dir, "train")[0])
     else:
       config.data.update(dict(name="synthetic", synthetic_train_size=generate,
-                              synthetic_eval_size=batch))
+                              synthetic_eval_size=EVAL_BATCHES * batch))
       size = generate
     config.data.update(dict(batch_size=batch, eval_batch_size=batch))
     pillow = (_pillow_yardstick(config, pillow_seconds) if source == "jpeg" and pillow_seconds
@@ -110,7 +113,9 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
     workdir = os.path.join(tmp, "workdir")
     train.train_and_evaluate(config, workdir,
                              **({"setup": null_setup} if null_model else {}))
-    rows = [r for r in metrics.run_rows(workdir) if r["split"] == "train"][1:]
+    logged = metrics.run_rows(workdir)
+    evaluated = [r for r in logged if r["split"] == "eval"][-1]
+    rows = [r for r in logged if r["split"] == "train"][1:]
   mean = lambda key, digits=3: round(float(np.mean([r[key] for r in rows])), digits)
   record = {"bench": "end2end", "source": source + (" (prepared)" if prepared else ""),
             "model": "null" if null_model else "alexnet", "batch": batch,
@@ -122,7 +127,9 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
             "steps": steps,
             "img_per_s": mean("img_per_s", 1), "input_wait_fraction": mean("input_wait_fraction"),
             "host_ms_per_step": {k.split("/")[1]: mean(k) for k in sorted(rows[0])
-                                 if k.startswith("host_ms/")}}
+                                 if k.startswith("host_ms/")},
+            "eval_img_per_s": round(evaluated["img_per_s"], 1),
+            "eval_input_start_seconds": round(evaluated["input_start_seconds"], 3)}
   crossing = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype
                  in batch_lib.device_layout(batch, config.model.input_size,
                                             config.model.in_channels).values())

@@ -8,6 +8,7 @@ import os
 import numpy as np
 
 IMAGENET_TRAIN_SIZE = 1_281_167
+IMAGENET_VAL_SIZE = 50_000
 
 
 def generate_jpegs(root: str, count: int, classes: int = 8, seed: int = 0,
