@@ -176,8 +176,9 @@ def phase_input(sizes: Sizes, work: str, deadline: float, log) -> dict:
 
 def phase_train(sizes: Sizes, fashion_mnist: str, work: str, deadline: float, log) -> dict:
   """(c) `train_config` trained on Fashion-MNIST (the full network's 30 epochs on a GPU):
-  accuracy by epoch, the training loss at the end of the first epoch, img/s, and the profile
-  of a few of its steps (`profile.steps` in `train_overrides`)."""
+  accuracy by epoch, the training loss at the end of the first epoch, img/s, the seconds its
+  evaluations took, and the profile of a few of its steps (`profile.steps` in
+  `train_overrides`)."""
   from alexnet_jax import metrics
 
   workdir = os.path.join(work, "fashion_mnist")
@@ -196,6 +197,8 @@ def phase_train(sizes: Sizes, fashion_mnist: str, work: str, deadline: float, lo
   result["accuracy_by_epoch"] = [{"epoch": round(r["step"] * epochs_per_step, 2),
                                   "accuracy": round(100 * (1 - r["top1_error"]), 2)}
                                  for r in rows if r["split"] == "eval"]
+  result["evaluation_seconds"] = round(sum(r.get("seconds", 0.0) for r in rows
+                                           if r["split"] == "eval"), 1)  # one row a pass
   first = [r for r in train if r["epoch"] <= 1.0]
   result["loss_at_epoch_1"] = round(first[-1]["loss"], 4) if first else None
   result["profile"] = _profile(workdir)

@@ -46,6 +46,7 @@ def test_smoke_mode_runs_every_phase_and_writes_the_report(tmp_path):
   assert [r["max_abs_diff"] for r in phases["input"]["decode"]] == [0, 0, 0]
   if os.path.isdir(FASHION):
     assert phases["train"]["img_per_s"] > 0 and phases["train"]["accuracy_by_epoch"]
+    assert 0 < phases["train"]["evaluation_seconds"] < phases["train"]["seconds"]
     # Its profile: 2 steps after the first, each part of the host's time by name.
     profile = phases["train"]["profile"]
     assert profile["steps"] == 2 and profile["step_ms"] > 0
