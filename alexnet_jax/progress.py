@@ -61,9 +61,13 @@ class Progress:
   def __exit__(self, *exc) -> None:
     self.close()
 
+  def elapsed(self) -> float:
+    """Seconds since this run's loop started."""
+    return time.time() - self.t0
+
   def rate(self) -> float:
     """Images per second since this run started (compilation included)."""
-    elapsed = time.time() - self.t0
+    elapsed = self.elapsed()
     return (self.last - self.s0) * self.batch_size / elapsed if elapsed > 0 else 0.0
 
   @contextlib.contextmanager

@@ -20,13 +20,22 @@ def python_command() -> str:
   return sys.executable
 
 
+def duration(seconds: float) -> str:
+  """`seconds` in the unit a person reads it in: s below 2 minutes, min below 2 hours, else h."""
+  if seconds < 120:
+    return f"{seconds:.1f} s"
+  return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.2f} h"
+
+
 def closing_summary(workdir: str, *, evaluation: dict, step: int, total_steps: int,
                     stopped_by: str | None, best_step: int | None,
-                    during_evaluation: bool = False) -> str:
+                    during_evaluation: bool = False,
+                    timed: tuple[float, float] | None = None) -> str:
   """The lines printed when a run ends (the first one included): accuracy in % (centre crop
   and ten crops), the best step and its path, the run's files, and the next commands; a run
   stopped by a signal says how to resume it (`during_evaluation`: stopped during the step's
-  evaluation, which the resume runs first)."""
+  evaluation, which the resume runs first). `timed`: the seconds this process's loop ran and
+  those it spent evaluating."""
   run = workdir_lib.RunDir(workdir)
   lines = ["", f"=== {workdir} ==="]
   if stopped_by and during_evaluation:
@@ -38,6 +47,9 @@ def closing_summary(workdir: str, *, evaluation: dict, step: int, total_steps: i
                  "saved: run the same command to resume")
   else:
     lines.append(f"trained to step {step} of {total_steps}")
+  if timed:
+    lines.append(f"time: {duration(timed[0])} in this process's training loop, "
+                 f"{duration(timed[1])} of it evaluating")
   for split, said in EVALUATIONS.items():
     r = evaluation.get(split)
     if r:

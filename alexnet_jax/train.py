@@ -206,13 +206,13 @@ def _loop(run: "_Run", resources: contextlib.ExitStack) -> RunResult:
   total_steps, eval_every, steps_per_epoch = run.total_steps, run.eval_every, run.steps_per_epoch
   batch_size = config.data.batch_size
   def result(evaluation: dict, step: int, stopped_by: str | None,
-             during_evaluation: bool = False) -> RunResult:
+             during_evaluation: bool = False, timed: tuple | None = None) -> RunResult:
     if jax.process_index() == 0:
       best = ckpts.best.all_steps()
       print(closing_summary(workdir, evaluation=evaluation, step=step,
                             total_steps=total_steps, stopped_by=stopped_by,
                             best_step=max(best) if best else None,
-                            during_evaluation=during_evaluation),
+                            during_evaluation=during_evaluation, timed=timed),
             flush=True)
     return RunResult(evaluation, step, step >= total_steps and not during_evaluation,
                      input_.identity.to_dict())
@@ -237,7 +237,7 @@ def _loop(run: "_Run", resources: contextlib.ExitStack) -> RunResult:
   trace = resources.enter_context(profiling.StepTrace(
       profiling.trace_dir(workdir_lib.RunDir(workdir).tensorboard, jax.process_index()),
       config.profile, start_step, total_steps))
-  evaluation = {}
+  evaluation, evaluating = {}, 0.0  # the last evaluation; the seconds spent in them
   stall_checked = start_step >= config.stall.check_steps
   skipped_images = 0  # unreadable training images this run has skipped (logged by the reader)
   step = start_step
@@ -287,7 +287,7 @@ def _loop(run: "_Run", resources: contextlib.ExitStack) -> RunResult:
     at `step`: the schedule's stop, or a stop request during the evaluation (in a run of one
     process: several agree on stops at the ends of steps only), which saves the step without
     it, for the next start to run first."""
-    nonlocal evaluation, interrupted, total_steps
+    nonlocal evaluation, evaluating, interrupted, total_steps
     step_metrics.fetch(ckpts.last_saved)
     ten_crop = config.eval.ten_crop_every_eval or (
         step == total_steps and config.eval.ten_crop_final)
@@ -308,6 +308,7 @@ def _loop(run: "_Run", resources: contextlib.ExitStack) -> RunResult:
         save(step)
       interrupted = True
       return True
+    evaluating += timing["seconds"]
     for split, values in evaluation.items():
       write(step, split, {**values, **timing})
     progress.log_eval(step, step / steps_per_epoch, evaluation, timing["seconds"])
@@ -331,7 +332,7 @@ def _loop(run: "_Run", resources: contextlib.ExitStack) -> RunResult:
       metrics.plot_curves(writer.path, workdir_lib.RunDir(workdir).curves,
                           config.model.num_classes)
     return result(evaluation, step, stop.signal if step < total_steps or interrupted else None,
-                  during_evaluation=interrupted)
+                  during_evaluation=interrupted, timed=(progress.elapsed(), evaluating))
 
   if unevaluated:
     logging.info("step %d was saved without its evaluation: evaluating it first", start_step)

@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import signal
 
 import pytest
@@ -215,6 +216,10 @@ def test_a_signal_after_the_last_steps_evaluation_ends_a_complete_run(tmp_path, 
   assert result.complete and result.step == 4
   out = capsys.readouterr().out
   assert "trained to step 4 of 4" in out and "stopped by" not in out
+  # The loop's time and its evaluations' (mutation: the evaluations' seconds not summed -> red).
+  loop, evaluating = re.search(r"^time: ([\d.]+) s in this process's training loop, ([\d.]+) "
+                               r"s of it evaluating$", out, re.M).groups()
+  assert 0 < float(evaluating) < float(loop)
 
 
 @pytest.mark.parametrize("failing,saved,steps", [(1, None, []), (3, 2, [2]), (4, 3, [2, 3])])
