@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -10,9 +11,13 @@ import time
 import jax
 from absl import logging
 
-from alexnet_jax import figures
+from alexnet_jax import configuration, figures
 from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.errors import UserError
+
+# The metrics TensorBoard's HParams dashboard shows beside each run's config.
+HPARAMS_METRICS = ("eval/top1_error", "eval/top5_error", "eval_10crop/top1_error",
+                   "eval_10crop/top5_error", "train/loss")
 
 
 class MetricWriter:
@@ -53,7 +58,7 @@ class MetricWriter:
     from tensorboardX.summary import scalar
 
     clean = {k: float(v) for k, v in values.items()}
-    try:
+    with self._failing_as(f"the metrics of step {step}"):
       self._file.write((json.dumps({"step": step, "split": split, **clean}) + "\n").encode())
       self._file.flush()
       now = time.time()
@@ -61,9 +66,31 @@ class MetricWriter:
         if math.isfinite(v):
           self._tb.write_event(Event(wall_time=now, step=step, summary=scalar(f"{split}/{k}", v)))
       self._tb.flush()
+
+  def write_config(self, config) -> None:
+    """The run's config as its session in TensorBoard's HParams dashboard: each field by its
+    dotted name (a value that is not a number, a string or a bool as its text), with
+    `HPARAMS_METRICS`; runs whose workdirs are under one `--logdir` show side by side."""
+    if not self.enabled:
+      return
+    from tensorboardX.proto.event_pb2 import Event
+    from tensorboardX.summary import hparams
+
+    fields = {k: v if isinstance(v, (bool, int, float, str)) else str(v)
+              for k, v in configuration.flat(config).items()}
+    with self._failing_as("the config's TensorBoard record"):
+      for summary in hparams(fields, dict.fromkeys(HPARAMS_METRICS)):
+        self._tb.write_event(Event(wall_time=time.time(), step=0, summary=summary))
+      self._tb.flush()
+
+  @contextlib.contextmanager
+  def _failing_as(self, what: str):
+    """A write that fails (a full disk) as a one-line `UserError` naming `what`."""
+    try:
+      yield
     except OSError as e:
-      raise UserError(f"cannot write the metrics of step {step} in "
-                      f"{os.path.dirname(self.path)} ({e.strerror or e})") from None
+      raise UserError(f"cannot write {what} in {os.path.dirname(self.path)} "
+                      f"({e.strerror or e})") from None
 
   def close(self) -> None:
     if self.enabled:

@@ -230,6 +230,8 @@ def _loop(run: "_Run", resources: contextlib.ExitStack) -> RunResult:
 
   # --- loop ---------------------------------------------------------------------------------
   writer = resources.enter_context(metrics.MetricWriter(workdir))
+  if start_step == 0:
+    writer.write_config(config)
   stop = resources.enter_context(StopRequest(
       distributed.stop_agreed if jax.process_count() > 1 else None))
   step_metrics = resources.enter_context(StepMetrics(config.divergence.factor))

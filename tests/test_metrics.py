@@ -164,3 +164,49 @@ def test_tensorboard_receives_each_finite_value_under_its_split_at_its_step(tmp_
              for v in e.summary.value]
   assert scalars == [(2, "train/loss", 2.5), (2, "train/top1_error", 0.75),
                      (2, "train/lr", np.float32(0.01)), (4, "eval/loss", 2.25)]
+
+
+def _hparams(folder) -> list:
+  """The HParams plugin's records in TensorBoard's files: (tag, HParamsPluginData)."""
+  from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
+
+  return [(v.tag, HParamsPluginData.FromString(v.metadata.plugin_data.content))
+          for e in _events(folder) for v in e.summary.value
+          if v.metadata.plugin_data.plugin_name == "hparams"]
+
+
+def test_the_config_is_the_runs_session_in_tensorboards_hparams_dashboard(tmp_path):
+  """Every field by its dotted name, numbers as numbers, tuples and None as text, and the
+  dashboard's metrics. Mutations, each red: the tuple passed as it is (left unset); the
+  metrics left out; the write's failure not caught (an OSError traceback)."""
+  import errno
+
+  import ml_collections
+  import pytest
+
+  from alexnet_jax.errors import UserError
+
+  config = ml_collections.ConfigDict({"seed": 3, "model": {"dtype": "bfloat16", "dropout": True},
+                                      "optimizer": {"learning_rate": 0.01},
+                                      "schedule": {"events": ("epoch 1: epsW=0.001",)},
+                                      "init_from": {"workdir": None}})
+  with metrics.MetricWriter(str(tmp_path)) as writer:
+    writer.write_config(config)
+  records = dict(_hparams(tmp_path / "tensorboard"))
+  given = records["_hparams_/session_start_info"].session_start_info.hparams
+  assert (given["seed"].number_value, given["model.dtype"].string_value,
+          given["model.dropout"].bool_value, given["optimizer.learning_rate"].number_value,
+          given["schedule.events"].string_value, given["init_from.workdir"].string_value) == (
+              3.0, "bfloat16", True, 0.01, "('epoch 1: epsW=0.001',)", "None")
+  experiment = records["_hparams_/experiment"].experiment
+  assert [m.name.tag for m in experiment.metric_infos] == list(metrics.HPARAMS_METRICS)
+  assert sorted(h.name for h in experiment.hparam_infos) == sorted(given)
+
+  full = OSError(errno.ENOSPC, "No space left on device")
+  with metrics.MetricWriter(str(tmp_path / "full")) as writer:
+    writer._tb.write_event = lambda event: (_ for _ in ()).throw(full)
+    with pytest.raises(UserError, match=r"^cannot write the config's TensorBoard record in "
+                                        r".*full \(No space left on device\)$"):
+      writer.write_config(config)
+    with pytest.raises(UserError, match=r"^cannot write the metrics of step 2 in "):
+      writer.write(2, "train", {"loss": 1.0})

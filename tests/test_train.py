@@ -274,6 +274,13 @@ def test_an_evaluation_out_of_device_memory_saves_its_step_and_a_smaller_eval_ba
   result = train.train_and_evaluate(config, str(tmp_path))
   assert result.complete and result.step == 4 and "eval" in result.evaluation
   assert [r["step"] for r in metrics.run_rows(str(tmp_path)) if r["split"] == "eval"] == [4]
+  # The config went to TensorBoard's HParams dashboard once, at the run's start: the resume
+  # wrote none (mutation: written at every start -> red).
+  from test_metrics import _hparams
+
+  sessions = [d.session_start_info.hparams for tag, d in _hparams(tmp_path / "tensorboard")
+              if tag == "_hparams_/session_start_info"]
+  assert [s["data.eval_batch_size"].number_value for s in sessions] == [16]
 
   monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: (_ for _ in ()).throw(
       RuntimeError("INTERNAL: something else")))
