@@ -66,21 +66,6 @@ def test_train_evaluate_writes_metrics_checkpoints_and_curves(straight_run):
   assert step == 8 and params["conv1"]["kernel"].shape == (2, 5, 5, 3, 16)
 
 
-def test_invalid_combinations_fail_before_compiling(tmp_path):
-  config = small_config()
-  config.data.batch_size = 6  # not a multiple of the data axis (4 on 8 devices, model 2)
-  with pytest.raises(UserError, match="data.batch_size=6 must be a positive multiple"):
-    train.train_and_evaluate(config, str(tmp_path))
-  config = small_config()
-  config.mesh.model = 3
-  with pytest.raises(UserError, match="'model' axis"):
-    train.train_and_evaluate(config, str(tmp_path))
-  config = small_config()  # a batch of one image more than the set: not one whole step
-  config.data.update(dict(synthetic_train_size=15, batch_size=16))
-  with pytest.raises(UserError, match="batch_size 16 is larger than the 15 training images"):
-    train.train_and_evaluate(config, str(tmp_path))
-
-
 def test_a_run_refused_at_its_start_leaves_no_workdir_it_created(tmp_path):
   config = load_config("fashion_mnist")
   config.data.data_dir = str(tmp_path / "no_data")
