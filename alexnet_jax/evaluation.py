@@ -28,11 +28,13 @@ class Interrupted(Exception):
 
 def evaluate(eval_step, params, mean, batches, steps: int, sharding, *, what: str,
              keep: str = "", stopped: Callable[[], bool] | None = None,
-             timing: dict | None = None) -> tuple[dict, dict | None]:
+             timing: dict | None = None, transfer: str = "pageable"
+             ) -> tuple[dict, dict | None]:
   """({split: {'loss', 'top1_error', 'top5_error', 'skipped_images'}}, kept) over `steps`
   evaluation batches. `keep` a split: `eval_step` returns (sums, probs) and `kept` is
   {'probs': that split's softmax [n, C], 'labels': [n]} of the readable images, in order.
-  `stopped`: asked before each batch; when it says so, `Interrupted` is raised.
+  `stopped`: asked before each batch; when it says so, `Interrupted` is raised. `transfer`:
+  how the batches cross to the devices (`data.transfer`, `sharding.to_global`).
   `timing`: filled with the pass's 'seconds', its 'input_start_seconds' (until the input's
   first batch came), its readable 'images' and 'img_per_s': those per second after the first
   batch, whose time holds the step's compilation in a run's first evaluation (over the whole
@@ -46,7 +48,7 @@ def evaluate(eval_step, params, mean, batches, steps: int, sharding, *, what: st
     if stopped is not None and stopped():
       raise Interrupted
     skipped += int(batch.pop("skipped").sum())
-    out = eval_step(params, to_global(batch, sharding), mean)
+    out = eval_step(params, to_global(batch, sharding, transfer), mean)
     if keep:
       out, probs = out
       mask = batch["mask"]

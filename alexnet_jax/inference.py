@@ -77,7 +77,8 @@ class Trained:
                                   with_probs=True))
     return evaluation.evaluate(step, self.params, self._mean,
                                input_.eval_batches(split == "eval_10crop"), input_.eval_steps,
-                               self._batch_sharding, what=f"evaluating {self.path}", keep=split)
+                               self._batch_sharding, what=f"evaluating {self.path}", keep=split,
+                               transfer=str(self.config.data.transfer))
 
   def predict(self, stored: np.ndarray, *, ten_crop: bool = False,
               batch_size: int = 0) -> dict[str, np.ndarray]:

@@ -196,7 +196,7 @@ def _loop(run: train_start.Run, resources: contextlib.ExitStack) -> RunResult:
             input_.eval_steps, setup.batch_sharding,
             what="validation, ten crops" if ten_crop else "validation",
             stopped=(lambda: stop.signal is not None) if jax.process_count() == 1 else None,
-            timing=timing)
+            timing=timing, transfer=config.data.transfer)
     except evaluation_lib.Interrupted:
       logging.warning("stopping on %s during step %d's evaluation: saving step %d without it "
                       "and exiting (the same command evaluates it first)", stop.signal, step,

@@ -172,13 +172,22 @@ def test_a_run_resumes_bitwise_with_another_number_of_input_workers(straight_run
 
 
 @pytest.mark.slow
-def test_batches_staged_in_pinned_host_memory_train_the_same_network(straight_run, tmp_path):
-  """`data.transfer=pinned` is only another way across: bitwise the straight run."""
+def test_batches_staged_in_pinned_host_memory_train_the_same_network(straight_run, tmp_path,
+                                                                       monkeypatch):
+  """`data.transfer=pinned` is only another way across: bitwise the straight run, its
+  evaluations' batches crossing that way too, to the same figures (mutation: the evaluation
+  not told the config's way -> red)."""
+  from alexnet_jax import evaluation
+
+  crossed, real = [], evaluation.to_global
+  monkeypatch.setattr(evaluation, "to_global", lambda batch, sharding, transfer: (
+      crossed.append(transfer), real(batch, sharding, transfer))[1])
   config = small_config(ten_crop=True)
   config.data.transfer = "pinned"
   workdir = str(tmp_path / "pinned")
-  train.train_and_evaluate(config, workdir)
+  result = train.train_and_evaluate(config, workdir)
   assert_same_params(workdir, straight_run[0])
+  assert set(crossed) == {"pinned"} and result.evaluation == straight_run[1]
 
 
 def test_a_signal_after_the_last_steps_evaluation_ends_a_complete_run(tmp_path, capsys,
