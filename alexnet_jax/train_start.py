@@ -26,7 +26,7 @@ from alexnet_jax.sharding import check_batch_sizes, mesh_for, to_global
 
 @dataclasses.dataclass
 class Run:
-  """What the loop runs on (`_start` builds it)."""
+  """What the loop runs on (`start` builds it)."""
 
   config: ml_collections.ConfigDict
   workdir: str
@@ -46,7 +46,7 @@ class Run:
 
 
 def start(config, workdir: str, setup_fn, resuming: bool,
-           resources: contextlib.ExitStack) -> Run:
+          resources: contextlib.ExitStack) -> Run:
   """Everything the loop runs on, in `resources`: the checkpoints, the mesh, the input, the
   model, optimizer and steps, the ε schedule, the batches on their way to the devices, and
   the state (restored from the newest checkpoint that fits, with the input position)."""
