@@ -24,11 +24,12 @@ class DiesHolding(grain.transforms.Map):
     return {"value": np.int64(value)}
 
 if __name__ == "__main__":
-  records = grain.MapDataset.range(100).to_iter_dataset().map(DiesHolding())
-  batches = workers.batched(records, {"value": ((), "<i8")}, 2, workers=1)
+  chunks = grain.MapDataset.range(100).map(DiesHolding())
+  reading = workers.FromStep(chunks, grain.ReadOptions(num_threads=1, prefetch_buffer_size=1),
+                             1, {"value": ((), "<i8")}, what="an evaluation batch")
   try:
-    while workers.read(batches, "an evaluation batch", None) is not None:  # as the pipeline
-      pass
+    for _ in range(100):  # as the pipeline reads them
+      next(reading)
   except workers.UserError as e:
     print("error:", e)
 """

@@ -1,8 +1,6 @@
 """The input's worker processes (`data.workers`): the batches of any step as the loop reads
 them, how many, the reused shared memory they hand over in, a worker that dies."""
 
-import contextlib
-import itertools
 import os
 import threading
 
@@ -18,10 +16,11 @@ from conftest import (build_input, folder_config, image_folder_tree, load_config
 
 def test_worker_processes_read_the_batches_of_any_step_as_the_loop_does(tmp_path):
   """The training position is the step: 3 worker processes started at step 3 give bitwise the
-  batches one process reads from step 0; evaluation in workers reads every example once.
-  Mutations: the start step ignored when opening the workers (`[self._step:]` dropped) -> the
-  step-0 batches (red); the eval records batched in each worker -> a short batch per worker
-  (more batches than `eval_steps`, examples missed: red)."""
+  batches one process reads from step 0; the evaluation batches too are bitwise the same in
+  workers and here, the unreadable image's place left empty in both. Mutations: the start
+  step ignored when opening the workers (`[self._step:]` dropped) -> the step-0 batches (red);
+  an evaluation chunk's unreadable records not left out (a crash on None), or not counted ->
+  red."""
   image_folder_tree(tmp_path)
 
   def read(workers, start, steps):
@@ -33,9 +32,7 @@ def test_worker_processes_read_the_batches_of_any_step_as_the_loop_does(tmp_path
       train = [next(inp.train) for _ in range(steps)]
     finally:
       inp.train.close()
-    examples = sorted((int(b["label"][i]), b["image"][i].tobytes())
-                      for b in inp.eval_batches(False) for i in np.flatnonzero(b["mask"]))
-    return train, examples
+    return train, list(inp.eval_batches(False))
 
   here, examples = read(0, 0, 7)
   workers, examples_in_workers = read(3, 3, 4)
@@ -44,26 +41,24 @@ def test_worker_processes_read_the_batches_of_any_step_as_the_loop_does(tmp_path
     assert set(want) == set(got)
     for key in want:
       np.testing.assert_array_equal(got[key], want[key], err_msg=key)
-  assert len(examples) == 6 and examples_in_workers == examples  # 7 val files, 1 unreadable
+  assert len(examples) == len(examples_in_workers) == 2  # 7 val files in batches of 4
+  for want, got in zip(examples, examples_in_workers):
+    for key in want:
+      np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+  assert sum(int(b["mask"].sum()) for b in examples) == 6  # 1 unreadable, left out
+  assert sum(int(b["skipped"].sum()) for b in examples) == 1  # and counted
 
 
-class _WithReaderPid(grain.transforms.Map):
-  def map(self, value):
-    return {"value": np.int64(value), "pid": np.int64(os.getpid())}
+def test_an_evaluation_batch_of_ten_crops_is_made_of_chunks_of_about_a_batch_of_patches():
+  """A worker's shared memory holds a few chunks of evaluation examples, as it holds a few
+  training batches: the whole batch of centre crops, of ten crops the largest divisor of the
+  batch with about as many patches. Mutations: ten-crop chunks of the whole batch; a chunk
+  size that does not divide the batch -> red."""
+  from alexnet_jax.data import pipeline
 
-
-def test_records_batched_from_a_worker_keep_a_last_batch_of_one():
-  """5 records in batches of 2 from 1 worker process: 2, 2, then the last record alone, in
-  order, each read in another process. Mutations: the end tested as `n == 1` (the last
-  record dropped), `n` starting at 1 (a stale extra batch), one worker read in this process
-  (`workers <= 1`) -> red."""
-  records = grain.MapDataset.range(5).to_iter_dataset().map(_WithReaderPid())
-  layout = {"value": ((), "<i8"), "pid": ((), "<i8")}
-  with contextlib.closing(workers.batched(records, layout, 2, workers=1)) as reading:
-    batches = list(itertools.islice(reading, 5))
-  assert [b["value"].tolist() for b in batches] == [[0, 1], [2, 3], [4]]
-  pids = {int(p) for b in batches for p in b["pid"]}
-  assert len(pids) == 1 and os.getpid() not in pids
+  assert [pipeline._chunk_size(b, v) for b, v in ((128, ()), (128, (10,)), (256, (10,)),
+                                                  (100, (10,)), (4, (10,)))] == [
+                                                      128, 8, 16, 10, 1]
 
 
 def test_workers_minus_one_is_one_per_core_less_the_loops_two_for_files_only(monkeypatch):

@@ -91,20 +91,21 @@ def device_layout(size: int, crop: int, channels: int) -> dict[str, tuple[tuple[
   return {k: v for k, v in train_layout(size, crop, channels).items() if k != "skipped"}
 
 
-def evaluation_record_layout(views: tuple[int, ...], crop: int,
-                             channels: int) -> dict[str, tuple[tuple[int, ...], str]]:
-  """{field: (shape, dtype)} of one example of an evaluation batch (`views`: () or (10,))."""
-  return {"image": ((*views, crop, crop, channels), "uint8"), "label": ((), "int32"),
-          "crop": ((*views, 3), "int32"), "skipped": ((), "int32")}
+def evaluation_layout(size: int, views: tuple[int, ...], crop: int,
+                      channels: int) -> dict[str, tuple[tuple[int, ...], str]]:
+  """{field: (shape, dtype)} of an evaluation batch of `size` examples (`views`: () or (10,)),
+  in `EVAL_FIELDS`' order."""
+  return {"image": ((size, *views, crop, crop, channels), "uint8"), "label": ((size,), "int32"),
+          "crop": ((size, *views, 3), "int32"), "skipped": ((size,), "int32"),
+          "mask": ((size,), "bool")}
 
 
 def evaluation(records: dict | None, size: int, views: tuple[int, ...], crop: int,
                channels: int) -> dict:
   """An evaluation batch of `size` examples: the first ones `records`'s ({'image', 'label',
   'crop', 'skipped'} of n <= size examples; None: none), the rest zeros with `mask` False."""
-  padded = {"image": np.zeros((size, *views, crop, crop, channels), np.uint8),
-            "label": np.zeros(size, np.int32), "crop": np.zeros((size, *views, 3), np.int32),
-            "skipped": np.zeros(size, np.int32), "mask": np.zeros(size, bool)}
+  padded = {k: np.zeros(shape, dtype)
+            for k, (shape, dtype) in evaluation_layout(size, views, crop, channels).items()}
   n = 0 if records is None else len(records["label"])
   if n:
     for key in ("image", "label", "crop", "skipped"):

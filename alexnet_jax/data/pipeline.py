@@ -124,28 +124,31 @@ class _ProcessShare(grain.MapDataset):
     return self._parent[(batch * self._count + self._index) * self._local + offset]
 
 
-class _CountSkipped(grain.IterDataset):
-  """Drops the None records of unreadable images and writes how many were dropped before each
-  kept record into its 'skipped' field: batches stay full and carry the count (also across
-  `mp_prefetch` worker processes) to the training loop's metrics."""
+class _EvalChunk:
+  """Chunk `j` of the evaluation records: records [j k, (j + 1) k) of `records` as a padded
+  evaluation batch of `k` examples (`batch.evaluation`), the unreadable ones (None) left out
+  and counted in its first 'skipped'. Whole chunks are what the reader threads or worker
+  processes make, so a batch holds the same records, bitwise, however many there are."""
 
-  def __iter__(self):
-    return _CountSkippedIterator(self._parent.__iter__())
+  def __init__(self, records: grain.MapDataset, k: int, views: tuple[int, ...], crop: int,
+               channels: int):
+    self.records, self.k, self.shape = records, k, (views, crop, channels)
+
+  def __call__(self, j: int) -> dict:
+    read = [self.records[i] for i in range(j * self.k, min((j + 1) * self.k, len(self.records)))]
+    kept = [r for r in read if r is not None]
+    stacked = {key: np.stack([r[key] for r in kept]) for key in kept[0]} if kept else None
+    chunk = batch_lib.evaluation(stacked, self.k, *self.shape)
+    chunk["skipped"][0] += len(read) - len(kept)
+    return chunk
 
 
-class _CountSkippedIterator(grain.DatasetIterator):
-
-  def __next__(self):
-    skipped = 0
-    while (record := next(self._parent)) is None:
-      skipped += 1
-    return {**record, "skipped": np.int32(skipped)}
-
-  def get_state(self):
-    return self._parent.get_state()
-
-  def set_state(self, state):
-    self._parent.set_state(state)
+def _chunk_size(batch: int, views: tuple[int, ...]) -> int:
+  """Examples in a chunk of an evaluation batch: the whole batch of centre crops; of ten crops,
+  the largest divisor of the batch holding about as many patches (a worker's shared memory
+  holds a few chunks, as it holds a few training batches)."""
+  most = max(1, batch // math.prod(views))
+  return max(k for k in range(1, most + 1) if batch % k == 0)
 
 
 # ----------------------------------------------------------------------------- pipelines
@@ -164,24 +167,6 @@ def _read_options(data, workers: int = 0) -> grain.ReadOptions:
   `workers`) and `data.prefetch` as grain's read options."""
   threads = data.read_threads or (1 if workers > 0 else os.cpu_count() or 1)
   return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(data.prefetch, threads))
-
-
-def _eval_batches(records: grain.MapDataset, batch: int, may_skip: bool,
-                  read: grain.ReadOptions, workers: int = 0,
-                  layout: dict | None = None) -> Iterator[dict]:
-  """Batches of evaluation records, the last one short. Records of image files may be None
-  (unreadable): those are dropped after the reader threads and counted (`_CountSkipped`);
-  in-memory records never are, and are batched before the reader threads (one task per batch,
-  not per record: less overhead). With `workers` processes, the records (of `layout`) are read
-  in those, handed over through a `ring.BatchRing` of one record a slot and batched here (so
-  that the batches are full, as many as without workers)."""
-  if workers > 0:
-    records = _CountSkipped(records.to_iter_dataset(read, allow_nones=True))
-    yield from workers_lib.batched(records, layout, batch, workers)
-  elif may_skip:
-    yield from _CountSkipped(records.to_iter_dataset(read, allow_nones=True)).batch(batch)
-  else:
-    yield from records.batch(batch).to_iter_dataset(read)
 
 
 def position_train_iterator(iterator: grain.DatasetIterator, step: int) -> None:
@@ -282,17 +267,21 @@ def build_input(data, *, crop: int, channels: int, num_classes: int, seed: int,
   eval_steps = math.ceil(math.ceil(len(test) / process_count) / local_eval_batch)
 
   def eval_batches(ten_crop: bool) -> Iterator[dict]:
+    """`eval_steps` padded batches of `local_eval_batch` examples, each made of whole chunks
+    (`_EvalChunk`) read in the reader threads or the worker processes."""
     views = (10,) if ten_crop else ()
-    crops = local_test.map(augment.EvalCrops(crop, ten_crop))
-    batches = _eval_batches(crops, local_eval_batch, test.encoded, read, eval_workers,
-                            batch_lib.evaluation_record_layout(views, crop, channels))
-    with contextlib.closing(batches):  # worker processes and their shared memory released
-      yield from _padded(batches, views)
-
-  def _padded(batches, views) -> Iterator[dict]:
-    for _ in range(eval_steps):
-      records = workers_lib.read(batches, "an evaluation batch", None)
-      yield batch_lib.evaluation(records, local_eval_batch, views, crop, channels)
+    k = _chunk_size(local_eval_batch, views)
+    per_batch = local_eval_batch // k
+    chunks = grain.MapDataset.range(eval_steps * per_batch).map(
+        _EvalChunk(local_test.map(augment.EvalCrops(crop, ten_crop)), k, views, crop, channels))
+    reading = workers_lib.FromStep(chunks, read, eval_workers,
+                                   batch_lib.evaluation_layout(k, views, crop, channels),
+                                   what="an evaluation batch")
+    with contextlib.closing(reading):  # worker processes and their shared memory released
+      for _ in range(eval_steps):
+        parts = [next(reading) for _ in range(per_batch)]
+        yield parts[0] if per_batch == 1 else {
+            key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
   return Input(train=train_ds, eval_batches=eval_batches, eval_steps=eval_steps,
                num_train=len(train),

@@ -1,22 +1,19 @@
 """The input's worker processes (`data.workers`): how many, starting them (grain's
-`mp_prefetch`), the training batches from any step read in them (`FromStep`), evaluation
-records read in them (`batched`), each handed over in reused shared memory (`data.ring`), a
+`mp_prefetch`), the training and evaluation batches read in them (`FromStep`), each handed
+over in reused shared memory (`data.ring`), a
 worker that dies as one line (`read`; the locks it shared given back by `data.worker_locks`),
 and workers that end with the training process."""
 
 from __future__ import annotations
 
 import functools
-import itertools
 import os
 import re
 import threading
 import time
-from typing import Iterator
 
 import grain
 import jax
-import numpy as np
 from absl import flags
 
 from alexnet_jax.data import ring, spawning, worker_locks
@@ -53,15 +50,15 @@ def in_workers(dataset: grain.IterDataset, workers: int) -> grain.IterDataset:
                                                               parent=os.getpid()))
 
 
-def _handed_over(dataset: grain.IterDataset, layout: dict, workers: int,
-                 slots: int = ring.SLOTS) -> tuple[ring.BatchRing, grain.DatasetIterator]:
+def _handed_over(dataset: grain.IterDataset, layout: dict,
+                 workers: int) -> tuple[ring.BatchRing, grain.DatasetIterator]:
   """`dataset`'s elements (of `layout`) read in `workers` processes and handed over in a
   `ring.BatchRing`: the ring and the iterator of their tickets."""
-  slots_ = ring.BatchRing(layout, workers, slots)
+  slots = ring.BatchRing(layout, workers)
   try:
-    return slots_, iter(in_workers(dataset.map(slots_.writer()), workers))
+    return slots, iter(in_workers(dataset.map(slots.writer()), workers))
   except BaseException:
-    slots_.close()
+    slots.close()
     raise
 
 
@@ -73,26 +70,6 @@ def _stop(slots: ring.BatchRing | None, iterator) -> None:
     iterator.close()
   if slots is not None:
     slots.close()
-
-
-def batched(records: grain.IterDataset, layout: dict, batch: int,
-            workers: int) -> Iterator[dict]:
-  """`records` (of `layout`) read in `workers` processes, handed over one a slot and batched
-  here: full batches of `batch`, the last one short."""
-  slots, iterator = _handed_over(records, layout, workers, slots=4 * ring.SLOTS)
-  try:
-    while True:
-      out = {k: np.empty((batch, *shape), dtype) for k, (shape, dtype) in layout.items()}
-      n = 0
-      for n, ticket in enumerate(itertools.islice(iterator, batch), 1):
-        for key, view in slots.views(ticket).items():
-          out[key][n - 1] = view
-        slots.release(ticket)
-      if n == 0:
-        return
-      yield {k: v[:n] for k, v in out.items()}
-  finally:
-    _stop(slots, iterator)
 
 
 def input_workers(data, encoded: bool) -> int:
@@ -125,13 +102,14 @@ class FromStep(grain.DatasetIterator):
   reading whole batches, `workers` > 0, or none) and of training processes. Worker processes
   hand their batches over through a `ring.BatchRing` of `layout`; a batch taken is a copy
   unless the reader asked to borrow them (`lend`). `finish`, if given, is applied to each
-  batch taken (`nvdecode.DeviceDecoder`: it decodes them, reading a lent batch in place)."""
+  batch taken (`nvdecode.DeviceDecoder`: it decodes them, reading a lent batch in place).
+  `what`: the batches as a worker's death names them ('{}': the step)."""
 
   def __init__(self, batches: grain.MapDataset, read: grain.ReadOptions, workers: int,
-               layout: dict, finish=None):
+               layout: dict, finish=None, what: str = "step {}'s batch"):
     super().__init__()
     self._batches, self._read, self._workers, self._layout = batches, read, workers, layout
-    self._finish = finish
+    self._finish, self._what = finish, what
     self._step, self._iterator, self._ring = 0, None, None
     self._lends, self._lent = False, None
 
@@ -154,7 +132,7 @@ class FromStep(grain.DatasetIterator):
 
   def __next__(self) -> dict:
     self._give_back()
-    item = read(self._open(), f"step {self._step + 1}'s batch")
+    item = read(self._open(), self._what.format(self._step + 1))
     self._step += 1
     if self._ring is None:
       return self._finished(item)
