@@ -66,6 +66,29 @@ def test_release_all_frees_a_writer_waiting_for_a_slot():
     batches.close()
 
 
+def test_a_waiting_writer_polls_ever_less_often_up_to_a_cap(monkeypatch):
+  """A worker whose slots are full is ahead: it polls at first every 0.2 ms, each wait twice
+  the last, up to 5 ms (not 8 % of a core each while it waits). Mutations: a fixed 0.2 ms
+  poll; no cap -> red."""
+  batches = ring.BatchRing(LAYOUT, workers=1, slots=1)
+  try:
+    writer = batches.writer()
+    first = writer.map(_batch(1))
+    slept = []
+
+    def sleep(seconds):
+      slept.append(seconds)
+      if len(slept) == 8:
+        batches.release(first)
+
+    monkeypatch.setattr(ring.time, "sleep", sleep)
+    assert writer.map(_batch(2)) == ring.Ticket(0, 0)
+    assert slept == pytest.approx([0.0002, 0.0004, 0.0008, 0.0016, 0.0032, 0.005, 0.005, 0.005])
+  finally:
+    batches.release_all()
+    batches.close()
+
+
 def test_each_field_of_a_slot_starts_on_a_page_of_its_own():
   """Fields of odd sizes (a 4-example int32 label: 16 bytes) still begin on 4,096-byte
   boundaries, in every slot, and no two share a page. Mutations: `_ALIGN` 4097 and the first
