@@ -144,10 +144,10 @@ class _EvalChunk:
 
 
 def _chunk_size(batch: int, views: tuple[int, ...]) -> int:
-  """Examples in a chunk of an evaluation batch: the whole batch of centre crops; of ten crops,
-  the largest divisor of the batch holding about as many patches (a worker's shared memory
-  holds a few chunks, as it holds a few training batches)."""
-  most = max(1, batch // math.prod(views))
+  """Examples in a chunk of an evaluation batch: the largest divisor of the batch holding at
+  most a quarter of its patches in centre crops, so that a worker's 4 slots of chunks take the
+  shared memory of one training batch (beside the training batches' 4)."""
+  most = max(1, batch // (4 * math.prod(views)))
   return max(k for k in range(1, most + 1) if batch % k == 0)
 
 
@@ -268,20 +268,24 @@ def build_input(data, *, crop: int, channels: int, num_classes: int, seed: int,
 
   def eval_batches(ten_crop: bool) -> Iterator[dict]:
     """`eval_steps` padded batches of `local_eval_batch` examples, each made of whole chunks
-    (`_EvalChunk`) read in the reader threads or the worker processes."""
+    (`_EvalChunk`) read in the reader threads or the worker processes and copied once, from
+    the workers' shared memory, into the batch."""
     views = (10,) if ten_crop else ()
     k = _chunk_size(local_eval_batch, views)
-    per_batch = local_eval_batch // k
-    chunks = grain.MapDataset.range(eval_steps * per_batch).map(
+    chunks = grain.MapDataset.range(eval_steps * local_eval_batch // k).map(
         _EvalChunk(local_test.map(augment.EvalCrops(crop, ten_crop)), k, views, crop, channels))
     reading = workers_lib.FromStep(chunks, read, eval_workers,
                                    batch_lib.evaluation_layout(k, views, crop, channels),
                                    what="an evaluation batch")
+    reading.lend(to_device=False)
+    layout = batch_lib.evaluation_layout(local_eval_batch, views, crop, channels)
     with contextlib.closing(reading):  # worker processes and their shared memory released
       for _ in range(eval_steps):
-        parts = [next(reading) for _ in range(per_batch)]
-        yield parts[0] if per_batch == 1 else {
-            key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+        batch = {key: np.empty(shape, dtype) for key, (shape, dtype) in layout.items()}
+        for start in range(0, local_eval_batch, k):
+          for key, value in next(reading).items():
+            batch[key][start:start + k] = value
+        yield batch
 
   return Input(train=train_ds, eval_batches=eval_batches, eval_steps=eval_steps,
                num_train=len(train),

@@ -122,12 +122,13 @@ class FromStep(grain.DatasetIterator):
         self._iterator = iter(dataset)
     return self._iterator
 
-  def lend(self) -> bool:
+  def lend(self, to_device: bool = True) -> bool:
     """Asks for the batches in place, in shared memory and valid until the next `next`,
-    instead of copies; granted (True) with worker processes and not on the CPU backend (whose
-    device arrays may alias host memory). The reader's copy of a lent batch (on the device)
-    must be complete when it asks for the next one."""
-    self._lends = self._workers > 0 and jax.default_backend() != "cpu"
+    instead of copies; granted (True) with worker processes, and, for a reader that copies
+    them to the device (`to_device`), not on the CPU backend (whose device arrays may alias
+    host memory). The reader's copy of a lent batch must be complete when it asks for the
+    next one."""
+    self._lends = self._workers > 0 and (not to_device or jax.default_backend() != "cpu")
     return self._lends
 
   def __next__(self) -> dict:
