@@ -38,14 +38,15 @@ def projection(report: dict) -> dict:
   training = lambda record: (PAPER_EPOCHS * IMAGENET_TRAIN_SIZE / record["img_per_s"]
                             if record and record.get("img_per_s") else None)  # seconds
   hours = lambda seconds: None if seconds is None else round(seconds / 3600, 2)
+  looping = training(loop)
   out = {"epochs": PAPER_EPOCHS, "images_per_epoch": IMAGENET_TRAIN_SIZE,
-         "hours_at_step_speed": hours(training(step)), "hours_at_loop_speed": hours(training(loop)),
+         "hours_at_step_speed": hours(training(step)), "hours_at_loop_speed": hours(looping),
          "evaluation_hours": None, "hours_end_to_end": None}
-  if training(loop) and loop.get("eval_img_per_s"):
+  if looping and loop.get("eval_img_per_s"):
     passes = (PAPER_EPOCHS - 1) + 10  # the last evaluation's ten crops
     seconds = PAPER_EPOCHS * loop["eval_input_start_seconds"] + (
         passes * IMAGENET_VAL_SIZE / loop["eval_img_per_s"])
-    out.update(evaluation_hours=hours(seconds), hours_end_to_end=hours(training(loop) + seconds))
+    out.update(evaluation_hours=hours(seconds), hours_end_to_end=hours(looping + seconds))
   return out
 
 

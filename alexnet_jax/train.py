@@ -3,10 +3,10 @@ batch 128, ε ÷10 on plateaus; §3.5: multinomial logistic regression; §4.1: t
 
 mesh → input → state and steps (`train_setup.setup_train`) → checkpoint (all four built by
 `train_start.start`) → loop. The services it uses each live in a module of their own: the
-checkpoints (`checkpoint`, their metadata
-`checkpoint_meta`), the ε schedule (`schedule`), the metrics on their way to the host
-(`step_metrics`) and out (`metrics`), the progress lines (`progress`), the device prefetcher
-that holds the input position (`prefetch`), the stop request (`signals`).
+checkpoints (`checkpoint`, their metadata `checkpoint_meta`), the ε schedule (`schedule`),
+the metrics on their way to the host (`step_metrics`) and out (`metrics`), the progress lines
+(`progress`), the device prefetcher that holds the input position (`prefetch`), the stop
+request (`signals`).
 """
 
 from __future__ import annotations
