@@ -192,7 +192,8 @@ def _loop(run: train_start.Run, resources: contextlib.ExitStack) -> RunResult:
     try:
       with saved_if_it_fails(step, evaluation=True):
         evaluation, _ = evaluation_lib.evaluate(
-            setup.eval_step, state["params"], mean, input_.eval_batches(ten_crop),
+            setup.eval_step, state["params"], mean,
+            input_.eval_batches(ten_crop, keep=step < total_steps),
             input_.eval_steps, setup.batch_sharding,
             what="validation, ten crops" if ten_crop else "validation",
             stopped=(lambda: stop.signal is not None) if jax.process_count() == 1 else None,

@@ -69,8 +69,7 @@ def start(config, workdir: str, setup_fn, resuming: bool,
                        process_count=jax.process_count(), stats=own_stats,
                        events=config.schedule.events if config.schedule.kind == "recorded"
                        else ())
-  if hasattr(input_.train, "close"):
-    resources.callback(input_.train.close)
+  resources.callback(input_.close)
   batch_size = config.data.batch_size
   if batch_size > input_.num_train:
     raise UserError(f"data.batch_size {batch_size} is larger than the {input_.num_train} "

@@ -50,17 +50,22 @@ def test_the_timing_parts_the_inputs_start_and_the_first_batch_from_the_rate(mon
   """On a clock the batches and the step move: the input's first batch comes after 5 s, the
   first step takes 10 (compiling), each later batch 1 s to come and 2 to evaluate; 3, 1 and 2
   readable images. The pass: 21 s, 5 s of input start, (1 + 2) images in the 6 s after the
-  first batch. Mutations, each red: the input's start taken at the first batch's end; the rate
-  over the whole pass; the first batch's images counted in it; one batch's pass over its own
-  images and whole time (not 0 images in 0 s)."""
+  first batch; the input's close after the last batch (4 s: its processes stopping) in the
+  pass's time, not in the rate. Mutations, each red: the input's start taken at the first
+  batch's end; the rate over the whole pass; the first batch's images counted in it; one
+  batch's pass over its own images and whole time (not 0 images in 0 s); the input closed
+  before the rate's end; not closed."""
   now = [0.0]
   monkeypatch.setattr(evaluation, "_clock", lambda: now[0])
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
 
   def batches(masks):
-    for i, mask in enumerate(masks):
-      now[0] += 5.0 if i == 0 else 1.0
-      yield _batch([1.0] * 3, [0] * 3, mask, [0])
+    try:
+      for i, mask in enumerate(masks):
+        now[0] += 5.0 if i == 0 else 1.0
+        yield _batch([1.0] * 3, [0] * 3, mask, [0])
+    finally:
+      now[0] += 4.0
 
   def step(*args):
     now[0] += 10.0 if now[0] == 5.0 else 2.0
@@ -69,8 +74,8 @@ def test_the_timing_parts_the_inputs_start_and_the_first_batch_from_the_rate(mon
   masks = [[True, True, True], [False, True, False], [True, False, True]]
   timing = {}
   evaluation.evaluate(step, None, None, batches(masks), 3, sharding, what="t", timing=timing)
-  assert timing == {"seconds": 21.0, "input_start_seconds": 5.0, "images": 6.0,
+  assert timing == {"seconds": 25.0, "input_start_seconds": 5.0, "images": 6.0,
                     "img_per_s": 0.5}
   now[0], one = 0.0, {}
   evaluation.evaluate(step, None, None, batches(masks[:1]), 1, sharding, what="t", timing=one)
-  assert one == {"seconds": 15.0, "input_start_seconds": 5.0, "images": 3.0, "img_per_s": 0.2}
+  assert one == {"seconds": 19.0, "input_start_seconds": 5.0, "images": 3.0, "img_per_s": 0.2}

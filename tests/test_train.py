@@ -172,6 +172,47 @@ def test_a_run_resumes_bitwise_with_another_number_of_input_workers(straight_run
 
 
 @pytest.mark.slow
+def test_the_runs_evaluations_keep_their_input_workers_from_one_to_the_next(straight_run,
+                                                                           tmp_path,
+                                                                           monkeypatch):
+  """Evaluations read in 2 worker processes, every 2 steps: the first of a run starts them
+  and the next read in the same ones (each used to start its own); a run stopped by SIGTERM
+  at step 5 leaves none behind; resumed, it ends with the figures and network of the straight
+  run, and none left either. Mutations: the loop not asking to keep them (a reading per
+  evaluation); the run's end not stopping those kept (the stopped run leaves 2) -> red."""
+  import multiprocessing
+
+  from alexnet_jax import train_start
+  from alexnet_jax.data import evaluation_batches
+  from conftest import ring_blocks
+
+  readings, real = [], evaluation_batches.EvaluationBatches._reading
+  monkeypatch.setattr(evaluation_batches.EvaluationBatches, "_reading",
+                      lambda self, views, endless: (readings.append((views, endless)),
+                                                    real(self, views, endless))[1])
+  inputs, build = [], train_start.build_input  # held, so that only closing stops their workers
+  monkeypatch.setattr(train_start, "build_input",
+                      lambda *a, **kw: (inputs.append(build(*a, **kw)), inputs[-1])[1])
+  config = small_config()
+  config.data.workers = 2
+  config.eval_every_epochs = 0.5
+  before, children = ring_blocks(), set(multiprocessing.active_children())
+  workdir = str(tmp_path / "run")
+  try:
+    for stop in (5, None):
+      with sigterm_at_step(stop) if stop else contextlib.nullcontext():
+        result = train.train_and_evaluate(config, workdir)
+      assert set(multiprocessing.active_children()) <= children and ring_blocks() == before
+  finally:
+    for input_ in inputs:
+      input_.close()
+  evaluated = [r["step"] for r in metrics.run_rows(workdir) if r["split"] == "eval"]
+  assert evaluated == [2, 4, 6, 8] and readings == [((), True)] * 2
+  assert result.evaluation["eval"] == straight_run[1]["eval"]
+  assert_same_params(workdir, straight_run[0])
+
+
+@pytest.mark.slow
 def test_batches_staged_in_pinned_host_memory_train_the_same_network(straight_run, tmp_path,
                                                                        monkeypatch):
   """`data.transfer=pinned` is only another way across: bitwise the straight run, its

@@ -49,18 +49,6 @@ def test_worker_processes_read_the_batches_of_any_step_as_the_loop_does(tmp_path
   assert sum(int(b["skipped"].sum()) for b in examples) == 1  # and counted
 
 
-def test_an_evaluation_chunk_holds_at_most_a_quarter_of_a_batch_of_patches():
-  """A worker's 4 slots of evaluation chunks take the shared memory of one training batch:
-  a chunk is the largest divisor of the batch with at most a quarter of its patches in centre
-  crops. Mutations: chunks of the whole batch; ten crops counted as one patch; a size that
-  does not divide the batch -> red."""
-  from alexnet_jax.data import pipeline
-
-  assert [pipeline._chunk_size(b, v) for b, v in ((128, ()), (128, (10,)), (256, (10,)),
-                                                  (100, ()), (4, (10,)))] == [
-                                                      32, 2, 4, 25, 1]
-
-
 def test_workers_minus_one_is_one_per_core_less_the_loops_two_for_files_only(monkeypatch):
   """Mutations: -1 resolved for in-memory images too; 0 resolved as -1 -> red."""
   import os

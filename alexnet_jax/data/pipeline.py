@@ -6,23 +6,20 @@ holds files). Training batches are §4.1's random crops, mirrors and lighting dr
 to the device, where `data.normalize` subtracts the matching patch of the mean image (§2),
 mirrors and adds the lighting inside the jitted step. Unreadable images are counted
 (`skipped`) and replaced in training, dropped in evaluation. Evaluation: the centre crop, or
-the ten crops of §4.1 (`augment.EvalCrops`); the last batch is padded and masked so that every
-example counts once. The shuffle is grain's (seeded) and every augmentation draw a hash of the
-seed and the record's position in the training sequence, so a seed fixes the batches and a
-restored iterator continues exactly.
+the ten crops of §4.1, in padded and masked batches (`evaluation_batches`). The shuffle is
+grain's (seeded) and every augmentation draw a hash of the seed and the record's position in
+the training sequence, so a seed fixes the batches and a restored iterator continues
+exactly.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
-from typing import Callable, Iterator
 
 import grain
 import jax
-import numpy as np
 from absl import logging
 
 from alexnet_jax.data import augment, images, nvdecode, sources
@@ -30,6 +27,7 @@ from alexnet_jax.data import batch as batch_lib
 from alexnet_jax.data import workers as workers_lib
 from alexnet_jax import events as events_lib
 from alexnet_jax import sharding
+from alexnet_jax.data.evaluation_batches import EvaluationBatches
 from alexnet_jax.data.identity import Identity
 from alexnet_jax.data.normalize import MEAN_PATCHES
 from alexnet_jax.data.stats import MEANS, Stats, dataset_stats
@@ -41,8 +39,8 @@ class Input:
   # local batches {'image': uint8 [b,h,w,c], 'label': int32 [b], 'crop': int32 [b,3],
   # 'lighting': float32 [b,c], 'skipped': int32 [b] (unreadable images dropped before each)}
   train: grain.DatasetIterator
-  eval_batches: Callable[[bool], Iterator[dict]]  # ten_crop -> padded batches with a 'mask'
-  eval_steps: int  # the batches `eval_batches` yields
+  eval_batches: EvaluationBatches  # (ten_crop, keep) -> padded batches with a 'mask'
+  eval_steps: int  # the batches a pass of `eval_batches` yields
   num_train: int
   num_eval: int
   num_classes: int
@@ -50,6 +48,12 @@ class Input:
   stats: Stats  # what the run subtracts and shifts by
   dataset_stats: Stats  # the dataset's (the same unless a resumed run keeps its own)
   identity: Identity  # of the data read, `stats` included
+
+  def close(self) -> None:
+    """Stops the input's worker processes (or reader threads), training's and those an
+    evaluation kept."""
+    self.train.close()
+    self.eval_batches.close()
 
 
 CHROMAS = ("444", "422", "420")  # JPEG chroma subsampling of a prepared store
@@ -122,33 +126,6 @@ class _ProcessShare(grain.MapDataset):
       return self.slice(index)
     batch, offset = divmod(index, self._local)
     return self._parent[(batch * self._count + self._index) * self._local + offset]
-
-
-class _EvalChunk:
-  """Chunk `j` of the evaluation records: records [j k, (j + 1) k) of `records` as a padded
-  evaluation batch of `k` examples (`batch.evaluation`), the unreadable ones (None) left out
-  and counted in its first 'skipped'. Whole chunks are what the reader threads or worker
-  processes make, so a batch holds the same records, bitwise, however many there are."""
-
-  def __init__(self, records: grain.MapDataset, k: int, views: tuple[int, ...], crop: int,
-               channels: int):
-    self.records, self.k, self.shape = records, k, (views, crop, channels)
-
-  def __call__(self, j: int) -> dict:
-    read = [self.records[i] for i in range(j * self.k, min((j + 1) * self.k, len(self.records)))]
-    kept = [r for r in read if r is not None]
-    stacked = {key: np.stack([r[key] for r in kept]) for key in kept[0]} if kept else None
-    chunk = batch_lib.evaluation(stacked, self.k, *self.shape)
-    chunk["skipped"][0] += len(read) - len(kept)
-    return chunk
-
-
-def _chunk_size(batch: int, views: tuple[int, ...]) -> int:
-  """Examples in a chunk of an evaluation batch: the largest divisor of the batch holding at
-  most a quarter of its patches in centre crops, so that a worker's 4 slots of chunks take the
-  shared memory of one training batch (beside the training batches' 4)."""
-  most = max(1, batch // (4 * math.prod(views)))
-  return max(k for k in range(1, most + 1) if batch % k == 0)
 
 
 # ----------------------------------------------------------------------------- pipelines
@@ -254,9 +231,6 @@ def build_input(data, *, crop: int, channels: int, num_classes: int, seed: int,
   if stats.mean.shape != (sources.stored_size(data, train),) * 2 + (channels,):
     raise UserError(f"the statistics are of images {stats.mean.shape}, not of the "
                     f"{sources.stored_size(data, train)}px, {channels}-channel images read")
-  eval_workers = workers_lib.input_workers(data, test.encoded)
-  read = _read_options(data, eval_workers)
-
   train_ds = train_dataset(data, train, stats, crop=crop, channels=channels, seed=seed,
                            local_batch=local_batch, process_index=process_index,
                            process_count=process_count, events=events)
@@ -266,29 +240,10 @@ def build_input(data, *, crop: int, channels: int, num_classes: int, seed: int,
   # Every process runs the same number of eval steps (padding batches where it has no data).
   eval_steps = math.ceil(math.ceil(len(test) / process_count) / local_eval_batch)
 
-  def eval_batches(ten_crop: bool) -> Iterator[dict]:
-    """`eval_steps` padded batches of `local_eval_batch` examples, each made of whole chunks
-    (`_EvalChunk`) read in the reader threads or the worker processes and copied once, from
-    the workers' shared memory, into the batch."""
-    views = (10,) if ten_crop else ()
-    k = _chunk_size(local_eval_batch, views)
-    chunks = grain.MapDataset.range(eval_steps * local_eval_batch // k).map(
-        _EvalChunk(local_test.map(augment.EvalCrops(crop, ten_crop)), k, views, crop, channels))
-    reading = workers_lib.FromStep(chunks, read, eval_workers,
-                                   batch_lib.evaluation_layout(k, views, crop, channels),
-                                   what="an evaluation batch")
-    reading.lend(to_device=False)
-    layout = batch_lib.evaluation_layout(local_eval_batch, views, crop, channels)
-    with contextlib.closing(reading):  # worker processes and their shared memory released
-      for _ in range(eval_steps):
-        batch = {key: np.empty(shape, dtype) for key, (shape, dtype) in layout.items()}
-        for start in range(0, local_eval_batch, k):
-          for key, value in next(reading).items():
-            batch[key][start:start + k] = value
-        yield batch
-
+  eval_workers = workers_lib.input_workers(data, test.encoded)
+  eval_batches = EvaluationBatches(local_test, eval_steps, local_eval_batch, crop, channels,
+                                   _read_options(data, eval_workers), eval_workers)
   return Input(train=train_ds, eval_batches=eval_batches, eval_steps=eval_steps,
-               num_train=len(train),
-               num_eval=len(test), num_classes=num_classes, class_names=class_names,
-               stats=stats, dataset_stats=data_stats,
+               num_train=len(train), num_eval=len(test), num_classes=num_classes,
+               class_names=class_names, stats=stats, dataset_stats=data_stats,
                identity=dataset.identity.replace(stats=stats.fingerprint))

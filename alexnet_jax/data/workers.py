@@ -127,12 +127,12 @@ class FromStep(grain.DatasetIterator):
     instead of copies; granted (True) with worker processes, and, for a reader that copies
     them to the device (`to_device`), not on the CPU backend (whose device arrays may alias
     host memory). The reader's copy of a lent batch must be complete when it asks for the
-    next one."""
+    next one (or calls `give_back`)."""
     self._lends = self._workers > 0 and (not to_device or jax.default_backend() != "cpu")
     return self._lends
 
   def __next__(self) -> dict:
-    self._give_back()
+    self.give_back()
     item = read(self._open(), self._what.format(self._step + 1))
     self._step += 1
     if self._ring is None:
@@ -148,7 +148,8 @@ class FromStep(grain.DatasetIterator):
   def _finished(self, batch: dict) -> dict:
     return batch if self._finish is None else self._finish(batch)
 
-  def _give_back(self) -> None:
+  def give_back(self) -> None:
+    """Frees the lent batch's slot before the next `next` (a reader that pauses)."""
     if self._lent is not None:
       self._ring.release(self._lent)
       self._lent = None
@@ -172,5 +173,7 @@ class FromStep(grain.DatasetIterator):
       start()
 
   def close(self) -> None:
+    if self._iterator is None:  # (grain closes an iterator again as it is collected)
+      return
     _stop(self._ring, self._iterator)
     self._iterator = self._ring = self._lent = None
