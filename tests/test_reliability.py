@@ -160,20 +160,65 @@ def _input_workers(pid: int) -> list[int]:
   return found
 
 
+def _run_with_workers(tmp_path, workdir: str) -> list[str]:
+  """The command of a long run of the tiny network on an image folder made under `tmp_path`,
+  read in 2 input worker processes, evaluating every epoch (4 steps)."""
+  image_folder_tree(tmp_path / "images")
+  return [sys.executable, "-m", "alexnet_jax.main", "--config=configs/tiny.py",
+          f"--workdir={workdir}", "--config.model.num_classes=3",
+          "--config.model.input_size=32", "--config.data.name=image_folder",
+          f"--config.data.data_dir={tmp_path / 'images'}", "--config.data.image_size=36",
+          "--config.data.batch_size=4", "--config.data.eval_batch_size=4",
+          "--config.data.workers=2", "--config.num_epochs=400"]
+
+
+def _ignored(pid: int) -> set[int]:
+  """The signals process `pid` ignores."""
+  with open(f"/proc/{pid}/status", encoding="ascii") as f:
+    mask = int(next(line for line in f if line.startswith("SigIgn:")).split()[1], 16)
+  return {sig for sig in range(1, 64) if mask >> (sig - 1) & 1}
+
+
+@pytest.mark.slow
+def test_ctrl_c_to_the_whole_process_group_stops_the_run_without_a_worker_traceback(tmp_path):
+  """Ctrl-C in a terminal reaches every process of its group: SIGINT to the run's group once
+  its evaluations keep their workers (training's and the evaluation's, 4 processes) stops it
+  as a request, the step saved, exit 0, no traceback, no worker or shared memory left. The
+  workers ignore SIGINT and SIGTERM, so a SLURM job's SIGTERM to all its processes is the
+  training process's alone too. Mutation: the workers not ignoring them -> each printed a
+  KeyboardInterrupt traceback (red)."""
+  command = _run_with_workers(tmp_path, str(tmp_path / "run"))
+  log = tmp_path / "run.log"
+  with open(log, "w") as out:
+    proc = subprocess.Popen(command, cwd=ROOT, env=os.environ | {"JAX_PLATFORMS": "cpu"},
+                            stdout=out, stderr=out, start_new_session=True)
+    try:
+      deadline = time.time() + 300
+      while ("validation at step 4 " not in log.read_text() or
+             len(_input_workers(proc.pid)) < 4) and (proc.poll() is None and
+                                                     time.time() < deadline):
+        time.sleep(0.1)
+      workers = _input_workers(proc.pid)
+      assert len(workers) == 4, log.read_text()[-2000:]
+      assert all({signal.SIGINT, signal.SIGTERM} <= _ignored(pid) for pid in workers)
+      os.killpg(proc.pid, signal.SIGINT)
+      status = proc.wait(timeout=120)
+    finally:
+      proc.kill()
+  text = log.read_text()
+  assert status == 0 and "stopped by SIGINT at step" in text, text[-2000:]
+  assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]
+  assert not any(map(_alive, workers)) and not ring_blocks(proc.pid)
+
+
 @pytest.mark.slow
 def test_an_input_worker_killed_ends_the_run_in_one_line_with_its_step_saved(tmp_path):
   """kill -9 of an input worker process (as the out-of-memory killer does): the run stops
   within seconds, one `error:` line naming the signal and the step saved, no traceback; the
   same command then continues from that step. Mutations: grain's RuntimeError passed on ->
   a traceback (red); the step whose batch failed saved in place of the one before -> red."""
-  image_folder_tree(tmp_path / "images")
   workdir = str(tmp_path / "run")
-  command = [sys.executable, "-m", "alexnet_jax.main", "--config=configs/tiny.py",
-             f"--workdir={workdir}", "--config.model.num_classes=3",
-             "--config.model.input_size=32", "--config.data.name=image_folder",
-             f"--config.data.data_dir={tmp_path / 'images'}", "--config.data.image_size=36",
-             "--config.data.batch_size=4", "--config.data.eval_batch_size=4",
-             "--config.data.workers=2", "--config.num_epochs=400"]
+  command = _run_with_workers(tmp_path, workdir)
   env = os.environ | {"JAX_PLATFORMS": "cpu"}
   log = tmp_path / "run.log"
   with open(log, "w") as out:
@@ -211,13 +256,7 @@ def test_a_run_killed_leaves_no_input_worker_or_shared_memory_behind(tmp_path):
   comes while they are still starting. Mutations: the workers' watch of their parent not
   started -> red; the parent read in the worker as it starts (by then, after the kill, it is
   already init) -> red."""
-  image_folder_tree(tmp_path / "images")
-  command = [sys.executable, "-m", "alexnet_jax.main", "--config=configs/tiny.py",
-             f"--workdir={tmp_path / 'run'}", "--config.model.num_classes=3",
-             "--config.model.input_size=32", "--config.data.name=image_folder",
-             f"--config.data.data_dir={tmp_path / 'images'}", "--config.data.image_size=36",
-             "--config.data.batch_size=4", "--config.data.eval_batch_size=4",
-             "--config.data.workers=2", "--config.num_epochs=400"]
+  command = _run_with_workers(tmp_path, str(tmp_path / "run"))
   log = tmp_path / "run.log"
   with open(log, "w") as out:
     proc = subprocess.Popen(command, cwd=ROOT, env=os.environ | {"JAX_PLATFORMS": "cpu"},

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import signal
 import threading
 import time
 
@@ -23,11 +24,16 @@ _WATCH_S = 0.5
 
 
 def _start_worker(index: int, count: int, parent: int) -> None:
-  """grain's `worker_init_fn`: the worker's block of shared memory, and a watch that ends the
+  """grain's `worker_init_fn`: the worker's block of shared memory; SIGINT and SIGTERM left
+  to the training process, which makes them a stop request and stops its workers (Ctrl-C in a
+  terminal, or a SLURM job's preemption, reaches every process of the group: each worker
+  died with a traceback, an evaluation then ended on its death); and a watch that ends the
   worker when the training process (`parent`) is gone (killed: it would wait on grain's queue
   forever, holding its memory and the blocks)."""
   del count
   ring.set_worker(index)
+  for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, signal.SIG_IGN)
 
   def watch():
     while os.getppid() == parent:
