@@ -78,11 +78,11 @@ class EvaluationBatches:
     worker processes, they stay for the next pass (a pass left before its last batch stops
     them). Otherwise they stop after the last batch, as the reader asks for the next one or
     closes the pass."""
-    views = (10,) if ten_crop else ()
+    views, keep = (10,) if ten_crop else (), keep and self._workers > 0
     reading = self._kept.pop(views, None)
     self.close()  # the other kind's processes
     if reading is None:
-      reading = self._reading(views, endless=keep and self._workers > 0)
+      reading = self._reading(views, endless=keep)
     k = chunk_size(self.batch, views)
     layout = batch_lib.evaluation_layout(self.batch, views, self.crop, self.channels)
     with contextlib.ExitStack() as unless_kept:
@@ -92,7 +92,7 @@ class EvaluationBatches:
         for start in range(0, self.batch, k):
           for key, value in next(reading).items():
             batch[key][start:start + k] = value
-        if step == self.steps and keep and self._workers > 0:  # read whole: kept, however
+        if step == self.steps and keep:  # read whole: kept, however
           reading.give_back()  # the reader leaves the last batch
           self._kept[views] = reading
           unless_kept.pop_all()
