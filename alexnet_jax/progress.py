@@ -48,6 +48,8 @@ class Progress:
     self.start, self.total, self.batch_size = start, total, batch_size
     self.t0, self.s0, self.last = time.time(), start, start
     self.seconds = dict.fromkeys(self.PARTS, 0.0)  # since the last interval
+    self.totals = dict.fromkeys(self.PARTS, 0.0)  # since the loop started
+    self.counts = dict.fromkeys(self.PARTS, 0)  # the parts timed since the loop started
     self._interval_start = (time.perf_counter(), start)
     self.bar = None
     if sys.stderr.isatty() and jax.process_index() == 0:
@@ -78,7 +80,10 @@ class Progress:
       with jax.profiler.TraceAnnotation(part):
         yield
     finally:
-      self.seconds[part] += time.perf_counter() - start
+      spent = time.perf_counter() - start
+      self.seconds[part] += spent
+      self.totals[part] += spent
+      self.counts[part] += 1
 
   def interval(self, step: int, transfer_seconds: float = 0.0) -> dict:
     """Since the last call: images/s, the fraction of the loop's time spent waiting for the

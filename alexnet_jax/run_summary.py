@@ -30,12 +30,12 @@ def duration(seconds: float) -> str:
 def closing_summary(workdir: str, *, evaluation: dict, step: int, total_steps: int,
                     stopped_by: str | None, best_step: int | None,
                     during_evaluation: bool = False,
-                    timed: tuple[float, float] | None = None) -> str:
+                    timed: dict | None = None) -> str:
   """The lines printed when a run ends (the first one included): accuracy in % (centre crop
   and ten crops), the best step and its path, the run's files, and the next commands; a run
   stopped by a signal says how to resume it (`during_evaluation`: stopped during the step's
-  evaluation, which the resume runs first). `timed`: the seconds this process's loop ran and
-  those it spent evaluating."""
+  evaluation, which the resume runs first). `timed`: the time this process's loop took
+  (`train.RunResult.timing`): in all, evaluating, and saving its checkpoints."""
   run = workdir_lib.RunDir(workdir)
   lines = ["", f"=== {workdir} ==="]
   if stopped_by and during_evaluation:
@@ -48,8 +48,11 @@ def closing_summary(workdir: str, *, evaluation: dict, step: int, total_steps: i
   else:
     lines.append(f"trained to step {step} of {total_steps}")
   if timed:
-    lines.append(f"time: {duration(timed[0])} in this process's training loop, "
-                 f"{duration(timed[1])} of it evaluating")
+    saves = timed["checkpoints"]
+    lines.append(f"time: {duration(timed['loop_seconds'])} in this process's training loop, "
+                 f"{duration(timed['evaluation_seconds'])} of it evaluating, "
+                 f"{duration(timed['checkpoint_seconds'])} saving {saves} "
+                 f"checkpoint{'' if saves == 1 else 's'}")
   for split, said in EVALUATIONS.items():
     r = evaluation.get(split)
     if r:

@@ -39,12 +39,15 @@ from alexnet_jax.train_setup import setup_train
 class RunResult:
   """What `train_and_evaluate` did: the last evaluation ({'eval': ..., 'eval_10crop': ...};
   {} when there was none), the step reached, whether the run reached the config's end (not
-  stopped by SIGTERM/SIGINT), and the identity of the data it was trained on."""
+  stopped by SIGTERM/SIGINT), the identity of the data it was trained on, and the time its
+  loop took ({'loop_seconds', 'evaluation_seconds', 'checkpoint_seconds': the main thread's
+  part of its saves, 'checkpoints': the saves, best/'s included}; {} when it ran none)."""
 
   evaluation: dict
   step: int
   complete: bool
   data: dict
+  timing: dict = dataclasses.field(default_factory=dict)
 
 
 # Steps dispatched ahead of the device at most. Unbounded, 2 processes x 4 CPU devices hung in
@@ -101,7 +104,7 @@ def _loop(run: train_start.Run, resources: contextlib.ExitStack) -> RunResult:
   total_steps, eval_every, steps_per_epoch = run.total_steps, run.eval_every, run.steps_per_epoch
   batch_size = config.data.batch_size
   def result(evaluation: dict, step: int, stopped_by: str | None,
-             during_evaluation: bool = False, timed: tuple | None = None) -> RunResult:
+             during_evaluation: bool = False, timed: dict | None = None) -> RunResult:
     if jax.process_index() == 0:
       best = ckpts.best.all_steps()
       print(closing_summary(workdir, evaluation=evaluation, step=step,
@@ -110,7 +113,7 @@ def _loop(run: train_start.Run, resources: contextlib.ExitStack) -> RunResult:
                             during_evaluation=during_evaluation, timed=timed),
             flush=True)
     return RunResult(evaluation, step, step >= total_steps and not during_evaluation,
-                     input_.identity.to_dict())
+                     input_.identity.to_dict(), timed or {})
 
   # A checkpoint saved when its step's evaluation failed (input, device memory): evaluated first.
   unevaluated = (bool(saved) and "evaluation" not in saved
@@ -212,7 +215,8 @@ def _loop(run: train_start.Run, resources: contextlib.ExitStack) -> RunResult:
     progress.log_eval(step, step / steps_per_epoch, evaluation, timing["seconds"])
     outcome = schedule.after_eval(evaluation["eval"]["top1_error"])
     if outcome.improved:
-      ckpts.save_best(step, state, meta(step, evaluation=evaluation))
+      with progress.timing("checkpoint"):
+        ckpts.save_best(step, state, meta(step, evaluation=evaluation))
     if outcome.dropped:
       logging.info("validation error plateaued: learning rate ÷10 → %g (drop %d of %d)",
                    schedule.learning_rate, schedule.state.drops, schedule.max_drops)
@@ -230,7 +234,10 @@ def _loop(run: train_start.Run, resources: contextlib.ExitStack) -> RunResult:
       metrics.plot_curves(writer.path, workdir_lib.RunDir(workdir).curves,
                           config.model.num_classes)
     return result(evaluation, step, stop.signal if step < total_steps or interrupted else None,
-                  during_evaluation=interrupted, timed=(progress.elapsed(), evaluating))
+                  during_evaluation=interrupted,
+                  timed={"loop_seconds": progress.elapsed(), "evaluation_seconds": evaluating,
+                         "checkpoint_seconds": progress.totals["checkpoint"],
+                         "checkpoints": progress.counts["checkpoint"]})
 
   if unevaluated:
     logging.info("step %d was saved without its evaluation: evaluating it first", start_step)

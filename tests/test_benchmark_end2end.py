@@ -12,15 +12,22 @@ def test_end2end_reports_the_training_loops_own_rate_and_input_wait(monkeypatch,
 
   from conftest import load_config
 
-  from alexnet_jax import metrics
+  from alexnet_jax import metrics, train
 
   rows = []  # the metrics file as last read (the curves plot reads it too)
+  saving = []  # the run's seconds saving checkpoints
 
   def read(path, real=metrics.read_metrics):
     rows[:] = real(path)
     return list(rows)
 
+  def run(*args, real=train.train_and_evaluate, **kwargs):
+    result = real(*args, **kwargs)
+    saving.append(result.timing["checkpoint_seconds"])
+    return result
+
   monkeypatch.setattr(metrics, "read_metrics", read)
+  monkeypatch.setattr(train, "train_and_evaluate", run)
   record = benchmark.bench_end2end(load_config("tiny"), source="synthetic", root="",
                                    generate=64, batch=16, workers=0, steps=8)
   assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == record
@@ -48,6 +55,10 @@ def test_end2end_reports_the_training_loops_own_rate_and_input_wait(monkeypatch,
   assert [(r["step"], r["images"]) for r in evaluated] == [(8, 4 * 16)]
   assert record["eval_img_per_s"] == round(evaluated[0]["img_per_s"], 1)
   assert record["eval_input_start_seconds"] == round(evaluated[0]["input_start_seconds"], 3)
+  # The main thread's seconds per save, over the last step's two (checkpoints/ and best/):
+  # mutation, over one -> twice the mean (red).
+  assert record["checkpoints"] == 2
+  assert record["checkpoint_seconds_per_save"] == round(saving[0] / 2, 3) > 0
 
 
 @pytest.mark.parametrize("source,prepared", [("synthetic", False), ("jpeg", True)])

@@ -54,9 +54,10 @@ def test_smoke_mode_runs_every_phase_and_writes_the_report(tmp_path):
                                                  "metrics", "checkpoint", "host_batch",
                                                  "transfer"))
     assert profile["host_ms"]["dispatch"] > 0 and profile["host_ms"]["transfer"] > 0
-  # End to end: the loop's evaluation timed too (mutation: its record's figures left out ->
-  # red).
+  # End to end: the loop's evaluation and checkpoint saves timed too (mutations: either's
+  # figures left out of its record -> red).
   assert phases["projection"]["hours_end_to_end"] > phases["projection"]["hours_at_loop_speed"] > 0
+  assert phases["projection"]["untimed"] == [] and phases["projection"]["checkpoint_hours"] >= 0
   assert [g["goal"].split()[1:3] for g in report["goals"]] == [
       ["step", ">="], ["loop", "from"], ["loop", "with"], ["on", "the"],
       ["ImageNet", "epochs"],

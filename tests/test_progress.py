@@ -29,6 +29,8 @@ def test_an_interval_splits_the_wall_time_into_its_parts(monkeypatch):
   assert out["img_per_s"] == pytest.approx(4.0) and out["input_wait_fraction"] == 0.0
   assert out["host_ms/input_wait"] == 0.0 and out["host_ms/dispatch"] == 0.0
   assert out["host_ms/other"] == pytest.approx(2000)
+  # Since the loop started (the closing summary's): mutation, reset with each interval -> red.
+  assert (p.totals["input_wait"], p.totals["dispatch"], p.counts["dispatch"]) == (1.0, 0.5, 1)
 
 
 def test_track_yields_every_item_and_logs_progress(monkeypatch, caplog):

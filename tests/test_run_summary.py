@@ -58,11 +58,18 @@ def test_the_next_commands_start_this_interpreter_from_any_shell(tmp_path):
 
 
 def test_the_time_line_reads_in_seconds_minutes_or_hours():
-  """Mutations, each red: the line left out; minutes from 60 s; hours from 1 h."""
-  lines = closing_summary("W", evaluation=EVALUATION, step=100, total_steps=100,
-                          stopped_by=None, best_step=90, timed=(4000.0, 75.5)).splitlines()
-  assert lines[2:4] == ["trained to step 100 of 100",
-                        "time: 66.7 min in this process's training loop, 75.5 s of it evaluating"]
+  """Mutations, each red: the line left out; minutes from 60 s; hours from 1 h; one save
+  said in the plural."""
+  timed = {"loop_seconds": 4000.0, "evaluation_seconds": 75.5, "checkpoint_seconds": 12.3,
+           "checkpoints": 30}
+  summary = lambda timed: closing_summary("W", evaluation=EVALUATION, step=100,
+                                          total_steps=100, stopped_by=None, best_step=90,
+                                          timed=timed).splitlines()
+  assert summary(timed)[2:4] == [
+      "trained to step 100 of 100",
+      "time: 66.7 min in this process's training loop, 75.5 s of it evaluating, 12.3 s saving "
+      "30 checkpoints"]
+  assert summary(timed | {"checkpoints": 1})[3].endswith(", 12.3 s saving 1 checkpoint")
   assert [run_summary.duration(s) for s in (119.94, 120.0, 7199.0, 7200.0)] == [
       "119.9 s", "2.0 min", "120.0 min", "2.00 h"]
 

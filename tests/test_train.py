@@ -251,10 +251,14 @@ def test_a_signal_after_the_last_steps_evaluation_ends_a_complete_run(tmp_path, 
   assert result.complete and result.step == 4
   out = capsys.readouterr().out
   assert "trained to step 4 of 4" in out and "stopped by" not in out
-  # The loop's time and its evaluations' (mutation: the evaluations' seconds not summed -> red).
-  loop, evaluating = re.search(r"^time: ([\d.]+) s in this process's training loop, ([\d.]+) "
-                               r"s of it evaluating$", out, re.M).groups()
-  assert 0 < float(evaluating) < float(loop)
+  # The loop's time, its evaluations' and its checkpoint saves': step 2's, and step 4's in
+  # checkpoints/ and best/ (mutations: the evaluations' seconds not summed; best/'s save not
+  # timed -> red).
+  loop, evaluating, saving = map(float, re.search(
+      r"^time: ([\d.]+) s in this process's training loop, ([\d.]+) s of it evaluating, "
+      r"([\d.]+) s saving 3 checkpoints$", out, re.M).groups())
+  assert 0 < evaluating < loop and 0 < saving < loop
+  assert result.timing["checkpoints"] == 3
 
 
 @pytest.mark.parametrize("failing,saved,steps", [(1, None, []), (3, 2, [2]), (4, 3, [2, 3])])

@@ -71,9 +71,11 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
   after the first (compiling) interval; the batches' host-to-device GB/s; with the network,
   the step alone timed after it in the same process and the loop's fraction of it; the
   evaluation after the timed steps (`EVAL_BATCHES` batches of made images, or `root`'s): its
-  images/s after its first batch and its input's start; for JPEGs, the loop's ratio to a
-  one-thread Pillow decode and crop of the same JPEGs timed in the same run for
-  `pillow_seconds` (0: not timed).
+  images/s after its first batch and its input's start; the main thread's seconds per
+  checkpoint save, over the run's saves (its last step's, in checkpoints/ and best/: the
+  network's whole state, the null model's too, each the first of its kind); for JPEGs, the
+  loop's ratio to a one-thread Pillow decode and crop of the same JPEGs timed in the same run
+  for `pillow_seconds` (0: not timed).
   `null_model`: a trivial step in place of the network (`null_setup`), so the figures are the
   loop's own ceiling. `store`: the prepared store's folder, kept (prepared once and reused by
   later runs). Prints and returns the record."""
@@ -111,8 +113,8 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
     config.eval.ten_crop_final = False
     config.checkpoint.every_steps = 10 * steps
     workdir = os.path.join(tmp, "workdir")
-    train.train_and_evaluate(config, workdir,
-                             **({"setup": null_setup} if null_model else {}))
+    timing = train.train_and_evaluate(config, workdir,
+                                      **({"setup": null_setup} if null_model else {})).timing
     logged = metrics.run_rows(workdir)
     evaluated = [r for r in logged if r["split"] == "eval"][-1]
     rows = [r for r in logged if r["split"] == "train"][1:]
@@ -129,7 +131,10 @@ def bench_end2end(config, *, source: str, root: str, generate: int, batch: int, 
             "host_ms_per_step": {k.split("/")[1]: mean(k) for k in sorted(rows[0])
                                  if k.startswith("host_ms/")},
             "eval_img_per_s": round(evaluated["img_per_s"], 1),
-            "eval_input_start_seconds": round(evaluated["input_start_seconds"], 3)}
+            "eval_input_start_seconds": round(evaluated["input_start_seconds"], 3),
+            "checkpoints": timing["checkpoints"],
+            "checkpoint_seconds_per_save": round(timing["checkpoint_seconds"]
+                                                 / max(timing["checkpoints"], 1), 3)}
   crossing = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype
                  in batch_lib.device_layout(batch, config.model.input_size,
                                             config.model.in_channels).values())
