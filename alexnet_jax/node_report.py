@@ -14,10 +14,10 @@ import subprocess
 
 from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.configs import paper
-from alexnet_jax.train import itstime
 from alexnet_jax.data.samples import IMAGENET_TRAIN_SIZE, IMAGENET_VAL_SIZE
+from alexnet_jax.train import itstime
 
-PAPER_EPOCHS = 90
+PAPER_EPOCHS = round(paper.get_config().num_epochs)  # §5's 90
 # configs/fashion_mnist_full.py's goals: its training loss out of ln 10 within the first epoch
 # (below this fraction of it), and this validation accuracy (%) after its 30 epochs.
 LEAVES_CHANCE = 0.9
