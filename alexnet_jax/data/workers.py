@@ -6,12 +6,14 @@ and workers that end with the training process."""
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import re
 import signal
 import threading
 import time
+import weakref
 
 import grain
 import jax
@@ -21,6 +23,16 @@ from alexnet_jax.data import ring, spawning, worker_locks
 from alexnet_jax.errors import UserError
 
 _WATCH_S = 0.5
+_OPEN: weakref.WeakSet = weakref.WeakSet()  # the `FromStep`s reading now
+
+
+@atexit.register
+def _close_open() -> None:
+  """Closes the readers a script left open as it exits, before multiprocessing stops its
+  child processes (it would wait for workers that leave SIGTERM to the training process) and
+  before the interpreter's teardown, where closing them failed."""
+  for reading in list(_OPEN):
+    reading.close()
 
 
 def _start_worker(index: int, count: int, parent: int) -> None:
@@ -126,6 +138,7 @@ class FromStep(grain.DatasetIterator):
         self._ring, self._iterator = _handed_over(dataset, self._layout, self._workers)
       else:
         self._iterator = iter(dataset)
+      _OPEN.add(self)
     return self._iterator
 
   def lend(self, to_device: bool = True) -> bool:
@@ -181,5 +194,6 @@ class FromStep(grain.DatasetIterator):
   def close(self) -> None:
     if self._iterator is None:  # (grain closes an iterator again as it is collected)
       return
+    _OPEN.discard(self)
     _stop(self._ring, self._iterator)
     self._iterator = self._ring = self._lent = None
