@@ -145,42 +145,21 @@ def test_the_unreadable_training_images_skipped_are_counted_over_the_run(tmp_pat
 
 @pytest.mark.slow
 def test_a_run_resumes_bitwise_with_another_number_of_input_workers(straight_run, tmp_path,
-                                                                     caplog):
-  """Read in 2 worker processes, stopped by SIGTERM at step 3, resumed with 2 and stopped at
-  step 5, resumed with 1 to the end: bitwise where the run read in-process ends (a run with
-  workers used to refuse to resume). The stall check (at step 4, in the second part) warns
-  once, not again after a resume past it.
-  Mutations: the position restored as the step-0 one (`workers.FromStep.set_state` keeping
-  step 0); the check made again on every resume; the stop step not saved (the run resumed
-  from the step before, redoing one) -> red."""
-  from absl import logging as absl_logging
-
-  workdir = str(tmp_path / "run")
-  with caplog.at_level("WARNING"):
-    absl_logging.use_python_logging()
-    for workers, stop in ((2, 3), (2, 5), (1, None)):
-      config = small_config()
-      config.data.workers = workers
-      config.stall.band = 1.0  # any loss below 2 ln(10) counts as stalled: the check is the subject
-      with sigterm_at_step(stop) if stop else contextlib.nullcontext():
-        result = train.train_and_evaluate(config, workdir)
-      assert result.step == (stop or 8) and result.complete == (stop is None)
-      assert (stop or 8) in checkpoint.saved_steps(workdir)  # the step it stopped at, saved
-  assert_same_params(workdir, straight_run[0])
-  stalled = [r.getMessage() for r in caplog.records if "training looks stalled" in r.getMessage()]
-  assert len(stalled) == 1 and "after 4 steps" in stalled[0], stalled
-
-
-@pytest.mark.slow
-def test_the_runs_evaluations_keep_their_input_workers_from_one_to_the_next(straight_run,
-                                                                           tmp_path,
-                                                                           monkeypatch):
-  """Evaluations read in 2 worker processes, every 2 steps: the first of a run starts them
-  and the next read in the same ones (each used to start its own); a run stopped by SIGTERM
-  at step 5 leaves none behind; resumed, it ends with the figures and network of the straight
-  run, and none left either. Mutations: the loop not asking to keep them (a reading per
-  evaluation); the run's end not stopping those kept (the stopped run leaves 2) -> red."""
+                                                                     caplog, monkeypatch):
+  """Read in 2 worker processes, evaluated every 2 steps, stopped by SIGTERM at step 3,
+  resumed with 2 and stopped at step 5, resumed with 1 to the end: bitwise where the run read
+  in-process ends, its last evaluation too (a run with workers used to refuse to resume).
+  Each part's evaluations keep their workers from one to the next (each used to start its
+  own): a reading a part, the last part's two evaluations in one; none is left when a part
+  ends. The stall check (at step 4, in the second part) warns once, not again after a resume
+  past it. Mutations: the position restored as the step-0 one (`workers.FromStep.set_state`
+  keeping step 0); the check made again on every resume; the stop step not saved (the run
+  resumed from the step before, redoing one); the loop not asking to keep the evaluation's
+  workers (a reading per evaluation); the run's end not stopping those kept (train_start
+  closing `input_.train` alone: 2 processes left) -> red."""
   import multiprocessing
+
+  from absl import logging as absl_logging
 
   from alexnet_jax import train_start
   from alexnet_jax.data import evaluation_batches
@@ -193,23 +172,30 @@ def test_the_runs_evaluations_keep_their_input_workers_from_one_to_the_next(stra
   inputs, build = [], train_start.build_input  # held, so that only closing stops their workers
   monkeypatch.setattr(train_start, "build_input",
                       lambda *a, **kw: (inputs.append(build(*a, **kw)), inputs[-1])[1])
-  config = small_config()
-  config.data.workers = 2
-  config.eval_every_epochs = 0.5
   before, children = ring_blocks(), set(multiprocessing.active_children())
   workdir = str(tmp_path / "run")
   try:
-    for stop in (5, None):
-      with sigterm_at_step(stop) if stop else contextlib.nullcontext():
-        result = train.train_and_evaluate(config, workdir)
-      assert set(multiprocessing.active_children()) <= children and ring_blocks() == before
+    with caplog.at_level("WARNING"):
+      absl_logging.use_python_logging()
+      for workers, stop in ((2, 3), (2, 5), (1, None)):
+        config = small_config()
+        config.data.workers = workers
+        config.eval_every_epochs = 0.5
+        config.stall.band = 1.0  # any loss below 2 ln(10) counts as stalled: the check is tested
+        with sigterm_at_step(stop) if stop else contextlib.nullcontext():
+          result = train.train_and_evaluate(config, workdir)
+        assert result.step == (stop or 8) and result.complete == (stop is None)
+        assert (stop or 8) in checkpoint.saved_steps(workdir)  # the step it stopped at, saved
+        assert set(multiprocessing.active_children()) <= children and ring_blocks() == before
   finally:
     for input_ in inputs:
       input_.close()
-  evaluated = [r["step"] for r in metrics.run_rows(workdir) if r["split"] == "eval"]
-  assert evaluated == [2, 4, 6, 8] and readings == [((), True)] * 2
-  assert result.evaluation["eval"] == straight_run[1]["eval"]
   assert_same_params(workdir, straight_run[0])
+  assert result.evaluation["eval"] == straight_run[1]["eval"]
+  evaluated = [r["step"] for r in metrics.run_rows(workdir) if r["split"] == "eval"]
+  assert evaluated == [2, 4, 6, 8] and readings == [((), True)] * 3
+  stalled = [r.getMessage() for r in caplog.records if "training looks stalled" in r.getMessage()]
+  assert len(stalled) == 1 and "after 4 steps" in stalled[0], stalled
 
 
 @pytest.mark.slow
