@@ -145,15 +145,16 @@ def saved_state(workdir, step):
 
 
 def damage_state(step_dir, how: str) -> None:
-  """Damages the arrays of a checkpoint's state: each data file 'truncate'd to half or
-  'delete'd."""
+  """Damages the arrays of a checkpoint's state: each data file 'truncate'd to its first 32
+  bytes (a write cut short; cut to half, a file holding every array could keep the
+  parameters whole, which a parameters-only restore then read) or 'delete'd."""
   victims = [f for f in glob.glob(os.path.join(step_dir, "state", "**", "*"), recursive=True)
              if os.path.isfile(f) and os.path.getsize(f) > 64 and "ocdbt.process" in f]
   assert victims
   for path in victims:
     if how == "truncate":
       with open(path, "r+b") as f:
-        f.truncate(os.path.getsize(path) // 2)
+        f.truncate(32)
     else:
       os.remove(path)
 
