@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 
+from alexnet_jax import train_start
 from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.configs import paper
 from alexnet_jax.data.samples import IMAGENET_TRAIN_SIZE, IMAGENET_VAL_SIZE
@@ -31,13 +32,12 @@ FULL_FASHION_EPOCHS = 30  # configs/fashion_mnist_full.py's num_epochs
 
 def paper_run() -> dict:
   """`configs/paper.py` on ImageNet's 1,281,167 training images as the loop runs it
-  (`train.itstime`): its steps, its evaluations (each epoch's and the last step's) and its
-  checkpoint saves: one every `checkpoint.every_steps` steps but at an evaluation, and two at
-  each evaluation (checkpoints/ and best/, the latter when the error improved: at most)."""
+  (`train_start.steps_of`, `train.itstime`): its steps, its evaluations (each epoch's and the
+  last step's) and its checkpoint saves: one every `checkpoint.every_steps` steps but at an
+  evaluation, and two at each evaluation (checkpoints/ and best/, the latter when the error
+  improved: at most)."""
   config = paper.get_config()
-  per_epoch = IMAGENET_TRAIN_SIZE / config.data.batch_size
-  total = math.ceil(config.num_epochs * per_epoch)
-  eval_every = max(1, round(config.eval_every_epochs * per_epoch))
+  _, total, eval_every = train_start.steps_of(config, IMAGENET_TRAIN_SIZE)
   evaluations = len(range(eval_every, total + 1, eval_every)) + bool(total % eval_every)
   every = config.checkpoint.every_steps
   periodic = sum(not itstime(s, eval_every, total) for s in range(every, total + 1, every))

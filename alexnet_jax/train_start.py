@@ -45,6 +45,14 @@ class Run:
   steps_per_epoch: float
 
 
+def steps_of(config, num_train: int) -> tuple[float, int, int]:
+  """`config`'s steps per epoch over `num_train` training images, its last step and the steps
+  between its evaluations."""
+  steps_per_epoch = num_train / config.data.batch_size
+  total_steps = config.num_steps or math.ceil(config.num_epochs * steps_per_epoch)
+  return steps_per_epoch, total_steps, max(1, round(config.eval_every_epochs * steps_per_epoch))
+
+
 def start(config, workdir: str, setup_fn, resuming: bool,
           resources: contextlib.ExitStack) -> Run:
   """Everything the loop runs on, in `resources`: the checkpoints, the mesh, the input, the
@@ -76,9 +84,7 @@ def start(config, workdir: str, setup_fn, resuming: bool,
                     "training images: an epoch would be less than one step; set "
                     f"--config.data.batch_size to at most {input_.num_train} (a small "
                     "dataset's recipe: README, 'Fine-tuning a small dataset')")
-  steps_per_epoch = input_.num_train / batch_size
-  total_steps = config.num_steps or math.ceil(config.num_epochs * steps_per_epoch)
-  eval_every = max(1, round(config.eval_every_epochs * steps_per_epoch))
+  steps_per_epoch, total_steps, eval_every = steps_of(config, input_.num_train)
   logging.info("data: %s, %d train / %d eval examples, %d classes, %.1f steps per epoch",
                input_.identity.describe(), input_.num_train, input_.num_eval,
                input_.num_classes, steps_per_epoch)

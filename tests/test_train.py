@@ -167,8 +167,8 @@ def test_a_run_resumes_bitwise_with_another_number_of_input_workers(straight_run
 
   readings, real = [], evaluation_batches.EvaluationBatches._reading
   monkeypatch.setattr(evaluation_batches.EvaluationBatches, "_reading",
-                      lambda self, views, endless: (readings.append((views, endless)),
-                                                    real(self, views, endless))[1])
+                      lambda self, views, k, endless: (readings.append((views, endless)),
+                                                       real(self, views, k, endless))[1])
   inputs, build = [], train_start.build_input  # held, so that only closing stops their workers
   monkeypatch.setattr(train_start, "build_input",
                       lambda *a, **kw: (inputs.append(build(*a, **kw)), inputs[-1])[1])

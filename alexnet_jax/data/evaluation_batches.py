@@ -61,8 +61,8 @@ class EvaluationBatches:
     self._records, self._read, self._workers = records, read, workers
     self._kept: dict[tuple[int, ...], workers_lib.FromStep] = {}
 
-  def _reading(self, views: tuple[int, ...], endless: bool) -> workers_lib.FromStep:
-    k = chunk_size(self.batch, views)
+  def _reading(self, views: tuple[int, ...], k: int, endless: bool) -> workers_lib.FromStep:
+    """The chunks of `k` examples of a pass, or of every pass (`endless`), being read."""
     chunks = grain.MapDataset.range(self.steps * self.batch // k).map(
         EvalChunk(self._records.map(augment.EvalCrops(self.crop, bool(views))), k, views,
                   self.crop, self.channels))
@@ -79,11 +79,11 @@ class EvaluationBatches:
     them). Otherwise they stop after the last batch, as the reader asks for the next one or
     closes the pass."""
     views, keep = (10,) if ten_crop else (), keep and self._workers > 0
+    k = chunk_size(self.batch, views)
     reading = self._kept.pop(views, None)
     self.close()  # the other kind's processes
     if reading is None:
-      reading = self._reading(views, endless=keep)
-    k = chunk_size(self.batch, views)
+      reading = self._reading(views, k, endless=keep)
     layout = batch_lib.evaluation_layout(self.batch, views, self.crop, self.channels)
     with contextlib.ExitStack() as unless_kept:
       unless_kept.callback(reading.close)  # worker processes and their shared memory released
